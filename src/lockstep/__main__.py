@@ -1,0 +1,5 @@
+"""`python -m lockstep`: what the images run."""
+
+from lockstep.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""The project definition: ``[project]`` and ``[tool.lockstep]`` of ``pyproject.toml``.
+
+One place for every fact about the images; the CLI and Bazel both read it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockstep.errors import BadInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python < 3.11
+    import tomli as tomllib
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+MIRROR_ENV = "LOCKSTEP_DEBIAN_MIRROR"
+EXECUTOR_GROUP = "lockstep.executors"
+ROLES = ("runner", "worker")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How one role's image differs from the other: its config only."""
+
+    role: str
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    name: str
+    version: str
+    source_url: str
+    sources: tuple[str, ...]
+    package_root: str
+    python_lock: Path
+    debian_lock: Path
+    debian_mirror: str
+    requirements: tuple[str, ...]
+    debian_packages: tuple[str, ...]
+    executors: Mapping[str, str]  # name -> "module:attr", from the entry-point group
+    images: Mapping[str, ImageSpec]
+
+    @property
+    def pyproject(self) -> Path:
+        return self.root / "pyproject.toml"
+
+    def mirror(self, environ: Mapping[str, str] | None = None) -> str:
+        """The Debian mirror: ``$LOCKSTEP_DEBIAN_MIRROR``, else the project's, else Debian's."""
+        env = os.environ if environ is None else environ
+        return (env.get(MIRROR_ENV) or self.debian_mirror or DEFAULT_MIRROR).rstrip("/")
+
+
+def _str_list(table: Mapping[str, Any], key: str, where: str, default: list[str]) -> list[str]:
+    value = table.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadInput(f"{where}: {key} must be a list of non-empty strings")
+    return value
+
+
+def _str(table: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{where}: {key} must be a non-empty string"
+                       + ("" if default is not None else " (it is required)"))
+    return value
+
+
+def load_project(root: Path) -> Project:
+    """Read and validate ``root/pyproject.toml``; ``BadInput`` naming the key on any problem."""
+    path = root / "pyproject.toml"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror}); run from the project root "
+                       "or pass --project") from exc
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid TOML ({exc}); fix the file") from exc
+    project = data.get("project")
+    if not isinstance(project, dict):
+        raise BadInput(f"{path}: no [project] table; add name and version")
+    tool = data.get("tool", {}).get("lockstep")
+    where = f"{path} [tool.lockstep]"
+    if not isinstance(tool, dict):
+        raise BadInput(f"{path}: no [tool.lockstep] table; add sources, locks and images")
+    name = _str(project, "name", f"{path} [project]")
+    version = _str(project, "version", f"{path} [project]")
+    urls = project.get("urls", {})
+    source_url = urls.get("Source", "") if isinstance(urls, dict) else ""
+
+    group = project.get("entry-points", {}).get(EXECUTOR_GROUP, {})
+    if not isinstance(group, dict) or not group:
+        raise BadInput(f'{path}: [project.entry-points."{EXECUTOR_GROUP}"] is missing or empty; '
+                       "register at least one executor")
+    for ex_name, target in group.items():
+        if not _NAME.match(ex_name) or not isinstance(target, str) or not _ENTRY.match(target):
+            raise BadInput(f'{path}: executor entry point {ex_name!r} = {target!r} must be '
+                           'name = "module:attribute"')
+
+    images_table = tool.get("images")
+    if not isinstance(images_table, dict):
+        raise BadInput(f"{where}: missing [tool.lockstep.images.runner] and .worker")
+    images: dict[str, ImageSpec] = {}
+    for role in ROLES:
+        spec = images_table.get(role)
+        if not isinstance(spec, dict):
+            raise BadInput(f"{where}: missing [tool.lockstep.images.{role}]")
+        iwhere = f"{path} [tool.lockstep.images.{role}]"
+        images[role] = ImageSpec(
+            role=role,
+            entrypoint=tuple(_str_list(spec, "entrypoint", iwhere, [])) or _missing(iwhere),
+            cmd=tuple(_str_list(spec, "cmd", iwhere, [])),
+        )
+    unknown = sorted(set(images_table) - set(ROLES))
+    if unknown:
+        raise BadInput(f"{where}: unknown image {unknown[0]!r}; the images are runner and worker")
+
+    sources = _str_list(tool, "sources", where, [])
+    if not sources:
+        raise BadInput(f"{where}: sources must list the declared input files (globs)")
+    for pattern in sources:
+        if pattern.startswith("/") or ".." in pattern.split("/"):
+            raise BadInput(f"{where}: source pattern {pattern!r} must be relative to the project")
+    return Project(
+        root=root,
+        name=name,
+        version=version,
+        source_url=source_url,
+        sources=tuple(sources),
+        package_root=_str(tool, "package_root", where, "src"),
+        python_lock=root / _str(tool, "python_lock", where),
+        debian_lock=root / _str(tool, "debian_lock", where),
+        debian_mirror=_str(tool, "debian_mirror", where, DEFAULT_MIRROR),
+        requirements=tuple(_str_list(tool, "requirements", where, [])),
+        debian_packages=tuple(_str_list(tool, "debian_packages", where, ["python3.11"])),
+        executors=dict(sorted(group.items())),
+        images=images,
+    )
+
+
+def _missing(where: str) -> tuple[str, ...]:
+    raise BadInput(f"{where}: entrypoint must be a non-empty list of strings")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` holding a pyproject.toml with [tool.lockstep]."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file() and b"[tool.lockstep" in pyproject.read_bytes():
+            return candidate
+    raise BadInput(f"{here}: no pyproject.toml with [tool.lockstep] here or above; "
+                   "run from the project root or pass --project")
