@@ -1,3 +1,3 @@
-"""lockstep: hermetic runner and worker images for Dask, and a handshake that refuses to mix builds."""
+"""lockstep: hermetic runner and worker images for Dask that refuse to mix builds."""
 
 __version__ = "0.1.0"

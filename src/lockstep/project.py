@@ -9,13 +9,13 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lockstep.errors import BadInput
 
-if sys.version_info >= (3, 11):
+if sys.version_info >= (3, 11):  # noqa: UP036 - tomli is the fallback the card names
     import tomllib
 else:  # pragma: no cover - Python < 3.11
     import tomli as tomllib
@@ -52,6 +52,8 @@ class Project:
     debian_packages: tuple[str, ...]
     executors: Mapping[str, str]  # name -> "module:attr", from the entry-point group
     images: Mapping[str, ImageSpec]
+    scripts: Mapping[str, str] = field(default_factory=dict)  # [project.scripts]
+    dependencies: tuple[str, ...] = ()  # [project] dependencies
 
     @property
     def pyproject(self) -> Path:
@@ -149,7 +151,16 @@ def load_project(root: Path) -> Project:
         debian_packages=tuple(_str_list(tool, "debian_packages", where, ["python3.11"])),
         executors=dict(sorted(group.items())),
         images=images,
+        scripts=dict(sorted(_str_table(project, "scripts", f"{path} [project]").items())),
+        dependencies=tuple(_str_list(project, "dependencies", f"{path} [project]", [])),
     )
+
+
+def _str_table(table: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    value = table.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise BadInput(f"{where}: {key} must be a table of strings")
+    return value
 
 
 def _missing(where: str) -> tuple[str, ...]:

@@ -1,0 +1,113 @@
+"""Declared source files → their tree digest.
+
+Only files matched by ``[tool.lockstep] sources`` count. The digest covers
+each file's relative path, exec bit and content — not mtimes, absolute paths
+or ownership. Git-ignored files and stray build outputs never count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockstep.errors import BadInput
+from lockstep.manifest import canonical_json, sha256_digest
+
+log = logging.getLogger(__name__)
+
+# Build outputs that never enter an image, whatever the globs say.
+_EXCLUDED_DIRS = ("__pycache__", ".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache")
+_EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # posix, relative to the project root
+    executable: bool
+    data: bytes
+
+
+def _excluded(rel: str) -> bool:
+    parts = rel.split("/")
+    return (
+        any(p in _EXCLUDED_DIRS or p.endswith(".egg-info") for p in parts[:-1])
+        or parts[-1].endswith(_EXCLUDED_SUFFIXES)
+        or parts[-1].endswith(".egg-info")
+    )
+
+
+def _git_ignored(root: Path, rels: Sequence[str]) -> set[str]:
+    """The subset of ``rels`` that git ignores; empty outside a git work tree."""
+    if not rels or not _in_git_tree(root):
+        return set()
+    try:
+        import git
+    except ImportError:  # the image's runtime has no gitpython, and needs none
+        return set()
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+        ignored: list[str] = repo.ignored(*(str(root / r) for r in rels))
+    except (git.InvalidGitRepositoryError, git.GitCommandError, git.NoSuchPathError) as exc:
+        log.debug("not filtering git-ignored files: %s", exc)
+        return set()
+    top = Path(repo.working_tree_dir or root).resolve()
+    out = set()
+    for name in ignored:
+        path = Path(name)
+        full = path if path.is_absolute() else top / path
+        out.add(full.resolve().relative_to(root.resolve()).as_posix())
+    return out
+
+
+def _in_git_tree(root: Path) -> bool:
+    return any((p / ".git").exists() for p in (root.resolve(), *root.resolve().parents))
+
+
+def select(root: Path, patterns: Iterable[str],
+           where: str = "[tool.lockstep] sources") -> list[str]:
+    """Relative posix paths of the declared files; BadInput if a pattern matches nothing."""
+    chosen: set[str] = set()
+    for pattern in patterns:
+        matched = [
+            p.relative_to(root).as_posix()
+            for p in root.glob(pattern)
+            if p.is_file()
+        ]
+        matched = [m for m in matched if not _excluded(m)]
+        if not matched:
+            raise BadInput(f"{root / 'pyproject.toml'}: {where} pattern {pattern!r} matches no "
+                           "file; create it or remove the pattern")
+        chosen.update(matched)
+    ignored = _git_ignored(root, sorted(chosen))
+    return sorted(chosen - ignored)
+
+
+def read(root: Path, rels: Iterable[str]) -> tuple[SourceFile, ...]:
+    files = []
+    for rel in rels:
+        path = root / rel
+        try:
+            st = path.stat()
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BadInput(f"{path}: cannot read declared input ({exc.strerror})") from exc
+        files.append(SourceFile(rel, bool(st.st_mode & stat.S_IXUSR), data))
+    return tuple(sorted(files, key=lambda f: f.path))
+
+
+def load(root: Path, patterns: Iterable[str]) -> tuple[SourceFile, ...]:
+    """The declared source files of the project at ``root``."""
+    return read(root, select(root, patterns))
+
+
+def tree_digest(files: Iterable[SourceFile]) -> str:
+    """``sha256:`` over (path, exec bit, content sha256) of every file, in path order."""
+    rows = [
+        [f.path, "x" if f.executable else "-", hashlib.sha256(f.data).hexdigest()]
+        for f in sorted(files, key=lambda f: f.path)
+    ]
+    return sha256_digest(canonical_json(rows))
