@@ -38,6 +38,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("archive", type=Path)
     p.set_defaults(func=cmd_load)
 
+    p = sub.add_parser("self-check", help="inside an image: import every executor its "
+                       "manifest lists, then print the manifest")
+    p.set_defaults(func=cmd_self_check)
+
     p = sub.add_parser("lock", help="refresh a lock: python (pex) or debian (base packages)")
     p.add_argument("which", choices=["python", "debian"])
     _project_arg(p)
@@ -86,6 +90,14 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     image_id = load_archive(args.archive)
     print(image_id)
+    return 0
+
+
+def cmd_self_check(args: argparse.Namespace) -> int:
+    from lockstep.selfcheck import self_check
+
+    manifest = self_check()
+    print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     return 0
 
 
