@@ -1,0 +1,124 @@
+"""``lockstep scheduler``, ``lockstep worker``, ``lockstep runner``: the images' entry points.
+
+``scheduler`` and ``worker`` are Dask's own ``dask scheduler`` and
+``dask worker`` with lockstep's preload put first; every argument passes
+through to Dask (``lockstep worker --help`` shows Dask's options). Each checks
+its settings before Dask starts, so a bad manifest or executor is one line on
+stderr and exit 2. ``runner`` connects, runs the handshake and prints the
+cluster's table. Imports stay lazy so ``lockstep --help`` does not load Dask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_PRELOAD = "lockstep.runtime.preload_scheduler"
+WORKER_PRELOAD = "lockstep.runtime.preload_worker"
+
+
+def add_commands(sub: Any) -> None:
+    """Add the runtime subcommands to the CLI's subparsers."""
+    # prefix_chars="+": argparse treats every "-…" as a plain argument, so all of
+    # Dask's options (and --help) reach Dask's own parser untouched.
+    scheduler = sub.add_parser(
+        "scheduler", prefix_chars="+", add_help=False,
+        help="run a Dask scheduler that admits only workers of this build "
+             "(Dask's `dask scheduler` options pass through)")
+    scheduler.add_argument("dask_args", nargs=argparse.REMAINDER)
+    scheduler.set_defaults(func=run_scheduler)
+
+    worker = sub.add_parser(
+        "worker", prefix_chars="+", add_help=False,
+        help="run a Dask worker configured from its own environment (LOCKSTEP_EXECUTOR); "
+             "`dask worker` options pass through, e.g. tcp://host:8786 --nthreads 1")
+    worker.add_argument("dask_args", nargs=argparse.REMAINDER)
+    worker.set_defaults(func=run_worker)
+
+    runner = sub.add_parser(
+        "runner", help="connect to a scheduler, check that it and its workers are this build, "
+                       "and print the cluster's table")
+    runner.add_argument("scheduler", help="scheduler address, e.g. tcp://scheduler:8786")
+    runner.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="wait for at least N ready workers of this build (default 1)")
+    runner.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="give up after this long (default 30)")
+    runner.set_defaults(func=run_runner)
+
+
+def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
+    """Run Dask's click command ``module.main`` with our preload first; its exit code."""
+    import importlib
+
+    from lockstep.errors import CheckFailed, ServiceFailed
+
+    main = importlib.import_module(module).main
+    try:
+        main.main(args=["--preload", preload, *args], prog_name=prog, standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except Exception as exc:  # Dask lets start-up failures escape its CLI as tracebacks
+        refusal = _refusal(exc)
+        if refusal:
+            raise CheckFailed(refusal) from exc
+        raise ServiceFailed(f"{prog} stopped: {type(exc).__name__}: {exc}; "
+                            "its log above says why") from exc
+    return 0
+
+
+def _refusal(exc: BaseException | None) -> str | None:
+    """The scheduler's refusal message, if the chain of ``exc`` holds one.
+
+    Dask raises ``ValueError("Unexpected response from register: {response!r}")``.
+    """
+    import ast
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        _, _, response = str(exc).partition("Unexpected response from register: ")
+        if response:
+            try:
+                message = ast.literal_eval(response).get("message", "")
+            except (ValueError, SyntaxError, AttributeError):
+                message = response
+            if "lockstep refused worker" in str(message):
+                return str(message)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    from lockstep.manifest import load_manifest
+
+    manifest = load_manifest()  # BadInput, one line, before Dask starts
+    log.info("lockstep scheduler: build %s version %s", manifest.build_id, manifest.version)
+    return _dask_main("distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args,
+                      "lockstep scheduler")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from lockstep.runtime.config import RuntimeConfig
+
+    if not {"--help", "--version"} & set(args.dask_args):
+        RuntimeConfig.from_env()  # BadInput, one line, before Dask starts
+    return _dask_main("distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args,
+                      "lockstep worker")
+
+
+def run_runner(args: argparse.Namespace) -> int:
+    from lockstep.manifest import load_manifest
+    from lockstep.runtime.cluster import check_cluster, open_client
+
+    manifest = load_manifest()
+    client = open_client(args.scheduler, args.timeout)
+    try:
+        report = check_cluster(client, manifest, n_workers=args.workers, timeout=args.timeout)
+    finally:
+        client.close()
+    print(report.table())
+    return 0

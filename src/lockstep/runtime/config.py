@@ -1,0 +1,145 @@
+"""Runtime settings, read by the process that uses them and checked against its own manifest.
+
+A worker reads its settings from its own environment when it starts. Nothing
+of it comes from the runner: the incident (DESIGN.md §1) was a config object
+built in an older runner image and pickled to the workers. A value that is
+missing, empty, of the wrong type, or names an executor this image does not
+contain stops the process with an error that lists the valid values; there is
+no fallback.
+
+The settings (``SETTINGS`` below is their one source; ``settings_table()``
+renders the README's Markdown table from it):
+
+- ``LOCKSTEP_MANIFEST`` (scheduler, worker, runner; default
+  ``/etc/lockstep/manifest.json``): path of this process's build manifest;
+  outside an image it must be set.
+- ``LOCKSTEP_EXECUTOR`` (worker; required, no default): the executor type for
+  this worker's tasks, one of the manifest's ``executors``
+  (``cold``, ``direct``, ``isolated_warm``); anything else stops the worker.
+- ``LOCKSTEP_EXECUTOR_START_TIMEOUT`` (worker; default ``30``): seconds, a
+  number > 0, to wait for the executor's child process to say it is ready.
+
+Each worker logs its settings once at start-up, then one line
+``lockstep worker ready: build <id> version <v> executor <type> pid <pid>``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from lockstep.errors import BadInput
+from lockstep.manifest import MANIFEST_ENV, MANIFEST_PATH, BuildManifest, load_manifest
+
+EXECUTOR_GROUP = "lockstep.executors"
+EXECUTOR_ENV = "LOCKSTEP_EXECUTOR"
+START_TIMEOUT_ENV = "LOCKSTEP_EXECUTOR_START_TIMEOUT"
+DEFAULT_START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: who reads it, its default, what it means."""
+
+    name: str
+    read_by: str
+    default: str | None  # None: required
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(MANIFEST_ENV, "scheduler, worker, runner", MANIFEST_PATH,
+            "path of this process's build manifest; outside an image it must be set"),
+    Setting(EXECUTOR_ENV, "worker", None,
+            "executor type for this worker's tasks: one of the manifest's `executors`; "
+            "anything else stops the worker"),
+    Setting(START_TIMEOUT_ENV, "worker", str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
+            "seconds (a number > 0) to wait for the executor's child process to say it is ready"),
+)
+
+
+def settings_table() -> str:
+    """The README's settings table, as Markdown, from ``SETTINGS``."""
+    rows = ["| variable | read by | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default is not None else "none: required"
+        rows.append(f"| `{s.name}` | {s.read_by} | {default} | {s.meaning} |")
+    return "\n".join(rows)
+
+
+def registered_executors() -> dict[str, str]:
+    """The executor registry of this installation: name -> ``module:attr``, from entry points."""
+    return {ep.name: ep.value for ep in entry_points(group=EXECUTOR_GROUP)}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """A worker's settings, validated against the manifest of the image it runs in."""
+
+    manifest: BuildManifest
+    manifest_path: Path
+    executor: str
+    start_timeout: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 manifest: BuildManifest | None = None) -> RuntimeConfig:
+        """Read this process's environment; ``BadInput`` naming the variable and valid values.
+
+        ``manifest`` defaults to this process's own (``$LOCKSTEP_MANIFEST``).
+        """
+        env = os.environ if environ is None else environ
+        path = Path(env.get(MANIFEST_ENV) or MANIFEST_PATH)
+        if manifest is None:
+            manifest = load_manifest(path)
+        return cls(
+            manifest=manifest,
+            manifest_path=path,
+            executor=_executor(env, manifest),
+            start_timeout=_positive_seconds(env, START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT),
+        )
+
+    def describe(self) -> str:
+        """One log line of every setting and where its value came from."""
+        return (f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
+                f"{EXECUTOR_ENV}={self.executor} "
+                f"{START_TIMEOUT_ENV}={self.start_timeout:g}")
+
+
+def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
+    valid = ", ".join(manifest.executors) or "(none: the manifest lists no executors)"
+    build = f"build {manifest.build_id} version {manifest.version}"
+    value = env.get(EXECUTOR_ENV)
+    if value is None:
+        raise BadInput(f"{EXECUTOR_ENV} is not set; set it to one of the executors of "
+                       f"{build}: {valid}")
+    if value not in manifest.executors:
+        shown = repr(value) if value else "empty"
+        raise BadInput(f"{EXECUTOR_ENV}={shown} is not an executor of {build}; "
+                       f"valid values: {valid}")
+    registry = registered_executors()
+    if value not in registry:
+        raise BadInput(f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
+                       f"registers no {EXECUTOR_GROUP} entry point {value!r} (it has: "
+                       f"{', '.join(sorted(registry)) or 'none'}); the image is inconsistent, "
+                       "rebuild it")
+    return value
+
+
+def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        shown = repr(raw) if raw else "empty"
+        raise BadInput(f"{name}={shown} is not a number of seconds > 0; unset it for the "
+                       f"default ({default:g}) or set a number such as 30")
+    return value

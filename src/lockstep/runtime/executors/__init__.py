@@ -1,0 +1,86 @@
+"""Executors: where a worker runs a task. One small interface, registered by entry points.
+
+An executor is made from the worker's own ``RuntimeConfig``, started once when
+the worker starts (a failure stops the worker), then asked to ``run`` calls
+named ``module:callable``. Every result says which executor ran it and in
+which process. The registry is the ``lockstep.executors`` entry-point group
+(``pyproject.toml``); the image's manifest lists what the image contains.
+
+- ``direct``: in the worker process itself.
+- ``isolated_warm``: in one warm child process, reused across tasks and
+  replaced if it dies.
+- ``cold``: in a fresh process per task, forked from a clean template
+  process that never imports task code.
+
+Kept light: the executors' child processes import this package.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from lockstep.runtime.config import RuntimeConfig
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """One call: ``target`` is ``module:qualified.name``; args must pickle with stdlib pickle."""
+
+    target: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A call's value, with the executor type and the PID of the process that ran it."""
+
+    executor: str
+    pid: int
+    value: Any
+
+
+class TaskCrashed(RuntimeError):
+    """The process running a task died before it answered (killed, crashed, ``os._exit``)."""
+
+
+class ExecutorStartFailed(RuntimeError):
+    """An executor's process did not start or did not say it was ready in time."""
+
+
+class Executor(abc.ABC):
+    """Runs calls for one worker. Thread-safe; ``start`` before, ``close`` after use."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+
+    def start(self) -> None:  # noqa: B027 - optional hook: nothing to start by default
+        """Make the executor ready; raise ``ExecutorStartFailed`` if it cannot be."""
+
+    @abc.abstractmethod
+    def run(self, call: TaskCall) -> TaskResult:
+        """Run ``call``; its exception is re-raised here, ``TaskCrashed`` if its process died."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: nothing to stop by default
+        """Stop any process the executor started."""
+
+    def pids(self) -> tuple[int, ...]:
+        """The long-lived processes this executor keeps (for logs and the identity handler)."""
+        return ()
+
+
+def load_executor(name: str, targets: dict[str, str]) -> type[Executor]:
+    """The executor class registered as ``name`` in ``targets`` (name -> ``module:attr``)."""
+    module_name, _, attr = targets[name].partition(":")
+    cls: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        cls = getattr(cls, part)
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        raise TypeError(f"executor entry point {name} = {targets[name]} is not an Executor class")
+    return cls

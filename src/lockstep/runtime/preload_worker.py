@@ -1,0 +1,69 @@
+"""Dask worker preload (``--preload lockstep.runtime.preload_worker``): configure, announce.
+
+In the worker process, before it registers with the scheduler:
+
+1. read ``RuntimeConfig.from_env()`` against this image's manifest and log it;
+2. start the configured executor;
+3. announce the manifest (canonical JSON) and the executor type through
+   ``worker.startup_information``, which the scheduler's gate checks;
+4. answer ``lockstep_identity`` (a pickle-free handler) for ``connect``.
+
+Any failure exits the worker process (Dask only logs an exception raised in
+``dask_setup`` and runs on, DESIGN.md §5). Once the scheduler has admitted
+the worker, it logs ``lockstep worker ready: build … executor … pid …``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from lockstep.errors import LockstepError
+from lockstep.runtime._logging import ensure_visible
+from lockstep.runtime.config import RuntimeConfig
+from lockstep.runtime.executors import ExecutorStartFailed
+from lockstep.runtime.identity import ANNOUNCE_KEY, EXECUTOR_KEY, IDENTITY_OP
+from lockstep.runtime.worker import EXTENSION, WorkerRuntime
+
+log = logging.getLogger("lockstep.runtime.worker")
+
+
+async def dask_setup(worker: Any) -> None:
+    """Dask's preload hook: exits the process unless the worker is fit to run tasks."""
+    ensure_visible()
+    try:
+        config = RuntimeConfig.from_env()
+        log.info("%s", config.describe())
+        runtime = WorkerRuntime(config)
+        await asyncio.to_thread(runtime.start)
+    except LockstepError as exc:
+        log.critical("lockstep worker cannot start: %s", exc.message)
+        sys.exit(exc.exit_code)
+    except (ExecutorStartFailed, ImportError, TypeError, OSError) as exc:
+        log.critical("lockstep worker cannot start its executor: %s", exc)
+        sys.exit(1)
+    worker.extensions[EXTENSION] = runtime
+    worker.startup_information[ANNOUNCE_KEY] = lambda _w: runtime.announce()
+    worker.startup_information[EXECUTOR_KEY] = lambda _w: config.executor
+    worker.handlers[IDENTITY_OP] = runtime.identity
+    task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _log_when_admitted(worker: Any, runtime: WorkerRuntime) -> None:
+    """Log the ready line once the scheduler has admitted the worker (never if refused)."""
+    from distributed.core import Status
+
+    admitted = {Status.running, Status.paused}
+    ended = {Status.closing, Status.closing_gracefully, Status.closed, Status.failed,
+             Status.stopping, Status.stopped}
+    while worker.status not in admitted | ended:
+        await asyncio.sleep(0.02)
+    if worker.status in admitted:
+        log.info("%s", runtime.ready_line())

@@ -1,0 +1,75 @@
+"""Running a task under the worker's own executor: the API the runner (and jobs) use.
+
+The runner submits ``run_task`` by reference with a target *name* and the
+task's arguments; the worker looks up the executor it configured from its
+own environment. Nothing in the submission configures the worker or claims
+an identity::
+
+    from lockstep.runtime import connect, submit_task
+
+    client = connect("tcp://scheduler:8786", n_workers=4, timeout=60)
+    future = submit_task(client, "mysim.model:step", args=(42,), kwargs={"dt": 0.1})
+    future.result()
+    # {"value": ..., "executor": "cold", "pid": 4711,
+    #  "worker": "tcp://10.0.0.7:40123", "build_id": "sha256:…"}
+
+``target`` is ``module:qualified.name``, imported where the executor runs the
+task (in a ``cold`` task's own process, never in the worker). Arguments and
+return values cross into executor processes with the standard ``pickle``.
+A task that raises re-raises on the runner; one whose process died raises
+``TaskCrashed``. Under ``isolated_warm`` and ``cold`` a worker runs one task at
+a time per executor, so start those workers with ``--nthreads 1``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lockstep.runtime.executors import TaskCall
+from lockstep.runtime.worker import EXTENSION, WorkerRuntime
+
+_TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+class NotALockstepWorker(RuntimeError):
+    """``run_task`` ran on a worker that was not started with ``lockstep worker``."""
+
+
+def check_target(target: str) -> str:
+    """``target`` if it reads ``module:qualified.name``; ``ValueError`` otherwise."""
+    if not isinstance(target, str) or not _TARGET.match(target):
+        raise ValueError(f"task target {target!r} must read 'module:callable'")
+    return target
+
+
+def run_task(target: str, args: Sequence[Any] = (),
+             kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``target(*args, **kwargs)`` under this worker's executor (runs on the worker).
+
+    Returns ``{"value", "executor", "pid", "worker", "build_id"}``.
+    """
+    from distributed import get_worker
+
+    check_target(target)
+    worker = get_worker()
+    runtime = worker.extensions.get(EXTENSION)
+    if not isinstance(runtime, WorkerRuntime):
+        raise NotALockstepWorker(f"worker {worker.address} has no lockstep runtime: start it "
+                                 "with `lockstep worker` (it adds the lockstep preload)")
+    result = runtime.run(TaskCall(target, tuple(args), dict(kwargs or {})))
+    return {"value": result.value, "executor": result.executor, "pid": result.pid,
+            "worker": worker.address, "build_id": runtime.config.manifest.build_id}
+
+
+def submit_task(client: Any, target: str, args: Sequence[Any] = (),
+                kwargs: Mapping[str, Any] | None = None, **submit_options: Any) -> Any:
+    """``client.submit(run_task, …)``: a Future of ``run_task``'s dict.
+
+    ``submit_options`` go to ``Client.submit`` (``key``, ``workers``,
+    ``retries``…); ``pure`` defaults to False so equal calls all run.
+    """
+    submit_options.setdefault("pure", False)
+    return client.submit(run_task, check_target(target), tuple(args), dict(kwargs or {}),
+                         **submit_options)

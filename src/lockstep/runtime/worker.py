@@ -1,0 +1,64 @@
+"""A worker's lockstep state: its config, its executor, and what it tells others about itself.
+
+Made by the worker preload from the worker's own environment; kept in
+``worker.extensions["lockstep"]`` where ``run_task`` finds it (Dask closes it
+with the worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from lockstep.runtime.config import RuntimeConfig, registered_executors
+from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_executor
+
+log = logging.getLogger(__name__)
+EXTENSION = "lockstep"
+
+
+class WorkerRuntime:
+    """The executor of one worker and the facts it announces; thread-safe."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.executor: Executor = load_executor(config.executor, registered_executors())(config)
+        self.ready = False
+        self._tasks = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the executor (blocking); raises if it cannot start."""
+        self.executor.start()
+        self.ready = True
+
+    def run(self, call: TaskCall) -> TaskResult:
+        with self._lock:
+            self._tasks += 1
+        return self.executor.run(call)
+
+    def announce(self) -> str:
+        """The manifest, as canonical JSON: what the scheduler's gate checks."""
+        return self.config.manifest.to_json().decode()
+
+    def identity(self) -> dict[str, Any]:
+        """The answer to the ``lockstep_identity`` handler: plain data, no pickles."""
+        return {
+            "manifest": self.announce(),
+            "executor": self.config.executor,
+            "pid": os.getpid(),
+            "ready": self.ready,
+            "tasks": self._tasks,
+            "executor_pids": list(self.executor.pids()),
+        }
+
+    def ready_line(self) -> str:
+        m = self.config.manifest
+        return (f"lockstep worker ready: build {m.build_id} version {m.version} "
+                f"executor {self.config.executor} pid {os.getpid()}")
+
+    def close(self) -> None:
+        self.ready = False
+        self.executor.close()
