@@ -1,0 +1,39 @@
+"""Task functions the runtime tests run on workers (imported by name, in the executor's process)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+COUNTER = 0
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def bump() -> int:
+    """A module-level global: carried over under ``direct``/``isolated_warm``, never under ``cold``."""
+    global COUNTER
+    COUNTER += 1
+    return COUNTER
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def sleep_then(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+def boom(message: str) -> None:
+    raise ValueError(message)
+
+
+def write_pid_and_sleep(path: str, seconds: float) -> int:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()

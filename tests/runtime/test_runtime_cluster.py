@@ -1,0 +1,335 @@
+"""The handshake with real processes: ``lockstep scheduler``/``worker``/``runner`` on 127.0.0.1.
+
+One module-scoped cluster of build "a" (a scheduler and one worker per
+executor, no nanny so a worker's pid is the process we started) serves most
+tests; builds are told apart by manifest files. Every process is ours and is
+stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockstep.errors import ServiceFailed
+from lockstep.manifest import BuildManifest
+from lockstep.runtime import (
+    IncompatibleClusterError,
+    TaskCrashed,
+    check_cluster,
+    connect,
+    submit_task,
+)
+from lockstep.runtime.identity import ClusterNotReady
+from tests.runtime.procs import (
+    ALL_EXECUTORS,
+    Proc,
+    base_env,
+    lockstep,
+    start_scheduler,
+    start_worker,
+    write_manifest,
+)
+
+T = "lockstep_test_tasks"
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    address: str
+    a_path: Path
+    a: BuildManifest
+    b_path: Path
+    b: BuildManifest
+    scheduler: Proc
+    workers: dict[str, Proc]  # executor -> process
+    addresses: dict[str, str]  # executor -> worker address
+    client: Any
+
+    def on(self, executor: str, target: str, *args: Any, **kwargs: Any) -> Any:
+        """Submit ``target`` to the worker of ``executor``; its result dict."""
+        future = submit_task(self.client, f"{T}:{target}", args, kwargs,
+                             workers=[self.addresses[executor]], allow_other_workers=False)
+        return future.result(timeout=60)
+
+    def identity(self) -> dict[str, Any]:
+        return dict(self.client.sync(self.client.scheduler.lockstep_identity))
+
+    def tasks_run(self) -> int:
+        answers = self.client.sync(self.client.scheduler.broadcast,
+                                   msg={"op": "lockstep_identity"})
+        return sum(int(a["tasks"]) for a in answers.values())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("cluster")
+    a_path, a = write_manifest(workdir, "a")
+    b_path, b = write_manifest(workdir, "b", version="0.0.9")
+    procs: list[Proc] = []
+    client = None
+    try:
+        scheduler, address = start_scheduler(workdir, a_path)
+        procs.append(scheduler)
+        workers = {ex: start_worker(workdir, address, a_path, ex, f"w-{ex}")
+                   for ex in ALL_EXECUTORS}
+        procs.extend(workers.values())
+        for proc in workers.values():
+            proc.wait_for("lockstep worker ready", timeout=60)
+        client = connect(address, n_workers=3, timeout=30, manifest=a)
+        report = check_cluster(client, a, n_workers=3, timeout=10)
+        addresses = {m.executor: m.address for m in report.workers}
+        yield Cluster(workdir, address, a_path, a, b_path, b, scheduler, workers, addresses,
+                      client)
+    finally:
+        if client is not None:
+            client.close()
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(*args: str, manifest: Path | None, executor: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(lockstep(*args), env=base_env(manifest, executor),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# --- a same-build cluster ---------------------------------------------------------------------
+
+
+def test_same_build_cluster_runs_tasks_under_each_executor(cluster: Cluster) -> None:
+    for executor, proc in cluster.workers.items():
+        ready = (f"lockstep worker ready: build {cluster.a.build_id} version 0.1.0 "
+                 f"executor {executor} pid {proc.pid}")
+        assert proc.text().count(ready) == 1, proc.text()[-3000:]
+        assert f"LOCKSTEP_EXECUTOR={executor}" in proc.text()
+        result = cluster.on(executor, "add", 2, b=3)
+        assert result["value"] == 5
+        assert result["executor"] == executor
+        assert result["build_id"] == cluster.a.build_id
+        assert result["worker"] == cluster.addresses[executor]
+        if executor == "direct":
+            assert result["pid"] == proc.pid
+        else:
+            assert result["pid"] != proc.pid
+
+
+def test_cold_gives_a_distinct_pid_per_task(cluster: Cluster) -> None:
+    futures = [submit_task(cluster.client, f"{T}:pid", workers=[cluster.addresses["cold"]],
+                           allow_other_workers=False) for _ in range(20)]
+    results = cluster.client.gather(futures)
+    pids = {r["pid"] for r in results}
+    assert len(pids) == 20
+    assert cluster.workers["cold"].pid not in pids
+    assert {r["executor"] for r in results} == {"cold"}
+
+
+def test_isolated_warm_reuses_one_child(cluster: Cluster) -> None:
+    futures = [submit_task(cluster.client, f"{T}:pid",
+                           workers=[cluster.addresses["isolated_warm"]],
+                           allow_other_workers=False) for _ in range(20)]
+    pids = {r["pid"] for r in cluster.client.gather(futures)}
+    assert len(pids) == 1
+    assert cluster.workers["isolated_warm"].pid not in pids
+
+
+def test_module_global_is_not_carried_over_under_cold(cluster: Cluster) -> None:
+    assert [cluster.on("cold", "bump")["value"] for _ in range(4)] == [1, 1, 1, 1]
+    warm = [cluster.on("isolated_warm", "bump")["value"] for _ in range(3)]
+    assert warm[1] == warm[0] + 1 and warm[2] == warm[0] + 2
+
+
+def test_task_error_reaches_the_runner(cluster: Cluster) -> None:
+    with pytest.raises(ValueError, match="kaboom"):
+        cluster.on("cold", "boom", "kaboom")
+    assert cluster.on("cold", "add", 1, 1)["value"] == 2
+
+
+def test_killing_the_warm_child_mid_task_fails_that_task_and_the_next_works(
+        cluster: Cluster) -> None:
+    pid_file = cluster.dir / "warm-victim.pid"
+    future = submit_task(cluster.client, f"{T}:write_pid_and_sleep", (str(pid_file), 60),
+                         workers=[cluster.addresses["isolated_warm"]], allow_other_workers=False)
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
+    victim = int(pid_file.read_text())
+    assert victim != cluster.workers["isolated_warm"].pid
+    os.kill(victim, signal.SIGKILL)  # the warm child our worker started
+    with pytest.raises(TaskCrashed, match=rf"process {victim} died \(killed by signal 9\)"):
+        future.result(timeout=30)
+    after = [cluster.on("isolated_warm", "pid")["pid"] for _ in range(3)]
+    assert victim not in after and len(set(after)) == 1
+
+
+# --- other builds are refused ------------------------------------------------------------------
+
+
+def test_runner_of_another_build_gets_incompatible_error_before_submitting(
+        cluster: Cluster) -> None:
+    before = cluster.tasks_run()
+    with pytest.raises(IncompatibleClusterError) as err:
+        connect(cluster.address, n_workers=1, timeout=20, manifest=cluster.b)
+    text = str(err.value)
+    assert cluster.a.build_id in text and cluster.b.build_id in text
+    rows = {m.role for m in err.value.members}
+    assert rows == {"runner", "scheduler", "worker"}
+    assert {m.executor for m in err.value.members if m.role == "worker"} == set(ALL_EXECUTORS)
+    assert cluster.tasks_run() == before
+
+    cli = run_cli("runner", cluster.address, "--timeout", "20", manifest=cluster.b_path)
+    assert cli.returncode == 1, cli.stderr
+    last = cli.stderr[cli.stderr.index("lockstep: error:"):]
+    assert last.startswith(f"lockstep: error: runner is build {cluster.b.build_id} version 0.0.9 "
+                           f"but scheduler {cluster.address} is build {cluster.a.build_id}")
+    (cluster.dir / "runner-mismatch.txt").write_text(last)
+    assert cluster.tasks_run() == before
+
+
+def test_runner_of_the_same_build_prints_the_table(cluster: Cluster) -> None:
+    cli = run_cli("runner", cluster.address, "--workers", "3", "--timeout", "20",
+                  manifest=cluster.a_path)
+    assert cli.returncode == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    assert lines[0].split()[:3] == ["address", "role", "version"]
+    assert len(lines) == 1 + 1 + 1 + 3
+    assert all(line.rstrip().endswith("ok") for line in lines[1:])
+
+
+def test_worker_of_another_build_is_refused_at_start_with_a_nanny(cluster: Cluster) -> None:
+    bad = start_worker(cluster.dir, cluster.address, cluster.b_path, "direct", "w-b-nanny",
+                       nanny=True)
+    try:
+        code = bad.wait(90)
+    finally:
+        bad.stop()
+    assert code != 0
+    text = bad.text()
+    assert "lockstep refused worker" in text
+    assert cluster.a.build_id in text and cluster.b.build_id in text
+    assert "lockstep worker ready" not in text
+    ident = cluster.identity()
+    assert len(ident["workers"]) == 3
+    assert any(cluster.b.build_id in r["message"] for r in ident["refused"])
+
+
+def test_plain_dask_worker_without_a_manifest_is_refused(cluster: Cluster) -> None:
+    plain = Proc([sys.executable, "-m", "distributed.cli.dask_worker", cluster.address,
+                  "--host", "127.0.0.1", "--no-nanny", "--no-dashboard", "--nthreads", "1"],
+                 base_env(None), cluster.dir / "plain-dask.log")
+    try:
+        code = plain.wait(60)
+    finally:
+        plain.stop()
+    assert code != 0
+    assert "announced no lockstep manifest" in plain.text()
+    assert len(cluster.identity()["workers"]) == 3
+
+
+def test_late_worker_of_another_build_is_refused_while_tasks_are_queued(
+        cluster: Cluster) -> None:
+    futures = [submit_task(cluster.client, f"{T}:sleep_then", (0.1, i)) for i in range(120)]
+    late = start_worker(cluster.dir, cluster.address, cluster.b_path, "direct", "w-late")
+    try:
+        code = late.wait(60)
+        queued = sum(not f.done() for f in futures)
+    finally:
+        late.stop()
+    assert code != 0
+    assert queued > 0, "the queue drained before the late worker arrived: the test proved nothing"
+    assert "lockstep refused worker" in late.text()
+    results = cluster.client.gather(futures)
+    assert [r["value"] for r in results] == list(range(120))
+    assert {r["worker"] for r in results} <= set(cluster.addresses.values())
+    assert late.pid not in {r["pid"] for r in results}
+    with pytest.raises(ClusterNotReady) as err:
+        check_cluster(cluster.client, cluster.a, n_workers=4, timeout=0.5)
+    assert "only 3 of 4 required worker(s)" in str(err.value)
+    assert "the scheduler refused" in str(err.value) and cluster.b.build_id in str(err.value)
+
+
+# --- bad input and failures --------------------------------------------------------------------
+
+
+def test_unknown_executor_stops_the_worker_with_the_valid_values(cluster: Cluster) -> None:
+    cli = run_cli("worker", cluster.address, "--no-nanny", manifest=cluster.a_path,
+                  executor="bogus")
+    assert cli.returncode == 2
+    assert cli.stderr.strip().splitlines()[-1] == (
+        f"lockstep: error: LOCKSTEP_EXECUTOR='bogus' is not an executor of build "
+        f"{cluster.a.build_id} version 0.1.0; valid values: cold, direct, isolated_warm")
+    unset = run_cli("worker", cluster.address, manifest=cluster.a_path)
+    assert unset.returncode == 2 and "LOCKSTEP_EXECUTOR is not set" in unset.stderr
+
+
+def test_preload_itself_stops_a_worker_with_a_bad_executor(cluster: Cluster) -> None:
+    """Without the CLI's check (plain `dask worker` + our preload), the worker still stops."""
+    proc = Proc([sys.executable, "-m", "distributed.cli.dask_worker", cluster.address,
+                 "--preload", "lockstep.runtime.preload_worker", "--host", "127.0.0.1",
+                 "--no-nanny", "--no-dashboard", "--nthreads", "1"],
+                base_env(cluster.a_path, "isolated_warm ", None), cluster.dir / "preload-bad.log")
+    try:
+        code = proc.wait(60)
+    finally:
+        proc.stop()
+    assert code == 2
+    assert ("lockstep worker cannot start: LOCKSTEP_EXECUTOR='isolated_warm ' is not an "
+            "executor") in proc.text()
+    assert len(cluster.identity()["workers"]) == 3
+
+
+def test_missing_or_corrupt_manifest_is_bad_input(cluster: Cluster) -> None:
+    missing = cluster.dir / "absent.json"
+    corrupt = cluster.dir / "corrupt.json"
+    corrupt.write_bytes(cluster.a.to_json().replace(b'"0.1.0"', b'"0.1.1"')[:-10])
+    for command in (("scheduler", "--port", "0"), ("worker", cluster.address),
+                    ("runner", cluster.address)):
+        cli = run_cli(*command, manifest=missing, executor="direct")
+        assert cli.returncode == 2, (command, cli.stderr)
+        assert cli.stderr.strip().splitlines()[-1].startswith(
+            f"lockstep: error: {missing}: cannot read the build manifest")
+        cli = run_cli(*command, manifest=corrupt, executor="direct")
+        assert cli.returncode == 2, (command, cli.stderr)
+        assert "not valid JSON" in cli.stderr
+
+
+def test_unreachable_scheduler_is_a_clear_timeout(cluster: Cluster) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(ServiceFailed, match=f"scheduler {address} unreachable after 2 s"):
+        connect(address, n_workers=1, timeout=2, manifest=cluster.a)
+    assert time.monotonic() - start < 15
+    cli = run_cli("runner", address, "--timeout", "2", manifest=cluster.a_path)
+    assert cli.returncode == 3
+    assert f"lockstep: error: scheduler {address} unreachable after 2 s" in cli.stderr
+
+
+def test_worker_crashing_during_start_up(cluster: Cluster) -> None:
+    crash = start_worker(cluster.dir, cluster.address, cluster.a_path, "direct", "w-crash",
+                         extra_args=["--preload", "crash_preload"])
+    try:
+        code = crash.wait(60)
+    finally:
+        crash.stop()
+    assert code == 7
+    assert "lockstep worker ready" not in crash.text()
+    with pytest.raises(ClusterNotReady, match=r"only 3 of 4 required worker\(s\)"):
+        connect(cluster.address, n_workers=4, timeout=2, manifest=cluster.a)

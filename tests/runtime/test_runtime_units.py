@@ -1,0 +1,276 @@
+"""Runtime pieces without a cluster: settings, admission rules, executors in real processes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lockstep.errors import BadInput, CheckFailed
+from lockstep.runtime.config import RuntimeConfig, registered_executors, settings_table
+from lockstep.runtime.executors import Executor, TaskCall, TaskCrashed, load_executor
+from lockstep.runtime.identity import (
+    IncompatibleClusterError,
+    Member,
+    admission_refusal,
+    format_table,
+)
+from lockstep.runtime.preload_scheduler import check_hook
+from tests.runtime.procs import HERE, make_manifest
+
+A = make_manifest("a")
+B = make_manifest("b", version="0.0.9")
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_config_reads_executor_and_defaults() -> None:
+    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold"}, manifest=A)
+    assert config.executor == "cold"
+    assert config.start_timeout == 30.0
+    assert "LOCKSTEP_EXECUTOR=cold" in config.describe()
+    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "direct",
+                                     "LOCKSTEP_EXECUTOR_START_TIMEOUT": "2.5"}, manifest=A)
+    assert config.start_timeout == 2.5
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "LOCKSTEP_EXECUTOR is not set"),
+    ({"LOCKSTEP_EXECUTOR": ""}, "LOCKSTEP_EXECUTOR='' (empty) is not an executor"),
+    ({"LOCKSTEP_EXECUTOR": "bogus"}, "LOCKSTEP_EXECUTOR='bogus' is not an executor"),
+    ({"LOCKSTEP_EXECUTOR": "Cold"}, "LOCKSTEP_EXECUTOR='Cold' is not an executor"),
+    ({"LOCKSTEP_EXECUTOR": " cold"}, "LOCKSTEP_EXECUTOR=' cold' is not an executor"),
+])
+def test_bad_executor_is_refused_with_valid_values(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(BadInput) as err:
+        RuntimeConfig.from_env(env, manifest=A)
+    assert expected in err.value.message
+    assert "cold, direct, isolated_warm" in err.value.message
+    assert A.build_id in err.value.message
+
+
+def test_executor_missing_from_this_image_is_refused() -> None:
+    only_direct = make_manifest("c", executors=("direct",))
+    with pytest.raises(BadInput) as err:
+        RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold"}, manifest=only_direct)
+    assert err.value.message.endswith("valid values: direct")
+    assert err.value.exit_code == 2
+
+
+def test_executor_in_manifest_but_not_registered_is_refused() -> None:
+    odd = make_manifest("d", executors=("direct", "gpu"))
+    with pytest.raises(BadInput, match="registers no lockstep.executors entry point 'gpu'"):
+        RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "gpu"}, manifest=odd)
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "0", "-1", "nan", "inf", "1e999"])
+def test_wrong_typed_start_timeout_is_refused(raw: str) -> None:
+    env = {"LOCKSTEP_EXECUTOR": "direct", "LOCKSTEP_EXECUTOR_START_TIMEOUT": raw}
+    with pytest.raises(BadInput, match="LOCKSTEP_EXECUTOR_START_TIMEOUT=.* is not a number"):
+        RuntimeConfig.from_env(env, manifest=A)
+
+
+def test_manifest_missing_or_corrupt(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(BadInput, match=r"nope.json: cannot read the build manifest.*LOCKSTEP_MANIFEST"):
+        RuntimeConfig.from_env({"LOCKSTEP_MANIFEST": str(missing), "LOCKSTEP_EXECUTOR": "direct"})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(BadInput, match="not valid JSON"):
+        RuntimeConfig.from_env({"LOCKSTEP_MANIFEST": str(bad), "LOCKSTEP_EXECUTOR": "direct"})
+    tampered = tmp_path / "tampered.json"
+    tampered.write_bytes(A.to_json().replace(A.build_id.encode(), B.build_id.encode()))
+    with pytest.raises(BadInput, match="the manifest is corrupt"):
+        RuntimeConfig.from_env({"LOCKSTEP_MANIFEST": str(tampered), "LOCKSTEP_EXECUTOR": "direct"})
+
+
+def test_registry_matches_the_entry_points_and_settings_table() -> None:
+    assert sorted(registered_executors()) == ["cold", "direct", "isolated_warm"]
+    for name, target in registered_executors().items():
+        cls = load_executor(name, registered_executors())
+        assert issubclass(cls, Executor) and cls.name == name, target
+    table = settings_table()
+    for var in ("LOCKSTEP_MANIFEST", "LOCKSTEP_EXECUTOR", "LOCKSTEP_EXECUTOR_START_TIMEOUT"):
+        assert f"`{var}`" in table
+
+
+# --- admission rules ------------------------------------------------------------------------
+
+
+def test_admission_admits_same_build_only() -> None:
+    assert admission_refusal(A, "tcp://w:1", A.to_json().decode()) is None
+    other = admission_refusal(A, "tcp://w:1", B.to_json().decode())
+    assert other is not None
+    assert B.build_id in other and A.build_id in other and "tcp://w:1" in other
+    assert "version 0.0.9" in other and "version 0.1.0" in other
+    for announced in (None, 42, "{", B.to_json().decode().replace("0.0.9", "0.0.8")):
+        refusal = admission_refusal(A, "tcp://w:2", announced)
+        assert refusal is not None and A.build_id in refusal, announced
+
+
+def test_incompatible_error_has_a_table_and_pickles() -> None:
+    members = [Member.of("runner", "runner", B), Member.of("tcp://s:1", "scheduler", A,
+                                                             status="other build")]
+    err = IncompatibleClusterError("runner and scheduler differ", members)
+    assert isinstance(err, CheckFailed) and err.exit_code == 1
+    lines = str(err).splitlines()
+    assert lines[0] == "runner and scheduler differ"
+    assert lines[1].split() == ["address", "role", "version", "build", "id", "executor", "status"]
+    assert B.build_id in lines[2] and A.build_id in lines[3]
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.members == err.members
+    assert format_table(members) in str(err)
+
+
+def test_gate_hook_fits_the_pinned_distributed() -> None:
+    """Fails loudly if a distributed upgrade changes what the admission gate wraps."""
+    import inspect
+    import types
+    from importlib.metadata import version
+
+    from distributed import Scheduler, Worker
+
+    pyproject = (HERE.parent.parent / "pyproject.toml").read_text()
+    assert f'"distributed=={version("distributed")}"' in pyproject, (
+        "distributed is not the pinned version the admission gate was verified against")
+    check_hook(types.MethodType(Scheduler.add_worker, object()))
+    register = inspect.getsource(Worker._register_with_scheduler)
+    assert 'op="register-worker"' in register
+    assert "extra=await self.get_startup_information()" in register
+    assert 'response["status"] != "OK"' in register
+
+
+# --- executors in real processes -----------------------------------------------------------
+
+
+@pytest.fixture
+def task_path() -> Iterator[None]:
+    """Task modules importable here and (through PYTHONPATH) in executor children."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), old]))
+    sys.path.insert(0, str(HERE))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(HERE))
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def make_executor(name: str) -> Executor:
+    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": name}, manifest=A)
+    executor = load_executor(name, registered_executors())(config)
+    executor.start()
+    return executor
+
+
+@pytest.mark.usefixtures("task_path")
+def test_executors_record_type_and_pid() -> None:
+    for name in ("direct", "isolated_warm", "cold"):
+        executor = make_executor(name)
+        try:
+            result = executor.run(TaskCall("lockstep_test_tasks:add", (2,), {"b": 3}))
+            assert (result.executor, result.value) == (name, 5)
+            if name == "direct":
+                assert result.pid == os.getpid()
+            else:
+                assert result.pid != os.getpid()
+        finally:
+            executor.close()
+
+
+@pytest.mark.usefixtures("task_path")
+def test_cold_pids_distinct_and_globals_fresh_warm_reused() -> None:
+    cold, warm = make_executor("cold"), make_executor("isolated_warm")
+    try:
+        cold_pids = {cold.run(TaskCall("lockstep_test_tasks:pid")).pid for _ in range(20)}
+        assert len(cold_pids) == 20 and not cold_pids & set(cold.pids())
+        assert [cold.run(TaskCall("lockstep_test_tasks:bump")).value for _ in range(3)] == [1, 1, 1]
+        warm_pids = {warm.run(TaskCall("lockstep_test_tasks:pid")).pid for _ in range(20)}
+        assert warm_pids == set(warm.pids())
+        first = warm.run(TaskCall("lockstep_test_tasks:bump")).value
+        assert warm.run(TaskCall("lockstep_test_tasks:bump")).value == first + 1
+    finally:
+        cold.close()
+        warm.close()
+
+
+@pytest.mark.usefixtures("task_path")
+def test_task_exception_comes_back_with_its_traceback() -> None:
+    for name in ("isolated_warm", "cold"):
+        executor = make_executor(name)
+        try:
+            with pytest.raises(ValueError, match="kaboom") as err:
+                executor.run(TaskCall("lockstep_test_tasks:boom", ("kaboom",)))
+            assert f"raised in {name} executor process" in "".join(err.value.__notes__)
+            with pytest.raises(ModuleNotFoundError):
+                executor.run(TaskCall("no_such_module_here:f"))
+            assert executor.run(TaskCall("lockstep_test_tasks:add", (1, 1))).value == 2
+        finally:
+            executor.close()
+
+
+@pytest.mark.usefixtures("task_path")
+def test_killed_warm_child_fails_its_task_and_is_replaced(tmp_path: Path) -> None:
+    warm = make_executor("isolated_warm")
+    try:
+        (victim,) = warm.pids()
+        pid_file = tmp_path / "pid"
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                warm.run(TaskCall("lockstep_test_tasks:write_pid_and_sleep",
+                                  (str(pid_file), 60)))
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert int(pid_file.read_text()) == victim
+        os.kill(victim, signal.SIGKILL)
+        thread.join(20)
+        assert len(errors) == 1 and isinstance(errors[0], TaskCrashed)
+        assert f"process {victim} died (killed by signal 9)" in str(errors[0])
+        after = warm.run(TaskCall("lockstep_test_tasks:pid"))
+        assert after.pid != victim and after.pid == warm.run(TaskCall("lockstep_test_tasks:pid")).pid
+    finally:
+        warm.close()
+
+
+@pytest.mark.usefixtures("task_path")
+def test_cold_task_that_dies_is_reported_and_template_survives() -> None:
+    cold = make_executor("cold")
+    try:
+        template = cold.pids()
+        with pytest.raises(TaskCrashed, match="exited with code 3 without a result"):
+            cold.run(TaskCall("os:_exit", (3,)))
+        assert cold.pids() == template
+        assert cold.run(TaskCall("lockstep_test_tasks:add", (4, 4))).value == 8
+    finally:
+        cold.close()
+
+
+def test_cold_start_timeout_is_enforced() -> None:
+    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold",
+                                     "LOCKSTEP_EXECUTOR_START_TIMEOUT": "0.0001"}, manifest=A)
+    executor = load_executor("cold", registered_executors())(config)
+    from lockstep.runtime.executors import ExecutorStartFailed
+
+    with pytest.raises(ExecutorStartFailed, match="was not ready after"):
+        executor.start()
+    executor.close()
