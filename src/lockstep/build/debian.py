@@ -50,7 +50,7 @@ from lockstep.errors import BadInput, CheckFailed, LockstepError, ServiceFailed
 
 LOCK_SCHEMA = "lockstep.debian-lock/v1"
 DEFAULT_ARCH = "amd64"
-DEFAULT_EXCLUDE: tuple[str, ...] = ("dpkg", "debconf")
+DEFAULT_EXCLUDE: tuple[str, ...] = ("debconf", "dpkg")
 RELOCK_HINT = "run `lockstep lock debian`"
 USER_AGENT = "lockstep (debian base)"
 HTTP_TIMEOUT = 60.0
@@ -106,6 +106,12 @@ class DebianLock:
     suites: tuple[Suite, ...] = SUITES
     arch: str = DEFAULT_ARCH
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+
+    def __post_init__(self) -> None:  # one order, so equal locks compare equal
+        object.__setattr__(self, "packages",
+                           tuple(sorted(self.packages, key=lambda p: p.name)))
+        object.__setattr__(self, "roots", tuple(sorted(self.roots)))
+        object.__setattr__(self, "exclude", tuple(sorted(self.exclude)))
 
     def names(self) -> list[str]:
         return [p.name for p in self.packages]
@@ -703,14 +709,19 @@ def deb_entries(package_name: str, deb_bytes: bytes) -> list[Entry]:
             elif info.issym():
                 entry = Entry.symlink(path, _rewrite_target(package_name, info.name, orig,
                                                             path, info.linkname))
-            elif info.isfile() or info.islnk():
-                if info.islnk():
-                    _clean_member(info.linkname, package_name)
+            elif info.islnk():
+                # A hardlink shares its target's inode: same bytes, same mode.
+                linked = entries.get(usr_merge("/".join(_clean_member(info.linkname,
+                                                                      package_name))))
+                if linked is None or linked.kind != "file":
+                    raise BadInput(f"{where}: hardlink {info.name!r} -> {info.linkname!r} "
+                                   "has no earlier regular file as its target")
+                entry = Entry.file(path, linked.data, linked.mode)
+            elif info.isfile():
                 try:
                     handle = tar.extractfile(info)
                 except (KeyError, tarfile.TarError) as exc:
-                    raise BadInput(f"{where}: hardlink {info.name!r} -> {info.linkname!r} "
-                                   "has no target in the package") from exc
+                    raise BadInput(f"{where}: cannot read member {info.name!r}") from exc
                 if handle is None:
                     raise BadInput(f"{where}: member {info.name!r} has no data")
                 entry = Entry.file(path, handle.read(), mode)
