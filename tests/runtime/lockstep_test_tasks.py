@@ -14,7 +14,7 @@ def pid() -> int:
 
 
 def bump() -> int:
-    """A module-level global: carried over under ``direct``/``isolated_warm``, never under ``cold``."""
+    """Counts calls in a module global: carried over by ``isolated_warm``, never by ``cold``."""
     global COUNTER
     COUNTER += 1
     return COUNTER

@@ -69,7 +69,7 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        """The first match of ``pattern`` in the log; fails if the process exits or time runs out."""
+        """The first match of ``pattern`` in the log; fails if the process exits or times out."""
         deadline = time.monotonic() + timeout
         while True:
             found = re.search(pattern, self.text())

@@ -67,20 +67,20 @@ def test_executor_missing_from_this_image_is_refused() -> None:
 
 def test_executor_in_manifest_but_not_registered_is_refused() -> None:
     odd = make_manifest("d", executors=("direct", "gpu"))
-    with pytest.raises(BadInput, match="registers no lockstep.executors entry point 'gpu'"):
+    with pytest.raises(BadInput, match=r"registers no lockstep\.executors entry point 'gpu'"):
         RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "gpu"}, manifest=odd)
 
 
 @pytest.mark.parametrize("raw", ["", "abc", "0", "-1", "nan", "inf", "1e999"])
 def test_wrong_typed_start_timeout_is_refused(raw: str) -> None:
     env = {"LOCKSTEP_EXECUTOR": "direct", "LOCKSTEP_EXECUTOR_START_TIMEOUT": raw}
-    with pytest.raises(BadInput, match="LOCKSTEP_EXECUTOR_START_TIMEOUT=.* is not a number"):
+    with pytest.raises(BadInput, match=r"LOCKSTEP_EXECUTOR_START_TIMEOUT=.* is not a number"):
         RuntimeConfig.from_env(env, manifest=A)
 
 
 def test_manifest_missing_or_corrupt(tmp_path: Path) -> None:
     missing = tmp_path / "nope.json"
-    with pytest.raises(BadInput, match=r"nope.json: cannot read the build manifest.*LOCKSTEP_MANIFEST"):
+    with pytest.raises(BadInput, match=r"nope\.json: cannot read the build manifest.*MANIFEST"):
         RuntimeConfig.from_env({"LOCKSTEP_MANIFEST": str(missing), "LOCKSTEP_EXECUTOR": "direct"})
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -247,7 +247,8 @@ def test_killed_warm_child_fails_its_task_and_is_replaced(tmp_path: Path) -> Non
         assert len(errors) == 1 and isinstance(errors[0], TaskCrashed)
         assert f"process {victim} died (killed by signal 9)" in str(errors[0])
         after = warm.run(TaskCall("lockstep_test_tasks:pid"))
-        assert after.pid != victim and after.pid == warm.run(TaskCall("lockstep_test_tasks:pid")).pid
+        again = warm.run(TaskCall("lockstep_test_tasks:pid"))
+        assert after.pid != victim and after.pid == again.pid
     finally:
         warm.close()
 
