@@ -512,6 +512,7 @@ def test_materialised_base_files(staged: StagedPython) -> None:
     bundle = (root / "etc/ssl/certs/ca-certificates.crt").read_bytes()
     assert bundle.count(b"-----BEGIN CERTIFICATE-----") > 100
     assert os.readlink(root / "usr/bin/python3") == "python3.11"
+    assert "localhost" in (root / "etc/hosts").read_text()
     assert os.readlink(root / "bin") == "usr/bin"
     # Absolute targets were rewritten to relative ones that resolve inside the root.
     assert (root / "usr/lib/ssl/cert.pem").resolve() == \

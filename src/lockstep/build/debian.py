@@ -773,6 +773,8 @@ GROUP = b"root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n"
 # Without nsswitch.conf glibc asks DNS before /etc/hosts; containers want files first.
 NSSWITCH = (b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
             b"networks: files\nprotocols: files\nservices: files\n")
+# Container runtimes mount their own /etc/hosts; this one serves a plain chroot or runc.
+HOSTS = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 def _keep(package: str, entry: Entry) -> bool:
@@ -807,6 +809,7 @@ def base_entries(lock: DebianLock, debs: Mapping[str, bytes]) -> list[Entry]:
     ``copyright`` file is kept), and all of ``libc-bin`` but the ``C.utf8``
     locale. Added: usr-merge links, ``tmp`` (1777), ``root`` (700),
     ``etc/passwd``/``group`` (root, nobody, nonroot 65532), ``etc/nsswitch.conf``,
+    ``etc/hosts`` (localhost),
     the CA bundle built from the ``ca-certificates`` package, ``etc/localtime`` → UTC
     (what tzdata's postinst sets up on a fresh system), ``usr/bin/python3``
     → ``python3.11``, and ``var/lib/dpkg/status.d/<package>`` control stanzas so
@@ -834,7 +837,8 @@ def base_entries(lock: DebianLock, debs: Mapping[str, bytes]) -> list[Entry]:
     extra: list[Entry] = [Entry.dir("tmp", 0o1777), Entry.dir("root", 0o700),
                           Entry.dir("etc", 0o755), Entry.dir("var/lib/dpkg/status.d"),
                           Entry.file("etc/passwd", PASSWD), Entry.file("etc/group", GROUP),
-                          Entry.file("etc/nsswitch.conf", NSSWITCH)]
+                          Entry.file("etc/nsswitch.conf", NSSWITCH),
+                          Entry.file("etc/hosts", HOSTS)]
     for top in USR_MERGED:
         if f"usr/{top}" in owner or top in ("bin", "sbin", "lib", "lib64"):
             extra.append(Entry.symlink(top, f"usr/{top}"))
