@@ -20,13 +20,12 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockstep.atomic import staging_dir
-from lockstep.build import app, debian, oci, pycompile, python, sources
+from lockstep.build import oci, sources
 from lockstep.build.cache import Cache, hex_of
 from lockstep.build.layers import Entry, Layer, make_layer
-from lockstep.build.stage import StagedPython, materialize
 from lockstep.errors import BadInput
 from lockstep.manifest import (
     BUILDER,
@@ -37,6 +36,9 @@ from lockstep.manifest import (
     sha256_digest,
 )
 from lockstep.project import ROLES, Project
+
+if TYPE_CHECKING:
+    from lockstep.build.stage import StagedPython
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -198,6 +200,8 @@ class Builder:
         if not (path / ".complete").exists():
             import gzip
 
+            from lockstep.build.stage import materialize
+
             entries = entries_from_tar(gzip.decompress(self._blob(record.digest)))
             with staging_dir(path) as tmp:
                 materialize(entries, tmp)
@@ -212,6 +216,9 @@ class Builder:
         cached = self._cached("base", key)
         if cached:
             return cached
+        from lockstep.build import debian, pycompile
+        from lockstep.build.stage import StagedPython, materialize
+
         lock = debian.read_lock(lock_path)
         debs = debian.fetch(lock, self.project.mirror(), self.cache, self.progress)
         entries = debian.base_entries(lock, debs)
@@ -220,11 +227,13 @@ class Builder:
             materialize(entries, Path(tmp))
             staged_python = StagedPython(Path(tmp))
             pycs = pycompile.compile_pycs(staged_python, entries)
-            version = staged_python.version()
+            version = python_version(staged_python)
         layer = make_layer([*entries, *pycs])
         return self._store("base", key, layer, {"python": version})
 
     def python_layer(self, base: LayerRecord) -> LayerRecord:
+        from lockstep.build import python
+
         lock_path = self.project.python_lock
         lock_sha = lock_digest(lock_path, "lockstep lock python")
         platform = self.project.root / python.PLATFORM_FILE
@@ -233,6 +242,9 @@ class Builder:
         cached = self._cached("python", key)
         if cached:
             return cached
+        from lockstep.build import pycompile
+        from lockstep.build.stage import StagedPython
+
         self.progress("installing the locked Python packages (pex)")
         entries = python.install_entries(lock_path, platform, self.cache.root, self.progress)
         pycs = pycompile.compile_pycs(StagedPython(self.staged(base)), entries)
@@ -245,6 +257,9 @@ class Builder:
         cached = self._cached("app", key)
         if cached:
             return cached
+        from lockstep.build import app, pycompile
+        from lockstep.build.stage import StagedPython, materialize
+
         entries = app.app_entries(self.project, files)
         staged_python = StagedPython(self.staged(base))
         with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
@@ -256,7 +271,8 @@ class Builder:
     def check_executors(self, staged_python: StagedPython, app_root: Path,
                         third_party_root: Path) -> None:
         """Import every registered executor from the image's own files, with its python."""
-        site = app.SITE_DIR
+        from lockstep.build.app import SITE_DIR as site
+
         script = (
             "import importlib, importlib.metadata as md, json, sys\n"
             "sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
@@ -314,13 +330,10 @@ class Builder:
         records = {"base": base, "python": third_party, "app": app_record,
                    "manifest": LayerRecord(top.digest, top.diff_id, top.size)}
         refs = [r.ref() for r in records.values()]
-        blobs = {r.digest: self._blob(r.digest) for r in (base, third_party, app_record)}
-        blobs[top.digest] = top.blob
         out = out_dir or project.root / "out"
-        images = {role: self._image(role, manifest, refs) for role in roles}
-        built = {role: BuiltImage(role, image, out / f"{role}.tar")
-                 for role, image in images.items()}
-        self._write_all(built, blobs, manifest)
+        built = {role: BuiltImage(role, self._image(role, manifest, refs), out / f"{role}.tar")
+                 for role in roles}
+        self._write_all(built, records, top, manifest)
         return BuildResult(manifest=manifest, images=built, layers=records)
 
     def _image(self, role: str, manifest: BuildManifest, refs: Sequence[oci.LayerRef]) -> oci.Image:
@@ -340,27 +353,45 @@ class Builder:
         return oci.make_image(layers=refs, entrypoint=spec.entrypoint, cmd=spec.cmd,
                               env=image_env(role), labels=labels)
 
-    def _write_all(self, built: Mapping[str, BuiltImage], blobs: Mapping[str, bytes],
-                   manifest: BuildManifest) -> None:
-        """Write every archive under a temporary name, then rename them all into place."""
+    def _write_all(self, built: Mapping[str, BuiltImage], records: Mapping[str, LayerRecord],
+                   top: Layer, manifest: BuildManifest) -> None:
+        """Write every archive that is not already current under a temporary name, then
+        rename them all into place."""
+        ref_name = f"{self.project.version}-{manifest.short_id}"
+
+        def tags(role: str) -> list[str]:
+            return [f"{self.project.name}-{role}:{ref_name}"]
+
+        stale = {role: b for role, b in built.items()
+                 if not oci.archive_is_current(b.path, b.image, ref_name, tags(role))}
+        if not stale:
+            return
+        blobs = {r.digest: self._blob(r.digest) for r in records.values()
+                 if r.digest != top.digest}
+        blobs[top.digest] = top.blob
         temps: list[tuple[Path, Path]] = []
         try:
-            for role, b in built.items():
+            for role, b in stale.items():
                 b.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=b.path.parent, prefix=f".{b.path.name}.",
-                                           suffix=".tmp")
-                temps.append((Path(tmp), b.path))
-                tag = f"{self.project.name}-{role}:{self.project.version}-{manifest.short_id}"
+                fd, name = tempfile.mkstemp(dir=b.path.parent, prefix=f".{b.path.name}.",
+                                            suffix=".tmp")
+                temps.append((Path(name), b.path))
                 with os.fdopen(fd, "wb") as f:
-                    oci.write_tar(f, oci.archive_members(
-                        b.image, blobs, ref_name=f"{self.project.version}-{manifest.short_id}",
-                        repo_tags=[tag]))
-                os.chmod(tmp, 0o644)
-            for tmp, final in temps:
-                os.replace(tmp, final)
+                    oci.write_tar(f, oci.archive_members(b.image, blobs, ref_name, tags(role)))
+                os.chmod(name, 0o644)
+            for temp, final in temps:
+                os.replace(temp, final)
         finally:
-            for tmp, _ in temps:
-                tmp.unlink(missing_ok=True)
+            for temp, _ in temps:
+                temp.unlink(missing_ok=True)
+
+
+def python_version(staged_python: StagedPython) -> str:
+    """The image interpreter's ``platform.python_version()`` (what the manifest records)."""
+    staged_python.check()
+    proc = staged_python.run(["-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True)
+    return str(proc.stdout).strip()
 
 
 def image_env(role: str) -> dict[str, str]:

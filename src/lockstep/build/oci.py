@@ -137,16 +137,44 @@ def blob_name(digest: str) -> str:
     return "blobs/sha256/" + digest.removeprefix("sha256:")
 
 
-def archive_members(image: Image, blobs: Mapping[str, bytes], ref_name: str,
-                    repo_tags: Sequence[str]) -> list[tuple[str, bytes]]:
-    """(name, bytes) of every archive member, sorted by name."""
-    members = {
+def small_members(image: Image, ref_name: str, repo_tags: Sequence[str]) -> dict[str, bytes]:
+    """Every archive member except the layer blobs."""
+    return {
         "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
         "index.json": index_json(image, ref_name),
         "manifest.json": docker_manifest_json(image, repo_tags),
         blob_name(image.digest): image.manifest,
         blob_name(image.config_digest): image.config,
     }
+
+
+def archive_is_current(path: Path, image: Image, ref_name: str, repo_tags: Sequence[str]) -> bool:
+    """Whether ``path`` already holds exactly this archive's members (a no-op rebuild).
+
+    Compares every member's name and size, and the bytes of every member but
+    the layer blobs; the layer blobs are named by their digests.
+    """
+    small = small_members(image, ref_name, repo_tags)
+    expected = {name: len(data) for name, data in small.items()}
+    expected.update({blob_name(layer.digest): layer.size for layer in image.layers})
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            found: dict[str, int] = {}
+            for info in tar:
+                found[info.name] = info.size
+                if info.name in small:
+                    f = tar.extractfile(info)
+                    if f is None or f.read() != small[info.name]:
+                        return False
+    except (OSError, tarfile.TarError):
+        return False
+    return found == expected
+
+
+def archive_members(image: Image, blobs: Mapping[str, bytes], ref_name: str,
+                    repo_tags: Sequence[str]) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every archive member, sorted by name."""
+    members = small_members(image, ref_name, repo_tags)
     for layer in image.layers:
         members[blob_name(layer.digest)] = blobs[layer.digest]
     return sorted(members.items())

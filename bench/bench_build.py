@@ -1,0 +1,174 @@
+"""Build benchmark: lockstep build vs `docker build` of an equivalent Dockerfile.
+
+Measured in one run, on a fresh clone of the committed tree:
+  - cold build (empty cache: downloads .debs and wheels, compiles, writes)
+  - no-op rebuild (warm cache, nothing changed)
+  - rebuild after a one-line change in src/
+  - compressed image sizes
+and the same three for `docker build` of a Dockerfile that starts FROM the
+same Debian base (loaded from our base layer) and pip-installs the same
+locked wheels from a local wheelhouse, with the same app files copied in.
+
+Usage: python bench/bench_build.py [--no-docker] [--repeat N]
+Prints a table; DESIGN.md §8 has the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def lockstep_build(src: Path, cache: Path, out: Path) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockstep", "build", "all", "--out", str(out), "--json"],
+        cwd=src, env={**os.environ, "LOCKSTEP_CACHE_DIR": str(cache)},
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"lockstep build failed:\n{proc.stderr}")
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def one_line_change(src: Path, n: int) -> None:
+    target = src / "src/lockstep/runtime/__init__.py"
+    target.write_text(target.read_text() + f"\n# bench change {n}\n")
+
+
+def image_size(path: Path) -> int:
+    from lockstep.build.oci import read_archive
+
+    return sum(int(layer["size"]) for layer in read_archive(path).manifest["layers"])
+
+
+def docker_side(work: Path, base_blob: bytes, base_ref: object, src: Path,
+                repeat: int) -> dict[str, float]:
+    """Time `docker build` of the equivalent Dockerfile on a private dockerd."""
+    from lockstep.build import oci
+    from lockstep.build.builder import image_env
+    from tests.engine import DockerEngine
+
+    engine = DockerEngine.start()
+    try:
+        base_tar = work / "base.tar"
+        image = oci.make_image(layers=[base_ref], entrypoint=["/usr/bin/python3.11"],  # type: ignore[list-item]
+                               env=image_env("worker"), labels={})
+        oci.write_archive(base_tar, image, {base_ref.digest: base_blob},  # type: ignore[attr-defined]
+                          "base", ["lockstep-bench-base:1"])
+        engine.cli("load", "-i", str(base_tar))
+        ctx = work / "ctx"
+        wheels = ctx / "wheels"
+        wheels.mkdir(parents=True)
+        lock = json.loads((src / "images/python.lock.json").read_text())
+        reqs = sorted({f"{r['project_name']}=={r['version']}"
+                       for res in lock["locked_resolves"] for r in res["locked_requirements"]})
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--only-binary=:all:", "--platform", "manylinux2014_x86_64",
+                        "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
+                        "--implementation", "cp", "-d", str(wheels), *reqs, "pip==24.2"],
+                       check=True)
+        shutil.copytree(src / "src", ctx / "src")
+        (ctx / "Dockerfile").write_text(
+            "FROM lockstep-bench-base:1\n"
+            "USER 0\n"
+            "COPY wheels /wheels\n"
+            "RUN python3.11 /wheels/pip-24.2-py3-none-any.whl/pip install -q --no-index "
+            "--no-deps --find-links /wheels --target /usr/local/lib/python3.11/dist-packages "
+            + " ".join(reqs) + " && rm -rf /wheels\n"
+            "COPY src/lockstep /usr/local/lib/python3.11/dist-packages/lockstep\n"
+            "RUN python3.11 -m compileall -q /usr/local/lib/python3.11/dist-packages/lockstep\n"
+            "USER 65532\n"
+            'ENTRYPOINT ["/usr/bin/python3.11", "-m", "lockstep", "worker"]\n'
+        )
+
+        def docker_build() -> None:
+            engine.cli("build", "-q", "-t", "lockstep-bench-worker:1", str(ctx))
+
+        cold = timed(docker_build)
+        noop = timed(docker_build, repeat)
+        changes = iter(range(10**6))
+
+        def change_and_build() -> None:
+            target = ctx / "src/lockstep/runtime/__init__.py"
+            target.write_text(target.read_text() + f"\n# bench change {next(changes)}\n")
+            docker_build()
+
+        change = timed(change_and_build, repeat)
+        size = json.loads(engine.cli("image", "inspect", "lockstep-bench-worker:1"))[0]["Size"]
+        return {"cold": cold, "noop": noop, "change": change, "size": float(size)}
+    finally:
+        engine.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-docker", action="store_true", help="skip the docker build side")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lockstep-bench-") as tmp:
+        work = Path(tmp)
+        src = work / "lockstep"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(src)], check=True)
+        cache = work / "cache"
+        out = work / "out"
+        cold = timed(lambda: lockstep_build(src, cache, out))
+        noop = timed(lambda: lockstep_build(src, cache, out), args.repeat)
+        changes = iter(range(10**6))
+        change = timed(lambda: (one_line_change(src, next(changes)),
+                                lockstep_build(src, cache, out)), args.repeat)
+        worker_size = image_size(out / "worker.tar")
+        from lockstep.build.oci import read_archive
+
+        archive = read_archive(out / "worker.tar")
+        layers = archive.manifest["layers"]
+        sizes = ", ".join(f"{n} {int(layer['size']) / 1e6:.1f}"
+                          for n, layer in zip(("base", "python", "app", "manifest"), layers,
+                                              strict=True))
+        docker = None
+        if not args.no_docker:
+            from lockstep.build.oci import LayerRef
+
+            base = layers[0]
+            base_ref = LayerRef(base["digest"], archive.config["rootfs"]["diff_ids"][0],
+                                int(base["size"]))
+            docker = docker_side(work, archive.blob(base["digest"]), base_ref, src, args.repeat)
+
+    def row(name: str, ours: float, theirs: float | None, unit: str = "s") -> str:
+        if theirs is None:
+            return f"| {name} | {ours:.2f} {unit} | n/a | n/a |"
+        return f"| {name} | {ours:.2f} {unit} | {theirs:.2f} {unit} | {ours / theirs:.2f}x |"
+
+    print("| measure | lockstep build | docker build | ratio |")
+    print("|---|---|---|---|")
+    print(row("cold build, both images (empty cache)", cold, docker and docker["cold"]))
+    print(row("no-op rebuild (median)", noop, docker and docker["noop"]))
+    print(row("one-line change in src/ (median)", change, docker and docker["change"]))
+    print(row("worker image size", worker_size / 1e6, docker and docker["size"] / 1e6, "MB"))
+    print(f"\nlockstep worker layers (MB, gzip): {sizes}")
+    print("docker size is the engine's uncompressed image size; ours is compressed layers.")
+
+
+if __name__ == "__main__":
+    main()
