@@ -294,3 +294,14 @@ def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: P
     data = json.loads(raw)
     assert data["locked_resolves"][0]["platform_tag"] == ["cp311", "cp311",
                                                           "manylinux_2_36_x86_64"]
+
+
+def test_missing_pex_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(py.sys, "executable", str(tmp_path / "python3"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    py.pex3_argv.cache_clear()
+    try:
+        with pytest.raises(BadInput, match=r"pex3 is not installed.*lockstep\[build\]"):
+            py.lock(PROJECT, tmp_path / "lock.json", tmp_path / "cache")
+    finally:
+        py.pex3_argv.cache_clear()

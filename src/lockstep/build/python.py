@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -92,13 +94,31 @@ def lock_digest(path: Path) -> str:
 # --------------------------------------------------------------------------- running pex
 
 
+@functools.cache
 def pex3_argv() -> list[str]:
-    """How to run the pinned ``pex3``: next to this interpreter, else on ``$PATH``."""
+    """How to run the pinned ``pex3``: next to this interpreter, else on ``$PATH``.
+
+    ``BadInput`` if there is none, or if it is not pex ``PEX_VERSION``.
+    """
+    fix = f"install the build extras (pip install 'lockstep[build]', which pins pex=={PEX_VERSION})"
     here = Path(sys.executable).parent / "pex3"
-    found = str(here) if here.is_file() and os.access(here, os.X_OK) else shutil.which("pex3")
-    if not found:
-        raise BadInput(f"pex3 is not installed; install the build extras "
-                       f"(pip install 'lockstep[build]', which pins pex=={PEX_VERSION})")
+    if here.is_file() and os.access(here, os.X_OK):
+        found = str(here)
+        try:
+            version = importlib.metadata.version("pex")
+        except importlib.metadata.PackageNotFoundError:
+            version = ""
+    else:
+        which = shutil.which("pex3")
+        if not which:
+            raise BadInput(f"pex3 is not installed; {fix}")
+        found = which
+        proc = subprocess.run([found, "--version"], capture_output=True, text=True, check=False,
+                              stdin=subprocess.DEVNULL)
+        version = proc.stdout.strip()
+    if version != PEX_VERSION:
+        raise BadInput(f"{found} is pex {version or '(unknown version)'}, lockstep needs "
+                       f"{PEX_VERSION}; {fix}")
     return [found]
 
 
@@ -110,9 +130,10 @@ def pex_root(cache_dir: Path) -> Path:
 def pex_env(cache_dir: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment pex runs in: no host pip or pex configuration can reach it.
 
-    pex runs pip with ``--isolated``, which ignores ``PIP_*`` variables and the
-    user's pip.conf but still reads the machine-wide one; ``PIP_CONFIG_FILE=/dev/null``
-    turns that off too, and pexrc files are ignored.
+    pex runs pip with ``--isolated`` (no ``PIP_*`` variables, no user pip.conf);
+    pip still reads machine-wide config files in that mode, so
+    ``PIP_CONFIG_FILE=/dev/null`` turns every config file off, and pexrc files are
+    ignored. ``PIP_*``/``PEX_*`` variables of the caller are dropped.
     """
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if not k.startswith(("PIP_", "PEX_", "_PEX_"))}
