@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import ssl
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -297,7 +298,7 @@ def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: P
 
 
 def test_missing_pex_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(py.sys, "executable", str(tmp_path / "python3"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
     monkeypatch.setenv("PATH", str(tmp_path))
     py.pex3_argv.cache_clear()
     try:
