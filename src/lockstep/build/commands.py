@@ -109,6 +109,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.which == "python":
         from lockstep.build import python
 
+        python.write_complete_platform(project, default_cache_dir(), _progress)
         python.lock(project, project.python_lock, default_cache_dir(), _progress)
         print(project.python_lock)
     elif args.which == "debian":
