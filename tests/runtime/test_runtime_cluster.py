@@ -8,6 +8,7 @@ stopped by its pid.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -88,7 +89,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for proc in workers.values():
             proc.wait_for("lockstep worker ready", timeout=60)
         client = connect(address, n_workers=3, timeout=30, manifest=a)
-        report = check_cluster(client, a, n_workers=3, timeout=10)
+        report = check_cluster(client, a, n_workers=3, timeout=10, probe_workers=True)
+        assert [m.status for m in report.members] == ["ok"] * 5, report.table()
         addresses = {m.executor: m.address for m in report.workers}
         yield Cluster(workdir, address, a_path, a, b_path, b, scheduler, workers, addresses,
                       client)
@@ -205,13 +207,15 @@ def test_runner_of_another_build_gets_incompatible_error_before_submitting(
 
 
 def test_runner_of_the_same_build_prints_the_table(cluster: Cluster) -> None:
-    cli = run_cli("runner", cluster.address, "--workers", "3", "--timeout", "20",
-                  manifest=cluster.a_path)
-    assert cli.returncode == 0, cli.stderr
-    lines = cli.stdout.splitlines()
-    assert lines[0].split()[:3] == ["address", "role", "version"]
-    assert len(lines) == 1 + 1 + 1 + 3
-    assert all(line.rstrip().endswith("ok") for line in lines[1:])
+    for probe in ((), ("--probe",)):
+        cli = run_cli("runner", cluster.address, "--workers", "3", "--timeout", "20", *probe,
+                      manifest=cluster.a_path)
+        assert cli.returncode == 0, cli.stderr
+        lines = cli.stdout.splitlines()
+        assert lines[0].split()[:3] == ["address", "role", "version"]
+        assert len(lines) == 1 + 1 + 1 + 3
+        assert all(line.rstrip().endswith("ok") for line in lines[1:])
+        assert sorted(line.split()[-2] for line in lines[3:]) == list(ALL_EXECUTORS)
 
 
 def test_worker_of_another_build_is_refused_at_start_with_a_nanny(cluster: Cluster) -> None:
@@ -333,3 +337,22 @@ def test_worker_crashing_during_start_up(cluster: Cluster) -> None:
     assert "lockstep worker ready" not in crash.text()
     with pytest.raises(ClusterNotReady, match=r"only 3 of 4 required worker\(s\)"):
         connect(cluster.address, n_workers=4, timeout=2, manifest=cluster.a)
+
+
+def test_scheduler_without_the_gate_is_incompatible(tmp_path: Path) -> None:
+    """A plain `dask scheduler` admits anything, so the runner refuses to use it."""
+    sched_file = tmp_path / "plain-scheduler.json"
+    plain = Proc([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                  "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+                 base_env(None), tmp_path / "plain-scheduler.log")
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            assert time.monotonic() < deadline and plain.popen.poll() is None, plain.text()
+            time.sleep(0.05)
+        address = json.loads(sched_file.read_text())["address"]
+        _, a = write_manifest(tmp_path, "a")
+        with pytest.raises(IncompatibleClusterError, match="no lockstep gate"):
+            connect(address, n_workers=0, timeout=20, manifest=a)
+    finally:
+        plain.stop()

@@ -48,21 +48,23 @@ def open_client(address: str, timeout: float) -> Any:
 
 
 def connect(address: str, n_workers: int = 1, timeout: float = 30.0,
-            manifest: BuildManifest | None = None) -> Any:
+            manifest: BuildManifest | None = None, probe_workers: bool = False) -> Any:
     """A connected ``Client``, once scheduler and ≥ ``n_workers`` ready workers match our build.
 
     ``manifest`` is the runner's own (default: ``$LOCKSTEP_MANIFEST``). Raises
     ``IncompatibleClusterError`` (exit 1) on any other build,
     ``ClusterNotReady`` (exit 3) if too few workers are ready within
     ``timeout`` seconds, ``ServiceFailed`` (exit 3) if the scheduler is
-    unreachable. ``timeout`` bounds the whole call.
+    unreachable. ``timeout`` bounds the whole call. See ``check_cluster`` for
+    ``probe_workers``.
     """
     own = manifest or load_manifest()
     start = time.monotonic()
     client = open_client(address, timeout)
     try:
         remaining = max(timeout - (time.monotonic() - start), 0.0)
-        check_cluster(client, own, n_workers=n_workers, timeout=remaining)
+        check_cluster(client, own, n_workers=n_workers, timeout=remaining,
+                      probe_workers=probe_workers)
     except BaseException:
         client.close()
         raise
@@ -70,10 +72,15 @@ def connect(address: str, n_workers: int = 1, timeout: float = 30.0,
 
 
 def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
-                  timeout: float = 30.0) -> ClusterReport:
+                  timeout: float = 30.0, probe_workers: bool = False) -> ClusterReport:
     """Check the cluster behind ``client`` against ``manifest``; wait for ``n_workers`` ready.
 
-    See ``connect`` for what it raises.
+    The scheduler answers with its own manifest and, for each worker, the
+    manifest that worker announced when it registered (which the gate
+    checked) — one call. ``probe_workers`` also asks every worker directly
+    (the scheduler's ``broadcast``), which costs a connection per worker.
+    A worker counts as ready when the scheduler has it running: it registers
+    only once its executor has started. See ``connect`` for what it raises.
     """
     if n_workers < 0:
         raise BadInput(f"n_workers must be ≥ 0, not {n_workers}")
@@ -84,20 +91,20 @@ def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
         info = _call(client, client.scheduler.lockstep_identity, deadline, address)
         scheduler = _scheduler_member(address, info, manifest)
         listed = info.get("workers", []) if isinstance(info, dict) else []
+        workers = [_listed_member(w, manifest) for w in listed]
         if not scheduler.ok:
-            rows = [runner, scheduler, *(_listed_member(w, manifest) for w in listed)]
-            raise IncompatibleClusterError(_mismatch_summary(manifest, scheduler, address), rows)
-        addresses = [str(w["address"]) for w in listed]
-        answers: Mapping[str, Any] = {}
-        if addresses:
+            raise IncompatibleClusterError(_mismatch_summary(manifest, scheduler, address),
+                                           [runner, scheduler, *workers])
+        if probe_workers and listed:
+            addresses = [str(w["address"]) for w in listed]
             answers = _call(client, client.scheduler.broadcast, deadline, address,
                             msg={"op": IDENTITY_OP}, workers=addresses, on_error="ignore")
-        workers = [_worker_member(a, answers.get(a), manifest) for a in addresses]
+            workers = [_worker_member(w, answers.get(w.address), manifest) if w.ok else w
+                       for w in workers]
         members = (runner, scheduler, *workers)
-        wrong = [w for w in workers if w.status.startswith("other build")
-                 or w.status.startswith("bad manifest")]
+        wrong = [w for w in workers if w.status.startswith(_WRONG)]
         if wrong:
-            named = ", ".join(f"{w.address} (build {w.build_id} version {w.version})"
+            named = ", ".join(f"{w.address} ({w.status}: build {w.build_id} version {w.version})"
                               for w in wrong)
             raise IncompatibleClusterError(
                 f"{len(wrong)} worker(s) at {address} are not build {manifest.build_id} "
@@ -112,6 +119,9 @@ def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
             raise ClusterNotReady(_not_ready_summary(address, n_workers, timeout, workers,
                                                      info.get("refused", [])), members)
         time.sleep(POLL_SECONDS)
+
+
+_WRONG = ("other build", "bad manifest", "no manifest")
 
 
 def _call(client: Any, fn: Callable[..., Any], deadline: float, address: str,
@@ -140,20 +150,26 @@ def _scheduler_member(address: str, info: Any, own: BuildManifest) -> Member:
 
 
 def _listed_member(entry: Mapping[str, Any], own: BuildManifest) -> Member:
-    """A worker as the scheduler lists it (for the table when the scheduler itself is wrong)."""
+    """A worker as the scheduler lists it, with the manifest it announced at registration."""
     address = str(entry.get("address"))
     executor = str(entry.get("executor") or "-")
     try:
         theirs = read_announced(entry.get("manifest"), f"worker {address}")
     except BadInput:
         return Member.unknown(address, "worker", "no manifest", executor)
-    status = "ok" if theirs.build_id == own.build_id else "other build"
+    if theirs.build_id != own.build_id:
+        return Member.of(address, "worker", theirs, executor, "other build")
+    state = str(entry.get("status", "running"))
+    status = "ok" if state == "running" else f"not ready ({state})"
     return Member.of(address, "worker", theirs, executor, status)
 
 
-def _worker_member(address: str, answer: Any, own: BuildManifest) -> Member:
+def _worker_member(listed: Member, answer: Any, own: BuildManifest) -> Member:
+    """A worker as it answered ``lockstep_identity`` itself (``probe_workers``)."""
+    address = listed.address
     if not isinstance(answer, dict) or "manifest" not in answer:
-        return Member.unknown(address, "worker", "no answer to lockstep_identity")
+        return Member.unknown(address, "worker", "not ready (no answer to lockstep_identity)",
+                              listed.executor)
     executor = str(answer.get("executor") or "-")
     try:
         theirs = read_announced(answer["manifest"], f"worker {address}")

@@ -46,6 +46,8 @@ def add_commands(sub: Any) -> None:
                         help="wait for at least N ready workers of this build (default 1)")
     runner.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="give up after this long (default 30)")
+    runner.add_argument("--probe", action="store_true",
+                        help="also ask every worker directly, not only the scheduler's record")
     runner.set_defaults(func=run_runner)
 
 
@@ -117,7 +119,8 @@ def run_runner(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     client = open_client(args.scheduler, args.timeout)
     try:
-        report = check_cluster(client, manifest, n_workers=args.workers, timeout=args.timeout)
+        report = check_cluster(client, manifest, n_workers=args.workers, timeout=args.timeout,
+                               probe_workers=args.probe)
     finally:
         client.close()
     print(report.table())

@@ -118,7 +118,7 @@ def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
         raise BadInput(f"{EXECUTOR_ENV} is not set; set it to one of the executors of "
                        f"{build}: {valid}")
     if value not in manifest.executors:
-        shown = repr(value) if value else "empty"
+        shown = repr(value) if value else "'' (empty)"
         raise BadInput(f"{EXECUTOR_ENV}={shown} is not an executor of {build}; "
                        f"valid values: {valid}")
     registry = registered_executors()
@@ -139,7 +139,7 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        shown = repr(raw) if raw else "empty"
+        shown = repr(raw) if raw else "'' (empty)"
         raise BadInput(f"{name}={shown} is not a number of seconds > 0; unset it for the "
                        f"default ({default:g}) or set a number such as 30")
     return value
