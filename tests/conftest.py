@@ -9,21 +9,15 @@ skips the test locally and fails it in CI (``LOCKSTEP_REQUIRE_ALL=1``).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Test modules import helpers as ``tests.…``; the ``pytest`` script does not put
-# the repository root on sys.path (``python -m pytest`` does), so do it here.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.engine import DockerEngine, find_dockerd  # noqa: E402
-from tests.registry import OciRegistry, find_registry  # noqa: E402
-from tests.support import require  # noqa: E402
+from tests.buildfix import Built, build, clone
+from tests.engine import DockerEngine, find_dockerd
+from tests.registry import OciRegistry, find_registry
+from tests.support import require
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +51,17 @@ def registry_running(oci_registry: OciRegistry) -> OciRegistry:
     """``oci_registry``, restarted first if an earlier test left it stopped."""
     oci_registry.start()
     return oci_registry
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's lockstep cache: ``$LOCKSTEP_CACHE_DIR`` if set, else a fresh one."""
+    env = os.environ.get("LOCKSTEP_CACHE_DIR")
+    return Path(env) if env else tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Built:
+    """Both real images, built once per session by the CLI from a clone of the committed tree."""
+    src = clone(tmp_path_factory.mktemp("first") / "lockstep")
+    return build(src, src / "out", cache_dir)

@@ -28,19 +28,6 @@ from tests.support import require
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    env = os.environ.get("LOCKSTEP_CACHE_DIR")
-    return Path(env) if env else tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Built:
-    """Both images, built from a clone of the committed tree."""
-    src = clone(tmp_path_factory.mktemp("first") / "lockstep")
-    return build(src, src / "out", cache_dir)
-
-
 def layer_files(blob: bytes) -> dict[str, tarfile.TarInfo]:
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
         return {m.name: m for m in tar.getmembers()}

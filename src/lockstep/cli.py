@@ -22,6 +22,8 @@ from lockstep.errors import LockstepError
 COMMAND_MODULES = (
     "lockstep.build.commands",
     "lockstep.runtime.commands",
+    "lockstep.jobs.commands",
+    "lockstep.release.commands",
 )
 
 
