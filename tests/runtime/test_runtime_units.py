@@ -275,3 +275,30 @@ def test_cold_start_timeout_is_enforced() -> None:
     with pytest.raises(ExecutorStartFailed, match="was not ready after"):
         executor.start()
     executor.close()
+
+
+def _collect_pid(executor: Executor, call: TaskCall, into: list[int]) -> None:
+    into.append(executor.run(call).pid)
+
+
+@pytest.mark.usefixtures("task_path")
+def test_process_executors_run_one_task_per_slot_at_once() -> None:
+    for name in ("isolated_warm", "cold"):
+        config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": name}, manifest=A)
+        executor = load_executor(name, registered_executors())(config, 2)
+        executor.start()
+        try:
+            results: list[int] = []
+            call = TaskCall("lockstep_test_tasks:sleep_then", (0.6, 1))
+            threads = [threading.Thread(target=_collect_pid, args=(executor, call, results))
+                       for _ in range(2)]
+            start = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(20)
+            assert time.monotonic() - start < 1.1, f"{name}: the two tasks did not overlap"
+            assert len(set(results)) == 2
+            assert len(executor.pids()) == 2
+        finally:
+            executor.close()

@@ -36,7 +36,7 @@ async def dask_setup(worker: Any) -> None:
     try:
         config = RuntimeConfig.from_env()
         log.info("%s", config.describe())
-        runtime = WorkerRuntime(config)
+        runtime = WorkerRuntime(config, slots=max(int(worker.state.nthreads), 1))
         await asyncio.to_thread(runtime.start)
     except LockstepError as exc:
         log.critical("lockstep worker cannot start: %s", exc.message)

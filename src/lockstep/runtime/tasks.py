@@ -17,8 +17,9 @@ an identity::
 task (in a ``cold`` task's own process, never in the worker). Arguments and
 return values cross into executor processes with the standard ``pickle``.
 A task that raises re-raises on the runner; one whose process died raises
-``TaskCrashed``. Under ``isolated_warm`` and ``cold`` a worker runs one task at
-a time per executor, so start those workers with ``--nthreads 1``.
+``TaskCrashed``. Under ``isolated_warm`` and ``cold`` a worker with
+``--nthreads N`` keeps up to N child processes (warm children, or cold
+templates), each running one task at a time.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ EXTENSION = "lockstep"
 class WorkerRuntime:
     """The executor of one worker and the facts it announces; thread-safe."""
 
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, slots: int = 1) -> None:
         self.config = config
-        self.executor: Executor = load_executor(config.executor, registered_executors())(config)
+        cls = load_executor(config.executor, registered_executors())
+        self.executor: Executor = cls(config, slots)
         self.ready = False
         self._tasks = 0
         self._lock = threading.Lock()

@@ -7,8 +7,8 @@ which process. The registry is the ``lockstep.executors`` entry-point group
 (``pyproject.toml``); the image's manifest lists what the image contains.
 
 - ``direct``: in the worker process itself.
-- ``isolated_warm``: in one warm child process, reused across tasks and
-  replaced if it dies.
+- ``isolated_warm``: in a warm child process (one per worker thread),
+  reused across tasks and replaced if it dies.
 - ``cold``: in a fresh process per task, forked from a clean template
   process that never imports task code.
 
@@ -53,12 +53,18 @@ class ExecutorStartFailed(RuntimeError):
 
 
 class Executor(abc.ABC):
-    """Runs calls for one worker. Thread-safe; ``start`` before, ``close`` after use."""
+    """Runs calls for one worker. Thread-safe; ``start`` before, ``close`` after use.
+
+    ``slots`` is how many calls may run at once (the worker's thread count).
+    """
 
     name: ClassVar[str]
 
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, slots: int = 1) -> None:
+        if slots < 1:
+            raise ValueError(f"an executor needs at least one slot, not {slots}")
         self.config = config
+        self.slots = slots
 
     def start(self) -> None:  # noqa: B027 - optional hook: nothing to start by default
         """Make the executor ready; raise ``ExecutorStartFailed`` if it cannot be."""

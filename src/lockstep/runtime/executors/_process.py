@@ -95,53 +95,84 @@ class ChildProcess:
 
 
 class ProcessExecutor(Executor):
-    """Runs calls in a ``ChildProcess``, one at a time; a dead child is replaced."""
+    """Runs calls in ``ChildProcess``es: one call per process at a time, up to ``slots``
+    processes (one per worker thread), started on demand; a dead one is replaced."""
 
     mode: ClassVar[str]
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self._lock = threading.Lock()
-        self._child: ChildProcess | None = None
+    def __init__(self, config: Any, slots: int = 1) -> None:
+        super().__init__(config, slots)
+        self._lock = threading.Lock()  # guards _idle, _busy, _closed
+        self._free_slots = threading.BoundedSemaphore(self.slots)
+        self._idle: list[ChildProcess] = []
+        self._busy: set[ChildProcess] = set()
         self._closed = False
 
     def start(self) -> None:
+        child = self._spawn()
         with self._lock:
-            self._ensure_child()
+            self._idle.append(child)
 
-    def _ensure_child(self) -> ChildProcess:
+    def _spawn(self) -> ChildProcess:
         if self._closed:
             raise ExecutorStartFailed(f"{self.name} executor is closed")
-        if self._child is None:
-            self._child = ChildProcess(self.mode, self.config.start_timeout)
-            log.info("%s executor: %s process pid %d ready", self.name, self.mode,
-                     self._child.pid)
-        return self._child
+        child = ChildProcess(self.mode, self.config.start_timeout)
+        log.info("%s executor: %s process pid %d ready", self.name, self.mode, child.pid)
+        return child
+
+    def _take(self) -> ChildProcess:
+        with self._lock:
+            if self._closed:
+                raise ExecutorStartFailed(f"{self.name} executor is closed")
+            if self._idle:
+                child = self._idle.pop()
+                self._busy.add(child)
+                return child
+        child = self._spawn()  # outside the lock: it takes a while
+        with self._lock:
+            self._busy.add(child)
+        return child
+
+    def _give_back(self, child: ChildProcess) -> None:
+        with self._lock:
+            self._busy.discard(child)
+            closed = self._closed
+            if not closed:
+                self._idle.append(child)
+        if closed:
+            child.close()
 
     def pids(self) -> tuple[int, ...]:
-        child = self._child
-        return (child.pid,) if child else ()
+        with self._lock:
+            return tuple(sorted(c.pid for c in (*self._idle, *self._busy)))
 
     def run(self, call: TaskCall) -> TaskResult:
         payload = pickle.dumps((call.target, call.args, call.kwargs),
                                protocol=pickle.HIGHEST_PROTOCOL)
-        with self._lock:
-            child = self._ensure_child()
+        with self._free_slots:
+            child = self._take()
             try:
                 kind, pid, data = child.call(payload)
             except (EOFError, OSError):
-                self._child = None
+                with self._lock:
+                    self._busy.discard(child)
                 child.close()
-                message = (f"{self.name} executor: {child.mode} process {child.pid} died "
-                           f"({child.describe_exit()}) while running {call.target}")
-                try:
-                    replacement = self._ensure_child()
-                    message += f"; replaced by pid {replacement.pid} for the next task"
-                except ExecutorStartFailed as exc:
-                    message += f"; its replacement did not start ({exc}), the next task retries"
-                log.error("%s", message)
-                raise TaskCrashed(message) from None
+                raise TaskCrashed(self._replace(child, call)) from None
+            self._give_back(child)
         return self._answer(call, kind, pid, data)
+
+    def _replace(self, dead: ChildProcess, call: TaskCall) -> str:
+        """Start a process in place of ``dead``; the message for the task that died with it."""
+        message = (f"{self.name} executor: {dead.mode} process {dead.pid} died "
+                   f"({dead.describe_exit()}) while running {call.target}")
+        try:
+            replacement = self._spawn()
+            self._give_back(replacement)
+            message += f"; replaced by pid {replacement.pid} for the next task"
+        except ExecutorStartFailed as exc:
+            message += f"; its replacement did not start ({exc}), the next task retries"
+        log.error("%s", message)
+        return message
 
     def _answer(self, call: TaskCall, kind: bytes, pid: int, data: bytes) -> TaskResult:
         if kind == _wire.OK:
@@ -163,8 +194,9 @@ class ProcessExecutor(Executor):
         raise TaskCrashed(f"{self.name} executor: unexpected answer {kind!r} from pid {pid}")
 
     def close(self) -> None:
+        """Stop the idle processes now; a busy one stops when its call returns."""
         with self._lock:
             self._closed = True
-            if self._child is not None:
-                self._child.close()
-                self._child = None
+            idle, self._idle = self._idle, []
+        for child in idle:
+            child.close()
