@@ -66,7 +66,7 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     except Exception as exc:  # Dask lets start-up failures escape its CLI as tracebacks
         refusal = _refusal(exc)
         if refusal:
-            raise CheckFailed(refusal) from exc
+            raise CheckFailed(refusal.removeprefix("lockstep ")) from exc
         raise ServiceFailed(f"{prog} stopped: {type(exc).__name__}: {exc}; "
                             "its log above says why") from exc
     return 0
