@@ -28,7 +28,7 @@ from tests.support import require
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = load_project(ROOT)
 LOCK = PROJECT.python_lock
-PLATFORM = ROOT / py.PLATFORM_FILE
+PLATFORM = ROOT / "images/complete-platform.json"
 SITE = py.SITE_DIR + "/"
 
 

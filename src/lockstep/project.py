@@ -47,6 +47,7 @@ class Project:
     package_root: str
     python_lock: Path
     debian_lock: Path
+    complete_platform: Path  # the image interpreter's markers and tags, for pex
     debian_mirror: str
     requirements: tuple[str, ...]
     debian_packages: tuple[str, ...]
@@ -146,6 +147,8 @@ def load_project(root: Path) -> Project:
         package_root=_str(tool, "package_root", where, "src"),
         python_lock=root / _str(tool, "python_lock", where),
         debian_lock=root / _str(tool, "debian_lock", where),
+        complete_platform=root / _str(tool, "complete_platform", where,
+                                      "images/complete-platform.json"),
         debian_mirror=_str(tool, "debian_mirror", where, DEFAULT_MIRROR),
         requirements=tuple(_str_list(tool, "requirements", where, [])),
         debian_packages=tuple(_str_list(tool, "debian_packages", where, ["python3.11"])),

@@ -232,17 +232,15 @@ class Builder:
         return self._store("base", key, layer, {"python": version})
 
     def python_layer(self, base: LayerRecord) -> LayerRecord:
-        from lockstep.build import python
-
         lock_path = self.project.python_lock
         lock_sha = lock_digest(lock_path, "lockstep lock python")
-        platform = self.project.root / python.PLATFORM_FILE
+        platform = self.project.complete_platform
         key = self._key("python", base=base.digest, python_lock=lock_sha,
                         platform=lock_digest(platform, "lockstep lock python"))
         cached = self._cached("python", key)
         if cached:
             return cached
-        from lockstep.build import pycompile
+        from lockstep.build import pycompile, python
         from lockstep.build.stage import StagedPython
 
         self.progress("installing the locked Python packages (pex)")

@@ -52,7 +52,6 @@ Progress = Callable[[str], None]
 PEX_VERSION = "2.105.2"
 PIP_VERSION = "26.2.1"  # pex's default ("latest") pip is not served here
 INDEX_URL = "https://pypi.org/simple/"
-PLATFORM_FILE = "images/complete-platform.json"  # relative to the project root
 SITE_DIR = "usr/local/lib/python3.11/dist-packages"
 LOCK_HINT = "run `lockstep lock python`"
 
@@ -304,7 +303,7 @@ def image_complete_platform(project: Project, cache_dir: Path,
 def write_complete_platform(project: Project, cache_dir: Path,
                             progress: Progress | None = None) -> Path:
     """Write ``images/complete-platform.json`` from the image's own python (Debian lock)."""
-    path = project.root / PLATFORM_FILE
+    path = project.complete_platform
     write_bytes(path, image_complete_platform(project, cache_dir, progress))
     return path
 
@@ -409,9 +408,9 @@ def lock(project: Project, out_path: Path | None, cache_dir: Path,
     if not project.requirements:
         raise BadInput(f"{project.pyproject} [tool.lockstep]: requirements is empty; list the "
                        "packages the image needs (e.g. distributed==2026.8.0)")
-    platform = project.root / PLATFORM_FILE
+    platform = project.complete_platform
     _read_platform(platform)
-    progress(f"locking {', '.join(project.requirements)} for {PLATFORM_FILE}")
+    progress(f"locking {', '.join(project.requirements)} for {project.complete_platform.name}")
     with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
         tmp_lock = Path(tmp) / "lock.json"
         run_pex(["lock", "create", *_common_args(cache_dir),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import stat
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,26 +42,24 @@ def _excluded(rel: str) -> bool:
 
 
 def _git_ignored(root: Path, rels: Sequence[str]) -> set[str]:
-    """The subset of ``rels`` that git ignores; empty outside a git work tree."""
+    """The subset of ``rels`` that git ignores; empty outside a git work tree.
+
+    Asks ``git check-ignore`` directly: this runs on every build, and importing
+    gitpython alone would cost more than the rest of a no-op rebuild.
+    """
     if not rels or not _in_git_tree(root):
         return set()
     try:
-        import git
-    except ImportError:  # the image's runtime has no gitpython, and needs none
-        return set()
-    try:
-        repo = git.Repo(root, search_parent_directories=True)
-        ignored: list[str] = repo.ignored(*(str(root / r) for r in rels))
-    except (git.InvalidGitRepositoryError, git.GitCommandError, git.NoSuchPathError) as exc:
+        proc = subprocess.run(["git", "check-ignore", "--stdin", "-z"],
+                              cwd=root, input="\0".join(rels) + "\0", capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
         log.debug("not filtering git-ignored files: %s", exc)
         return set()
-    top = Path(repo.working_tree_dir or root).resolve()
-    out = set()
-    for name in ignored:
-        path = Path(name)
-        full = path if path.is_absolute() else top / path
-        out.add(full.resolve().relative_to(root.resolve()).as_posix())
-    return out
+    if proc.returncode not in (0, 1):  # 1: nothing is ignored
+        log.debug("not filtering git-ignored files: %s", proc.stderr.strip())
+        return set()
+    return {name for name in proc.stdout.split("\0") if name}
 
 
 def _in_git_tree(root: Path) -> bool:
