@@ -1,0 +1,207 @@
+"""``check-pins``: every image reference in a deployment file must carry a digest.
+
+An image reference is the value of a key named ``image`` (or ending in
+``_image``/``-image``/``Image``), each value under a key named ``images``, and
+a Helm-style ``image: {repository: …, tag: …}`` table (pinned only with a
+``digest``). YAML positions come from the YAML composer; JSON and TOML are
+parsed by their own parsers and each reference is found on its line by its
+quoted text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockstep.errors import BadInput
+from lockstep.release.reference import DIGEST, pin_problem
+
+SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+
+
+@dataclass(frozen=True)
+class Reference:
+    path: Path
+    line: int
+    value: str
+    problem: str | None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: image {self.value!r} {self.problem}; pin it as " \
+               "HOST/REPO/NAME@sha256:…"
+
+
+def is_image_key(key: object) -> bool:
+    return isinstance(key, str) and (key.lower() == "image" or key.endswith(("_image", "-image",
+                                                                             "Image")))
+
+
+def _helm_problem(table: dict[str, Any]) -> str | None:
+    digest = table.get("digest")
+    if isinstance(digest, str) and DIGEST.match(digest):
+        return None
+    tag = table.get("tag")
+    return f"uses the tag :{tag} and no digest" if tag else "has no digest"
+
+
+def _candidates(data: Any) -> Iterator[tuple[str | None, Any, str | None]]:
+    """(key, value, helm problem) for every image reference in decoded data."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if is_image_key(key) and isinstance(value, dict) and "repository" in value:
+                yield key, str(value.get("repository")), _helm_problem(value)
+                continue
+            if is_image_key(key) and not isinstance(value, dict | list):
+                yield key, value, pin_problem(value)
+            elif key == "images" and isinstance(value, dict):
+                for sub, ref in value.items():
+                    if not isinstance(ref, dict | list):
+                        yield sub, ref, pin_problem(ref)
+            elif key == "images" and isinstance(value, list):
+                for ref in value:
+                    if not isinstance(ref, dict | list):
+                        yield None, ref, pin_problem(ref)
+            yield from _candidates(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _candidates(item)
+
+
+def _scan_yaml(path: Path, text: str) -> list[Reference]:
+    import yaml
+
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") \
+            from exc
+    found: list[Reference] = []
+
+    def walk(node: yaml.Node) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if is_image_key(key) and isinstance(value_node, yaml.MappingNode):
+                    table = _construct(value_node)
+                    if isinstance(table, dict) and "repository" in table:
+                        found.append(Reference(path, value_node.start_mark.line + 1,
+                                               str(table.get("repository")), _helm_problem(table)))
+                        continue
+                if is_image_key(key) and isinstance(value_node, yaml.ScalarNode):
+                    add(value_node)
+                elif key == "images" and isinstance(value_node, yaml.MappingNode):
+                    for _, ref in value_node.value:
+                        if isinstance(ref, yaml.ScalarNode):
+                            add(ref)
+                elif key == "images" and isinstance(value_node, yaml.SequenceNode):
+                    for ref in value_node.value:
+                        if isinstance(ref, yaml.ScalarNode):
+                            add(ref)
+                walk(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+
+    def add(node: yaml.ScalarNode) -> None:
+        value = _construct(node)
+        found.append(Reference(path, node.start_mark.line + 1,
+                               "" if value is None else str(value), pin_problem(value)))
+
+    for node in nodes:
+        if node is not None:
+            walk(node)
+    return found
+
+
+def _construct(node: Any) -> Any:
+    import yaml
+
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _locate(lines: Sequence[str], value: Any, used: set[int]) -> int:
+    """The first line not yet used that holds ``value`` as quoted text (1-based), else 1."""
+    if isinstance(value, str):
+        needles = [json.dumps(value), f"'{value}'", value]
+    else:
+        needles = [json.dumps(value)]
+    for needle in needles:
+        for number, line in enumerate(lines, start=1):
+            if number not in used and needle in line:
+                used.add(number)
+                return number
+    return 1
+
+
+def _scan_data(path: Path, text: str, data: Any) -> list[Reference]:
+    lines = text.splitlines()
+    used: set[int] = set()
+    found = []
+    for _key, value, problem in _candidates(data):
+        line = _locate(lines, value, used)
+        found.append(Reference(path, line, "" if value is None else str(value), problem))
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read ({exc}); check the path") from exc
+
+
+def _parse(path: Path, text: str) -> Any:
+    """Decoded JSON or TOML; BadInput naming the file if it does not parse."""
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise BadInput(f"{path}: not valid JSON ({exc}); fix the file") from exc
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path}: not valid TOML ({exc}); fix the file") from exc
+
+
+def load_data(path: Path) -> Any:
+    """A JSON or TOML deployment file, decoded."""
+    return _parse(path, _read(path))
+
+
+def scan_file(path: Path) -> list[Reference]:
+    """Every image reference in one YAML, JSON or TOML file, pinned or not."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise BadInput(f"{path}: not a deployment file this checks ({', '.join(SUFFIXES)})")
+    text = _read(path)
+    if suffix in (".yaml", ".yml"):
+        return _scan_yaml(path, text)
+    return _scan_data(path, text, _parse(path, text))
+
+
+def files_under(paths: Iterable[Path]) -> list[Path]:
+    """The files named, and the deployment files under the directories named."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*")
+                          if p.is_file() and p.suffix.lower() in SUFFIXES)
+        elif path.exists():
+            out.append(path)
+        else:
+            raise BadInput(f"{path}: no such file or directory")
+    return out
+
+
+def check_pins(paths: Iterable[Path]) -> list[Reference]:
+    """Every image reference in the files under ``paths`` (check ``.problem`` for the bad)."""
+    found: list[Reference] = []
+    for path in files_under(paths):
+        found += scan_file(path)
+    return found
+

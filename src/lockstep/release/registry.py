@@ -1,0 +1,310 @@
+"""A small client for the OCI distribution API: exactly the calls a push needs.
+
+Blobs go up as ``POST /v2/NAME/blobs/uploads/`` then ``PUT <location>?digest=``
+(distribution 2.8 has no single-request upload); a blob the repository
+already has (``HEAD``) is skipped, and one that another repository of this
+push holds is mounted instead of uploaded. Manifests go up with their media
+type. Every digest the registry reports (``Docker-Content-Digest``) must equal
+ours: the registry stores our exact bytes or the push fails.
+
+TLS by default; plain HTTP only for a loopback address or when asked. A 401
+is answered once, with basic auth or a bearer token from the challenge's
+realm, using credentials from Docker's config.json (never logged).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import re
+import ssl
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lockstep.errors import BadInput, CheckFailed, ServiceFailed
+from lockstep.release.auth import Credentials, docker_config_path
+from lockstep.release.reference import is_loopback
+
+log = logging.getLogger(__name__)
+
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def error_text(self) -> str:
+        """The registry's own error code and message, if the body has them."""
+        try:
+            errors = json.loads(self.body)["errors"]
+            return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:2])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return self.body[:120].decode(errors="replace").strip()
+
+
+@dataclass
+class PushStats:
+    """What a push did: blobs uploaded (and their bytes), found, mounted; manifests put."""
+
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    present: int = 0
+    mounted: int = 0
+    manifests: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"blobs_uploaded": self.uploaded, "bytes_uploaded": self.uploaded_bytes,
+                "blobs_present": self.present, "blobs_mounted": self.mounted,
+                "manifests_put": self.manifests}
+
+
+@dataclass
+class RegistryClient:
+    """One registry host. ``plain_http`` is forced on for loopback addresses only."""
+
+    host: str
+    credentials: Credentials | None = None
+    plain_http: bool = False
+    timeout: float = 120.0
+    _auth: dict[str, str] = field(default_factory=dict)  # scope -> Authorization value
+    _conns: dict[tuple[str, str], http.client.HTTPConnection] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.plain_http or is_loopback(self.host) else "https"
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+    # -- transport ----------------------------------------------------------------
+
+    def _conn(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        key = (scheme, netloc)
+        if key not in self._conns:
+            if scheme == "https":
+                self._conns[key] = http.client.HTTPSConnection(
+                    netloc, timeout=self.timeout, context=ssl.create_default_context())
+            else:
+                self._conns[key] = http.client.HTTPConnection(netloc, timeout=self.timeout)
+        return self._conns[key]
+
+    def _raw(self, method: str, url: str, headers: Mapping[str, str],
+             body: bytes | None = None) -> Response:
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        for attempt in (1, 2):  # a kept-alive connection the server closed gets one retry
+            conn = self._conn(parts.scheme, parts.netloc)
+            try:
+                conn.request(method, target, body=body, headers=dict(headers))
+                resp = conn.getresponse()
+                data = resp.read()
+                return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            except ssl.SSLError as exc:
+                self._drop(parts.scheme, parts.netloc)
+                raise ServiceFailed(
+                    f"registry {parts.netloc}: TLS failed ({exc.reason or exc}); if it serves "
+                    "plain HTTP on a trusted network, pass --plain-http") from exc
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop(parts.scheme, parts.netloc)
+                if attempt == 2:
+                    raise self._down(parts.netloc, exc) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(parts.scheme, parts.netloc)
+                raise self._down(parts.netloc, exc) from exc
+        raise AssertionError("unreachable")
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        conn = self._conns.pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+    @staticmethod
+    def _down(netloc: str, exc: BaseException) -> ServiceFailed:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return ServiceFailed(f"registry {netloc} did not answer ({reason}); check that it is "
+                             "running and that --registry names it, then run the command again")
+
+    # -- auth ---------------------------------------------------------------------
+
+    def request(self, method: str, path_or_url: str, *, scope: Sequence[str],
+                headers: Mapping[str, str] | None = None, body: bytes | None = None) -> Response:
+        """One request, authenticated for ``scope`` (answering one 401 challenge)."""
+        url = path_or_url if "://" in path_or_url else self.base + path_or_url
+        key = " ".join(scope)
+        all_headers = dict(headers or {})
+        if key in self._auth:
+            all_headers["Authorization"] = self._auth[key]
+        resp = self._raw(method, url, all_headers, body)
+        if resp.status != 401:
+            self._check_server_error(method, url, resp)
+            return resp
+        self._auth[key] = self._authenticate(resp.header("www-authenticate") or "", scope)
+        all_headers["Authorization"] = self._auth[key]
+        resp = self._raw(method, url, all_headers, body)
+        if resp.status == 401:
+            raise self._rejected()
+        self._check_server_error(method, url, resp)
+        return resp
+
+    def _check_server_error(self, method: str, url: str, resp: Response) -> None:
+        if resp.status >= 500:
+            path = urllib.parse.urlsplit(url).path
+            raise ServiceFailed(f"registry {self.host} failed: {method} {path} answered "
+                                f"{resp.status} ({resp.error_text()}); try again later")
+
+    def _rejected(self) -> BadInput:
+        where = self.credentials.source if self.credentials else str(docker_config_path())
+        if self.credentials is None:
+            return BadInput(f"registry {self.host} needs credentials and {where} has none "
+                            f"for it; run `docker login {self.host}`")
+        return BadInput(f"registry {self.host} rejected the credentials of "
+                        f"{self.credentials.username!r} from {where}; run "
+                        f"`docker login {self.host}` or fix that file")
+
+    def _basic(self) -> str:
+        if self.credentials is None:
+            raise self._rejected()
+        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+    def _authenticate(self, challenge: str, scope: Sequence[str]) -> str:
+        kind, _, rest = challenge.strip().partition(" ")
+        params = dict(_CHALLENGE_PARAM.findall(rest))
+        if kind.lower() == "basic":
+            return self._basic()
+        if kind.lower() != "bearer" or "realm" not in params:
+            raise ServiceFailed(f"registry {self.host} asked for authentication this client "
+                                f"does not speak ({kind or 'no challenge'}); use a registry "
+                                "with basic or bearer token auth")
+        query = [("service", params["service"])] if "service" in params else []
+        query += [("scope", s) for s in scope]
+        url = params["realm"] + ("&" if "?" in params["realm"] else "?") \
+            + urllib.parse.urlencode(query)
+        headers = {"Authorization": self._basic()} if self.credentials else {}
+        resp = self._raw("GET", url, headers)
+        if resp.status in (401, 403):
+            raise self._rejected()
+        if resp.status != 200:
+            raise ServiceFailed(f"token service {urllib.parse.urlsplit(url).netloc} answered "
+                                f"{resp.status} ({resp.error_text()}); try again later")
+        try:
+            data: Any = json.loads(resp.body)
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise ServiceFailed(f"token service {urllib.parse.urlsplit(url).netloc} answered "
+                                "without a token; check the registry's auth setup")
+        log.debug("got a bearer token for %s", " ".join(scope))
+        return f"Bearer {token}"
+
+    # -- the calls of a push --------------------------------------------------------
+
+    @staticmethod
+    def scope(name: str, actions: str = "pull,push") -> str:
+        return f"repository:{name}:{actions}"
+
+    def has_blob(self, name: str, digest: str) -> bool:
+        resp = self.request("HEAD", f"/v2/{name}/blobs/{digest}", scope=[self.scope(name)])
+        if resp.status == 200:
+            return True
+        if resp.status == 404:
+            return False
+        raise self._unexpected("HEAD", f"blob {digest} in {name}", resp)
+
+    def push_blob(self, name: str, digest: str, data: bytes, stats: PushStats,
+                  mount_from: str | None = None) -> None:
+        """Make ``name`` hold the blob ``digest`` = ``data``: skipped, mounted or uploaded."""
+        if self.has_blob(name, digest):
+            stats.present += 1
+            log.debug("blob %s already in %s", digest, name)
+            return
+        scope = [self.scope(name)]
+        path = f"/v2/{name}/blobs/uploads/"
+        if mount_from:
+            scope.append(self.scope(mount_from, "pull"))
+            path += "?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
+        resp = self.request("POST", path, scope=scope, headers={"Content-Length": "0"}, body=b"")
+        if resp.status == 201 and mount_from:
+            self._check_digest(resp, digest, f"blob mounted into {name}")
+            stats.mounted += 1
+            log.debug("blob %s mounted into %s from %s", digest, name, mount_from)
+            return
+        if resp.status != 202 or not resp.header("location"):
+            raise self._unexpected("POST", f"upload to {name}", resp)
+        location = urllib.parse.urljoin(self.base + path, resp.header("location") or "")
+        location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+        log.info("uploading %s to %s (%d bytes)", digest, name, len(data))
+        resp = self.request("PUT", location, scope=scope, body=data, headers={
+            "Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+        if resp.status != 201:
+            raise self._unexpected("PUT", f"blob {digest} to {name}", resp)
+        self._check_digest(resp, digest, f"blob uploaded to {name}")
+        stats.uploaded += 1
+        stats.uploaded_bytes += len(data)
+
+    def put_manifest(self, name: str, reference: str, manifest: bytes, media_type: str,
+                     digest: str, stats: PushStats) -> None:
+        """PUT the manifest bytes under ``reference`` (a digest or a tag); check the digest."""
+        resp = self.request("PUT", f"/v2/{name}/manifests/{reference}", scope=[self.scope(name)],
+                            body=manifest, headers={"Content-Type": media_type,
+                                                    "Content-Length": str(len(manifest))})
+        if resp.status != 201:
+            raise self._unexpected("PUT", f"manifest {reference} to {name}", resp)
+        self._check_digest(resp, digest, f"manifest {name}:{reference}")
+        stats.manifests += 1
+
+    def has_manifest(self, name: str, digest: str) -> bool:
+        """Whether the registry serves ``name@digest``; its reported digest must be ours."""
+        resp = self.request("HEAD", f"/v2/{name}/manifests/{digest}",
+                            scope=[self.scope(name, "pull")],
+                            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        if resp.status == 404:
+            return False
+        if resp.status != 200:
+            raise self._unexpected("HEAD", f"manifest {name}@{digest}", resp)
+        self._check_digest(resp, digest, f"manifest {name}@{digest}")
+        return True
+
+    def get_manifest(self, name: str, digest: str) -> bytes:
+        """The exact manifest bytes the registry serves for ``name@digest``."""
+        resp = self.request("GET", f"/v2/{name}/manifests/{digest}",
+                            scope=[self.scope(name, "pull")],
+                            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        if resp.status == 404:
+            raise CheckFailed(f"registry {self.host} does not serve {name}@{digest}; "
+                              "the release was not pushed there, or was deleted")
+        if resp.status != 200:
+            raise self._unexpected("GET", f"manifest {name}@{digest}", resp)
+        return resp.body
+
+    def _check_digest(self, resp: Response, digest: str, what: str) -> None:
+        reported = resp.header("docker-content-digest")
+        if reported is not None and reported != digest:
+            raise CheckFailed(f"registry {self.host} reports {reported} for the {what}, but "
+                              f"its bytes are {digest}; the registry changed them, so this "
+                              "release cannot be pinned there")
+
+    def _unexpected(self, method: str, what: str, resp: Response) -> ServiceFailed:
+        return ServiceFailed(f"registry {self.host}: {method} {what} answered {resp.status} "
+                             f"({resp.error_text()})")
