@@ -18,6 +18,9 @@ renders the README's Markdown table from it):
   (``cold``, ``direct``, ``isolated_warm``); anything else stops the worker.
 - ``LOCKSTEP_EXECUTOR_START_TIMEOUT`` (worker; default ``30``): seconds, a
   number > 0, to wait for the executor's child process to say it is ready.
+- ``LOCKSTEP_BUNDLE_DIR`` (worker; default ``<tempdir>/lockstep-bundles``):
+  where the worker caches job bundles by digest; must be writable (the images
+  run with a read-only root and a tmpfs ``/tmp``).
 
 Each worker logs its settings once at start-up, then one line
 ``lockstep worker ready: build <id> version <v> executor <type> pid <pid>``.
@@ -27,8 +30,9 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -39,6 +43,13 @@ EXECUTOR_GROUP = "lockstep.executors"
 EXECUTOR_ENV = "LOCKSTEP_EXECUTOR"
 START_TIMEOUT_ENV = "LOCKSTEP_EXECUTOR_START_TIMEOUT"
 DEFAULT_START_TIMEOUT = 30.0
+BUNDLE_DIR_ENV = "LOCKSTEP_BUNDLE_DIR"
+BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
+
+
+def default_bundle_dir() -> Path:
+    """``lockstep-bundles`` under the temporary directory (``$TMPDIR``, else ``/tmp``)."""
+    return Path(tempfile.gettempdir()) / "lockstep-bundles"
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,9 @@ SETTINGS: tuple[Setting, ...] = (
             "anything else stops the worker"),
     Setting(START_TIMEOUT_ENV, "worker", str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
             "seconds (a number > 0) to wait for the executor's child process to say it is ready"),
+    Setting(BUNDLE_DIR_ENV, "worker", BUNDLE_DIR_DEFAULT,
+            "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
+            "`/tmp`); must be writable"),
 )
 
 
@@ -84,6 +98,7 @@ class RuntimeConfig:
     manifest_path: Path
     executor: str
     start_timeout: float
+    bundle_dir: Path = field(default_factory=default_bundle_dir)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -101,13 +116,26 @@ class RuntimeConfig:
             manifest_path=path,
             executor=_executor(env, manifest),
             start_timeout=_positive_seconds(env, START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT),
+            bundle_dir=_bundle_dir(env),
         )
 
     def describe(self) -> str:
         """One log line of every setting and where its value came from."""
         return (f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
                 f"{EXECUTOR_ENV}={self.executor} "
-                f"{START_TIMEOUT_ENV}={self.start_timeout:g}")
+                f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
+                f"{BUNDLE_DIR_ENV}={self.bundle_dir}")
+
+
+def _bundle_dir(env: Mapping[str, str]) -> Path:
+    raw = env.get(BUNDLE_DIR_ENV)
+    if raw is None:
+        return default_bundle_dir()
+    if not raw or not os.path.isabs(raw):
+        shown = repr(raw) if raw else "'' (empty)"
+        raise BadInput(f"{BUNDLE_DIR_ENV}={shown} is not an absolute path; unset it for the "
+                       f"default ({default_bundle_dir()}) or set a writable directory")
+    return Path(raw)
 
 
 def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:

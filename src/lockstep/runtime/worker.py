@@ -12,6 +12,7 @@ import os
 import threading
 from typing import Any
 
+from lockstep.runtime.bundles import BundleStore
 from lockstep.runtime.config import RuntimeConfig, registered_executors
 from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_executor
 
@@ -26,12 +27,14 @@ class WorkerRuntime:
         self.config = config
         cls = load_executor(config.executor, registered_executors())
         self.executor: Executor = cls(config, slots)
+        self.bundles = BundleStore(config.bundle_dir)
         self.ready = False
         self._tasks = 0
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the executor (blocking); raises if it cannot start."""
+        """Make the bundle cache and start the executor (blocking); raises if either cannot."""
+        self.bundles.prepare()
         self.executor.start()
         self.ready = True
 

@@ -28,11 +28,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TaskCall:
-    """One call: ``target`` is ``module:qualified.name``; args must pickle with stdlib pickle."""
+    """One call: ``target`` is ``module:qualified.name``; args must pickle with stdlib pickle.
+
+    ``paths`` are directories (a job bundle's) put first on ``sys.path`` in the
+    process that runs the call, before the target is imported.
+    """
 
     target: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class ProcessExecutor(Executor):
             return tuple(sorted(c.pid for c in (*self._idle, *self._busy)))
 
     def run(self, call: TaskCall) -> TaskResult:
-        payload = pickle.dumps((call.target, call.args, call.kwargs),
+        payload = pickle.dumps((call.target, call.args, call.kwargs, call.paths),
                                protocol=pickle.HIGHEST_PROTOCOL)
         with self._free_slots:
             child = self._take()

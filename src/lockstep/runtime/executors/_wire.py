@@ -14,13 +14,14 @@ import os
 import pickle
 import struct
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 HEADER = struct.Struct(">cII")
 READY = b"R"  # child -> worker: started; pid is the child's
-CALL = b"C"  # worker -> child: payload is pickle((target, args, kwargs))
+CALL = b"C"  # worker -> child: payload is pickle((target, args, kwargs, paths))
 OK = b"O"  # child -> worker: payload is pickle(value)
 ERROR = b"E"  # child -> worker: payload is pickle((exception or None, repr, traceback text))
 CRASHED = b"X"  # template -> worker: the task's child died; payload is a UTF-8 description
@@ -50,6 +51,41 @@ def read_frame(fd: int) -> tuple[bytes, int, bytes]:
     return kind, pid, read_exact(fd, length)
 
 
+_active_paths: tuple[str, ...] = ()
+_paths_lock = threading.Lock()
+
+
+def use_paths(paths: tuple[str, ...]) -> None:
+    """Put ``paths`` (bundle directories) first on ``sys.path`` for the next imports.
+
+    Directories put there for an earlier call but not wanted now are taken off
+    again, and the modules imported from them are forgotten, so that a process
+    reused across jobs (``direct``, ``isolated_warm``) never runs one bundle's
+    code for another bundle of the same module names.
+    """
+    global _active_paths
+    paths = tuple(paths)
+    with _paths_lock:
+        if paths == _active_paths:
+            return
+        gone = [p for p in _active_paths if p not in paths]
+        for path in gone:
+            while path in sys.path:
+                sys.path.remove(path)
+        if gone:
+            prefixes = tuple(os.path.join(p, "") for p in gone)
+            for name, module in list(sys.modules.items()):
+                origin = getattr(module, "__file__", None) or ""
+                if origin.startswith(prefixes):
+                    del sys.modules[name]
+        for path in reversed(paths):
+            if path in sys.path:
+                sys.path.remove(path)
+            sys.path.insert(0, path)
+        _active_paths = paths
+        importlib.invalidate_caches()
+
+
 def resolve(target: str) -> Callable[..., Any]:
     """The callable named ``module:qualified.name``, importing its module here."""
     module_name, _, qualname = target.partition(":")
@@ -64,7 +100,8 @@ def resolve(target: str) -> Callable[..., Any]:
 def execute(payload: bytes) -> tuple[bytes, bytes]:
     """Run one call payload in this process; ``(OK, pickled value)`` or ``(ERROR, …)``."""
     try:
-        target, args, kwargs = pickle.loads(payload)
+        target, args, kwargs, paths = pickle.loads(payload)
+        use_paths(paths)
         value = resolve(target)(*args, **kwargs)
         return OK, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException as exc:  # everything goes back to the worker

@@ -13,5 +13,6 @@ class DirectExecutor(Executor):
     name = "direct"
 
     def run(self, call: TaskCall) -> TaskResult:
+        _wire.use_paths(call.paths)
         value = _wire.resolve(call.target)(*call.args, **call.kwargs)
         return TaskResult(self.name, os.getpid(), value)
