@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lockstep import __version__
 from lockstep.errors import BadInput, CheckFailed, ServiceFailed
 from lockstep.release.auth import Credentials, docker_config_path
 from lockstep.release.reference import is_loopback
@@ -35,6 +36,7 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
+USER_AGENT = f"lockstep/{__version__}"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -115,7 +117,8 @@ class RegistryClient:
         for attempt in (1, 2):  # a kept-alive connection the server closed gets one retry
             conn = self._conn(parts.scheme, parts.netloc)
             try:
-                conn.request(method, target, body=body, headers=dict(headers))
+                conn.request(method, target, body=body,
+                             headers={"User-Agent": USER_AGENT, **headers})
                 resp = conn.getresponse()
                 data = resp.read()
                 return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
@@ -166,7 +169,14 @@ class RegistryClient:
         self._check_server_error(method, url, resp)
         return resp
 
+    def _denied(self, resp: Response) -> None:
+        if resp.status == 403:
+            who = repr(self.credentials.username) if self.credentials else "anonymous"
+            raise BadInput(f"registry {self.host} denied {who} ({resp.error_text()}); ask for "
+                           "push access to the repository, or `docker login` as a user with it")
+
     def _check_server_error(self, method: str, url: str, resp: Response) -> None:
+        self._denied(resp)
         if resp.status >= 500:
             path = urllib.parse.urlsplit(url).path
             raise ServiceFailed(f"registry {self.host} failed: {method} {path} answered "
