@@ -8,7 +8,8 @@ through the image); the worker recomputes the digest from the bytes it got
 and refuses a bundle whose digest differs (changed after its digest was
 taken, or partial), then caches it under ``LOCKSTEP_BUNDLE_DIR/<hex>`` (a
 writable directory: the images' root is read-only). A cached copy is
-verified again the first time this worker process uses it.
+verified again whenever a runner asks for it (once per job), and a corrupt
+one is removed and sent again.
 
 Handlers (on every lockstep worker; see ``install``):
 
@@ -76,18 +77,18 @@ def check_rel_path(path: object) -> str:
     return path
 
 
-def read_tree(root: Path) -> tuple[list[SourceFile], list[str]]:
-    """The files under ``root`` and what is wrong with the rest (symlinks, special files).
+def read_tree(root: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
+    """The files under ``root``, and ``(path, what it is)`` for the rest (symlinks, devices…).
 
     Byte-code caches are skipped; directories are implied by their files.
     """
     files: list[SourceFile] = []
-    odd: list[str] = []
+    odd: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         for name in sorted(dirnames):
             if (here / name).is_symlink():
-                odd.append(f"{(here / name).relative_to(root).as_posix()} is a symlink")
+                odd.append(((here / name).relative_to(root).as_posix(), "a symlink"))
         dirnames[:] = sorted(d for d in dirnames
                              if d not in _SKIPPED_DIRS and not (here / d).is_symlink())
         for name in sorted(filenames):
@@ -97,9 +98,9 @@ def read_tree(root: Path) -> tuple[list[SourceFile], list[str]]:
                 continue
             st = path.lstat()
             if stat.S_ISLNK(st.st_mode):
-                odd.append(f"{rel} is a symlink")
+                odd.append((rel, "a symlink"))
             elif not stat.S_ISREG(st.st_mode):
-                odd.append(f"{rel} is not a regular file")
+                odd.append((rel, "not a regular file"))
             else:
                 files.append(SourceFile(rel, bool(st.st_mode & stat.S_IXUSR),
                                         path.read_bytes()))
@@ -150,18 +151,21 @@ class BundleStore:
         return self.root / check_digest(digest).removeprefix("sha256:")
 
     def has(self, digest: str) -> Path | None:
-        """The verified directory of ``digest``; None if absent (a corrupt copy is removed)."""
+        """The directory of ``digest``, verified now from its files; None if absent.
+
+        A copy whose files no longer have the digest is removed (the runner,
+        which asks before every job, then sends it again).
+        """
         final = self._dir(digest)
-        with self._lock:
-            if digest in self._verified and final.is_dir():
-                return final
         if not final.is_dir():
             return None
         files, odd = read_tree(final)
         found = tree_digest(files)
         if odd or found != digest:
             log.warning("lockstep bundle cache: %s holds %s%s, not %s; removing it", final,
-                        found, f" ({'; '.join(odd)})" if odd else "", digest)
+                        found, f" and {len(odd)} link(s) or special file(s)" if odd else "", digest)
+            with self._lock:
+                self._verified.discard(digest)
             _remove(final)
             return None
         with self._lock:
@@ -205,7 +209,14 @@ class BundleStore:
         return final
 
     def path(self, digest: str, where: str = "this worker") -> Path:
-        """The directory of ``digest`` for a task; ``BundleMissing`` if it is not here."""
+        """The directory of ``digest`` for a task; ``BundleMissing`` if it is not here.
+
+        Verified once per worker process (``has``/``put`` verify on every job).
+        """
+        final = self._dir(digest)
+        with self._lock:
+            if digest in self._verified and final.is_dir():
+                return final
         found = self.has(digest)
         if found is None:
             raise BundleMissing(f"bundle {digest} is not on {where}: the runner ships a bundle "

@@ -1,0 +1,1 @@
+"""A small stochastic SIR epidemic model (an example lockstep job bundle)."""

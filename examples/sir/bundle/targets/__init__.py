@@ -1,0 +1,1 @@
+"""Targets: functions that aggregate a job's simulation results."""
