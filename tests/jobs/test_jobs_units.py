@@ -237,7 +237,8 @@ def test_local_preflight_catches_a_broken_bundle(tmp_path: Path, case: str) -> N
                      "simulate(params, seed) (missing a required argument: 'steps')")]
     elif case == "import":
         target.write_text(target.read_text().replace(
-            "from typing import Any\n", "from typing import Any\n\nimport scipy_is_not_installed\n"))
+            "from typing import Any\n",
+            "from typing import Any\n\nimport scipy_is_not_installed\n"))
         expected = [(f"{spec}: target targets.incidence:incidence: ",
                      "No module named 'scipy_is_not_installed'")]
     else:

@@ -25,6 +25,7 @@ from typing import Any
 from lockstep.errors import CheckFailed
 from lockstep.jobs.preflight import Checked, preflight
 from lockstep.jobs.ship import ship_bundle
+from lockstep.manifest import BuildManifest
 from lockstep.runtime.probe import DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,18 @@ class JobFailed(CheckFailed):
 
 
 def run_job(spec_path: Path, address: str, *, n_workers: int = 1, timeout: float = 30.0,
-            probe_timeout: float = DEFAULT_TIMEOUT,
+            probe_timeout: float = DEFAULT_TIMEOUT, manifest: BuildManifest | None = None,
             progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Run the job at ``spec_path`` on the cluster at ``address``; the result document.
+
+    ``manifest`` is the runner's own (default: ``$LOCKSTEP_MANIFEST``).
 
     Raises ``PreflightFailed`` before anything is submitted, ``ShipFailed`` if
     a worker refuses the bundle, ``JobFailed`` if a task fails.
     """
     started = time.monotonic()
     checked = preflight(spec_path, address, n_workers=n_workers, timeout=timeout,
-                        probe_timeout=probe_timeout)
+                        probe_timeout=probe_timeout, manifest=manifest)
     try:
         spec, bundle = checked.spec, checked.bundle
         progress(f"preflight ok: bundle {bundle.digest} ({len(bundle.files)} files), "
