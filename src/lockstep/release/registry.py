@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import ssl
+import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,13 +61,29 @@ class Response:
 
 @dataclass
 class PushStats:
-    """What a push did: blobs uploaded (and their bytes), found, mounted; manifests put."""
+    """What a push did: blobs uploaded (and their bytes), found, mounted; manifests put.
+    Safe to update from several threads."""
 
     uploaded: int = 0
     uploaded_bytes: int = 0
     present: int = 0
     mounted: int = 0
     manifests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, what: str, size: int = 0) -> None:
+        with self._lock:
+            if what == "uploaded":
+                self.uploaded += 1
+                self.uploaded_bytes += size
+            elif what == "present":
+                self.present += 1
+            elif what == "mounted":
+                self.mounted += 1
+            elif what == "manifest":
+                self.manifests += 1
+            else:  # pragma: no cover - a typo in this module
+                raise ValueError(what)
 
     def to_dict(self) -> dict[str, int]:
         return {"blobs_uploaded": self.uploaded, "bytes_uploaded": self.uploaded_bytes,
@@ -76,14 +93,15 @@ class PushStats:
 
 @dataclass
 class RegistryClient:
-    """One registry host. ``plain_http`` is forced on for loopback addresses only."""
+    """One registry host. ``plain_http`` is forced on for loopback addresses only.
+    Usable from several threads: each keeps its own connections."""
 
     host: str
     credentials: Credentials | None = None
     plain_http: bool = False
     timeout: float = 120.0
     _auth: dict[str, str] = field(default_factory=dict)  # scope -> Authorization value
-    _conns: dict[tuple[str, str], http.client.HTTPConnection] = field(default_factory=dict)
+    _conns: dict[tuple[int, str, str], http.client.HTTPConnection] = field(default_factory=dict)
 
     @property
     def scheme(self) -> str:
@@ -94,14 +112,14 @@ class RegistryClient:
         return f"{self.scheme}://{self.host}"
 
     def close(self) -> None:
-        for conn in self._conns.values():
+        for conn in list(self._conns.values()):
             conn.close()
         self._conns.clear()
 
     # -- transport ----------------------------------------------------------------
 
     def _conn(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        key = (scheme, netloc)
+        key = (threading.get_ident(), scheme, netloc)
         if key not in self._conns:
             if scheme == "https":
                 self._conns[key] = http.client.HTTPSConnection(
@@ -137,7 +155,7 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def _drop(self, scheme: str, netloc: str) -> None:
-        conn = self._conns.pop((scheme, netloc), None)
+        conn = self._conns.pop((threading.get_ident(), scheme, netloc), None)
         if conn is not None:
             conn.close()
 
@@ -246,7 +264,7 @@ class RegistryClient:
                   mount_from: str | None = None) -> None:
         """Make ``name`` hold the blob ``digest`` = ``data``: skipped, mounted or uploaded."""
         if self.has_blob(name, digest):
-            stats.present += 1
+            stats.add("present")
             log.debug("blob %s already in %s", digest, name)
             return
         scope = [self.scope(name)]
@@ -257,7 +275,7 @@ class RegistryClient:
         resp = self.request("POST", path, scope=scope, headers={"Content-Length": "0"}, body=b"")
         if resp.status == 201 and mount_from:
             self._check_digest(resp, digest, f"blob mounted into {name}")
-            stats.mounted += 1
+            stats.add("mounted")
             log.debug("blob %s mounted into %s from %s", digest, name, mount_from)
             return
         if resp.status != 202 or not resp.header("location"):
@@ -270,8 +288,7 @@ class RegistryClient:
         if resp.status != 201:
             raise self._unexpected("PUT", f"blob {digest} to {name}", resp)
         self._check_digest(resp, digest, f"blob uploaded to {name}")
-        stats.uploaded += 1
-        stats.uploaded_bytes += len(data)
+        stats.add("uploaded", len(data))
 
     def put_manifest(self, name: str, reference: str, manifest: bytes, media_type: str,
                      digest: str, stats: PushStats) -> None:
@@ -282,7 +299,7 @@ class RegistryClient:
         if resp.status != 201:
             raise self._unexpected("PUT", f"manifest {reference} to {name}", resp)
         self._check_digest(resp, digest, f"manifest {name}:{reference}")
-        stats.manifests += 1
+        stats.add("manifest")
 
     def has_manifest(self, name: str, digest: str) -> bool:
         """Whether the registry serves ``name@digest``; its reported digest must be ours."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from lockstep.release.registry import PushStats, RegistryClient
 from lockstep.release.stamped import build_stamped, release_stamp
 
 log = logging.getLogger(__name__)
+UPLOADS_AT_ONCE = 4
 Progress = Callable[[str], None]
 
 
@@ -166,11 +168,14 @@ def push_release(project: Project, target: Target, archives: Mapping[str, oci.Ar
         for role in ROLES:
             archive = archives[role]
             name = target.name(image_name(project, role))
-            for layer in archive.manifest["layers"]:
-                client.push_blob(name, layer["digest"], archive.blob(layer["digest"]), stats,
-                                 mount_from=pushed_to)
-            client.push_blob(name, archive.config_digest, archive.blob(archive.config_digest),
-                             stats, mount_from=pushed_to)
+            digests = [layer["digest"] for layer in archive.manifest["layers"]]
+            digests.append(archive.config_digest)
+            # Blobs of one image go up side by side; the next image mounts them.
+            with ThreadPoolExecutor(UPLOADS_AT_ONCE, thread_name_prefix="push") as pool:
+                futures = [pool.submit(client.push_blob, name, digest, archive.blob(digest),
+                                       stats, pushed_to) for digest in digests]
+            for future in futures:
+                future.result()
             raw = archive.blob(archive.digest)
             media_type = archive.manifest.get("mediaType", oci.MANIFEST_MEDIA_TYPE)
             client.put_manifest(name, archive.digest, raw, media_type, archive.digest, stats)
