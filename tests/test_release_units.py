@@ -168,3 +168,16 @@ def test_release_manifest_round_trip_and_differences(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
     with pytest.raises(BadInput, match="schema is 'other'"):
         ReleaseManifest.read(tmp_path / "bad.json")
+
+
+def test_rendered_kubernetes_manifests_match_the_schemas(tmp_path: Path) -> None:
+    """Offline schema check (DESIGN.md §7); runs where kubernetes-validate is installed."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    import yaml
+
+    files = render.render(ROOT, VALUES, tmp_path, EXECUTORS)
+    docs = [d for f in files if f.name != "workspace.yaml"
+            for d in yaml.safe_load_all(f.read_text())]
+    assert len(docs) == 4
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.29.0", strict=True)
