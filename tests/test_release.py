@@ -495,7 +495,7 @@ def test_registry_answering_another_digest_is_a_failed_check(
         proc = release(root, cache_dir, f"{proxy.address}/tampered")
         assert proc.returncode == 1
         (line,) = error_lines(proc.stderr)
-        assert f"reports {other} for the manifest tampered/lockstep-runner:sha256:" in line
+        assert f"reports {other} for the manifest tampered/lockstep-runner@sha256:" in line
         assert "cannot be pinned there" in line
         assert_no_release(root)
     finally:
@@ -514,7 +514,7 @@ def test_registry_killed_mid_push_then_release_again_completes(
         env = {**os.environ, "LOCKSTEP_CACHE_DIR": str(cache_dir),
                **docker_config(tmp_path / "docker")}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lockstep", "release", VERSION, "--registry", target],
+            [sys.executable, "-m", "lockstep", "-v", "release", VERSION, "--registry", target],
             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
         stderr = []
@@ -540,3 +540,33 @@ def test_registry_killed_mid_push_then_release_again_completes(
             assert info["Digest"] == out["images"][role]["digest"]
     finally:
         registry.close()
+
+
+# -- the release CI script -----------------------------------------------------------
+
+
+def test_ci_release_script_releases_verifies_and_pushes_the_tag(
+        registry_running: OciRegistry, tmp_path: Path, cache_dir: Path) -> None:
+    root = make_repo(tmp_path)
+    bin_dir = str(Path(sys.executable).parent)  # the venv's `lockstep`
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+           "LOCKSTEP_CACHE_DIR": str(cache_dir), "VERIFY_CACHE_DIR": str(cache_dir),
+           **docker_config(tmp_path / "docker")}
+    proc = subprocess.run([str(root / ".ci" / "release"), VERSION,
+                           f"{registry_running.address}/ci"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "verified v0.1.0  build_id sha256:" in proc.stdout
+    assert "all pinned by digest" in proc.stdout
+    # The annotated tag reached the origin (a bare repository in tmp_path).
+    remote = git(root, "ls-remote", "--tags", "origin")
+    assert "refs/tags/v0.1.0" in remote
+    assert git(root, "rev-parse", "v0.1.0^{commit}") == git(root, "rev-parse", "HEAD")
+
+    # Started by a pushed tag: the tag is kept as it is and not pushed again.
+    again = subprocess.run([str(root / ".ci" / "release"), VERSION,
+                            f"{registry_running.address}/ci"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "git push origin" not in again.stdout
+    assert "tag v0.1.0 was already at HEAD" in again.stdout

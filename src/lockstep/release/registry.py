@@ -282,7 +282,7 @@ class RegistryClient:
             raise self._unexpected("POST", f"upload to {name}", resp)
         location = urllib.parse.urljoin(self.base + path, resp.header("location") or "")
         location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
-        log.info("uploading %s to %s (%d bytes)", digest, name, len(data))
+        log.debug("uploading %s to %s (%d bytes)", digest, name, len(data))
         resp = self.request("PUT", location, scope=scope, body=data, headers={
             "Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
         if resp.status != 201:
@@ -298,7 +298,8 @@ class RegistryClient:
                                                     "Content-Length": str(len(manifest))})
         if resp.status != 201:
             raise self._unexpected("PUT", f"manifest {reference} to {name}", resp)
-        self._check_digest(resp, digest, f"manifest {name}:{reference}")
+        sep = "@" if reference.startswith("sha256:") else ":"
+        self._check_digest(resp, digest, f"manifest {name}{sep}{reference}")
         stats.add("manifest")
 
     def has_manifest(self, name: str, digest: str) -> bool:

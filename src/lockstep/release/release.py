@@ -123,7 +123,7 @@ def release(project: Project, version: str, target: Target, cache: Cache, *,
     with staging_dir(deploy_dir) as staged:
         files = render.render(project.root, values, staged, result.manifest.executors)
     write_bytes(manifest_path, record.to_json())
-    log.info("wrote %s and %s/", manifest_path, deploy_dir)
+    log.debug("wrote %s and %s/", manifest_path, deploy_dir)
 
     tagged = False
     notes = []

@@ -86,4 +86,4 @@ def create_tag(repo: Any, tag: str, commit: str, message: str) -> None:
         raise BadInput(f"git could not create tag {tag} ({detail[-1] if detail else exc}); "
                        "set user.name and user.email (git config) and run the release again") \
             from exc
-    log.info("tagged %s at %s", tag, commit[:12])
+    log.debug("tagged %s at %s", tag, commit[:12])
