@@ -50,6 +50,17 @@ def add_commands(sub: Any) -> None:
                         help="also ask every worker directly, not only the scheduler's record")
     runner.set_defaults(func=run_runner)
 
+    doctor = sub.add_parser(
+        "doctor", help="show the live cluster behind a scheduler as a table (address, role, "
+                       "version, build id, executor, image, status); exit 1 unless it is all "
+                       "one build")
+    doctor.add_argument("--scheduler", required=True, metavar="ADDR",
+                        help="scheduler address, e.g. tcp://scheduler:8786")
+    doctor.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="give up after this long (default 30)")
+    doctor.add_argument("--json", action="store_true", help="print the table as JSON")
+    doctor.set_defaults(func=run_doctor)
+
 
 def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     """Run Dask's click command ``module.main`` with our preload first; its exit code."""
@@ -124,4 +135,22 @@ def run_runner(args: argparse.Namespace) -> int:
     finally:
         client.close()
     print(report.table())
+    return 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from lockstep.errors import CheckFailed
+    from lockstep.runtime.doctor import diagnose
+
+    diagnosis = diagnose(args.scheduler, args.timeout)
+    if args.json:
+        print(json.dumps(diagnosis.to_dict(), indent=2))
+    else:
+        print(diagnosis.table())
+    if not diagnosis.ok:
+        raise CheckFailed(diagnosis.summary())
+    if not args.json:
+        print(diagnosis.summary())
     return 0

@@ -1,0 +1,240 @@
+"""``lockstep doctor --scheduler ADDR``: the live cluster as one table, and is it one build?
+
+The reference is the scheduler's own build. The doctor asks, with the same
+pickle-free calls and checks as ``connect`` (``lockstep.runtime.cluster``):
+
+- the scheduler's ``lockstep_identity``: its manifest, the manifest each
+  admitted worker announced, and the workers its gate refused (it keeps the
+  last 100);
+- every worker's own ``lockstep_identity`` (through the scheduler's
+  ``broadcast``): its manifest, executor, pid and task count.
+
+It needs no manifest of its own, so it runs anywhere (a runner image, a
+laptop). The cluster is all one build when the scheduler runs the lockstep
+gate and every worker it lists, and every worker it refused, has the
+scheduler's build id; a refusal counts because a process of another build
+is trying to join (a stale Deployment, say) even though the gate keeps it
+out. Restarting the scheduler forgets old refusals.
+
+The image column is the ``LOCKSTEP_IMAGE`` variable of each process's
+environment (``-`` if the deployment does not set it): the reference its
+deployment pulled, e.g. ``registry/sim/worker@sha256:…``. It is read with
+Dask's ``run`` of ``os.getenv``: the call is pickled by name and the answer
+is a plain string.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lockstep.errors import BadInput
+from lockstep.manifest import BuildManifest
+from lockstep.runtime.cluster import (
+    _call,
+    _listed_member,
+    _scheduler_member,
+    _worker_member,
+    open_client,
+)
+from lockstep.runtime.identity import IDENTITY_OP, Member, read_announced
+
+IMAGE_ENV = "LOCKSTEP_IMAGE"
+REFUSED = "refused at registration"
+_REFUSED_BUILD = re.compile(r"it is build (sha256:[0-9a-f]{64}) version (\S+) but")
+_COLUMNS = ("address", "role", "version", "build id", "executor", "image", "status")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One process of the cluster as the doctor saw it."""
+
+    address: str
+    role: str  # "scheduler" or "worker"
+    version: str
+    build_id: str
+    executor: str
+    image: str  # LOCKSTEP_IMAGE of the process, "-" if unknown
+    status: str  # "ok", or what is wrong with it
+    pid: int | None = None
+    tasks: int | None = None  # tasks the worker has run since it started
+
+    @classmethod
+    def of(cls, member: Member, image: str = "-", pid: int | None = None,
+           tasks: int | None = None) -> Row:
+        return cls(member.address, member.role, member.version, member.build_id,
+                   member.executor, image, member.status, pid, tasks)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The cluster behind one scheduler: ``rows`` and the build they are compared with."""
+
+    scheduler: str
+    build_id: str | None  # the scheduler's build; None if it has no lockstep gate
+    version: str | None
+    rows: tuple[Row, ...]
+
+    @property
+    def problems(self) -> tuple[Row, ...]:
+        """Rows that break "all one build" (a worker that is only starting is not one)."""
+        return tuple(r for r in self.rows if self.build_id is None
+                     or r.build_id != self.build_id or r.status.startswith(REFUSED))
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self) -> str:
+        """Plain text: address, role, version, build id, executor, image, status."""
+        rows = [_COLUMNS] + [(r.address, r.role, r.version, r.build_id, r.executor, r.image,
+                              r.status) for r in self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                         for row in rows)
+
+    def summary(self) -> str:
+        """One line: all one build, or what is not."""
+        workers = sum(r.role == "worker" and not r.status.startswith(REFUSED) for r in self.rows)
+        if self.ok:
+            return (f"ok: scheduler {self.scheduler} and {workers} worker(s) are all build "
+                    f"{self.build_id} version {self.version}")
+        if self.build_id is None:
+            return (f"cluster at {self.scheduler} is not guarded: scheduler "
+                    f"{self.rows[0].status}; start it with `lockstep scheduler` from the "
+                    "workers' image")
+        named = "; ".join(f"{r.role} {r.address}: {r.status} (build {r.build_id} version "
+                          f"{r.version})" for r in self.problems)
+        return (f"cluster at {self.scheduler} is not all build {self.build_id} version "
+                f"{self.version}: {named}; start every process from the scheduler's images")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler, "build_id": self.build_id, "version": self.version,
+                "ok": self.ok, "members": [asdict(r) for r in self.rows]}
+
+
+def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
+    """Inspect the live cluster at ``address``; ``ServiceFailed`` (exit 3) if it is unreachable."""
+    if timeout <= 0:
+        raise BadInput(f"--timeout must be > 0, not {timeout:g}")
+    deadline = time.monotonic() + timeout
+    client = open_client(address, timeout)
+    try:
+        info = _call(client, client.scheduler.lockstep_identity, deadline, address)
+        gated = isinstance(info, dict) and "manifest" in info
+        if gated:
+            listed = [dict(w) for w in info.get("workers", [])]
+        else:  # a plain Dask scheduler: list its workers the Dask way
+            scheduler_info = client.scheduler_info()
+            listed = [{"address": a, "manifest": None, "executor": "-", "status": "running"}
+                      for a in scheduler_info.get("workers", {})]
+        addresses = [str(w["address"]) for w in listed]
+        answers: Mapping[str, Any] = {}
+        if addresses:
+            answers = _call(client, client.scheduler.broadcast, deadline, address,
+                            msg={"op": IDENTITY_OP}, workers=addresses, on_error="ignore")
+        images = _images(client, addresses)
+    finally:
+        client.close()
+
+    reference, scheduler = _scheduler(address, info if gated else None, answers)
+    pid = info.get("pid") if isinstance(info, dict) else None
+    rows = [Row.of(scheduler, images.get("scheduler", "-"), pid if isinstance(pid, int) else None)]
+    for entry in listed:
+        rows.append(_worker_row(entry, answers.get(str(entry["address"])), reference,
+                                images.get(str(entry["address"]), "-")))
+    refused = info.get("refused", []) if gated else []
+    rows += _refused_rows(refused, [r.address for r in rows])
+    build = reference.build_id if scheduler.ok and reference is not None else None
+    version = reference.version if scheduler.ok and reference is not None else None
+    return Diagnosis(address, build, version, tuple(rows))
+
+
+def _scheduler(address: str, info: Mapping[str, Any] | None, answers: Mapping[str, Any]
+               ) -> tuple[BuildManifest | None, Member]:
+    """The build to compare with, and the scheduler's row.
+
+    The scheduler's own build; without a gate (or with a bad manifest), the
+    most common build among the workers, so they are compared with each other.
+    """
+    if info is not None:
+        try:
+            own = read_announced(info["manifest"], f"scheduler {address}")
+        except BadInput as exc:
+            return _majority(answers), Member.unknown(address, "scheduler",
+                                                      f"bad manifest: {exc.message}")
+        return own, _scheduler_member(address, info, own)
+    return _majority(answers), Member.unknown(
+        address, "scheduler", "no lockstep gate (not started with `lockstep scheduler`)")
+
+
+def _majority(answers: Mapping[str, Any]) -> BuildManifest | None:
+    found: dict[str, BuildManifest] = {}
+    counts: Counter[str] = Counter()
+    for answer in answers.values():
+        if isinstance(answer, dict):
+            try:
+                manifest = read_announced(answer.get("manifest"), "worker")
+            except BadInput:
+                continue
+            found.setdefault(manifest.build_id, manifest)
+            counts[manifest.build_id] += 1
+    return found[counts.most_common(1)[0][0]] if counts else None
+
+
+def _worker_row(entry: Mapping[str, Any], answer: Any, reference: BuildManifest | None,
+                image: str) -> Row:
+    address = str(entry["address"])
+    if reference is None:
+        return Row.of(Member.unknown(address, "worker", "no manifest", str(entry["executor"])),
+                      image)
+    member = _listed_member(entry, reference)
+    if isinstance(answer, dict) and "manifest" in answer and (
+            member.ok or entry.get("manifest") is None):
+        member = _worker_member(member, answer, reference)
+    pid = answer.get("pid") if isinstance(answer, dict) else None
+    tasks = answer.get("tasks") if isinstance(answer, dict) else None
+    return Row.of(member, image, pid if isinstance(pid, int) else None,
+                  tasks if isinstance(tasks, int) else None)
+
+
+def _refused_rows(refused: Sequence[Any], seen: Sequence[str]) -> list[Row]:
+    """One row per worker address the gate refused (its last refusal), oldest first."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for entry in refused:
+        if isinstance(entry, dict) and entry.get("address") not in seen:
+            last.pop(str(entry.get("address")), None)
+            last[str(entry.get("address"))] = entry
+    rows = []
+    for address, entry in last.items():
+        found = _REFUSED_BUILD.search(str(entry.get("message", "")))
+        build, version = (found.group(1), found.group(2)) if found else ("?", "?")
+        when = entry.get("time")
+        status = REFUSED
+        if isinstance(when, int | float):
+            stamp = datetime.datetime.fromtimestamp(when, datetime.UTC)
+            status += stamp.strftime(" %Y-%m-%dT%H:%M:%SZ")
+        rows.append(Row(address, "worker", version, build, str(entry.get("executor", "-")),
+                        "-", status))
+    return rows
+
+
+def _images(client: Any, workers: Sequence[str]) -> dict[str, str]:
+    """``LOCKSTEP_IMAGE`` of the scheduler (key ``"scheduler"``) and of each worker, where set."""
+    images: dict[str, str] = {}
+    try:
+        value = client.run_on_scheduler(os.getenv, IMAGE_ENV)
+        if isinstance(value, str) and value:
+            images["scheduler"] = value
+        if workers:
+            answers = client.run(os.getenv, IMAGE_ENV, workers=list(workers), on_error="return")
+            images.update({str(a): v for a, v in answers.items() if isinstance(v, str) and v})
+    except Exception:  # a diagnostic column: a scheduler that refuses `run` leaves it "-"
+        pass
+    return images

@@ -1,0 +1,189 @@
+"""``lockstep doctor`` against real scheduler and worker processes on 127.0.0.1.
+
+Builds are told apart by manifest files (``tests.runtime.procs``). The doctor
+runs as the CLI, in its own process, with no manifest of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockstep.runtime.doctor import REFUSED, Diagnosis, Row, _refused_rows
+from tests.runtime.procs import (
+    Proc,
+    base_env,
+    lockstep,
+    start_scheduler,
+    start_worker,
+    write_manifest,
+)
+
+A_IMAGE = "registry.test/sim/worker@sha256:" + "a" * 64
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    address: str
+    a_build: str
+    b_path: Path
+    b_build: str
+    workers: dict[str, Proc]
+
+
+def doctor(address: str, *extra: str, timeout: float = 60
+           ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(lockstep("doctor", "--scheduler", address, *extra),
+                          env=base_env(None), capture_output=True, text=True, timeout=timeout)
+
+
+def rows(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    data = json.loads(proc.stdout)
+    return list(data["members"])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("doctor")
+    a_path, a = write_manifest(workdir, "a")
+    b_path, b = write_manifest(workdir, "b", version="0.0.9")
+    procs: list[Proc] = []
+    try:
+        scheduler, address = start_scheduler(workdir, a_path)
+        procs.append(scheduler)
+        workers = {
+            "cold": start_worker(workdir, address, a_path, "cold", "w-cold",
+                                 env={"LOCKSTEP_IMAGE": A_IMAGE}),
+            "direct": start_worker(workdir, address, a_path, "direct", "w-direct"),
+        }
+        procs.extend(workers.values())
+        for proc in workers.values():
+            proc.wait_for("lockstep worker ready", timeout=60)
+        yield Cluster(workdir, address, a.build_id, b_path, b.build_id, workers)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def test_one_build_cluster_is_ok(cluster: Cluster) -> None:
+    proc = doctor(cluster.address)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["address", "role", "version", "build", "id", "executor",
+                                "image", "status"]
+    assert len(lines) == 1 + 3 + 1  # header, scheduler, two workers, summary
+    assert lines[-1] == (f"ok: scheduler {cluster.address} and 2 worker(s) are all build "
+                         f"{cluster.a_build} version 0.1.0")
+    found = rows(doctor(cluster.address, "--json"))
+    assert (found[0]["role"], found[0]["status"], found[0]["build_id"]) == (
+        "scheduler", "ok", cluster.a_build)
+    assert sorted((r["role"], r["executor"], r["status"], r["build_id"]) for r in found[1:]) == [
+        ("worker", "cold", "ok", cluster.a_build), ("worker", "direct", "ok", cluster.a_build)]
+    images = {r["executor"]: r["image"] for r in found[1:]}
+    assert images == {"cold": A_IMAGE, "direct": "-"}
+    pids = {r["executor"]: r["pid"] for r in found[1:]}
+    assert pids == {ex: p.pid for ex, p in cluster.workers.items()}
+    assert all(isinstance(r["tasks"], int) for r in found[1:])
+
+
+def test_a_refused_worker_of_another_build_makes_it_fail(cluster: Cluster) -> None:
+    late = start_worker(cluster.dir, cluster.address, cluster.b_path, "direct", "w-b")
+    try:
+        assert late.wait(60) != 0
+    finally:
+        late.stop()
+    proc = doctor(cluster.address)
+    assert proc.returncode == 1, proc.stderr
+    refused = [line for line in proc.stdout.splitlines() if REFUSED in line]
+    assert len(refused) == 1, proc.stdout
+    assert cluster.b_build in refused[0] and "0.0.9" in refused[0]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"lockstep: error: cluster at {cluster.address} is not all build "
+                            f"{cluster.a_build} version 0.1.0: worker tcp://127.0.0.1:")
+    assert cluster.b_build in error
+    live = [r for r in rows(doctor(cluster.address, "--json")) if r["status"] == "ok"]
+    assert len(live) == 3  # the gate kept the cluster itself clean
+
+
+def test_unreachable_scheduler_exits_3() -> None:
+    started = time.monotonic()
+    proc = doctor("tcp://127.0.0.1:1", "--timeout", "2")
+    assert proc.returncode == 3, proc.stderr
+    assert "unreachable" in proc.stderr and "tcp://127.0.0.1:1" in proc.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:
+    """A plain `dask scheduler` admits two builds; the doctor shows both and fails."""
+    a_path, a = write_manifest(tmp_path, "a")
+    b_path, b = write_manifest(tmp_path, "b", version="0.0.9")
+    sched_file = tmp_path / "plain.json"
+    plain = Proc([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                  "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+                 base_env(None), tmp_path / "plain.log")
+    procs = [plain]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            assert time.monotonic() < deadline and plain.popen.poll() is None, plain.text()
+            time.sleep(0.05)
+        address = json.loads(sched_file.read_text())["address"]
+        for name, path in (("w-a1", a_path), ("w-a2", a_path), ("w-b", b_path)):
+            procs.append(start_worker(tmp_path, address, path, "direct", name))
+        for proc in procs[1:]:
+            proc.wait_for("lockstep worker ready", timeout=60)
+        result = doctor(address)
+        found = rows(doctor(address, "--json"))
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    assert result.returncode == 1, result.stderr
+    assert "is not guarded: scheduler no lockstep gate" in result.stderr
+    assert found[0]["role"] == "scheduler" and found[0]["build_id"] == "?"
+    workers = sorted((r["build_id"], r["status"]) for r in found[1:])
+    assert workers == sorted([(a.build_id, "ok"), (a.build_id, "ok"),
+                              (b.build_id, "other build")])
+
+
+# --- units -----------------------------------------------------------------------------------
+
+
+def test_refused_rows_parse_the_gate_message_and_keep_the_last_per_address() -> None:
+    build = "sha256:" + "b" * 64
+    message = (f"lockstep refused worker tcp://w:1: it is build {build} version 0.0.9 but the "
+               "scheduler is build sha256:… version 0.1.0. Start workers from the scheduler's "
+               "image")
+    refused = [{"address": "tcp://w:1", "message": "first", "time": 0, "executor": "cold"},
+               {"address": "tcp://w:1", "message": message, "time": 86400, "executor": "cold"},
+               {"address": "tcp://x:2", "message": "no manifest", "executor": "-"},
+               {"address": "tcp://live:3", "message": message}]
+    found = _refused_rows(refused, ["tcp://live:3"])
+    assert [(r.address, r.build_id, r.version, r.executor, r.status) for r in found] == [
+        ("tcp://w:1", build, "0.0.9", "cold", f"{REFUSED} 1970-01-02T00:00:00Z"),
+        ("tcp://x:2", "?", "?", "-", REFUSED),
+    ]
+
+
+def test_diagnosis_verdicts() -> None:
+    own, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    sched = Row("tcp://s:1", "scheduler", "0.1.0", own, "-", "-", "ok")
+    starting = Row("tcp://w:1", "worker", "0.1.0", own, "cold", "-",
+                   "not ready (executor starting)")
+    good = Diagnosis("tcp://s:1", own, "0.1.0", (sched, starting))
+    assert good.ok and good.summary().startswith("ok: scheduler tcp://s:1 and 1 worker(s)")
+    stranger = Row("tcp://w:2", "worker", "0.2.0", other, "cold", "-", "other build")
+    bad = Diagnosis("tcp://s:1", own, "0.1.0", (sched, starting, stranger))
+    assert not bad.ok and bad.problems == (stranger,)
+    assert "worker tcp://w:2: other build (build " + other in bad.summary()
+    table = bad.table().splitlines()
+    assert len(table) == 4 and table[3].split()[-2:] == ["other", "build"]
+    assert not Diagnosis("tcp://s:1", None, None, (sched,)).ok
