@@ -146,8 +146,8 @@ def _check(role: str, ref: str, arg_names: list[str]) -> dict[str, Any]:
     try:
         signature.bind(*arg_names)
     except TypeError as exc:
-        result["problem"] = (f"{qualname}{signature} cannot be called as {call} ({exc}); "
-                             f"lockstep calls it as {call}")
+        result["problem"] = (f"{qualname}{signature} cannot be called as {call} ({exc}), "
+                             f"as lockstep calls every {role}; change its parameters")
         return result
     result["ok"] = True
     return result
