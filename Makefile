@@ -25,6 +25,8 @@ lint: $(BIN)/lockstep
 
 bench: $(BIN)/lockstep
 	$(BIN)/python bench/bench_build.py
+	$(BIN)/python bench/bench_runtime.py
+	$(BIN)/python bench/bench_release.py
 
 clean:
 	rm -rf out

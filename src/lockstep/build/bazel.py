@@ -80,7 +80,7 @@ def subpackages_below(root: Path, pattern: str) -> list[str]:
     prefix = root.joinpath(*parts[: parts.index("**")])
     found = []
     for dirpath, dirnames, filenames in os.walk(prefix):
-        dirnames[:] = sorted(d for d in dirnames if d not in sources._EXCLUDED_DIRS)
+        dirnames[:] = sorted(d for d in dirnames if d not in sources.EXCLUDED_DIRS)
         here = Path(dirpath)
         if here != prefix and any(name in filenames for name in BUILD_FILES):
             found.append(here.relative_to(root).as_posix())
@@ -91,8 +91,8 @@ def glob_excludes() -> list[str]:
     """Bazel glob excludes for what ``lockstep.build.sources`` never counts."""
     from lockstep.build import sources
 
-    dirs = [f"**/{d}/**" for d in sources._EXCLUDED_DIRS]
-    return sorted([*dirs, "**/*.egg-info/**", *(f"**/*{s}" for s in sources._EXCLUDED_SUFFIXES)])
+    dirs = [f"**/{d}/**" for d in sources.EXCLUDED_DIRS]
+    return sorted([*dirs, "**/*.egg-info/**", *(f"**/*{s}" for s in sources.EXCLUDED_SUFFIXES)])
 
 
 def label(root: Path, path: Path) -> str:

@@ -305,7 +305,9 @@ class Builder:
     # -- the build -------------------------------------------------------------------
 
     def build(self, roles: Sequence[str] = ROLES, out_dir: Path | None = None,
-              stamp: bool = False) -> BuildResult:
+              stamp: bool | Stamp = False) -> BuildResult:
+        """Build ``roles`` into ``out_dir``. ``stamp``: False for none, True for the git
+        facts of the work tree, or an exact ``Stamp`` (a release names its future tag)."""
         project = self.project
         files = sources.load(project.root, project.sources)
         sources_digest = sources.tree_digest(files)
@@ -315,7 +317,8 @@ class Builder:
             "python_lock": lock_digest(project.python_lock, "lockstep lock python"),
             "sources": sources_digest,
         }
-        stamp_value = git_stamp(project.root) if stamp else None
+        stamp_value = stamp if isinstance(stamp, Stamp) else (
+            git_stamp(project.root) if stamp else None)
         base = self.base_layer()
         third_party = self.python_layer(base)
         app_record = self.app_layer(base, third_party, files, sources_digest)

@@ -187,16 +187,18 @@ def pex_error(what: str, output: str, log: Path) -> LockstepError:
             f"{what}: {project} does not match the lock: expected {algo} {expected}, "
             f"downloaded {actual}; the lock was edited or the index serves different bytes; "
             f"{LOCK_HINT} to re-lock (details: {log})")
-    unresolvable = _UNRESOLVABLE.search(output)
-    if unresolvable:
-        return BadInput(
-            f"{what}: cannot resolve for the image's python: {unresolvable.group(1).strip()}; "
-            f"fix requirements in [tool.lockstep] of pyproject.toml (details: {log})")
+    # Before the resolver's verdict: pip ends a TLS or network failure with
+    # "No matching distribution" too.
     network = _NETWORK.search(output)
     if network:
         return ServiceFailed(
             f"{what}: cannot reach the package index ({network.group(0)}); check the network "
             f"or proxy and retry (details: {log})")
+    unresolvable = _UNRESOLVABLE.search(output)
+    if unresolvable:
+        return BadInput(
+            f"{what}: cannot resolve for the image's python: {unresolvable.group(1).strip()}; "
+            f"fix requirements in [tool.lockstep] of pyproject.toml (details: {log})")
     return ServiceFailed(f"{what}: pex failed: {_last_line(output)} (details: {log})")
 
 

@@ -21,8 +21,8 @@ from lockstep.manifest import canonical_json, sha256_digest
 log = logging.getLogger(__name__)
 
 # Build outputs that never enter an image, whatever the globs say.
-_EXCLUDED_DIRS = ("__pycache__", ".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache")
-_EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+EXCLUDED_DIRS = ("__pycache__", ".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache")
+EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class SourceFile:
 def _excluded(rel: str) -> bool:
     parts = rel.split("/")
     return (
-        any(p in _EXCLUDED_DIRS or p.endswith(".egg-info") for p in parts[:-1])
-        or parts[-1].endswith(_EXCLUDED_SUFFIXES)
+        any(p in EXCLUDED_DIRS or p.endswith(".egg-info") for p in parts[:-1])
+        or parts[-1].endswith(EXCLUDED_SUFFIXES)
         or parts[-1].endswith(".egg-info")
     )
 

@@ -8,37 +8,21 @@ explicitly in both: ``{"commit": HEAD, "tag": "v<version>", "dirty": false}``.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
-from lockstep.build import builder as builder_module
-from lockstep.build.builder import Builder, BuildResult, Progress
+from lockstep.build.builder import Builder, BuildResult, Progress, git_stamp
 from lockstep.build.cache import Cache
 from lockstep.manifest import Stamp
 from lockstep.project import ROLES, Project
 
 
-@contextlib.contextmanager
-def _stamp_as(stamp: Stamp) -> Iterator[None]:
-    # Builder.build(stamp=True) asks git_stamp(); until it takes a Stamp value,
-    # this swaps in the release's stamp for the one build call.
-    original = builder_module.git_stamp
-    builder_module.git_stamp = lambda root: stamp
-    try:
-        yield
-    finally:
-        builder_module.git_stamp = original
-
-
 def release_stamp(root: Path, tag: str) -> Stamp:
     """The stamp of a release of the work tree at ``root``, to be tagged ``tag``."""
-    found = builder_module.git_stamp(root)
+    found = git_stamp(root)
     return Stamp(commit=found.commit, tag=tag, dirty=found.dirty)
 
 
 def build_stamped(project: Project, cache: Cache, out_dir: Path, stamp: Stamp,
                   progress: Progress) -> BuildResult:
     """Both images of ``project`` with exactly ``stamp``, archives in ``out_dir``."""
-    with _stamp_as(stamp):
-        return Builder(project, cache, progress).build(ROLES, out_dir, stamp=True)
+    return Builder(project, cache, progress).build(ROLES, out_dir, stamp=stamp)
