@@ -337,3 +337,90 @@ def test_preflight_in_the_runner_container_catches_the_missing_target(cluster: C
                               "nothing was submitted", missing], done.describe()
         assert done.stdout == ""
     assert cluster.tasks_run("doctor-tasks-after-incident") == before
+
+
+# --- the deployment files a release renders -------------------------------------------------------
+
+
+K8S_VERSIONS = ("1.28", "1.37")
+
+
+def k8s_documents(paths: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    import yaml
+
+    found = []
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc:
+                found.append((path, doc))
+    return found
+
+
+def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_path: Path) -> None:
+    """`lockstep release --dry-run` renders Kubernetes files that validate offline against the
+    Kubernetes schemas (kubernetes-validate, strict: no unknown field), pass `check-pins`, and
+    start the processes the way this replay does."""
+    import kubernetes_validate
+
+    src = clone(tmp_path / "release")
+    proc = lockstep(["release", "0.1.0", "--registry", "127.0.0.1:5000/sim", "--dry-run",
+                     "--json"], cwd=src, cache=built.cache)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    files = [Path(p) for p in record["deploy_files"]]
+    docs = k8s_documents(files)
+    assert sorted((p.name, d["kind"]) for p, d in docs) == [
+        ("runner-job.yaml", "Job"), ("scheduler.yaml", "Deployment"),
+        ("scheduler.yaml", "Service"), ("workers.yaml", "Deployment")]
+    for path, doc in docs:
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{path.name} {doc['kind']} is not valid Kubernetes {version}: "
+                            f"{exc.message} at {'/'.join(map(str, exc.path))}")
+
+    pins = lockstep(["check-pins", str(src / "release" / "0.1.0")], cwd=src, cache=built.cache)
+    assert pins.returncode == 0, pins.stdout + pins.stderr
+    assert pins.stdout.strip() == "ok: 5 image references in 4 files, all pinned by digest"
+
+    # The pods run as the replay's containers do: same images, commands and lockdown.
+    images = {role: record["images"][role]["reference"] for role in ("runner", "worker")}
+    pods = {doc["metadata"]["name"]: doc["spec"]["template"]["spec"] for _, doc in docs
+            if doc["kind"] in ("Deployment", "Job")}
+    assert set(pods) == {"lockstep-scheduler", "lockstep-worker",
+                         f"lockstep-runner-{record['build_id'][7:19]}"}, sorted(pods)
+    for name, pod in pods.items():
+        assert pod["securityContext"]["runAsUser"] == 65532, name
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        tmp = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+        empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        assert len(tmp) == 1 and tmp[0] in empty_dirs, name
+        assert container["image"] == images["runner" if "runner" in name else "worker"], name
+    scheduler = pods["lockstep-scheduler"]["containers"][0]
+    assert scheduler["command"] == [*LOCKSTEP, "scheduler"]
+    assert scheduler["args"][:4] == ["--host", "0.0.0.0", "--port", "8786"]
+    worker = pods["lockstep-worker"]["containers"][0]
+    assert {e["name"]: e["value"] for e in worker["env"]}["LOCKSTEP_EXECUTOR"] in \
+        record["executors"]
+
+
+def test_the_schema_check_is_real() -> None:
+    """kubernetes-validate refuses what a typo or a wrong type would make of a rendered file."""
+    import kubernetes_validate
+
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "w"}},
+                 "template": {"metadata": {"labels": {"app": "w"}},
+                              "spec": {"containers": [{"name": "w", "image": "r/w@sha256:"
+                                                       + "0" * 64}]}}}}
+    kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+    wrong_type = json.loads(json.dumps(deployment))
+    wrong_type["spec"]["replicas"] = "four"
+    typo = json.loads(json.dumps(deployment))
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    for bad in (wrong_type, typo):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
