@@ -5,7 +5,9 @@
 through to Dask (``lockstep worker --help`` shows Dask's options). Each checks
 its settings before Dask starts, so a bad manifest or executor is one line on
 stderr and exit 2. ``runner`` connects, runs the handshake and prints the
-cluster's table. Imports stay lazy so ``lockstep --help`` does not load Dask.
+cluster's table. ``doctor`` shows the live cluster behind a scheduler
+(``lockstep.runtime.doctor``). Imports stay lazy so ``lockstep --help`` does
+not load Dask.
 """
 
 from __future__ import annotations
