@@ -27,6 +27,7 @@ bench: $(BIN)/lockstep
 	$(BIN)/python bench/bench_build.py
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_release.py
+	$(BIN)/python bench/bench_replay.py
 
 clean:
 	rm -rf out
