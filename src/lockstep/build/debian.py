@@ -760,8 +760,10 @@ def deb_control(package_name: str, deb_bytes: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- the base
 
+# Docs, and glibc's iconv modules (gconv, 8 MB): Python's codecs never use iconv(3).
 DROPPED_PREFIXES = ("usr/share/doc/", "usr/share/man/", "usr/share/info/",
-                    "usr/share/lintian/", "usr/share/bug/")
+                    "usr/share/lintian/", "usr/share/bug/",
+                    "usr/lib/x86_64-linux-gnu/gconv/")
 LIBC_BIN_KEEP = ("usr/lib/locale/C.utf8/",)
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 NONROOT_UID = 65532
