@@ -219,6 +219,8 @@ def test_new_cluster_is_one_build_and_runs_the_job_cold(cluster: Cluster) -> Non
     assert len(set(ran_in)) == len(tasks) == 9, ran_in
     assert set(result["workers"]) == set(main_pids)
     assert all(pid != main_pids[worker] for worker, pid in ran_in)
+    assert "pids" not in result
+    assert result["processes"] == [{"worker": w, "pid": p} for w, p in sorted(set(ran_in))]
     assert "preflight ok" in done.stderr
 
 
@@ -382,7 +384,8 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
 
     pins = lockstep(["check-pins", str(src / "release" / "0.1.0")], cwd=src, cache=built.cache)
     assert pins.returncode == 0, pins.stdout + pins.stderr
-    assert pins.stdout.strip() == "ok: 5 image references in 4 files, all pinned by digest"
+    # 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace file
+    assert pins.stdout.strip() == "ok: 8 image references in 4 files, all pinned by digest"
 
     # The pods run as the replay's containers do: same images, commands and lockdown.
     images = {role: record["images"][role]["reference"] for role in ("runner", "worker")}
@@ -398,6 +401,8 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
         empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
         assert len(tmp) == 1 and tmp[0] in empty_dirs, name
         assert container["image"] == images["runner" if "runner" in name else "worker"], name
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["LOCKSTEP_IMAGE"] == container["image"], name  # what doctor shows
     scheduler = pods["lockstep-scheduler"]["containers"][0]
     assert scheduler["command"] == [*LOCKSTEP, "scheduler"]
     assert scheduler["args"][:4] == ["--host", "0.0.0.0", "--port", "8786"]

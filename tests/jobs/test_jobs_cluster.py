@@ -304,8 +304,12 @@ def test_lockstep_run_end_to_end_writes_the_result(cluster: Cluster, tmp_path: P
     assert result["build_id"] == cluster.a.build_id and result["bundle"] == bundle.digest
     assert result["executor"] == "cold" and result["job"]["spec"] == str(spec)
     assert result["workers"] == [cluster.addresses["cold"]]
-    pids = {s["pid"] for s in result["simulations"]} | {result["aggregated_by"]["pid"]}
-    assert sorted(pids) == result["pids"] and len(pids) == 9
+    assert "pids" not in result
+    worker = cluster.addresses["cold"]
+    ran = [(s["worker"], s["pid"]) for s in result["simulations"]]
+    ran.append((result["aggregated_by"]["worker"], result["aggregated_by"]["pid"]))
+    assert result["processes"] == [{"worker": w, "pid": p} for w, p in sorted(set(ran))]
+    assert len(result["processes"]) == 9 and {w for w, _ in ran} == {worker}
     assert [(s["params_index"], s["seed"]) for s in result["simulations"]] == \
         [(i, s) for i in (0, 1) for s in (1, 2, 3, 4)]
     assert len(result["aggregate"]["parameter_sets"]) == 2
@@ -314,8 +318,11 @@ def test_lockstep_run_end_to_end_writes_the_result(cluster: Cluster, tmp_path: P
                  "lockstep: submitted 8 simulation(s): 2 parameter set(s) x 4 seed(s)",
                  "lockstep: simulations 8/8 done",
                  "lockstep: aggregated by targets.incidence:incidence on",
-                 f"lockstep: wrote {out}: build {cluster.a.build_id}"):
+                 f"lockstep: wrote {out}: build {cluster.a.build_id}",
+                 f"executor cold, 9 process(es) on 1 worker(s): {worker} pids "
+                 + ", ".join(str(p["pid"]) for p in result["processes"]) + "\n"):
         assert part in stderr, stderr
+    assert stderr.count("worker(s) ready") == 1, stderr  # the cluster line, once
     assert list(out.parent.iterdir()) == [out]  # no temporary left behind
 
 

@@ -104,12 +104,13 @@ def lockstep(*args: str) -> list[str]:
     return [sys.executable, "-m", "lockstep", *args]
 
 
-def start_scheduler(workdir: Path, manifest: Path, name: str = "scheduler") -> tuple[Proc, str]:
+def start_scheduler(workdir: Path, manifest: Path, name: str = "scheduler", *,
+                    env: Mapping[str, str] | None = None) -> tuple[Proc, str]:
     """``lockstep scheduler`` on an ephemeral port; ``(proc, address)``."""
     sched_file = workdir / f"{name}.json"
     proc = Proc(lockstep("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                          "--scheduler-file", str(sched_file)),
-                base_env(manifest), workdir / f"{name}.log")
+                base_env(manifest, extra=env), workdir / f"{name}.log")
     proc.wait_for(r"lockstep scheduler ready", timeout=60)
     deadline = time.monotonic() + 30
     while not sched_file.exists():

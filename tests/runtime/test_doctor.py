@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lockstep.runtime.doctor import REFUSED, Diagnosis, Row, _refused_rows
+from lockstep.runtime.doctor import REFUSED, Diagnosis, Row, _refused_rows, diagnose
 from tests.runtime.procs import (
     Proc,
     base_env,
@@ -28,6 +28,7 @@ from tests.runtime.procs import (
 )
 
 A_IMAGE = "registry.test/sim/worker@sha256:" + "a" * 64
+S_IMAGE = "registry.test/sim/worker@sha256:" + "5" * 64  # the scheduler's (another pull)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Cluster:
     a_build: str
     b_path: Path
     b_build: str
+    scheduler: Proc
     workers: dict[str, Proc]
 
 
@@ -58,7 +60,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     b_path, b = write_manifest(workdir, "b", version="0.0.9")
     procs: list[Proc] = []
     try:
-        scheduler, address = start_scheduler(workdir, a_path)
+        scheduler, address = start_scheduler(workdir, a_path, env={"LOCKSTEP_IMAGE": S_IMAGE})
         procs.append(scheduler)
         workers = {
             "cold": start_worker(workdir, address, a_path, "cold", "w-cold",
@@ -68,7 +70,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         procs.extend(workers.values())
         for proc in workers.values():
             proc.wait_for("lockstep worker ready", timeout=60)
-        yield Cluster(workdir, address, a.build_id, b_path, b.build_id, workers)
+        yield Cluster(workdir, address, a.build_id, b_path, b.build_id, scheduler, workers)
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -88,11 +90,34 @@ def test_one_build_cluster_is_ok(cluster: Cluster) -> None:
         "scheduler", "ok", cluster.a_build)
     assert sorted((r["role"], r["executor"], r["status"], r["build_id"]) for r in found[1:]) == [
         ("worker", "cold", "ok", cluster.a_build), ("worker", "direct", "ok", cluster.a_build)]
+    assert found[0]["image"] == S_IMAGE
     images = {r["executor"]: r["image"] for r in found[1:]}
     assert images == {"cold": A_IMAGE, "direct": "-"}
+    assert f"  {S_IMAGE}  " in lines[1] and f"  {A_IMAGE}  " in proc.stdout
     pids = {r["executor"]: r["pid"] for r in found[1:]}
     assert pids == {ex: p.pid for ex, p in cluster.workers.items()}
     assert all(isinstance(r["tasks"], int) for r in found[1:])
+
+
+def test_the_image_column_comes_from_lockstep_identity(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Dask ``run``: each process answers its LOCKSTEP_IMAGE in its own identity, which
+    it also logged with its settings at start-up."""
+    from distributed import Client
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the doctor must not use Dask's run (pickled calls)")
+
+    monkeypatch.setattr(Client, "run", refuse)
+    monkeypatch.setattr(Client, "run_on_scheduler", refuse)
+    found = diagnose(cluster.address, timeout=30)
+    scheduler, *others = [(r.role, r.executor, r.image) for r in found.rows
+                          if not r.status.startswith(REFUSED)]
+    assert scheduler == ("scheduler", "-", S_IMAGE)
+    assert sorted(others) == [("worker", "cold", A_IMAGE), ("worker", "direct", "-")]
+    assert f"LOCKSTEP_IMAGE={S_IMAGE}" in cluster.scheduler.text()
+    assert f"LOCKSTEP_IMAGE={A_IMAGE}" in cluster.workers["cold"].text()
+    assert "LOCKSTEP_IMAGE=(unset)" in cluster.workers["direct"].text()
 
 
 def test_a_refused_worker_of_another_build_makes_it_fail(cluster: Cluster) -> None:

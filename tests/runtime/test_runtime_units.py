@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from lockstep.errors import BadInput, CheckFailed
-from lockstep.runtime.config import RuntimeConfig, registered_executors, settings_table
+from lockstep.runtime.config import (
+    RuntimeConfig,
+    registered_executors,
+    scheduler_settings,
+    settings_table,
+)
 from lockstep.runtime.executors import Executor, TaskCall, TaskCrashed, load_executor
 from lockstep.runtime.identity import (
     IncompatibleClusterError,
@@ -40,6 +45,19 @@ def test_config_reads_executor_and_defaults() -> None:
     config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "direct",
                                      "LOCKSTEP_EXECUTOR_START_TIMEOUT": "2.5"}, manifest=A)
     assert config.start_timeout == 2.5
+
+
+def test_image_is_optional_and_only_informational() -> None:
+    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold"}, manifest=A)
+    assert config.image is None and "LOCKSTEP_IMAGE=(unset)" in config.describe()
+    for value in ("r.io/team/lockstep-worker@sha256:" + "a" * 64, "anything:latest", "x y"):
+        config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold", "LOCKSTEP_IMAGE": value},
+                                        manifest=A)
+        assert config.image == value and f"LOCKSTEP_IMAGE={value}" in config.describe()
+    line = scheduler_settings({"LOCKSTEP_MANIFEST": "/m.json", "LOCKSTEP_IMAGE": "r.io/w@x"})
+    assert line == "lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x"
+    assert scheduler_settings({}) == ("lockstep settings: LOCKSTEP_MANIFEST=/etc/lockstep/"
+                                      "manifest.json LOCKSTEP_IMAGE=(unset)")
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -98,8 +116,12 @@ def test_registry_matches_the_entry_points_and_settings_table() -> None:
         cls = load_executor(name, registered_executors())
         assert issubclass(cls, Executor) and cls.name == name, target
     table = settings_table()
-    for var in ("LOCKSTEP_MANIFEST", "LOCKSTEP_EXECUTOR", "LOCKSTEP_EXECUTOR_START_TIMEOUT"):
+    for var in ("LOCKSTEP_MANIFEST", "LOCKSTEP_EXECUTOR", "LOCKSTEP_EXECUTOR_START_TIMEOUT",
+                "LOCKSTEP_IMAGE"):
         assert f"`{var}`" in table
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()}
+    assert rows["`LOCKSTEP_EXECUTOR`"].split(" | ")[2] == "none: required"
+    assert rows["`LOCKSTEP_IMAGE`"].split(" | ")[1:3] == ["scheduler, worker", "unset"]
 
 
 # --- admission rules ------------------------------------------------------------------------

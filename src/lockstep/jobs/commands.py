@@ -78,7 +78,7 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 def run_run(args: argparse.Namespace) -> int:
     from lockstep.atomic import write_bytes
-    from lockstep.jobs.run import run_job
+    from lockstep.jobs.run import describe_processes, run_job
 
     result = run_job(args.job, args.scheduler, n_workers=args.workers, timeout=args.timeout,
                      probe_timeout=args.import_timeout, progress=_say)
@@ -88,5 +88,5 @@ def run_run(args: argparse.Namespace) -> int:
     else:
         write_bytes(args.out, data)
         _say(f"wrote {args.out}: build {result['build_id']}, bundle {result['bundle']}, "
-             f"executor {result['executor']}, pids {', '.join(map(str, result['pids']))}")
+             f"executor {result['executor']}, {describe_processes(result['processes'])}")
     return 0

@@ -138,7 +138,7 @@ def _check_cluster(address: str, executor: str | None, n_workers: int, timeout: 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            report = check_cluster(client, own, n_workers=0, timeout=timeout)
+            report = check_cluster(client, own, n_workers=0, timeout=timeout, log_ready=False)
         except LockstepError as exc:
             summary = getattr(exc, "summary", exc.message)
             return client, [], own, [Problem(address, "handshake", summary, exc.exit_code)]

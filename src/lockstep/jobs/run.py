@@ -10,7 +10,9 @@ needs none of the bundle's classes to read them.
 
 The result records which build, bundle and executor ran each simulation and
 in which process; a task that reports another build or executor than the job
-needs fails the run (the incident's executor fell back silently).
+needs fails the run (the incident's executor fell back silently). A process
+is a ``(worker, pid)`` pair: each worker container has its own PID namespace,
+so a PID alone does not name a process across workers (``processes``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +78,29 @@ def run_job(spec_path: Path, address: str, *, n_workers: int = 1, timeout: float
         "executor": spec.executor,
         "scheduler": address,
         "workers": sorted({t["worker"] for t in tasks}),
-        "pids": sorted({t["pid"] for t in tasks}),
+        "processes": processes(tasks),
         "simulations": simulations,
         "aggregate": aggregate["value"],
         "aggregated_by": {k: aggregate[k] for k in ("worker", "executor", "pid")},
         "elapsed_seconds": round(time.monotonic() - started, 3),
     }
+
+
+def processes(tasks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct ``{"worker", "pid"}`` pairs that ran ``tasks``, sorted."""
+    pairs = sorted({(str(t["worker"]), int(t["pid"])) for t in tasks})
+    return [{"worker": worker, "pid": pid} for worker, pid in pairs]
+
+
+def describe_processes(found: Iterable[Mapping[str, Any]]) -> str:
+    """``processes`` for a progress line: ``N process(es) on W worker(s): ADDR pids 1, 2; …``."""
+    by_worker: dict[str, list[int]] = {}
+    for p in found:
+        by_worker.setdefault(str(p["worker"]), []).append(int(p["pid"]))
+    count = sum(len(pids) for pids in by_worker.values())
+    named = "; ".join(f"{worker} pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}"
+                      for worker, pids in sorted(by_worker.items()))
+    return f"{count} process(es) on {len(by_worker)} worker(s): {named}"
 
 
 def _submit(checked: Checked, target: str, args: tuple[Any, ...], key: str) -> Any:

@@ -1,11 +1,13 @@
 """``check-pins``: every image reference in a deployment file must carry a digest.
 
 An image reference is the value of a key named ``image`` (or ending in
-``_image``/``-image``/``Image``), each value under a key named ``images``, and
-a Helm-style ``image: {repository: …, tag: …}`` table (pinned only with a
-``digest``). YAML positions come from the YAML composer; JSON and TOML are
-parsed by their own parsers and each reference is found on its line by its
-quoted text.
+``_image``/``-image``/``Image``), each value under a key named ``images``, a
+Helm-style ``image: {repository: …, tag: …}`` table (pinned only with a
+``digest``), and the ``value`` of a Kubernetes environment entry whose
+``name`` is ``IMAGE`` or ends in ``_IMAGE`` (``LOCKSTEP_IMAGE``: the reference
+a pod pulled, which must be as pinned as its ``image``). YAML positions come
+from the YAML composer; JSON and TOML are parsed by their own parsers and
+each reference is found on its line by its quoted text.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ def is_image_key(key: object) -> bool:
                                                                              "Image")))
 
 
+def is_image_env(entry: object) -> bool:
+    """A Kubernetes env entry ``{name: …_IMAGE, value: …}`` (a literal value, not valueFrom)."""
+    if not isinstance(entry, dict):
+        return False
+    name = entry.get("name")
+    return (isinstance(name, str) and "value" in entry
+            and (name.upper() == "IMAGE" or name.upper().endswith("_IMAGE")))
+
+
 def _helm_problem(table: dict[str, Any]) -> str | None:
     digest = table.get("digest")
     if isinstance(digest, str) and DIGEST.match(digest):
@@ -50,6 +61,8 @@ def _helm_problem(table: dict[str, Any]) -> str | None:
 def _candidates(data: Any) -> Iterator[tuple[str | None, Any, str | None]]:
     """(key, value, helm problem) for every image reference in decoded data."""
     if isinstance(data, dict):
+        if is_image_env(data) and not isinstance(data["value"], dict | list):
+            yield data["name"], data["value"], pin_problem(data["value"])
         for key, value in data.items():
             if is_image_key(key) and isinstance(value, dict) and "repository" in value:
                 yield key, str(value.get("repository")), _helm_problem(value)
@@ -82,6 +95,9 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
 
     def walk(node: yaml.Node) -> None:
         if isinstance(node, yaml.MappingNode):
+            env_value = _image_env_value(node)
+            if env_value is not None:
+                add(env_value)
             for key_node, value_node in node.value:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
                 if is_image_key(key) and isinstance(value_node, yaml.MappingNode):
@@ -114,6 +130,18 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
         if node is not None:
             walk(node)
     return found
+
+
+def _image_env_value(node: Any) -> Any:
+    """The ``value`` node of a mapping node that is an image env entry (``is_image_env``)."""
+    import yaml
+
+    scalars = {k.value: v for k, v in node.value
+               if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)}
+    if "name" in scalars and "value" in scalars and is_image_env(
+            {"name": _construct(scalars["name"]), "value": None}):
+        return scalars["value"]
+    return None
 
 
 def _construct(node: Any) -> Any:

@@ -72,7 +72,8 @@ def connect(address: str, n_workers: int = 1, timeout: float = 30.0,
 
 
 def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
-                  timeout: float = 30.0, probe_workers: bool = False) -> ClusterReport:
+                  timeout: float = 30.0, probe_workers: bool = False,
+                  log_ready: bool = True) -> ClusterReport:
     """Check the cluster behind ``client`` against ``manifest``; wait for ``n_workers`` ready.
 
     The scheduler answers with its own manifest and, for each worker, the
@@ -81,6 +82,8 @@ def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
     (the scheduler's ``broadcast``), which costs a connection per worker.
     A worker counts as ready when the scheduler has it running: it registers
     only once its executor has started. See ``connect`` for what it raises.
+    ``log_ready=False`` leaves out the "N worker(s) ready" log line (for a
+    caller that checks again after ``connect``, which logged it already).
     """
     if n_workers < 0:
         raise BadInput(f"n_workers must be ≥ 0, not {n_workers}")
@@ -112,8 +115,9 @@ def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
                 members)
         ready = [w for w in workers if w.ok]
         if len(ready) >= n_workers:
-            log.info("lockstep cluster %s: build %s, %d worker(s) ready", address,
-                     manifest.build_id, len(ready))
+            if log_ready:
+                log.info("lockstep cluster %s: build %s, %d worker(s) ready", address,
+                         manifest.build_id, len(ready))
             return ClusterReport(members)
         if time.monotonic() >= deadline:
             raise ClusterNotReady(_not_ready_summary(address, n_workers, timeout, workers,

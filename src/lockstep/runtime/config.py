@@ -21,9 +21,14 @@ renders the README's Markdown table from it):
 - ``LOCKSTEP_BUNDLE_DIR`` (worker; default ``<tempdir>/lockstep-bundles``):
   where the worker caches job bundles by digest; must be writable (the images
   run with a read-only root and a tmpfs ``/tmp``).
+- ``LOCKSTEP_IMAGE`` (scheduler, worker; optional, unset by default): the image
+  reference the deployment pulled (``HOST/REPO/lockstep-worker@sha256:…``).
+  Only informational: never validated, answered in ``lockstep_identity`` so
+  ``lockstep doctor`` can show it.
 
 Each worker logs its settings once at start-up, then one line
-``lockstep worker ready: build <id> version <v> executor <type> pid <pid>``.
+``lockstep worker ready: build <id> version <v> executor <type> pid <pid>``;
+the scheduler logs its own (``scheduler_settings()``) once at start-up too.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ START_TIMEOUT_ENV = "LOCKSTEP_EXECUTOR_START_TIMEOUT"
 DEFAULT_START_TIMEOUT = 30.0
 BUNDLE_DIR_ENV = "LOCKSTEP_BUNDLE_DIR"
 BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
+IMAGE_ENV = "LOCKSTEP_IMAGE"
 
 
 def default_bundle_dir() -> Path:
@@ -58,8 +64,9 @@ class Setting:
 
     name: str
     read_by: str
-    default: str | None  # None: required
+    default: str | None  # None: no default (see ``required``)
     meaning: str
+    required: bool = False
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -67,12 +74,16 @@ SETTINGS: tuple[Setting, ...] = (
             "path of this process's build manifest; outside an image it must be set"),
     Setting(EXECUTOR_ENV, "worker", None,
             "executor type for this worker's tasks: one of the manifest's `executors`; "
-            "anything else stops the worker"),
+            "anything else stops the worker", required=True),
     Setting(START_TIMEOUT_ENV, "worker", str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
             "seconds (a number > 0) to wait for the executor's child process to say it is ready"),
     Setting(BUNDLE_DIR_ENV, "worker", BUNDLE_DIR_DEFAULT,
             "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
             "`/tmp`); must be writable"),
+    Setting(IMAGE_ENV, "scheduler, worker", None,
+            "the image reference the deployment pulled, e.g. "
+            "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
+            "logged at start-up and shown by `lockstep doctor`"),
 )
 
 
@@ -80,9 +91,25 @@ def settings_table() -> str:
     """The README's settings table, as Markdown, from ``SETTINGS``."""
     rows = ["| variable | read by | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
-        default = f"`{s.default}`" if s.default is not None else "none: required"
+        if s.default is not None:
+            default = f"`{s.default}`"
+        else:
+            default = "none: required" if s.required else "unset"
         rows.append(f"| `{s.name}` | {s.read_by} | {default} | {s.meaning} |")
     return "\n".join(rows)
+
+
+def image_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``LOCKSTEP_IMAGE`` as set (None if unset or empty); informational, never validated."""
+    env = os.environ if environ is None else environ
+    return env.get(IMAGE_ENV) or None
+
+
+def scheduler_settings(environ: Mapping[str, str] | None = None) -> str:
+    """The scheduler's one start-up log line of its settings."""
+    env = os.environ if environ is None else environ
+    return (f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
+            f"{IMAGE_ENV}={image_from_env(env) or '(unset)'}")
 
 
 def registered_executors() -> dict[str, str]:
@@ -99,6 +126,7 @@ class RuntimeConfig:
     executor: str
     start_timeout: float
     bundle_dir: Path = field(default_factory=default_bundle_dir)
+    image: str | None = None  # LOCKSTEP_IMAGE: informational only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -117,6 +145,7 @@ class RuntimeConfig:
             executor=_executor(env, manifest),
             start_timeout=_positive_seconds(env, START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT),
             bundle_dir=_bundle_dir(env),
+            image=image_from_env(env),
         )
 
     def describe(self) -> str:
@@ -124,7 +153,8 @@ class RuntimeConfig:
         return (f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
                 f"{EXECUTOR_ENV}={self.executor} "
                 f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
-                f"{BUNDLE_DIR_ENV}={self.bundle_dir}")
+                f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
+                f"{IMAGE_ENV}={self.image or '(unset)'}")
 
 
 def _bundle_dir(env: Mapping[str, str]) -> Path:

@@ -3,11 +3,11 @@
 The reference is the scheduler's own build. The doctor asks, with the same
 pickle-free calls and checks as ``connect`` (``lockstep.runtime.cluster``):
 
-- the scheduler's ``lockstep_identity``: its manifest, the manifest each
-  admitted worker announced, and the workers its gate refused (it keeps the
-  last 100);
+- the scheduler's ``lockstep_identity``: its manifest, its image, the
+  manifest each admitted worker announced, and the workers its gate refused
+  (it keeps the last 100);
 - every worker's own ``lockstep_identity`` (through the scheduler's
-  ``broadcast``): its manifest, executor, pid and task count.
+  ``broadcast``): its manifest, executor, image, pid and task count.
 
 It needs no manifest of its own, so it runs anywhere (a runner image, a
 laptop). The cluster is all one build when the scheduler runs the lockstep
@@ -17,16 +17,16 @@ is trying to join (a stale Deployment, say) even though the gate keeps it
 out. Restarting the scheduler forgets old refusals.
 
 The image column is the ``LOCKSTEP_IMAGE`` variable of each process's
-environment (``-`` if the deployment does not set it): the reference its
-deployment pulled, e.g. ``registry/sim/worker@sha256:…``. It is read with
-Dask's ``run`` of ``os.getenv``: the call is pickled by name and the answer
-is a plain string.
+environment (``-`` if the deployment does not set it, or the process does not
+answer it): the reference its deployment pulled, e.g.
+``registry/sim/worker@sha256:…``. Each process answers it in its own
+``lockstep_identity`` (a plain string, nothing pickled); a plain Dask
+scheduler has no such handler, so its image is ``-``.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import time
 from collections import Counter
@@ -45,7 +45,6 @@ from lockstep.runtime.cluster import (
 )
 from lockstep.runtime.identity import IDENTITY_OP, Member, read_announced
 
-IMAGE_ENV = "LOCKSTEP_IMAGE"
 REFUSED = "refused at registration"
 _REFUSED_BUILD = re.compile(r"it is build (sha256:[0-9a-f]{64}) version (\S+) but")
 _COLUMNS = ("address", "role", "version", "build id", "executor", "image", "status")
@@ -60,7 +59,7 @@ class Row:
     version: str
     build_id: str
     executor: str
-    image: str  # LOCKSTEP_IMAGE of the process, "-" if unknown
+    image: str  # LOCKSTEP_IMAGE of the process (its lockstep_identity), "-" if unknown
     status: str  # "ok", or what is wrong with it
     pid: int | None = None
     tasks: int | None = None  # tasks the worker has run since it started
@@ -139,16 +138,15 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
         if addresses:
             answers = _call(client, client.scheduler.broadcast, deadline, address,
                             msg={"op": IDENTITY_OP}, workers=addresses, on_error="ignore")
-        images = _images(client, addresses)
     finally:
         client.close()
 
     reference, scheduler = _scheduler(address, info if gated else None, answers)
     pid = info.get("pid") if isinstance(info, dict) else None
-    rows = [Row.of(scheduler, images.get("scheduler", "-"), pid if isinstance(pid, int) else None)]
+    rows = [Row.of(scheduler, _image(info), pid if isinstance(pid, int) else None)]
     for entry in listed:
-        rows.append(_worker_row(entry, answers.get(str(entry["address"])), reference,
-                                images.get(str(entry["address"]), "-")))
+        answer = answers.get(str(entry["address"]))
+        rows.append(_worker_row(entry, answer, reference, _image(answer)))
     refused = info.get("refused", []) if gated else []
     rows += _refused_rows(refused, [r.address for r in rows])
     build = reference.build_id if scheduler.ok and reference is not None else None
@@ -225,16 +223,7 @@ def _refused_rows(refused: Sequence[Any], seen: Sequence[str]) -> list[Row]:
     return rows
 
 
-def _images(client: Any, workers: Sequence[str]) -> dict[str, str]:
-    """``LOCKSTEP_IMAGE`` of the scheduler (key ``"scheduler"``) and of each worker, where set."""
-    images: dict[str, str] = {}
-    try:
-        value = client.run_on_scheduler(os.getenv, IMAGE_ENV)
-        if isinstance(value, str) and value:
-            images["scheduler"] = value
-        if workers:
-            answers = client.run(os.getenv, IMAGE_ENV, workers=list(workers), on_error="return")
-            images.update({str(a): v for a, v in answers.items() if isinstance(v, str) and v})
-    except Exception:  # a diagnostic column: a scheduler that refuses `run` leaves it "-"
-        pass
-    return images
+def _image(answer: Any) -> str:
+    """The ``image`` of a ``lockstep_identity`` answer (``LOCKSTEP_IMAGE``); ``-`` if none."""
+    image = answer.get("image") if isinstance(answer, dict) else None
+    return image if isinstance(image, str) and image else "-"

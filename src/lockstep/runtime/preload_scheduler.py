@@ -10,7 +10,8 @@ a Dask-internal message, so ``distributed`` is pinned and
 ``tests/runtime`` fails loudly if an upgrade breaks it.)
 
 Also answers ``lockstep_identity`` (a pickle-free handler) with the
-scheduler's manifest, the workers it admitted and the last refusals.
+scheduler's manifest, its ``LOCKSTEP_IMAGE``, the workers it admitted and the
+last refusals.
 Anything wrong at start-up (no manifest, a Dask without the hook) exits the
 scheduler: a scheduler that cannot guard must not run.
 """
@@ -29,6 +30,7 @@ from typing import Any
 from lockstep.errors import LockstepError
 from lockstep.manifest import BuildManifest, load_manifest
 from lockstep.runtime._logging import ensure_visible
+from lockstep.runtime.config import image_from_env, scheduler_settings
 from lockstep.runtime.identity import (
     ANNOUNCE_KEY,
     EXECUTOR_KEY,
@@ -78,8 +80,11 @@ class Gate:
         return None
 
 
-def install(scheduler: Any, manifest: BuildManifest) -> Gate:
-    """Put the gate and the identity handler on ``scheduler``; ``RuntimeError`` if Dask changed."""
+def install(scheduler: Any, manifest: BuildManifest, image: str | None = None) -> Gate:
+    """Put the gate and the identity handler on ``scheduler``; ``RuntimeError`` if Dask changed.
+
+    ``image`` is the scheduler's ``LOCKSTEP_IMAGE`` (informational), answered as is.
+    """
     original = scheduler.handlers.get(REGISTER_OP)
     check_hook(original)
     gate = Gate(manifest, original)
@@ -94,7 +99,7 @@ def install(scheduler: Any, manifest: BuildManifest) -> Gate:
             for ws in scheduler.workers.values()
         ]
         return {"manifest": manifest.to_json().decode(), "pid": os.getpid(),
-                "address": scheduler.address, "workers": workers,
+                "address": scheduler.address, "image": image, "workers": workers,
                 "refused": list(gate.refused)}
 
     scheduler.handlers[IDENTITY_OP] = identity
@@ -104,13 +109,14 @@ def install(scheduler: Any, manifest: BuildManifest) -> Gate:
 def dask_setup(scheduler: Any) -> None:
     """Dask's preload hook: exits the process unless the gate is in place."""
     ensure_visible()
+    log.info("%s", scheduler_settings())
     try:
         manifest = load_manifest()
     except LockstepError as exc:
         log.critical("lockstep scheduler cannot start: %s", exc.message)
         sys.exit(exc.exit_code)
     try:
-        install(scheduler, manifest)
+        install(scheduler, manifest, image_from_env())
     except RuntimeError as exc:
         from importlib.metadata import version
 

@@ -56,6 +56,7 @@ class WorkerRuntime:
             "ready": self.ready,
             "tasks": self._tasks,
             "executor_pids": list(self.executor.pids()),
+            "image": self.config.image,  # LOCKSTEP_IMAGE, as read at start-up
         }
 
     def ready_line(self) -> str:
