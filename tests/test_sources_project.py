@@ -55,7 +55,7 @@ def test_build_outputs_and_git_ignored_files_never_count(tmp_path: Path) -> None
 
 def test_a_declared_input_that_does_not_exist_is_bad_input(tmp_path: Path) -> None:
     a = tree(tmp_path)
-    with pytest.raises(BadInput, match="'images/missing.json' matches no file"):
+    with pytest.raises(BadInput, match=r"'images/missing\.json' matches no file"):
         sources.select(a, ["src/**/*", "images/missing.json"])
 
 
