@@ -5,6 +5,10 @@
 in a temp dir, deletes enabled, no auth. ``stop()`` kills only the process it
 started (by pid); ``start()`` runs it again on the same port and storage, so a
 test can kill the registry in the middle of a push and bring it back.
+
+``start_new(tls=TlsFiles(cert, key, ca))`` serves HTTPS only (``http: tls:``
+in the config) with that certificate; ``.url`` and ``.get()`` then use https
+and trust ``ca``.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REGISTRY_CANDIDATES = ("/usr/bin/docker-registry",)
@@ -53,7 +59,22 @@ def _port_in_use(port: int) -> bool:
         return False
 
 
-def _config(port: int, storage: Path) -> str:
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the server's certificate (chain) and key, and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def _config(port: int, storage: Path, tls: TlsFiles | None = None) -> str:
+    http_section: dict[str, object] = {
+        "addr": f"127.0.0.1:{port}",
+        "headers": {"X-Content-Type-Options": ["nosniff"]},
+    }
+    if tls is not None:
+        http_section["tls"] = {"certificate": str(tls.cert), "key": str(tls.key)}
     # JSON is YAML; this avoids needing a YAML writer.
     return json.dumps(
         {
@@ -64,10 +85,7 @@ def _config(port: int, storage: Path) -> str:
                 "delete": {"enabled": True},
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
-            "http": {
-                "addr": f"127.0.0.1:{port}",
-                "headers": {"X-Content-Type-Options": ["nosniff"]},
-            },
+            "http": http_section,
         },
         indent=2,
     )
@@ -76,17 +94,18 @@ def _config(port: int, storage: Path) -> str:
 class OciRegistry:
     """A docker-registry process on 127.0.0.1:``port`` with storage in ``root``."""
 
-    def __init__(self, root: Path, port: int, binary: str) -> None:
+    def __init__(self, root: Path, port: int, binary: str, tls: TlsFiles | None = None) -> None:
         self.root = root
         self.port = port
         self.binary = binary
+        self.tls = tls
         self.storage = root / "storage"
         self.config_path = root / "config.yml"
         self.log_path = root / "registry.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds = 0.0
         self.storage.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(_config(port, self.storage))
+        self.config_path.write_text(_config(port, self.storage, tls))
 
     @property
     def address(self) -> str:
@@ -94,7 +113,7 @@ class OciRegistry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     @property
     def pid(self) -> int | None:
@@ -112,14 +131,16 @@ class OciRegistry:
         return "\n".join(text.splitlines()[-lines:])
 
     @classmethod
-    def start_new(cls, root: Path | None = None, timeout: float = 30.0) -> OciRegistry:
+    def start_new(cls, root: Path | None = None, timeout: float = 30.0, *,
+                  tls: TlsFiles | None = None) -> OciRegistry:
         binary = find_registry()
         if binary is None:
             raise FileNotFoundError("docker-registry")
         root = Path(root or tempfile.mkdtemp(prefix="lockstep-registry-"))
         last: Exception | None = None
         for _ in range(5):  # the free port may be taken between probe and bind
-            registry = cls(root, free_port(), binary)
+            port = free_port()
+            registry = cls(root, port, binary) if tls is None else cls(root, port, binary, tls)
             try:
                 registry.start(timeout=timeout)
                 return registry
@@ -168,7 +189,13 @@ class OciRegistry:
 
     def get(self, path: str, headers: dict[str, str] | None = None,
             method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn: http.client.HTTPConnection
+        if self.tls is None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        else:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5,
+                                               context=context)
         try:
             conn.request(method, path, headers=headers or {})
             resp = conn.getresponse()

@@ -20,7 +20,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--dry-run", action="store_true",
                    help="do everything but push and tag (no network)")
     p.add_argument("--plain-http", action="store_true",
-                   help="use plain HTTP for a non-loopback registry (loopback always is)")
+                   help="use plain HTTP, not HTTPS (a loopback registry that does "
+                   "not speak TLS gets plain HTTP without it)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _project_arg(p)
     p.set_defaults(func=cmd_release)
@@ -37,7 +38,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--registry", action="store_true",
                    help="also check that the registry serves exactly the released manifests")
     p.add_argument("--plain-http", action="store_true",
-                   help="use plain HTTP for a non-loopback registry (loopback always is)")
+                   help="use plain HTTP, not HTTPS (a loopback registry that does "
+                   "not speak TLS gets plain HTTP without it)")
     _project_arg(p)
     p.set_defaults(func=cmd_verify)
 

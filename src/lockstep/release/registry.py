@@ -7,18 +7,38 @@ push holds is mounted instead of uploaded. Manifests go up with their media
 type. Every digest the registry reports (``Docker-Content-Digest``) must equal
 ours: the registry stores our exact bytes or the push fails.
 
-TLS by default; plain HTTP only for a loopback address or when asked. A 401
-is answered once, with basic auth or a bearer token from the challenge's
-realm, using credentials from Docker's config.json (never logged).
+HTTPS or plain HTTP, decided once per registry host:
+
+* ``--plain-http`` (``plain_http=True``): plain HTTP;
+* any other non-loopback host: HTTPS, always; a server that answers plain
+  HTTP there is an error that names ``--plain-http``;
+* a loopback host (``localhost``, ``127.0.0.0/8``, ``[::1]``): HTTPS if the
+  server speaks TLS, else plain HTTP, as Docker and containerd treat
+  ``localhost``. Before the first request one ClientHello is sent (no
+  credentials, nothing else); a TLS record back means HTTPS, anything else
+  (an HTTP ``400``, a close, or silence for ``PROBE_SECONDS``) means plain
+  HTTP. A loopback registry that speaks TLS is never downgraded: a
+  certificate it cannot verify fails the command.
+
+HTTPS verifies the certificate chain and the host name with
+``ssl.create_default_context()``: the system's CA store, or the bundle named
+by ``SSL_CERT_FILE`` / the directory named by ``SSL_CERT_DIR`` (OpenSSL's
+variables), e.g. for a registry with a private CA.
+
+A 401 is answered once, with basic auth or a bearer token from the
+challenge's realm, using credentials from Docker's config.json (never
+logged).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
 import re
+import socket
 import ssl
 import threading
 import urllib.parse
@@ -38,7 +58,43 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 USER_AGENT = f"lockstep/{__version__}"
+PROBE_SECONDS = 5.0  # how long a loopback server may take to answer a ClientHello
+_TLS_RECORD_TYPES = range(20, 25)  # change_cipher_spec, alert, handshake, data, heartbeat
+# OpenSSL's verify codes for "signed by a CA that is not in the trust store".
+_UNTRUSTED_ISSUER = {2, 18, 19, 20, 21}
+_NAME_MISMATCH = {62, 64}  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+def split_host_port(host: str, default_port: int) -> tuple[str, int]:
+    """``name:port``, ``[v6]:port``, ``name`` → (name, port)."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name, int(rest[1:]) if rest.startswith(":") else default_port
+    name, sep, port = host.rpartition(":")
+    return (name, int(port)) if sep and port.isdigit() else (host, default_port)
+
+
+def tls_failed(netloc: str, exc: ssl.SSLError) -> ServiceFailed:
+    """One line for a failed TLS connection: what is wrong, and what to do."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        problem = exc.verify_message or exc.reason or str(exc)
+        if exc.verify_code in _UNTRUSTED_ISSUER:
+            return ServiceFailed(
+                f"registry {netloc}: its TLS certificate is signed by a CA this machine does "
+                f"not trust ({problem}); trust that CA (SSL_CERT_FILE=/path/to/ca.pem for "
+                "one run, or add it to the system store, e.g. update-ca-certificates), "
+                "then run the command again")
+        if exc.verify_code in _NAME_MISMATCH:
+            name = split_host_port(netloc, 443)[0]
+            return ServiceFailed(
+                f"registry {netloc}: its TLS certificate is not for {name} ({problem}); "
+                "name the registry in --registry as its certificate does, or give it a "
+                f"certificate with {name} in its subjectAltName")
+        return ServiceFailed(f"registry {netloc}: its TLS certificate failed verification "
+                             f"({problem}); fix the registry's certificate")
+    return ServiceFailed(f"registry {netloc}: TLS failed ({exc.reason or exc}); if it serves "
+                         "plain HTTP on a trusted network, pass --plain-http")
 
 
 @dataclass
@@ -93,7 +149,7 @@ class PushStats:
 
 @dataclass
 class RegistryClient:
-    """One registry host. ``plain_http`` is forced on for loopback addresses only.
+    """One registry host; HTTPS or plain HTTP as the module doc says (``scheme``).
     Usable from several threads: each keeps its own connections."""
 
     host: str
@@ -102,10 +158,22 @@ class RegistryClient:
     timeout: float = 120.0
     _auth: dict[str, str] = field(default_factory=dict)  # scope -> Authorization value
     _conns: dict[tuple[int, str, str], http.client.HTTPConnection] = field(default_factory=dict)
+    _scheme: str | None = None
+    _scheme_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                         compare=False)
 
     @property
     def scheme(self) -> str:
-        return "http" if self.plain_http or is_loopback(self.host) else "https"
+        """``https`` or ``http``; for a loopback host, found out on first use (one probe)."""
+        if self.plain_http:
+            return "http"
+        if not is_loopback(self.host):
+            return "https"
+        with self._scheme_lock:
+            if self._scheme is None:
+                self._scheme = "https" if self._speaks_tls() else "http"
+                log.debug("registry %s: %s (loopback probe)", self.host, self._scheme)
+            return self._scheme
 
     @property
     def base(self) -> str:
@@ -117,6 +185,31 @@ class RegistryClient:
         self._conns.clear()
 
     # -- transport ----------------------------------------------------------------
+
+    def _speaks_tls(self) -> bool:
+        """Send a TLS ClientHello to the host and look at the first byte of the answer:
+        a TLS record type means TLS. Nothing else is sent, so a plain HTTP server sees
+        one malformed request (and answers ``400``)."""
+        name, port = split_host_port(self.host, 443)
+        context = ssl.create_default_context()
+        context.check_hostname = False  # only the hello goes out; nothing is verified here
+        context.verify_mode = ssl.CERT_NONE
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing)
+        with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the server
+            tls.do_handshake()
+        hello = outgoing.read()
+        try:
+            with socket.create_connection((name, port),
+                                          timeout=min(PROBE_SECONDS, self.timeout)) as sock:
+                sock.sendall(hello)
+                first = sock.recv(1)
+        except (TimeoutError, ConnectionResetError, BrokenPipeError) as exc:
+            log.debug("registry %s: no TLS answer (%s)", self.host, type(exc).__name__)
+            return False
+        except OSError as exc:
+            raise self._down(self.host, exc) from exc
+        return bool(first) and first[0] in _TLS_RECORD_TYPES
 
     def _conn(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         key = (threading.get_ident(), scheme, netloc)
@@ -142,9 +235,7 @@ class RegistryClient:
                 return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
             except ssl.SSLError as exc:
                 self._drop(parts.scheme, parts.netloc)
-                raise ServiceFailed(
-                    f"registry {parts.netloc}: TLS failed ({exc.reason or exc}); if it serves "
-                    "plain HTTP on a trusted network, pass --plain-http") from exc
+                raise tls_failed(parts.netloc, exc) from exc
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop(parts.scheme, parts.netloc)
                 if attempt == 2:
