@@ -45,7 +45,7 @@ from typing import Any
 
 from lockstep.atomic import write_bytes
 from lockstep.build.cache import Cache
-from lockstep.build.layers import Entry, normalize
+from lockstep.build.layers import Entry, normalize, through_symlink
 from lockstep.errors import BadInput, CheckFailed, LockstepError, ServiceFailed
 
 LOCK_SCHEMA = "lockstep.debian-lock/v1"
@@ -732,14 +732,11 @@ def deb_entries(package_name: str, deb_bytes: bytes) -> list[Entry]:
                 raise BadInput(f"{where}: member {info.name!r} appears twice")
             entries[path] = entry
             member_of[path] = info.name
-    links = {p for p, e in entries.items() if e.kind == "symlink"}
-    for path in sorted(entries):
-        parent = path.rpartition("/")[0]
-        while parent:
-            if parent in links:
-                raise BadInput(f"{where}: member {member_of[path]!r} passes through the "
-                               f"package's symlink {member_of[parent]!r}; refusing it")
-            parent = parent.rpartition("/")[0]
+    found = through_symlink(entries.values())
+    if found:
+        path, link = found
+        raise BadInput(f"{where}: member {member_of[path]!r} passes through the "
+                       f"package's symlink {member_of[link]!r}; refusing it")
     return [entries[p] for p in sorted(entries)]
 
 
@@ -851,11 +848,7 @@ def base_entries(lock: DebianLock, debs: Mapping[str, bytes]) -> list[Entry]:
     if "usr/bin/python3.11" in owner and "usr/bin/python3" not in owner:
         extra.append(Entry.symlink("usr/bin/python3", "python3.11"))
     out = normalize([*entries, *extra])
-    links = {e.path for e in out if e.kind == "symlink"}
-    for e in out:
-        parent = e.path.rpartition("/")[0]
-        while parent:
-            if parent in links:
-                raise BadInput(f"base layer: {e.path!r} passes through the symlink {parent!r}")
-            parent = parent.rpartition("/")[0]
+    found = through_symlink(out)
+    if found:
+        raise BadInput(f"base layer: {found[0]!r} passes through the symlink {found[1]!r}")
     return out

@@ -81,6 +81,23 @@ def normalize(entries: Iterable[Entry]) -> list[Entry]:
     return [by_path[p] for p in sorted(by_path)]
 
 
+def through_symlink(entries: Iterable[Entry]) -> tuple[str, str] | None:
+    """The first ``(path, symlink)`` where ``path`` lies below a symlink entry, else None.
+
+    Such a path would be written through the link when materialised, so every
+    writer of entries refuses it.
+    """
+    items = sorted(entries, key=lambda e: e.path)
+    links = {e.path for e in items if e.kind == "symlink"}
+    for entry in items:
+        parent = entry.path.rpartition("/")[0]
+        while parent:
+            if parent in links:
+                return entry.path, parent
+            parent = parent.rpartition("/")[0]
+    return None
+
+
 def tar_bytes(entries: Iterable[Entry]) -> bytes:
     """The uncompressed, deterministic tar of ``entries``."""
     buf = io.BytesIO()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.build.layers import Entry, normalize
+from lockstep.build.layers import Entry, normalize, through_symlink
 from lockstep.errors import BadInput, CheckFailed
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -52,13 +52,9 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
     refused with BadInput.
     """
     items = normalize(entries)
-    links = {e.path for e in items if e.kind == "symlink"}
-    for e in items:
-        parent = e.path.rpartition("/")[0]
-        while parent:
-            if parent in links:
-                raise BadInput(f"materialize: {e.path!r} passes through the symlink {parent!r}")
-            parent = parent.rpartition("/")[0]
+    found = through_symlink(items)
+    if found:
+        raise BadInput(f"materialize: {found[0]!r} passes through the symlink {found[1]!r}")
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise BadInput(f"materialize: {dest} is not empty; use a fresh directory")
