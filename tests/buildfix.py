@@ -59,3 +59,18 @@ def clone(dest: Path) -> Path:
     """A fresh git clone of this repository's committed tree at ``dest``."""
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(dest)], check=True)
     return dest
+
+
+def git(root: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def make_repo(dest: Path) -> Path:
+    """A clone to release from: its own identity, and an origin that is not this repo."""
+    root = clone(dest / "lockstep")
+    git(root, "config", "user.name", "Release Test")
+    git(root, "config", "user.email", "release-test@example.invalid")
+    git(dest, "init", "-q", "--bare", str(dest / "origin.git"))
+    git(root, "remote", "set-url", "origin", str(dest / "origin.git"))
+    return root

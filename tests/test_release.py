@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.buildfix import ROOT, clone, lockstep
+from tests.buildfix import ROOT, git, lockstep, make_repo
 from tests.registry import OciRegistry, find_registry, free_port
 from tests.support import require
 
@@ -41,21 +41,6 @@ ROLES = ("runner", "worker")
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
-    return proc.stdout.strip()
-
-
-def make_repo(dest: Path) -> Path:
-    """A clone to release from: its own identity, and an origin that is not this repo."""
-    root = clone(dest / "lockstep")
-    git(root, "config", "user.name", "Release Test")
-    git(root, "config", "user.email", "release-test@example.invalid")
-    git(dest, "init", "-q", "--bare", str(dest / "origin.git"))
-    git(root, "remote", "set-url", "origin", str(dest / "origin.git"))
-    return root
 
 
 def docker_config(dest: Path, auths: dict[str, Any] | None = None) -> dict[str, str]:

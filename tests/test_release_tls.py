@@ -30,7 +30,7 @@ import pytest
 from lockstep.errors import ServiceFailed
 from lockstep.release import registry as client_module
 from lockstep.release.registry import RegistryClient
-from tests.buildfix import Built, clone, lockstep
+from tests.buildfix import Built, git, lockstep, make_repo
 from tests.registry import OciRegistry, TlsFiles, find_registry
 from tests.support import require
 
@@ -91,21 +91,6 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory, pki: TlsFiles
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
-    return proc.stdout.strip()
-
-
-def make_repo(dest: Path) -> Path:
-    """A clone to release from: its own identity, and an origin that is not this repo."""
-    root = clone(dest / "lockstep")
-    git(root, "config", "user.name", "Release Test")
-    git(root, "config", "user.email", "release-test@example.invalid")
-    git(dest, "init", "-q", "--bare", str(dest / "origin.git"))
-    git(root, "remote", "set-url", "origin", str(dest / "origin.git"))
-    return root
 
 
 def no_docker_config(dest: Path) -> dict[str, str]:
