@@ -14,6 +14,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lockstep import __version__
 from lockstep.errors import LockstepError
@@ -25,6 +26,17 @@ COMMAND_MODULES = (
     "lockstep.jobs.commands",
     "lockstep.release.commands",
 )
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr: what every command shows on long steps."""
+    print(f"lockstep: {message}", file=sys.stderr, flush=True)
+
+
+def add_project_arg(parser: argparse.ArgumentParser) -> None:
+    """``--project``: the project root, for commands that read ``pyproject.toml``."""
+    parser.add_argument("--project", type=Path,
+                        help="project root (default: found from the cwd)")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.atomic import write_bytes
+from lockstep.cli import progress
 from lockstep.errors import BadInput, CheckFailed, LockstepError
 
 CACHE_ENV = "LOCKSTEP_CACHE_DIR"
@@ -201,10 +202,6 @@ def sandbox_cache(environ: Mapping[str, str] | None = None) -> Path:
     return root
 
 
-def _progress(message: str) -> None:
-    print(f"lockstep: {message}", file=sys.stderr, flush=True)
-
-
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
@@ -218,7 +215,7 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     project = load_project(root)
     check_declared(root, project.sources,
                    [project.python_lock, project.debian_lock, project.complete_platform])
-    result = Builder(project, Cache(cache_root), _progress).build(ROLES, out_dir=out)
+    result = Builder(project, Cache(cache_root), progress).build(ROLES, out_dir=out)
     data = result.to_json()
     for role, image in data["images"].items():
         image["path"] = f"{role}.tar"  # relative to the JSON: Bazel's sandbox path is gone
@@ -235,7 +232,7 @@ def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> 
 
     project = load_project(root)
     check_declared(root, (), [project.debian_lock])
-    builder = Builder(project, Cache(cache_root), _progress)
+    builder = Builder(project, Cache(cache_root), progress)
     record = builder.base_layer()
     blob = builder.cache.get_blob(record.digest)
     if blob is None:

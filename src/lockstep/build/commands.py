@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from lockstep.cli import add_project_arg, progress
 from lockstep.errors import BadInput
 
 TARGETS = {
@@ -26,7 +26,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--stamp", action="store_true",
                    help="add git commit, tag and dirty flag to the manifest")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    _project_arg(p)
+    add_project_arg(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("inspect", help="show an image archive's manifest, layers and executors")
@@ -44,16 +44,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("lock", help="refresh a lock: python (pex) or debian (base packages)")
     p.add_argument("which", choices=["python", "debian"])
-    _project_arg(p)
+    add_project_arg(p)
     p.set_defaults(func=cmd_lock)
-
-
-def _project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", type=Path, help="project root (default: found from the cwd)")
-
-
-def _progress(message: str) -> None:
-    print(f"lockstep: {message}", file=sys.stderr, flush=True)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -63,7 +55,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     project = load_project(find_root(args.project))
     out = args.out.resolve() if args.out else None
-    builder = Builder(project, Cache(default_cache_dir()), _progress)
+    builder = Builder(project, Cache(default_cache_dir()), progress)
     result = builder.build(TARGETS[args.target], out_dir=out, stamp=args.stamp)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
@@ -109,8 +101,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.which == "python":
         from lockstep.build import python
 
-        python.write_complete_platform(project, default_cache_dir(), _progress)
-        python.lock(project, project.python_lock, default_cache_dir(), _progress)
+        python.write_complete_platform(project, default_cache_dir(), progress)
+        python.lock(project, project.python_lock, default_cache_dir(), progress)
         print(project.python_lock)
     elif args.which == "debian":
         from lockstep.build import debian

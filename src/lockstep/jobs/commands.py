@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lockstep.cli import progress
 from lockstep.runtime.probe import DEFAULT_TIMEOUT
 
 
@@ -50,10 +51,6 @@ def _cluster_options(parser: argparse.ArgumentParser, required: bool) -> None:
                              f"{DEFAULT_TIMEOUT:g})")
 
 
-def _say(message: str) -> None:
-    print(f"lockstep: {message}", file=sys.stderr, flush=True)
-
-
 def run_preflight(args: argparse.Namespace) -> int:
     from lockstep.jobs.preflight import preflight
 
@@ -81,12 +78,12 @@ def run_run(args: argparse.Namespace) -> int:
     from lockstep.jobs.run import describe_processes, run_job
 
     result = run_job(args.job, args.scheduler, n_workers=args.workers, timeout=args.timeout,
-                     probe_timeout=args.import_timeout, progress=_say)
+                     probe_timeout=args.import_timeout, progress=progress)
     data = (json.dumps(result, indent=2) + "\n").encode()
     if args.out is None:
         sys.stdout.write(data.decode())
     else:
         write_bytes(args.out, data)
-        _say(f"wrote {args.out}: build {result['build_id']}, bundle {result['bundle']}, "
+        progress(f"wrote {args.out}: build {result['build_id']}, bundle {result['bundle']}, "
              f"executor {result['executor']}, {describe_processes(result['processes'])}")
     return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from lockstep.cli import add_project_arg, progress
 from lockstep.errors import CheckFailed
 
 
@@ -23,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="use plain HTTP, not HTTPS (a loopback registry that does "
                    "not speak TLS gets plain HTTP without it)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    _project_arg(p)
+    add_project_arg(p)
     p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("check-pins", help="fail on any image reference without a digest in "
@@ -40,16 +40,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--plain-http", action="store_true",
                    help="use plain HTTP, not HTTPS (a loopback registry that does "
                    "not speak TLS gets plain HTTP without it)")
-    _project_arg(p)
+    add_project_arg(p)
     p.set_defaults(func=cmd_verify)
-
-
-def _project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--project", type=Path, help="project root (default: found from the cwd)")
-
-
-def _progress(message: str) -> None:
-    print(f"lockstep: {message}", file=sys.stderr, flush=True)
 
 
 def _relative(path: Path) -> str:
@@ -68,7 +60,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     target = parse_target(args.registry)
     project = load_project(find_root(args.project))
     result = release(project, args.version, target, Cache(default_cache_dir()),
-                     dry_run=args.dry_run, plain_http=args.plain_http, progress=_progress)
+                     dry_run=args.dry_run, plain_http=args.plain_http, progress=progress)
     record = result.manifest
     if args.json:
         out: dict[str, Any] = {
@@ -116,7 +108,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     root = (args.project or Path.cwd()).resolve()
     result = verify(args.release_file.resolve(), root, Cache(default_cache_dir()),
-                    registry=args.registry, plain_http=args.plain_http, progress=_progress)
+                    registry=args.registry, plain_http=args.plain_http, progress=progress)
     release = result.release
     print(f"verified {release.tag}  build_id {release.build_id}")
     for role, digest in sorted(result.rebuilt.items()):
