@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: images test lint bench clean
+.PHONY: images test lint format bench clean
 
 $(BIN)/lockstep: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ test: $(BIN)/lockstep
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 lint: $(BIN)/lockstep
-	$(BIN)/ruff check src
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+
+format: $(BIN)/lockstep
+	$(BIN)/ruff format src tests bench
 
 bench: $(BIN)/lockstep
 	$(BIN)/python bench/bench_build.py

@@ -84,7 +84,7 @@ def _images_impl(ctx):
     build_json = [f for f in outputs if f.basename == "build.json"][0]
     ctx.actions.run(
         executable = _script(ctx, ctx.label.name + "_build.sh", "image build",
-                             "lockstep.build.bazel"),
+                             "lockstep.assembly.bazel"),
         arguments = ["images", "--out", build_json.dirname],
         inputs = _inputs(ctx),
         outputs = outputs,
@@ -109,7 +109,7 @@ def _base_impl(ctx):
     info = ctx.actions.declare_file(ctx.label.name + ".json")
     ctx.actions.run(
         executable = _script(ctx, ctx.label.name + "_build.sh", "base layer build",
-                             "lockstep.build.bazel"),
+                             "lockstep.assembly.bazel"),
         arguments = ["base", "--blob", blob.path, "--json", info.path],
         inputs = _inputs(ctx),
         outputs = [blob, info],

@@ -1,7 +1,7 @@
 """@lockstep_project: what Bazel needs from pyproject.toml, made on this machine (no fetch).
 
 The rule runs the builder's Python environment (LOCKSTEP_PYTHON, named once in
-.bazelrc) on `python -m lockstep.build.bazel describe`, which reads
+.bazelrc) on `python -m lockstep.assembly.bazel describe`, which reads
 pyproject.toml with the same code as `lockstep build` and prints project.bzl:
 the declared source globs per Bazel package, the labels of the locks and the
 complete-platform file, the image roles, and the python's absolute path. So
@@ -12,11 +12,24 @@ environment is one clear error before anything is built.
 # Re-run when any of these change (Bazel watches every file read through a label).
 _WATCHED = [
     "//:pyproject.toml",
+    "//:src/lockstep/__init__.py",
+    "//:src/lockstep/assembly/__init__.py",
+    "//:src/lockstep/assembly/bazel.py",
+    "//:src/lockstep/core/__init__.py",
+    "//:src/lockstep/core/atomic.py",
+    "//:src/lockstep/core/digests.py",
+    "//:src/lockstep/core/errors.py",
+    "//:src/lockstep/core/progress.py",
+    "//:src/lockstep/core/registry.py",
+    "//:src/lockstep/core/settings.py",
+    "//:src/lockstep/inputs/__init__.py",
+    "//:src/lockstep/inputs/debian/__init__.py",
+    "//:src/lockstep/inputs/debian/lock.py",
+    "//:src/lockstep/inputs/declared.py",
+    "//:src/lockstep/inputs/python/__init__.py",
+    "//:src/lockstep/inputs/python/pex.py",
+    "//:src/lockstep/manifest.py",
     "//:src/lockstep/project.py",
-    "//:src/lockstep/errors.py",
-    "//:src/lockstep/build/bazel.py",
-    "//:src/lockstep/build/sources.py",
-    "//:src/lockstep/build/python.py",
 ]
 
 _FIX = ("create it (python3 -m venv .venv && .venv/bin/pip install -e '.[build]') or " +
@@ -36,7 +49,7 @@ def _lockstep_project_impl(rctx):
         fail("lockstep: error: the builder's Python environment LOCKSTEP_PYTHON=%s does not " % value +
              "exist (%s); %s" % (python, _FIX))
     result = rctx.execute(
-        [python, "-P", "-s", "-m", "lockstep.build.bazel", "describe", "--project", str(root),
+        [python, "-P", "-s", "-m", "lockstep.assembly.bazel", "describe", "--project", str(root),
          "--python", python],
         environment = {"PYTHONPATH": "%s/src" % root, "PYTHONDONTWRITEBYTECODE": "1"},
         working_directory = str(root),

@@ -1,9 +1,12 @@
-"""Session fixtures for the real parts: a private Docker engine and an OCI registry.
+"""Fixtures for the real parts: a private Docker engine, an OCI registry, the built images,
+and a Dask cluster of lockstep processes.
 
-Both are started once per test session, only when a test asks for them, and
-stopped at the end by the pid of the process the fixture started. When the
-part is not installed (or, for dockerd, not root), ``tests.support.require``
-skips the test locally and fails it in CI (``LOCKSTEP_REQUIRE_ALL=1``).
+The engine, the registry and the images are made once per test session, only
+when a test asks for them; the cluster once per test module that uses it.
+Every process is stopped by the pid the fixture started. When a part is not
+installed (or, for dockerd, not root), ``tests.fixtures.support.require``
+skips the test locally and fails it in CI (``LOCKSTEP_REQUIRE_ALL=1``). The
+helpers behind these fixtures live in ``tests/fixtures/``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.buildfix import Built, build, clone
-from tests.engine import DockerEngine, find_dockerd
-from tests.registry import OciRegistry, find_registry
-from tests.support import require
+from tests.fixtures.build import Built, build, clone
+from tests.fixtures.cluster import Cluster, ClusterOptions, running_cluster
+from tests.fixtures.engine import DockerEngine, find_dockerd
+from tests.fixtures.registry import OciRegistry, find_registry
+from tests.fixtures.support import require
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +41,10 @@ def docker_engine() -> Iterator[DockerEngine]:
 def oci_registry() -> Iterator[OciRegistry]:
     """A private docker-registry on 127.0.0.1: ``.address`` ("127.0.0.1:PORT"),
     ``.url``, ``.stop(kill=…)`` and ``.start()`` (same port, same storage)."""
-    require(find_registry() is not None,
-            "docker-registry is not installed (Debian package docker-registry)")
+    require(
+        find_registry() is not None,
+        "docker-registry is not installed (Debian package docker-registry)",
+    )
     registry = OciRegistry.start_new()
     try:
         yield registry
@@ -65,3 +71,14 @@ def built(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Built:
     """Both real images, built once per session by the CLI from a clone of the committed tree."""
     src = clone(tmp_path_factory.mktemp("first") / "lockstep")
     return build(src, src / "out", cache_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A scheduler and workers of build "a" for the test module (its ``CLUSTER`` options,
+    else one worker per executor), with a connected runner client."""
+    options = getattr(request.module, "CLUSTER", ClusterOptions())
+    with running_cluster(tmp_path_factory.mktemp("cluster"), options) as running:
+        yield running

@@ -1,4 +1,6 @@
-"""`mypy --strict` and `ruff` stay clean on src/ (a style promise, checked like any other)."""
+"""Style promises, checked like any other: `ruff check` and `ruff format` (the layout the
+project adopted) on src/, tests/ and bench/, and `mypy --strict` on src/. The same commands
+are `make lint`."""
 
 from __future__ import annotations
 
@@ -13,11 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("tool, args", [
-    ("ruff", ["check", "src"]),
-    ("mypy", ["src"]),
-])
-def test_src_is_clean(tool: str, args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "tool, args",
+    [
+        ("ruff", ["check", "src", "tests", "bench"]),
+        ("ruff", ["format", "--check", "src", "tests", "bench"]),
+        ("mypy", ["src"]),
+    ],
+)
+def test_code_is_clean(tool: str, args: list[str]) -> None:
     exe = BIN / tool if (BIN / tool).exists() else shutil.which(tool)
     assert exe, f"{tool} is not installed; run `make test` (it installs lockstep[dev])"
     proc = subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True)

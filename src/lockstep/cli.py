@@ -4,7 +4,8 @@ Each area adds its own subcommands through an ``add_commands(subparsers)``
 function; a subcommand's handler takes the parsed namespace and returns an
 exit code. Errors are ``LockstepError``s, printed here once, as one line.
 Imports stay lazy so the images' entry points (``worker``, ``scheduler``,
-``runner``) start without loading the build tooling.
+``runner``) start without loading the build tooling. Progress lines come from
+``lockstep.core.progress``.
 """
 
 from __future__ import annotations
@@ -17,29 +18,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lockstep import __version__
-from lockstep.errors import LockstepError
+from lockstep.core.errors import LockstepError
 
-# Modules that contribute subcommands, each with add_commands(subparsers).
-COMMAND_MODULES = (
-    "lockstep.build.commands",
-    "lockstep.runtime.commands",
-    "lockstep.jobs.commands",
-    "lockstep.release.commands",
-)
-
-
-def progress(message: str) -> None:
-    """One progress line on stderr: what every command shows on long steps."""
-    print(f"lockstep: {message}", file=sys.stderr, flush=True)
+# Which module adds which subcommands (each module has add_commands(subparsers)). A
+# command line names one, so only its module is imported: ``lockstep worker`` in an
+# image loads nothing of the build. A test checks this table against the modules.
+COMMANDS = {
+    "lockstep.assembly.commands": ("build", "inspect", "load", "lock"),
+    "lockstep.runtime.commands": ("scheduler", "worker", "runner", "doctor", "self-check"),
+    "lockstep.jobs.commands": ("preflight", "run"),
+    "lockstep.release.commands": ("release", "check-pins", "verify"),
+}
 
 
 def add_project_arg(parser: argparse.ArgumentParser) -> None:
     """``--project``: the project root, for commands that read ``pyproject.toml``."""
-    parser.add_argument("--project", type=Path,
-                        help="project root (default: found from the cwd)")
+    parser.add_argument("--project", type=Path, help="project root (default: found from the cwd)")
 
 
-def make_parser() -> argparse.ArgumentParser:
+def modules_for(argv: Sequence[str]) -> list[str]:
+    """The command modules to load for ``argv``: the one owning its command, else all."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    owner = [m for m, names in COMMANDS.items() if command in names]
+    return owner or list(COMMANDS)
+
+
+def make_parser(modules: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lockstep",
         description="Hermetic runner and worker images for Dask, and a handshake "
@@ -48,19 +52,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lockstep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # that area is not part of this tree (yet)
-            raise
-        module.add_commands(sub)
+    for name in modules:  # a module that fails to import is a broken install: it raises
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser(modules_for(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

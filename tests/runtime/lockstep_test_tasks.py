@@ -37,3 +37,17 @@ def write_pid_and_sleep(path: str, seconds: float) -> int:
     Path(path).write_text(str(os.getpid()))
     time.sleep(seconds)
     return os.getpid()
+
+
+def rendezvous(directory: str, me: str, other: str, timeout: float = 30.0) -> bool:
+    """Mark ``me`` present, then wait for ``other``: True only if both ran at the same time."""
+    import pathlib
+
+    here = pathlib.Path(directory)
+    (here / me).touch()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (here / other).exists():
+            return True
+        time.sleep(0.01)
+    return False

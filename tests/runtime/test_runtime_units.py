@@ -13,13 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.errors import BadInput, CheckFailed
-from lockstep.runtime.config import (
-    RuntimeConfig,
-    registered_executors,
-    scheduler_settings,
-    settings_table,
-)
+from lockstep.core.errors import BadInput, CheckFailed
+from lockstep.core.registry import registered
+from lockstep.core.settings import settings_table
+from lockstep.runtime.config import RuntimeConfig, scheduler_settings
 from lockstep.runtime.executors import Executor, TaskCall, TaskCrashed, load_executor
 from lockstep.runtime.identity import (
     IncompatibleClusterError,
@@ -28,7 +25,7 @@ from lockstep.runtime.identity import (
     format_table,
 )
 from lockstep.runtime.preload_scheduler import check_hook
-from tests.runtime.procs import HERE, make_manifest
+from tests.fixtures.procs import HERE, make_manifest
 
 A = make_manifest("a")
 B = make_manifest("b", version="0.0.9")
@@ -42,8 +39,9 @@ def test_config_reads_executor_and_defaults() -> None:
     assert config.executor == "cold"
     assert config.start_timeout == 30.0
     assert "LOCKSTEP_EXECUTOR=cold" in config.describe()
-    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "direct",
-                                     "LOCKSTEP_EXECUTOR_START_TIMEOUT": "2.5"}, manifest=A)
+    config = RuntimeConfig.from_env(
+        {"LOCKSTEP_EXECUTOR": "direct", "LOCKSTEP_EXECUTOR_START_TIMEOUT": "2.5"}, manifest=A
+    )
     assert config.start_timeout == 2.5
 
 
@@ -51,22 +49,32 @@ def test_image_is_optional_and_only_informational() -> None:
     config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold"}, manifest=A)
     assert config.image is None and "LOCKSTEP_IMAGE=(unset)" in config.describe()
     for value in ("r.io/team/lockstep-worker@sha256:" + "a" * 64, "anything:latest", "x y"):
-        config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold", "LOCKSTEP_IMAGE": value},
-                                        manifest=A)
+        config = RuntimeConfig.from_env(
+            {"LOCKSTEP_EXECUTOR": "cold", "LOCKSTEP_IMAGE": value}, manifest=A
+        )
         assert config.image == value and f"LOCKSTEP_IMAGE={value}" in config.describe()
     line = scheduler_settings({"LOCKSTEP_MANIFEST": "/m.json", "LOCKSTEP_IMAGE": "r.io/w@x"})
-    assert line == "lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x"
-    assert scheduler_settings({}) == ("lockstep settings: LOCKSTEP_MANIFEST=/etc/lockstep/"
-                                      "manifest.json LOCKSTEP_IMAGE=(unset)")
+    assert line == (
+        "lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x LOCKSTEP_ROLE=(unset)"
+    )
+    line = scheduler_settings({"LOCKSTEP_ROLE": "worker"})
+    assert line.endswith(" LOCKSTEP_ROLE=worker")
+    assert scheduler_settings({}) == (
+        "lockstep settings: LOCKSTEP_MANIFEST=/etc/lockstep/"
+        "manifest.json LOCKSTEP_IMAGE=(unset) LOCKSTEP_ROLE=(unset)"
+    )
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, "LOCKSTEP_EXECUTOR is not set"),
-    ({"LOCKSTEP_EXECUTOR": ""}, "LOCKSTEP_EXECUTOR='' (empty) is not an executor"),
-    ({"LOCKSTEP_EXECUTOR": "bogus"}, "LOCKSTEP_EXECUTOR='bogus' is not an executor"),
-    ({"LOCKSTEP_EXECUTOR": "Cold"}, "LOCKSTEP_EXECUTOR='Cold' is not an executor"),
-    ({"LOCKSTEP_EXECUTOR": " cold"}, "LOCKSTEP_EXECUTOR=' cold' is not an executor"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "LOCKSTEP_EXECUTOR is not set"),
+        ({"LOCKSTEP_EXECUTOR": ""}, "LOCKSTEP_EXECUTOR='' (empty) is not an executor"),
+        ({"LOCKSTEP_EXECUTOR": "bogus"}, "LOCKSTEP_EXECUTOR='bogus' is not an executor"),
+        ({"LOCKSTEP_EXECUTOR": "Cold"}, "LOCKSTEP_EXECUTOR='Cold' is not an executor"),
+        ({"LOCKSTEP_EXECUTOR": " cold"}, "LOCKSTEP_EXECUTOR=' cold' is not an executor"),
+    ],
+)
 def test_bad_executor_is_refused_with_valid_values(env: dict[str, str], expected: str) -> None:
     with pytest.raises(BadInput) as err:
         RuntimeConfig.from_env(env, manifest=A)
@@ -111,13 +119,17 @@ def test_manifest_missing_or_corrupt(tmp_path: Path) -> None:
 
 
 def test_registry_matches_the_entry_points_and_settings_table() -> None:
-    assert sorted(registered_executors()) == ["cold", "direct", "isolated_warm"]
-    for name, target in registered_executors().items():
-        cls = load_executor(name, registered_executors())
+    assert sorted(registered()) == ["cold", "direct", "isolated_warm"]
+    for name, target in registered().items():
+        cls = load_executor(name, registered())
         assert issubclass(cls, Executor) and cls.name == name, target
     table = settings_table()
-    for var in ("LOCKSTEP_MANIFEST", "LOCKSTEP_EXECUTOR", "LOCKSTEP_EXECUTOR_START_TIMEOUT",
-                "LOCKSTEP_IMAGE"):
+    for var in (
+        "LOCKSTEP_MANIFEST",
+        "LOCKSTEP_EXECUTOR",
+        "LOCKSTEP_EXECUTOR_START_TIMEOUT",
+        "LOCKSTEP_IMAGE",
+    ):
         assert f"`{var}`" in table
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()}
     assert rows["`LOCKSTEP_EXECUTOR`"].split(" | ")[2] == "none: required"
@@ -139,8 +151,10 @@ def test_admission_admits_same_build_only() -> None:
 
 
 def test_incompatible_error_has_a_table_and_pickles() -> None:
-    members = [Member.of("runner", "runner", B), Member.of("tcp://s:1", "scheduler", A,
-                                                             status="other build")]
+    members = [
+        Member.of("runner", "runner", B),
+        Member.of("tcp://s:1", "scheduler", A, status="other build"),
+    ]
     err = IncompatibleClusterError("runner and scheduler differ", members)
     assert isinstance(err, CheckFailed) and err.exit_code == 1
     lines = str(err).splitlines()
@@ -162,7 +176,8 @@ def test_gate_hook_fits_the_pinned_distributed() -> None:
 
     pyproject = (HERE.parent.parent / "pyproject.toml").read_text()
     assert f'"distributed=={version("distributed")}"' in pyproject, (
-        "distributed is not the pinned version the admission gate was verified against")
+        "distributed is not the pinned version the admission gate was verified against"
+    )
     check_hook(types.MethodType(Scheduler.add_worker, object()))
     register = inspect.getsource(Worker._register_with_scheduler)
     assert 'op="register-worker"' in register
@@ -191,7 +206,7 @@ def task_path() -> Iterator[None]:
 
 def make_executor(name: str) -> Executor:
     config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": name}, manifest=A)
-    executor = load_executor(name, registered_executors())(config)
+    executor = load_executor(name, registered())(config)
     executor.start()
     return executor
 
@@ -252,8 +267,7 @@ def test_killed_warm_child_fails_its_task_and_is_replaced(tmp_path: Path) -> Non
 
         def run() -> None:
             try:
-                warm.run(TaskCall("lockstep_test_tasks:write_pid_and_sleep",
-                                  (str(pid_file), 60)))
+                warm.run(TaskCall("lockstep_test_tasks:write_pid_and_sleep", (str(pid_file), 60)))
             except BaseException as exc:
                 errors.append(exc)
 
@@ -289,9 +303,10 @@ def test_cold_task_that_dies_is_reported_and_template_survives() -> None:
 
 
 def test_cold_start_timeout_is_enforced() -> None:
-    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold",
-                                     "LOCKSTEP_EXECUTOR_START_TIMEOUT": "0.0001"}, manifest=A)
-    executor = load_executor("cold", registered_executors())(config)
+    config = RuntimeConfig.from_env(
+        {"LOCKSTEP_EXECUTOR": "cold", "LOCKSTEP_EXECUTOR_START_TIMEOUT": "0.0001"}, manifest=A
+    )
+    executor = load_executor("cold", registered())(config)
     from lockstep.runtime.executors import ExecutorStartFailed
 
     with pytest.raises(ExecutorStartFailed, match="was not ready after"):
@@ -299,28 +314,38 @@ def test_cold_start_timeout_is_enforced() -> None:
     executor.close()
 
 
-def _collect_pid(executor: Executor, call: TaskCall, into: list[int]) -> None:
-    into.append(executor.run(call).pid)
+def _collect(executor: Executor, call: TaskCall, into: list[tuple[int, object]]) -> None:
+    result = executor.run(call)
+    into.append((result.pid, result.value))
 
 
 @pytest.mark.usefixtures("task_path")
-def test_process_executors_run_one_task_per_slot_at_once() -> None:
+def test_process_executors_run_one_task_per_slot_at_once(tmp_path: Path) -> None:
+    """Two slots run two tasks at once: each task waits for the other to have started, so
+    they can only both succeed if they overlapped (no wall-clock bound)."""
     for name in ("isolated_warm", "cold"):
         config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": name}, manifest=A)
-        executor = load_executor(name, registered_executors())(config, 2)
+        executor = load_executor(name, registered())(config, 2)
         executor.start()
         try:
-            results: list[int] = []
-            call = TaskCall("lockstep_test_tasks:sleep_then", (0.6, 1))
-            threads = [threading.Thread(target=_collect_pid, args=(executor, call, results))
-                       for _ in range(2)]
-            start = time.monotonic()
+            meet = tmp_path / name
+            meet.mkdir()
+            results: list[tuple[int, object]] = []
+            calls = [
+                TaskCall("lockstep_test_tasks:rendezvous", (str(meet), me, other))
+                for me, other in (("a", "b"), ("b", "a"))
+            ]
+            threads = [
+                threading.Thread(target=_collect, args=(executor, call, results)) for call in calls
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join(20)
-            assert time.monotonic() - start < 1.1, f"{name}: the two tasks did not overlap"
-            assert len(set(results)) == 2
+                thread.join(60)
+            assert [value for _, value in results] == [True, True], (
+                f"{name}: the two tasks did not overlap"
+            )
+            assert len({pid for pid, _ in results}) == 2
             assert len(executor.pids()) == 2
         finally:
             executor.close()

@@ -9,31 +9,26 @@ the worker, naming the entry point. Kept light: executor children import it.
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
-
-def _resolve(ref: str) -> Any:
-    module, _, qualname = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+from lockstep.core import registry
 
 
 def _json(value: Any, what: str) -> str:
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} returned a value with no JSON form ({exc}); return plain "
-                        "numbers, strings, lists and dicts") from None
+        raise TypeError(
+            f"{what} returned a value with no JSON form ({exc}); return plain "
+            "numbers, strings, lists and dicts"
+        ) from None
 
 
 def simulate(model: str, params: Mapping[str, Any], seed: int) -> str:
     """``model(params, seed)`` as JSON text; ``TypeError`` unless it returns a mapping."""
-    out = _resolve(model)(dict(params), seed)
+    out = registry.resolve(model)(dict(params), seed)
     if not isinstance(out, Mapping):
         raise TypeError(f"model {model} returned a {type(out).__name__}, not a mapping")
     return _json(dict(out), f"model {model}")
@@ -41,4 +36,4 @@ def simulate(model: str, params: Mapping[str, Any], seed: int) -> str:
 
 def aggregate(target: str, results_json: str) -> str:
     """``target(results)`` as JSON text, ``results`` being the list of simulation records."""
-    return _json(_resolve(target)(json.loads(results_json)), f"target {target}")
+    return _json(registry.resolve(target)(json.loads(results_json)), f"target {target}")

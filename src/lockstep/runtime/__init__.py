@@ -17,7 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "RuntimeConfig": "lockstep.runtime.config",
-    "SETTINGS": "lockstep.runtime.config",
+    "SETTINGS": "lockstep.core.settings",
     "IncompatibleClusterError": "lockstep.runtime.identity",
     "ClusterReport": "lockstep.runtime.identity",
     "Member": "lockstep.runtime.identity",

@@ -27,48 +27,86 @@ def add_commands(sub: Any) -> None:
     # prefix_chars="+": argparse treats every "-…" as a plain argument, so all of
     # Dask's options (and --help) reach Dask's own parser untouched.
     scheduler = sub.add_parser(
-        "scheduler", prefix_chars="+", add_help=False,
+        "scheduler",
+        prefix_chars="+",
+        add_help=False,
         help="run a Dask scheduler that admits only workers of this build "
-             "(Dask's `dask scheduler` options pass through)")
+        "(Dask's `dask scheduler` options pass through)",
+    )
     scheduler.add_argument("dask_args", nargs=argparse.REMAINDER)
     scheduler.set_defaults(func=run_scheduler)
 
     worker = sub.add_parser(
-        "worker", prefix_chars="+", add_help=False,
+        "worker",
+        prefix_chars="+",
+        add_help=False,
         help="run a Dask worker configured from its own environment (LOCKSTEP_EXECUTOR); "
-             "`dask worker` options pass through, e.g. tcp://host:8786 --nthreads 1")
+        "`dask worker` options pass through, e.g. tcp://host:8786 --nthreads 1",
+    )
     worker.add_argument("dask_args", nargs=argparse.REMAINDER)
     worker.set_defaults(func=run_worker)
 
     runner = sub.add_parser(
-        "runner", help="connect to a scheduler, check that it and its workers are this build, "
-                       "and print the cluster's table")
+        "runner",
+        help="connect to a scheduler, check that it and its workers are this build, "
+        "and print the cluster's table",
+    )
     runner.add_argument("scheduler", help="scheduler address, e.g. tcp://scheduler:8786")
-    runner.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="wait for at least N ready workers of this build (default 1)")
-    runner.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up after this long (default 30)")
-    runner.add_argument("--probe", action="store_true",
-                        help="also ask every worker directly, not only the scheduler's record")
+    runner.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="wait for at least N ready workers of this build (default 1)",
+    )
+    runner.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long (default 30)",
+    )
+    runner.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask every worker directly, not only the scheduler's record",
+    )
     runner.set_defaults(func=run_runner)
 
     doctor = sub.add_parser(
-        "doctor", help="show the live cluster behind a scheduler as a table (address, role, "
-                       "version, build id, executor, image, status); exit 1 unless it is all "
-                       "one build")
-    doctor.add_argument("--scheduler", required=True, metavar="ADDR",
-                        help="scheduler address, e.g. tcp://scheduler:8786")
-    doctor.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up after this long (default 30)")
+        "doctor",
+        help="show the live cluster behind a scheduler as a table (address, role, "
+        "version, build id, executor, image, status); exit 1 unless it is all "
+        "one build",
+    )
+    doctor.add_argument(
+        "--scheduler",
+        required=True,
+        metavar="ADDR",
+        help="scheduler address, e.g. tcp://scheduler:8786",
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long (default 30)",
+    )
     doctor.add_argument("--json", action="store_true", help="print the table as JSON")
     doctor.set_defaults(func=run_doctor)
+
+    check = sub.add_parser(
+        "self-check",
+        help="inside an image: import every executor its manifest lists, then print the manifest",
+    )
+    check.set_defaults(func=run_self_check)
 
 
 def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     """Run Dask's click command ``module.main`` with our preload first; its exit code."""
     import importlib
 
-    from lockstep.errors import CheckFailed, ServiceFailed
+    from lockstep.core.errors import CheckFailed, ServiceFailed
 
     main = importlib.import_module(module).main
     try:
@@ -80,17 +118,22 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
         refusal = _refusal(exc)
         if refusal:
             raise CheckFailed(refusal.removeprefix("lockstep ")) from exc
-        raise ServiceFailed(f"{prog} stopped: {type(exc).__name__}: {exc}; "
-                            "its log above says why") from exc
+        raise ServiceFailed(
+            f"{prog} stopped: {type(exc).__name__}: {exc}; its log above says why"
+        ) from exc
     return 0
 
 
 def _refusal(exc: BaseException | None) -> str | None:
     """The scheduler's refusal message, if the chain of ``exc`` holds one.
 
-    Dask raises ``ValueError("Unexpected response from register: {response!r}")``.
+    Dask raises ``ValueError("Unexpected response from register: {response!r}")``,
+    the repr of the scheduler's answer, whose ``message`` starts with
+    ``identity.REFUSED_WORKER``.
     """
     import ast
+
+    from lockstep.runtime.identity import REFUSED_WORKER
 
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -101,7 +144,7 @@ def _refusal(exc: BaseException | None) -> str | None:
                 message = ast.literal_eval(response).get("message", "")
             except (ValueError, SyntaxError, AttributeError):
                 message = response
-            if "lockstep refused worker" in str(message):
+            if REFUSED_WORKER in str(message):
                 return str(message)
         exc = exc.__cause__ or exc.__context__
     return None
@@ -112,8 +155,9 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
     manifest = load_manifest()  # BadInput, one line, before Dask starts
     log.info("lockstep scheduler: build %s version %s", manifest.build_id, manifest.version)
-    return _dask_main("distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args,
-                      "lockstep scheduler")
+    return _dask_main(
+        "distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args, "lockstep scheduler"
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -121,8 +165,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
     if not {"--help", "--version"} & set(args.dask_args):
         RuntimeConfig.from_env()  # BadInput, one line, before Dask starts
-    return _dask_main("distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args,
-                      "lockstep worker")
+    return _dask_main(
+        "distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args, "lockstep worker"
+    )
 
 
 def run_runner(args: argparse.Namespace) -> int:
@@ -132,8 +177,9 @@ def run_runner(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     client = open_client(args.scheduler, args.timeout)
     try:
-        report = check_cluster(client, manifest, n_workers=args.workers, timeout=args.timeout,
-                               probe_workers=args.probe)
+        report = check_cluster(
+            client, manifest, n_workers=args.workers, timeout=args.timeout, probe_workers=args.probe
+        )
     finally:
         client.close()
     print(report.table())
@@ -143,7 +189,7 @@ def run_runner(args: argparse.Namespace) -> int:
 def run_doctor(args: argparse.Namespace) -> int:
     import json
 
-    from lockstep.errors import CheckFailed
+    from lockstep.core.errors import CheckFailed
     from lockstep.runtime.doctor import diagnose
 
     diagnosis = diagnose(args.scheduler, args.timeout)
@@ -155,4 +201,14 @@ def run_doctor(args: argparse.Namespace) -> int:
         raise CheckFailed(diagnosis.summary())
     if not args.json:
         print(diagnosis.summary())
+    return 0
+
+
+def run_self_check(args: argparse.Namespace) -> int:
+    import json
+
+    from lockstep.runtime.selfcheck import self_check
+
+    manifest = self_check()
+    print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     return 0

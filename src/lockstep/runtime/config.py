@@ -7,24 +7,9 @@ missing, empty, of the wrong type, or names an executor this image does not
 contain stops the process with an error that lists the valid values; there is
 no fallback.
 
-The settings (``SETTINGS`` below is their one source; ``settings_table()``
-renders the README's Markdown table from it):
-
-- ``LOCKSTEP_MANIFEST`` (scheduler, worker, runner; default
-  ``/etc/lockstep/manifest.json``): path of this process's build manifest;
-  outside an image it must be set.
-- ``LOCKSTEP_EXECUTOR`` (worker; required, no default): the executor type for
-  this worker's tasks, one of the manifest's ``executors``
-  (``cold``, ``direct``, ``isolated_warm``); anything else stops the worker.
-- ``LOCKSTEP_EXECUTOR_START_TIMEOUT`` (worker; default ``30``): seconds, a
-  number > 0, to wait for the executor's child process to say it is ready.
-- ``LOCKSTEP_BUNDLE_DIR`` (worker; default ``<tempdir>/lockstep-bundles``):
-  where the worker caches job bundles by digest; must be writable (the images
-  run with a read-only root and a tmpfs ``/tmp``).
-- ``LOCKSTEP_IMAGE`` (scheduler, worker; optional, unset by default): the image
-  reference the deployment pulled (``HOST/REPO/lockstep-worker@sha256:…``).
-  Only informational: never validated, answered in ``lockstep_identity`` so
-  ``lockstep doctor`` can show it.
+The settings' names, defaults and meanings are in ``lockstep.core.settings``
+(the one table, rendered into the README); this module reads and checks the
+ones a worker and a scheduler use.
 
 Each worker logs its settings once at start-up, then one line
 ``lockstep worker ready: build <id> version <v> executor <type> pid <pid>``;
@@ -38,65 +23,23 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 
-from lockstep.errors import BadInput
-from lockstep.manifest import MANIFEST_ENV, MANIFEST_PATH, BuildManifest, load_manifest
-
-EXECUTOR_GROUP = "lockstep.executors"
-EXECUTOR_ENV = "LOCKSTEP_EXECUTOR"
-START_TIMEOUT_ENV = "LOCKSTEP_EXECUTOR_START_TIMEOUT"
-DEFAULT_START_TIMEOUT = 30.0
-BUNDLE_DIR_ENV = "LOCKSTEP_BUNDLE_DIR"
-BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
-IMAGE_ENV = "LOCKSTEP_IMAGE"
+from lockstep.core import registry
+from lockstep.core.errors import BadInput
+from lockstep.core.settings import BUNDLE_DIR as BUNDLE_DIR_ENV
+from lockstep.core.settings import DEFAULT_START_TIMEOUT, MANIFEST_PATH
+from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
+from lockstep.core.settings import IMAGE as IMAGE_ENV
+from lockstep.core.settings import MANIFEST as MANIFEST_ENV
+from lockstep.core.settings import ROLE as ROLE_ENV
+from lockstep.core.settings import START_TIMEOUT as START_TIMEOUT_ENV
+from lockstep.manifest import BuildManifest, load_manifest
 
 
 def default_bundle_dir() -> Path:
     """``lockstep-bundles`` under the temporary directory (``$TMPDIR``, else ``/tmp``)."""
     return Path(tempfile.gettempdir()) / "lockstep-bundles"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable: who reads it, its default, what it means."""
-
-    name: str
-    read_by: str
-    default: str | None  # None: no default (see ``required``)
-    meaning: str
-    required: bool = False
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(MANIFEST_ENV, "scheduler, worker, runner", MANIFEST_PATH,
-            "path of this process's build manifest; outside an image it must be set"),
-    Setting(EXECUTOR_ENV, "worker", None,
-            "executor type for this worker's tasks: one of the manifest's `executors`; "
-            "anything else stops the worker", required=True),
-    Setting(START_TIMEOUT_ENV, "worker", str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
-            "seconds (a number > 0) to wait for the executor's child process to say it is ready"),
-    Setting(BUNDLE_DIR_ENV, "worker", BUNDLE_DIR_DEFAULT,
-            "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
-            "`/tmp`); must be writable"),
-    Setting(IMAGE_ENV, "scheduler, worker", None,
-            "the image reference the deployment pulled, e.g. "
-            "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
-            "logged at start-up and shown by `lockstep doctor`"),
-)
-
-
-def settings_table() -> str:
-    """The README's settings table, as Markdown, from ``SETTINGS``."""
-    rows = ["| variable | read by | default | meaning |", "|---|---|---|---|"]
-    for s in SETTINGS:
-        if s.default is not None:
-            default = f"`{s.default}`"
-        else:
-            default = "none: required" if s.required else "unset"
-        rows.append(f"| `{s.name}` | {s.read_by} | {default} | {s.meaning} |")
-    return "\n".join(rows)
 
 
 def image_from_env(environ: Mapping[str, str] | None = None) -> str | None:
@@ -108,13 +51,11 @@ def image_from_env(environ: Mapping[str, str] | None = None) -> str | None:
 def scheduler_settings(environ: Mapping[str, str] | None = None) -> str:
     """The scheduler's one start-up log line of its settings."""
     env = os.environ if environ is None else environ
-    return (f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
-            f"{IMAGE_ENV}={image_from_env(env) or '(unset)'}")
-
-
-def registered_executors() -> dict[str, str]:
-    """The executor registry of this installation: name -> ``module:attr``, from entry points."""
-    return {ep.name: ep.value for ep in entry_points(group=EXECUTOR_GROUP)}
+    return (
+        f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
+        f"{IMAGE_ENV}={image_from_env(env) or '(unset)'} "
+        f"{ROLE_ENV}={env.get(ROLE_ENV) or '(unset)'}"
+    )
 
 
 @dataclass(frozen=True)
@@ -127,10 +68,12 @@ class RuntimeConfig:
     start_timeout: float
     bundle_dir: Path = field(default_factory=default_bundle_dir)
     image: str | None = None  # LOCKSTEP_IMAGE: informational only
+    role: str | None = None  # LOCKSTEP_ROLE, set by the image: informational only
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None,
-                 manifest: BuildManifest | None = None) -> RuntimeConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, manifest: BuildManifest | None = None
+    ) -> RuntimeConfig:
         """Read this process's environment; ``BadInput`` naming the variable and valid values.
 
         ``manifest`` defaults to this process's own (``$LOCKSTEP_MANIFEST``).
@@ -146,15 +89,19 @@ class RuntimeConfig:
             start_timeout=_positive_seconds(env, START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT),
             bundle_dir=_bundle_dir(env),
             image=image_from_env(env),
+            role=env.get(ROLE_ENV) or None,
         )
 
     def describe(self) -> str:
         """One log line of every setting and where its value came from."""
-        return (f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
-                f"{EXECUTOR_ENV}={self.executor} "
-                f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
-                f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
-                f"{IMAGE_ENV}={self.image or '(unset)'}")
+        return (
+            f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
+            f"{EXECUTOR_ENV}={self.executor} "
+            f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
+            f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
+            f"{IMAGE_ENV}={self.image or '(unset)'} "
+            f"{ROLE_ENV}={self.role or '(unset)'}"
+        )
 
 
 def _bundle_dir(env: Mapping[str, str]) -> Path:
@@ -163,8 +110,10 @@ def _bundle_dir(env: Mapping[str, str]) -> Path:
         return default_bundle_dir()
     if not raw or not os.path.isabs(raw):
         shown = repr(raw) if raw else "'' (empty)"
-        raise BadInput(f"{BUNDLE_DIR_ENV}={shown} is not an absolute path; unset it for the "
-                       f"default ({default_bundle_dir()}) or set a writable directory")
+        raise BadInput(
+            f"{BUNDLE_DIR_ENV}={shown} is not an absolute path; unset it for the "
+            f"default ({default_bundle_dir()}) or set a writable directory"
+        )
     return Path(raw)
 
 
@@ -173,18 +122,22 @@ def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
     build = f"build {manifest.build_id} version {manifest.version}"
     value = env.get(EXECUTOR_ENV)
     if value is None:
-        raise BadInput(f"{EXECUTOR_ENV} is not set; set it to one of the executors of "
-                       f"{build}: {valid}")
+        raise BadInput(
+            f"{EXECUTOR_ENV} is not set; set it to one of the executors of {build}: {valid}"
+        )
     if value not in manifest.executors:
         shown = repr(value) if value else "'' (empty)"
-        raise BadInput(f"{EXECUTOR_ENV}={shown} is not an executor of {build}; "
-                       f"valid values: {valid}")
-    registry = registered_executors()
-    if value not in registry:
-        raise BadInput(f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
-                       f"registers no {EXECUTOR_GROUP} entry point {value!r} (it has: "
-                       f"{', '.join(sorted(registry)) or 'none'}); the image is inconsistent, "
-                       "rebuild it")
+        raise BadInput(
+            f"{EXECUTOR_ENV}={shown} is not an executor of {build}; valid values: {valid}"
+        )
+    found = registry.registered()
+    if value not in found:
+        raise BadInput(
+            f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
+            f"registers no {registry.GROUP} entry point {value!r} (it has: "
+            f"{', '.join(sorted(found)) or 'none'}); the image is inconsistent, "
+            "rebuild it"
+        )
     return value
 
 
@@ -198,6 +151,8 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         shown = repr(raw) if raw else "'' (empty)"
-        raise BadInput(f"{name}={shown} is not a number of seconds > 0; unset it for the "
-                       f"default ({default:g}) or set a number such as 30")
+        raise BadInput(
+            f"{name}={shown} is not a number of seconds > 0; unset it for the "
+            f"default ({default:g}) or set a number such as 30"
+        )
     return value

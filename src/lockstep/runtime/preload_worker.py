@@ -7,7 +7,7 @@ In the worker process, before it registers with the scheduler:
 3. announce the manifest (canonical JSON) and the executor type through
    ``worker.startup_information``, which the scheduler's gate checks;
 4. answer ``lockstep_identity`` (a pickle-free handler) for ``connect``, and
-   the job bundle handlers (``lockstep.runtime.bundles``).
+   the job bundle handlers (``lockstep.runtime.bundle_store``).
 
 Any failure exits the worker process (Dask only logs an exception raised in
 ``dask_setup`` and runs on, DESIGN.md §5). Once the scheduler has admitted
@@ -21,8 +21,8 @@ import logging
 import sys
 from typing import Any
 
-from lockstep.errors import LockstepError
-from lockstep.runtime import bundles
+from lockstep.core.errors import LockstepError
+from lockstep.runtime import bundle_store
 from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
@@ -50,7 +50,7 @@ async def dask_setup(worker: Any) -> None:
     worker.startup_information[ANNOUNCE_KEY] = lambda _w: runtime.announce()
     worker.startup_information[EXECUTOR_KEY] = lambda _w: config.executor
     worker.handlers[IDENTITY_OP] = runtime.identity
-    bundles.install(worker, runtime.bundles)
+    bundle_store.install(worker, runtime.bundles)
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)
     task.add_done_callback(_background.discard)
@@ -64,8 +64,14 @@ async def _log_when_admitted(worker: Any, runtime: WorkerRuntime) -> None:
     from distributed.core import Status
 
     admitted = {Status.running, Status.paused}
-    ended = {Status.closing, Status.closing_gracefully, Status.closed, Status.failed,
-             Status.stopping, Status.stopped}
+    ended = {
+        Status.closing,
+        Status.closing_gracefully,
+        Status.closed,
+        Status.failed,
+        Status.stopping,
+        Status.stopped,
+    }
     while worker.status not in admitted | ended:
         await asyncio.sleep(0.02)
     if worker.status in admitted:

@@ -12,8 +12,9 @@ import os
 import threading
 from typing import Any
 
-from lockstep.runtime.bundles import BundleStore
-from lockstep.runtime.config import RuntimeConfig, registered_executors
+from lockstep.core.registry import registered
+from lockstep.runtime.bundle_store import BundleStore
+from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_executor
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class WorkerRuntime:
 
     def __init__(self, config: RuntimeConfig, slots: int = 1) -> None:
         self.config = config
-        cls = load_executor(config.executor, registered_executors())
+        cls = load_executor(config.executor, registered())
         self.executor: Executor = cls(config, slots)
         self.bundles = BundleStore(config.bundle_dir)
         self.ready = False
@@ -61,8 +62,10 @@ class WorkerRuntime:
 
     def ready_line(self) -> str:
         m = self.config.manifest
-        return (f"lockstep worker ready: build {m.build_id} version {m.version} "
-                f"executor {self.config.executor} pid {os.getpid()}")
+        return (
+            f"lockstep worker ready: build {m.build_id} version {m.version} "
+            f"executor {self.config.executor} pid {os.getpid()}"
+        )
 
     def close(self) -> None:
         self.ready = False

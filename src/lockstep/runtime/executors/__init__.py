@@ -18,9 +18,10 @@ Kept light: the executors' child processes import this package.
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from lockstep.core import registry
 
 if TYPE_CHECKING:
     from lockstep.runtime.config import RuntimeConfig
@@ -88,10 +89,7 @@ class Executor(abc.ABC):
 
 def load_executor(name: str, targets: dict[str, str]) -> type[Executor]:
     """The executor class registered as ``name`` in ``targets`` (name -> ``module:attr``)."""
-    module_name, _, attr = targets[name].partition(":")
-    cls: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        cls = getattr(cls, part)
+    cls: Any = registry.resolve(targets[name])
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
         raise TypeError(f"executor entry point {name} = {targets[name]} is not an Executor class")
     return cls

@@ -19,6 +19,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from lockstep.core import registry
+
 HEADER = struct.Struct(">cII")
 READY = b"R"  # child -> worker: started; pid is the child's
 CALL = b"C"  # worker -> child: payload is pickle((target, args, kwargs, paths))
@@ -30,7 +32,7 @@ CRASHED = b"X"  # template -> worker: the task's child died; payload is a UTF-8 
 def write_frame(fd: int, kind: bytes, pid: int, payload: bytes = b"") -> None:
     data = memoryview(HEADER.pack(kind, pid, len(payload)) + payload)
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def read_exact(fd: int, n: int) -> bytes:
@@ -88,10 +90,7 @@ def use_paths(paths: tuple[str, ...]) -> None:
 
 def resolve(target: str) -> Callable[..., Any]:
     """The callable named ``module:qualified.name``, importing its module here."""
-    module_name, _, qualname = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj: Any = registry.resolve(target)
     if not callable(obj):
         raise TypeError(f"{target} is not callable")
     return obj  # type: ignore[no-any-return]

@@ -1,0 +1,324 @@
+"""The Bazel front end's entry points: ``python -m lockstep.assembly.bazel COMMAND``.
+
+Bazel (``images/BUILD``, ``images/image.bzl``) calls this module, and only
+through the public builder API, so ``bazel build //images:worker`` and
+``lockstep build`` make the same bytes:
+
+``describe``
+    Run by the repository rule ``@lockstep_project`` on the host: reads
+    ``pyproject.toml`` with ``load_project`` and prints the Starlark facts
+    Bazel needs (declared source globs per package, lock labels, roles, the
+    builder's python). Nothing about the images is written twice.
+``images``
+    The image action, in Bazel's sandbox: builds both images from the declared
+    inputs in the working directory (the sandbox's exec root) into ``--out``,
+    with a small JSON per image and ``build.json`` (the ``lockstep build
+    --json`` contract, paths relative to that file).
+``base``
+    The base layer alone: its gzip blob and a JSON with its digests.
+
+Locked ``.deb``s and wheels come from the content-addressed cache
+``$LOCKSTEP_CACHE_DIR`` (every read verified by sha256) or, on a miss, are
+fetched by their pinned sha256 and verified before they are cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lockstep.core.atomic import write_bytes
+from lockstep.core.errors import BadInput, CheckFailed, LockstepError
+from lockstep.core.progress import to_stderr as progress
+from lockstep.core.settings import CACHE_DIR as CACHE_ENV
+
+BUILD_FILES = ("BUILD.bazel", "BUILD")
+# What the CLI never counts as a source (lockstep.inputs.declared), as Bazel glob excludes.
+_GLOB_CHARS = frozenset("*?[")
+
+
+# --------------------------------------------------------------------------- describe
+
+
+def package_of(root: Path, rel: str) -> str:
+    """The Bazel package holding ``rel``: its deepest literal directory with a BUILD file."""
+    parts = rel.split("/")[:-1]
+    package = ""
+    for i, part in enumerate(parts):
+        if _GLOB_CHARS & set(part):
+            break
+        candidate = "/".join(parts[: i + 1])
+        if any((root / candidate / name).is_file() for name in BUILD_FILES):
+            package = candidate
+    return package
+
+
+def bazel_pattern(pattern: str, where: str) -> None:
+    """BadInput unless Bazel's ``glob`` means the same as ``pathlib`` for ``pattern``."""
+    for part in pattern.split("/"):
+        if "?" in part or "[" in part:
+            raise BadInput(
+                f"{where}: source pattern {pattern!r} uses ? or [...], which Bazel's "
+                "glob does not support; use * and ** only"
+            )
+        if "**" in part and part != "**":
+            raise BadInput(
+                f"{where}: source pattern {pattern!r}: ** must be a whole path "
+                "segment for Bazel's glob"
+            )
+
+
+def subpackages_below(root: Path, pattern: str) -> list[str]:
+    """BUILD files under the literal prefix of a ``**`` pattern: Bazel's glob stops at each."""
+    parts = pattern.split("/")
+    if "**" not in parts:
+        return []
+    from lockstep.inputs import declared as sources
+
+    prefix = root.joinpath(*parts[: parts.index("**")])
+    found = []
+    for dirpath, dirnames, filenames in os.walk(prefix):
+        dirnames[:] = sorted(d for d in dirnames if d not in sources.EXCLUDED_DIRS)
+        here = Path(dirpath)
+        if here != prefix and any(name in filenames for name in BUILD_FILES):
+            found.append(here.relative_to(root).as_posix())
+    return found
+
+
+def glob_excludes() -> list[str]:
+    """Bazel glob excludes for what ``lockstep.inputs.declared`` never counts."""
+    from lockstep.inputs import declared as sources
+
+    dirs = [f"**/{d}/**" for d in sources.EXCLUDED_DIRS]
+    return sorted([*dirs, "**/*.egg-info/**", *(f"**/*{s}" for s in sources.EXCLUDED_SUFFIXES)])
+
+
+def label(root: Path, path: Path) -> str:
+    """The Bazel label of a file under ``root``."""
+    rel = path.relative_to(root).as_posix()
+    package = package_of(root, rel)
+    name = rel[len(package) + 1 :] if package else rel
+    return f"//{package}:{name}"
+
+
+def describe(root: Path, python: str) -> str:
+    """The generated ``project.bzl``: what Bazel needs from ``pyproject.toml``, as Starlark."""
+    from lockstep.inputs.python.pex import pex3_argv
+    from lockstep.project import ROLES, load_project
+
+    pex3_argv()  # the builder's environment must have the pinned pex
+    project = load_project(root)
+    where = f"{project.pyproject} [tool.lockstep] sources"
+    by_package: dict[str, list[str]] = {}
+    for pattern in project.sources:
+        bazel_pattern(pattern, where)
+        below = subpackages_below(root, pattern)
+        if below:
+            raise BadInput(
+                f"{where}: pattern {pattern!r} reaches into the Bazel package "
+                f"//{below[0]} ({below[0]}/BUILD); Bazel's glob stops there, so its "
+                "files would be missing from the build; remove that BUILD file or "
+                "narrow the pattern"
+            )
+        package = package_of(root, pattern)
+        rel = pattern[len(package) + 1 :] if package else pattern
+        by_package.setdefault(package, []).append(rel)
+    facts: dict[str, Any] = {
+        "PYTHON": python,
+        "NAME": project.name,
+        "VERSION": project.version,
+        "ROLES": list(ROLES),
+        "SOURCES": by_package,
+        "SOURCE_EXCLUDES": glob_excludes(),
+        "PYPROJECT": label(root, project.pyproject),
+        "PYTHON_LOCK": label(root, project.python_lock),
+        "DEBIAN_LOCK": label(root, project.debian_lock),
+        "COMPLETE_PLATFORM": label(root, project.complete_platform),
+    }
+    lines = [
+        "# Generated from pyproject.toml by `python -m lockstep.assembly.bazel describe`",
+        "# (repository rule @lockstep_project, images/repo.bzl). Do not edit.",
+    ]
+    lines += [f"{key} = {json.dumps(value, sort_keys=True)}" for key, value in facts.items()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- in the sandbox
+
+
+def check_sandbox(root: Path) -> None:
+    """CheckFailed unless the builder's own code is the declared copy under ``root``.
+
+    ``PYTHONPATH=src`` puts the exec root's declared ``src`` first; an editable
+    install of lockstep elsewhere must never stand in for a file the action did
+    not declare.
+    """
+    import lockstep
+
+    here = Path(os.path.abspath(lockstep.__file__))
+    if not here.is_relative_to(Path(os.path.abspath(root))):
+        raise CheckFailed(
+            f"the builder's code was imported from {here.parent}, outside the "
+            f"action's declared inputs in {root}; declare src/lockstep/** "
+            "(//:builder) as inputs of the action"
+        )
+
+
+def check_declared(root: Path, patterns: Sequence[str], files: Sequence[Path]) -> None:
+    """BadInput naming the first source pattern or project file missing from ``root``.
+
+    In Bazel's sandbox ``root`` holds only the action's declared inputs, so a
+    miss here is a file the rules did not declare (or one that does not exist).
+    """
+    hint = (
+        "the file is missing, or the Bazel rules do not declare it (each package's "
+        "declared_sources() globs pyproject.toml's patterns; images/image.bzl declares "
+        "the locks and the platform file named there)"
+    )
+    for pattern in patterns:
+        if not any(path.is_file() for path in root.glob(pattern)):
+            raise BadInput(
+                f"{root / 'pyproject.toml'}: [tool.lockstep] sources pattern "
+                f"{pattern!r} matches none of the action's declared inputs; {hint}"
+            )
+    for path in files:
+        if not path.is_file():
+            raise BadInput(
+                f"{path.relative_to(root)} is not among the action's declared inputs; {hint}"
+            )
+
+
+def sandbox_cache(environ: Mapping[str, str] | None = None) -> Path:
+    """``$LOCKSTEP_CACHE_DIR``, which must be set and writable inside the sandbox."""
+    env = os.environ if environ is None else environ
+    value = env.get(CACHE_ENV, "")
+    fix = (
+        "run bazel through the workspace launcher tools/bazel (the bazel command does that "
+        f"when it finds it), or pass --action_env={CACHE_ENV}=DIR "
+        "--sandbox_writable_path=DIR"
+    )
+    if not value or not os.path.isabs(value):
+        raise BadInput(
+            f"{CACHE_ENV} is {'not an absolute path' if value else 'not set'} in the "
+            f"Bazel action; {fix}"
+        )
+    root = Path(value)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".bazel-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BadInput(
+            f"{root}: the lockstep cache is not writable in Bazel's sandbox ({exc.strerror}); {fix}"
+        ) from exc
+    return root
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
+    """Both images into ``out`` plus ``<role>.json`` and ``build.json``; the build.json data."""
+    from lockstep.assembly.builder import Builder
+    from lockstep.core.store import Cache
+    from lockstep.project import ROLES, load_project
+
+    project = load_project(root)
+    check_declared(
+        root, project.sources, [project.python_lock, project.debian_lock, project.complete_platform]
+    )
+    result = Builder(project, Cache(cache_root), progress).build(ROLES, out_dir=out)
+    data = result.to_json()
+    for role, image in data["images"].items():
+        image["path"] = f"{role}.tar"  # relative to the JSON: Bazel's sandbox path is gone
+        _write_json(out / f"{role}.json", {"build_id": data["build_id"], "role": role, **image})
+    _write_json(out / "build.json", data)
+    return data
+
+
+def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> dict[str, Any]:
+    """The base layer's gzip blob at ``blob_out`` and its digests at ``json_out``."""
+    from lockstep.assembly.builder import Builder
+    from lockstep.core.store import Cache
+    from lockstep.project import load_project
+
+    project = load_project(root)
+    check_declared(root, (), [project.debian_lock])
+    builder = Builder(project, Cache(cache_root), progress)
+    record = builder.base_layer()
+    blob = builder.cache.get_blob(record.digest)
+    if blob is None:
+        raise CheckFailed(
+            f"{builder.cache.blob_path(record.digest)}: the base layer vanished "
+            "from the cache while building; build again"
+        )
+    write_bytes(blob_out, blob)
+    data = {
+        "digest": record.digest,
+        "diff_id": record.diff_id,
+        "size": record.size,
+        "python": record.facts.get("python"),
+        "path": blob_out.name,
+    }
+    _write_json(json_out, data)
+    return data
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lockstep.assembly.bazel",
+        description="Entry points of lockstep's Bazel rules.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("describe", help="print project.bzl for the repository rule")
+    p.add_argument("--project", type=Path, required=True)
+    p.add_argument("--python", required=True, help="the builder's python, as Bazel runs it")
+    p = sub.add_parser("images", help="build both images (in the action's exec root)")
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("base", help="build the base layer alone")
+    p.add_argument("--blob", type=Path, required=True)
+    p.add_argument("--json", type=Path, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        if args.command == "describe":
+            sys.stdout.write(describe(args.project.resolve(), args.python))
+            return 0
+        root = Path.cwd()
+        check_sandbox(root)
+        cache_root = sandbox_cache()
+        if args.command == "images":
+            build_images(root, args.out.absolute(), cache_root)
+        else:
+            build_base(root, args.blob.absolute(), args.json.absolute(), cache_root)
+    except LockstepError as exc:
+        print(f"lockstep: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except FileNotFoundError as exc:
+        # In the sandbox this is, almost always, a file the action did not declare.
+        print(
+            f"lockstep: error: {exc.filename}: no such file among the action's declared "
+            f"inputs ({exc.strerror}); declare it ([tool.lockstep] sources in pyproject.toml, "
+            "or the rule's srcs in images/image.bzl)",
+            file=sys.stderr,
+        )
+        return BadInput.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

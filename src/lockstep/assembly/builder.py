@@ -1,0 +1,279 @@
+"""The build: declared inputs → the runner and worker images (orchestration only).
+
+Layers, bottom to top: the Debian base; the locked third-party packages; the
+app; the build manifest. Each of the first three is cached under a key made
+of what it depends on (``layercache``), so a change to ``src/`` rewrites only
+the app and manifest layers. Runner and worker share every layer and differ
+only in their config. Nothing is written to the output directory until both
+images are complete, and then only by rename (``oci.write_archives``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockstep.assembly import app, base, layout, oci, pycompile, thirdparty
+from lockstep.assembly.entries import Entry, make_layer
+from lockstep.assembly.layercache import LayerCache, LayerRecord
+from lockstep.assembly.stage import StagedPython, materialize
+from lockstep.core import registry, vcs
+from lockstep.core.atomic import write_bytes
+from lockstep.core.digests import TreeFile
+from lockstep.core.errors import BadInput
+from lockstep.core.progress import Progress, quiet
+from lockstep.core.store import Cache
+from lockstep.inputs import declared
+from lockstep.inputs.debian import fetch
+from lockstep.inputs.debian import lock as debian_lock
+from lockstep.inputs.python import pex, platform
+from lockstep.manifest import BuildManifest, Stamp
+from lockstep.project import ROLES, Project
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    role: str
+    image: oci.Image
+    path: Path
+
+    @property
+    def digest(self) -> str:
+        return self.image.digest
+
+    @property
+    def config(self) -> str:
+        return self.image.config_digest
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: BuildManifest
+    images: Mapping[str, BuiltImage]
+    layers: Mapping[str, LayerRecord]  # base, python, app, manifest: every blob is in the cache
+
+    @property
+    def build_id(self) -> str:
+        return self.manifest.build_id
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``lockstep build --json`` contract (docs/design.md)."""
+        return {
+            "build_id": self.build_id,
+            "images": {
+                role: {"digest": b.digest, "config": b.config, "path": str(b.path)}
+                for role, b in sorted(self.images.items())
+            },
+        }
+
+
+def git_stamp(root: Path) -> Stamp:
+    """Commit, newest tag at HEAD and dirty flag of the work tree holding ``root``."""
+    repo = vcs.open_repo(root, "--stamp")
+    commit = vcs.head_commit(repo)
+    tags = vcs.tags_at(repo, commit)
+    return Stamp(commit=commit, tag=tags[-1] if tags else None, dirty=vcs.is_dirty(repo))
+
+
+def python_version(staged_python: StagedPython) -> str:
+    """The image interpreter's ``platform.python_version()`` (what the manifest records)."""
+    staged_python.check()
+    proc = staged_python.run(
+        ["-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(proc.stdout).strip()
+
+
+class Builder:
+    """Builds one project's images, using and filling a content-addressed cache."""
+
+    def __init__(self, project: Project, cache: Cache, progress: Progress = quiet) -> None:
+        self.project = project
+        self.cache = cache
+        self.layers = LayerCache(cache)
+        self.progress = progress
+
+    # -- the layers ------------------------------------------------------------------
+
+    def base_layer(self) -> LayerRecord:
+        lock_path = self.project.debian_lock
+        key = self.layers.key(
+            "base", debian_lock=declared.lock_digest(lock_path, debian_lock.RELOCK)
+        )
+        cached = self.layers.get("base", key)
+        if cached:
+            return cached
+        lock = debian_lock.read_lock(lock_path)
+        debs = fetch.fetch(lock, self.project.mirror(), self.cache, self.progress)
+        entries = base.base_entries(lock, debs)
+        self.progress("compiling the standard library with the image's python")
+        with tempfile.TemporaryDirectory(prefix="lockstep-base-") as tmp:
+            materialize(entries, Path(tmp))
+            staged_python = StagedPython(Path(tmp))
+            pycs = pycompile.compile_pycs(staged_python, entries)
+            version = python_version(staged_python)
+        return self.layers.put("base", key, make_layer([*entries, *pycs]), {"python": version})
+
+    def python_layer(self, base_record: LayerRecord) -> LayerRecord:
+        lock_path = self.project.python_lock
+        platform_path = self.project.complete_platform
+        key = self.layers.key(
+            "python",
+            base=base_record.digest,
+            python_lock=declared.lock_digest(lock_path, pex.RELOCK),
+            platform=declared.lock_digest(platform_path, pex.RELOCK),
+        )
+        cached = self.layers.get("python", key)
+        if cached:
+            return cached
+        self.progress("installing the locked Python packages (pex)")
+        entries = thirdparty.install_entries(
+            lock_path, platform_path, self.cache.root, self.progress
+        )
+        pycs = pycompile.compile_pycs(StagedPython(self.layers.staged(base_record)), entries)
+        return self.layers.put("python", key, make_layer([*entries, *pycs]))
+
+    def app_layer(
+        self,
+        base_record: LayerRecord,
+        third_party: LayerRecord,
+        files: Sequence[TreeFile],
+        sources_digest: str,
+    ) -> LayerRecord:
+        key = self.layers.key(
+            "app", base=base_record.digest, python=third_party.digest, sources=sources_digest
+        )
+        cached = self.layers.get("app", key)
+        if cached:
+            return cached
+        entries = app.app_entries(self.project, files)
+        staged_python = StagedPython(self.layers.staged(base_record))
+        with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
+            materialize(entries, Path(tmp))
+            self.check_executors(staged_python, Path(tmp), self.layers.staged(third_party))
+        pycs = pycompile.compile_pycs(staged_python, entries)
+        return self.layers.put("app", key, make_layer([*entries, *pycs]))
+
+    def check_executors(
+        self, staged_python: StagedPython, app_root: Path, third_party_root: Path
+    ) -> None:
+        """Import every registered executor from the image's own files, with its python
+        (``lockstep.core.registry`` run as a script)."""
+        site = layout.SITE_DIR
+        proc = staged_python.run(
+            ["-P", registry.__file__, str(app_root / site), str(third_party_root / site)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise BadInput(
+                f"executor check failed to run in the image's python: "
+                f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+            )
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        expected = dict(self.project.executors)
+        if result["found"] != expected:
+            raise BadInput(
+                f"{self.project.pyproject}: the image's executor registry "
+                f"{sorted(result['found'])} differs from the declared "
+                f"{sorted(expected)}"
+            )
+        for name, message in sorted(result["errors"].items()):
+            raise BadInput(
+                f"{self.project.pyproject}: executor {name!r} does not import from "
+                f"the image's own files ({message}); fix the module or remove the "
+                "entry point"
+            )
+
+    def complete_platform(self) -> bytes:
+        """The platform file of the image's python, asked in the cached base layer."""
+        staged = StagedPython(self.layers.staged(self.base_layer()))
+        self.progress("inspecting the image's python for its markers and wheel tags")
+        staged.check()
+        return platform.complete_platform(staged.argv(), staged.env(), self.cache.root)
+
+    # -- the build -------------------------------------------------------------------
+
+    def build(
+        self, roles: Sequence[str] = ROLES, out_dir: Path | None = None, stamp: bool | Stamp = False
+    ) -> BuildResult:
+        """Build ``roles`` into ``out_dir``. ``stamp``: False for none, True for the git
+        facts of the work tree, or an exact ``Stamp`` (a release names its future tag)."""
+        project = self.project
+        files = declared.load(project.root, project.sources)
+        inputs = declared.build_inputs(project, files)
+        stamp_value = (
+            stamp if isinstance(stamp, Stamp) else (git_stamp(project.root) if stamp else None)
+        )
+        base_record = self.base_layer()
+        third_party = self.python_layer(base_record)
+        app_record = self.app_layer(base_record, third_party, files, inputs["sources"])
+        manifest = BuildManifest(
+            name=project.name,
+            version=project.version,
+            inputs=inputs,
+            executors=tuple(project.executors),
+            python=str(base_record.facts["python"]),
+            stamp=stamp_value,
+        )
+        top = make_layer([Entry.file(layout.MANIFEST_FILE, manifest.to_json())])
+        self.cache.put_blob(top.blob)
+        records = {
+            "base": base_record,
+            "python": third_party,
+            "app": app_record,
+            "manifest": LayerRecord(top.digest, top.diff_id, top.size),
+        }
+        refs = [r.ref() for r in records.values()]
+        out = out_dir or project.root / "out"
+        built = {
+            role: BuiltImage(role, self.image(role, manifest, refs), out / f"{role}.tar")
+            for role in roles
+        }
+        ref_name = layout.ref_name(project.version, manifest.short_id)
+        outs = [
+            oci.ArchiveOut(
+                b.path, b.image, ref_name, (f"{layout.image_name(project.name, role)}:{ref_name}",)
+            )
+            for role, b in built.items()
+        ]
+        oci.write_archives(outs, self.layers.blob)
+        return BuildResult(manifest=manifest, images=built, layers=records)
+
+    def image(self, role: str, manifest: BuildManifest, refs: Sequence[oci.LayerRef]) -> oci.Image:
+        """One role's image: the shared layers with its own config."""
+        project = self.project
+        spec = project.images[role]
+        labels = layout.labels(
+            project_name=project.name,
+            version=project.version,
+            source_url=project.source_url,
+            role=role,
+            build_id=manifest.build_id,
+            executors=manifest.executors,
+            revision=manifest.stamp.commit if manifest.stamp else None,
+        )
+        return oci.make_image(
+            layers=refs,
+            entrypoint=spec.entrypoint,
+            cmd=spec.cmd,
+            env=layout.image_env(role),
+            labels=labels,
+        )
+
+
+def write_complete_platform(project: Project, cache: Cache, progress: Progress = quiet) -> Path:
+    """Write ``images/complete-platform.json`` from the image's own python (Debian lock)."""
+    path = project.complete_platform
+    write_bytes(path, Builder(project, cache, progress).complete_platform())
+    return path

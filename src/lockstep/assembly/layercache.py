@@ -1,0 +1,147 @@
+"""The layer cache: each layer kept under a key made of everything it depends on.
+
+A key is the canonical JSON of the layer's kind, the builder's own code
+digest and the digests of its inputs, so a change to any of them makes a new
+layer and nothing stale is ever reused. A record holds the layer blob's
+digests plus facts learned while making it (the base's python version).
+Layers are also materialised once per digest (``staged``) for the steps that
+run the image's python against them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lockstep.assembly import oci
+from lockstep.assembly.entries import Entry, Layer
+from lockstep.assembly.stage import materialize
+from lockstep.core.atomic import staging_dir
+from lockstep.core.digests import canonical_json, hex_of, sha256_digest
+from lockstep.core.errors import BadInput
+from lockstep.core.store import Cache
+
+# The builder's own code: what every layer key covers besides the layer's inputs.
+CODE_PACKAGES = ("assembly", "inputs", "core")
+CODE_MODULES = ("manifest.py",)
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """A cached layer: its blob's digests, plus facts learned while making it."""
+
+    digest: str
+    diff_id: str
+    size: int
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    def ref(self) -> oci.LayerRef:
+        return oci.LayerRef(self.digest, self.diff_id, self.size)
+
+
+def builder_code_digest() -> str:
+    """Digest of the running builder's own code: part of every layer key."""
+    import lockstep
+
+    pkg = Path(lockstep.__file__).parent
+    files = sorted(
+        [
+            *(f for name in CODE_PACKAGES for f in (pkg / name).rglob("*.py")),
+            *(pkg / name for name in CODE_MODULES),
+        ]
+    )
+    rows = [[f.relative_to(pkg).as_posix(), sha256_digest(f.read_bytes())] for f in files]
+    return sha256_digest(canonical_json(rows))
+
+
+def read_blob(cache: Cache, digest: str) -> bytes:
+    """A layer blob the build put in ``cache``; BadInput if it is gone or corrupt."""
+    data = cache.get_blob(digest)
+    if data is None:
+        raise BadInput(
+            f"{cache.blob_path(digest)}: cached layer is missing or corrupt; "
+            "run the build again (it will be remade)"
+        )
+    return data
+
+
+def entries_from_tar(raw: bytes) -> list[Entry]:
+    """Entries of an uncompressed layer tar we wrote ourselves."""
+    out: list[Entry] = []
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        for info in tar:
+            name = info.name.rstrip("/")
+            if info.isdir():
+                out.append(Entry.dir(name, info.mode))
+            elif info.issym():
+                out.append(Entry.symlink(name, info.linkname))
+            elif info.isfile():
+                f = tar.extractfile(info)
+                assert f is not None
+                out.append(Entry.file(name, f.read(), info.mode))
+    return out
+
+
+class LayerCache:
+    """Layers of one builder (its code digest) in a content-addressed ``Cache``."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self._code = builder_code_digest()
+        self._staged: dict[str, Path] = {}
+
+    def key(self, kind: str, **parts: str) -> str:
+        return sha256_digest(canonical_json({"kind": kind, "code": self._code, **parts}))
+
+    def get(self, kind: str, key: str) -> LayerRecord | None:
+        """The record stored under ``key``, if it and its blob are still present."""
+        record_digest = self.cache.get_key(kind, key)
+        if record_digest is None:
+            return None
+        raw = self.cache.get_blob(record_digest)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        record = LayerRecord(data["digest"], data["diff_id"], data["size"], data["facts"])
+        return record if self.cache.blob_path(record.digest).exists() else None
+
+    def put(
+        self, kind: str, key: str, layer: Layer, facts: Mapping[str, Any] | None = None
+    ) -> LayerRecord:
+        """Store ``layer`` (and its record under ``key``)."""
+        self.cache.put_blob(layer.blob)
+        record = LayerRecord(layer.digest, layer.diff_id, layer.size, dict(facts or {}))
+        record_digest = self.cache.put_blob(
+            canonical_json(
+                {
+                    "digest": record.digest,
+                    "diff_id": record.diff_id,
+                    "size": record.size,
+                    "facts": record.facts,
+                }
+            )
+        )
+        self.cache.put_key(kind, key, record_digest)
+        return record
+
+    def blob(self, digest: str) -> bytes:
+        return read_blob(self.cache, digest)
+
+    def staged(self, record: LayerRecord) -> Path:
+        """The layer's files on disk under the cache (made once per layer digest)."""
+        if record.digest in self._staged:
+            return self._staged[record.digest]
+        path = self.cache.root / "staged" / hex_of(record.digest)
+        if not (path / ".complete").exists():
+            entries = entries_from_tar(gzip.decompress(self.blob(record.digest)))
+            with staging_dir(path) as tmp:
+                materialize(entries, tmp)
+                (tmp / ".complete").write_text(record.digest)
+        self._staged[record.digest] = path
+        return path

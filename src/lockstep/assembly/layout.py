@@ -1,0 +1,81 @@
+"""The image's layout: where things live in it, who runs it, its env, labels and names.
+
+Every fact about the image's shape that more than one step needs is defined
+here once: the interpreter and site directory (the app and third-party
+layers, the staged python, console scripts), the non-root user (the base's
+``/etc/passwd`` and the config's ``User``), the environment, the labels, and
+how each role's image and archive are named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lockstep.core import settings
+
+PYTHON = "usr/bin/python3.11"  # the image's interpreter, relative to its root
+LOADER = "usr/lib64/ld-linux-x86-64.so.2"
+LIBDIR = "usr/lib/x86_64-linux-gnu"
+SITE_DIR = "usr/local/lib/python3.11/dist-packages"
+BIN_DIR = "usr/local/bin"
+CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
+MANIFEST_FILE = settings.MANIFEST_PATH.lstrip("/")  # the build manifest, in the top layer
+
+NONROOT_UID = 65532
+NONROOT = "nonroot"
+USER = f"{NONROOT_UID}:{NONROOT_UID}"
+WORKDIR = "/tmp"
+ARCHITECTURE = "amd64"
+
+
+def image_env(role: str) -> dict[str, str]:
+    """The environment every process of the ``role`` image starts with."""
+    return {
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        settings.ROLE: role,
+        "PATH": f"/{BIN_DIR}:/usr/bin",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "SSL_CERT_FILE": f"/{CA_BUNDLE}",
+    }
+
+
+def image_name(project_name: str, role: str) -> str:
+    """One role's image (and registry repository) name: ``lockstep-worker``."""
+    return f"{project_name}-{role}"
+
+
+def ref_name(version: str, short_id: str) -> str:
+    """The tag of an unreleased build's archives: ``0.1.0-<12 hex of the build id>``."""
+    return f"{version}-{short_id}"
+
+
+def labels(
+    *,
+    project_name: str,
+    version: str,
+    source_url: str,
+    role: str,
+    build_id: str,
+    executors: tuple[str, ...],
+    revision: str | None,
+) -> dict[str, str]:
+    """The config labels (also the manifest's annotations) of one role's image."""
+    out = {
+        "io.lockstep.build-id": build_id,
+        "io.lockstep.executors": ",".join(executors),
+        "io.lockstep.role": role,
+        "org.opencontainers.image.title": image_name(project_name, role),
+        "org.opencontainers.image.version": version,
+    }
+    if source_url:
+        out["org.opencontainers.image.source"] = source_url
+    if revision:
+        out["org.opencontainers.image.revision"] = revision
+    return out
+
+
+def role_of(labels_: Mapping[str, str]) -> str | None:
+    """The role an image's labels name."""
+    return labels_.get("io.lockstep.role")

@@ -1,0 +1,338 @@
+"""OCI config, manifest and index as values, and the one-file archive.
+
+An image is computed as data first (every digest taken once, from the exact
+bytes that will be written), then written: to archives here, to a registry by
+``lockstep.release``. The archive is a tar of regular
+files — GNU format, uid/gid 0, sorted, no directory entries — holding the
+OCI layout (``oci-layout``, ``index.json``, ``blobs/sha256/…``) and a docker
+``manifest.json``, so ``docker load`` and ``skopeo … oci-archive:`` both
+read it and keep our digests (docs/design.md, "Facts the code relies on").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from lockstep.assembly.entries import Layer
+from lockstep.assembly.layout import ARCHITECTURE, USER, WORKDIR
+from lockstep.core.digests import canonical_json, of_hex, sha256_digest
+from lockstep.core.errors import BadInput
+
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+REF_NAME = "org.opencontainers.image.ref.name"
+BlobSource = Callable[[str], bytes]  # a layer's bytes by its digest
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A layer as the config and manifest see it (the blob itself may live in a cache)."""
+
+    digest: str
+    diff_id: str
+    size: int
+
+    @staticmethod
+    def of(layer: Layer) -> LayerRef:
+        return LayerRef(layer.digest, layer.diff_id, layer.size)
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image as bytes and digests: config, manifest, and its layers."""
+
+    config: bytes
+    manifest: bytes
+    layers: tuple[LayerRef, ...]
+
+    @property
+    def config_digest(self) -> str:
+        return sha256_digest(self.config)
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest)
+
+
+def image_config(
+    *,
+    layers: Sequence[LayerRef],
+    entrypoint: Sequence[str],
+    cmd: Sequence[str] = (),
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    user: str = USER,
+    workdir: str = WORKDIR,
+) -> bytes:
+    """The image config, as canonical JSON."""
+    config: dict[str, Any] = {
+        "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+        "Entrypoint": list(entrypoint),
+        "Labels": dict(labels),
+        "User": user,
+        "WorkingDir": workdir,
+    }
+    if cmd:
+        config["Cmd"] = list(cmd)
+    return canonical_json(
+        {
+            "architecture": ARCHITECTURE,
+            "os": "linux",
+            "created": EPOCH,
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+            "history": [{"created": EPOCH, "created_by": "lockstep build"} for _ in layers],
+        }
+    )
+
+
+def image_manifest(
+    config: bytes, layers: Sequence[LayerRef], annotations: Mapping[str, str]
+) -> bytes:
+    """The OCI image manifest, as canonical JSON."""
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {
+                "mediaType": CONFIG_MEDIA_TYPE,
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}
+                for layer in layers
+            ],
+            "annotations": dict(annotations),
+        }
+    )
+
+
+def make_image(
+    *,
+    layers: Sequence[LayerRef],
+    entrypoint: Sequence[str],
+    cmd: Sequence[str] = (),
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+) -> Image:
+    config = image_config(layers=layers, entrypoint=entrypoint, cmd=cmd, env=env, labels=labels)
+    return Image(
+        config=config, manifest=image_manifest(config, layers, labels), layers=tuple(layers)
+    )
+
+
+def index_json(image: Image, ref_name: str) -> bytes:
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [
+                {
+                    "mediaType": MANIFEST_MEDIA_TYPE,
+                    "digest": image.digest,
+                    "size": len(image.manifest),
+                    "annotations": {REF_NAME: ref_name},
+                }
+            ],
+        }
+    )
+
+
+def docker_manifest_json(image: Image, repo_tags: Sequence[str]) -> bytes:
+    return canonical_json(
+        [
+            {
+                "Config": blob_name(image.config_digest),
+                "RepoTags": list(repo_tags),
+                "Layers": [blob_name(layer.digest) for layer in image.layers],
+            }
+        ]
+    )
+
+
+BLOBS = "blobs/sha256/"
+
+
+def blob_name(digest: str) -> str:
+    return BLOBS + digest.removeprefix("sha256:")
+
+
+def small_members(image: Image, ref_name: str, repo_tags: Sequence[str]) -> dict[str, bytes]:
+    """Every archive member except the layer blobs."""
+    return {
+        "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
+        "index.json": index_json(image, ref_name),
+        "manifest.json": docker_manifest_json(image, repo_tags),
+        blob_name(image.digest): image.manifest,
+        blob_name(image.config_digest): image.config,
+    }
+
+
+def archive_is_current(path: Path, image: Image, ref_name: str, repo_tags: Sequence[str]) -> bool:
+    """Whether ``path`` already holds exactly this archive's members (a no-op rebuild).
+
+    Compares every member's name and size, and the bytes of every member but
+    the layer blobs; the layer blobs are named by their digests.
+    """
+    small = small_members(image, ref_name, repo_tags)
+    expected = {name: len(data) for name, data in small.items()}
+    expected.update({blob_name(layer.digest): layer.size for layer in image.layers})
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            found: dict[str, int] = {}
+            for info in tar:
+                found[info.name] = info.size
+                if info.name in small:
+                    f = tar.extractfile(info)
+                    if f is None or f.read() != small[info.name]:
+                        return False
+    except (OSError, tarfile.TarError):
+        return False
+    return found == expected
+
+
+def archive_members(
+    image: Image, blob: BlobSource, ref_name: str, repo_tags: Sequence[str]
+) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every archive member, sorted by name."""
+    members = small_members(image, ref_name, repo_tags)
+    for layer in image.layers:
+        members[blob_name(layer.digest)] = blob(layer.digest)
+    return sorted(members.items())
+
+
+def write_tar(out: IO[bytes], members: Sequence[tuple[str, bytes]]) -> None:
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+
+
+@dataclass(frozen=True)
+class ArchiveOut:
+    """One archive to write: where, which image, and the names it is loaded under."""
+
+    path: Path
+    image: Image
+    ref_name: str  # the OCI index's ref name
+    repo_tags: tuple[str, ...]  # docker's manifest.json RepoTags
+
+
+def write_archives(outs: Sequence[ArchiveOut], blob: BlobSource) -> list[Path]:
+    """Write every archive of ``outs`` that is not already current, each under a temporary
+    name, then rename them all into place; the paths written. ``blob`` gives a layer's
+    bytes by digest (asked only for archives that are written).
+
+    Readers see each path's old archive or the whole new one; a failure leaves
+    every old archive as it was and no temporary file behind.
+    """
+    stale = [o for o in outs if not archive_is_current(o.path, o.image, o.ref_name, o.repo_tags)]
+    read: dict[str, bytes] = {}
+
+    def once(digest: str) -> bytes:  # images share layers: read each blob once
+        if digest not in read:
+            read[digest] = blob(digest)
+        return read[digest]
+
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for out in stale:
+            out.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(
+                dir=out.path.parent, prefix=f".{out.path.name}.", suffix=".tmp"
+            )
+            temps.append((Path(name), out.path))
+            with os.fdopen(fd, "wb") as f:
+                write_tar(f, archive_members(out.image, once, out.ref_name, out.repo_tags))
+            os.chmod(name, 0o644)
+        for temp, final in temps:
+            os.replace(temp, final)
+    finally:
+        for temp, _ in temps:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+    return [o.path for o in stale]
+
+
+@dataclass(frozen=True)
+class Archive:
+    """What an archive on disk holds, as read back (for inspect and checks)."""
+
+    path: Path
+    index: dict[str, Any]
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    digest: str
+    config_digest: str
+    blobs: Mapping[str, bytes]
+
+    def blob(self, digest: str) -> bytes:
+        return self.blobs[blob_name(digest)]
+
+    @property
+    def image(self) -> Image:
+        """The image value this archive holds (its exact config and manifest bytes)."""
+        diff_ids = self.config["rootfs"]["diff_ids"]
+        layers = tuple(
+            LayerRef(layer["digest"], diff_id, layer["size"])
+            for layer, diff_id in zip(self.manifest["layers"], diff_ids, strict=True)
+        )
+        return Image(self.blob(self.config_digest), self.blob(self.digest), layers)
+
+
+def read_archive(path: Path) -> Archive:
+    """Read an image archive and check every blob against its name; BadInput on any problem."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            members = {}
+            for info in tar:
+                if not info.isfile():
+                    continue
+                extracted = tar.extractfile(info)
+                assert extracted is not None
+                members[info.name] = extracted.read()
+    except (OSError, tarfile.TarError) as exc:
+        raise BadInput(f"{path}: not a readable image archive ({exc})") from exc
+
+    def load(name: str) -> Any:
+        if name not in members:
+            raise BadInput(f"{path}: archive has no {name}; is it an OCI image archive?")
+        return json.loads(members[name])
+
+    for name, data in members.items():
+        if name.startswith(BLOBS) and sha256_digest(data) != of_hex(name.rsplit("/", 1)[1]):
+            raise BadInput(f"{path}: blob {name} does not match its digest: the archive is corrupt")
+    index = load("index.json")
+    try:
+        digest = index["manifests"][0]["digest"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise BadInput(f"{path}: index.json names no manifest") from exc
+    manifest = load(blob_name(digest))
+    config_digest = manifest["config"]["digest"]
+    return Archive(
+        path=path,
+        index=index,
+        manifest=manifest,
+        config=load(blob_name(config_digest)),
+        digest=digest,
+        config_digest=config_digest,
+        blobs=members,
+    )

@@ -1,0 +1,168 @@
+"""Materialise layer entries into a directory, and run the image's own Python from it.
+
+``materialize`` writes entries without ever following a symlink: every
+directory is opened relative to its parent with ``O_NOFOLLOW``, files are
+created with ``O_EXCL | O_NOFOLLOW``, and symlinks are written last, verbatim
+(their targets are never followed while writing).
+
+``StagedPython`` runs the image's ``python3.11`` on the build host without
+chroot or a container: through the image's own dynamic loader with the image's
+library directory, ``PYTHONHOME`` pointing at the image's ``usr``. Build steps
+that must run *the image's* interpreter (compiling ``.pyc``, inspecting
+markers) use it so the result matches what runs in the image.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockstep.assembly.entries import Entry, normalize, through_symlink
+from lockstep.assembly.layout import CA_BUNDLE, LIBDIR, LOADER, PYTHON
+from lockstep.core.errors import BadInput, CheckFailed
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(root_fd: int, parts: Sequence[str], path: str) -> int:
+    """An fd for ``root/parts…``, refusing a symlink anywhere on the way."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except OSError as exc:
+        os.close(fd)
+        raise BadInput(
+            f"materialize: cannot open the directory of {path!r} without "
+            f"following a symlink ({exc.strerror})"
+        ) from exc
+    return fd
+
+
+def materialize(entries: Iterable[Entry], dest: Path) -> None:
+    """Write ``entries`` under ``dest`` (absent or empty), never following a symlink.
+
+    Directories first (parents before children), then files, then symlinks;
+    every mode is applied (directory modes last, so a read-only directory can
+    still be filled). An entry whose path passes through a symlink entry is
+    refused with BadInput.
+    """
+    items = normalize(entries)
+    found = through_symlink(items)
+    if found:
+        raise BadInput(f"materialize: {found[0]!r} passes through the symlink {found[1]!r}")
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise BadInput(f"materialize: {dest} is not empty; use a fresh directory")
+    root_fd = os.open(dest, _DIR_FLAGS)
+    try:
+        for kind in ("dir", "file", "symlink"):
+            for e in items:
+                if e.kind != kind:
+                    continue
+                *parents, name = e.path.split("/")
+                fd = _open_dir(root_fd, parents, e.path)
+                try:
+                    if kind == "dir":
+                        os.mkdir(name, 0o700, dir_fd=fd)
+                    elif kind == "file":
+                        out = os.open(name, _FILE_FLAGS, 0o600, dir_fd=fd)
+                        try:
+                            view = memoryview(e.data)
+                            while view:
+                                view = view[os.write(out, view) :]
+                            os.fchmod(out, e.mode)
+                        finally:
+                            os.close(out)
+                    else:
+                        os.symlink(e.target, name, dir_fd=fd)
+                finally:
+                    os.close(fd)
+        for e in reversed(items):  # children before parents
+            if e.kind == "dir":
+                fd = _open_dir(root_fd, e.path.split("/"), e.path)
+                try:
+                    os.fchmod(fd, e.mode)
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+@dataclass(frozen=True)
+class StagedPython:
+    """The image's ``python3.11`` in a materialised root, run through the image's loader.
+
+    ``ld.so --library-path <root>/usr/lib/x86_64-linux-gnu --inhibit-cache``
+    makes the image's libraries win over the host's (the host's ld.so.cache is
+    not read; glibc still falls back to the host's default directories for a
+    library the image lacks, so this is not a proof that the image is
+    complete). ``-s -S`` keep the host's site-packages out; ``PYTHONHOME``,
+    ``PYTHONTZPATH``, ``LOCPATH`` and ``SSL_CERT_*`` point into the root.
+    Nothing is written into the root (``PYTHONDONTWRITEBYTECODE``).
+    """
+
+    root: Path
+
+    @property
+    def python(self) -> Path:
+        return self.root / PYTHON
+
+    def argv(self, *args: str) -> list[str]:
+        r = self.root
+        return [
+            str(r / LOADER),
+            "--inhibit-cache",
+            "--library-path",
+            str(r / LIBDIR),
+            str(r / PYTHON),
+            "-s",
+            "-S",
+            *args,
+        ]
+
+    def env(self) -> dict[str, str]:
+        r = self.root
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONHOME": str(r / "usr"),
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONTZPATH": str(r / "usr/share/zoneinfo"),
+            "LC_ALL": "C.UTF-8",
+            "LOCPATH": str(r / "usr/lib/locale"),
+            "SSL_CERT_FILE": str(r / CA_BUNDLE),
+            "SSL_CERT_DIR": str((r / CA_BUNDLE).parent),
+        }
+        if (r / "usr/lib/ssl/openssl.cnf").exists():
+            env["OPENSSL_CONF"] = str(r / "usr/lib/ssl/openssl.cnf")
+        return env
+
+    def run(self, args: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
+        """``subprocess.run`` of the staged python with ``args``; ``env=`` adds to ``env()``."""
+        env = self.env()
+        env.update(kw.pop("env", None) or {})
+        return subprocess.run(self.argv(*args), env=env, check=kw.pop("check", False), **kw)
+
+    def check(self) -> str:
+        """The interpreter's ``sys.version``; CheckFailed if it does not start."""
+        for rel in (LOADER, LIBDIR, PYTHON):
+            if not (self.root / rel).exists():
+                raise CheckFailed(
+                    f"staged python: {self.root / rel} is missing; "
+                    "is the Debian base materialised there?"
+                )
+        proc = self.run(["-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CheckFailed(
+                f"staged python in {self.root} does not run: "
+                f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+            )
+        return str(proc.stdout).strip()

@@ -1,1 +1,0 @@
-"""Inputs → images, with no Docker daemon and no network but fetching locked files."""

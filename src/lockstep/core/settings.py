@@ -1,0 +1,123 @@
+"""Every environment variable lockstep reads or sets: the one table of their names.
+
+``SETTINGS`` is the only source of these names; ``settings_table()`` renders
+the README's table from it (a test keeps the two equal). Each setting is read
+by the process that uses it: the worker's through ``lockstep.runtime.config``,
+the build's where the build reads it. Nothing here parses a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MANIFEST = "LOCKSTEP_MANIFEST"
+EXECUTOR = "LOCKSTEP_EXECUTOR"
+START_TIMEOUT = "LOCKSTEP_EXECUTOR_START_TIMEOUT"
+BUNDLE_DIR = "LOCKSTEP_BUNDLE_DIR"
+IMAGE = "LOCKSTEP_IMAGE"
+ROLE = "LOCKSTEP_ROLE"
+CACHE_DIR = "LOCKSTEP_CACHE_DIR"
+DEBIAN_MIRROR = "LOCKSTEP_DEBIAN_MIRROR"
+PYTHON = "LOCKSTEP_PYTHON"
+REQUIRE_ALL = "LOCKSTEP_REQUIRE_ALL"
+
+MANIFEST_PATH = "/etc/lockstep/manifest.json"  # where every image carries its manifest
+DEFAULT_START_TIMEOUT = 30.0
+BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: who reads it, its default, what it means."""
+
+    name: str
+    read_by: str
+    default: str | None  # None: no default (see ``required``)
+    meaning: str
+    required: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        CACHE_DIR,
+        "build, lock, release, Bazel",
+        "`$XDG_CACHE_HOME/lockstep`, else `~/.cache/lockstep`",
+        "the content-addressed download and layer cache",
+    ),
+    Setting(
+        DEBIAN_MIRROR,
+        "build, `lock debian`",
+        f"`[tool.lockstep] debian_mirror`, else `{DEFAULT_MIRROR}`",
+        "the Debian mirror; the security archive is its sibling `…/debian-security`",
+    ),
+    Setting(
+        MANIFEST,
+        "scheduler, worker, runner",
+        MANIFEST_PATH,
+        "path of this process's build manifest; outside an image it must be set",
+    ),
+    Setting(
+        EXECUTOR,
+        "worker",
+        None,
+        "the executor for this worker's tasks: one of the manifest's `executors` "
+        "(`cold`, `direct`, `isolated_warm`); anything else stops the worker with the "
+        "list of valid values",
+        required=True,
+    ),
+    Setting(
+        BUNDLE_DIR,
+        "worker",
+        BUNDLE_DIR_DEFAULT,
+        "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
+        "`/tmp`); must be writable",
+    ),
+    Setting(
+        START_TIMEOUT,
+        "worker",
+        str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
+        "seconds (a number > 0) to wait for the executor's child process to say it is ready",
+    ),
+    Setting(
+        IMAGE,
+        "scheduler, worker",
+        None,
+        "the image reference the deployment pulled, e.g. "
+        "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
+        "logged at start-up and shown by `lockstep doctor`",
+    ),
+    Setting(
+        ROLE,
+        "scheduler, worker",
+        "set by each image's config",
+        "`runner` or `worker`: which image the process runs in; informational, logged at start-up",
+    ),
+    Setting(
+        PYTHON,
+        "Bazel (`@lockstep_project`, the image actions)",
+        "`.venv/bin/python`, set in `.bazelrc`",
+        "the builder's Python environment (a venv with `lockstep[build]`); relative to "
+        "the workspace",
+    ),
+    Setting(
+        REQUIRE_ALL,
+        "tests",
+        None,
+        '`1` turns "part not installed" skips into failures (set by `.ci/run`)',
+    ),
+)
+
+
+def settings_table() -> str:
+    """The README's settings table, as Markdown, from ``SETTINGS``."""
+    rows = ["| variable | read by | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        if s.default is None:
+            default = "none: required" if s.required else "unset"
+        elif s.default.startswith(("`", "set ")):
+            default = s.default
+        else:
+            default = f"`{s.default}`"
+        rows.append(f"| `{s.name}` | {s.read_by} | {default} | {s.meaning} |")
+    return "\n".join(rows)

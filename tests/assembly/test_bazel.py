@@ -1,0 +1,393 @@
+"""Bazel as a second build driver: same bytes as `lockstep build`, only declared inputs.
+
+Real Bazel (Debian ``bazel-bootstrap`` 4.2.3) in a clone of the CLI's session
+build, with its own ``--output_user_root`` in a temporary directory and the
+session's lockstep cache (so nothing is downloaded twice). One workspace and
+one Bazel server serve the whole module; every test that edits the workspace
+puts it back afterwards, and the server is shut down at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockstep.assembly import oci
+from lockstep.core.digests import sha256_digest as sha256
+from lockstep.inputs import declared as sources
+from lockstep.project import load_project
+from tests.fixtures.build import Built, build, lockstep
+from tests.fixtures.support import require
+
+pytestmark = pytest.mark.slow
+
+ROLES = ("runner", "worker")
+# What Bazel itself may set up under external/: its own embedded tools and our
+# local repository rule. Anything else would be a fetch.
+LOCAL_REPOSITORIES = {"bazel_tools", "local_config_platform", "platforms", "lockstep_project"}
+PROCESSES = re.compile(r"^INFO: (\d+) process(?:es)?(?:: (.*))?\.$", re.MULTILINE)
+
+
+@dataclass
+class Workspace:
+    """A clone with its own Bazel output root; ``bazel(...)`` runs the real command."""
+
+    root: Path
+    user_root: Path
+    cache: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def startup(self) -> list[str]:
+        # The same startup options every time, or Bazel restarts its server.
+        return [f"--output_user_root={self.user_root}", "--max_idle_secs=900"]
+
+    def bazel(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 900
+    ) -> subprocess.CompletedProcess[str]:
+        command, *rest = args
+        full_env = {**_base_env(), "LOCKSTEP_CACHE_DIR": str(self.cache), **(env or {})}
+        return subprocess.run(
+            ["bazel", *self.startup(), command, "--color=no", "--curses=no", *rest],
+            cwd=self.root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def build(self, *targets: str, ok: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        start = time.perf_counter()
+        proc = self.bazel("build", *targets, **kw)
+        self.timings.setdefault(f"build {' '.join(targets)}", time.perf_counter() - start)
+        if ok:
+            assert proc.returncode == 0, f"bazel build failed:\n{proc.stderr[-4000:]}"
+        return proc
+
+    def bin(self, rel: str) -> Path:
+        return self.root / "bazel-bin" / rel
+
+    def result(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.bin("images/build.json").read_text())
+        return data
+
+    def restore(self) -> None:
+        """Undo a test's edits (the clone is ours; bazel-* and .venv stay)."""
+        subprocess.run(["git", "checkout", "-q", "--", "."], cwd=self.root, check=True)
+        subprocess.run(["git", "clean", "-fdq", "-e", ".venv"], cwd=self.root, check=True)
+
+    def shutdown(self) -> None:
+        subprocess.run(
+            ["bazel", *self.startup(), "shutdown"],
+            cwd=self.root,
+            env=_base_env(),
+            capture_output=True,
+            timeout=120,
+        )
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "LOCKSTEP_CACHE_DIR"}
+
+
+def processes(output: str) -> str:
+    """Bazel's "N processes: …" summary of the last build (what ran, and where)."""
+    found = PROCESSES.findall(output)
+    assert found, output[-2000:]
+    count, kinds = found[-1]
+    return f"{count}: {kinds}"
+
+
+def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if "lockstep: error:" in line]
+
+
+@pytest.fixture(scope="module")
+def workspace(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    """A clone of exactly the tree the CLI built, with the builder's environment as ``.venv``."""
+    require(
+        shutil.which("bazel") is not None, "bazel is not installed (Debian package bazel-bootstrap)"
+    )
+    base = tmp_path_factory.mktemp("bazel")
+    root = base / "lockstep"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(built.root), str(root)], check=True)
+    # .bazelrc names the builder's environment as .venv/bin/python, like `make` makes it.
+    (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    ws = Workspace(root=root, user_root=base / "output_user_root", cache=built.cache)
+    start = time.perf_counter()
+    proc = ws.bazel("query", "//images:all")
+    ws.timings["first command (server start, repository rule)"] = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    try:
+        yield ws
+    finally:
+        ws.shutdown()
+        print("\nbazel timings:", json.dumps(ws.timings, indent=2))
+
+
+@pytest.fixture
+def scratch(workspace: Workspace) -> Iterator[Workspace]:
+    """The module's workspace for a test that edits it; restored afterwards."""
+    try:
+        yield workspace
+    finally:
+        workspace.restore()
+
+
+@pytest.fixture(scope="module")
+def bazel_built(workspace: Workspace) -> dict[str, Any]:
+    workspace.build("//images:worker", "//images:runner")
+    return workspace.result()
+
+
+# -- same bytes ---------------------------------------------------------------------------
+
+
+def test_bazel_digests_equal_the_cli(
+    built: Built, workspace: Workspace, bazel_built: dict[str, Any]
+) -> None:
+    assert bazel_built["build_id"] == built.build_id
+    for role in ROLES:
+        image = bazel_built["images"][role]
+        assert image["digest"] == built.digest(role), role
+        assert image["config"] == built.config(role), role
+        archive = workspace.bin(f"images/{role}.tar")
+        assert archive.read_bytes() == built.path(role).read_bytes(), role
+        assert oci.read_archive(archive).digest == built.digest(role)
+        per_role = json.loads(workspace.bin(f"images/{role}.json").read_text())
+        assert per_role == {
+            "build_id": built.build_id,
+            "role": role,
+            "path": f"{role}.tar",
+            "digest": built.digest(role),
+            "config": built.config(role),
+        }
+
+
+def test_declared_inputs_are_the_clis_sources(workspace: Workspace) -> None:
+    """The files Bazel declares are exactly the ones `lockstep build` reads as sources."""
+    proc = workspace.bazel("query", "labels(srcs, //:sources) union labels(srcs, //images:sources)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    declared = set()
+    for label in proc.stdout.split():
+        package, _, name = label.removeprefix("//").partition(":")
+        declared.add(f"{package}/{name}" if package else name)
+    project = load_project(workspace.root)
+    assert declared == set(sources.select(workspace.root, project.sources))
+    assert (
+        "src/lockstep/assembly/bazel.py" in declared and "images/complete-platform.json" in declared
+    )
+
+
+def test_second_build_is_fully_cached(workspace: Workspace, bazel_built: dict[str, Any]) -> None:
+    start = time.perf_counter()
+    proc = workspace.build("//images:worker", "//images:runner")
+    workspace.timings["no-op rebuild"] = time.perf_counter() - start
+    summary = processes(proc.stderr)
+    assert "linux-sandbox" not in summary and "local" not in summary.split(":", 1)[1], summary
+    assert workspace.result() == bazel_built
+
+
+def test_nothing_is_fetched(workspace: Workspace, bazel_built: dict[str, Any]) -> None:
+    (output_base,) = [p for p in workspace.user_root.iterdir() if (p / "external").is_dir()]
+    external = {p.name for p in (output_base / "external").iterdir() if p.is_dir()}
+    assert external <= LOCAL_REPOSITORIES, external
+    downloads = workspace.user_root / "cache" / "repos"
+    assert not [p for p in downloads.rglob("*") if p.is_file()], "Bazel downloaded something"
+
+
+def test_one_file_change_rebuilds_with_new_digests(
+    scratch: Workspace, built: Built, bazel_built: dict[str, Any], tmp_path: Path
+) -> None:
+    target = scratch.root / "src/lockstep/runtime/__init__.py"
+    target.write_text(target.read_text() + "\n# a one-line change\n")
+    start = time.perf_counter()
+    proc = scratch.build("//images:worker", "//images:runner")
+    scratch.timings["one-file change"] = time.perf_counter() - start
+    assert "1 linux-sandbox" in processes(proc.stderr)
+    changed = scratch.result()
+    assert changed["build_id"] != bazel_built["build_id"]
+    for role in ROLES:
+        assert changed["images"][role]["digest"] != bazel_built["images"][role]["digest"]
+    old = oci.read_archive(built.path("worker")).manifest["layers"]
+    new = oci.read_archive(scratch.bin("images/worker.tar")).manifest["layers"]
+    assert old[:2] == new[:2] and old[2:] != new[2:]
+    # ...and the CLI agrees on the changed tree.
+    cli = build(scratch.root, tmp_path / "out", scratch.cache)
+    assert cli.build_id == changed["build_id"]
+    for role in ROLES:
+        assert cli.digest(role) == changed["images"][role]["digest"]
+
+
+def test_base_target_is_the_images_bottom_layer(workspace: Workspace, built: Built) -> None:
+    workspace.build("//images:base")
+    info = json.loads(workspace.bin("images/base.json").read_text())
+    blob = workspace.bin("images/base.tar.gz").read_bytes()
+    assert sha256(blob) == info["digest"] and len(blob) == info["size"]
+    bottom = oci.read_archive(built.path("worker")).manifest["layers"][0]
+    assert (bottom["digest"], bottom["size"]) == (info["digest"], info["size"])
+    assert info["python"] == "3.11.2"
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_missing_builder_environment(scratch: Workspace, tmp_path: Path) -> None:
+    proc = scratch.bazel(
+        "build", "--repo_env=LOCKSTEP_PYTHON=/nonexistent/venv/bin/python", "//images:worker"
+    )
+    assert proc.returncode != 0
+    assert "LOCKSTEP_PYTHON=/nonexistent/venv/bin/python does not exist" in proc.stderr
+    assert ".bazelrc" in proc.stderr
+
+    # An environment that vanishes after Bazel has looked at it: the action says so.
+    link = tmp_path / "env"
+    link.symlink_to(sys.prefix, target_is_directory=True)
+    flag = f"--repo_env=LOCKSTEP_PYTHON={link}/bin/python"
+    assert scratch.bazel("query", flag, "//images:worker").returncode == 0
+    link.unlink()
+    proc = scratch.bazel("build", flag, "//images:worker")
+    assert proc.returncode != 0
+    assert f"{link}/bin/python" in proc.stderr
+    assert "is missing or not executable" in proc.stderr or "does not exist" in proc.stderr, (
+        proc.stderr[-3000:]
+    )
+
+
+def test_lock_hash_mismatch_fails_the_action(scratch: Workspace) -> None:
+    lock_path = scratch.root / "images/debian.lock.json"
+    lock = json.loads(lock_path.read_text())
+    victim = min(lock["packages"], key=lambda p: p["size"])  # one small download
+    victim["sha256"] = "0" * 64
+    lock_path.write_text(json.dumps(lock, indent=2) + "\n")
+    proc = scratch.build("//images:worker", ok=False)
+    assert proc.returncode != 0
+    lines = error_lines(proc)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert f"Debian package {victim['name']}" in lines[0] and "0" * 64 in lines[0], lines
+
+
+def test_source_pattern_not_declared_in_bazel_fails_in_the_sandbox(
+    scratch: Workspace, tmp_path: Path
+) -> None:
+    """pyproject.toml declares a file that a hand-written BUILD does not: the action cannot
+    fall back to the host's copy (the CLI, without a sandbox, reads it)."""
+    pyproject = scratch.root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            '    "pyproject.toml",\n', '    "pyproject.toml",\n    "README.md",\n', 1
+        )
+    )
+    build_file = scratch.root / "BUILD"
+    text = build_file.read_text()
+    assert "\ndeclared_sources()\n" in text
+    build_file.write_text(
+        text.replace(
+            "\ndeclared_sources()\n",
+            '\nfilegroup(name = "sources", srcs = ["pyproject.toml"] + '
+            'glob(["src/lockstep/**/*.py", "src/lockstep/py.typed"]), '
+            'visibility = ["//visibility:public"])\n',
+        )
+    )
+    proc = scratch.build("//images:worker", ok=False)
+    assert proc.returncode != 0
+    lines = error_lines(proc)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "'README.md' matches none of the action's declared inputs" in lines[0]
+    cli = lockstep(
+        ["build", "all", "--out", str(tmp_path / "out")], cwd=scratch.root, cache=scratch.cache
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+
+
+def test_undeclared_lock_fails_in_the_sandbox(scratch: Workspace) -> None:
+    rules = scratch.root / "images/image.bzl"
+    text = rules.read_text()
+    assert "            PYTHON_LOCK,\n" in text
+    rules.write_text(text.replace("            PYTHON_LOCK,\n", "", 1))
+    proc = scratch.build("//images:worker", ok=False)
+    assert proc.returncode != 0
+    lines = error_lines(proc)
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "images/python.lock.json is not among the action's declared inputs" in lines[0]
+
+
+# -- bazel run: load into the engine ------------------------------------------------------
+
+
+def test_load_worker_into_the_engine(
+    workspace: Workspace, bazel_built: dict[str, Any], docker_engine: Any
+) -> None:
+    proc = workspace.bazel("run", "//images:load_worker", env={"DOCKER_HOST": docker_engine.host})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = bazel_built["images"]["worker"]["config"]
+    assert proc.stdout.strip().splitlines()[-1] == config
+    image = docker_engine.client.images.get(config)
+    assert image.labels["io.lockstep.build-id"] == bazel_built["build_id"]
+
+
+# -- the describe step, without Bazel -------------------------------------------------------
+
+
+def test_describe_is_pyproject_in_starlark(tmp_path: Path) -> None:
+    from lockstep.assembly.bazel import describe
+    from tests.fixtures.build import ROOT
+
+    text = describe(ROOT, "/opt/env/bin/python")
+    facts: dict[str, Any] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" = ")
+            facts[key] = json.loads(value)
+    project = load_project(ROOT)
+    assert facts["PYTHON"] == "/opt/env/bin/python"
+    assert facts["ROLES"] == sorted(project.images) == list(ROLES)
+    flat = [
+        f"{package}/{p}" if package else p
+        for package, patterns in facts["SOURCES"].items()
+        for p in patterns
+    ]
+    assert sorted(flat) == sorted(project.sources)
+    assert facts["PYTHON_LOCK"] == "//images:python.lock.json"
+    assert facts["DEBIAN_LOCK"] == "//images:debian.lock.json"
+    assert facts["PYPROJECT"] == "//:pyproject.toml"
+
+
+def test_describe_refuses_what_bazel_would_declare_differently(tmp_path: Path) -> None:
+    from lockstep.assembly.bazel import describe
+    from lockstep.core.errors import BadInput
+    from tests.fixtures.build import clone
+
+    root = clone(tmp_path / "ws")
+    (root / "src/lockstep/runtime/BUILD").write_text("# a package that cuts the glob\n")
+    with pytest.raises(BadInput, match=r"reaches into the Bazel package //src/lockstep/runtime"):
+        describe(root, sys.executable)
+    (root / "src/lockstep/runtime/BUILD").unlink()
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('"src/lockstep/py.typed"', '"src/lockstep/py.type?"')
+    )
+    with pytest.raises(BadInput, match=r"Bazel's glob does not support"):
+        describe(root, sys.executable)
+
+
+def test_action_refuses_a_read_only_or_missing_cache(tmp_path: Path) -> None:
+    from lockstep.assembly.bazel import sandbox_cache
+    from lockstep.core.errors import BadInput
+
+    with pytest.raises(BadInput, match="LOCKSTEP_CACHE_DIR is not set"):
+        sandbox_cache({})
+    with pytest.raises(BadInput, match="not an absolute path"):
+        sandbox_cache({"LOCKSTEP_CACHE_DIR": "relative/cache"})
+    assert sandbox_cache({"LOCKSTEP_CACHE_DIR": str(tmp_path / "c")}) == tmp_path / "c"

@@ -1,0 +1,328 @@
+"""The real images: built by the CLI, reproducible, read by skopeo, umoci and Docker.
+
+These tests build for real: .debs from the Debian mirror, wheels from PyPI
+through pex, and the image's own python3.11 compiling and checking the tree.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockstep.assembly import oci
+from lockstep.core.digests import sha256_digest as sha256
+from tests.fixtures.build import ROOT, Built, build, clone, lockstep
+from tests.fixtures.support import require
+
+pytestmark = pytest.mark.slow
+
+
+def layer_files(blob: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def test_build_prints_the_json_contract(built: Built) -> None:
+    assert built.build_id.startswith("sha256:")
+    for role in ("runner", "worker"):
+        image = built.result["images"][role]
+        assert set(image) == {"digest", "config", "path"}
+        archive = oci.read_archive(Path(image["path"]))
+        assert archive.digest == image["digest"]
+        assert archive.config_digest == image["config"]
+    assert built.digest("runner") != built.digest("worker")
+
+
+def test_images_share_layers_and_differ_only_in_config(built: Built) -> None:
+    runner = oci.read_archive(built.path("runner"))
+    worker = oci.read_archive(built.path("worker"))
+    assert runner.manifest["layers"] == worker.manifest["layers"]
+    assert len(worker.manifest["layers"]) == 4
+    assert runner.config["rootfs"] == worker.config["rootfs"]
+    assert runner.config["config"]["Entrypoint"][-1] == "runner"
+    assert worker.config["config"]["Entrypoint"][-1] == "worker"
+    labels = worker.config["config"]["Labels"]
+    assert labels["io.lockstep.build-id"] == built.build_id
+    assert labels["io.lockstep.executors"] == "cold,direct,isolated_warm"
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert worker.manifest["annotations"]["io.lockstep.build-id"] == built.build_id
+
+
+def test_manifest_in_the_image_matches_the_build(built: Built) -> None:
+    proc = lockstep(["inspect", str(built.path("worker")), "--json"], cwd=ROOT, cache=built.cache)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    m = info["manifest"]
+    assert m["build_id"] == built.build_id
+    assert m["executors"] == ["cold", "direct", "isolated_warm"]
+    assert m["python"] == "3.11.2"
+    assert m["stamp"] is None
+    assert info["digest"] == built.digest("worker")
+
+
+def test_python_files_are_precompiled(built: Built) -> None:
+    archive = oci.read_archive(built.path("worker"))
+    app = layer_files(archive.blob(archive.manifest["layers"][2]["digest"]))
+    site = "usr/local/lib/python3.11/dist-packages"
+    assert f"{site}/lockstep/__pycache__/cli.cpython-311.pyc" in app
+    third = layer_files(archive.blob(archive.manifest["layers"][1]["digest"]))
+    assert f"{site}/distributed/__pycache__/worker.cpython-311.pyc" in third
+    base = layer_files(archive.blob(archive.manifest["layers"][0]["digest"]))
+    assert "usr/lib/python3.11/__pycache__/os.cpython-311.pyc" in base
+    assert base["tmp"].mode == 0o1777
+
+
+def test_two_clones_two_environments_same_digests(built: Built, tmp_path: Path) -> None:
+    """A second clone elsewhere, other mtimes, umask, TZ and locale, and an empty cache."""
+    other = clone(tmp_path / "deeper" / "path" / "elsewhere")
+    rng = random.Random(7)
+    for path in other.rglob("*"):
+        if ".git" not in path.parts and path.is_file():
+            t = rng.randint(10**8, 2 * 10**9)
+            os.utime(path, (t, t))
+    old_umask = os.umask(0o077)
+    try:
+        second = build(
+            other,
+            tmp_path / "out",
+            tmp_path / "empty-cache",
+            env={"TZ": "Pacific/Chatham", "LANG": "de_DE.UTF-8", "LC_ALL": "C"},
+        )
+    finally:
+        os.umask(old_umask)
+    assert second.build_id == built.build_id
+    for role in ("runner", "worker"):
+        assert second.digest(role) == built.digest(role), role
+        assert second.path(role).read_bytes() == built.path(role).read_bytes()
+
+
+def test_noop_rebuild_is_identical(built: Built, tmp_path: Path) -> None:
+    again = build(built.root, tmp_path / "again", built.cache)
+    assert again.result["build_id"] == built.build_id
+    for role in ("runner", "worker"):
+        assert again.digest(role) == built.digest(role)
+
+
+def test_one_line_change_rewrites_only_app_and_manifest(built: Built, tmp_path: Path) -> None:
+    changed = clone(tmp_path / "changed")
+    target = changed / "src/lockstep/runtime/__init__.py"
+    target.write_text(target.read_text() + "\n# a one-line change\n")
+    second = build(changed, tmp_path / "out", built.cache)
+    assert second.build_id != built.build_id
+    a = oci.read_archive(built.path("worker")).manifest["layers"]
+    b = oci.read_archive(second.path("worker")).manifest["layers"]
+    assert a[:2] == b[:2]
+    assert a[2] != b[2] and a[3] != b[3]
+
+
+def test_stamp_changes_only_manifest_layer_and_config(built: Built, tmp_path: Path) -> None:
+    stamped = build(built.root, tmp_path / "stamped", built.cache, "--stamp")
+    assert stamped.build_id == built.build_id
+    a = oci.read_archive(built.path("worker"))
+    b = oci.read_archive(stamped.path("worker"))
+    assert a.manifest["layers"][:3] == b.manifest["layers"][:3]
+    assert a.manifest["layers"][3] != b.manifest["layers"][3]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=built.root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    labels = b.config["config"]["Labels"]
+    assert labels["org.opencontainers.image.revision"] == head
+    proc = lockstep(["inspect", str(stamped.path("worker")), "--json"], cwd=ROOT, cache=built.cache)
+    assert json.loads(proc.stdout)["manifest"]["stamp"] == {
+        "commit": head,
+        "tag": None,
+        "dirty": False,
+    }
+
+
+# -- independent readers ----------------------------------------------------------------
+
+
+def test_skopeo_reads_our_digests(built: Built) -> None:
+    require(shutil.which("skopeo") is not None, "skopeo is not installed (Debian package skopeo)")
+    for role in ("runner", "worker"):
+        ref = f"oci-archive:{built.path(role)}"
+        raw = subprocess.run(
+            ["skopeo", "inspect", "--raw", ref], capture_output=True, check=True
+        ).stdout
+        assert sha256(raw) == built.digest(role)
+        info = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", ref], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        assert info["Digest"] == built.digest(role)
+        assert info["Labels"]["io.lockstep.build-id"] == built.build_id
+        config = subprocess.run(
+            ["skopeo", "inspect", "--config", "--raw", ref], capture_output=True, check=True
+        ).stdout
+        assert sha256(config) == built.config(role)
+
+
+def test_umoci_unpacks_and_verifies(built: Built, tmp_path: Path) -> None:
+    require(shutil.which("umoci") is not None, "umoci is not installed (Debian package umoci)")
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    with tarfile.open(built.path("worker")) as tar:
+        tar.extractall(layout, filter="data")
+    ref = json.loads((layout / "index.json").read_text())["manifests"][0]["annotations"][
+        oci.REF_NAME
+    ]
+    stat = subprocess.run(
+        ["umoci", "stat", "--image", f"{layout}:{ref}", "--json"], capture_output=True, text=True
+    )
+    assert stat.returncode == 0, stat.stderr
+    bundle = tmp_path / "bundle"
+    proc = subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:{ref}", str(bundle)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((bundle / "rootfs/etc/lockstep/manifest.json").read_text())
+    assert manifest["build_id"] == built.build_id
+    assert (bundle / "rootfs/usr/bin/python3.11").is_file()
+
+
+# -- the real engine ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded(built: Built, docker_engine: Any) -> Iterator[Any]:
+    proc = lockstep(
+        ["load", str(built.path("worker"))],
+        cwd=ROOT,
+        cache=built.cache,
+        env={"DOCKER_HOST": docker_engine.host},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == built.config("worker")
+    yield docker_engine
+
+
+def test_docker_load_reports_the_config_digest(built: Built, loaded: Any) -> None:
+    image = loaded.client.images.get(built.config("worker"))
+    assert image.id == built.config("worker")
+    assert image.labels["io.lockstep.build-id"] == built.build_id
+
+
+def test_worker_self_check_in_a_locked_down_container(built: Built, loaded: Any) -> None:
+    out = loaded.client.containers.run(
+        built.config("worker"),
+        entrypoint=["/usr/bin/python3.11", "-m", "lockstep"],
+        command=["self-check"],
+        read_only=True,
+        tmpfs={"/tmp": ""},
+        user="65532",
+        network_mode="none",
+        remove=True,
+        stdout=True,
+        stderr=True,
+    )
+    manifest = json.loads(out)
+    assert manifest["build_id"] == built.build_id
+    assert manifest["executors"] == ["cold", "direct", "isolated_warm"]
+
+
+def test_base_runs_python_with_its_promises(built: Built, loaded: Any) -> None:
+    script = (
+        "import ssl, sqlite3, json, asyncio, zoneinfo, locale, os, pwd, sys\n"
+        "zoneinfo.ZoneInfo('Europe/Paris')\n"
+        "locale.setlocale(locale.LC_ALL, 'C.UTF-8')\n"
+        "ctx = ssl.create_default_context()\n"
+        "assert ctx.cert_store_stats()['x509_ca'] > 50, ctx.cert_store_stats()\n"
+        "assert pwd.getpwuid(os.getuid()).pw_name == 'nonroot'\n"
+        "open('/tmp/x', 'w').write('ok')\n"
+        "try:\n    open('/etc/x', 'w')\nexcept OSError:\n    pass\n"
+        "else:\n    raise SystemExit('root filesystem is writable')\n"
+        "print(sys.version.split()[0], os.getuid())\n"
+    )
+    out = loaded.client.containers.run(
+        built.config("worker"),
+        entrypoint=["/usr/bin/python3.11", "-c", script],
+        read_only=True,
+        tmpfs={"/tmp": ""},
+        user="65532",
+        network_mode="none",
+        remove=True,
+    )
+    assert out.decode().split() == ["3.11.2", "65532"]
+
+
+# -- bad input: one clear line, the right exit code, nothing in --out ---------------------
+
+
+def failing_build(root: Path, out: Path, cache: Path) -> str:
+    proc = lockstep(["build", "all", "--out", str(out)], cwd=root, cache=cache)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("lockstep: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+    return lines[0]
+
+
+def test_executor_that_does_not_import_fails_the_build(built: Built, tmp_path: Path) -> None:
+    src = clone(tmp_path / "bogus")
+    pyproject = src / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'cold = "lockstep.runtime.executors.cold:ColdExecutor"',
+            'cold = "lockstep.runtime.executors.cold:ColdExecutor"\n'
+            'bogus = "lockstep.runtime.executors.bogus:Bogus"',
+        )
+    )
+    line = failing_build(src, tmp_path / "out", built.cache)
+    assert "'bogus'" in line and "does not import" in line
+
+
+def test_missing_lock_and_missing_input(built: Built, tmp_path: Path) -> None:
+    src = clone(tmp_path / "nolock")
+    (src / "images/python.lock.json").unlink()
+    line = failing_build(src, tmp_path / "out", built.cache)
+    assert "python.lock.json" in line and "lockstep lock python" in line
+    src2 = clone(tmp_path / "noinput")
+    pyproject = src2 / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            '"images/complete-platform.json",',
+            '"images/complete-platform.json", "images/gone.txt",',
+        )
+    )
+    line = failing_build(src2, tmp_path / "out2", built.cache)
+    assert "images/gone.txt" in line
+
+
+def test_tampered_deb_in_cache_is_refused(built: Built, tmp_path: Path) -> None:
+    """A cache holding the .debs but no base layer yet: one .deb is altered."""
+    lock = json.loads((ROOT / "images/debian.lock.json").read_text())
+    cache = tmp_path / "cache"
+    victim = lock["packages"][0]
+    for pkg in lock["packages"]:
+        src = built.cache / "blobs" / "sha256" / pkg["sha256"]
+        dst = cache / "blobs" / "sha256" / pkg["sha256"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+    target = cache / "blobs" / "sha256" / victim["sha256"]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    proc = lockstep(
+        ["build", "all", "--out", str(tmp_path / "out")],
+        cwd=built.root,
+        cache=cache,
+        env={"LOCKSTEP_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"},
+    )
+    assert proc.returncode in (1, 2, 3), proc.stderr
+    assert victim["name"] in proc.stderr
+    assert not (tmp_path / "out").exists()

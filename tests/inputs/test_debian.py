@@ -1,0 +1,653 @@
+"""The Debian base: versions, resolver, lock file, verified fetch, safe unpacking, the real base.
+
+Tests marked by ``real_base``/``indexes`` talk to the Debian mirror
+(``$LOCKSTEP_DEBIAN_MIRROR`` or the project's); they skip when it is
+unreachable, and fail instead under ``LOCKSTEP_REQUIRE_ALL=1``. Downloaded
+.debs go to ``$LOCKSTEP_CACHE_DIR`` if set, so reruns are fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import marshal
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lockstep.assembly.base import base_entries
+from lockstep.assembly.deb import deb_entries
+from lockstep.assembly.entries import Entry, make_layer
+from lockstep.assembly.pycompile import compile_pycs
+from lockstep.assembly.stage import StagedPython, materialize
+from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
+from lockstep.core.store import Cache
+from lockstep.inputs.debian.fetch import fetch
+from lockstep.inputs.debian.lock import SUITES, DebianLock, DebPackage, Suite, read_lock, write_lock
+from lockstep.inputs.debian.mirror import security_mirror
+from lockstep.inputs.debian.resolve import fetch_index, resolve, resolve_from_indexes
+from lockstep.inputs.debian.versions import compare_versions
+from lockstep.project import load_project
+from tests.fixtures.debian import LoopbackMirror, M, make_deb, mirror_reachable
+from tests.fixtures.support import require
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = load_project(ROOT)
+MIRROR = PROJECT.mirror()
+
+# DESIGN.md §6: the closure of python3.11, first alternatives, no dpkg.
+PYTHON_CLOSURE = sorted(
+    str.split("""
+gcc-12-base libbz2-1.0 libc6 libcom-err2 libcrypt1 libdb5.3 libexpat1 libffi8 libgcc-s1
+libgssapi-krb5-2 libk5crypto3 libkeyutils1 libkrb5-3 libkrb5support0 liblzma5 libncursesw6
+libnsl2 libpython3.11-minimal libpython3.11-stdlib libreadline8 libsqlite3-0 libssl3 libtinfo6
+libtirpc-common libtirpc3 libuuid1 media-types python3.11 python3.11-minimal readline-common
+zlib1g""")
+)
+
+
+# ------------------------------------------------------------------ versions
+
+
+@pytest.mark.parametrize(
+    "a, b, want",
+    [
+        ("1.0", "1.0", 0),
+        ("1.0", "1.0-0", 0),
+        ("1.0-1", "1.0-2", -1),
+        ("1.0~rc1", "1.0", -1),
+        ("1.0~rc1", "1.0~rc1", 0),
+        ("1.0~~", "1.0~", -1),
+        ("1.0~", "1.0", -1),
+        ("1.0", "1.0a", -1),
+        ("1.0a", "1.0+", -1),  # letters sort before other characters
+        ("1.0+b1", "1.0.1", -1),  # '+' < '.'? no: both non-letters, ord('+') < ord('.')
+        ("1:1.0", "2.0", 1),
+        ("0:1.0", "1.0", 0),
+        ("1.10", "1.9", 1),
+        ("1.002", "1.2", 0),
+        ("2.36-9+deb12u14", "2.36-9+deb12u9", 1),
+        ("3.11.2-6+deb12u9", "3.11.2-6+deb12u8", 1),
+        ("20250419~deb12u2", "20230311+deb12u1", 1),
+        ("3.0.22-1~deb12u2", "3.0.22-1", -1),
+        ("1:1.2.13.dfsg-1", "1.2.13.dfsg-2", 1),
+        ("1.2-3-4", "1.2-3-5", -1),  # revision is after the last hyphen
+        ("a", "b", -1),
+        ("", "0", 0),
+    ],
+)
+def test_compare_versions(a: str, b: str, want: int) -> None:
+    assert compare_versions(a, b) == want
+    assert compare_versions(b, a) == -want
+
+
+# ------------------------------------------------------------------ resolver (offline)
+
+
+def stanza(name: str, version: str = "1.0", arch: str = "amd64", **fields: str) -> str:
+    body = {
+        "Package": name,
+        "Version": version,
+        "Architecture": arch,
+        "Filename": f"pool/main/{name[0]}/{name}/{name}_{version}_{arch}.deb",
+        "Size": "100",
+        "SHA256": hashlib.sha256(name.encode()).hexdigest(),
+        "Description": "demo\n continuation line: not a field",
+    }
+    body.update({k.replace("_", "-"): v for k, v in fields.items()})
+    return "".join(f"{k}: {v}\n" for k, v in body.items())
+
+
+def index(*stanzas: str) -> str:
+    return "\n".join(stanzas)
+
+
+def test_resolver_closure_rules() -> None:
+    main = index(
+        stanza("app", Depends="liba (>= 2), libb | libc, virt, multi:any", Pre_Depends="libc6"),
+        stanza("liba", "2.0"),
+        stanza("libb", Depends="dpkg (>= 1.0)"),
+        stanza("libc", "9.0"),  # second alternative: never taken
+        stanza("libc6", "2.36-9+deb12u1", Depends="libgcc-s1"),
+        stanza("libgcc-s1"),
+        stanza("prov-z", Provides="virt (= 1)"),
+        stanza("prov-a", Provides="virt"),
+        stanza("multi", "1.0", "all"),
+        stanza("dpkg"),
+        stanza("armonly", arch="arm64"),
+    )
+    security = index(stanza("libc6", "2.36-9+deb12u14", Depends="libgcc-s1"), stanza("liba", "1.9"))
+    lock = resolve_from_indexes({SUITES[0]: main, SUITES[1]: "", SUITES[2]: security}, ["app"])
+    assert lock.names() == ["app", "liba", "libb", "libc6", "libgcc-s1", "multi", "prov-a"]
+    assert lock.get("libc6").version == "2.36-9+deb12u14"
+    assert lock.get("libc6").archive == "debian-security"
+    assert lock.get("liba").version == "2.0" and lock.get("liba").suite == "bookworm"
+    assert lock.get("multi").arch == "all"
+    assert lock.roots == ("app",)
+    with pytest.raises(BadInput, match="'armonly'"):
+        resolve_from_indexes({SUITES[0]: main}, ["armonly"])
+
+
+def test_resolver_prefers_a_provider_already_chosen() -> None:
+    main = index(
+        stanza("app", Depends="virt"),
+        stanza("prov-a", Provides="virt"),
+        stanza("prov-z", Provides="virt"),
+    )
+    lock = resolve_from_indexes({SUITES[0]: main}, ["prov-z", "app"])
+    assert lock.names() == ["app", "prov-z"]
+
+
+def test_security_mirror_url() -> None:
+    assert (
+        security_mirror("http://deb.debian.org/debian") == "http://deb.debian.org/debian-security"
+    )
+    assert (
+        security_mirror("http://127.0.0.1:8080/debian/") == "http://127.0.0.1:8080/debian-security"
+    )
+    assert (
+        security_mirror("http://example.invalid/archive/debian/20240101T000000Z")
+        == "http://example.invalid/archive/debian-security/20240101T000000Z"
+    )
+
+
+def test_resolve_reads_the_three_indexes_from_the_mirror(tmp_path: Path) -> None:
+    server = LoopbackMirror(tmp_path)
+    try:
+        for suite, text in [
+            (SUITES[0], index(stanza("app", Depends="libx"), stanza("libx", "1.0"))),
+            (SUITES[1], index(stanza("libx", "1.0+b1"))),
+            (SUITES[2], index(stanza("libx", "1.0~sec1"))),
+        ]:
+            server.put(
+                f"{suite.archive}/dists/{suite.suite}/main/binary-amd64/Packages.xz",
+                lzma.compress(text.encode()),
+            )
+        lock = resolve(server.mirror, ["app"])
+        assert lock.get("libx").version == "1.0+b1"
+        assert lock.get("libx").suite == "bookworm-updates"
+        (
+            tmp_path / "debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz"
+        ).unlink()
+        with pytest.raises(ServiceFailed, match="debian-security/dists/bookworm-security"):
+            resolve(server.mirror, ["app"])
+    finally:
+        server.stop()
+
+
+def test_unreachable_mirror_is_a_service_failure_naming_the_url() -> None:
+    with pytest.raises(ServiceFailed) as err:
+        resolve("http://127.0.0.1:9/debian", ["python3.11"])
+    url = "http://127.0.0.1:9/debian/dists/bookworm/main/binary-amd64/Packages.xz"
+    assert url in str(err.value)
+    assert err.value.exit_code == 3
+
+
+# ------------------------------------------------------------------ lock file
+
+
+def sample_lock() -> DebianLock:
+    pkgs = tuple(
+        DebPackage(
+            n,
+            "1.0-1",
+            "amd64",
+            "debian",
+            "bookworm",
+            f"pool/main/{n[0]}/{n}/{n}_1.0-1_amd64.deb",
+            1234,
+            hashlib.sha256(n.encode()).hexdigest(),
+        )
+        for n in ("zlib1g", "libc6")
+    )
+    return DebianLock(packages=tuple(sorted(pkgs, key=lambda p: p.name)), roots=("libc6",))
+
+
+def test_lock_round_trip_is_stable(tmp_path: Path) -> None:
+    lock = sample_lock()
+    path = tmp_path / "images" / "debian.lock.json"
+    write_lock(path, lock)
+    first = path.read_bytes()
+    assert read_lock(path) == lock
+    write_lock(path, read_lock(path))
+    assert path.read_bytes() == first
+    data = json.loads(first)
+    assert data["schema"] == "lockstep.debian-lock/v1"
+    assert [p["name"] for p in data["packages"]] == ["libc6", "zlib1g"]
+    assert data["suites"][2] == {"archive": "debian-security", "suite": "bookworm-security"}
+    assert lock.digest.startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "cannot read"),
+        (b"{not json", "not valid JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"schema": "other"}', "schema"),
+    ],
+)
+def test_bad_lock_file_is_bad_input(tmp_path: Path, content: bytes | None, fragment: str) -> None:
+    path = tmp_path / "debian.lock.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(BadInput) as err:
+        read_lock(path)
+    msg = str(err.value)
+    assert str(path) in msg and fragment in msg and "lockstep lock debian" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("sha256", "abc"),
+        ("size", -1),
+        ("size", "12"),
+        ("filename", "../../etc/passwd"),
+        ("name", ""),
+    ],
+)
+def test_lock_with_a_bad_package_field_is_bad_input(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    data = sample_lock().to_dict()
+    data["packages"][0][field] = value
+    path = tmp_path / "debian.lock.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BadInput, match="lockstep lock debian"):
+        read_lock(path)
+
+
+def test_committed_lock_matches_the_project() -> None:
+    lock = read_lock(PROJECT.debian_lock)
+    assert lock.roots == tuple(sorted(PROJECT.debian_packages))
+    assert set(PYTHON_CLOSURE) <= set(lock.names())
+    assert "dpkg" not in lock.names() and "debconf" not in lock.names()
+    assert PROJECT.debian_lock.read_bytes() == lock.to_json()  # canonical on disk
+
+
+# ------------------------------------------------------------------ unpacking
+
+
+def entries_by_path(deb: bytes, name: str = "demo") -> dict[str, Entry]:
+    return {e.path: e for e in deb_entries(name, deb)}
+
+
+def test_deb_entries_usr_merge_links_and_hardlinks() -> None:
+    deb = make_deb(
+        [
+            M("./lib/", "dir", mode=0o755),
+            M("./lib/x86_64-linux-gnu/libdemo.so.1.0", data=b"ELF", mode=0o644),
+            M("./lib/x86_64-linux-gnu/libdemo.so.1", "symlink", target="libdemo.so.1.0"),
+            M("./lib64/ld-demo.so", "symlink", target="/lib/x86_64-linux-gnu/libdemo.so.1.0"),
+            M("./bin/demo", data=b"#!/bin/sh\n", mode=0o755),
+            M("./bin/up", "symlink", target="../usr/share/demo"),
+            M("./usr/bin/demo2", "hardlink", target="./bin/demo"),
+            M("./usr/lib/ssl/certs", "symlink", target="/etc/ssl/certs"),
+            M("./usr/share/demo/dot", "symlink", target="."),
+        ]
+    )
+    got = entries_by_path(deb)
+    assert got["usr/lib/x86_64-linux-gnu/libdemo.so.1.0"] == Entry.file(
+        "usr/lib/x86_64-linux-gnu/libdemo.so.1.0", b"ELF"
+    )
+    assert got["usr/lib/x86_64-linux-gnu/libdemo.so.1"].target == "libdemo.so.1.0"
+    assert got["usr/lib64/ld-demo.so"].target == "../lib/x86_64-linux-gnu/libdemo.so.1.0"
+    assert got["usr/bin/up"].target == "../share/demo"  # was bin/../usr/share/demo
+    assert got["usr/bin/demo"].mode == 0o755
+    assert got["usr/bin/demo2"] == Entry.file("usr/bin/demo2", b"#!/bin/sh\n", 0o755)
+    assert got["usr/lib/ssl/certs"].target == "../../../etc/ssl/certs"
+    assert got["usr/share/demo/dot"].target == "."
+    assert "" not in got and "." not in got
+    assert all(not p.startswith(("bin", "lib")) for p in got)
+    assert list(got) == sorted(got)
+
+
+@pytest.mark.parametrize(
+    "members, member",
+    [
+        ([M("./../etc/passwd", data=b"x")], "./../etc/passwd"),
+        ([M("./usr/../../etc/passwd", data=b"x")], "./usr/../../etc/passwd"),
+        ([M("/etc/passwd", data=b"x")], "/etc/passwd"),
+        ([M("./usr/lib/evil", "symlink", target="../../../../etc")], "./usr/lib/evil"),
+        ([M("./evil", "symlink", target="..")], "./evil"),
+        (
+            [
+                M("./usr/share/link", "symlink", target="../lib"),
+                M("./usr/share/link/x.so", data=b"x"),
+            ],
+            "./usr/share/link/x.so",
+        ),
+        ([M("./lib", "symlink", target="usr/lib"), M("./lib/x.so", data=b"x")], "./lib/x.so"),
+        ([M("./dev/null", "chardev")], "./dev/null"),
+        ([M("./run/fifo", "fifo")], "./run/fifo"),
+        ([M("./usr/bin/x", "hardlink", target="./usr/bin/missing")], "./usr/bin/x"),
+    ],
+)
+def test_unsafe_members_are_refused_naming_package_and_member(
+    members: list[M], member: str
+) -> None:
+    with pytest.raises(BadInput) as err:
+        deb_entries("evilpkg", make_deb(members))
+    msg = str(err.value)
+    assert "evilpkg" in msg and repr(member) in msg, msg
+    assert err.value.exit_code == 2
+
+
+def test_not_a_deb_is_refused() -> None:
+    with pytest.raises(BadInput, match=r"demo: not a \.deb"):
+        deb_entries("demo", b"PK\x03\x04")
+
+
+# ------------------------------------------------------------------ fetch (loopback mirror)
+
+
+@dataclass
+class Served:
+    server: LoopbackMirror
+    lock: DebianLock
+    debs: dict[str, bytes]
+    cache: Cache
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = LoopbackMirror(tmp_path / "www")
+    debs: dict[str, bytes] = {}
+    pkgs = []
+    for name, archive, suite in [
+        ("alpha", "debian", "bookworm"),
+        ("beta", "debian-security", "bookworm-security"),
+    ]:
+        data = make_deb([M(f"./usr/share/{name}/file", data=name.encode() * 100)])
+        filename = f"pool/main/{name[0]}/{name}/{name}_1.0_all.deb"
+        server.put(f"{archive}/{filename}", data)
+        debs[name] = data
+        pkgs.append(
+            DebPackage(
+                name,
+                "1:1.0",
+                "all",
+                archive,
+                suite,
+                filename,
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+            )
+        )
+    try:
+        yield Served(
+            server,
+            DebianLock(tuple(pkgs), roots=("alpha", "beta")),
+            debs,
+            Cache(tmp_path / "cache"),
+        )
+    finally:
+        server.stop()
+
+
+def test_fetch_downloads_verifies_and_caches(served: Served) -> None:
+    lines: list[str] = []
+    got = fetch(served.lock, served.server.mirror, served.cache, progress=lines.append)
+    assert got == served.debs
+    assert len(lines) == 2 and all(line.startswith("fetched ") for line in lines)
+    served.server.stop()  # the second fetch must not need the mirror
+    lines.clear()
+    assert fetch(served.lock, served.server.mirror, served.cache, lines.append) == served.debs
+    assert lines == []
+
+
+def test_tampered_cache_entry_is_refused_and_fetched_again(served: Served) -> None:
+    fetch(served.lock, served.server.mirror, served.cache)
+    pkg = served.lock.get("alpha")
+    path = served.cache.blob_path(pkg.digest)
+    tampered = bytearray(path.read_bytes())
+    tampered[-10] ^= 0xFF
+    path.write_bytes(bytes(tampered))
+    lines: list[str] = []
+    got = fetch(served.lock, served.server.mirror, served.cache, progress=lines.append)
+    assert got["alpha"] == served.debs["alpha"]
+    assert any("alpha" in line and "corrupt" in line for line in lines), lines
+    assert path.read_bytes() == served.debs["alpha"]  # healed
+
+
+def test_tampered_cache_entry_with_the_mirror_down_is_an_error(served: Served) -> None:
+    fetch(served.lock, served.server.mirror, served.cache)
+    path = served.cache.blob_path(served.lock.get("beta").digest)
+    path.write_bytes(b"!<arch>\nnot the package")
+    served.server.stop()
+    with pytest.raises(ServiceFailed) as err:
+        fetch(served.lock, served.server.mirror, served.cache)
+    msg = str(err.value)
+    assert "beta" in msg and "corrupt" in msg and "\n" not in msg
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("bad", ["size", "sha256"])
+def test_mirror_serving_other_bytes_is_refused_and_not_cached(served: Served, bad: str) -> None:
+    pkg = served.lock.get("beta")
+    data = served.debs["beta"]
+    other = data + b"\0" if bad == "size" else data[:-1] + bytes([data[-1] ^ 1])
+    served.server.put(f"{pkg.archive}/{pkg.filename}", other)
+    with pytest.raises(CheckFailed) as err:
+        fetch(served.lock, served.server.mirror, served.cache)
+    msg = str(err.value)
+    assert "beta" in msg and "expected" in msg
+    if bad == "size":
+        assert f"expected {pkg.size}" in msg
+    else:
+        assert pkg.sha256 in msg and hashlib.sha256(other).hexdigest() in msg
+    assert served.cache.get_blob(pkg.digest) is None
+    assert served.cache.get_blob("sha256:" + hashlib.sha256(other).hexdigest()) is None
+
+
+def test_missing_deb_says_to_relock(served: Served) -> None:
+    pkg = served.lock.get("alpha")
+    (served.server.root / pkg.archive / pkg.filename).unlink()
+    with pytest.raises(ServiceFailed) as err:
+        fetch(served.lock, served.server.mirror, served.cache)
+    msg = str(err.value)
+    assert "alpha" in msg and "404" in msg and "lockstep lock debian" in msg
+    assert "LOCKSTEP_DEBIAN_MIRROR" in msg and "snapshot" in msg
+    assert err.value.exit_code == 3
+
+
+# ------------------------------------------------------------------ the real mirror
+
+
+@pytest.fixture(scope="module")
+def online() -> str:
+    require(mirror_reachable(MIRROR), f"the Debian mirror {MIRROR} is not reachable")
+    return MIRROR
+
+
+@pytest.fixture(scope="module")
+def indexes(online: str) -> dict[Suite, str]:
+    return {s: fetch_index(online, s, "amd64") for s in SUITES}
+
+
+def test_python311_closure_is_the_31_packages(indexes: dict[Suite, str]) -> None:
+    lock = resolve_from_indexes(indexes, ["python3.11"], exclude=("dpkg",))
+    assert lock.names() == PYTHON_CLOSURE
+    assert len(lock.packages) == 31
+    assert resolve_from_indexes(indexes, ["python3.11"]).names() == PYTHON_CLOSURE
+    everything = resolve_from_indexes(indexes, list(PROJECT.debian_packages))
+    assert set(everything.names()) - set(PYTHON_CLOSURE) == {
+        "ca-certificates",
+        "libc-bin",
+        "openssl",
+        "tzdata",
+    }
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("LOCKSTEP_CACHE_DIR")
+    return Path(env) if env else tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def real_debs(online: str, cache_dir: Path) -> dict[str, bytes]:
+    return fetch(read_lock(PROJECT.debian_lock), online, Cache(cache_dir))
+
+
+@pytest.fixture(scope="module")
+def real_base(real_debs: dict[str, bytes]) -> list[Entry]:
+    return base_entries(read_lock(PROJECT.debian_lock), real_debs)
+
+
+@pytest.fixture(scope="module")
+def staged(real_base: list[Entry], tmp_path_factory: pytest.TempPathFactory) -> StagedPython:
+    root = tmp_path_factory.mktemp("stage") / "root"
+    materialize(real_base, root)
+    return StagedPython(root)
+
+
+def test_base_layer_is_reproducible_and_small(
+    real_base: list[Entry], real_debs: dict[str, bytes]
+) -> None:
+    first = make_layer(real_base)
+    again = make_layer(base_entries(read_lock(PROJECT.debian_lock), dict(real_debs)))
+    assert first.digest == again.digest and first.diff_id == again.diff_id
+    assert 12_000_000 < first.size < 22_000_000, first.size
+    paths = {e.path for e in real_base}
+    assert not any(p.startswith(("usr/share/man/", "usr/share/info/")) for p in paths)
+    assert all(
+        e.path.endswith("/copyright")
+        for e in real_base
+        if e.path.startswith("usr/share/doc/") and e.kind != "dir"
+    )
+    libc_bin = {e.path for e in deb_entries("libc-bin", real_debs["libc-bin"]) if e.kind != "dir"}
+    kept = libc_bin & paths
+    assert kept and all(
+        p.startswith("usr/lib/locale/C.utf8/")
+        for p in kept
+        if p != "usr/share/doc/libc-bin/copyright"
+    ), kept
+    assert "usr/lib/locale/C.utf8/LC_CTYPE" in paths
+    assert not any(p.startswith(("bin/", "lib/", "lib64/", "sbin/")) for p in paths)
+    by_path = {e.path: e for e in real_base}
+    for top in ("bin", "sbin", "lib", "lib64"):
+        assert by_path[top] == Entry.symlink(top, f"usr/{top}")
+    for e in real_base:
+        if e.kind == "symlink":
+            assert not e.target.startswith("/"), e
+
+
+def test_staged_python_is_debians_and_has_the_batteries(staged: StagedPython) -> None:
+    assert staged.check().startswith("3.11.2 ")
+    code = """
+import json, sys, ssl, sqlite3, asyncio, zoneinfo, locale, datetime, os
+locale.setlocale(locale.LC_ALL, "C.UTF-8")
+ctx = ssl.create_default_context()
+paris = datetime.datetime(2024, 7, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+print(json.dumps({
+    "version": sys.version.split()[0],
+    "executable": sys.executable,
+    "prefix": sys.prefix,
+    "paris": paris.utcoffset().total_seconds(),
+    "cas": ctx.cert_store_stats()["x509_ca"],
+    "sqlite": sqlite3.sqlite_version,
+    "loop": asyncio.run(asyncio.sleep(0, result="ok")),
+    "encoding": sys.getfilesystemencoding(),
+}))
+"""
+    proc = staged.run(["-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout)
+    root = str(staged.root)
+    assert facts["version"] == "3.11.2"
+    assert facts["executable"].startswith(root) and facts["prefix"] == root + "/usr"
+    assert facts["paris"] == 7200
+    assert facts["cas"] > 100
+    assert facts["loop"] == "ok" and facts["encoding"] == "utf-8"
+    maps = staged.run(
+        ["-c", "import ssl, sqlite3; print(open('/proc/self/maps').read())"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    libs = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
+    assert libs and all(lib.startswith(root) for lib in libs), libs
+
+
+def test_materialised_base_files(staged: StagedPython) -> None:
+    root = staged.root
+    assert stat.S_IMODE((root / "tmp").stat().st_mode) == 0o1777
+    passwd = (root / "etc/passwd").read_text().splitlines()
+    assert "nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin" in passwd
+    assert passwd[0].startswith("root:x:0:0:")
+    assert "nonroot:x:65532:" in (root / "etc/group").read_text().splitlines()
+    bundle = (root / "etc/ssl/certs/ca-certificates.crt").read_bytes()
+    assert bundle.count(b"-----BEGIN CERTIFICATE-----") > 100
+    assert os.readlink(root / "usr/bin/python3") == "python3.11"
+    assert "localhost" in (root / "etc/hosts").read_text()
+    assert os.readlink(root / "bin") == "usr/bin"
+    # Absolute targets were rewritten to relative ones that resolve inside the root.
+    assert (root / "usr/lib/ssl/cert.pem").resolve() == (
+        root / "etc/ssl/certs/ca-certificates.crt"
+    ).resolve()
+    assert (root / "usr/lib64/ld-linux-x86-64.so.2").resolve().is_relative_to(root.resolve())
+    assert (root / "var/lib/dpkg/status.d/libc6").read_text().startswith("Package: libc6\n")
+
+
+def test_pycs_are_deterministic_and_name_image_paths(
+    staged: StagedPython, real_base: list[Entry]
+) -> None:
+    first = compile_pycs(staged, real_base)
+    second = compile_pycs(staged, list(reversed(real_base)))  # another temp dir, other order
+    assert first == second
+    sources = [e for e in real_base if e.kind == "file" and e.path.endswith(".py")]
+    assert len(first) >= len(sources) - 5
+    pyc = {e.path: e for e in first}["usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc"]
+    assert int.from_bytes(pyc.data[4:8], "little") == 0b01  # hash-based, unchecked
+    code = marshal.loads(pyc.data[16:])
+    assert code.co_filename == "/usr/lib/python3.11/json/__init__.py"
+    assert str(staged.root).encode() not in pyc.data
+    # A subset, compiled alone, gives the same bytes as in the full batch.
+    subset = [e for e in sources if "/asyncio/" in e.path]
+    alone = {e.path: e for e in compile_pycs(staged, subset)}
+    assert alone and all(
+        pyc_entry == {e.path: e for e in first}[p] for p, pyc_entry in alone.items()
+    )
+
+
+def test_broken_sources_are_skipped(staged: StagedPython) -> None:
+    out = compile_pycs(
+        staged,
+        [
+            Entry.file("app/good.py", b"x = 1\n"),
+            Entry.file("app/py2.py", b"print 'hello'\n"),
+            Entry.file("app/data.txt", b"x"),
+            Entry.symlink("app/alias.py", "good.py"),
+        ],
+    )
+    assert sorted(e.path for e in out) == [
+        "app/__pycache__/alias.cpython-311.pyc",
+        "app/__pycache__/good.cpython-311.pyc",
+    ]
+
+
+def test_image_python_uses_the_pycs(
+    real_base: list[Entry], staged: StagedPython, tmp_path: Path
+) -> None:
+    pycs = compile_pycs(staged, real_base)
+    root = tmp_path / "root"
+    materialize([*real_base, *pycs], root)
+    # Unchecked pycs are trusted: a broken source behind one is never read.
+    source = root / "usr/lib/python3.11/json/__init__.py"
+    source.chmod(0o644)
+    source.write_text("raise SystemExit('source was read')\n")
+    proc = StagedPython(root).run(
+        ["-c", "import json, asyncio; print(json.dumps([1]))"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[1]"
+    assert not any(root.rglob("*.pyc.*"))  # nothing written into the root
+    shutil.rmtree(root)

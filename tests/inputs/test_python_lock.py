@@ -1,0 +1,340 @@
+"""The pinned Python packages of the image: the committed lock and the pex install.
+
+Tests that need the package index skip (locally) or fail (``LOCKSTEP_REQUIRE_ALL=1``)
+when it is unreachable. The install tests share one session cache
+(``$LOCKSTEP_CACHE_DIR`` if set), so only the determinism test pays for a cold run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lockstep.assembly import thirdparty
+from lockstep.assembly.entries import Entry, make_layer
+from lockstep.assembly.layout import SITE_DIR
+from lockstep.core.digests import sha256_digest
+from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
+from lockstep.inputs import declared
+from lockstep.inputs.python import lock as pylock
+from lockstep.inputs.python import pex, platform
+from lockstep.project import load_project
+from tests.fixtures.support import require
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = load_project(ROOT)
+LOCK = PROJECT.python_lock
+PLATFORM = ROOT / "images/complete-platform.json"
+SITE = SITE_DIR + "/"
+
+
+def _index_reachable() -> bool:
+    try:
+        ctx = (
+            ssl.create_default_context(cafile="/etc/ssl/certs/ca-certificates.crt")
+            if Path("/etc/ssl/certs/ca-certificates.crt").exists()
+            else None
+        )
+        with urllib.request.urlopen(pex.INDEX_URL + "distributed/", timeout=10, context=ctx):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def index() -> None:
+    require(_index_reachable(), f"the package index ({pex.INDEX_URL}) is unreachable")
+
+
+@dataclass
+class Installs:
+    cache: Path  # the warm cache the other tests share
+    cold: list[Entry]
+    warm: list[Entry]
+
+
+@pytest.fixture(scope="session")
+def shared_cache(index: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``$LOCKSTEP_CACHE_DIR`` if set, else one cache for the whole session."""
+    env = os.environ.get("LOCKSTEP_CACHE_DIR")
+    return Path(env) if env else tmp_path_factory.mktemp("lockstep-cache")
+
+
+@pytest.fixture(scope="session")
+def installs(shared_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installs]:
+    """One cold install (fresh cache, umask 077), then one warm (shared cache, umask 022)."""
+    fresh = (
+        tmp_path_factory.mktemp("cold-cache")
+        if os.environ.get("LOCKSTEP_CACHE_DIR")
+        else shared_cache
+    )
+    assert not pex.pex_root(fresh).exists()
+    old = os.umask(0o077)
+    try:
+        cold = thirdparty.install_entries(LOCK, PLATFORM, fresh)
+    finally:
+        os.umask(0o022)
+    try:
+        warm = thirdparty.install_entries(LOCK, PLATFORM, shared_cache)
+    finally:
+        os.umask(old)
+    yield Installs(shared_cache, cold, warm)
+
+
+# ---------------------------------------------------------------- the committed lock
+
+
+def test_committed_lock_is_strict_pinned_https_and_hashed() -> None:
+    data = json.loads(LOCK.read_bytes())
+    assert data["style"] == "strict"
+    assert data["pip_version"] == pex.PIP_VERSION
+    assert data["pex_version"] == pex.PEX_VERSION
+    assert data["requirements"] == list(PROJECT.requirements) == ["distributed==2026.8.0"]
+    assert data["allow_builds"] is False
+    (resolve,) = data["locked_resolves"]
+    versions = {r["project_name"]: r["version"] for r in resolve["locked_requirements"]}
+    assert versions["distributed"] == "2026.8.0"
+    assert {"dask", "tornado", "msgpack", "cloudpickle"} <= set(versions)
+    for req in resolve["locked_requirements"]:
+        assert req["artifacts"], req["project_name"]
+        for art in req["artifacts"]:
+            assert art["algorithm"] == "sha256"
+            assert len(art["hash"]) == 64 and int(art["hash"], 16) >= 0
+            assert art["url"].startswith("https://"), art["url"]
+            assert art["url"].endswith(".whl")
+    raw = LOCK.read_text()
+    for bad in ("file:", "/opt/", "/tmp/", "/root/", "/home/"):
+        assert bad not in raw
+    assert len(pylock.read_lock(LOCK)) == len(versions)
+
+
+def test_committed_platform_is_the_image_python_without_host_facts() -> None:
+    data = json.loads(PLATFORM.read_bytes())
+    assert set(data) == {"marker_environment", "compatible_tags"}
+    markers = data["marker_environment"]
+    assert markers["python_full_version"] == "3.11.2"
+    assert markers["implementation_name"] == "cpython"
+    assert markers["platform_machine"] == "x86_64"
+    assert not set(markers) & platform.HOST_MARKERS
+    assert data["compatible_tags"][0] == "cp311-cp311-manylinux_2_36_x86_64"
+    assert not any(t.startswith("cp311-cp311-manylinux_2_37") for t in data["compatible_tags"])
+    assert PLATFORM.read_bytes() == platform.platform_json(data)
+
+
+def test_lock_digest() -> None:
+    assert declared.lock_digest(LOCK, pex.RELOCK) == sha256_digest(LOCK.read_bytes())
+    assert sha256_digest(b"") == (
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+    with pytest.raises(BadInput, match="lockstep lock python"):
+        declared.lock_digest(ROOT / "no-such.lock.json", pex.RELOCK)
+
+
+def test_normalize_platform_drops_path_and_kernel() -> None:
+    inspected = {
+        "path": "/somewhere/bin/python3.11",
+        "compatible_tags": ["cp311-cp311-linux_x86_64", "py3-none-any", "cp311-cp311-linux_x86_64"],
+        "marker_environment": {
+            "sys_platform": "linux",
+            "platform_release": "6.1.0",
+            "platform_version": "#1 SMP",
+            "os_name": "posix",
+        },
+    }
+    out = platform.normalize_platform(inspected)
+    assert out == {
+        "marker_environment": {"os_name": "posix", "sys_platform": "linux"},
+        "compatible_tags": ["cp311-cp311-linux_x86_64", "py3-none-any"],
+    }
+    with pytest.raises(ServiceFailed):
+        platform.normalize_platform({"path": "x"})
+
+
+# ---------------------------------------------------------------- bad locks
+
+
+def _lock_with(tmp_path: Path, edit: str) -> Path:
+    data = json.loads(LOCK.read_bytes())
+    art = data["locked_resolves"][0]["locked_requirements"][0]["artifacts"][0]
+    if edit == "file-url":
+        art["url"] = "file:///opt/wheels/" + art["url"].rsplit("/", 1)[-1]
+    elif edit == "no-hash":
+        art["algorithm"] = "md5"
+    elif edit == "sha256":
+        art["hash"] = art["hash"][:-6] + (
+            "000000" if not art["hash"].endswith("000000") else "111111"
+        )
+    path = tmp_path / "python.lock.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_missing_lock_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"no\.lock\.json.*lockstep lock python"):
+        thirdparty.install_entries(tmp_path / "no.lock.json", PLATFORM, tmp_path / "cache")
+
+
+def test_malformed_lock_is_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "python.lock.json"
+    bad.write_text("{not json")
+    with pytest.raises(BadInput, match=r"python\.lock\.json: not valid JSON.*lockstep lock"):
+        thirdparty.install_entries(bad, PLATFORM, tmp_path / "cache")
+    bad.write_text("{}")
+    with pytest.raises(BadInput, match="not a pex lock"):
+        thirdparty.install_entries(bad, PLATFORM, tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"), [("file-url", "is not https"), ("no-hash", "has no sha256")]
+)
+def test_lock_with_local_url_or_without_sha256_is_refused(
+    tmp_path: Path, edit: str, message: str
+) -> None:
+    with pytest.raises(BadInput, match=message):
+        thirdparty.install_entries(_lock_with(tmp_path, edit), PLATFORM, tmp_path / "cache")
+
+
+def test_missing_platform_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"complete-platform\.json: cannot read"):
+        thirdparty.install_entries(LOCK, tmp_path / "complete-platform.json", tmp_path / "cache")
+
+
+def test_pex_errors_become_one_line() -> None:
+    log = Path("/cache/logs/x.log")
+    err = pex.pex_error(
+        "venv create",
+        "1. toolz 1.2 from https://x/toolz.whl\n    Expected sha256 "
+        "hash of aaaa when downloading toolz but hashed to bbbb.",
+        log,
+    )
+    assert isinstance(err, CheckFailed) and "\n" not in str(err)
+    assert "toolz" in str(err) and "aaaa" in str(err) and "lockstep lock python" in str(err)
+    err = pex.pex_error("lock create", "ERROR: No matching distribution found for nope==9", log)
+    assert isinstance(err, BadInput) and "nope==9" in str(err)
+    err = pex.pex_error("lock create", "Max retries exceeded with url: /simple/x/", log)
+    assert isinstance(err, ServiceFailed) and "network" in str(err)
+
+
+def test_pex_env_ignores_host_pip_config(tmp_path: Path) -> None:
+    env = pex.pex_env(
+        tmp_path,
+        {
+            "PIP_FIND_LINKS": "/opt/wheels",
+            "PEX_PYTHON": "x",
+            "PIP_EXTRA_INDEX_URL": "file:///opt/pypi/simple",
+            "HOME": "/h",
+        },
+    )
+    assert env["PIP_CONFIG_FILE"] == os.devnull
+    assert env["PEX_IGNORE_RCFILES"] == "true"
+    assert env["PEX_ROOT"] == str(tmp_path / "pex")
+    assert "PIP_FIND_LINKS" not in env and "PIP_EXTRA_INDEX_URL" not in env
+    assert "PEX_PYTHON" not in env and env["HOME"] == "/h"
+
+
+# ---------------------------------------------------------------- the install
+
+
+def test_install_is_deterministic_cold_and_warm(installs: Installs) -> None:
+    assert [e.path for e in installs.cold] == [e.path for e in installs.warm]
+    assert make_layer(installs.cold).digest == make_layer(installs.warm).digest
+
+
+def test_install_contents(installs: Installs) -> None:
+    entries = installs.warm
+    paths = {e.path for e in entries}
+    assert all(p.startswith(SITE) for p in paths)
+    rel = {p[len(SITE) :] for p in paths}
+    tops = {r.split("/")[0] for r in rel}
+    for name in ("distributed", "dask", "tornado", "msgpack"):
+        assert name in tops
+    assert "distributed-2026.8.0.dist-info" in tops
+    assert "distributed-2026.8.0.dist-info/entry_points.txt" in rel
+    assert "dask-2026.8.0.dist-info/entry_points.txt" in rel
+    assert "bin" not in tops
+    assert not any("__pycache__" in r or r.endswith(".pyc") for r in rel)
+    assert not any(r.endswith(("/direct_url.json", "/INSTALLER")) for r in rel)
+    for e in entries:
+        assert e.kind == "file" and e.mode in (0o644, 0o755), (e.path, oct(e.mode))
+        if e.path.endswith("/RECORD"):
+            assert b"bin/" not in e.data
+    sos = {r: e for e in entries if (r := e.path[len(SITE) :]).endswith(".so")}
+    assert "msgpack/_cmsgpack.cpython-311-x86_64-linux-gnu.so" in sos
+    assert any(r.startswith("tornado/") for r in sos)
+    for r, e in sos.items():
+        # cp311 extensions, or the stable ABI (tornado, psutil ship abi3 wheels).
+        assert r.endswith((".cpython-311-x86_64-linux-gnu.so", ".abi3.so")), r
+        assert e.data[:4] == b"\x7fELF" and e.data[18:20] == b"\x3e\x00", r  # x86-64
+        assert e.mode == 0o755, r
+    wheels = [w.filename for w in pylock.read_lock(LOCK)]
+    binary = [w for w in wheels if not w.endswith("-none-any.whl")]
+    assert binary and all("manylinux" in w and "x86_64" in w for w in binary)
+    assert all("-cp311-" in w or "-abi3-" in w for w in binary)
+
+
+def test_edited_lock_sha256_is_a_clear_error(installs: Installs, tmp_path: Path) -> None:
+    edited = _lock_with(tmp_path, "sha256")
+    with pytest.raises(CheckFailed) as info:
+        thirdparty.install_entries(edited, PLATFORM, installs.cache)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "does not match the lock" in message and "lockstep lock python" in message
+
+
+def _copy_pex_root(installs: Installs, tmp_path: Path) -> Path:
+    cache = tmp_path / "cache"
+    shutil.copytree(pex.pex_root(installs.cache), pex.pex_root(cache), symlinks=True)
+    return cache
+
+
+def test_tampered_cached_wheel_is_a_clear_error(installs: Installs, tmp_path: Path) -> None:
+    cache = _copy_pex_root(installs, tmp_path)
+    wheel = next(w for w in pylock.read_lock(LOCK) if w.project == "toolz")
+    (cached,) = pex.pex_root(cache).glob(f"downloads/*/{wheel.sha256}/{wheel.filename}")
+    cached.write_bytes(cached.read_bytes() + b"tampered")
+    with pytest.raises(CheckFailed, match=r"toolz-.*\.whl: the cached wheel .* is corrupt"):
+        thirdparty.install_entries(LOCK, PLATFORM, cache)
+
+
+def test_tampered_installed_wheel_is_a_clear_error(installs: Installs, tmp_path: Path) -> None:
+    cache = _copy_pex_root(installs, tmp_path)
+    targets = sorted(pex.pex_root(cache).glob("installed_wheels/*/*/toolz-*.whl/toolz/__init__.py"))
+    assert targets, "pex's installed-wheel cache layout changed"
+    for target in targets:
+        target.write_text(target.read_text() + "\nTAMPERED = True\n")
+    with pytest.raises(CheckFailed, match=r"toolz/__init__\.py: content differs"):
+        thirdparty.install_entries(LOCK, PLATFORM, cache)
+
+
+def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: Path) -> None:
+    """A fresh lock on this machine (whose pip config adds local find-links and file://
+    indexes) records only https URLs, with sha256, for the image's platform."""
+    out = tmp_path / "python.lock.json"
+    pylock.lock(PROJECT, out, shared_cache)
+    raw = out.read_text()
+    assert "file:" not in raw and "/opt/" not in raw and str(tmp_path) not in raw
+    wheels = pylock.read_lock(out)
+    assert any(w.project == "distributed" and w.version == "2026.8.0" for w in wheels)
+    assert all(w.url.startswith("https://") for w in wheels)
+    data = json.loads(raw)
+    assert data["locked_resolves"][0]["platform_tag"] == ["cp311", "cp311", "manylinux_2_36_x86_64"]
+
+
+def test_missing_pex_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    pex.pex3_argv.cache_clear()
+    try:
+        with pytest.raises(BadInput, match=r"pex3 is not installed.*lockstep\[build\]"):
+            pylock.lock(PROJECT, tmp_path / "lock.json", tmp_path / "cache")
+    finally:
+        pex.pex3_argv.cache_clear()

@@ -1,0 +1,277 @@
+"""Release parts that need no registry and no build: pins, references, credentials,
+rendering, the release manifest."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from lockstep.core.errors import BadInput
+from lockstep.release import pins, render
+from lockstep.release.auth import credentials_for
+from lockstep.release.record import ReleaseManifest
+from lockstep.release.reference import is_loopback, parse_pinned, parse_target, pin_problem
+from tests.fixtures.build import ROOT, lockstep
+from tests.fixtures.support import require
+
+DATA = Path(__file__).parent / "data" / "release"
+D = "sha256:" + "ab" * 32
+
+
+def test_check_pins_fails_the_old_files_with_file_and_line(tmp_path: Path) -> None:
+    proc = lockstep(["check-pins", str(DATA)], cwd=ROOT, cache=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    where = [line.split(": image ")[0].removeprefix(str(DATA) + "/") for line in lines]
+    assert where == [
+        "cluster-old.toml:9",
+        "deploy-old.json:11",
+        "values-old.yaml:4",
+        "workspace-old.yaml:6",
+        "workspace-old.yaml:7",
+    ]
+    assert ":latest" in lines[-2] and "it means :latest" in lines[-1]
+    assert proc.stderr.strip().splitlines() == [
+        "lockstep: error: 5 of 8 image references are not pinned by digest; pin each as "
+        "HOST/REPO/NAME@sha256:… (lockstep release renders such files)"
+    ]
+
+
+def test_check_pins_passes_pinned_files(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(f"spec:\n  containers:\n    - image: r.io/x/y@{D}\n")
+    (tmp_path / "b.json").write_text(json.dumps({"images": {"runner": f"r.io/x/r@{D}"}}))
+    (tmp_path / "c.toml").write_text(f'[w]\nworker_image = "r.io/x/w:1@{D}"\n')
+    proc = lockstep(["check-pins", str(tmp_path)], cwd=ROOT, cache=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 image references in 3 files, all pinned" in proc.stdout
+
+
+def test_check_pins_reads_image_env_values(tmp_path: Path) -> None:
+    """`LOCKSTEP_IMAGE` (any `…_IMAGE` env entry) is an image reference: pinned passes, a tag
+    is flagged on its line; other env values and `valueFrom` are not references."""
+    pod = (
+        f"containers:\n  - image: r.io/x/w@{D}\n    env:\n"
+        f"      - {{name: LOCKSTEP_EXECUTOR, value: cold}}\n"
+        f'      - name: LOCKSTEP_IMAGE\n        value: "r.io/x/w@{D}"\n'
+        "      - name: SIDECAR_IMAGE\n        valueFrom: {configMapKeyRef: {name: c, key: k}}\n"
+    )
+    (tmp_path / "ok.yaml").write_text(pod)
+    found = pins.check_pins([tmp_path / "ok.yaml"])
+    assert [(r.line, r.value, r.problem) for r in found] == [
+        (2, f"r.io/x/w@{D}", None),
+        (6, f"r.io/x/w@{D}", None),
+    ]
+    (tmp_path / "bad.yaml").write_text(pod.replace(f'"r.io/x/w@{D}"', "r.io/x/w:latest"))
+    bad = [r for r in pins.check_pins([tmp_path / "bad.yaml"]) if r.problem]
+    assert [(r.line, r.value) for r in bad] == [(6, "r.io/x/w:latest")]
+    assert "uses the tag :latest and no digest" in str(bad[0])
+    (tmp_path / "d.json").write_text(
+        json.dumps(
+            {
+                "env": [
+                    {"name": "LOCKSTEP_IMAGE", "value": "r.io/x/w:1"},
+                    {"name": "LOCKSTEP_EXECUTOR", "value": "cold"},
+                ]
+            },
+            indent=1,
+        )
+    )
+    found = pins.check_pins([tmp_path / "d.json"])
+    assert [(r.line, r.value, r.problem) for r in found] == [
+        (5, "r.io/x/w:1", "uses the tag :1 and no digest")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ref", "problem"),
+    [
+        (f"r.io/a/b@{D}", None),
+        (f"127.0.0.1:5000/a/b:1.0@{D}", None),
+        ("r.io/a/b:latest", "uses the tag :latest and no digest"),
+        ("127.0.0.1:5000/a/b", "has no tag and no digest (it means :latest)"),
+        ("r.io/a/b@sha256:abc", "has a malformed digest 'sha256:abc' (expected sha256:<64 hex>)"),
+        ("{{ runner_image }}", "is a template placeholder, not a reference"),
+        ("", "is empty"),
+        (None, "is empty"),
+    ],
+)
+def test_pin_problem(ref: object, problem: str | None) -> None:
+    assert pin_problem(ref) == problem
+
+
+def test_bad_files_are_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    with pytest.raises(BadInput, match=r"bad.yaml: not valid YAML"):
+        pins.check_pins([tmp_path / "bad.yaml"])
+    with pytest.raises(BadInput, match="no such file"):
+        pins.check_pins([tmp_path / "missing.yaml"])
+    (tmp_path / "x.txt").write_text("image: a:latest\n")
+    with pytest.raises(BadInput, match="not a deployment file"):
+        pins.check_pins([tmp_path / "x.txt"])
+
+
+def test_targets_and_references() -> None:
+    t = parse_target("127.0.0.1:5000/team/sim")
+    assert (t.host, t.repository) == ("127.0.0.1:5000", "team/sim")
+    assert t.pinned("lockstep-worker", D) == f"127.0.0.1:5000/team/sim/lockstep-worker@{D}"
+    for bad in ("127.0.0.1:5000", "127.0.0.1:5000/Team", "/x", "a b/c"):
+        with pytest.raises(BadInput, match="use HOST"):
+            parse_target(bad)
+    p = parse_pinned(f"r.io:443/a/b:tag@{D}")
+    assert (p.host, p.name, p.digest) == ("r.io:443", "a/b", D)
+    with pytest.raises(BadInput, match="not pinned"):
+        parse_pinned("r.io/a/b:latest")
+    assert is_loopback("127.0.0.1:5000") and is_loopback("localhost") and is_loopback("[::1]:80")
+    assert not is_loopback("registry.example.com:5000") and not is_loopback("10.0.0.1")
+
+
+def _config(tmp_path: Path, data: object) -> dict[str, str]:
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    return {"DOCKER_CONFIG": str(tmp_path)}
+
+
+def test_credentials_from_docker_config(tmp_path: Path) -> None:
+    auth = base64.b64encode(b"ci:s3cret:with:colons").decode()
+    env = _config(
+        tmp_path,
+        {
+            "auths": {
+                "https://r.io:5000/v1/": {"auth": auth},
+                "other.io": {"username": "u", "password": "p"},
+            }
+        },
+    )
+    creds = credentials_for("r.io:5000", env)
+    assert creds is not None and (creds.username, creds.password) == ("ci", "s3cret:with:colons")
+    assert "s3cret" not in repr(creds)
+    other = credentials_for("other.io", env)
+    assert other is not None and other.username == "u"
+    assert credentials_for("nowhere.io", env) is None
+    assert credentials_for("r.io", {"DOCKER_CONFIG": str(tmp_path / "none")}) is None
+    env = _config(tmp_path, {"auths": {"r.io": {"auth": "not base64!"}}})
+    with pytest.raises(BadInput, match=r"docker login r.io"):
+        credentials_for("r.io", env)
+    env = _config(tmp_path, {"credHelpers": {"r.io": "lockstep-test-missing"}})
+    with pytest.raises(BadInput, match="docker-credential-lockstep-test-missing"):
+        credentials_for("r.io", env)
+
+
+VALUES = {
+    "version": "0.1.0",
+    "tag": "v0.1.0",
+    "commit": "c" * 40,
+    "build_id": D,
+    "short_id": "ab" * 6,
+    "registry": "r.io/team",
+    "runner_image": f"r.io/team/lockstep-runner@{D}",
+    "worker_image": f"r.io/team/lockstep-worker@{D}",
+}
+EXECUTORS = ("cold", "direct", "isolated_warm")
+
+
+def test_render_the_project_templates(tmp_path: Path) -> None:
+    import yaml
+
+    files = render.render(ROOT, VALUES, tmp_path, EXECUTORS)
+    assert sorted(f.name for f in files) == [
+        "runner-job.yaml",
+        "scheduler.yaml",
+        "workers.yaml",
+        "workspace.yaml",
+    ]
+    docs = [
+        d for f in files if f.name != "workspace.yaml" for d in yaml.safe_load_all(f.read_text())
+    ]
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert kinds == [
+        ("Deployment", "lockstep-scheduler"),
+        ("Deployment", "lockstep-worker"),
+        ("Job", "lockstep-runner-abababababab"),
+        ("Service", "lockstep-scheduler"),
+    ]
+    images = {
+        d["metadata"]["name"]: [c["image"] for c in d["spec"]["template"]["spec"]["containers"]]
+        for d in docs
+        if d["kind"] != "Service"
+    }
+    assert images["lockstep-worker"] == [VALUES["worker_image"]]
+    assert images["lockstep-runner-abababababab"] == [VALUES["runner_image"]]
+    worker = next(d for d in docs if d["metadata"]["name"] == "lockstep-worker")
+    env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "LOCKSTEP_EXECUTOR", "value": "isolated_warm"} in env
+    # Every pod says which pinned reference it pulled: the same as its image.
+    for doc in docs:
+        if doc["kind"] != "Service":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            assert {"name": "LOCKSTEP_IMAGE", "value": container["image"]} in container["env"]
+    workspace = yaml.safe_load((tmp_path / "workspace.yaml").read_text())
+    assert workspace["images"] == {
+        "runner": VALUES["runner_image"],
+        "worker": VALUES["worker_image"],
+    }
+    found = pins.check_pins([tmp_path])
+    assert not [r for r in found if r.problem]
+    assert len(found) == 8  # 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace
+
+
+def test_render_refuses_unknown_placeholders_and_executors(tmp_path: Path) -> None:
+    (tmp_path / "images" / "deploy").mkdir(parents=True)
+    template = tmp_path / "images" / "deploy" / "w.yaml"
+    template.write_text("a: 1\nimage: {{ worker_img }}\n")
+    with pytest.raises(BadInput, match=r"w.yaml:2: unknown placeholder \{\{ worker_img \}\}"):
+        render.render(tmp_path, VALUES, tmp_path / "out1", EXECUTORS)
+    (tmp_path / "out2").mkdir()
+    template.write_text("image: '{{ worker_image }}'\nexecutor: turbo\n")
+    with pytest.raises(BadInput, match="executor 'turbo' is not in this build"):
+        render.render(tmp_path, VALUES, tmp_path / "out2", EXECUTORS)
+    (tmp_path / "out3").mkdir()
+    template.write_text("image: '{{ worker_image }}'\nsidecar_image: busybox:latest\n")
+    with pytest.raises(BadInput, match="busybox:latest"):
+        render.render(tmp_path, VALUES, tmp_path / "out3", EXECUTORS)
+
+
+def test_release_manifest_round_trip_and_differences(tmp_path: Path) -> None:
+    from lockstep.release.record import ImageRecord
+
+    record = ReleaseManifest(
+        version="0.1.0",
+        tag="v0.1.0",
+        commit="c" * 40,
+        build_id=D,
+        registry="r.io/team",
+        images={
+            "runner": ImageRecord(VALUES["runner_image"], D, D),
+            "worker": ImageRecord(VALUES["worker_image"], D, D),
+        },
+        executors=EXECUTORS,
+        inputs={"sources": D},
+        layers={"base": D, "python": D, "app": D, "manifest": D},
+    )
+    (tmp_path / "r.json").write_bytes(record.to_json())
+    assert ReleaseManifest.read(tmp_path / "r.json") == record
+    (tmp_path / "bad.json").write_text('{"schema": "other"}')
+    with pytest.raises(BadInput, match="schema is 'other'"):
+        ReleaseManifest.read(tmp_path / "bad.json")
+
+
+def test_rendered_kubernetes_manifests_match_the_schemas(tmp_path: Path) -> None:
+    """Offline schema check (DESIGN.md §7); kubernetes-validate is in the dev extra, so CI
+    (LOCKSTEP_REQUIRE_ALL=1) fails without it."""
+    require(
+        importlib.util.find_spec("kubernetes_validate") is not None,
+        "kubernetes-validate is not installed (pip install -e '.[dev]')",
+    )
+    import kubernetes_validate
+    import yaml
+
+    files = render.render(ROOT, VALUES, tmp_path, EXECUTORS)
+    docs = [
+        d for f in files if f.name != "workspace.yaml" for d in yaml.safe_load_all(f.read_text())
+    ]
+    assert len(docs) == 4
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.29.0", strict=True)
