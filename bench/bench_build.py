@@ -10,7 +10,7 @@ same Debian base (loaded from our base layer) and pip-installs the same
 locked wheels from a local wheelhouse, with the same app files copied in.
 
 Usage: python bench/bench_build.py [--no-docker] [--repeat N]
-Prints a table; DESIGN.md §8 has the targets.
+Prints a table; docs/design.md §7 has the targets.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Worker container start to "ready" (DESIGN.md §8: ≤ 1 s), side by side. Prints Markdown.
+"""Worker container start to "ready" (docs/design.md §7: ≤ 1 s), side by side. Prints Markdown.
 
 Builds the images from a clone of the committed tree (``$LOCKSTEP_CACHE_DIR``
 or the default cache), starts a private dockerd (``tests.fixtures.engine``, needs

@@ -1,4 +1,4 @@
-"""Runtime benchmark (issue 3 item 9; targets in DESIGN.md §8). Prints Markdown tables.
+"""Runtime benchmark (issue 3 item 9; targets in docs/design.md §7). Prints Markdown tables.
 
 1. connect + handshake (``lockstep.runtime.connect``) versus a plain
    ``distributed.Client()`` connect, at 2, 8 and 32 workers;

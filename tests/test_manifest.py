@@ -1,4 +1,4 @@
-"""The build manifest contract (DESIGN.md §4), with fixed vectors."""
+"""The build manifest contract (docs/design.md §4.1), with fixed vectors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The build manifest (DESIGN.md §4): schema, canonical JSON, build id.
+"""The build manifest (docs/design.md §4.1): schema, canonical JSON, build id.
 
 Every image carries one at ``/etc/lockstep/manifest.json``. The build id is a
 pure function of the build inputs' digests, so anyone can recompute it; a

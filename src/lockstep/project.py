@@ -157,7 +157,7 @@ def load_project(root: Path) -> Project:
         debian_packages=tuple(_str_list(tool, "debian_packages", where, ["python3.11"])),
         executors=dict(sorted(group.items())),
         images=images,
-        scripts=dict(sorted(_str_table(project, "scripts", f"{path} [project]").items())),
+        scripts=_scripts(project, f"{path} [project]"),
         dependencies=tuple(_str_list(project, "dependencies", f"{path} [project]", [])),
     )
 
@@ -167,6 +167,17 @@ def _str_table(table: Mapping[str, Any], key: str, where: str) -> dict[str, str]
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise BadInput(f"{where}: {key} must be a table of strings")
     return value
+
+
+def _scripts(project: Mapping[str, Any], where: str) -> dict[str, str]:
+    """``[project.scripts]``: each a ``name = "module:function"`` console script."""
+    scripts = _str_table(project, "scripts", where)
+    for name, target in scripts.items():
+        if not _ENTRY.match(target):
+            raise BadInput(
+                f'{where}: script {name!r} = {target!r} must be name = "module:function"'
+            )
+    return dict(sorted(scripts.items()))
 
 
 def _missing(where: str) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 Nothing is pulled from a registry on the internet. The test builds its own
 image archive (a static busybox from Debian's ``busybox-static`` .deb, in the
-archive layout of DESIGN §6), loads it into the engine, runs it the way our
+archive layout of docs/design.md §6), loads it into the engine, runs it the way our
 images run, networks two containers by name, pushes it to the registry with
 skopeo and unpacks it with umoci.
 """
@@ -100,7 +100,7 @@ def static_busybox(
     return unpacked
 
 
-# --- an image archive in the DESIGN §6 layout ----------------------------------------------
+# --- an image archive in the docs/design.md §6 layout -------------------------------------
 
 
 @dataclass(frozen=True)

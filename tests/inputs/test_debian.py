@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = load_project(ROOT)
 MIRROR = PROJECT.mirror()
 
-# DESIGN.md §6: the closure of python3.11, first alternatives, no dpkg.
+# docs/design.md §6: the closure of python3.11, first alternatives, no dpkg.
 PYTHON_CLOSURE = sorted(
     str.split("""
 gcc-12-base libbz2-1.0 libc6 libcom-err2 libcrypt1 libdb5.3 libexpat1 libffi8 libgcc-s1

@@ -92,6 +92,7 @@ def test_the_project_definition_loads() -> None:
             "must be name",
         ),
         ('python_lock = "images/python.lock.json"\n', "", "python_lock"),
+        ('lockstep = "lockstep.cli:main"', 'lockstep = "lockstep.cli"', "script 'lockstep'"),
     ],
 )
 def test_malformed_tool_lockstep_is_one_clear_line(

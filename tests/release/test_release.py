@@ -199,7 +199,7 @@ def test_rendered_files_pass_check_pins_and_the_old_workspace_fails(released: Re
     proc = lockstep(["check-pins", str(deploy)], cwd=released.root, cache=released.root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "8 image references in 4 files, all pinned by digest" in proc.stdout
-    old = ROOT / "tests" / "data" / "release" / "workspace-old.yaml"
+    old = ROOT / "tests" / "release" / "data" / "release" / "workspace-old.yaml"
     proc = lockstep(["check-pins", str(deploy), str(old)], cwd=released.root, cache=released.root)
     assert proc.returncode == 1
     assert [line.split(": image")[0] for line in proc.stdout.splitlines()] == [

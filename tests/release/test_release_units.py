@@ -259,7 +259,7 @@ def test_release_manifest_round_trip_and_differences(tmp_path: Path) -> None:
 
 
 def test_rendered_kubernetes_manifests_match_the_schemas(tmp_path: Path) -> None:
-    """Offline schema check (DESIGN.md §7); kubernetes-validate is in the dev extra, so CI
+    """Offline schema check; kubernetes-validate is in the dev extra, so CI
     (LOCKSTEP_REQUIRE_ALL=1) fails without it."""
     require(
         importlib.util.find_spec("kubernetes_validate") is not None,

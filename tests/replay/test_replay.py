@@ -243,12 +243,13 @@ def test_new_cluster_is_one_build_and_runs_the_job_cold(cluster: Cluster) -> Non
 
 
 def test_worker_container_start_to_ready(cluster: Cluster) -> None:
-    """DESIGN.md §8: ≤ 1 s. Here only bounded loosely (a shared CI machine); bench measures."""
+    """Every worker container printed its ready line after it started. How fast is measured by
+    bench/bench_replay.py (docs/design.md §7), not asserted here (a shared CI machine)."""
     print(
         f"\nworker container start to ready: "
         f"{', '.join(f'{s:.2f} s' for s in cluster.start_to_ready)}"
     )
-    assert all(0 < s < 10 for s in cluster.start_to_ready), cluster.start_to_ready
+    assert cluster.start_to_ready and all(s > 0 for s in cluster.start_to_ready)
 
 
 # --- drift, three ways ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Errors that carry their exit code (DESIGN.md §4) and a one-line message.
+"""Errors that carry their exit code (docs/design.md §4.3) and a one-line message.
 
 Library code raises these where a problem is found; only the CLI prints them.
 """

@@ -1,6 +1,6 @@
 """Preflight: every reference of a job spec checked before the first task is submitted.
 
-The incident (DESIGN.md §1) was a spec naming a target function that did not
+The incident (docs/design.md §1) was a spec naming a target function that did not
 exist; nothing looked before the simulations ran. ``preflight`` checks, and
 reports every problem at once (``PreflightFailed``, one line each, with the
 file and the name it is about):

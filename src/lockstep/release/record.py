@@ -39,7 +39,7 @@ class ReleaseManifest:
     registry: str
     images: Mapping[str, ImageRecord]
     executors: tuple[str, ...]
-    inputs: Mapping[str, str]  # the lock and source digests of the build (DESIGN.md §4)
+    inputs: Mapping[str, str]  # the lock and source digests of the build (docs/design.md §4.1)
     layers: Mapping[str, str]  # base/python/app/manifest -> blob digest
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ In order, so a failure at any step leaves no release behind:
 
 1. checks: the version is the project's, the tree is clean, the tag is free
    (or already at HEAD: a re-run), no other release of this version exists;
-2. the stamped build of both images (DESIGN.md §4), into a temporary directory;
+2. the stamped build of both images (docs/design.md §4.1), into a temporary directory;
 3. the push: every blob and both manifests, the exact bytes of the images the
    build made (layer blobs from the build's cache), skipping what the registry
    has (so a run after a failure resumes);

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lockstep.core.errors import BadInput, LockstepError, ServiceFailed
@@ -115,15 +115,7 @@ def check_cluster(
             )
         if probe_workers and listed:
             addresses = [str(w["address"]) for w in listed]
-            answers = _call(
-                client,
-                client.scheduler.broadcast,
-                deadline,
-                address,
-                msg={"op": IDENTITY_OP},
-                workers=addresses,
-                on_error="ignore",
-            )
+            answers = ask_workers(client, addresses, deadline, address)
             workers = [
                 _worker_member(w, answers.get(w.address), manifest) if w.ok else w for w in workers
             ]
@@ -171,6 +163,20 @@ def _call(client: Any, fn: Callable[..., Any], deadline: float, address: str, **
             f"({type(exc).__name__}: {exc}); check that it runs "
             "`lockstep scheduler`"
         ) from exc
+
+
+def ask_workers(client: Any, addresses: Sequence[str], deadline: float, address: str) -> Any:
+    """Each worker's own ``lockstep_identity`` answer, by address, through the scheduler at
+    ``address`` (a worker that does not answer is left out)."""
+    return _call(
+        client,
+        client.scheduler.broadcast,
+        deadline,
+        address,
+        msg={"op": IDENTITY_OP},
+        workers=list(addresses),
+        on_error="ignore",
+    )
 
 
 def _scheduler_member(address: str, info: Any, own: BuildManifest) -> Member:

@@ -1,7 +1,7 @@
 """Runtime settings, read by the process that uses them and checked against its own manifest.
 
 A worker reads its settings from its own environment when it starts. Nothing
-of it comes from the runner: the incident (DESIGN.md §1) was a config object
+of it comes from the runner: the incident (docs/design.md §1) was a config object
 built in an older runner image and pickled to the workers. A value that is
 missing, empty, of the wrong type, or names an executor this image does not
 contain stops the process with an error that lists the valid values; there is

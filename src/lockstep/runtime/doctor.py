@@ -41,9 +41,10 @@ from lockstep.runtime.cluster import (
     _listed_member,
     _scheduler_member,
     _worker_member,
+    ask_workers,
     open_client,
 )
-from lockstep.runtime.identity import IDENTITY_OP, Member, read_announced
+from lockstep.runtime.identity import Member, read_announced
 
 REFUSED = "refused at registration"
 _REFUSED_BUILD = re.compile(r"it is build (sha256:[0-9a-f]{64}) version (\S+) but")
@@ -167,15 +168,7 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
         addresses = [str(w["address"]) for w in listed]
         answers: Mapping[str, Any] = {}
         if addresses:
-            answers = _call(
-                client,
-                client.scheduler.broadcast,
-                deadline,
-                address,
-                msg={"op": IDENTITY_OP},
-                workers=addresses,
-                on_error="ignore",
-            )
+            answers = ask_workers(client, addresses, deadline, address)
     finally:
         client.close()
 

@@ -1,7 +1,7 @@
 """Who is who in a cluster, and the rules that decide who may work together.
 
 Pure values and functions: no Dask, no I/O. Identities travel as canonical
-JSON strings (never pickles, DESIGN.md §5), so a process of another version
+JSON strings (never pickles, docs/design.md §5), so a process of another version
 cannot smuggle in a stale object; every reader re-validates the manifest.
 """
 

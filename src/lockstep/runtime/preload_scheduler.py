@@ -5,7 +5,7 @@ only if the manifest it announces (``startup_information["lockstep"]``,
 canonical JSON) has the scheduler's own build id. A refused worker gets
 ``{"status": "error", "message": …}`` naming both builds: Dask makes it log the
 message and exit non-zero, and it never joins, so it never gets a task — also
-when it arrives long after the runner connected. (DESIGN.md §5; this touches
+when it arrives long after the runner connected. (docs/design.md §5; this touches
 a Dask-internal message, so ``distributed`` is pinned and
 ``tests/runtime`` fails loudly if an upgrade breaks it.)
 

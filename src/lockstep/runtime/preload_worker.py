@@ -10,7 +10,7 @@ In the worker process, before it registers with the scheduler:
    the job bundle handlers (``lockstep.runtime.bundle_store``).
 
 Any failure exits the worker process (Dask only logs an exception raised in
-``dask_setup`` and runs on, DESIGN.md §5). Once the scheduler has admitted
+``dask_setup`` and runs on, docs/design.md §5). Once the scheduler has admitted
 the worker, it logs ``lockstep worker ready: build … executor … pid …``.
 """
 
