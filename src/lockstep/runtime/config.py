@@ -25,6 +25,18 @@ renders the README's Markdown table from it):
   reference the deployment pulled (``HOST/REPO/lockstep-worker@sha256:…``).
   Only informational: never validated, answered in ``lockstep_identity`` so
   ``lockstep doctor`` can show it.
+- ``LOCKSTEP_TLS_CA_FILE``, ``LOCKSTEP_TLS_CERT``, ``LOCKSTEP_TLS_KEY``
+  (scheduler, worker, runner, doctor, preflight; unset by default): mutual
+  TLS with Dask's own ``distributed.security.Security``. All three or none:
+  the CA that signs the cluster's certificates, and this process's
+  certificate and private key (PEM files, mounted from a Kubernetes Secret by
+  the deployment files). With them set the scheduler listens on ``tls://``
+  only, every connection must present a certificate of that CA (both ways),
+  and a ``tcp://`` address is refused; without a certificate of the
+  cluster's CA a process cannot connect at all. A partial set, an unreadable
+  file, a file that is not PEM, or a key that does not match its
+  certificate stops the process with one line (exit 2). Dask does not check
+  host names, only the CA, so one certificate may serve every process.
 
 Each worker logs its settings once at start-up, then one line
 ``lockstep worker ready: build <id> version <v> executor <type> pid <pid>``;
@@ -40,6 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from lockstep.errors import BadInput
 from lockstep.manifest import MANIFEST_ENV, MANIFEST_PATH, BuildManifest, load_manifest
@@ -51,6 +64,10 @@ DEFAULT_START_TIMEOUT = 30.0
 BUNDLE_DIR_ENV = "LOCKSTEP_BUNDLE_DIR"
 BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
 IMAGE_ENV = "LOCKSTEP_IMAGE"
+TLS_CA_ENV = "LOCKSTEP_TLS_CA_FILE"
+TLS_CERT_ENV = "LOCKSTEP_TLS_CERT"
+TLS_KEY_ENV = "LOCKSTEP_TLS_KEY"
+TLS_ENVS = (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)
 
 
 def default_bundle_dir() -> Path:
@@ -84,6 +101,14 @@ SETTINGS: tuple[Setting, ...] = (
             "the image reference the deployment pulled, e.g. "
             "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
             "logged at start-up and shown by `lockstep doctor`"),
+    Setting(TLS_CA_ENV, "scheduler, worker, runner, doctor", None,
+            "PEM file of the CA that signs the cluster's certificates: with "
+            f"`{TLS_CERT_ENV}` and `{TLS_KEY_ENV}` (all three or none) turns on mutual TLS; "
+            "then only `tls://` addresses and only peers with a certificate of this CA"),
+    Setting(TLS_CERT_ENV, "scheduler, worker, runner, doctor", None,
+            "PEM file of this process's certificate, signed by that CA"),
+    Setting(TLS_KEY_ENV, "scheduler, worker, runner, doctor", None,
+            "PEM file of this process's private key (matching the certificate)"),
 )
 
 
@@ -109,7 +134,75 @@ def scheduler_settings(environ: Mapping[str, str] | None = None) -> str:
     """The scheduler's one start-up log line of its settings."""
     env = os.environ if environ is None else environ
     return (f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
-            f"{IMAGE_ENV}={image_from_env(env) or '(unset)'}")
+            f"{IMAGE_ENV}={image_from_env(env) or '(unset)'} {_tls_settings(env)}")
+
+
+def _tls_settings(env: Mapping[str, str]) -> str:
+    return " ".join(f"{name}={env.get(name) or '(unset)'}" for name in TLS_ENVS)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The mutual-TLS files of this process (``LOCKSTEP_TLS_*``), checked readable and PEM."""
+
+    ca_file: Path
+    cert: Path
+    key: Path
+
+    @staticmethod
+    def names() -> str:
+        return ", ".join(TLS_ENVS)
+
+    def dask_args(self) -> list[str]:
+        """The ``dask scheduler``/``dask worker`` options for these files."""
+        return ["--tls-ca-file", str(self.ca_file), "--tls-cert", str(self.cert),
+                "--tls-key", str(self.key)]
+
+    def client_security(self) -> Any:
+        """A ``distributed.Security`` for a client (runner, doctor): encryption required."""
+        from distributed.security import Security
+
+        return Security(tls_ca_file=str(self.ca_file),  # type: ignore[no-untyped-call]
+                        tls_client_cert=str(self.cert), tls_client_key=str(self.key),
+                        require_encryption=True)
+
+
+def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsFiles | None:
+    """``LOCKSTEP_TLS_*`` of this process; None if none is set; ``BadInput`` (one line) if bad."""
+    import ssl
+
+    env = os.environ if environ is None else environ
+    given = {name: env.get(name) for name in TLS_ENVS if env.get(name) is not None}
+    if not given:
+        return None
+    missing = [name for name in TLS_ENVS if not given.get(name)]
+    if missing:
+        present = [name for name in TLS_ENVS if given.get(name)]
+        shown = ", ".join(present) if present else "none of them has a value"
+        raise BadInput(f"mutual TLS needs all of {TlsFiles.names()} or none; "
+                       f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} unset or "
+                       f"empty (set: {shown}); set all three to PEM files or unset all three")
+    paths = {name: Path(str(given[name])) for name in TLS_ENVS}
+    for name, path in paths.items():
+        try:
+            with path.open("rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise BadInput(f"{name}={path}: cannot read it ({exc.strerror or exc}); mount the "
+                           "cluster's TLS Secret there or fix the path") from exc
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(cafile=str(paths[TLS_CA_ENV]))
+    except (ssl.SSLError, ValueError) as exc:
+        raise BadInput(f"{TLS_CA_ENV}={paths[TLS_CA_ENV]}: not a PEM CA certificate "
+                       f"({exc}); point it at the cluster CA's certificate") from exc
+    try:
+        ctx.load_cert_chain(str(paths[TLS_CERT_ENV]), str(paths[TLS_KEY_ENV]))
+    except (ssl.SSLError, ValueError) as exc:
+        raise BadInput(f"{TLS_CERT_ENV}={paths[TLS_CERT_ENV]} and {TLS_KEY_ENV}="
+                       f"{paths[TLS_KEY_ENV]}: not a PEM certificate and its private key "
+                       f"({exc}); point them at this process's certificate and key") from exc
+    return TlsFiles(paths[TLS_CA_ENV], paths[TLS_CERT_ENV], paths[TLS_KEY_ENV])
 
 
 def registered_executors() -> dict[str, str]:
@@ -127,6 +220,7 @@ class RuntimeConfig:
     start_timeout: float
     bundle_dir: Path = field(default_factory=default_bundle_dir)
     image: str | None = None  # LOCKSTEP_IMAGE: informational only
+    tls: TlsFiles | None = None  # LOCKSTEP_TLS_*: mutual TLS, or None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -146,6 +240,7 @@ class RuntimeConfig:
             start_timeout=_positive_seconds(env, START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT),
             bundle_dir=_bundle_dir(env),
             image=image_from_env(env),
+            tls=tls_from_env(env),
         )
 
     def describe(self) -> str:
@@ -154,7 +249,11 @@ class RuntimeConfig:
                 f"{EXECUTOR_ENV}={self.executor} "
                 f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
                 f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
-                f"{IMAGE_ENV}={self.image or '(unset)'}")
+                f"{IMAGE_ENV}={self.image or '(unset)'} "
+                + (_tls_settings({TLS_CA_ENV: str(self.tls.ca_file),
+                                  TLS_CERT_ENV: str(self.tls.cert),
+                                  TLS_KEY_ENV: str(self.tls.key)}) if self.tls
+                   else _tls_settings({})))
 
 
 def _bundle_dir(env: Mapping[str, str]) -> Path:
