@@ -27,6 +27,7 @@ from lockstep.jobs.spec import PreflightFailed
 from lockstep.manifest import BuildManifest
 from lockstep.runtime import check_cluster, connect, submit_task
 from lockstep.runtime.bundles import PUT_OP, to_wire
+from lockstep.runtime.cluster import with_token
 from tests.jobs.test_jobs_units import EXAMPLES, copy_example, edit_spec
 from tests.runtime.procs import (
     ALL_EXECUTORS,
@@ -210,8 +211,11 @@ def test_bundle_changed_after_its_digest_was_taken_is_refused_by_the_worker(
     cache = cluster.caches["cold"]
     assert not (cache / bundle.digest.removeprefix("sha256:")).exists()
     # A partial bundle, sent straight to the handler, is refused the same way.
-    answers = cluster.client.sync(cluster.client.scheduler.broadcast, workers=[worker], msg={
-        "op": PUT_OP, "digest": bundle.digest, "files": to_wire(bundle.files[:-1])})
+    # (With the runner's token: the scheduler relays bundle puts only for a handshaken client.)
+    answers = cluster.client.sync(cluster.client.scheduler.broadcast, workers=[worker],
+                                  msg=with_token(cluster.client, {
+                                      "op": PUT_OP, "digest": bundle.digest,
+                                      "files": to_wire(bundle.files[:-1])}))
     assert answers[worker]["ok"] is False and "4 file(s)" in answers[worker]["error"]
     # And a task naming the refused bundle does not run.
     with pytest.raises(Exception, match=f"bundle {bundle.digest} is not on worker {worker}"):

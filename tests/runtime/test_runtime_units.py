@@ -55,9 +55,11 @@ def test_image_is_optional_and_only_informational() -> None:
                                         manifest=A)
         assert config.image == value and f"LOCKSTEP_IMAGE={value}" in config.describe()
     line = scheduler_settings({"LOCKSTEP_MANIFEST": "/m.json", "LOCKSTEP_IMAGE": "r.io/w@x"})
-    assert line == "lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x"
+    tls_unset = "LOCKSTEP_TLS_CA_FILE=(unset) LOCKSTEP_TLS_CERT=(unset) LOCKSTEP_TLS_KEY=(unset)"
+    assert line == ("lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x "
+                    + tls_unset)
     assert scheduler_settings({}) == ("lockstep settings: LOCKSTEP_MANIFEST=/etc/lockstep/"
-                                      "manifest.json LOCKSTEP_IMAGE=(unset)")
+                                      "manifest.json LOCKSTEP_IMAGE=(unset) " + tls_unset)
 
 
 @pytest.mark.parametrize("env, expected", [
