@@ -382,8 +382,9 @@ class Gate:
             client = msg.get("client")
             raise self._refuse(str(client) if isinstance(client, str) else "-", _peer(comm), op, (
                 f"lockstep refused {op} from {_peer(comm)}: {what} is refused for every client "
-                "of a lockstep cluster, handshake or not: workers are configured only from "
-                "their own image and environment (LOCKSTEP_EXECUTOR), never by a client. "
+                "of a lockstep cluster, handshake or not: its scheduler and workers are "
+                "configured only from their own image and environment (LOCKSTEP_EXECUTOR), "
+                "never by a client. "
                 "Change the image or the deployment; run code as tasks with "
                 "lockstep.runtime.submit_task after connect()"))
 
