@@ -108,8 +108,10 @@ def test_plain_client_cannot_submit(cluster: Cluster, plain: Any) -> None:
     with pytest.raises(PermissionError) as err:
         future.result(timeout=60)
     text = str(err.value)
-    assert text.startswith(f"lockstep refused task submission (update-graph) from client "
-                           f"{plain.id} at tcp://127.0.0.1:")
+    assert text.startswith(
+        f"lockstep refused task submission (update-graph) from client "
+        f"{plain.id} at tcp://127.0.0.1:"
+    )
     assert NOT_HANDSHAKEN in text and cluster.a.build_id in text
     assert "lockstep.runtime.connect()" in text
     # submit_task (run_task by reference) is refused the same way.
@@ -142,13 +144,17 @@ def test_plain_client_cannot_run_functions(cluster: Cluster, plain: Any) -> None
 def test_plain_client_cannot_register_or_remove_plugins(cluster: Cluster, plain: Any) -> None:
     before = cluster.worker_identity()
     markers = {kind: cluster.marker(f"plugin-{kind}") for kind in ("worker", "nanny", "sched")}
-    for plugin, op in ((SwapExecutor(str(markers["worker"])), "register_worker_plugin"),
-                       (NannyMarker(str(markers["nanny"])), "register_nanny_plugin"),
-                       (SchedulerMarker(str(markers["sched"])), "register_scheduler_plugin")):
+    for plugin, op in (
+        (SwapExecutor(str(markers["worker"])), "register_worker_plugin"),
+        (NannyMarker(str(markers["nanny"])), "register_nanny_plugin"),
+        (SchedulerMarker(str(markers["sched"])), "register_scheduler_plugin"),
+    ):
         with pytest.raises(PermissionError, match=f"lockstep refused {op} from tcp://"):
             plain.register_plugin(plugin)
-    for name, op in (("unregister_worker_plugin", "unregister_worker_plugin"),
-                     ("unregister_scheduler_plugin", "unregister_scheduler_plugin")):
+    for name, op in (
+        ("unregister_worker_plugin", "unregister_worker_plugin"),
+        ("unregister_scheduler_plugin", "unregister_scheduler_plugin"),
+    ):
         with pytest.raises(PermissionError, match=f"lockstep refused {op}"):
             getattr(plain, name)("shuffle")
     with pytest.raises(PermissionError, match="lockstep refused unregister_nanny_plugin"):
@@ -156,8 +162,11 @@ def test_plain_client_cannot_register_or_remove_plugins(cluster: Cluster, plain:
     with pytest.raises(PermissionError, match="lockstep refused register_scheduler_plugin"):
         plain.upload_file(str(Path(__file__).with_name("lockstep_test_tasks.py")))
     # plugin-add sent by hand through broadcast, to the workers and to the nannies.
-    raw = {"op": "plugin-add", "plugin": dumps(SwapExecutor(str(markers["worker"]))),
-           "name": "swap"}
+    raw = {
+        "op": "plugin-add",
+        "plugin": dumps(SwapExecutor(str(markers["worker"]))),
+        "name": "swap",
+    }
     with pytest.raises(PermissionError, match="lockstep refused broadcast of 'plugin-add'"):
         plain.sync(plain.scheduler.broadcast, msg=raw)
     with pytest.raises(PermissionError, match="to nannies"):
@@ -173,11 +182,13 @@ def test_the_workers_own_port_refuses_run_and_plugins(cluster: Cluster, plain: A
     worker = next(iter(plain.scheduler_info()["workers"]))
     marker = cluster.marker("direct")
     touch = dumps(__import__(T).touch)
-    for op, msg in (("run", {"function": touch, "args": dumps((str(marker),))}),
-                    ("run_coroutine", {"function": touch, "args": dumps((str(marker),))}),
-                    ("plugin-add", {"plugin": dumps(SwapExecutor(str(marker))), "name": "x"}),
-                    ("plugin-remove", {"name": "shuffle"}),
-                    ("upload_file", {"filename": "evil.py", "data": b"x = 1", "load": True})):
+    for op, msg in (
+        ("run", {"function": touch, "args": dumps((str(marker),))}),
+        ("run_coroutine", {"function": touch, "args": dumps((str(marker),))}),
+        ("plugin-add", {"plugin": dumps(SwapExecutor(str(marker))), "name": "x"}),
+        ("plugin-remove", {"name": "shuffle"}),
+        ("upload_file", {"filename": "evil.py", "data": b"x = 1", "load": True}),
+    ):
         with pytest.raises(PermissionError, match=f"lockstep worker {worker} refused {op} from"):
             plain.sync(_direct, worker, op, msg)
     assert not marker.exists()
@@ -196,13 +207,17 @@ async def _direct(address: str, op: str, msg: dict[str, Any]) -> Any:
         await comm.close()
 
 
-def test_hello_with_another_build_or_a_bad_manifest_is_refused(cluster: Cluster,
-                                                               plain: Any) -> None:
+def test_hello_with_another_build_or_a_bad_manifest_is_refused(
+    cluster: Cluster, plain: Any
+) -> None:
     def hello(manifest: object, client: object = plain.id) -> Any:
         return plain.sync(plain.scheduler.lockstep_hello, manifest=manifest, client=client)
 
-    with pytest.raises(PermissionError, match=f"it is build {cluster.b.build_id} version 0.0.9 "
-                                              f"but the scheduler is build {cluster.a.build_id}"):
+    with pytest.raises(
+        PermissionError,
+        match=f"it is build {cluster.b.build_id} version 0.0.9 "
+        f"but the scheduler is build {cluster.a.build_id}",
+    ):
         hello(cluster.b.to_json().decode())
     with pytest.raises(PermissionError, match="not valid JSON"):
         hello("{not json")
@@ -223,9 +238,17 @@ def test_hello_with_another_build_or_a_bad_manifest_is_refused(cluster: Cluster,
 
 def test_a_forged_client_id_in_update_graph_is_refused(cluster: Cluster, plain: Any) -> None:
     """The plain client's own stream carries an update-graph naming the admitted runner."""
-    plain.scheduler_comm.send({"op": "update-graph", "client": cluster.runner.id,
-                               "keys": ["forged-key"], "expr_ser": None, "span_metadata": {},
-                               "internal_priority": None, "submitting_task": None})
+    plain.scheduler_comm.send(
+        {
+            "op": "update-graph",
+            "client": cluster.runner.id,
+            "keys": ["forged-key"],
+            "expr_ser": None,
+            "span_metadata": {},
+            "internal_priority": None,
+            "submitting_task": None,
+        }
+    )
     deadline = 60.0
     found: list[dict[str, Any]] = []
     while deadline > 0 and not found:
@@ -238,7 +261,8 @@ def test_a_forged_client_id_in_update_graph_is_refused(cluster: Cluster, plain: 
 
 
 def test_after_the_hello_submit_works_but_functions_and_plugins_stay_refused(
-        cluster: Cluster) -> None:
+    cluster: Cluster,
+) -> None:
     client = connect(cluster.address, n_workers=1, timeout=60, manifest=cluster.a)
     try:
         assert client.id in {c["client"] for c in cluster.identity()["clients"]}
@@ -268,8 +292,7 @@ def test_bundle_put_and_scatter_need_the_handshake(cluster: Cluster, plain: Any)
         plain.scatter([1, 2, 3], direct=False)
 
 
-def test_the_worker_is_unchanged_and_the_doctor_reports_refused_clients(
-        cluster: Cluster) -> None:
+def test_the_worker_is_unchanged_and_the_doctor_reports_refused_clients(cluster: Cluster) -> None:
     ident = cluster.worker_identity()
     assert ident["executor"] == "isolated_warm" and ident["ready"]
     assert list(ident["plugins"]) == ["shuffle"]
@@ -278,18 +301,31 @@ def test_the_worker_is_unchanged_and_the_doctor_reports_refused_clients(
     assert result["pid"] != ident["pid"]  # a warm child, not the worker process
     assert not list(cluster.dir.glob("marker-*"))
 
-    proc = subprocess.run(lockstep("doctor", "--scheduler", cluster.address), env=base_env(None),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        lockstep("doctor", "--scheduler", cluster.address),
+        env=base_env(None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     clients = [line for line in proc.stdout.splitlines() if REFUSED_CLIENT in line]
     assert clients and all(line.split()[1] == "client" for line in clients), proc.stdout
-    assert any("register_worker_plugin" in line or "run_function" in line
-               or "broadcast" in line for line in clients)
+    assert any(
+        "register_worker_plugin" in line or "run_function" in line or "broadcast" in line
+        for line in clients
+    )
     assert f"cluster at {cluster.address} is not all build {cluster.a.build_id}" in proc.stderr
     assert "client(s) refused by the client gate" in proc.stderr
-    data = json.loads(subprocess.run(
-        lockstep("doctor", "--scheduler", cluster.address, "--json"), env=base_env(None),
-        capture_output=True, text=True, timeout=120).stdout)
+    data = json.loads(
+        subprocess.run(
+            lockstep("doctor", "--scheduler", cluster.address, "--json"),
+            env=base_env(None),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
     roles = [m["role"] for m in data["members"]]
     assert roles[:2] == ["scheduler", "worker"] and set(roles[2:]) == {"client"}
     assert data["members"][1]["status"] == "ok" and not data["ok"]

@@ -44,18 +44,61 @@ def openssl(*args: str, cwd: Path) -> None:
 
 def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     key, crt = directory / f"{name}-ca.key", directory / f"{name}-ca.crt"
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-            str(crt), "-days", "2", "-subj", f"/CN={name} test CA", cwd=directory)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name} test CA",
+        cwd=directory,
+    )
     return key, crt
 
 
 def make_cert(directory: Path, name: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
-    key, csr, crt = (directory / f"{name}.key", directory / f"{name}.csr",
-                     directory / f"{name}.crt")
-    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-            str(csr), "-subj", f"/CN={name}", cwd=directory)
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]),
-            "-CAcreateserial", "-out", str(crt), "-days", "2", cwd=directory)
+    key, csr, crt = (
+        directory / f"{name}.key",
+        directory / f"{name}.csr",
+        directory / f"{name}.crt",
+    )
+    openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={name}",
+        cwd=directory,
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[1]),
+        "-CAkey",
+        str(ca[0]),
+        "-CAcreateserial",
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        cwd=directory,
+    )
     return crt, key
 
 
@@ -70,11 +113,16 @@ class Certs:
 
     def env(self, other: bool = False) -> dict[str, str]:
         if other:
-            return {"LOCKSTEP_TLS_CA_FILE": str(self.other_ca),
-                    "LOCKSTEP_TLS_CERT": str(self.other_cert),
-                    "LOCKSTEP_TLS_KEY": str(self.other_key)}
-        return {"LOCKSTEP_TLS_CA_FILE": str(self.ca), "LOCKSTEP_TLS_CERT": str(self.cert),
-                "LOCKSTEP_TLS_KEY": str(self.key)}
+            return {
+                "LOCKSTEP_TLS_CA_FILE": str(self.other_ca),
+                "LOCKSTEP_TLS_CERT": str(self.other_cert),
+                "LOCKSTEP_TLS_KEY": str(self.other_key),
+            }
+        return {
+            "LOCKSTEP_TLS_CA_FILE": str(self.ca),
+            "LOCKSTEP_TLS_CERT": str(self.cert),
+            "LOCKSTEP_TLS_KEY": str(self.key),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +164,16 @@ def cluster(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def test_scheduler_listens_on_tls_only(cluster: Cluster) -> None:
     assert cluster.address.startswith("tls://127.0.0.1:")
-    assert "admitting only workers and clients of this build over mutual TLS" in \
-        cluster.scheduler.text()
+    assert (
+        "admitting only workers and clients of this build over mutual TLS"
+        in cluster.scheduler.text()
+    )
     assert "LOCKSTEP_TLS_CA_FILE=" in cluster.worker.text()
 
 
-def test_lockstep_runner_works_over_tls(cluster: Cluster, certs: Certs,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lockstep_runner_works_over_tls(
+    cluster: Cluster, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in certs.env().items():
         monkeypatch.setenv(name, value)
     client = connect(cluster.address, n_workers=1, timeout=60, manifest=cluster.a)
@@ -132,20 +183,29 @@ def test_lockstep_runner_works_over_tls(cluster: Cluster, certs: Certs,
         client.close()
     assert result["value"] == 5 and result["executor"] == "direct"
     assert result["worker"].startswith("tls://")
-    cli = subprocess.run(lockstep("runner", cluster.address, "--timeout", "60"),
-                         env=base_env(cluster.a_path, extra=certs.env()), capture_output=True,
-                         text=True, timeout=120)
+    cli = subprocess.run(
+        lockstep("runner", cluster.address, "--timeout", "60"),
+        env=base_env(cluster.a_path, extra=certs.env()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.splitlines()[2].startswith("tls://127.0.0.1:")
-    doctor = subprocess.run(lockstep("doctor", "--scheduler", cluster.address, "--json"),
-                            env=base_env(None, extra=certs.env()), capture_output=True,
-                            text=True, timeout=120)
+    doctor = subprocess.run(
+        lockstep("doctor", "--scheduler", cluster.address, "--json"),
+        env=base_env(None, extra=certs.env()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert doctor.returncode == 0, doctor.stderr
     assert [m["status"] for m in json.loads(doctor.stdout)["members"]] == ["ok", "ok"]
 
 
-def test_a_plain_client_without_the_certificate_cannot_connect(cluster: Cluster,
-                                                               certs: Certs) -> None:
+def test_a_plain_client_without_the_certificate_cannot_connect(
+    cluster: Cluster, certs: Certs
+) -> None:
     from distributed import Client
     from distributed.security import Security
 
@@ -157,14 +217,16 @@ def test_a_plain_client_without_the_certificate_cannot_connect(cluster: Cluster,
     context = ssl.create_default_context(cafile=str(certs.ca))
     context.check_hostname = False
     with socket.create_connection((host, int(port)), timeout=30) as raw:
-        with pytest.raises((ssl.SSLError, ConnectionError)) as err, \
-                context.wrap_socket(raw) as tls:
+        with pytest.raises((ssl.SSLError, ConnectionError)) as err, context.wrap_socket(raw) as tls:
             if tls.recv(1) == b"":
                 raise ConnectionError("closed by the scheduler")
         assert "certificate required" in str(err.value) or "closed" in str(err.value)
-    stranger = Security(tls_ca_file=str(certs.ca),  # type: ignore[no-untyped-call]
-                        tls_client_cert=str(certs.other_cert),
-                        tls_client_key=str(certs.other_key), require_encryption=True)
+    stranger = Security(
+        tls_ca_file=str(certs.ca),  # type: ignore[no-untyped-call]
+        tls_client_cert=str(certs.other_cert),
+        tls_client_key=str(certs.other_key),
+        require_encryption=True,
+    )
     with pytest.raises((OSError, TimeoutError)):
         Client(cluster.address, timeout=5, security=stranger)  # type: ignore[no-untyped-call]
     plain_tcp = cluster.address.replace("tls://", "tcp://")
@@ -173,7 +235,8 @@ def test_a_plain_client_without_the_certificate_cannot_connect(cluster: Cluster,
 
 
 def test_lockstep_client_with_another_ca_or_a_tcp_address_fails_clearly(
-        cluster: Cluster, certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster: Cluster, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in certs.env(other=True).items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ServiceFailed, match=r"unreachable after 5 s .*with TLS"):
@@ -187,10 +250,18 @@ def test_lockstep_client_with_another_ca_or_a_tcp_address_fails_clearly(
 
 @pytest.mark.parametrize("credentials", ["none", "stranger"])
 def test_a_worker_without_the_clusters_certificate_cannot_join(
-        cluster: Cluster, certs: Certs, credentials: str) -> None:
+    cluster: Cluster, certs: Certs, credentials: str
+) -> None:
     env = {} if credentials == "none" else certs.env(other=True)
-    worker = start_worker(cluster.dir, cluster.address, cluster.a_path, "direct",
-                          f"w-{credentials}", env=env, extra_args=["--death-timeout", "15"])
+    worker = start_worker(
+        cluster.dir,
+        cluster.address,
+        cluster.a_path,
+        "direct",
+        f"w-{credentials}",
+        env=env,
+        extra_args=["--death-timeout", "15"],
+    )
     try:
         code = worker.wait(120)
     finally:
@@ -198,9 +269,13 @@ def test_a_worker_without_the_clusters_certificate_cannot_join(
     assert code != 0
     assert "lockstep worker ready" not in worker.text()
     client_env = certs.env()
-    doctor = subprocess.run(lockstep("doctor", "--scheduler", cluster.address, "--json"),
-                            env=base_env(None, extra=client_env), capture_output=True,
-                            text=True, timeout=120)
+    doctor = subprocess.run(
+        lockstep("doctor", "--scheduler", cluster.address, "--json"),
+        env=base_env(None, extra=client_env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     members = json.loads(doctor.stdout)["members"]
     assert [m["role"] for m in members] == ["scheduler", "worker"]  # only the one with the cert
 
@@ -213,9 +288,12 @@ def test_tls_settings_all_or_none_readable_and_pem(certs: Certs, tmp_path: Path)
     found = tls_from_env(certs.env())
     assert found is not None and found.ca_file == certs.ca
     partial = {"LOCKSTEP_TLS_CERT": str(certs.cert)}
-    with pytest.raises(BadInput, match="needs all of LOCKSTEP_TLS_CA_FILE, LOCKSTEP_TLS_CERT, "
-                                       "LOCKSTEP_TLS_KEY or none; LOCKSTEP_TLS_CA_FILE, "
-                                       "LOCKSTEP_TLS_KEY are unset or empty"):
+    with pytest.raises(
+        BadInput,
+        match="needs all of LOCKSTEP_TLS_CA_FILE, LOCKSTEP_TLS_CERT, "
+        "LOCKSTEP_TLS_KEY or none; LOCKSTEP_TLS_CA_FILE, "
+        "LOCKSTEP_TLS_KEY are unset or empty",
+    ):
         tls_from_env(partial)
     with pytest.raises(BadInput, match="LOCKSTEP_TLS_KEY is unset or empty"):
         tls_from_env({**certs.env(), "LOCKSTEP_TLS_KEY": ""})
@@ -233,17 +311,28 @@ def test_tls_settings_all_or_none_readable_and_pem(certs: Certs, tmp_path: Path)
 def test_bad_tls_settings_stop_each_process_with_one_line(cluster: Cluster, certs: Certs) -> None:
     partial = {"LOCKSTEP_TLS_CA_FILE": str(certs.ca)}
     commands: list[tuple[Any, ...]] = [
-        ("scheduler", "--port", "0"), ("worker", cluster.address),
-        ("runner", cluster.address), ("doctor", "--scheduler", cluster.address)]
+        ("scheduler", "--port", "0"),
+        ("worker", cluster.address),
+        ("runner", cluster.address),
+        ("doctor", "--scheduler", cluster.address),
+    ]
     for command in commands:
-        cli = subprocess.run(lockstep(*command),
-                             env=base_env(cluster.a_path, "direct", extra=partial),
-                             capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            lockstep(*command),
+            env=base_env(cluster.a_path, "direct", extra=partial),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode == 2, (command, cli.stderr)
         last = cli.stderr.strip().splitlines()[-1]
         assert last.startswith("lockstep: error: mutual TLS needs all of"), (command, last)
-    worker = subprocess.run(lockstep("worker", cluster.address.replace("tls://", "tcp://")),
-                            env=base_env(cluster.a_path, "direct", extra=certs.env()),
-                            capture_output=True, text=True, timeout=120)
+    worker = subprocess.run(
+        lockstep("worker", cluster.address.replace("tls://", "tcp://")),
+        env=base_env(cluster.a_path, "direct", extra=certs.env()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert worker.returncode == 2
     assert "write the scheduler address like tls://host:8786" in worker.stderr

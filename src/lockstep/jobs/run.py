@@ -40,9 +40,16 @@ class JobFailed(CheckFailed):
     """A simulation or the target failed, or ran somewhere it must not have (exit 1)."""
 
 
-def run_job(spec_path: Path, address: str, *, n_workers: int = 1, timeout: float = 30.0,
-            probe_timeout: float = DEFAULT_TIMEOUT, manifest: BuildManifest | None = None,
-            progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+def run_job(
+    spec_path: Path,
+    address: str,
+    *,
+    n_workers: int = 1,
+    timeout: float = 30.0,
+    probe_timeout: float = DEFAULT_TIMEOUT,
+    manifest: BuildManifest | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
     """Run the job at ``spec_path`` on the cluster at ``address``; the result document.
 
     ``manifest`` is the runner's own (default: ``$LOCKSTEP_MANIFEST``).
@@ -51,20 +58,31 @@ def run_job(spec_path: Path, address: str, *, n_workers: int = 1, timeout: float
     a worker refuses the bundle, ``JobFailed`` if a task fails.
     """
     started = time.monotonic()
-    checked = preflight(spec_path, address, n_workers=n_workers, timeout=timeout,
-                        probe_timeout=probe_timeout, manifest=manifest)
+    checked = preflight(
+        spec_path,
+        address,
+        n_workers=n_workers,
+        timeout=timeout,
+        probe_timeout=probe_timeout,
+        manifest=manifest,
+    )
     try:
         spec, bundle = checked.spec, checked.bundle
-        progress(f"preflight ok: bundle {bundle.digest} ({len(bundle.files)} files), "
-                 f"model {spec.model}, target {spec.target}, {len(checked.workers)} worker(s) "
-                 f"running {spec.executor}")
+        progress(
+            f"preflight ok: bundle {bundle.digest} ({len(bundle.files)} files), "
+            f"model {spec.model}, target {spec.target}, {len(checked.workers)} worker(s) "
+            f"running {spec.executor}"
+        )
         shipped = ship_bundle(checked.client, bundle, checked.workers)
-        progress(f"bundle sent to {len(shipped.sent)} worker(s), "
-                 f"{len(shipped.cached)} had it already")
+        progress(
+            f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it already"
+        )
         simulations = _simulate(checked, progress)
         aggregate = _aggregate(checked, simulations)
-        progress(f"aggregated by {spec.target} on {aggregate['worker']} "
-                 f"({aggregate['executor']} pid {aggregate['pid']})")
+        progress(
+            f"aggregated by {spec.target} on {aggregate['worker']} "
+            f"({aggregate['executor']} pid {aggregate['pid']})"
+        )
     finally:
         checked.close()
     assert checked.manifest is not None
@@ -98,16 +116,25 @@ def describe_processes(found: Iterable[Mapping[str, Any]]) -> str:
     for p in found:
         by_worker.setdefault(str(p["worker"]), []).append(int(p["pid"]))
     count = sum(len(pids) for pids in by_worker.values())
-    named = "; ".join(f"{worker} pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}"
-                      for worker, pids in sorted(by_worker.items()))
+    named = "; ".join(
+        f"{worker} pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}"
+        for worker, pids in sorted(by_worker.items())
+    )
     return f"{count} process(es) on {len(by_worker)} worker(s): {named}"
 
 
 def _submit(checked: Checked, target: str, args: tuple[Any, ...], key: str) -> Any:
     from lockstep.runtime.tasks import submit_task
 
-    return submit_task(checked.client, target, args, bundle=checked.bundle.digest,
-                       workers=list(checked.workers), allow_other_workers=False, key=key)
+    return submit_task(
+        checked.client,
+        target,
+        args,
+        bundle=checked.bundle.digest,
+        workers=list(checked.workers),
+        allow_other_workers=False,
+        key=key,
+    )
 
 
 def _simulate(checked: Checked, progress: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -118,11 +145,17 @@ def _simulate(checked: Checked, progress: Callable[[str], None]) -> list[dict[st
     tag = checked.bundle.digest[7:19]
     futures = {}
     for index, params, seed in runs:
-        future = _submit(checked, SIMULATE, (spec.model, params, seed),
-                         f"lockstep-sim-{tag}-{index}-{seed}-{time.time_ns()}")
+        future = _submit(
+            checked,
+            SIMULATE,
+            (spec.model, params, seed),
+            f"lockstep-sim-{tag}-{index}-{seed}-{time.time_ns()}",
+        )
         futures[future] = (index, params, seed)
-    progress(f"submitted {len(runs)} simulation(s): {len(spec.params)} parameter set(s) x "
-             f"{len(spec.seeds)} seed(s)")
+    progress(
+        f"submitted {len(runs)} simulation(s): {len(spec.params)} parameter set(s) x "
+        f"{len(spec.seeds)} seed(s)"
+    )
     done: dict[tuple[int, int], dict[str, Any]] = {}
     shown = -1
     try:
@@ -131,10 +164,15 @@ def _simulate(checked: Checked, progress: Callable[[str], None]) -> list[dict[st
             what = f"simulation params[{index}] seed {seed} ({spec.model})"
             answer = _result(future, what)
             _check_ran_right(checked, answer, what)
-            done[(index, seed)] = {"params_index": index, "params": params, "seed": seed,
-                                   "output": json.loads(answer["value"]),
-                                   "worker": answer["worker"], "executor": answer["executor"],
-                                   "pid": answer["pid"]}
+            done[(index, seed)] = {
+                "params_index": index,
+                "params": params,
+                "seed": seed,
+                "output": json.loads(answer["value"]),
+                "worker": answer["worker"],
+                "executor": answer["executor"],
+                "pid": answer["pid"],
+            }
             step = len(done) * 10 // len(runs)
             if step != shown:
                 shown = step
@@ -148,10 +186,13 @@ def _simulate(checked: Checked, progress: Callable[[str], None]) -> list[dict[st
 
 def _aggregate(checked: Checked, simulations: list[dict[str, Any]]) -> dict[str, Any]:
     spec = checked.spec
-    records = [{k: s[k] for k in ("params_index", "params", "seed", "output")}
-               for s in simulations]
-    future = _submit(checked, AGGREGATE, (spec.target, json.dumps(records)),
-                     f"lockstep-aggregate-{checked.bundle.digest[7:19]}-{time.time_ns()}")
+    records = [{k: s[k] for k in ("params_index", "params", "seed", "output")} for s in simulations]
+    future = _submit(
+        checked,
+        AGGREGATE,
+        (spec.target, json.dumps(records)),
+        f"lockstep-aggregate-{checked.bundle.digest[7:19]}-{time.time_ns()}",
+    )
     what = f"target {spec.target}"
     answer = _result(future, what)
     _check_ran_right(checked, answer, what)
@@ -162,18 +203,24 @@ def _result(future: Any, what: str) -> dict[str, Any]:
     try:
         answer: dict[str, Any] = future.result()
     except Exception as exc:
-        raise JobFailed(f"{what} failed: {type(exc).__name__}: {exc}; nothing was "
-                        "written") from exc
+        raise JobFailed(f"{what} failed: {type(exc).__name__}: {exc}; nothing was written") from exc
     return answer
 
 
 def _check_ran_right(checked: Checked, answer: dict[str, Any], what: str) -> None:
     """Refuse a result from another build, executor or bundle than the job's."""
     assert checked.manifest is not None
-    expected = {"build_id": checked.manifest.build_id, "executor": checked.spec.executor,
-                "bundle": checked.bundle.digest}
-    wrong = [f"{k} {answer.get(k)} (expected {v})" for k, v in expected.items()
-             if answer.get(k) != v]
+    expected = {
+        "build_id": checked.manifest.build_id,
+        "executor": checked.spec.executor,
+        "bundle": checked.bundle.digest,
+    }
+    wrong = [
+        f"{k} {answer.get(k)} (expected {v})" for k, v in expected.items() if answer.get(k) != v
+    ]
     if wrong:
-        raise JobFailed(f"{what} ran on worker {answer.get('worker')} with " + ", ".join(wrong)
-                        + "; refusing its result")
+        raise JobFailed(
+            f"{what} ran on worker {answer.get('worker')} with "
+            + ", ".join(wrong)
+            + "; refusing its result"
+        )

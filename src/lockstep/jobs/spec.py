@@ -67,8 +67,10 @@ class PreflightFailed(CheckFailed):
         self.problems = tuple(problems)
         codes = {p.exit_code for p in problems}
         self.exit_code = 1 if 1 in codes or not codes else max(codes)
-        lines = [f"preflight of {spec} found {len(problems)} problem(s); {submitted} was "
-                 "submitted", *(str(p) for p in problems)]
+        lines = [
+            f"preflight of {spec} found {len(problems)} problem(s); {submitted} was submitted",
+            *(str(p) for p in problems),
+        ]
         super().__init__("\n".join(lines))
 
 
@@ -90,10 +92,17 @@ class JobSpec:
         return [(i, p, s) for i, p in enumerate(self.params) for s in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "spec": str(self.path), "name": self.name,
-                "bundle": str(self.bundle), "model": self.model, "target": self.target,
-                "executor": self.executor, "seeds": list(self.seeds),
-                "params": [dict(p) for p in self.params]}
+        return {
+            "schema": SCHEMA,
+            "spec": str(self.path),
+            "name": self.name,
+            "bundle": str(self.bundle),
+            "model": self.model,
+            "target": self.target,
+            "executor": self.executor,
+            "seeds": list(self.seeds),
+            "params": [dict(p) for p in self.params],
+        }
 
 
 def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:
@@ -106,8 +115,9 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the job spec ({exc.strerror}); "
-                       "check the path") from exc
+        raise BadInput(
+            f"{path}: cannot read the job spec ({exc.strerror}); check the path"
+        ) from exc
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -125,8 +135,7 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
             bad(key, "missing (it is required)")
     schema = data.get("schema", SCHEMA)
     if schema != SCHEMA:
-        bad("schema", f"{schema!r} is not {SCHEMA!r}, the only job spec schema this lockstep "
-                      "reads")
+        bad("schema", f"{schema!r} is not {SCHEMA!r}, the only job spec schema this lockstep reads")
     name = data.get("name", path.stem)
     if isinstance(name, str) and name:
         fields["name"] = name
@@ -145,20 +154,28 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
         if isinstance(value, str) and _ENTRY.match(value):
             fields[key] = value
         else:
-            bad(key, f"{value!r} must read 'module:callable', the function lockstep calls as "
-                     f"{call}")
+            bad(
+                key, f"{value!r} must read 'module:callable', the function lockstep calls as {call}"
+            )
     if "executor" in data:
         executor = data["executor"]
         if isinstance(executor, str) and executor in executors:
             fields["executor"] = executor
         else:
-            bad("executor", f"{executor!r} is not a lockstep executor; valid values: "
-                            f"{', '.join(sorted(executors))}")
+            bad(
+                "executor",
+                f"{executor!r} is not a lockstep executor; valid values: "
+                f"{', '.join(sorted(executors))}",
+            )
     if "seeds" in data:
         seeds = data["seeds"]
-        if (isinstance(seeds, list) and seeds
-                and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
-                        for s in seeds)):
+        if (
+            isinstance(seeds, list)
+            and seeds
+            and all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
+            )
+        ):
             if len(set(seeds)) == len(seeds):
                 fields["seeds"] = tuple(seeds)
             else:
@@ -168,8 +185,11 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
     if "params" in data:
         params = data["params"]
         if isinstance(params, list) and params and all(isinstance(p, dict) for p in params):
-            found = [(f"params[{i}]{sub}", msg) for i, p in enumerate(params)
-                     for sub, msg in _non_json(p)]
+            found = [
+                (f"params[{i}]{sub}", msg)
+                for i, p in enumerate(params)
+                for sub, msg in _non_json(p)
+            ]
             for name_, msg in found:
                 bad(name_, msg)
             if not found:
@@ -181,10 +201,16 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
 
 def spec_from_fields(path: Path, fields: Mapping[str, Any]) -> JobSpec:
     """The ``JobSpec`` of fully valid ``fields`` (from ``read_spec`` without problems)."""
-    return JobSpec(path=path.resolve(), name=fields["name"], bundle=fields["bundle"],
-                   model=fields["model"], target=fields["target"],
-                   executor=fields["executor"], seeds=fields["seeds"],
-                   params=fields["params"])
+    return JobSpec(
+        path=path.resolve(),
+        name=fields["name"],
+        bundle=fields["bundle"],
+        model=fields["model"],
+        target=fields["target"],
+        executor=fields["executor"],
+        seeds=fields["seeds"],
+        params=fields["params"],
+    )
 
 
 def load_spec(path: Path, executors: Mapping[str, str]) -> JobSpec:

@@ -29,39 +29,71 @@ def add_commands(sub: Any) -> None:
     # prefix_chars="+": argparse treats every "-…" as a plain argument, so all of
     # Dask's options (and --help) reach Dask's own parser untouched.
     scheduler = sub.add_parser(
-        "scheduler", prefix_chars="+", add_help=False,
+        "scheduler",
+        prefix_chars="+",
+        add_help=False,
         help="run a Dask scheduler that admits only workers of this build "
-             "(Dask's `dask scheduler` options pass through)")
+        "(Dask's `dask scheduler` options pass through)",
+    )
     scheduler.add_argument("dask_args", nargs=argparse.REMAINDER)
     scheduler.set_defaults(func=run_scheduler)
 
     worker = sub.add_parser(
-        "worker", prefix_chars="+", add_help=False,
+        "worker",
+        prefix_chars="+",
+        add_help=False,
         help="run a Dask worker configured from its own environment (LOCKSTEP_EXECUTOR); "
-             "`dask worker` options pass through, e.g. tcp://host:8786 --nthreads 1")
+        "`dask worker` options pass through, e.g. tcp://host:8786 --nthreads 1",
+    )
     worker.add_argument("dask_args", nargs=argparse.REMAINDER)
     worker.set_defaults(func=run_worker)
 
     runner = sub.add_parser(
-        "runner", help="connect to a scheduler, check that it and its workers are this build, "
-                       "and print the cluster's table")
+        "runner",
+        help="connect to a scheduler, check that it and its workers are this build, "
+        "and print the cluster's table",
+    )
     runner.add_argument("scheduler", help="scheduler address, e.g. tcp://scheduler:8786")
-    runner.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="wait for at least N ready workers of this build (default 1)")
-    runner.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up after this long (default 30)")
-    runner.add_argument("--probe", action="store_true",
-                        help="also ask every worker directly, not only the scheduler's record")
+    runner.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="wait for at least N ready workers of this build (default 1)",
+    )
+    runner.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long (default 30)",
+    )
+    runner.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask every worker directly, not only the scheduler's record",
+    )
     runner.set_defaults(func=run_runner)
 
     doctor = sub.add_parser(
-        "doctor", help="show the live cluster behind a scheduler as a table (address, role, "
-                       "version, build id, executor, image, status); exit 1 unless it is all "
-                       "one build")
-    doctor.add_argument("--scheduler", required=True, metavar="ADDR",
-                        help="scheduler address, e.g. tcp://scheduler:8786")
-    doctor.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up after this long (default 30)")
+        "doctor",
+        help="show the live cluster behind a scheduler as a table (address, role, "
+        "version, build id, executor, image, status); exit 1 unless it is all "
+        "one build",
+    )
+    doctor.add_argument(
+        "--scheduler",
+        required=True,
+        metavar="ADDR",
+        help="scheduler address, e.g. tcp://scheduler:8786",
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long (default 30)",
+    )
     doctor.add_argument("--json", action="store_true", help="print the table as JSON")
     doctor.set_defaults(func=run_doctor)
 
@@ -78,14 +110,21 @@ def _with_tls(args: list[str], scheduler: bool) -> list[str]:
         return args
     plain = [a for a in args if a.startswith("tcp://")]
     if plain:
-        raise BadInput(f"{plain[0]}: {tls.names()} are set, so the cluster speaks mutual TLS "
-                       "only; write the scheduler address like tls://host:8786")
+        raise BadInput(
+            f"{plain[0]}: {tls.names()} are set, so the cluster speaks mutual TLS "
+            "only; write the scheduler address like tls://host:8786"
+        )
     if any(a.startswith("--tls-") for a in args):
-        raise BadInput(f"Dask's --tls-* options and {tls.names()} both given; use only the "
-                       "LOCKSTEP_TLS_* settings")
+        raise BadInput(
+            f"Dask's --tls-* options and {tls.names()} both given; use only the "
+            "LOCKSTEP_TLS_* settings"
+        )
     dask.config.set({"distributed.comm.require-encryption": True})
-    protocol = ["--protocol", "tls"] if scheduler and not any(
-        a == "--protocol" or a.startswith("--protocol=") for a in args) else []
+    protocol = (
+        ["--protocol", "tls"]
+        if scheduler and not any(a == "--protocol" or a.startswith("--protocol=") for a in args)
+        else []
+    )
     return [*tls.dask_args(), *protocol, *args]
 
 
@@ -106,8 +145,9 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
         refusal = _refusal(exc)
         if refusal:
             raise CheckFailed(refusal.removeprefix("lockstep ")) from exc
-        raise ServiceFailed(f"{prog} stopped: {type(exc).__name__}: {exc}; "
-                            "its log above says why") from exc
+        raise ServiceFailed(
+            f"{prog} stopped: {type(exc).__name__}: {exc}; its log above says why"
+        ) from exc
     return 0
 
 
@@ -138,8 +178,9 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
     manifest = load_manifest()  # BadInput, one line, before Dask starts
     log.info("lockstep scheduler: build %s version %s", manifest.build_id, manifest.version)
-    return _dask_main("distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args,
-                      "lockstep scheduler")
+    return _dask_main(
+        "distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args, "lockstep scheduler"
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -147,8 +188,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
     if not {"--help", "--version"} & set(args.dask_args):
         RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files too)
-    return _dask_main("distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args,
-                      "lockstep worker")
+    return _dask_main(
+        "distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args, "lockstep worker"
+    )
 
 
 def run_runner(args: argparse.Namespace) -> int:
@@ -158,8 +200,9 @@ def run_runner(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     client = open_client(args.scheduler, args.timeout)
     try:
-        report = check_cluster(client, manifest, n_workers=args.workers, timeout=args.timeout,
-                               probe_workers=args.probe)
+        report = check_cluster(
+            client, manifest, n_workers=args.workers, timeout=args.timeout, probe_workers=args.probe
+        )
     finally:
         client.close()
     print(report.table())

@@ -87,28 +87,61 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting(MANIFEST_ENV, "scheduler, worker, runner", MANIFEST_PATH,
-            "path of this process's build manifest; outside an image it must be set"),
-    Setting(EXECUTOR_ENV, "worker", None,
-            "executor type for this worker's tasks: one of the manifest's `executors`; "
-            "anything else stops the worker", required=True),
-    Setting(START_TIMEOUT_ENV, "worker", str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
-            "seconds (a number > 0) to wait for the executor's child process to say it is ready"),
-    Setting(BUNDLE_DIR_ENV, "worker", BUNDLE_DIR_DEFAULT,
-            "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
-            "`/tmp`); must be writable"),
-    Setting(IMAGE_ENV, "scheduler, worker", None,
-            "the image reference the deployment pulled, e.g. "
-            "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
-            "logged at start-up and shown by `lockstep doctor`"),
-    Setting(TLS_CA_ENV, "scheduler, worker, runner, doctor", None,
-            "PEM file of the CA that signs the cluster's certificates: with "
-            f"`{TLS_CERT_ENV}` and `{TLS_KEY_ENV}` (all three or none) turns on mutual TLS; "
-            "then only `tls://` addresses and only peers with a certificate of this CA"),
-    Setting(TLS_CERT_ENV, "scheduler, worker, runner, doctor", None,
-            "PEM file of this process's certificate, signed by that CA"),
-    Setting(TLS_KEY_ENV, "scheduler, worker, runner, doctor", None,
-            "PEM file of this process's private key (matching the certificate)"),
+    Setting(
+        MANIFEST_ENV,
+        "scheduler, worker, runner",
+        MANIFEST_PATH,
+        "path of this process's build manifest; outside an image it must be set",
+    ),
+    Setting(
+        EXECUTOR_ENV,
+        "worker",
+        None,
+        "executor type for this worker's tasks: one of the manifest's `executors`; "
+        "anything else stops the worker",
+        required=True,
+    ),
+    Setting(
+        START_TIMEOUT_ENV,
+        "worker",
+        str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
+        "seconds (a number > 0) to wait for the executor's child process to say it is ready",
+    ),
+    Setting(
+        BUNDLE_DIR_ENV,
+        "worker",
+        BUNDLE_DIR_DEFAULT,
+        "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
+        "`/tmp`); must be writable",
+    ),
+    Setting(
+        IMAGE_ENV,
+        "scheduler, worker",
+        None,
+        "the image reference the deployment pulled, e.g. "
+        "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
+        "logged at start-up and shown by `lockstep doctor`",
+    ),
+    Setting(
+        TLS_CA_ENV,
+        "scheduler, worker, runner, doctor",
+        None,
+        "PEM file of the CA that signs the cluster's certificates: with "
+        f"`{TLS_CERT_ENV}` and `{TLS_KEY_ENV}` (all three or none) turns on mutual TLS; "
+        "then only `tls://` addresses and only peers with a certificate of this CA",
+    ),
+    Setting(
+        TLS_CERT_ENV,
+        "scheduler, worker, runner, doctor",
+        None,
+        "PEM file of this process's certificate, signed by that CA",
+    ),
+    Setting(
+        TLS_KEY_ENV,
+        "scheduler, worker, runner, doctor",
+        None,
+        "PEM file of this process's private key (matching the certificate)",
+    ),
 )
 
 
@@ -133,8 +166,10 @@ def image_from_env(environ: Mapping[str, str] | None = None) -> str | None:
 def scheduler_settings(environ: Mapping[str, str] | None = None) -> str:
     """The scheduler's one start-up log line of its settings."""
     env = os.environ if environ is None else environ
-    return (f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
-            f"{IMAGE_ENV}={image_from_env(env) or '(unset)'} {_tls_settings(env)}")
+    return (
+        f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
+        f"{IMAGE_ENV}={image_from_env(env) or '(unset)'} {_tls_settings(env)}"
+    )
 
 
 def _tls_settings(env: Mapping[str, str]) -> str:
@@ -155,16 +190,25 @@ class TlsFiles:
 
     def dask_args(self) -> list[str]:
         """The ``dask scheduler``/``dask worker`` options for these files."""
-        return ["--tls-ca-file", str(self.ca_file), "--tls-cert", str(self.cert),
-                "--tls-key", str(self.key)]
+        return [
+            "--tls-ca-file",
+            str(self.ca_file),
+            "--tls-cert",
+            str(self.cert),
+            "--tls-key",
+            str(self.key),
+        ]
 
     def client_security(self) -> Any:
         """A ``distributed.Security`` for a client (runner, doctor): encryption required."""
         from distributed.security import Security
 
-        return Security(tls_ca_file=str(self.ca_file),  # type: ignore[no-untyped-call]
-                        tls_client_cert=str(self.cert), tls_client_key=str(self.key),
-                        require_encryption=True)
+        return Security(
+            tls_ca_file=str(self.ca_file),  # type: ignore[no-untyped-call]
+            tls_client_cert=str(self.cert),
+            tls_client_key=str(self.key),
+            require_encryption=True,
+        )
 
 
 def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsFiles | None:
@@ -179,29 +223,37 @@ def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsFiles | None:
     if missing:
         present = [name for name in TLS_ENVS if given.get(name)]
         shown = ", ".join(present) if present else "none of them has a value"
-        raise BadInput(f"mutual TLS needs all of {TlsFiles.names()} or none; "
-                       f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} unset or "
-                       f"empty (set: {shown}); set all three to PEM files or unset all three")
+        raise BadInput(
+            f"mutual TLS needs all of {TlsFiles.names()} or none; "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} unset or "
+            f"empty (set: {shown}); set all three to PEM files or unset all three"
+        )
     paths = {name: Path(str(given[name])) for name in TLS_ENVS}
     for name, path in paths.items():
         try:
             with path.open("rb") as f:
                 f.read(1)
         except OSError as exc:
-            raise BadInput(f"{name}={path}: cannot read it ({exc.strerror or exc}); mount the "
-                           "cluster's TLS Secret there or fix the path") from exc
+            raise BadInput(
+                f"{name}={path}: cannot read it ({exc.strerror or exc}); mount the "
+                "cluster's TLS Secret there or fix the path"
+            ) from exc
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         ctx.load_verify_locations(cafile=str(paths[TLS_CA_ENV]))
     except (ssl.SSLError, ValueError) as exc:
-        raise BadInput(f"{TLS_CA_ENV}={paths[TLS_CA_ENV]}: not a PEM CA certificate "
-                       f"({exc}); point it at the cluster CA's certificate") from exc
+        raise BadInput(
+            f"{TLS_CA_ENV}={paths[TLS_CA_ENV]}: not a PEM CA certificate "
+            f"({exc}); point it at the cluster CA's certificate"
+        ) from exc
     try:
         ctx.load_cert_chain(str(paths[TLS_CERT_ENV]), str(paths[TLS_KEY_ENV]))
     except (ssl.SSLError, ValueError) as exc:
-        raise BadInput(f"{TLS_CERT_ENV}={paths[TLS_CERT_ENV]} and {TLS_KEY_ENV}="
-                       f"{paths[TLS_KEY_ENV]}: not a PEM certificate and its private key "
-                       f"({exc}); point them at this process's certificate and key") from exc
+        raise BadInput(
+            f"{TLS_CERT_ENV}={paths[TLS_CERT_ENV]} and {TLS_KEY_ENV}="
+            f"{paths[TLS_KEY_ENV]}: not a PEM certificate and its private key "
+            f"({exc}); point them at this process's certificate and key"
+        ) from exc
     return TlsFiles(paths[TLS_CA_ENV], paths[TLS_CERT_ENV], paths[TLS_KEY_ENV])
 
 
@@ -223,8 +275,9 @@ class RuntimeConfig:
     tls: TlsFiles | None = None  # LOCKSTEP_TLS_*: mutual TLS, or None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None,
-                 manifest: BuildManifest | None = None) -> RuntimeConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, manifest: BuildManifest | None = None
+    ) -> RuntimeConfig:
         """Read this process's environment; ``BadInput`` naming the variable and valid values.
 
         ``manifest`` defaults to this process's own (``$LOCKSTEP_MANIFEST``).
@@ -245,15 +298,24 @@ class RuntimeConfig:
 
     def describe(self) -> str:
         """One log line of every setting and where its value came from."""
-        return (f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
-                f"{EXECUTOR_ENV}={self.executor} "
-                f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
-                f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
-                f"{IMAGE_ENV}={self.image or '(unset)'} "
-                + (_tls_settings({TLS_CA_ENV: str(self.tls.ca_file),
-                                  TLS_CERT_ENV: str(self.tls.cert),
-                                  TLS_KEY_ENV: str(self.tls.key)}) if self.tls
-                   else _tls_settings({})))
+        return (
+            f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
+            f"{EXECUTOR_ENV}={self.executor} "
+            f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
+            f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
+            f"{IMAGE_ENV}={self.image or '(unset)'} "
+            + (
+                _tls_settings(
+                    {
+                        TLS_CA_ENV: str(self.tls.ca_file),
+                        TLS_CERT_ENV: str(self.tls.cert),
+                        TLS_KEY_ENV: str(self.tls.key),
+                    }
+                )
+                if self.tls
+                else _tls_settings({})
+            )
+        )
 
 
 def _bundle_dir(env: Mapping[str, str]) -> Path:
@@ -262,8 +324,10 @@ def _bundle_dir(env: Mapping[str, str]) -> Path:
         return default_bundle_dir()
     if not raw or not os.path.isabs(raw):
         shown = repr(raw) if raw else "'' (empty)"
-        raise BadInput(f"{BUNDLE_DIR_ENV}={shown} is not an absolute path; unset it for the "
-                       f"default ({default_bundle_dir()}) or set a writable directory")
+        raise BadInput(
+            f"{BUNDLE_DIR_ENV}={shown} is not an absolute path; unset it for the "
+            f"default ({default_bundle_dir()}) or set a writable directory"
+        )
     return Path(raw)
 
 
@@ -272,18 +336,22 @@ def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
     build = f"build {manifest.build_id} version {manifest.version}"
     value = env.get(EXECUTOR_ENV)
     if value is None:
-        raise BadInput(f"{EXECUTOR_ENV} is not set; set it to one of the executors of "
-                       f"{build}: {valid}")
+        raise BadInput(
+            f"{EXECUTOR_ENV} is not set; set it to one of the executors of {build}: {valid}"
+        )
     if value not in manifest.executors:
         shown = repr(value) if value else "'' (empty)"
-        raise BadInput(f"{EXECUTOR_ENV}={shown} is not an executor of {build}; "
-                       f"valid values: {valid}")
+        raise BadInput(
+            f"{EXECUTOR_ENV}={shown} is not an executor of {build}; valid values: {valid}"
+        )
     registry = registered_executors()
     if value not in registry:
-        raise BadInput(f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
-                       f"registers no {EXECUTOR_GROUP} entry point {value!r} (it has: "
-                       f"{', '.join(sorted(registry)) or 'none'}); the image is inconsistent, "
-                       "rebuild it")
+        raise BadInput(
+            f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
+            f"registers no {EXECUTOR_GROUP} entry point {value!r} (it has: "
+            f"{', '.join(sorted(registry)) or 'none'}); the image is inconsistent, "
+            "rebuild it"
+        )
     return value
 
 
@@ -297,6 +365,8 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         shown = repr(raw) if raw else "'' (empty)"
-        raise BadInput(f"{name}={shown} is not a number of seconds > 0; unset it for the "
-                       f"default ({default:g}) or set a number such as 30")
+        raise BadInput(
+            f"{name}={shown} is not a number of seconds > 0; unset it for the "
+            f"default ({default:g}) or set a number such as 30"
+        )
     return value

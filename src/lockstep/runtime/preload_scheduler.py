@@ -133,42 +133,141 @@ TOKEN_RELAY_OPS = frozenset({PUT_OP, CHECK_OP})
 
 # Every scheduler handler of distributed 2026.8.0 (with its default extensions). A handler
 # the gate does not know may be a new way to run code: the scheduler refuses to start.
-KNOWN_RPC_OPS = frozenset({
-    "adaptive_target", "add_keys", "amm_handler", "benchmark_hardware", "broadcast",
-    "call_stack", "check_idle", "connection_stream", "dump_cluster_state_to_url", "dump_state",
-    "echo", "event_clear", "event_is_set", "event_set", "event_wait", "events", "feed",
-    "gather", "get_cluster_state", "get_error_cause", "get_logs", "get_metadata",
-    "get_runspec", "get_story", "get_task_prefix_states", "get_task_status",
-    "get_task_stream", "get_task_stream_index", "has_what", "heartbeat_worker", "identity",
-    "log_event", "logs", "memory_sampler_start", "memory_sampler_stop", "multi_lock_acquire",
-    "multi_lock_release", "nbytes", "ncores", "ncores_running", "performance_report",
-    "processing", "profile", "proxy", "publish_delete", "publish_get", "publish_list",
-    "publish_put", "queue_create", "queue_get", "queue_put", "queue_qsize", "rebalance",
-    "register-client", "register-worker", "register_nanny", "register_nanny_plugin",
-    "register_scheduler_plugin", "register_worker_plugin", "replicate", "restart",
-    "restart_workers", "retire_workers", "retry", "run_function", "scatter",
-    "semaphore_acquire", "semaphore_close", "semaphore_refresh_leases", "semaphore_register",
-    "semaphore_release", "semaphore_value", "set_metadata", "set_resources",
-    "set_restrictions", "shuffle_barrier", "shuffle_get", "shuffle_get_or_create",
-    "shuffle_restrict_task", "start_task_metadata", "stop_task_metadata",
-    "subscribe_worker_status", "terminate", "unregister", "unregister_nanny_plugin",
-    "unregister_scheduler_plugin", "unregister_worker_plugin", "update_data", "variable_get",
-    "variable_set", "versions", "who_has", "worker_logs", "workers_to_close",
-})
-KNOWN_STREAM_OPS = frozenset({
-    "add-keys", "cancel-keys", "client-desires-keys", "client-releases-keys", "close-client",
-    "heartbeat-client", "keep-alive", "log-event", "long-running", "publish_flush_batched_send",
-    "queue-future-release", "queue_release", "release-worker-data", "report-key",
-    "request-refresh-who-has", "reschedule", "steal-response", "subscribe-topic", "task-erred",
-    "task-finished", "unsubscribe-topic", "update-data", "update-graph",
-    "variable-future-received-confirm", "variable_delete", "worker-status-change",
-})
+KNOWN_RPC_OPS = frozenset(
+    {
+        "adaptive_target",
+        "add_keys",
+        "amm_handler",
+        "benchmark_hardware",
+        "broadcast",
+        "call_stack",
+        "check_idle",
+        "connection_stream",
+        "dump_cluster_state_to_url",
+        "dump_state",
+        "echo",
+        "event_clear",
+        "event_is_set",
+        "event_set",
+        "event_wait",
+        "events",
+        "feed",
+        "gather",
+        "get_cluster_state",
+        "get_error_cause",
+        "get_logs",
+        "get_metadata",
+        "get_runspec",
+        "get_story",
+        "get_task_prefix_states",
+        "get_task_status",
+        "get_task_stream",
+        "get_task_stream_index",
+        "has_what",
+        "heartbeat_worker",
+        "identity",
+        "log_event",
+        "logs",
+        "memory_sampler_start",
+        "memory_sampler_stop",
+        "multi_lock_acquire",
+        "multi_lock_release",
+        "nbytes",
+        "ncores",
+        "ncores_running",
+        "performance_report",
+        "processing",
+        "profile",
+        "proxy",
+        "publish_delete",
+        "publish_get",
+        "publish_list",
+        "publish_put",
+        "queue_create",
+        "queue_get",
+        "queue_put",
+        "queue_qsize",
+        "rebalance",
+        "register-client",
+        "register-worker",
+        "register_nanny",
+        "register_nanny_plugin",
+        "register_scheduler_plugin",
+        "register_worker_plugin",
+        "replicate",
+        "restart",
+        "restart_workers",
+        "retire_workers",
+        "retry",
+        "run_function",
+        "scatter",
+        "semaphore_acquire",
+        "semaphore_close",
+        "semaphore_refresh_leases",
+        "semaphore_register",
+        "semaphore_release",
+        "semaphore_value",
+        "set_metadata",
+        "set_resources",
+        "set_restrictions",
+        "shuffle_barrier",
+        "shuffle_get",
+        "shuffle_get_or_create",
+        "shuffle_restrict_task",
+        "start_task_metadata",
+        "stop_task_metadata",
+        "subscribe_worker_status",
+        "terminate",
+        "unregister",
+        "unregister_nanny_plugin",
+        "unregister_scheduler_plugin",
+        "unregister_worker_plugin",
+        "update_data",
+        "variable_get",
+        "variable_set",
+        "versions",
+        "who_has",
+        "worker_logs",
+        "workers_to_close",
+    }
+)
+KNOWN_STREAM_OPS = frozenset(
+    {
+        "add-keys",
+        "cancel-keys",
+        "client-desires-keys",
+        "client-releases-keys",
+        "close-client",
+        "heartbeat-client",
+        "keep-alive",
+        "log-event",
+        "long-running",
+        "publish_flush_batched_send",
+        "queue-future-release",
+        "queue_release",
+        "release-worker-data",
+        "report-key",
+        "request-refresh-who-has",
+        "reschedule",
+        "steal-response",
+        "subscribe-topic",
+        "task-erred",
+        "task-finished",
+        "unsubscribe-topic",
+        "update-data",
+        "update-graph",
+        "variable-future-received-confirm",
+        "variable_delete",
+        "worker-status-change",
+    }
+)
 
 # The (comm, extra) of the stream connection whose message is being handled: Dask calls
 # stream handlers from ``handle_stream`` in the connection's own task, so a context variable
 # set around it is what the handler sees.
-_STREAM: contextvars.ContextVar[tuple[Any, dict[str, Any]] | None] = \
-    contextvars.ContextVar("lockstep_stream", default=None)
+_STREAM: contextvars.ContextVar[tuple[Any, dict[str, Any]] | None] = contextvars.ContextVar(
+    "lockstep_stream", default=None
+)
 
 
 def check_hook(handler: Any) -> None:
@@ -184,8 +283,9 @@ def check_hook(handler: Any) -> None:
         raise RuntimeError("Scheduler.add_worker no longer takes the comm first")
 
 
-def _check_handler(table: dict[str, Any], op: str, method: str, params: set[str],
-                   where: str = "handlers") -> None:
+def _check_handler(
+    table: dict[str, Any], op: str, method: str, params: set[str], where: str = "handlers"
+) -> None:
     handler = table.get(op)
     if handler is None:
         raise RuntimeError(f"scheduler.{where} has no {op!r}")
@@ -203,10 +303,12 @@ def check_hooks(scheduler: Any) -> None:
     unknown = sorted(set(scheduler.handlers) - KNOWN_RPC_OPS - {IDENTITY_OP, HELLO_OP})
     unknown += sorted(set(scheduler.stream_handlers) - KNOWN_STREAM_OPS)
     if unknown:
-        raise RuntimeError(f"the scheduler has handler(s) the client gate does not know: "
-                           f"{', '.join(unknown)}")
-    _check_handler(scheduler.stream_handlers, SUBMIT_OP, "update_graph", {"client", "keys"},
-                   "stream_handlers")
+        raise RuntimeError(
+            f"the scheduler has handler(s) the client gate does not know: {', '.join(unknown)}"
+        )
+    _check_handler(
+        scheduler.stream_handlers, SUBMIT_OP, "update_graph", {"client", "keys"}, "stream_handlers"
+    )
     for op, method in REFUSED_OPS.items():
         _check_handler(scheduler.handlers, op, method, set())
     _check_handler(scheduler.handlers, "broadcast", "broadcast", {"msg", "workers", "nanny"})
@@ -216,8 +318,10 @@ def check_hooks(scheduler: Any) -> None:
         raise RuntimeError("Scheduler.handle_stream no longer takes (comm, extra)")
     source = inspect.getsource(type(scheduler).add_client)
     if 'self.handle_stream(comm=comm, extra={"client": client})' not in source:
-        raise RuntimeError("Scheduler.add_client no longer handles a client's stream with "
-                           "self.handle_stream(comm=comm, extra={'client': client})")
+        raise RuntimeError(
+            "Scheduler.add_client no longer handles a client's stream with "
+            "self.handle_stream(comm=comm, extra={'client': client})"
+        )
     if not isinstance(getattr(scheduler, "client_comms", None), dict):
         raise RuntimeError("the scheduler has no client_comms dict")
 
@@ -253,8 +357,12 @@ class Admission:
 class Gate:
     """The wrapped handlers and the record of whom they refused."""
 
-    def __init__(self, manifest: BuildManifest, original: Callable[..., Awaitable[Any]],
-                 scheduler: Any = None) -> None:
+    def __init__(
+        self,
+        manifest: BuildManifest,
+        original: Callable[..., Awaitable[Any]],
+        scheduler: Any = None,
+    ) -> None:
         self.manifest = manifest
         self.original = original
         self.scheduler = scheduler
@@ -274,9 +382,14 @@ class Gate:
         if refusal is None:
             return await self.original(comm, **msg)
         log.warning("%s", refusal)
-        self.refused.append({"address": address, "message": refusal, "time": time.time(),
-                             "executor": str(extra.get(EXECUTOR_KEY, "-"))
-                             if isinstance(extra, dict) else "-"})
+        self.refused.append(
+            {
+                "address": address,
+                "message": refusal,
+                "time": time.time(),
+                "executor": str(extra.get(EXECUTOR_KEY, "-")) if isinstance(extra, dict) else "-",
+            }
+        )
         await comm.write({"status": "error", "message": refusal, "time": time.time()})
         return None
 
@@ -288,8 +401,15 @@ class Gate:
 
     def _refuse(self, client: str, address: str, op: str, message: str) -> PermissionError:
         log.warning("%s", message)
-        self.refused_clients.append({"client": client, "address": address, "op": op,
-                                     "message": message, "time": time.time()})
+        self.refused_clients.append(
+            {
+                "client": client,
+                "address": address,
+                "op": op,
+                "message": message,
+                "time": time.time(),
+            }
+        )
         return PermissionError(message)
 
     def _admission(self, client: object) -> Admission | None:
@@ -300,43 +420,68 @@ class Gate:
         return found
 
     def _not_admitted(self, what: str, client: str, address: str) -> str:
-        return (f"lockstep refused {what} from client {client} at {address}: it has not "
-                f"completed the lockstep handshake with this scheduler ({self.build}) on "
-                "this connection. Connect with lockstep.runtime.connect() (or `lockstep "
-                "run`) from the scheduler's build; a plain distributed.Client cannot submit "
-                "to a lockstep cluster")
+        return (
+            f"lockstep refused {what} from client {client} at {address}: it has not "
+            f"completed the lockstep handshake with this scheduler ({self.build}) on "
+            "this connection. Connect with lockstep.runtime.connect() (or `lockstep "
+            "run`) from the scheduler's build; a plain distributed.Client cannot submit "
+            "to a lockstep cluster"
+        )
 
-    async def hello(self, comm: Any, manifest: object = None, client: object = None
-                    ) -> dict[str, Any]:
+    async def hello(
+        self, comm: Any, manifest: object = None, client: object = None
+    ) -> dict[str, Any]:
         """``lockstep_hello``: admit ``client`` if ``manifest`` is the scheduler's build."""
         address = _peer(comm)
         if not isinstance(client, str) or not client or len(client) > MAX_CLIENT_ID:
-            raise self._refuse("-", address, HELLO_OP, (
-                f"lockstep refused the hello from {address}: client must be the client.id of "
-                f"an open Client (a string of at most {MAX_CLIENT_ID} characters), not "
-                f"{type(client).__name__}"))
+            raise self._refuse(
+                "-",
+                address,
+                HELLO_OP,
+                (
+                    f"lockstep refused the hello from {address}: client must be the client.id of "
+                    f"an open Client (a string of at most {MAX_CLIENT_ID} characters), not "
+                    f"{type(client).__name__}"
+                ),
+            )
         refusal = hello_refusal(self.manifest, client, manifest)
         if refusal is not None:
             raise self._refuse(client, address, HELLO_OP, refusal)
         bcomm = self.scheduler.client_comms.get(client)
         stream: Any = getattr(bcomm, "comm", None)
         if stream is None or stream.closed():
-            raise self._refuse(client, address, HELLO_OP, (
-                f"lockstep refused the hello of client {client} from {address}: no client of "
-                "that id is connected to this scheduler; open the Client first and say hello "
-                "with its client.id (lockstep.runtime.connect() does)"))
+            raise self._refuse(
+                client,
+                address,
+                HELLO_OP,
+                (
+                    f"lockstep refused the hello of client {client} from {address}: no client of "
+                    "that id is connected to this scheduler; open the Client first and say hello "
+                    "with its client.id (lockstep.runtime.connect() does)"
+                ),
+            )
         if _host(_peer(stream)) != _host(address):
-            raise self._refuse(client, address, HELLO_OP, (
-                f"lockstep refused the hello of client {client} from {address}: that client "
-                f"is connected from {_peer(stream)}, another host; a client says hello for "
-                "itself"))
+            raise self._refuse(
+                client,
+                address,
+                HELLO_OP,
+                (
+                    f"lockstep refused the hello of client {client} from {address}: that client "
+                    f"is connected from {_peer(stream)}, another host; a client says hello for "
+                    "itself"
+                ),
+            )
         for name in [n for n, a in self.admitted.items() if not a.live(self.scheduler)]:
             del self.admitted[name]
         token = secrets.token_hex(16)
         self.admitted[client] = Admission(client, stream, token, time.time())
         log.info("lockstep admitted client %s at %s: %s", client, _peer(stream), self.build)
-        return {"ok": True, "token": token, "build_id": self.manifest.build_id,
-                "version": self.manifest.version}
+        return {
+            "ok": True,
+            "token": token,
+            "build_id": self.manifest.build_id,
+            "version": self.manifest.version,
+        }
 
     async def update_graph(self, **msg: Any) -> Any:
         """The ``update-graph`` stream handler: only from an admitted client's own stream."""
@@ -347,12 +492,13 @@ class Gate:
         address = _peer(comm)
         admission = self._admission(client)
         if comm is None or "client" not in extra:
-            message = (f"lockstep refused {SUBMIT_OP}: it did not arrive on a client's "
-                       "connection")
+            message = f"lockstep refused {SUBMIT_OP}: it did not arrive on a client's connection"
         elif claimed != client:
-            message = (f"lockstep refused {SUBMIT_OP} from client {client} at {address}: the "
-                       f"message names client {claimed!r}, not the client of its own "
-                       "connection; a client submits only as itself")
+            message = (
+                f"lockstep refused {SUBMIT_OP} from client {client} at {address}: the "
+                f"message names client {claimed!r}, not the client of its own "
+                "connection; a client submits only as itself"
+            )
         elif admission is None or admission.comm is not comm:
             message = self._not_admitted("task submission (update-graph)", client, address)
         else:
@@ -366,13 +512,22 @@ class Gate:
         from distributed.core import error_message
 
         bcomm = self.scheduler.client_comms.get(client)
-        if comm is None or getattr(bcomm, "comm", None) is not comm \
-                or not isinstance(keys, list | tuple | set | frozenset):
+        if (
+            comm is None
+            or getattr(bcomm, "comm", None) is not comm
+            or not isinstance(keys, list | tuple | set | frozenset)
+        ):
             return
         err = error_message(error)
         for key in list(keys)[:10_000]:
-            bcomm.send({"op": "task-erred", "key": key, "exception": err["exception"],
-                        "traceback": err["traceback"]})
+            bcomm.send(
+                {
+                    "op": "task-erred",
+                    "key": key,
+                    "exception": err["exception"],
+                    "traceback": err["traceback"],
+                }
+            )
 
     def refuse_always(self, op: str) -> Callable[..., Awaitable[Any]]:
         """A handler that refuses ``op`` to every caller."""
@@ -380,13 +535,19 @@ class Gate:
 
         async def refuse(comm: Any = None, **msg: Any) -> Any:
             client = msg.get("client")
-            raise self._refuse(str(client) if isinstance(client, str) else "-", _peer(comm), op, (
-                f"lockstep refused {op} from {_peer(comm)}: {what} is refused for every client "
-                "of a lockstep cluster, handshake or not: its scheduler and workers are "
-                "configured only from their own image and environment (LOCKSTEP_EXECUTOR), "
-                "never by a client. "
-                "Change the image or the deployment; run code as tasks with "
-                "lockstep.runtime.submit_task after connect()"))
+            raise self._refuse(
+                str(client) if isinstance(client, str) else "-",
+                _peer(comm),
+                op,
+                (
+                    f"lockstep refused {op} from {_peer(comm)}: {what} is refused for every client "
+                    "of a lockstep cluster, handshake or not: its scheduler and workers are "
+                    "configured only from their own image and environment (LOCKSTEP_EXECUTOR), "
+                    "never by a client. "
+                    "Change the image or the deployment; run code as tasks with "
+                    "lockstep.runtime.submit_task after connect()"
+                ),
+            )
 
         refuse.__name__ = f"lockstep_refuse_{op}"
         return refuse
@@ -396,20 +557,31 @@ class Gate:
         token = msg.get(TOKEN_KEY) if isinstance(msg, dict) else None
         if op in OPEN_RELAY_OPS and not nanny:
             return None
-        if op in TOKEN_RELAY_OPS and not nanny and isinstance(token, str) and any(
-                secrets.compare_digest(a.token, token) for a in list(self.admitted.values())
-                if self._admission(a.client) is a):
+        if (
+            op in TOKEN_RELAY_OPS
+            and not nanny
+            and isinstance(token, str)
+            and any(
+                secrets.compare_digest(a.token, token)
+                for a in list(self.admitted.values())
+                if self._admission(a.client) is a
+            )
+        ):
             return None
         if op in TOKEN_RELAY_OPS and not nanny:
-            return (f"lockstep refused {via} of {op} from {address}: it needs the token of a "
-                    f"lockstep handshake with this scheduler ({self.build}); connect with "
-                    "lockstep.runtime.connect() from the scheduler's build")
+            return (
+                f"lockstep refused {via} of {op} from {address}: it needs the token of a "
+                f"lockstep handshake with this scheduler ({self.build}); connect with "
+                "lockstep.runtime.connect() from the scheduler's build"
+            )
         shown = "run (Client.run)" if op == "run" else repr(op)
-        return (f"lockstep refused {via} of {shown}{' to nannies' if nanny else ''} from "
-                f"{address}: relaying ops to workers is refused for every client of a lockstep "
-                "cluster but the read-only ones (" + ", ".join(sorted(OPEN_RELAY_OPS)) + "); "
-                "functions and plugins never run on lockstep workers from a client. Run code "
-                "as tasks with lockstep.runtime.submit_task after connect()")
+        return (
+            f"lockstep refused {via} of {shown}{' to nannies' if nanny else ''} from "
+            f"{address}: relaying ops to workers is refused for every client of a lockstep "
+            "cluster but the read-only ones (" + ", ".join(sorted(OPEN_RELAY_OPS)) + "); "
+            "functions and plugins never run on lockstep workers from a client. Run code "
+            "as tasks with lockstep.runtime.submit_task after connect()"
+        )
 
     async def broadcast(self, comm: Any = None, **kwargs: Any) -> Any:
         address = _peer(comm)
@@ -434,13 +606,17 @@ class Gate:
         address = _peer(comm)
         if self._admission(client) is None:
             shown = str(client) if isinstance(client, str) else "-"
-            raise self._refuse(shown, address, "scatter",
-                               self._not_admitted("scatter", shown, address))
+            raise self._refuse(
+                shown, address, "scatter", self._not_admitted("scatter", shown, address)
+            )
         return await self.originals["scatter"](**kwargs)
 
     def identity_of_clients(self) -> list[dict[str, Any]]:
-        return [{"client": a.client, "address": _peer(a.comm), "time": a.time}
-                for a in list(self.admitted.values()) if self._admission(a.client) is a]
+        return [
+            {"client": a.client, "address": _peer(a.comm), "time": a.time}
+            for a in list(self.admitted.values())
+            if self._admission(a.client) is a
+        ]
 
 
 def install(scheduler: Any, manifest: BuildManifest, image: str | None = None) -> Gate:
@@ -467,24 +643,35 @@ def install(scheduler: Any, manifest: BuildManifest, image: str | None = None) -
     for op in REFUSED_OPS:
         gate.originals[op] = scheduler.handlers[op]
         scheduler.handlers[op] = gate.refuse_always(op)
-    for op, handler in (("broadcast", gate.broadcast), ("proxy", gate.proxy),
-                        ("scatter", gate.scatter)):
+    for op, handler in (
+        ("broadcast", gate.broadcast),
+        ("proxy", gate.proxy),
+        ("scatter", gate.scatter),
+    ):
         gate.originals[op] = scheduler.handlers[op]
         scheduler.handlers[op] = handler
     scheduler.handlers[HELLO_OP] = gate.hello
 
     def identity() -> dict[str, Any]:
         workers = [
-            {"address": ws.address,
-             "manifest": ws.extra.get(ANNOUNCE_KEY),
-             "executor": ws.extra.get(EXECUTOR_KEY, "-"),
-             "status": ws.status.name}
+            {
+                "address": ws.address,
+                "manifest": ws.extra.get(ANNOUNCE_KEY),
+                "executor": ws.extra.get(EXECUTOR_KEY, "-"),
+                "status": ws.status.name,
+            }
             for ws in scheduler.workers.values()
         ]
-        return {"manifest": manifest.to_json().decode(), "pid": os.getpid(),
-                "address": scheduler.address, "image": image, "workers": workers,
-                "refused": list(gate.refused), "clients": gate.identity_of_clients(),
-                "refused_clients": list(gate.refused_clients)}
+        return {
+            "manifest": manifest.to_json().decode(),
+            "pid": os.getpid(),
+            "address": scheduler.address,
+            "image": image,
+            "workers": workers,
+            "refused": list(gate.refused),
+            "clients": gate.identity_of_clients(),
+            "refused_clients": list(gate.refused_clients),
+        }
 
     scheduler.handlers[IDENTITY_OP] = identity
     return gate
@@ -501,19 +688,31 @@ def dask_setup(scheduler: Any) -> None:
         log.critical("lockstep scheduler cannot start: %s", exc.message)
         sys.exit(exc.exit_code)
     if tls is not None and not str(scheduler.address).startswith("tls://"):
-        log.critical("lockstep scheduler cannot start: %s is set but the scheduler listens on "
-                     "%s, not tls://; start it with `lockstep scheduler` (it adds the TLS "
-                     "options) or --protocol tls", tls.names(), scheduler.address)
+        log.critical(
+            "lockstep scheduler cannot start: %s is set but the scheduler listens on "
+            "%s, not tls://; start it with `lockstep scheduler` (it adds the TLS "
+            "options) or --protocol tls",
+            tls.names(),
+            scheduler.address,
+        )
         sys.exit(2)
     try:
         install(scheduler, manifest, image_from_env())
     except RuntimeError as exc:
         from importlib.metadata import version
 
-        log.critical("lockstep scheduler cannot guard worker registration and clients on "
-                     "distributed %s (%s); use the pinned distributed version",
-                     version("distributed"), exc)
+        log.critical(
+            "lockstep scheduler cannot guard worker registration and clients on "
+            "distributed %s (%s); use the pinned distributed version",
+            version("distributed"),
+            exc,
+        )
         sys.exit(1)
-    log.info("lockstep scheduler ready: build %s version %s pid %d; admitting only workers "
-             "and clients of this build%s", manifest.build_id, manifest.version, os.getpid(),
-             " over mutual TLS" if tls is not None else "")
+    log.info(
+        "lockstep scheduler ready: build %s version %s pid %d; admitting only workers "
+        "and clients of this build%s",
+        manifest.build_id,
+        manifest.version,
+        os.getpid(),
+        " over mutual TLS" if tls is not None else "",
+    )

@@ -61,11 +61,17 @@ async def dask_setup(worker: Any) -> None:
     except RuntimeError as exc:
         from importlib.metadata import version
 
-        log.critical("lockstep worker cannot guard its handlers on distributed %s (%s); use "
-                     "the pinned distributed version", version("distributed"), exc)
+        log.critical(
+            "lockstep worker cannot guard its handlers on distributed %s (%s); use "
+            "the pinned distributed version",
+            version("distributed"),
+            exc,
+        )
         sys.exit(1)
-    worker.handlers[IDENTITY_OP] = lambda: {**runtime.identity(),
-                                            "plugins": sorted(map(str, worker.plugins))}
+    worker.handlers[IDENTITY_OP] = lambda: {
+        **runtime.identity(),
+        "plugins": sorted(map(str, worker.plugins)),
+    }
     bundles.install(worker, runtime.bundles)
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)
@@ -75,9 +81,13 @@ async def dask_setup(worker: Any) -> None:
 _background: set[asyncio.Task[None]] = set()
 
 # Worker handler -> the Worker method distributed 2026.8.0 binds to it.
-REFUSED_WORKER_OPS = {"run": "run", "run_coroutine": "run_coroutine",
-                      "plugin-add": "plugin_add", "plugin-remove": "plugin_remove",
-                      "upload_file": "upload_file"}
+REFUSED_WORKER_OPS = {
+    "run": "run",
+    "run_coroutine": "run_coroutine",
+    "plugin-add": "plugin_add",
+    "plugin-remove": "plugin_remove",
+    "upload_file": "upload_file",
+}
 
 
 def refuse_client_code(worker: Any) -> None:
@@ -93,10 +103,12 @@ def refuse_client_code(worker: Any) -> None:
 def _refuser(op: str, worker: Any) -> Any:
     async def refuse(comm: Any = None, **_msg: Any) -> Any:
         peer = getattr(comm, "peer_address", None) or "?"
-        message = (f"lockstep worker {worker.address} refused {op} from {peer}: functions and "
-                   "plugins never run on a lockstep worker from a client; the worker is "
-                   "configured only from its own image and environment (LOCKSTEP_EXECUTOR). "
-                   "Run code as tasks with lockstep.runtime.submit_task after connect()")
+        message = (
+            f"lockstep worker {worker.address} refused {op} from {peer}: functions and "
+            "plugins never run on a lockstep worker from a client; the worker is "
+            "configured only from its own image and environment (LOCKSTEP_EXECUTOR). "
+            "Run code as tasks with lockstep.runtime.submit_task after connect()"
+        )
         log.warning("%s", message)
         raise PermissionError(message)
 
@@ -109,8 +121,14 @@ async def _log_when_admitted(worker: Any, runtime: WorkerRuntime) -> None:
     from distributed.core import Status
 
     admitted = {Status.running, Status.paused}
-    ended = {Status.closing, Status.closing_gracefully, Status.closed, Status.failed,
-             Status.stopping, Status.stopped}
+    ended = {
+        Status.closing,
+        Status.closing_gracefully,
+        Status.closed,
+        Status.failed,
+        Status.stopping,
+        Status.stopped,
+    }
     while worker.status not in admitted | ended:
         await asyncio.sleep(0.02)
     if worker.status in admitted:

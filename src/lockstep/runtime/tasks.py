@@ -45,9 +45,12 @@ def check_target(target: str) -> str:
     return target
 
 
-def run_task(target: str, args: Sequence[Any] = (),
-             kwargs: Mapping[str, Any] | None = None,
-             bundle: str | None = None) -> dict[str, Any]:
+def run_task(
+    target: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    bundle: str | None = None,
+) -> dict[str, Any]:
     """Run ``target(*args, **kwargs)`` under this worker's executor (runs on the worker).
 
     ``bundle`` is the digest of a job bundle this worker holds
@@ -61,18 +64,30 @@ def run_task(target: str, args: Sequence[Any] = (),
     worker = get_worker()
     runtime = worker.extensions.get(EXTENSION)
     if not isinstance(runtime, WorkerRuntime):
-        raise NotALockstepWorker(f"worker {worker.address} has no lockstep runtime: start it "
-                                 "with `lockstep worker` (it adds the lockstep preload)")
+        raise NotALockstepWorker(
+            f"worker {worker.address} has no lockstep runtime: start it "
+            "with `lockstep worker` (it adds the lockstep preload)"
+        )
     paths = (str(runtime.bundles.path(bundle, f"worker {worker.address}")),) if bundle else ()
     result = runtime.run(TaskCall(target, tuple(args), dict(kwargs or {}), paths))
-    return {"value": result.value, "executor": result.executor, "pid": result.pid,
-            "worker": worker.address, "build_id": runtime.config.manifest.build_id,
-            "bundle": bundle}
+    return {
+        "value": result.value,
+        "executor": result.executor,
+        "pid": result.pid,
+        "worker": worker.address,
+        "build_id": runtime.config.manifest.build_id,
+        "bundle": bundle,
+    }
 
 
-def submit_task(client: Any, target: str, args: Sequence[Any] = (),
-                kwargs: Mapping[str, Any] | None = None, bundle: str | None = None,
-                **submit_options: Any) -> Any:
+def submit_task(
+    client: Any,
+    target: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    bundle: str | None = None,
+    **submit_options: Any,
+) -> Any:
     """``client.submit(run_task, …)``: a Future of ``run_task``'s dict.
 
     ``bundle``: a job bundle's digest, shipped to the workers beforehand
@@ -82,5 +97,6 @@ def submit_task(client: Any, target: str, args: Sequence[Any] = (),
     ``retries``…); ``pure`` defaults to False so equal calls all run.
     """
     submit_options.setdefault("pure", False)
-    return client.submit(run_task, check_target(target), tuple(args), dict(kwargs or {}),
-                         bundle, **submit_options)
+    return client.submit(
+        run_task, check_target(target), tuple(args), dict(kwargs or {}), bundle, **submit_options
+    )

@@ -61,8 +61,10 @@ class WorkerRuntime:
 
     def ready_line(self) -> str:
         m = self.config.manifest
-        return (f"lockstep worker ready: build {m.build_id} version {m.version} "
-                f"executor {self.config.executor} pid {os.getpid()}")
+        return (
+            f"lockstep worker ready: build {m.build_id} version {m.version} "
+            f"executor {self.config.executor} pid {os.getpid()}"
+        )
 
     def close(self) -> None:
         self.ready = False

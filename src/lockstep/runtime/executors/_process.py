@@ -41,9 +41,16 @@ class ChildProcess:
         self._from_child, from_child_w = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "lockstep.runtime.executors._child", mode,
-                 str(to_child_r), str(from_child_w)],
-                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "lockstep.runtime.executors._child",
+                    mode,
+                    str(to_child_r),
+                    str(from_child_w),
+                ],
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
             )
         except OSError as exc:
             os.close(self._to_child)
@@ -57,15 +64,18 @@ class ChildProcess:
         ready, _, _ = select.select([self._from_child], [], [], start_timeout)
         try:
             if not ready:
-                raise ExecutorStartFailed(f"{mode} process {self.pid} was not ready after "
-                                          f"{start_timeout:g} s")
+                raise ExecutorStartFailed(
+                    f"{mode} process {self.pid} was not ready after {start_timeout:g} s"
+                )
             kind, _, _ = _wire.read_frame(self._from_child)
             if kind != _wire.READY:
                 raise ExecutorStartFailed(f"{mode} process {self.pid} sent {kind!r}, not ready")
         except EOFError:
             self.close()
-            raise ExecutorStartFailed(f"{mode} process {self.pid} exited at start "
-                                      f"({self.describe_exit()}); see its stderr above") from None
+            raise ExecutorStartFailed(
+                f"{mode} process {self.pid} exited at start "
+                f"({self.describe_exit()}); see its stderr above"
+            ) from None
         except ExecutorStartFailed:
             self.close()
             raise
@@ -147,8 +157,9 @@ class ProcessExecutor(Executor):
             return tuple(sorted(c.pid for c in (*self._idle, *self._busy)))
 
     def run(self, call: TaskCall) -> TaskResult:
-        payload = pickle.dumps((call.target, call.args, call.kwargs, call.paths),
-                               protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps(
+            (call.target, call.args, call.kwargs, call.paths), protocol=pickle.HIGHEST_PROTOCOL
+        )
         with self._free_slots:
             child = self._take()
             try:
@@ -163,8 +174,10 @@ class ProcessExecutor(Executor):
 
     def _replace(self, dead: ChildProcess, call: TaskCall) -> str:
         """Start a process in place of ``dead``; the message for the task that died with it."""
-        message = (f"{self.name} executor: {dead.mode} process {dead.pid} died "
-                   f"({dead.describe_exit()}) while running {call.target}")
+        message = (
+            f"{self.name} executor: {dead.mode} process {dead.pid} died "
+            f"({dead.describe_exit()}) while running {call.target}"
+        )
         try:
             replacement = self._spawn()
             self._give_back(replacement)
@@ -178,8 +191,10 @@ class ProcessExecutor(Executor):
         if kind == _wire.OK:
             return TaskResult(self.name, pid, pickle.loads(data))
         if kind == _wire.CRASHED:
-            message = (f"{self.name} executor: task process {pid} {data.decode()} "
-                       f"while running {call.target}")
+            message = (
+                f"{self.name} executor: task process {pid} {data.decode()} "
+                f"while running {call.target}"
+            )
             log.error("%s", message)
             raise TaskCrashed(message)
         if kind == _wire.ERROR:

@@ -30,7 +30,7 @@ CRASHED = b"X"  # template -> worker: the task's child died; payload is a UTF-8 
 def write_frame(fd: int, kind: bytes, pid: int, payload: bytes = b"") -> None:
     data = memoryview(HEADER.pack(kind, pid, len(payload)) + payload)
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def read_exact(fd: int, n: int) -> bytes:
