@@ -22,6 +22,7 @@ from lockstep.jobs.ship import ShipFailed, check_on_worker, ship_bundle
 from lockstep.jobs.spec import PreflightFailed
 from lockstep.runtime import submit_task
 from lockstep.runtime.bundle_store import PUT_OP, to_wire
+from lockstep.runtime.cluster import with_token
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.procs import (
     ALL_EXECUTORS,
@@ -177,10 +178,14 @@ def test_bundle_changed_after_its_digest_was_taken_is_refused_by_the_worker(
     cache = cluster.caches["cold"]
     assert not (cache / bundle.digest.removeprefix("sha256:")).exists()
     # A partial bundle, sent straight to the handler, is refused the same way.
+    # (With the runner's token: the scheduler relays bundle puts only for a handshaken client.)
     answers = cluster.client.sync(
         cluster.client.scheduler.broadcast,
         workers=[worker],
-        msg={"op": PUT_OP, "digest": bundle.digest, "files": to_wire(bundle.files[:-1])},
+        msg=with_token(
+            cluster.client,
+            {"op": PUT_OP, "digest": bundle.digest, "files": to_wire(bundle.files[:-1])},
+        ),
     )
     assert answers[worker]["ok"] is False and "4 file(s)" in answers[worker]["error"]
     # And a task naming the refused bundle does not run.

@@ -208,7 +208,27 @@ def test_render_the_project_templates(tmp_path: Path) -> None:
         if doc["kind"] != "Service":
             (container,) = doc["spec"]["template"]["spec"]["containers"]
             assert {"name": "LOCKSTEP_IMAGE", "value": container["image"]} in container["env"]
+    # Every pod speaks mutual TLS with the certificates of the Secret lockstep-tls.
+    for doc in docs:
+        if doc["kind"] != "Service":
+            pod = doc["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert {
+                env[k] for k in ("LOCKSTEP_TLS_CA_FILE", "LOCKSTEP_TLS_CERT", "LOCKSTEP_TLS_KEY")
+            } == {
+                "/etc/lockstep/tls/ca.crt",
+                "/etc/lockstep/tls/tls.crt",
+                "/etc/lockstep/tls/tls.key",
+            }
+            mount = next(
+                m for m in container["volumeMounts"] if m["mountPath"] == "/etc/lockstep/tls"
+            )
+            volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+            assert volume["secret"]["secretName"] == "lockstep-tls" and mount["readOnly"]
+            assert not [a for a in container.get("args", []) if a.startswith("tcp://")]
     workspace = yaml.safe_load((tmp_path / "workspace.yaml").read_text())
+    assert workspace["scheduler"]["address"] == "tls://lockstep-scheduler:8786"
     assert workspace["images"] == {
         "runner": VALUES["runner_image"],
         "worker": VALUES["worker_image"],

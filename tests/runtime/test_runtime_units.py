@@ -54,14 +54,16 @@ def test_image_is_optional_and_only_informational() -> None:
         )
         assert config.image == value and f"LOCKSTEP_IMAGE={value}" in config.describe()
     line = scheduler_settings({"LOCKSTEP_MANIFEST": "/m.json", "LOCKSTEP_IMAGE": "r.io/w@x"})
+    tls_unset = "LOCKSTEP_TLS_CA_FILE=(unset) LOCKSTEP_TLS_CERT=(unset) LOCKSTEP_TLS_KEY=(unset)"
     assert line == (
-        "lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x LOCKSTEP_ROLE=(unset)"
+        "lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x "
+        "LOCKSTEP_ROLE=(unset) " + tls_unset
     )
     line = scheduler_settings({"LOCKSTEP_ROLE": "worker"})
-    assert line.endswith(" LOCKSTEP_ROLE=worker")
+    assert " LOCKSTEP_ROLE=worker " in line
     assert scheduler_settings({}) == (
         "lockstep settings: LOCKSTEP_MANIFEST=/etc/lockstep/"
-        "manifest.json LOCKSTEP_IMAGE=(unset) LOCKSTEP_ROLE=(unset)"
+        "manifest.json LOCKSTEP_IMAGE=(unset) LOCKSTEP_ROLE=(unset) " + tls_unset
     )
 
 

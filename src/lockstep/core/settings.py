@@ -20,6 +20,9 @@ CACHE_DIR = "LOCKSTEP_CACHE_DIR"
 DEBIAN_MIRROR = "LOCKSTEP_DEBIAN_MIRROR"
 PYTHON = "LOCKSTEP_PYTHON"
 REQUIRE_ALL = "LOCKSTEP_REQUIRE_ALL"
+TLS_CA_FILE = "LOCKSTEP_TLS_CA_FILE"
+TLS_CERT = "LOCKSTEP_TLS_CERT"
+TLS_KEY = "LOCKSTEP_TLS_KEY"
 
 MANIFEST_PATH = "/etc/lockstep/manifest.json"  # where every image carries its manifest
 DEFAULT_START_TIMEOUT = 30.0
@@ -86,6 +89,26 @@ SETTINGS: tuple[Setting, ...] = (
         "the image reference the deployment pulled, e.g. "
         "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
         "logged at start-up and shown by `lockstep doctor`",
+    ),
+    Setting(
+        TLS_CA_FILE,
+        "scheduler, worker, runner, doctor",
+        None,
+        "PEM file of the CA that signs the cluster's certificates: with "
+        f"`{TLS_CERT}` and `{TLS_KEY}` (all three or none) turns on mutual TLS; "
+        "then only `tls://` addresses and only peers with a certificate of this CA",
+    ),
+    Setting(
+        TLS_CERT,
+        "scheduler, worker, runner, doctor",
+        None,
+        "PEM file of this process's certificate, signed by that CA",
+    ),
+    Setting(
+        TLS_KEY,
+        "scheduler, worker, runner, doctor",
+        None,
+        "PEM file of this process's private key (matching the certificate)",
     ),
     Setting(
         ROLE,

@@ -47,14 +47,18 @@ def broadcast(
 
     A worker that could not be reached has no answer.
     """
+    from lockstep.runtime.cluster import with_token
+
     try:
         answers = client.sync(
             client.scheduler.broadcast,
-            msg=msg,
+            msg=with_token(client, msg),
             workers=list(workers),
             on_error="ignore",
             callback_timeout=timeout,
         )
+    except PermissionError as exc:  # the scheduler's client gate (no hello, or it expired)
+        raise ShipFailed([str(exc)]) from exc
     except (OSError, TimeoutError) as exc:
         raise ServiceFailed(
             f"scheduler {client.scheduler.address} did not relay {msg['op']} "

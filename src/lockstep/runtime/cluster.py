@@ -6,22 +6,36 @@ with every worker's, asking each through pickle-free handlers
 scheduler's ``broadcast``): plain strings and numbers in msgpack, never an
 object from another build. Any difference raises ``IncompatibleClusterError``
 with a table (address, role, version, build id, executor); then it waits until
-at least ``n_workers`` workers of its build are ready.
+at least ``n_workers`` workers of its build are ready, and says hello:
+``lockstep_hello`` with its manifest (canonical JSON) and its ``client.id``, so
+that the scheduler's client gate lets this client submit tasks (a plain
+``distributed.Client`` cannot; ``lockstep.runtime.preload_scheduler``). The
+scheduler answers a token (``admission_token``) that the runner adds to the
+job bundle messages it relays.
+
+With ``LOCKSTEP_TLS_*`` set (``lockstep.runtime.config``), every client opened
+here uses mutual TLS and only a ``tls://`` address.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lockstep.core.errors import BadInput, LockstepError, ServiceFailed
+from lockstep.core.settings import TLS_CA_FILE
 from lockstep.manifest import BuildManifest, load_manifest
+from lockstep.runtime.config import TLS_ENVS, tls_from_env
 from lockstep.runtime.identity import (
+    HELLO_OP,
     IDENTITY_OP,
+    TOKEN_KEY,
     ClusterNotReady,
     ClusterReport,
     IncompatibleClusterError,
@@ -33,15 +47,38 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
 
 
+_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 def open_client(address: str, timeout: float) -> Any:
-    """A ``distributed.Client`` for ``address``; ``ServiceFailed`` if it is unreachable in time."""
+    """A ``distributed.Client`` for ``address``; ``ServiceFailed`` if it is unreachable in time.
+
+    Mutual TLS if ``LOCKSTEP_TLS_*`` are set (``BadInput`` if they are bad, or the address
+    is not ``tls://``).
+    """
     from distributed import Client
 
+    tls = tls_from_env()
+    kwargs: dict[str, Any] = {}
+    if tls is not None:
+        if not address.startswith("tls://"):
+            raise BadInput(
+                f"scheduler address {address!r}: {', '.join(TLS_ENVS)} are set, so "
+                "the cluster speaks mutual TLS only; write it like "
+                "tls://host:8786"
+            )
+        kwargs["security"] = tls.client_security()
     try:
-        return Client(address, timeout=timeout)  # type: ignore[no-untyped-call]
+        return Client(address, timeout=timeout, **kwargs)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
+        hint = (
+            f" (with TLS: is the scheduler's certificate signed by {TLS_CA_FILE}, "
+            "and ours by the scheduler's CA?)"
+            if tls is not None
+            else ""
+        )
         raise ServiceFailed(
-            f"scheduler {address} unreachable after {timeout:g} s ({exc}); "
+            f"scheduler {address} unreachable after {timeout:g} s ({exc}){hint}; "
             "check the address and that `lockstep scheduler` runs there"
         ) from exc
     except ValueError as exc:
@@ -74,10 +111,46 @@ def connect(
         check_cluster(
             client, own, n_workers=n_workers, timeout=remaining, probe_workers=probe_workers
         )
+        hello(client, own, max(timeout - (time.monotonic() - start), 1.0))
     except BaseException:
         client.close()
         raise
     return client
+
+
+def hello(client: Any, manifest: BuildManifest, timeout: float = 30.0) -> str:
+    """Say ``lockstep_hello`` to the scheduler so ``client`` may submit; the token answered.
+
+    Raises ``IncompatibleClusterError`` (exit 1) if the scheduler refuses.
+    """
+    address = str(client.scheduler.address)
+    deadline = time.monotonic() + timeout
+    try:
+        say = functools.partial(client.scheduler.lockstep_hello, client=client.id)
+        answer = _call(client, say, deadline, address, manifest=manifest.to_json().decode())
+    except PermissionError as exc:
+        raise IncompatibleClusterError(
+            f"scheduler {address} refused this runner's hello: {exc}"
+        ) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
+        raise ServiceFailed(
+            f"scheduler {address} answered {HELLO_OP} with {answer!r}, not a "
+            "token; run the scheduler from the runner's build"
+        )
+    _TOKENS[client] = str(answer["token"])
+    log.info("lockstep cluster %s: this runner (client %s) may submit", address, client.id)
+    return str(answer["token"])
+
+
+def admission_token(client: Any) -> str | None:
+    """The token the scheduler answered to ``client``'s hello (``connect``); None if none."""
+    return _TOKENS.get(client)
+
+
+def with_token(client: Any, msg: dict[str, Any]) -> dict[str, Any]:
+    """``msg`` for the scheduler's ``broadcast``, with ``client``'s token if it has one."""
+    token = admission_token(client)
+    return {**msg, TOKEN_KEY: token} if token else dict(msg)
 
 
 def check_cluster(

@@ -4,10 +4,12 @@
 ``dask worker`` with lockstep's preload put first; every argument passes
 through to Dask (``lockstep worker --help`` shows Dask's options). Each checks
 its settings before Dask starts, so a bad manifest or executor is one line on
-stderr and exit 2. ``runner`` connects, runs the handshake and prints the
-cluster's table. ``doctor`` shows the live cluster behind a scheduler
-(``lockstep.runtime.doctor``). Imports stay lazy so ``lockstep --help`` does
-not load Dask.
+stderr and exit 2. With ``LOCKSTEP_TLS_*`` set, both get Dask's
+``--tls-ca-file/--tls-cert/--tls-key`` (and the scheduler ``--protocol tls``),
+with encryption required, so they speak mutual TLS only. ``runner``
+connects, runs the handshake and prints the cluster's table. ``doctor``
+shows the live cluster behind a scheduler (``lockstep.runtime.doctor``).
+Imports stay lazy so ``lockstep --help`` does not load Dask.
 """
 
 from __future__ import annotations
@@ -102,6 +104,36 @@ def add_commands(sub: Any) -> None:
     check.set_defaults(func=run_self_check)
 
 
+def _with_tls(args: list[str], scheduler: bool) -> list[str]:
+    """``args`` plus Dask's TLS options if ``LOCKSTEP_TLS_*`` are set; ``BadInput`` if bad."""
+    import dask
+
+    from lockstep.core.errors import BadInput
+    from lockstep.runtime.config import tls_from_env
+
+    tls = tls_from_env()
+    if tls is None:
+        return args
+    plain = [a for a in args if a.startswith("tcp://")]
+    if plain:
+        raise BadInput(
+            f"{plain[0]}: {tls.names()} are set, so the cluster speaks mutual TLS "
+            "only; write the scheduler address like tls://host:8786"
+        )
+    if any(a.startswith("--tls-") for a in args):
+        raise BadInput(
+            f"Dask's --tls-* options and {tls.names()} both given; use only the "
+            "LOCKSTEP_TLS_* settings"
+        )
+    dask.config.set({"distributed.comm.require-encryption": True})
+    protocol = (
+        ["--protocol", "tls"]
+        if scheduler and not any(a == "--protocol" or a.startswith("--protocol=") for a in args)
+        else []
+    )
+    return [*tls.dask_args(), *protocol, *args]
+
+
 def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     """Run Dask's click command ``module.main`` with our preload first; its exit code."""
     import importlib
@@ -109,6 +141,7 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     from lockstep.core.errors import CheckFailed, ServiceFailed
 
     main = importlib.import_module(module).main
+    args = _with_tls(args, scheduler=module.endswith("dask_scheduler"))
     try:
         main.main(args=["--preload", preload, *args], prog_name=prog, standalone_mode=True)
     except SystemExit as exc:
@@ -164,7 +197,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.config import RuntimeConfig
 
     if not {"--help", "--version"} & set(args.dask_args):
-        RuntimeConfig.from_env()  # BadInput, one line, before Dask starts
+        RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files too)
     return _dask_main(
         "distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args, "lockstep worker"
     )

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lockstep.core import registry
 from lockstep.core.errors import BadInput
@@ -34,7 +35,12 @@ from lockstep.core.settings import IMAGE as IMAGE_ENV
 from lockstep.core.settings import MANIFEST as MANIFEST_ENV
 from lockstep.core.settings import ROLE as ROLE_ENV
 from lockstep.core.settings import START_TIMEOUT as START_TIMEOUT_ENV
+from lockstep.core.settings import TLS_CA_FILE as TLS_CA_ENV
+from lockstep.core.settings import TLS_CERT as TLS_CERT_ENV
+from lockstep.core.settings import TLS_KEY as TLS_KEY_ENV
 from lockstep.manifest import BuildManifest, load_manifest
+
+TLS_ENVS = (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)
 
 
 def default_bundle_dir() -> Path:
@@ -54,8 +60,93 @@ def scheduler_settings(environ: Mapping[str, str] | None = None) -> str:
     return (
         f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
         f"{IMAGE_ENV}={image_from_env(env) or '(unset)'} "
-        f"{ROLE_ENV}={env.get(ROLE_ENV) or '(unset)'}"
+        f"{ROLE_ENV}={env.get(ROLE_ENV) or '(unset)'} {_tls_settings(env)}"
     )
+
+
+def _tls_settings(env: Mapping[str, str]) -> str:
+    return " ".join(f"{name}={env.get(name) or '(unset)'}" for name in TLS_ENVS)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The mutual-TLS files of this process (``LOCKSTEP_TLS_*``), checked readable and PEM."""
+
+    ca_file: Path
+    cert: Path
+    key: Path
+
+    @staticmethod
+    def names() -> str:
+        return ", ".join(TLS_ENVS)
+
+    def dask_args(self) -> list[str]:
+        """The ``dask scheduler``/``dask worker`` options for these files."""
+        return [
+            "--tls-ca-file",
+            str(self.ca_file),
+            "--tls-cert",
+            str(self.cert),
+            "--tls-key",
+            str(self.key),
+        ]
+
+    def client_security(self) -> Any:
+        """A ``distributed.Security`` for a client (runner, doctor): encryption required."""
+        from distributed.security import Security
+
+        return Security(
+            tls_ca_file=str(self.ca_file),  # type: ignore[no-untyped-call]
+            tls_client_cert=str(self.cert),
+            tls_client_key=str(self.key),
+            require_encryption=True,
+        )
+
+
+def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsFiles | None:
+    """``LOCKSTEP_TLS_*`` of this process; None if none is set; ``BadInput`` (one line) if bad."""
+    import ssl
+
+    env = os.environ if environ is None else environ
+    given = {name: env.get(name) for name in TLS_ENVS if env.get(name) is not None}
+    if not given:
+        return None
+    missing = [name for name in TLS_ENVS if not given.get(name)]
+    if missing:
+        present = [name for name in TLS_ENVS if given.get(name)]
+        shown = ", ".join(present) if present else "none of them has a value"
+        raise BadInput(
+            f"mutual TLS needs all of {TlsFiles.names()} or none; "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} unset or "
+            f"empty (set: {shown}); set all three to PEM files or unset all three"
+        )
+    paths = {name: Path(str(given[name])) for name in TLS_ENVS}
+    for name, path in paths.items():
+        try:
+            with path.open("rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise BadInput(
+                f"{name}={path}: cannot read it ({exc.strerror or exc}); mount the "
+                "cluster's TLS Secret there or fix the path"
+            ) from exc
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(cafile=str(paths[TLS_CA_ENV]))
+    except (ssl.SSLError, ValueError) as exc:
+        raise BadInput(
+            f"{TLS_CA_ENV}={paths[TLS_CA_ENV]}: not a PEM CA certificate "
+            f"({exc}); point it at the cluster CA's certificate"
+        ) from exc
+    try:
+        ctx.load_cert_chain(str(paths[TLS_CERT_ENV]), str(paths[TLS_KEY_ENV]))
+    except (ssl.SSLError, ValueError) as exc:
+        raise BadInput(
+            f"{TLS_CERT_ENV}={paths[TLS_CERT_ENV]} and {TLS_KEY_ENV}="
+            f"{paths[TLS_KEY_ENV]}: not a PEM certificate and its private key "
+            f"({exc}); point them at this process's certificate and key"
+        ) from exc
+    return TlsFiles(paths[TLS_CA_ENV], paths[TLS_CERT_ENV], paths[TLS_KEY_ENV])
 
 
 @dataclass(frozen=True)
@@ -69,6 +160,7 @@ class RuntimeConfig:
     bundle_dir: Path = field(default_factory=default_bundle_dir)
     image: str | None = None  # LOCKSTEP_IMAGE: informational only
     role: str | None = None  # LOCKSTEP_ROLE, set by the image: informational only
+    tls: TlsFiles | None = None  # LOCKSTEP_TLS_*: mutual TLS, or None
 
     @classmethod
     def from_env(
@@ -90,6 +182,7 @@ class RuntimeConfig:
             bundle_dir=_bundle_dir(env),
             image=image_from_env(env),
             role=env.get(ROLE_ENV) or None,
+            tls=tls_from_env(env),
         )
 
     def describe(self) -> str:
@@ -100,7 +193,18 @@ class RuntimeConfig:
             f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
             f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
             f"{IMAGE_ENV}={self.image or '(unset)'} "
-            f"{ROLE_ENV}={self.role or '(unset)'}"
+            f"{ROLE_ENV}={self.role or '(unset)'} "
+            + (
+                _tls_settings(
+                    {
+                        TLS_CA_ENV: str(self.tls.ca_file),
+                        TLS_CERT_ENV: str(self.tls.cert),
+                        TLS_KEY_ENV: str(self.tls.key),
+                    }
+                )
+                if self.tls
+                else _tls_settings({})
+            )
         )
 
 

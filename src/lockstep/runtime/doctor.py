@@ -16,6 +16,16 @@ scheduler's build id; a refusal counts because a process of another build
 is trying to join (a stale Deployment, say) even though the gate keeps it
 out. Restarting the scheduler forgets old refusals.
 
+The scheduler's client gate (``lockstep.runtime.preload_scheduler``) also
+records the clients it refused (the last 100): a client that submitted
+without the handshake, said hello with another build, or tried to run a
+function or register a plugin. Each such client is one row (role
+``client``, its address, ``refused client request: <op> (client <id>, N
+refusal(s)) <time>``, the build it claimed if it said hello with one), and it
+makes the doctor exit 1 like a refused worker: something is using the cluster
+outside the handshake (a runner of another build, a notebook's plain
+``Client``), even though the gate kept it from running anything.
+
 The image column is the ``LOCKSTEP_IMAGE`` variable of each process's
 environment (``-`` if the deployment does not set it, or the process does not
 answer it): the reference its deployment pulled, e.g.
@@ -47,6 +57,7 @@ from lockstep.runtime.cluster import (
 from lockstep.runtime.identity import Member, read_announced
 
 REFUSED = "refused at registration"
+REFUSED_CLIENT = "refused client request"
 _REFUSED_BUILD = re.compile(r"it is build (sha256:[0-9a-f]{64}) version (\S+) but")
 _COLUMNS = ("address", "role", "version", "build id", "executor", "image", "status")
 
@@ -97,7 +108,9 @@ class Diagnosis:
         return tuple(
             r
             for r in self.rows
-            if self.build_id is None or r.build_id != self.build_id or r.status.startswith(REFUSED)
+            if self.build_id is None
+            or r.build_id != self.build_id
+            or r.status.startswith((REFUSED, REFUSED_CLIENT))
         )
 
     @property
@@ -132,10 +145,24 @@ class Diagnosis:
         named = "; ".join(
             f"{r.role} {r.address}: {r.status} (build {r.build_id} version {r.version})"
             for r in self.problems
+            if r.role != "client"
         )
+        clients = [r for r in self.problems if r.role == "client"]
+        if clients:
+            named += ("; " if named else "") + (
+                f"{len(clients)} client(s) refused by the client gate (not handshaken, another "
+                f"build, or running functions/plugins), last: {clients[-1].address} "
+                f"{clients[-1].status}"
+            )
         return (
             f"cluster at {self.scheduler} is not all build {self.build_id} version "
             f"{self.version}: {named}; start every process from the scheduler's images"
+            + (
+                "; use lockstep.runtime.connect() (`lockstep run`) from the scheduler's "
+                "build to submit"
+                if clients
+                else ""
+            )
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,6 +207,7 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
         rows.append(_worker_row(entry, answer, reference, _image(answer)))
     refused = info.get("refused", []) if gated else []
     rows += _refused_rows(refused, [r.address for r in rows])
+    rows += _refused_client_rows(info.get("refused_clients", []) if gated else [])
     build = reference.build_id if scheduler.ok and reference is not None else None
     version = reference.version if scheduler.ok and reference is not None else None
     return Diagnosis(address, build, version, tuple(rows))
@@ -264,6 +292,39 @@ def _refused_rows(refused: Sequence[Any], seen: Sequence[str]) -> list[Row]:
         rows.append(
             Row(address, "worker", version, build, str(entry.get("executor", "-")), "-", status)
         )
+    return rows
+
+
+def _refused_client_rows(refused: Sequence[Any]) -> list[Row]:
+    """One row per client the gate refused (its last refusal, and how many), oldest first."""
+    last: dict[str, Mapping[str, Any]] = {}
+    claimed: dict[str, tuple[str, str]] = {}  # the build a client's hello named, if any
+    counts: Counter[str] = Counter()
+    for entry in refused:
+        if not isinstance(entry, dict):
+            continue
+        client = str(entry.get("client") or "-")
+        # Dask's rpc calls carry no client id: group those by the caller's host.
+        key = client if client != "-" else f"@{str(entry.get('address')).rsplit(':', 1)[0]}"
+        counts[key] += 1
+        last.pop(key, None)
+        last[key] = entry
+        found = _REFUSED_BUILD.search(str(entry.get("message", "")))
+        if found:
+            claimed[key] = (found.group(1), found.group(2))
+    rows = []
+    for key, entry in last.items():
+        build, version = claimed.get(key, ("?", "?"))
+        status = (
+            f"{REFUSED_CLIENT}: {entry.get('op', '?')} (client {entry.get('client', '-')}"
+            f", {counts[key]} refusal(s))"
+        )
+        when = entry.get("time")
+        if isinstance(when, int | float):
+            status += datetime.datetime.fromtimestamp(when, datetime.UTC).strftime(
+                " %Y-%m-%dT%H:%M:%SZ"
+            )
+        rows.append(Row(str(entry.get("address", "?")), "client", version, build, "-", "-", status))
     return rows
 
 

@@ -16,6 +16,9 @@ from lockstep.manifest import BuildManifest
 ANNOUNCE_KEY = "lockstep"  # worker.startup_information key: the manifest's canonical JSON
 EXECUTOR_KEY = "lockstep_executor"  # worker.startup_information key: the executor type
 IDENTITY_OP = "lockstep_identity"  # handler name on the scheduler and on every worker
+HELLO_OP = "lockstep_hello"  # scheduler handler: a client announces its build (the client gate)
+TOKEN_KEY = "lockstep_token"  # broadcast field: the token the scheduler answered to a hello
+MAX_ANNOUNCED_BYTES = 64 * 1024  # a manifest is ~1 KiB; anything far larger is refused unread
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,11 @@ def read_announced(announced: object, where: str) -> BuildManifest:
         raise BadInput(
             f"{where} announced a manifest that is not a JSON string ({type(announced).__name__})"
         )
+    if len(announced) > MAX_ANNOUNCED_BYTES:
+        raise BadInput(
+            f"{where} announced a manifest of {len(announced)} characters, more "
+            f"than the {MAX_ANNOUNCED_BYTES} a manifest may have"
+        )
     return BuildManifest.from_json(announced, f"manifest announced by {where}")
 
 
@@ -123,6 +131,24 @@ def admission_refusal(own: BuildManifest, address: str, announced: object) -> st
         return (
             f"{REFUSED_WORKER} {address}: it is build {theirs.build_id} version "
             f"{theirs.version} but {scheduler}. Start workers from the scheduler's image"
+        )
+    return None
+
+
+def hello_refusal(own: BuildManifest, client: str, announced: object) -> str | None:
+    """Why the scheduler of build ``own`` must refuse the hello of ``client``; None to admit."""
+    scheduler = f"the scheduler is build {own.build_id} version {own.version}"
+    try:
+        theirs = read_announced(announced, f"client {client}")
+    except BadInput as exc:
+        return (
+            f"lockstep refused client {client}: {exc.message}; {scheduler}. Connect "
+            "with lockstep.runtime.connect() from the scheduler's build"
+        )
+    if theirs.build_id != own.build_id:
+        return (
+            f"lockstep refused client {client}: it is build {theirs.build_id} version "
+            f"{theirs.version} but {scheduler}. Run the runner from the scheduler's build"
         )
     return None
 

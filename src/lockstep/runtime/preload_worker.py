@@ -7,7 +7,14 @@ In the worker process, before it registers with the scheduler:
 3. announce the manifest (canonical JSON) and the executor type through
    ``worker.startup_information``, which the scheduler's gate checks;
 4. answer ``lockstep_identity`` (a pickle-free handler) for ``connect``, and
-   the job bundle handlers (``lockstep.runtime.bundle_store``).
+   the job bundle handlers (``lockstep.runtime.bundle_store``);
+5. refuse, to every caller, the worker handlers that run a client's function
+   or change the worker's plugins (``run``, ``run_coroutine``, ``plugin-add``,
+   ``plugin-remove``, ``upload_file``): the scheduler's gate never relays them
+   (``lockstep.runtime.preload_scheduler``), and this also closes them to a
+   process that connects to the worker's own port. The plugins Dask gives a
+   worker when it registers (``shuffle``) are added by the worker itself, not
+   through these handlers.
 
 Any failure exits the worker process (Dask only logs an exception raised in
 ``dask_setup`` and runs on, docs/design.md §5). Once the scheduler has admitted
@@ -49,7 +56,22 @@ async def dask_setup(worker: Any) -> None:
     worker.extensions[EXTENSION] = runtime
     worker.startup_information[ANNOUNCE_KEY] = lambda _w: runtime.announce()
     worker.startup_information[EXECUTOR_KEY] = lambda _w: config.executor
-    worker.handlers[IDENTITY_OP] = runtime.identity
+    try:
+        refuse_client_code(worker)
+    except RuntimeError as exc:
+        from importlib.metadata import version
+
+        log.critical(
+            "lockstep worker cannot guard its handlers on distributed %s (%s); use "
+            "the pinned distributed version",
+            version("distributed"),
+            exc,
+        )
+        sys.exit(1)
+    worker.handlers[IDENTITY_OP] = lambda: {
+        **runtime.identity(),
+        "plugins": sorted(map(str, worker.plugins)),
+    }
     bundle_store.install(worker, runtime.bundles)
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)
@@ -57,6 +79,41 @@ async def dask_setup(worker: Any) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
+
+# Worker handler -> the Worker method distributed 2026.8.0 binds to it.
+REFUSED_WORKER_OPS = {
+    "run": "run",
+    "run_coroutine": "run_coroutine",
+    "plugin-add": "plugin_add",
+    "plugin-remove": "plugin_remove",
+    "upload_file": "upload_file",
+}
+
+
+def refuse_client_code(worker: Any) -> None:
+    """Replace the handlers of ``REFUSED_WORKER_OPS``; ``RuntimeError`` if Dask changed them."""
+    for op, method in REFUSED_WORKER_OPS.items():
+        name = getattr(worker.handlers.get(op), "__name__", None)
+        if name != method:
+            raise RuntimeError(f"worker.handlers[{op!r}] is {name}, not {method}")
+    for op in REFUSED_WORKER_OPS:
+        worker.handlers[op] = _refuser(op, worker)
+
+
+def _refuser(op: str, worker: Any) -> Any:
+    async def refuse(comm: Any = None, **_msg: Any) -> Any:
+        peer = getattr(comm, "peer_address", None) or "?"
+        message = (
+            f"lockstep worker {worker.address} refused {op} from {peer}: functions and "
+            "plugins never run on a lockstep worker from a client; the worker is "
+            "configured only from its own image and environment (LOCKSTEP_EXECUTOR). "
+            "Run code as tasks with lockstep.runtime.submit_task after connect()"
+        )
+        log.warning("%s", message)
+        raise PermissionError(message)
+
+    refuse.__name__ = f"lockstep_refuse_{op}"
+    return refuse
 
 
 async def _log_when_admitted(worker: Any, runtime: WorkerRuntime) -> None:
