@@ -18,6 +18,12 @@ renders the README's Markdown table from it):
   (``cold``, ``direct``, ``isolated_warm``); anything else stops the worker.
 - ``LOCKSTEP_EXECUTOR_START_TIMEOUT`` (worker; default ``30``): seconds, a
   number > 0, to wait for the executor's child process to say it is ready.
+- ``LOCKSTEP_TASK_TIMEOUT`` (worker; default ``3600``): seconds, a number > 0,
+  a task may run unless its call (a job's ``task_timeout``) says otherwise;
+  then its process group is killed and the task fails (``direct``: the task
+  fails and the worker retires, ``lockstep.runtime.executors.direct``).
+- ``LOCKSTEP_RESULT_MAX_BYTES`` (worker; default ``67108864``, 64 MiB): the
+  largest value (pickled) a task may return; a larger one fails that task.
 - ``LOCKSTEP_BUNDLE_DIR`` (worker; default ``<tempdir>/lockstep-bundles``):
   where the worker caches job bundles by digest; must be writable (the images
   run with a read-only root and a tmpfs ``/tmp``).
@@ -51,6 +57,10 @@ DEFAULT_START_TIMEOUT = 30.0
 BUNDLE_DIR_ENV = "LOCKSTEP_BUNDLE_DIR"
 BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
 IMAGE_ENV = "LOCKSTEP_IMAGE"
+TASK_TIMEOUT_ENV = "LOCKSTEP_TASK_TIMEOUT"
+DEFAULT_TASK_TIMEOUT = 3600.0
+RESULT_MAX_BYTES_ENV = "LOCKSTEP_RESULT_MAX_BYTES"
+DEFAULT_RESULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def default_bundle_dir() -> Path:
@@ -77,6 +87,13 @@ SETTINGS: tuple[Setting, ...] = (
             "anything else stops the worker", required=True),
     Setting(START_TIMEOUT_ENV, "worker", str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
             "seconds (a number > 0) to wait for the executor's child process to say it is ready"),
+    Setting(TASK_TIMEOUT_ENV, "worker", str(DEFAULT_TASK_TIMEOUT).removesuffix(".0"),
+            "seconds (a number > 0) a task may run when its job sets no `task_timeout`; then "
+            "its process group is killed and the task fails (under `direct` the worker also "
+            "retires, as a thread cannot be killed)"),
+    Setting(RESULT_MAX_BYTES_ENV, "worker", str(DEFAULT_RESULT_MAX_BYTES),
+            "the largest value (pickled, in bytes; an integer > 0) a task may return; a "
+            "larger one fails that task"),
     Setting(BUNDLE_DIR_ENV, "worker", BUNDLE_DIR_DEFAULT,
             "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
             "`/tmp`); must be writable"),
@@ -127,6 +144,8 @@ class RuntimeConfig:
     start_timeout: float
     bundle_dir: Path = field(default_factory=default_bundle_dir)
     image: str | None = None  # LOCKSTEP_IMAGE: informational only
+    task_timeout: float = DEFAULT_TASK_TIMEOUT
+    result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -146,6 +165,8 @@ class RuntimeConfig:
             start_timeout=_positive_seconds(env, START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT),
             bundle_dir=_bundle_dir(env),
             image=image_from_env(env),
+            task_timeout=_positive_seconds(env, TASK_TIMEOUT_ENV, DEFAULT_TASK_TIMEOUT),
+            result_max_bytes=_positive_int(env, RESULT_MAX_BYTES_ENV, DEFAULT_RESULT_MAX_BYTES),
         )
 
     def describe(self) -> str:
@@ -153,6 +174,8 @@ class RuntimeConfig:
         return (f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
                 f"{EXECUTOR_ENV}={self.executor} "
                 f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
+                f"{TASK_TIMEOUT_ENV}={self.task_timeout:g} "
+                f"{RESULT_MAX_BYTES_ENV}={self.result_max_bytes} "
                 f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
                 f"{IMAGE_ENV}={self.image or '(unset)'}")
 
@@ -201,3 +224,15 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
         raise BadInput(f"{name}={shown} is not a number of seconds > 0; unset it for the "
                        f"default ({default:g}) or set a number such as 30")
     return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0 or int(text) >= 2**63:
+        shown = repr(raw) if raw else "'' (empty)"
+        raise BadInput(f"{name}={shown} is not a whole number of bytes > 0; unset it for the "
+                       f"default ({default}) or set one such as {default}")
+    return int(text)
