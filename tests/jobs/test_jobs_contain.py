@@ -19,8 +19,14 @@ import pytest
 from lockstep.jobs.spec import read_spec
 from lockstep.runtime.config import registered_executors
 from tests.jobs.test_jobs_units import copy_example, edit_spec
-from tests.runtime.procs import Proc, base_env, lockstep, start_scheduler, start_worker, \
-    write_manifest
+from tests.runtime.procs import (
+    Proc,
+    base_env,
+    lockstep,
+    start_scheduler,
+    start_worker,
+    write_manifest,
+)
 from tests.runtime.test_containment import pids_in, wait_gone
 
 HOOK = "    rng = random.Random(seed)\n"
