@@ -34,8 +34,10 @@ sys.path.insert(0, str(ROOT))
 def lockstep_build(src: Path, cache: Path, out: Path) -> dict[str, object]:
     proc = subprocess.run(
         [sys.executable, "-m", "lockstep", "build", "all", "--out", str(out), "--json"],
-        cwd=src, env={**os.environ, "LOCKSTEP_CACHE_DIR": str(cache)},
-        capture_output=True, text=True,
+        cwd=src,
+        env={**os.environ, "LOCKSTEP_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise SystemExit(f"lockstep build failed:\n{proc.stderr}")
@@ -63,8 +65,9 @@ def image_size(path: Path) -> int:
     return sum(int(layer["size"]) for layer in read_archive(path).manifest["layers"])
 
 
-def docker_side(work: Path, base_blob: bytes, base_ref: object, src: Path,
-                repeat: int) -> dict[str, float]:
+def docker_side(
+    work: Path, base_blob: bytes, base_ref: object, src: Path, repeat: int
+) -> dict[str, float]:
     """Time `docker build` of the equivalent Dockerfile on a private dockerd."""
     from lockstep.build import oci
     from lockstep.build.builder import image_env
@@ -73,30 +76,74 @@ def docker_side(work: Path, base_blob: bytes, base_ref: object, src: Path,
     engine = DockerEngine.start()
     try:
         base_tar = work / "base.tar"
-        image = oci.make_image(layers=[base_ref], entrypoint=["/usr/bin/python3.11"],  # type: ignore[list-item]
-                               env=image_env("worker"), labels={})
-        oci.write_archive(base_tar, image, {base_ref.digest: base_blob},  # type: ignore[attr-defined]
-                          "base", ["lockstep-bench-base:1"])
+        image = oci.make_image(
+            layers=[base_ref],
+            entrypoint=["/usr/bin/python3.11"],  # type: ignore[list-item]
+            env=image_env("worker"),
+            labels={},
+        )
+        oci.write_archive(
+            base_tar,
+            image,
+            {base_ref.digest: base_blob},  # type: ignore[attr-defined]
+            "base",
+            ["lockstep-bench-base:1"],
+        )
         engine.cli("load", "-i", str(base_tar))
         ctx = work / "ctx"
         wheels = ctx / "wheels"
         wheels.mkdir(parents=True)
         lock = json.loads((src / "images/python.lock.json").read_text())
-        reqs = sorted({f"{r['project_name']}=={r['version']}"
-                       for res in lock["locked_resolves"] for r in res["locked_requirements"]})
+        reqs = sorted(
+            {
+                f"{r['project_name']}=={r['version']}"
+                for res in lock["locked_resolves"]
+                for r in res["locked_requirements"]
+            }
+        )
         download_start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--index-url", "https://pypi.org/simple/",
-                        "--only-binary=:all:", "--platform", "manylinux2014_x86_64",
-                        "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
-                        "--implementation", "cp", "-d", str(wheels), *reqs, "pip==24.2"],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--index-url",
+                "https://pypi.org/simple/",
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux2014_x86_64",
+                "--platform",
+                "manylinux_2_17_x86_64",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "-d",
+                str(wheels),
+                *reqs,
+                "pip==24.2",
+            ],
+            check=True,
+        )
         download = time.perf_counter() - download_start
         shutil.copytree(src / "src", ctx / "src")
         site = "/usr/local/lib/python3.11/dist-packages"
-        pip_install = ["python3.11", "/wheels/pip-24.2-py3-none-any.whl/pip", "install", "-q",
-                       "--no-index", "--no-deps", "--find-links", "/wheels", "--target", site,
-                       *reqs]
+        pip_install = [
+            "python3.11",
+            "/wheels/pip-24.2-py3-none-any.whl/pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--find-links",
+            "/wheels",
+            "--target",
+            site,
+            *reqs,
+        ]
         # The base has no shell (like ours): RUN in exec form.
         (ctx / "Dockerfile").write_text(
             "FROM lockstep-bench-base:1\n"
@@ -143,8 +190,10 @@ def main() -> None:
         cold = timed(lambda: lockstep_build(src, cache, out))
         noop = timed(lambda: lockstep_build(src, cache, out), args.repeat)
         changes = iter(range(10**6))
-        change = timed(lambda: (one_line_change(src, next(changes)),
-                                lockstep_build(src, cache, out)), args.repeat)
+        change = timed(
+            lambda: (one_line_change(src, next(changes)), lockstep_build(src, cache, out)),
+            args.repeat,
+        )
         worker_size = image_size(out / "worker.tar")
         import gzip
 
@@ -153,16 +202,18 @@ def main() -> None:
         archive = read_archive(out / "worker.tar")
         layers = archive.manifest["layers"]
         unpacked = sum(len(gzip.decompress(archive.blob(layer["digest"]))) for layer in layers)
-        sizes = ", ".join(f"{n} {int(layer['size']) / 1e6:.1f}"
-                          for n, layer in zip(("base", "python", "app", "manifest"), layers,
-                                              strict=True))
+        sizes = ", ".join(
+            f"{n} {int(layer['size']) / 1e6:.1f}"
+            for n, layer in zip(("base", "python", "app", "manifest"), layers, strict=True)
+        )
         docker = None
         if not args.no_docker:
             from lockstep.build.oci import LayerRef
 
             base = layers[0]
-            base_ref = LayerRef(base["digest"], archive.config["rootfs"]["diff_ids"][0],
-                                int(base["size"]))
+            base_ref = LayerRef(
+                base["digest"], archive.config["rootfs"]["diff_ids"][0], int(base["size"])
+            )
             docker = docker_side(work, archive.blob(base["digest"]), base_ref, src, args.repeat)
 
     def row(name: str, ours: float, theirs: float | None, unit: str = "s") -> str:
@@ -172,15 +223,16 @@ def main() -> None:
 
     print("| measure | lockstep build | docker build | ratio |")
     print("|---|---|---|---|")
-    print(row("cold build (empty caches, downloads included)", cold,
-              docker and docker["cold"]))
+    print(row("cold build (empty caches, downloads included)", cold, docker and docker["cold"]))
     print(row("no-op rebuild (median)", noop, docker and docker["noop"]))
     print(row("one-line change in src/ (median)", change, docker and docker["change"]))
     print(row("worker image, unpacked", unpacked / 1e6, docker and docker["size"] / 1e6, "MB"))
     print(f"| worker image, compressed layers | {worker_size / 1e6:.1f} MB | | |")
     print(f"\nlockstep worker layers (MB, gzip): {sizes}")
-    print("docker side: FROM the same base (preloaded), wheels by pip download (timed in the\n"
-          "cold row) and pip install --no-index; lockstep builds both images, docker one.")
+    print(
+        "docker side: FROM the same base (preloaded), wheels by pip download (timed in the\n"
+        "cold row) and pip install --no-index; lockstep builds both images, docker one."
+    )
 
 
 if __name__ == "__main__":

@@ -44,16 +44,22 @@ from tests.registry import OciRegistry  # noqa: E402
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return proc.stdout
 
 
 def build(src: Path, cache: Path, out: Path) -> dict[str, Path]:
-    result = json.loads(run([sys.executable, "-m", "lockstep", "build", "all", "--out", str(out),
-                             "--json"], src, {"LOCKSTEP_CACHE_DIR": str(cache)}))
+    result = json.loads(
+        run(
+            [sys.executable, "-m", "lockstep", "build", "all", "--out", str(out), "--json"],
+            src,
+            {"LOCKSTEP_CACHE_DIR": str(cache)},
+        )
+    )
     return {role: Path(result["images"][role]["path"]) for role in ROLES}
 
 
@@ -70,24 +76,41 @@ class Bench:
     def lockstep_push(self, paths: dict[str, Path], repo: str) -> PushStats:
         archives = {role: oci.read_archive(path) for role, path in paths.items()}
         stats = PushStats()
-        push_release(self.project, parse_target(f"{self.registry.address}/{repo}"), archives,
-                     "0.1.0", stats, False, lambda _: None)
+        push_release(
+            self.project,
+            parse_target(f"{self.registry.address}/{repo}"),
+            archives,
+            "0.1.0",
+            stats,
+            False,
+            lambda _: None,
+        )
         return stats
 
     def skopeo_push(self, paths: dict[str, Path], repo: str) -> None:
         for role, path in paths.items():
             dest = f"docker://{self.registry.address}/{repo}/{image_name(self.project, role)}:0.1.0"
             with tempfile.NamedTemporaryFile() as digestfile:
-                run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile",
-                     digestfile.name, f"oci-archive:{path}", dest], ROOT)
+                run(
+                    [
+                        "skopeo",
+                        "copy",
+                        "--quiet",
+                        "--dest-tls-verify=false",
+                        "--digestfile",
+                        digestfile.name,
+                        f"oci-archive:{path}",
+                        dest,
+                    ],
+                    ROOT,
+                )
                 got = Path(digestfile.name).read_text().strip()
             ours = oci.read_archive(path).digest
             if got != ours:
                 raise SystemExit(f"skopeo pushed {got} for {path}, ours is {ours}")
 
 
-def median_time(setup: Callable[[], str], action: Callable[[str], object],
-                repeat: int) -> float:
+def median_time(setup: Callable[[], str], action: Callable[[str], object], repeat: int) -> float:
     samples = []
     for _ in range(repeat):
         repo = setup()
@@ -125,21 +148,36 @@ def main() -> None:
                 repo = bench.fresh(tool)
                 push(v1, repo)
                 return repo
+
             return setup
 
         rows = []
         for label, setup_ls, setup_sk, paths in (
-            ("push both images, empty repositories",
-             lambda: bench.fresh("ls"), lambda: bench.fresh("sk"), v1),
-            ("push again, every blob already there",
-             pushed("ls", bench.lockstep_push), pushed("sk", bench.skopeo_push), v1),
-            ("re-release after a one-line src/ change",
-             pushed("ls", bench.lockstep_push), pushed("sk", bench.skopeo_push), v2),
+            (
+                "push both images, empty repositories",
+                lambda: bench.fresh("ls"),
+                lambda: bench.fresh("sk"),
+                v1,
+            ),
+            (
+                "push again, every blob already there",
+                pushed("ls", bench.lockstep_push),
+                pushed("sk", bench.skopeo_push),
+                v1,
+            ),
+            (
+                "re-release after a one-line src/ change",
+                pushed("ls", bench.lockstep_push),
+                pushed("sk", bench.skopeo_push),
+                v2,
+            ),
         ):
-            ls = median_time(setup_ls, lambda repo, p=paths: bench.lockstep_push(p, repo),
-                             args.repeat)
-            sk = median_time(setup_sk, lambda repo, p=paths: bench.skopeo_push(p, repo),
-                             args.repeat)
+            ls = median_time(
+                setup_ls, lambda repo, p=paths: bench.lockstep_push(p, repo), args.repeat
+            )
+            sk = median_time(
+                setup_sk, lambda repo, p=paths: bench.skopeo_push(p, repo), args.repeat
+            )
             rows.append((label, ls, sk))
         bench.lockstep_push(v1, "bench/again")
         stats_again = bench.lockstep_push(v1, "bench/again")
@@ -149,23 +187,39 @@ def main() -> None:
         repo = "bench/release"
         bench.lockstep_push(v1, repo)  # every layer but the stamped manifest layer is there
         start = time.perf_counter()
-        out = json.loads(run([sys.executable, "-m", "lockstep", "release", "0.1.0", "--registry",
-                              f"{registry.address}/{repo}", "--json"], src,
-                             {"LOCKSTEP_CACHE_DIR": str(cache),
-                              "DOCKER_CONFIG": str(tmp / "docker")}))
+        out = json.loads(
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "lockstep",
+                    "release",
+                    "0.1.0",
+                    "--registry",
+                    f"{registry.address}/{repo}",
+                    "--json",
+                ],
+                src,
+                {"LOCKSTEP_CACHE_DIR": str(cache), "DOCKER_CONFIG": str(tmp / "docker")},
+            )
+        )
         whole = time.perf_counter() - start
 
-        print(f"\nrelease push on loopback: both images, {layer_bytes / 1e6:.1f} MB of shared "
-              f"layers; median of {args.repeat}\n")
+        print(
+            f"\nrelease push on loopback: both images, {layer_bytes / 1e6:.1f} MB of shared "
+            f"layers; median of {args.repeat}\n"
+        )
         print(f"| {'case':<42} | {'lockstep':>9} | {'skopeo copy':>11} | {'ratio':>5} |")
         print(f"|{'-' * 44}|{'-' * 11}|{'-' * 13}|{'-' * 7}|")
         for label, ls, sk in rows:
             print(f"| {label:<42} | {ls:>7.3f} s | {sk:>9.3f} s | {ls / sk:>5.2f} |")
         print(f"\nlockstep, push again: {stats_again.to_dict()}")
         print(f"lockstep, one-line change: {stats_v2.to_dict()}")
-        print(f"whole `lockstep release` (warm cache, layers present): {whole:.2f} s, "
-              f"pushed {out['push']['blobs_uploaded']} blobs "
-              f"({out['push']['bytes_uploaded'] / 1e3:.1f} kB)")
+        print(
+            f"whole `lockstep release` (warm cache, layers present): {whole:.2f} s, "
+            f"pushed {out['push']['blobs_uploaded']} blobs "
+            f"({out['push']['bytes_uploaded'] / 1e3:.1f} kB)"
+        )
     finally:
         if registry is not None:
             registry.close()

@@ -59,9 +59,13 @@ DASK_READY = "Registered to"
 def build_worker(work: Path) -> dict[str, Any]:
     src = work / "lockstep"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(src)], check=True)
-    proc = subprocess.run([sys.executable, "-m", "lockstep", "build", "worker", "--out",
-                           str(work / "out"), "--json"], cwd=src, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockstep", "build", "worker", "--out", str(work / "out"), "--json"],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"build failed:\n{proc.stderr}")
     result: dict[str, Any] = json.loads(proc.stdout)
@@ -96,8 +100,8 @@ def run_to_exit(replay: Replay, image: str, repeat: int) -> Samples:
     for i in range(repeat + 1):
         before = time.time()
         container = replay.client.containers.create(
-            image, ["-c", "pass"], entrypoint=[PYTHON], network=replay.network.name,
-            **LOCKED_DOWN)
+            image, ["-c", "pass"], entrypoint=[PYTHON], network=replay.network.name, **LOCKED_DOWN
+        )
         try:
             container.start()
             done = wait_exit(container, 60)
@@ -134,49 +138,88 @@ def main() -> None:
                 replay.close()
         finally:
             engine.stop()
-    print(f"worker container start to ready, {args.repeat} runs each after one warm-up "
-          f"({os.cpu_count()} cores; engine StartedAt to the log line)\n")
-    print("| container | until | from process start: median (min-max) | vs plain dask "
-          "worker | from the create + start call: median |")
+    print(
+        f"worker container start to ready, {args.repeat} runs each after one warm-up "
+        f"({os.cpu_count()} cores; engine StartedAt to the log line)\n"
+    )
+    print(
+        "| container | until | from process start: median (min-max) | vs plain dask "
+        "worker | from the create + start call: median |"
+    )
     print("|---|---|---|---|---|")
     plain = statistics.median(rows["plain `dask worker`"][1][0])
     for name, (until, (started, called)) in rows.items():
         median = statistics.median(started)
-        print(f"| {name} | {until} | {median:.2f} s ({min(started):.2f}-{max(started):.2f}) | "
-              f"{median / plain:.2f}x | {statistics.median(called):.2f} s |")
+        print(
+            f"| {name} | {until} | {median:.2f} s ({min(started):.2f}-{max(started):.2f}) | "
+            f"{median / plain:.2f}x | {statistics.median(called):.2f} s |"
+        )
 
 
 def measure(replay: Replay, image: str, repeat: int) -> dict[str, tuple[str, Samples]]:
-    scheduler = replay.start("scheduler", image, ["--host", "0.0.0.0", "--port", "8786",
-                                                  "--no-dashboard"],
-                             entrypoint=[*LOCKSTEP, "scheduler"], alias="scheduler")
-    plain_scheduler = replay.start("plain-scheduler", image,
-                                   ["-m", "distributed.cli.dask_scheduler", "--host", "0.0.0.0",
-                                    "--port", "8786", "--no-dashboard"],
-                                   entrypoint=[PYTHON], alias="plain-scheduler")
+    scheduler = replay.start(
+        "scheduler",
+        image,
+        ["--host", "0.0.0.0", "--port", "8786", "--no-dashboard"],
+        entrypoint=[*LOCKSTEP, "scheduler"],
+        alias="scheduler",
+    )
+    plain_scheduler = replay.start(
+        "plain-scheduler",
+        image,
+        [
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8786",
+            "--no-dashboard",
+        ],
+        entrypoint=[PYTHON],
+        alias="plain-scheduler",
+    )
     wait_for_log(scheduler, "lockstep scheduler ready", 120)
     wait_for_log(plain_scheduler, "Scheduler at", 120)
 
     def lockstep_worker(executor: str, *extra: str) -> Callable[[int], Any]:
         def start(i: int) -> Any:
-            return replay.start(f"w-{executor}-{len(extra)}-{i}", image,
-                                ["tcp://scheduler:8786", "--nthreads", "1", "--no-dashboard",
-                                 *extra], env={"LOCKSTEP_EXECUTOR": executor})
+            return replay.start(
+                f"w-{executor}-{len(extra)}-{i}",
+                image,
+                ["tcp://scheduler:8786", "--nthreads", "1", "--no-dashboard", *extra],
+                env={"LOCKSTEP_EXECUTOR": executor},
+            )
+
         return start
 
     def plain_worker(i: int) -> Any:
-        return replay.start(f"plain-{i}", image,
-                            ["-m", "distributed.cli.dask_worker", "tcp://plain-scheduler:8786",
-                             "--nthreads", "1", "--no-dashboard"], entrypoint=[PYTHON])
+        return replay.start(
+            f"plain-{i}",
+            image,
+            [
+                "-m",
+                "distributed.cli.dask_worker",
+                "tcp://plain-scheduler:8786",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            entrypoint=[PYTHON],
+        )
 
     until = "`lockstep worker ready`"
     return {
         "`lockstep worker`, cold": (until, samples(lockstep_worker("cold"), READY, repeat)),
         "`lockstep worker`, isolated_warm": (
-            until, samples(lockstep_worker("isolated_warm"), READY, repeat)),
+            until,
+            samples(lockstep_worker("isolated_warm"), READY, repeat),
+        ),
         "`lockstep worker`, direct": (until, samples(lockstep_worker("direct"), READY, repeat)),
         "`lockstep worker --no-nanny`, cold": (
-            until, samples(lockstep_worker("cold", "--no-nanny"), READY, repeat)),
+            until,
+            samples(lockstep_worker("cold", "--no-nanny"), READY, repeat),
+        ),
         "plain `dask worker`": ("`Registered to`", samples(plain_worker, DASK_READY, repeat)),
         "`python3.11 -c pass`": ("exit", run_to_exit(replay, image, repeat)),
     }

@@ -33,18 +33,25 @@ from lockstep.manifest import BuildManifest
 from lockstep.runtime.config import RuntimeConfig, registered_executors
 from lockstep.runtime.executors import Executor, TaskCall, load_executor
 
-TASKS = '''
+TASKS = """
 def noop():
     return None
-'''
+"""
 
 
 def manifest(tag: str) -> BuildManifest:
     return BuildManifest(
-        name="lockstep", version="0.1.0",
-        inputs={"builder": "lockstep-build/1", "debian_lock": "sha256:" + "d" * 64,
-                "python_lock": "sha256:" + "e" * 64, "sources": "sha256:" + tag * 64},
-        executors=("cold", "direct", "isolated_warm"), python="3.11.2")
+        name="lockstep",
+        version="0.1.0",
+        inputs={
+            "builder": "lockstep-build/1",
+            "debian_lock": "sha256:" + "d" * 64,
+            "python_lock": "sha256:" + "e" * 64,
+            "sources": "sha256:" + tag * 64,
+        },
+        executors=("cold", "direct", "isolated_warm"),
+        python="3.11.2",
+    )
 
 
 def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
@@ -66,12 +73,17 @@ class Procs:
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, args: Sequence[str], **env: str) -> tuple[subprocess.Popen[bytes],
-                                                                         Path]:
+    def start(
+        self, name: str, args: Sequence[str], **env: str
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.workdir / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "lockstep", *args],
-                                env={**self.env, **env}, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lockstep", *args],
+            env={**self.env, **env},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.procs.append(proc)
         return proc, log
 
@@ -87,8 +99,9 @@ class Procs:
                 proc.wait()
 
 
-def wait_count(log: Path, pattern: str, count: int, timeout: float,
-               proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_count(
+    log: Path, pattern: str, count: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while len(re.findall(pattern, log.read_text(errors="replace"))) < count:
         if proc is not None and proc.poll() is not None:
@@ -118,8 +131,19 @@ def workspace() -> Iterator[tuple[Path, dict[str, str], Procs]]:
 
 def start_scheduler(procs: Procs, workdir: Path) -> str:
     sched_file = workdir / "scheduler.json"
-    proc, log = procs.start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0",
-                                          "--no-dashboard", "--scheduler-file", str(sched_file)])
+    proc, log = procs.start(
+        "scheduler",
+        [
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(sched_file),
+        ],
+    )
     wait_count(log, "lockstep scheduler ready", 1, 60, proc)
     while not sched_file.exists():
         time.sleep(0.05)
@@ -138,10 +162,21 @@ def bench_connect(worker_counts: Sequence[int], repeat: int) -> list[tuple[str, 
         have = 0
         for i, n in enumerate(sorted(worker_counts)):
             add = n - have
-            proc, log = procs.start(f"workers-{i}", ["worker", address, "--host", "127.0.0.1",
-                                                     "--nworkers", str(add), "--nthreads", "1",
-                                                     "--no-dashboard"],
-                                    LOCKSTEP_EXECUTOR="direct")
+            proc, log = procs.start(
+                f"workers-{i}",
+                [
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nworkers",
+                    str(add),
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                ],
+                LOCKSTEP_EXECUTOR="direct",
+            )
             wait_count(log, "lockstep worker ready", add, 300, proc)
             have = n
 
@@ -162,10 +197,19 @@ def bench_connect(worker_counts: Sequence[int], repeat: int) -> list[tuple[str, 
                 samples["plain"].append(median_ms(plain, 1, warmup=0))
                 samples["hand"].append(median_ms(handshake, 1, warmup=0))
                 samples["probe"].append(median_ms(probing, 1, warmup=0))
-            t_plain, t_hand, t_probe = (statistics.median(samples[k])
-                                        for k in ("plain", "hand", "probe"))
-            rows.append((str(n), f"{t_plain:.1f}", f"{t_hand:.1f}", f"{t_hand / t_plain:.2f}x",
-                         f"{t_probe:.1f}", f"{t_probe / t_plain:.2f}x"))
+            t_plain, t_hand, t_probe = (
+                statistics.median(samples[k]) for k in ("plain", "hand", "probe")
+            )
+            rows.append(
+                (
+                    str(n),
+                    f"{t_plain:.1f}",
+                    f"{t_hand:.1f}",
+                    f"{t_hand / t_plain:.2f}x",
+                    f"{t_probe:.1f}",
+                    f"{t_probe / t_plain:.2f}x",
+                )
+            )
     return rows
 
 
@@ -200,16 +244,28 @@ def bench_executors(repeat: int) -> list[tuple[str, ...]]:
             p.start()
             p.join()
 
-        rows.append(("multiprocessing spawn", f"{median_ms(spawn, repeat):.1f}",
-                     "Process(target=noop), start, join"))
+        rows.append(
+            (
+                "multiprocessing spawn",
+                f"{median_ms(spawn, repeat):.1f}",
+                "Process(target=noop), start, join",
+            )
+        )
 
         def fresh() -> None:
-            subprocess.run([sys.executable, "-c",
-                            "import lockstep_bench_tasks; lockstep_bench_tasks.noop()"],
-                           env=env, check=True)
+            subprocess.run(
+                [sys.executable, "-c", "import lockstep_bench_tasks; lockstep_bench_tasks.noop()"],
+                env=env,
+                check=True,
+            )
 
-        rows.append(("fresh `python -c`", f"{median_ms(fresh, repeat):.1f}",
-                     "import the task module, call it"))
+        rows.append(
+            (
+                "fresh `python -c`",
+                f"{median_ms(fresh, repeat):.1f}",
+                "import the task module, call it",
+            )
+        )
     return rows
 
 
@@ -224,23 +280,47 @@ def bench_dask_tasks(repeat: int) -> tuple[list[tuple[str, ...]], list[tuple[str
         starts = []
         for name in ("direct", "isolated_warm", "cold"):
             t0 = time.perf_counter()
-            proc, log = procs.start(f"w-{name}", ["worker", address, "--host", "127.0.0.1",
-                                                  "--nthreads", "1", "--no-nanny",
-                                                  "--no-dashboard", "--name", name],
-                                    LOCKSTEP_EXECUTOR=name)
+            proc, log = procs.start(
+                f"w-{name}",
+                [
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--name",
+                    name,
+                ],
+                LOCKSTEP_EXECUTOR=name,
+            )
             wait_count(log, "lockstep worker ready", 1, 60, proc)
             starts.append(time.perf_counter() - t0)
-        start_rows.append(("`lockstep worker --no-nanny` start → ready line (process)",
-                           f"{statistics.median(starts) * 1000:.0f} ms median of 3"))
+        start_rows.append(
+            (
+                "`lockstep worker --no-nanny` start → ready line (process)",
+                f"{statistics.median(starts) * 1000:.0f} ms median of 3",
+            )
+        )
         client = connect(address, n_workers=3, timeout=30, manifest=a)
         try:
             report = {m.executor: m.address for m in connect_report(client, a)}
             for name in ("direct", "isolated_warm", "cold"):
+
                 def one(name: str = name) -> None:
-                    submit_task(client, "lockstep_bench_tasks:noop",
-                                workers=[report[name]]).result()
-                rows.append((f"`{name}` via Dask", f"{median_ms(one, repeat * 4):.2f}",
-                             "submit_task(...).result(), one at a time"))
+                    submit_task(
+                        client, "lockstep_bench_tasks:noop", workers=[report[name]]
+                    ).result()
+
+                rows.append(
+                    (
+                        f"`{name}` via Dask",
+                        f"{median_ms(one, repeat * 4):.2f}",
+                        "submit_task(...).result(), one at a time",
+                    )
+                )
         finally:
             client.close()
         # Workers of another build: refused every time, time to the refusal.
@@ -248,18 +328,27 @@ def bench_dask_tasks(repeat: int) -> tuple[list[tuple[str, ...]], list[tuple[str
         trials = 5
         for i in range(trials):
             t0 = time.perf_counter()
-            proc, log = procs.start(f"bad-{i}", ["worker", address, "--host", "127.0.0.1",
-                                                 "--no-nanny", "--no-dashboard"],
-                                    LOCKSTEP_EXECUTOR="direct",
-                                    LOCKSTEP_MANIFEST=str(workdir / "b.json"))
+            proc, log = procs.start(
+                f"bad-{i}",
+                ["worker", address, "--host", "127.0.0.1", "--no-nanny", "--no-dashboard"],
+                LOCKSTEP_EXECUTOR="direct",
+                LOCKSTEP_MANIFEST=str(workdir / "b.json"),
+            )
             code = proc.wait(60)
             refusals.append(time.perf_counter() - t0)
             text = log.read_text(errors="replace")
-            refused_ok += code != 0 and "lockstep refused worker" in text \
+            refused_ok += (
+                code != 0
+                and "lockstep refused worker" in text
                 and "lockstep worker ready" not in text
-        start_rows.append(("worker of another build refused (start → exit)",
-                           f"{refused_ok}/{trials} refused, "
-                           f"{statistics.median(refusals) * 1000:.0f} ms median"))
+            )
+        start_rows.append(
+            (
+                "worker of another build refused (start → exit)",
+                f"{refused_ok}/{trials} refused, "
+                f"{statistics.median(refusals) * 1000:.0f} ms median",
+            )
+        )
     return rows, start_rows
 
 
@@ -281,8 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15, help="samples per figure (median)")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",") if n]
-    print(f"lockstep runtime benchmark: {os.cpu_count()} cores, python "
-          f"{sys.version.split()[0]}\n")
+    print(f"lockstep runtime benchmark: {os.cpu_count()} cores, python {sys.version.split()[0]}\n")
     print("Per-task overhead (median ms, a no-op task):\n")
     print(table(("what", "ms", "how"), bench_executors(args.repeat)))
     dask_rows, start_rows = bench_dask_tasks(args.repeat)
@@ -291,9 +379,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(table(("what", "figure"), start_rows))
     print("\nConnect (median ms of a fresh connect, closed after):\n")
-    print(table(("workers", "plain Client()", "connect()", "ratio",
-                 "connect(probe_workers=True)", "ratio"),
-                bench_connect(counts, args.repeat)))
+    print(
+        table(
+            (
+                "workers",
+                "plain Client()",
+                "connect()",
+                "ratio",
+                "connect(probe_workers=True)",
+                "ratio",
+            ),
+            bench_connect(counts, args.repeat),
+        )
+    )
     return 0
 
 

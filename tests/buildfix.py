@@ -39,18 +39,32 @@ class Built:
         return str(self.result["images"][role]["config"])
 
 
-def lockstep(args: list[str], *, cwd: Path, cache: Path, env: dict[str, str] | None = None,
-             timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def lockstep(
+    args: list[str],
+    *,
+    cwd: Path,
+    cache: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess."""
     full_env = {**os.environ, "LOCKSTEP_CACHE_DIR": str(cache), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "lockstep", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lockstep", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def build(root: Path, out: Path, cache: Path, *extra: str,
-          env: dict[str, str] | None = None) -> Built:
-    proc = lockstep(["build", "all", "--out", str(out), "--json", *extra], cwd=root, cache=cache,
-                    env=env)
+def build(
+    root: Path, out: Path, cache: Path, *extra: str, env: dict[str, str] | None = None
+) -> Built:
+    proc = lockstep(
+        ["build", "all", "--out", str(out), "--json", *extra], cwd=root, cache=cache, env=env
+    )
     assert proc.returncode == 0, f"build failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return Built(root, out, cache, json.loads(proc.stdout))
 

@@ -37,8 +37,10 @@ def docker_engine() -> Iterator[DockerEngine]:
 def oci_registry() -> Iterator[OciRegistry]:
     """A private docker-registry on 127.0.0.1: ``.address`` ("127.0.0.1:PORT"),
     ``.url``, ``.stop(kill=…)`` and ``.start()`` (same port, same storage)."""
-    require(find_registry() is not None,
-            "docker-registry is not installed (Debian package docker-registry)")
+    require(
+        find_registry() is not None,
+        "docker-registry is not installed (Debian package docker-registry)",
+    )
     registry = OciRegistry.start_new()
     try:
         yield registry

@@ -50,9 +50,13 @@ def tar_xz(members: Sequence[M]) -> bytes:
                 info.size = len(m.data)
                 tar.addfile(info, io.BytesIO(m.data))
                 continue
-            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
-                         "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE,
-                         "chardev": tarfile.CHRTYPE}[m.kind]
+            info.type = {
+                "dir": tarfile.DIRTYPE,
+                "symlink": tarfile.SYMTYPE,
+                "hardlink": tarfile.LNKTYPE,
+                "fifo": tarfile.FIFOTYPE,
+                "chardev": tarfile.CHRTYPE,
+            }[m.kind]
             info.linkname = m.target
             tar.addfile(info)
     return lzma.compress(buf.getvalue())
@@ -60,8 +64,13 @@ def tar_xz(members: Sequence[M]) -> bytes:
 
 def make_deb(members: Sequence[M], control: bytes = b"Package: demo\nVersion: 1.0\n") -> bytes:
     control_tar = tar_xz([M("./control", data=control)])
-    return ar_archive([("debian-binary", b"2.0\n"), ("control.tar.xz", control_tar),
-                       ("data.tar.xz", tar_xz([M("./", "dir", mode=0o755), *members]))])
+    return ar_archive(
+        [
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", control_tar),
+            ("data.tar.xz", tar_xz([M("./", "dir", mode=0o755), *members])),
+        ]
+    )
 
 
 # ------------------------------------------------------------------ loopback mirror
@@ -80,8 +89,7 @@ class LoopbackMirror:
         handler = functools.partial(_QuietHandler, directory=str(root))
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     @property

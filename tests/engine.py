@@ -177,14 +177,19 @@ class DockerEngine:
         env.update(extra)
         return env
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 60,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this engine; raises with stderr on failure."""
         if self.docker_cli is None:
             raise EngineError("no docker CLI installed")
         proc = subprocess.run(
-            [self.docker_cli, *args], env=self.env(), capture_output=True,
-            timeout=timeout, input=input, text=True,
+            [self.docker_cli, *args],
+            env=self.env(),
+            capture_output=True,
+            timeout=timeout,
+            input=input,
+            text=True,
         )
         if check and proc.returncode != 0:
             raise EngineError(
@@ -238,16 +243,28 @@ class DockerEngine:
         started = time.monotonic()
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd=root, start_new_session=True, preexec_fn=_die_with_parent,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=root,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         client = None
         try:
             client = _wait_for_ping(host, process, log_path, started + timeout)
             elapsed = time.monotonic() - started
             engine = cls(
-                root=root, process=process, client=client, host=host, log_path=log_path,
-                address_pool=pool, startup_seconds=elapsed, docker_cli=find_docker_cli(),
+                root=root,
+                process=process,
+                client=client,
+                host=host,
+                log_path=log_path,
+                address_pool=pool,
+                startup_seconds=elapsed,
+                docker_cli=find_docker_cli(),
             )
             engine.storage_driver = client.info().get("Driver", "")
             return engine
@@ -284,8 +301,9 @@ class DockerEngine:
             pass
 
 
-def _cleanup(root: Path, process: subprocess.Popen[bytes], bridges: set[str],
-             keep_dir: bool | None) -> None:
+def _cleanup(
+    root: Path, process: subprocess.Popen[bytes], bridges: set[str], keep_dir: bool | None
+) -> None:
     """Stop our dockerd and remove what it leaves: processes it started, mounts
     (it bind-mounts --data-root onto itself, and leaves that behind when it fails
     to start), bridges, and (unless LOCKSTEP_KEEP_ENGINE_DIR=1) its directory."""
@@ -324,8 +342,9 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(useful[-lines:])
 
 
-def _wait_for_ping(host: str, process: subprocess.Popen[bytes], log_path: Path,
-                   deadline: float) -> docker.DockerClient:
+def _wait_for_ping(
+    host: str, process: subprocess.Popen[bytes], log_path: Path, deadline: float
+) -> docker.DockerClient:
     last: Exception | None = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -339,8 +358,11 @@ def _wait_for_ping(host: str, process: subprocess.Popen[bytes], log_path: Path,
             client = docker.DockerClient(base_url=host, version="auto", timeout=30)
             if client.ping():
                 return client
-        except (docker.errors.DockerException, requests.exceptions.RequestException,
-                OSError) as exc:
+        except (
+            docker.errors.DockerException,
+            requests.exceptions.RequestException,
+            OSError,
+        ) as exc:
             last = exc
         if client is not None:
             client.close()

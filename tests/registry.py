@@ -131,8 +131,9 @@ class OciRegistry:
         return "\n".join(text.splitlines()[-lines:])
 
     @classmethod
-    def start_new(cls, root: Path | None = None, timeout: float = 30.0, *,
-                  tls: TlsFiles | None = None) -> OciRegistry:
+    def start_new(
+        cls, root: Path | None = None, timeout: float = 30.0, *, tls: TlsFiles | None = None
+    ) -> OciRegistry:
         binary = find_registry()
         if binary is None:
             raise FileNotFoundError("docker-registry")
@@ -161,8 +162,12 @@ class OciRegistry:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [self.binary, "serve", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd=self.root, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.root,
+                start_new_session=True,
             )
         deadline = started + timeout
         last: Exception | None = None
@@ -187,15 +192,15 @@ class OciRegistry:
             f"last lines of {self.log_path}:\n{self.log_tail()}"
         )
 
-    def get(self, path: str, headers: dict[str, str] | None = None,
-            method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> tuple[int, dict[str, str], bytes]:
         conn: http.client.HTTPConnection
         if self.tls is None:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         else:
             context = ssl.create_default_context(cafile=str(self.tls.ca))
-            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5,
-                                               context=context)
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=context)
         try:
             conn.request(method, path, headers=headers or {})
             resp = conn.getresponse()

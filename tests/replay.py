@@ -45,8 +45,10 @@ class Finished:
     stderr: str
 
     def describe(self) -> str:
-        return (f"container {self.name} exited {self.code}\n--- stdout\n{self.stdout[-4000:]}"
-                f"\n--- stderr\n{self.stderr[-6000:]}")
+        return (
+            f"container {self.name} exited {self.code}\n--- stdout\n{self.stdout[-4000:]}"
+            f"\n--- stderr\n{self.stderr[-6000:]}"
+        )
 
 
 def log_text(container: Any, **kwargs: Any) -> str:
@@ -60,12 +62,16 @@ def wait_exit(container: Any, timeout: float, what: str = "") -> Finished:
     try:
         status = container.wait(timeout=timeout)
     except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
-        raise AssertionError(f"container {container.name} {what} still running after {timeout} s "
-                             f"({type(exc).__name__}); its log:\n{log_text(container)[-6000:]}"
-                             ) from None
-    return Finished(container.name, int(status["StatusCode"]),
-                    log_text(container, stdout=True, stderr=False),
-                    log_text(container, stdout=False, stderr=True))
+        raise AssertionError(
+            f"container {container.name} {what} still running after {timeout} s "
+            f"({type(exc).__name__}); its log:\n{log_text(container)[-6000:]}"
+        ) from None
+    return Finished(
+        container.name,
+        int(status["StatusCode"]),
+        log_text(container, stdout=True, stderr=False),
+        log_text(container, stdout=False, stderr=True),
+    )
 
 
 def wait_for_log(container: Any, pattern: str, timeout: float) -> re.Match[str]:
@@ -78,12 +84,16 @@ def wait_for_log(container: Any, pattern: str, timeout: float) -> re.Match[str]:
             return found
         container.reload()
         if container.status in ("exited", "dead"):
-            raise AssertionError(f"container {container.name} exited "
-                                 f"{container.attrs['State']['ExitCode']} before {pattern!r}; "
-                                 f"its log:\n{text[-6000:]}")
+            raise AssertionError(
+                f"container {container.name} exited "
+                f"{container.attrs['State']['ExitCode']} before {pattern!r}; "
+                f"its log:\n{text[-6000:]}"
+            )
         if time.monotonic() > deadline:
-            raise AssertionError(f"no {pattern!r} from container {container.name} after "
-                                 f"{timeout} s; its log:\n{text[-6000:]}")
+            raise AssertionError(
+                f"no {pattern!r} from container {container.name} after "
+                f"{timeout} s; its log:\n{text[-6000:]}"
+            )
         time.sleep(0.1)
 
 
@@ -119,40 +129,56 @@ class Replay:
 
     def __post_init__(self) -> None:
         self.network = self.engine.client.networks.create(
-            f"replay-{self.tag}", driver="bridge", internal=True,
-            labels={"io.lockstep.test": "replay"})
+            f"replay-{self.tag}",
+            driver="bridge",
+            internal=True,
+            labels={"io.lockstep.test": "replay"},
+        )
 
     @property
     def client(self) -> Any:
         return self.engine.client
 
-    def start(self, name: str, image: str, command: list[str], *,
-              entrypoint: list[str] | None = None, env: dict[str, str] | None = None,
-              alias: str | None = None, mount_examples: bool = False) -> Any:
+    def start(
+        self,
+        name: str,
+        image: str,
+        command: list[str],
+        *,
+        entrypoint: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        alias: str | None = None,
+        mount_examples: bool = False,
+    ) -> Any:
         """Start a locked-down container on the network (not waited for)."""
         network = self.network.name
         endpoint = self.client.api.create_endpoint_config(aliases=[alias] if alias else None)
         container = self.client.containers.create(
-            image, command, entrypoint=entrypoint, environment=env or {},
-            name=f"replay-{self.tag}-{name}", network=network,
+            image,
+            command,
+            entrypoint=entrypoint,
+            environment=env or {},
+            name=f"replay-{self.tag}-{name}",
+            network=network,
             networking_config={network: endpoint},
-            volumes=({str(self.examples): {"bind": JOBS, "mode": "ro"}}
-                     if mount_examples else None),
-            labels={"io.lockstep.test": "replay"}, **LOCKED_DOWN)
+            volumes=(
+                {str(self.examples): {"bind": JOBS, "mode": "ro"}} if mount_examples else None
+            ),
+            labels={"io.lockstep.test": "replay"},
+            **LOCKED_DOWN,
+        )
         self.containers.append(container)
         container.start()
         return container
 
     def lockstep(self, name: str, image: str, *args: str, timeout: float = 180) -> Finished:
         """``python3.11 -m lockstep ARGS`` in a container of ``image``, run to its end."""
-        container = self.start(name, image, list(args), entrypoint=LOCKSTEP,
-                               mount_examples=True)
+        container = self.start(name, image, list(args), entrypoint=LOCKSTEP, mount_examples=True)
         return wait_exit(container, timeout, f"(lockstep {' '.join(args)})")
 
     def doctor(self, image: str, name: str) -> tuple[Finished, dict[str, Any]]:
         """``lockstep doctor --json`` in a container of ``image``; its run and its document."""
-        done = self.lockstep(name, image, "doctor", "--scheduler", SCHEDULER, "--json",
-                             timeout=120)
+        done = self.lockstep(name, image, "doctor", "--scheduler", SCHEDULER, "--json", timeout=120)
         assert done.code in (0, 1), done.describe()
         try:
             return done, dict(json.loads(done.stdout))

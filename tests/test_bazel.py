@@ -50,13 +50,19 @@ class Workspace:
         # The same startup options every time, or Bazel restarts its server.
         return [f"--output_user_root={self.user_root}", "--max_idle_secs=900"]
 
-    def bazel(self, *args: str, env: dict[str, str] | None = None,
-              timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def bazel(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 900
+    ) -> subprocess.CompletedProcess[str]:
         command, *rest = args
         full_env = {**_base_env(), "LOCKSTEP_CACHE_DIR": str(self.cache), **(env or {})}
         return subprocess.run(
             ["bazel", *self.startup(), command, "--color=no", "--curses=no", *rest],
-            cwd=self.root, env=full_env, capture_output=True, text=True, timeout=timeout)
+            cwd=self.root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def build(self, *targets: str, ok: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
         start = time.perf_counter()
@@ -79,8 +85,13 @@ class Workspace:
         subprocess.run(["git", "clean", "-fdq", "-e", ".venv"], cwd=self.root, check=True)
 
     def shutdown(self) -> None:
-        subprocess.run(["bazel", *self.startup(), "shutdown"], cwd=self.root, env=_base_env(),
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            ["bazel", *self.startup(), "shutdown"],
+            cwd=self.root,
+            env=_base_env(),
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def _base_env() -> dict[str, str]:
@@ -104,12 +115,12 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def workspace(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     """A clone of exactly the tree the CLI built, with the builder's environment as ``.venv``."""
-    require(shutil.which("bazel") is not None,
-            "bazel is not installed (Debian package bazel-bootstrap)")
+    require(
+        shutil.which("bazel") is not None, "bazel is not installed (Debian package bazel-bootstrap)"
+    )
     base = tmp_path_factory.mktemp("bazel")
     root = base / "lockstep"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(built.root), str(root)],
-                   check=True)
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(built.root), str(root)], check=True)
     # .bazelrc names the builder's environment as .venv/bin/python, like `make` makes it.
     (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     ws = Workspace(root=root, user_root=base / "output_user_root", cache=built.cache)
@@ -142,8 +153,9 @@ def bazel_built(workspace: Workspace) -> dict[str, Any]:
 # -- same bytes ---------------------------------------------------------------------------
 
 
-def test_bazel_digests_equal_the_cli(built: Built, workspace: Workspace,
-                                     bazel_built: dict[str, Any]) -> None:
+def test_bazel_digests_equal_the_cli(
+    built: Built, workspace: Workspace, bazel_built: dict[str, Any]
+) -> None:
     assert bazel_built["build_id"] == built.build_id
     for role in ROLES:
         image = bazel_built["images"][role]
@@ -153,8 +165,13 @@ def test_bazel_digests_equal_the_cli(built: Built, workspace: Workspace,
         assert archive.read_bytes() == built.path(role).read_bytes(), role
         assert oci.read_archive(archive).digest == built.digest(role)
         per_role = json.loads(workspace.bin(f"images/{role}.json").read_text())
-        assert per_role == {"build_id": built.build_id, "role": role, "path": f"{role}.tar",
-                            "digest": built.digest(role), "config": built.config(role)}
+        assert per_role == {
+            "build_id": built.build_id,
+            "role": role,
+            "path": f"{role}.tar",
+            "digest": built.digest(role),
+            "config": built.config(role),
+        }
 
 
 def test_declared_inputs_are_the_clis_sources(workspace: Workspace) -> None:
@@ -170,8 +187,7 @@ def test_declared_inputs_are_the_clis_sources(workspace: Workspace) -> None:
     assert "src/lockstep/build/bazel.py" in declared and "images/complete-platform.json" in declared
 
 
-def test_second_build_is_fully_cached(workspace: Workspace,
-                                      bazel_built: dict[str, Any]) -> None:
+def test_second_build_is_fully_cached(workspace: Workspace, bazel_built: dict[str, Any]) -> None:
     start = time.perf_counter()
     proc = workspace.build("//images:worker", "//images:runner")
     workspace.timings["no-op rebuild"] = time.perf_counter() - start
@@ -188,9 +204,9 @@ def test_nothing_is_fetched(workspace: Workspace, bazel_built: dict[str, Any]) -
     assert not [p for p in downloads.rglob("*") if p.is_file()], "Bazel downloaded something"
 
 
-def test_one_file_change_rebuilds_with_new_digests(scratch: Workspace, built: Built,
-                                                   bazel_built: dict[str, Any],
-                                                   tmp_path: Path) -> None:
+def test_one_file_change_rebuilds_with_new_digests(
+    scratch: Workspace, built: Built, bazel_built: dict[str, Any], tmp_path: Path
+) -> None:
     target = scratch.root / "src/lockstep/runtime/__init__.py"
     target.write_text(target.read_text() + "\n# a one-line change\n")
     start = time.perf_counter()
@@ -225,8 +241,9 @@ def test_base_target_is_the_images_bottom_layer(workspace: Workspace, built: Bui
 
 
 def test_missing_builder_environment(scratch: Workspace, tmp_path: Path) -> None:
-    proc = scratch.bazel("build", "--repo_env=LOCKSTEP_PYTHON=/nonexistent/venv/bin/python",
-                         "//images:worker")
+    proc = scratch.bazel(
+        "build", "--repo_env=LOCKSTEP_PYTHON=/nonexistent/venv/bin/python", "//images:worker"
+    )
     assert proc.returncode != 0
     assert "LOCKSTEP_PYTHON=/nonexistent/venv/bin/python does not exist" in proc.stderr
     assert ".bazelrc" in proc.stderr
@@ -240,8 +257,9 @@ def test_missing_builder_environment(scratch: Workspace, tmp_path: Path) -> None
     proc = scratch.bazel("build", flag, "//images:worker")
     assert proc.returncode != 0
     assert f"{link}/bin/python" in proc.stderr
-    assert ("is missing or not executable" in proc.stderr
-            or "does not exist" in proc.stderr), proc.stderr[-3000:]
+    assert "is missing or not executable" in proc.stderr or "does not exist" in proc.stderr, (
+        proc.stderr[-3000:]
+    )
 
 
 def test_lock_hash_mismatch_fails_the_action(scratch: Workspace) -> None:
@@ -257,28 +275,36 @@ def test_lock_hash_mismatch_fails_the_action(scratch: Workspace) -> None:
     assert f"Debian package {victim['name']}" in lines[0] and "0" * 64 in lines[0], lines
 
 
-def test_source_pattern_not_declared_in_bazel_fails_in_the_sandbox(scratch: Workspace,
-                                                                   tmp_path: Path) -> None:
+def test_source_pattern_not_declared_in_bazel_fails_in_the_sandbox(
+    scratch: Workspace, tmp_path: Path
+) -> None:
     """pyproject.toml declares a file that a hand-written BUILD does not: the action cannot
     fall back to the host's copy (the CLI, without a sandbox, reads it)."""
     pyproject = scratch.root / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace(
-        '    "pyproject.toml",\n', '    "pyproject.toml",\n    "README.md",\n', 1))
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            '    "pyproject.toml",\n', '    "pyproject.toml",\n    "README.md",\n', 1
+        )
+    )
     build_file = scratch.root / "BUILD"
     text = build_file.read_text()
     assert "\ndeclared_sources()\n" in text
-    build_file.write_text(text.replace(
-        "\ndeclared_sources()\n",
-        '\nfilegroup(name = "sources", srcs = ["pyproject.toml"] + '
-        'glob(["src/lockstep/**/*.py", "src/lockstep/py.typed"]), '
-        'visibility = ["//visibility:public"])\n'))
+    build_file.write_text(
+        text.replace(
+            "\ndeclared_sources()\n",
+            '\nfilegroup(name = "sources", srcs = ["pyproject.toml"] + '
+            'glob(["src/lockstep/**/*.py", "src/lockstep/py.typed"]), '
+            'visibility = ["//visibility:public"])\n',
+        )
+    )
     proc = scratch.build("//images:worker", ok=False)
     assert proc.returncode != 0
     lines = error_lines(proc)
     assert len(lines) == 1, proc.stderr[-3000:]
     assert "'README.md' matches none of the action's declared inputs" in lines[0]
-    cli = lockstep(["build", "all", "--out", str(tmp_path / "out")], cwd=scratch.root,
-                   cache=scratch.cache)
+    cli = lockstep(
+        ["build", "all", "--out", str(tmp_path / "out")], cwd=scratch.root, cache=scratch.cache
+    )
     assert cli.returncode == 0, cli.stderr[-2000:]
 
 
@@ -297,10 +323,10 @@ def test_undeclared_lock_fails_in_the_sandbox(scratch: Workspace) -> None:
 # -- bazel run: load into the engine ------------------------------------------------------
 
 
-def test_load_worker_into_the_engine(workspace: Workspace, bazel_built: dict[str, Any],
-                                     docker_engine: Any) -> None:
-    proc = workspace.bazel("run", "//images:load_worker",
-                           env={"DOCKER_HOST": docker_engine.host})
+def test_load_worker_into_the_engine(
+    workspace: Workspace, bazel_built: dict[str, Any], docker_engine: Any
+) -> None:
+    proc = workspace.bazel("run", "//images:load_worker", env={"DOCKER_HOST": docker_engine.host})
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = bazel_built["images"]["worker"]["config"]
     assert proc.stdout.strip().splitlines()[-1] == config
@@ -324,8 +350,11 @@ def test_describe_is_pyproject_in_starlark(tmp_path: Path) -> None:
     project = load_project(ROOT)
     assert facts["PYTHON"] == "/opt/env/bin/python"
     assert facts["ROLES"] == sorted(project.images) == list(ROLES)
-    flat = [f"{package}/{p}" if package else p
-            for package, patterns in facts["SOURCES"].items() for p in patterns]
+    flat = [
+        f"{package}/{p}" if package else p
+        for package, patterns in facts["SOURCES"].items()
+        for p in patterns
+    ]
     assert sorted(flat) == sorted(project.sources)
     assert facts["PYTHON_LOCK"] == "//images:python.lock.json"
     assert facts["DEBIAN_LOCK"] == "//images:debian.lock.json"
@@ -343,8 +372,9 @@ def test_describe_refuses_what_bazel_would_declare_differently(tmp_path: Path) -
         describe(root, sys.executable)
     (root / "src/lockstep/runtime/BUILD").unlink()
     pyproject = root / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('"src/lockstep/py.typed"',
-                                                       '"src/lockstep/py.type?"'))
+    pyproject.write_text(
+        pyproject.read_text().replace('"src/lockstep/py.typed"', '"src/lockstep/py.type?"')
+    )
     with pytest.raises(BadInput, match=r"Bazel's glob does not support"):
         describe(root, sys.executable)
 

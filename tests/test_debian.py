@@ -51,40 +51,46 @@ PROJECT = load_project(ROOT)
 MIRROR = PROJECT.mirror()
 
 # DESIGN.md §6: the closure of python3.11, first alternatives, no dpkg.
-PYTHON_CLOSURE = sorted(str.split("""
+PYTHON_CLOSURE = sorted(
+    str.split("""
 gcc-12-base libbz2-1.0 libc6 libcom-err2 libcrypt1 libdb5.3 libexpat1 libffi8 libgcc-s1
 libgssapi-krb5-2 libk5crypto3 libkeyutils1 libkrb5-3 libkrb5support0 liblzma5 libncursesw6
 libnsl2 libpython3.11-minimal libpython3.11-stdlib libreadline8 libsqlite3-0 libssl3 libtinfo6
 libtirpc-common libtirpc3 libuuid1 media-types python3.11 python3.11-minimal readline-common
-zlib1g"""))
+zlib1g""")
+)
 
 
 # ------------------------------------------------------------------ versions
 
-@pytest.mark.parametrize("a, b, want", [
-    ("1.0", "1.0", 0),
-    ("1.0", "1.0-0", 0),
-    ("1.0-1", "1.0-2", -1),
-    ("1.0~rc1", "1.0", -1),
-    ("1.0~rc1", "1.0~rc1", 0),
-    ("1.0~~", "1.0~", -1),
-    ("1.0~", "1.0", -1),
-    ("1.0", "1.0a", -1),
-    ("1.0a", "1.0+", -1),  # letters sort before other characters
-    ("1.0+b1", "1.0.1", -1),  # '+' < '.'? no: both non-letters, ord('+') < ord('.')
-    ("1:1.0", "2.0", 1),
-    ("0:1.0", "1.0", 0),
-    ("1.10", "1.9", 1),
-    ("1.002", "1.2", 0),
-    ("2.36-9+deb12u14", "2.36-9+deb12u9", 1),
-    ("3.11.2-6+deb12u9", "3.11.2-6+deb12u8", 1),
-    ("20250419~deb12u2", "20230311+deb12u1", 1),
-    ("3.0.22-1~deb12u2", "3.0.22-1", -1),
-    ("1:1.2.13.dfsg-1", "1.2.13.dfsg-2", 1),
-    ("1.2-3-4", "1.2-3-5", -1),  # revision is after the last hyphen
-    ("a", "b", -1),
-    ("", "0", 0),
-])
+
+@pytest.mark.parametrize(
+    "a, b, want",
+    [
+        ("1.0", "1.0", 0),
+        ("1.0", "1.0-0", 0),
+        ("1.0-1", "1.0-2", -1),
+        ("1.0~rc1", "1.0", -1),
+        ("1.0~rc1", "1.0~rc1", 0),
+        ("1.0~~", "1.0~", -1),
+        ("1.0~", "1.0", -1),
+        ("1.0", "1.0a", -1),
+        ("1.0a", "1.0+", -1),  # letters sort before other characters
+        ("1.0+b1", "1.0.1", -1),  # '+' < '.'? no: both non-letters, ord('+') < ord('.')
+        ("1:1.0", "2.0", 1),
+        ("0:1.0", "1.0", 0),
+        ("1.10", "1.9", 1),
+        ("1.002", "1.2", 0),
+        ("2.36-9+deb12u14", "2.36-9+deb12u9", 1),
+        ("3.11.2-6+deb12u9", "3.11.2-6+deb12u8", 1),
+        ("20250419~deb12u2", "20230311+deb12u1", 1),
+        ("3.0.22-1~deb12u2", "3.0.22-1", -1),
+        ("1:1.2.13.dfsg-1", "1.2.13.dfsg-2", 1),
+        ("1.2-3-4", "1.2-3-5", -1),  # revision is after the last hyphen
+        ("a", "b", -1),
+        ("", "0", 0),
+    ],
+)
 def test_compare_versions(a: str, b: str, want: int) -> None:
     assert compare_versions(a, b) == want
     assert compare_versions(b, a) == -want
@@ -92,11 +98,17 @@ def test_compare_versions(a: str, b: str, want: int) -> None:
 
 # ------------------------------------------------------------------ resolver (offline)
 
+
 def stanza(name: str, version: str = "1.0", arch: str = "amd64", **fields: str) -> str:
-    body = {"Package": name, "Version": version, "Architecture": arch,
-            "Filename": f"pool/main/{name[0]}/{name}/{name}_{version}_{arch}.deb",
-            "Size": "100", "SHA256": hashlib.sha256(name.encode()).hexdigest(),
-            "Description": "demo\n continuation line: not a field"}
+    body = {
+        "Package": name,
+        "Version": version,
+        "Architecture": arch,
+        "Filename": f"pool/main/{name[0]}/{name}/{name}_{version}_{arch}.deb",
+        "Size": "100",
+        "SHA256": hashlib.sha256(name.encode()).hexdigest(),
+        "Description": "demo\n continuation line: not a field",
+    }
     body.update({k.replace("_", "-"): v for k, v in fields.items()})
     return "".join(f"{k}: {v}\n" for k, v in body.items())
 
@@ -119,10 +131,8 @@ def test_resolver_closure_rules() -> None:
         stanza("dpkg"),
         stanza("armonly", arch="arm64"),
     )
-    security = index(stanza("libc6", "2.36-9+deb12u14", Depends="libgcc-s1"),
-                     stanza("liba", "1.9"))
-    lock = resolve_from_indexes({SUITES[0]: main, SUITES[1]: "", SUITES[2]: security},
-                                ["app"])
+    security = index(stanza("libc6", "2.36-9+deb12u14", Depends="libgcc-s1"), stanza("liba", "1.9"))
+    lock = resolve_from_indexes({SUITES[0]: main, SUITES[1]: "", SUITES[2]: security}, ["app"])
     assert lock.names() == ["app", "liba", "libb", "libc6", "libgcc-s1", "multi", "prov-a"]
     assert lock.get("libc6").version == "2.36-9+deb12u14"
     assert lock.get("libc6").archive == "debian-security"
@@ -134,19 +144,26 @@ def test_resolver_closure_rules() -> None:
 
 
 def test_resolver_prefers_a_provider_already_chosen() -> None:
-    main = index(stanza("app", Depends="virt"), stanza("prov-a", Provides="virt"),
-                 stanza("prov-z", Provides="virt"))
+    main = index(
+        stanza("app", Depends="virt"),
+        stanza("prov-a", Provides="virt"),
+        stanza("prov-z", Provides="virt"),
+    )
     lock = resolve_from_indexes({SUITES[0]: main}, ["prov-z", "app"])
     assert lock.names() == ["app", "prov-z"]
 
 
 def test_security_mirror_url() -> None:
-    assert security_mirror("http://deb.debian.org/debian") == \
-        "http://deb.debian.org/debian-security"
-    assert security_mirror("http://127.0.0.1:8080/debian/") == \
-        "http://127.0.0.1:8080/debian-security"
-    assert security_mirror("http://example.invalid/archive/debian/20240101T000000Z") == \
-        "http://example.invalid/archive/debian-security/20240101T000000Z"
+    assert (
+        security_mirror("http://deb.debian.org/debian") == "http://deb.debian.org/debian-security"
+    )
+    assert (
+        security_mirror("http://127.0.0.1:8080/debian/") == "http://127.0.0.1:8080/debian-security"
+    )
+    assert (
+        security_mirror("http://example.invalid/archive/debian/20240101T000000Z")
+        == "http://example.invalid/archive/debian-security/20240101T000000Z"
+    )
 
 
 def test_resolve_reads_the_three_indexes_from_the_mirror(tmp_path: Path) -> None:
@@ -157,13 +174,16 @@ def test_resolve_reads_the_three_indexes_from_the_mirror(tmp_path: Path) -> None
             (SUITES[1], index(stanza("libx", "1.0+b1"))),
             (SUITES[2], index(stanza("libx", "1.0~sec1"))),
         ]:
-            server.put(f"{suite.archive}/dists/{suite.suite}/main/binary-amd64/Packages.xz",
-                       lzma.compress(text.encode()))
+            server.put(
+                f"{suite.archive}/dists/{suite.suite}/main/binary-amd64/Packages.xz",
+                lzma.compress(text.encode()),
+            )
         lock = resolve(server.mirror, ["app"])
         assert lock.get("libx").version == "1.0+b1"
         assert lock.get("libx").suite == "bookworm-updates"
-        (tmp_path / "debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz"
-         ).unlink()
+        (
+            tmp_path / "debian-security/dists/bookworm-security/main/binary-amd64/Packages.xz"
+        ).unlink()
         with pytest.raises(ServiceFailed, match="debian-security/dists/bookworm-security"):
             resolve(server.mirror, ["app"])
     finally:
@@ -180,10 +200,21 @@ def test_unreachable_mirror_is_a_service_failure_naming_the_url() -> None:
 
 # ------------------------------------------------------------------ lock file
 
+
 def sample_lock() -> DebianLock:
-    pkgs = tuple(DebPackage(n, "1.0-1", "amd64", "debian", "bookworm",
-                            f"pool/main/{n[0]}/{n}/{n}_1.0-1_amd64.deb", 1234,
-                            hashlib.sha256(n.encode()).hexdigest()) for n in ("zlib1g", "libc6"))
+    pkgs = tuple(
+        DebPackage(
+            n,
+            "1.0-1",
+            "amd64",
+            "debian",
+            "bookworm",
+            f"pool/main/{n[0]}/{n}/{n}_1.0-1_amd64.deb",
+            1234,
+            hashlib.sha256(n.encode()).hexdigest(),
+        )
+        for n in ("zlib1g", "libc6")
+    )
     return DebianLock(packages=tuple(sorted(pkgs, key=lambda p: p.name)), roots=("libc6",))
 
 
@@ -202,14 +233,16 @@ def test_lock_round_trip_is_stable(tmp_path: Path) -> None:
     assert lock.digest.startswith("sha256:")
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (None, "cannot read"),
-    (b"{not json", "not valid JSON"),
-    (b"[]", "not a JSON object"),
-    (b'{"schema": "other"}', "schema"),
-])
-def test_bad_lock_file_is_bad_input(tmp_path: Path, content: bytes | None,
-                                    fragment: str) -> None:
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "cannot read"),
+        (b"{not json", "not valid JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"schema": "other"}', "schema"),
+    ],
+)
+def test_bad_lock_file_is_bad_input(tmp_path: Path, content: bytes | None, fragment: str) -> None:
     path = tmp_path / "debian.lock.json"
     if content is not None:
         path.write_bytes(content)
@@ -220,12 +253,19 @@ def test_bad_lock_file_is_bad_input(tmp_path: Path, content: bytes | None,
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("field, value", [
-    ("sha256", "abc"), ("size", -1), ("size", "12"), ("filename", "../../etc/passwd"),
-    ("name", ""),
-])
-def test_lock_with_a_bad_package_field_is_bad_input(tmp_path: Path, field: str,
-                                                    value: object) -> None:
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("sha256", "abc"),
+        ("size", -1),
+        ("size", "12"),
+        ("filename", "../../etc/passwd"),
+        ("name", ""),
+    ],
+)
+def test_lock_with_a_bad_package_field_is_bad_input(
+    tmp_path: Path, field: str, value: object
+) -> None:
     data = sample_lock().to_dict()
     data["packages"][0][field] = value
     path = tmp_path / "debian.lock.json"
@@ -244,25 +284,29 @@ def test_committed_lock_matches_the_project() -> None:
 
 # ------------------------------------------------------------------ unpacking
 
+
 def entries_by_path(deb: bytes, name: str = "demo") -> dict[str, Entry]:
     return {e.path: e for e in deb_entries(name, deb)}
 
 
 def test_deb_entries_usr_merge_links_and_hardlinks() -> None:
-    deb = make_deb([
-        M("./lib/", "dir", mode=0o755),
-        M("./lib/x86_64-linux-gnu/libdemo.so.1.0", data=b"ELF", mode=0o644),
-        M("./lib/x86_64-linux-gnu/libdemo.so.1", "symlink", target="libdemo.so.1.0"),
-        M("./lib64/ld-demo.so", "symlink", target="/lib/x86_64-linux-gnu/libdemo.so.1.0"),
-        M("./bin/demo", data=b"#!/bin/sh\n", mode=0o755),
-        M("./bin/up", "symlink", target="../usr/share/demo"),
-        M("./usr/bin/demo2", "hardlink", target="./bin/demo"),
-        M("./usr/lib/ssl/certs", "symlink", target="/etc/ssl/certs"),
-        M("./usr/share/demo/dot", "symlink", target="."),
-    ])
+    deb = make_deb(
+        [
+            M("./lib/", "dir", mode=0o755),
+            M("./lib/x86_64-linux-gnu/libdemo.so.1.0", data=b"ELF", mode=0o644),
+            M("./lib/x86_64-linux-gnu/libdemo.so.1", "symlink", target="libdemo.so.1.0"),
+            M("./lib64/ld-demo.so", "symlink", target="/lib/x86_64-linux-gnu/libdemo.so.1.0"),
+            M("./bin/demo", data=b"#!/bin/sh\n", mode=0o755),
+            M("./bin/up", "symlink", target="../usr/share/demo"),
+            M("./usr/bin/demo2", "hardlink", target="./bin/demo"),
+            M("./usr/lib/ssl/certs", "symlink", target="/etc/ssl/certs"),
+            M("./usr/share/demo/dot", "symlink", target="."),
+        ]
+    )
     got = entries_by_path(deb)
-    assert got["usr/lib/x86_64-linux-gnu/libdemo.so.1.0"] == \
-        Entry.file("usr/lib/x86_64-linux-gnu/libdemo.so.1.0", b"ELF")
+    assert got["usr/lib/x86_64-linux-gnu/libdemo.so.1.0"] == Entry.file(
+        "usr/lib/x86_64-linux-gnu/libdemo.so.1.0", b"ELF"
+    )
     assert got["usr/lib/x86_64-linux-gnu/libdemo.so.1"].target == "libdemo.so.1.0"
     assert got["usr/lib64/ld-demo.so"].target == "../lib/x86_64-linux-gnu/libdemo.so.1.0"
     assert got["usr/bin/up"].target == "../share/demo"  # was bin/../usr/share/demo
@@ -275,21 +319,30 @@ def test_deb_entries_usr_merge_links_and_hardlinks() -> None:
     assert list(got) == sorted(got)
 
 
-@pytest.mark.parametrize("members, member", [
-    ([M("./../etc/passwd", data=b"x")], "./../etc/passwd"),
-    ([M("./usr/../../etc/passwd", data=b"x")], "./usr/../../etc/passwd"),
-    ([M("/etc/passwd", data=b"x")], "/etc/passwd"),
-    ([M("./usr/lib/evil", "symlink", target="../../../../etc")], "./usr/lib/evil"),
-    ([M("./evil", "symlink", target="..")], "./evil"),
-    ([M("./usr/share/link", "symlink", target="../lib"),
-      M("./usr/share/link/x.so", data=b"x")], "./usr/share/link/x.so"),
-    ([M("./lib", "symlink", target="usr/lib"), M("./lib/x.so", data=b"x")], "./lib/x.so"),
-    ([M("./dev/null", "chardev")], "./dev/null"),
-    ([M("./run/fifo", "fifo")], "./run/fifo"),
-    ([M("./usr/bin/x", "hardlink", target="./usr/bin/missing")], "./usr/bin/x"),
-])
-def test_unsafe_members_are_refused_naming_package_and_member(members: list[M],
-                                                              member: str) -> None:
+@pytest.mark.parametrize(
+    "members, member",
+    [
+        ([M("./../etc/passwd", data=b"x")], "./../etc/passwd"),
+        ([M("./usr/../../etc/passwd", data=b"x")], "./usr/../../etc/passwd"),
+        ([M("/etc/passwd", data=b"x")], "/etc/passwd"),
+        ([M("./usr/lib/evil", "symlink", target="../../../../etc")], "./usr/lib/evil"),
+        ([M("./evil", "symlink", target="..")], "./evil"),
+        (
+            [
+                M("./usr/share/link", "symlink", target="../lib"),
+                M("./usr/share/link/x.so", data=b"x"),
+            ],
+            "./usr/share/link/x.so",
+        ),
+        ([M("./lib", "symlink", target="usr/lib"), M("./lib/x.so", data=b"x")], "./lib/x.so"),
+        ([M("./dev/null", "chardev")], "./dev/null"),
+        ([M("./run/fifo", "fifo")], "./run/fifo"),
+        ([M("./usr/bin/x", "hardlink", target="./usr/bin/missing")], "./usr/bin/x"),
+    ],
+)
+def test_unsafe_members_are_refused_naming_package_and_member(
+    members: list[M], member: str
+) -> None:
     with pytest.raises(BadInput) as err:
         deb_entries("evilpkg", make_deb(members))
     msg = str(err.value)
@@ -304,6 +357,7 @@ def test_not_a_deb_is_refused() -> None:
 
 # ------------------------------------------------------------------ fetch (loopback mirror)
 
+
 @dataclass
 class Served:
     server: LoopbackMirror
@@ -317,17 +371,33 @@ def served(tmp_path: Path) -> Iterator[Served]:
     server = LoopbackMirror(tmp_path / "www")
     debs: dict[str, bytes] = {}
     pkgs = []
-    for name, archive, suite in [("alpha", "debian", "bookworm"),
-                                 ("beta", "debian-security", "bookworm-security")]:
+    for name, archive, suite in [
+        ("alpha", "debian", "bookworm"),
+        ("beta", "debian-security", "bookworm-security"),
+    ]:
         data = make_deb([M(f"./usr/share/{name}/file", data=name.encode() * 100)])
         filename = f"pool/main/{name[0]}/{name}/{name}_1.0_all.deb"
         server.put(f"{archive}/{filename}", data)
         debs[name] = data
-        pkgs.append(DebPackage(name, "1:1.0", "all", archive, suite, filename, len(data),
-                               hashlib.sha256(data).hexdigest()))
+        pkgs.append(
+            DebPackage(
+                name,
+                "1:1.0",
+                "all",
+                archive,
+                suite,
+                filename,
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+            )
+        )
     try:
-        yield Served(server, DebianLock(tuple(pkgs), roots=("alpha", "beta")), debs,
-                     Cache(tmp_path / "cache"))
+        yield Served(
+            server,
+            DebianLock(tuple(pkgs), roots=("alpha", "beta")),
+            debs,
+            Cache(tmp_path / "cache"),
+        )
     finally:
         server.stop()
 
@@ -400,6 +470,7 @@ def test_missing_deb_says_to_relock(served: Served) -> None:
 
 # ------------------------------------------------------------------ the real mirror
 
+
 @pytest.fixture(scope="module")
 def online() -> str:
     require(mirror_reachable(MIRROR), f"the Debian mirror {MIRROR} is not reachable")
@@ -418,7 +489,11 @@ def test_python311_closure_is_the_31_packages(indexes: dict[Suite, str]) -> None
     assert resolve_from_indexes(indexes, ["python3.11"]).names() == PYTHON_CLOSURE
     everything = resolve_from_indexes(indexes, list(PROJECT.debian_packages))
     assert set(everything.names()) - set(PYTHON_CLOSURE) == {
-        "ca-certificates", "libc-bin", "openssl", "tzdata"}
+        "ca-certificates",
+        "libc-bin",
+        "openssl",
+        "tzdata",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -444,21 +519,27 @@ def staged(real_base: list[Entry], tmp_path_factory: pytest.TempPathFactory) -> 
     return StagedPython(root)
 
 
-def test_base_layer_is_reproducible_and_small(real_base: list[Entry],
-                                              real_debs: dict[str, bytes]) -> None:
+def test_base_layer_is_reproducible_and_small(
+    real_base: list[Entry], real_debs: dict[str, bytes]
+) -> None:
     first = make_layer(real_base)
     again = make_layer(base_entries(read_lock(PROJECT.debian_lock), dict(real_debs)))
     assert first.digest == again.digest and first.diff_id == again.diff_id
     assert 12_000_000 < first.size < 22_000_000, first.size
     paths = {e.path for e in real_base}
     assert not any(p.startswith(("usr/share/man/", "usr/share/info/")) for p in paths)
-    assert all(e.path.endswith("/copyright") for e in real_base
-               if e.path.startswith("usr/share/doc/") and e.kind != "dir")
-    libc_bin = {e.path for e in deb_entries("libc-bin", real_debs["libc-bin"])
-                if e.kind != "dir"}
+    assert all(
+        e.path.endswith("/copyright")
+        for e in real_base
+        if e.path.startswith("usr/share/doc/") and e.kind != "dir"
+    )
+    libc_bin = {e.path for e in deb_entries("libc-bin", real_debs["libc-bin"]) if e.kind != "dir"}
     kept = libc_bin & paths
-    assert kept and all(p.startswith("usr/lib/locale/C.utf8/") for p in kept
-                        if p != "usr/share/doc/libc-bin/copyright"), kept
+    assert kept and all(
+        p.startswith("usr/lib/locale/C.utf8/")
+        for p in kept
+        if p != "usr/share/doc/libc-bin/copyright"
+    ), kept
     assert "usr/lib/locale/C.utf8/LC_CTYPE" in paths
     assert not any(p.startswith(("bin/", "lib/", "lib64/", "sbin/")) for p in paths)
     by_path = {e.path: e for e in real_base}
@@ -496,8 +577,11 @@ print(json.dumps({
     assert facts["paris"] == 7200
     assert facts["cas"] > 100
     assert facts["loop"] == "ok" and facts["encoding"] == "utf-8"
-    maps = staged.run(["-c", "import ssl, sqlite3; print(open('/proc/self/maps').read())"],
-                      capture_output=True, text=True).stdout
+    maps = staged.run(
+        ["-c", "import ssl, sqlite3; print(open('/proc/self/maps').read())"],
+        capture_output=True,
+        text=True,
+    ).stdout
     libs = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
     assert libs and all(lib.startswith(root) for lib in libs), libs
 
@@ -515,14 +599,16 @@ def test_materialised_base_files(staged: StagedPython) -> None:
     assert "localhost" in (root / "etc/hosts").read_text()
     assert os.readlink(root / "bin") == "usr/bin"
     # Absolute targets were rewritten to relative ones that resolve inside the root.
-    assert (root / "usr/lib/ssl/cert.pem").resolve() == \
-        (root / "etc/ssl/certs/ca-certificates.crt").resolve()
+    assert (root / "usr/lib/ssl/cert.pem").resolve() == (
+        root / "etc/ssl/certs/ca-certificates.crt"
+    ).resolve()
     assert (root / "usr/lib64/ld-linux-x86-64.so.2").resolve().is_relative_to(root.resolve())
     assert (root / "var/lib/dpkg/status.d/libc6").read_text().startswith("Package: libc6\n")
 
 
-def test_pycs_are_deterministic_and_name_image_paths(staged: StagedPython,
-                                                     real_base: list[Entry]) -> None:
+def test_pycs_are_deterministic_and_name_image_paths(
+    staged: StagedPython, real_base: list[Entry]
+) -> None:
     first = compile_pycs(staged, real_base)
     second = compile_pycs(staged, list(reversed(real_base)))  # another temp dir, other order
     assert first == second
@@ -536,21 +622,30 @@ def test_pycs_are_deterministic_and_name_image_paths(staged: StagedPython,
     # A subset, compiled alone, gives the same bytes as in the full batch.
     subset = [e for e in sources if "/asyncio/" in e.path]
     alone = {e.path: e for e in compile_pycs(staged, subset)}
-    assert alone and all(pyc_entry == {e.path: e for e in first}[p]
-                         for p, pyc_entry in alone.items())
+    assert alone and all(
+        pyc_entry == {e.path: e for e in first}[p] for p, pyc_entry in alone.items()
+    )
 
 
 def test_broken_sources_are_skipped(staged: StagedPython) -> None:
-    out = compile_pycs(staged, [Entry.file("app/good.py", b"x = 1\n"),
-                                Entry.file("app/py2.py", b"print 'hello'\n"),
-                                Entry.file("app/data.txt", b"x"),
-                                Entry.symlink("app/alias.py", "good.py")])
-    assert sorted(e.path for e in out) == ["app/__pycache__/alias.cpython-311.pyc",
-                                           "app/__pycache__/good.cpython-311.pyc"]
+    out = compile_pycs(
+        staged,
+        [
+            Entry.file("app/good.py", b"x = 1\n"),
+            Entry.file("app/py2.py", b"print 'hello'\n"),
+            Entry.file("app/data.txt", b"x"),
+            Entry.symlink("app/alias.py", "good.py"),
+        ],
+    )
+    assert sorted(e.path for e in out) == [
+        "app/__pycache__/alias.cpython-311.pyc",
+        "app/__pycache__/good.cpython-311.pyc",
+    ]
 
 
-def test_image_python_uses_the_pycs(real_base: list[Entry], staged: StagedPython,
-                                    tmp_path: Path) -> None:
+def test_image_python_uses_the_pycs(
+    real_base: list[Entry], staged: StagedPython, tmp_path: Path
+) -> None:
     pycs = compile_pycs(staged, real_base)
     root = tmp_path / "root"
     materialize([*real_base, *pycs], root)
@@ -558,8 +653,9 @@ def test_image_python_uses_the_pycs(real_base: list[Entry], staged: StagedPython
     source = root / "usr/lib/python3.11/json/__init__.py"
     source.chmod(0o644)
     source.write_text("raise SystemExit('source was read')\n")
-    proc = StagedPython(root).run(["-c", "import json, asyncio; print(json.dumps([1]))"],
-                                  capture_output=True, text=True)
+    proc = StagedPython(root).run(
+        ["-c", "import json, asyncio; print(json.dumps([1]))"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[1]"
     assert not any(root.rglob("*.pyc.*"))  # nothing written into the root

@@ -93,8 +93,12 @@ def test_two_clones_two_environments_same_digests(built: Built, tmp_path: Path) 
             os.utime(path, (t, t))
     old_umask = os.umask(0o077)
     try:
-        second = build(other, tmp_path / "out", tmp_path / "empty-cache",
-                       env={"TZ": "Pacific/Chatham", "LANG": "de_DE.UTF-8", "LC_ALL": "C"})
+        second = build(
+            other,
+            tmp_path / "out",
+            tmp_path / "empty-cache",
+            env={"TZ": "Pacific/Chatham", "LANG": "de_DE.UTF-8", "LC_ALL": "C"},
+        )
     finally:
         os.umask(old_umask)
     assert second.build_id == built.build_id
@@ -129,14 +133,17 @@ def test_stamp_changes_only_manifest_layer_and_config(built: Built, tmp_path: Pa
     b = oci.read_archive(stamped.path("worker"))
     assert a.manifest["layers"][:3] == b.manifest["layers"][:3]
     assert a.manifest["layers"][3] != b.manifest["layers"][3]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=built.root, capture_output=True,
-                          text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=built.root, capture_output=True, text=True, check=True
+    ).stdout.strip()
     labels = b.config["config"]["Labels"]
     assert labels["org.opencontainers.image.revision"] == head
-    proc = lockstep(["inspect", str(stamped.path("worker")), "--json"], cwd=ROOT,
-                    cache=built.cache)
-    assert json.loads(proc.stdout)["manifest"]["stamp"] == {"commit": head, "tag": None,
-                                                            "dirty": False}
+    proc = lockstep(["inspect", str(stamped.path("worker")), "--json"], cwd=ROOT, cache=built.cache)
+    assert json.loads(proc.stdout)["manifest"]["stamp"] == {
+        "commit": head,
+        "tag": None,
+        "dirty": False,
+    }
 
 
 # -- independent readers ----------------------------------------------------------------
@@ -146,15 +153,20 @@ def test_skopeo_reads_our_digests(built: Built) -> None:
     require(shutil.which("skopeo") is not None, "skopeo is not installed (Debian package skopeo)")
     for role in ("runner", "worker"):
         ref = f"oci-archive:{built.path(role)}"
-        raw = subprocess.run(["skopeo", "inspect", "--raw", ref], capture_output=True,
-                             check=True).stdout
+        raw = subprocess.run(
+            ["skopeo", "inspect", "--raw", ref], capture_output=True, check=True
+        ).stdout
         assert sha256(raw) == built.digest(role)
-        info = json.loads(subprocess.run(["skopeo", "inspect", ref], capture_output=True,
-                                         text=True, check=True).stdout)
+        info = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", ref], capture_output=True, text=True, check=True
+            ).stdout
+        )
         assert info["Digest"] == built.digest(role)
         assert info["Labels"]["io.lockstep.build-id"] == built.build_id
-        config = subprocess.run(["skopeo", "inspect", "--config", "--raw", ref],
-                                capture_output=True, check=True).stdout
+        config = subprocess.run(
+            ["skopeo", "inspect", "--config", "--raw", ref], capture_output=True, check=True
+        ).stdout
         assert sha256(config) == built.config(role)
 
 
@@ -165,13 +177,18 @@ def test_umoci_unpacks_and_verifies(built: Built, tmp_path: Path) -> None:
     with tarfile.open(built.path("worker")) as tar:
         tar.extractall(layout, filter="data")
     ref = json.loads((layout / "index.json").read_text())["manifests"][0]["annotations"][
-        oci.REF_NAME]
-    stat = subprocess.run(["umoci", "stat", "--image", f"{layout}:{ref}", "--json"],
-                          capture_output=True, text=True)
+        oci.REF_NAME
+    ]
+    stat = subprocess.run(
+        ["umoci", "stat", "--image", f"{layout}:{ref}", "--json"], capture_output=True, text=True
+    )
     assert stat.returncode == 0, stat.stderr
     bundle = tmp_path / "bundle"
-    proc = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:{ref}",
-                           str(bundle)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:{ref}", str(bundle)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((bundle / "rootfs/etc/lockstep/manifest.json").read_text())
     assert manifest["build_id"] == built.build_id
@@ -183,8 +200,12 @@ def test_umoci_unpacks_and_verifies(built: Built, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def loaded(built: Built, docker_engine: Any) -> Iterator[Any]:
-    proc = lockstep(["load", str(built.path("worker"))], cwd=ROOT, cache=built.cache,
-                    env={"DOCKER_HOST": docker_engine.host})
+    proc = lockstep(
+        ["load", str(built.path("worker"))],
+        cwd=ROOT,
+        cache=built.cache,
+        env={"DOCKER_HOST": docker_engine.host},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == built.config("worker")
     yield docker_engine
@@ -198,9 +219,16 @@ def test_docker_load_reports_the_config_digest(built: Built, loaded: Any) -> Non
 
 def test_worker_self_check_in_a_locked_down_container(built: Built, loaded: Any) -> None:
     out = loaded.client.containers.run(
-        built.config("worker"), entrypoint=["/usr/bin/python3.11", "-m", "lockstep"],
-        command=["self-check"], read_only=True, tmpfs={"/tmp": ""}, user="65532",
-        network_mode="none", remove=True, stdout=True, stderr=True,
+        built.config("worker"),
+        entrypoint=["/usr/bin/python3.11", "-m", "lockstep"],
+        command=["self-check"],
+        read_only=True,
+        tmpfs={"/tmp": ""},
+        user="65532",
+        network_mode="none",
+        remove=True,
+        stdout=True,
+        stderr=True,
     )
     manifest = json.loads(out)
     assert manifest["build_id"] == built.build_id
@@ -221,8 +249,13 @@ def test_base_runs_python_with_its_promises(built: Built, loaded: Any) -> None:
         "print(sys.version.split()[0], os.getuid())\n"
     )
     out = loaded.client.containers.run(
-        built.config("worker"), entrypoint=["/usr/bin/python3.11", "-c", script],
-        read_only=True, tmpfs={"/tmp": ""}, user="65532", network_mode="none", remove=True,
+        built.config("worker"),
+        entrypoint=["/usr/bin/python3.11", "-c", script],
+        read_only=True,
+        tmpfs={"/tmp": ""},
+        user="65532",
+        network_mode="none",
+        remove=True,
     )
     assert out.decode().split() == ["3.11.2", "65532"]
 
@@ -242,10 +275,13 @@ def failing_build(root: Path, out: Path, cache: Path) -> str:
 def test_executor_that_does_not_import_fails_the_build(built: Built, tmp_path: Path) -> None:
     src = clone(tmp_path / "bogus")
     pyproject = src / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace(
-        'cold = "lockstep.runtime.executors.cold:ColdExecutor"',
-        'cold = "lockstep.runtime.executors.cold:ColdExecutor"\n'
-        'bogus = "lockstep.runtime.executors.bogus:Bogus"'))
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            'cold = "lockstep.runtime.executors.cold:ColdExecutor"',
+            'cold = "lockstep.runtime.executors.cold:ColdExecutor"\n'
+            'bogus = "lockstep.runtime.executors.bogus:Bogus"',
+        )
+    )
     line = failing_build(src, tmp_path / "out", built.cache)
     assert "'bogus'" in line and "does not import" in line
 
@@ -257,8 +293,12 @@ def test_missing_lock_and_missing_input(built: Built, tmp_path: Path) -> None:
     assert "python.lock.json" in line and "lockstep lock python" in line
     src2 = clone(tmp_path / "noinput")
     pyproject = src2 / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace(
-        '"images/complete-platform.json",', '"images/complete-platform.json", "images/gone.txt",'))
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            '"images/complete-platform.json",',
+            '"images/complete-platform.json", "images/gone.txt",',
+        )
+    )
     line = failing_build(src2, tmp_path / "out2", built.cache)
     assert "images/gone.txt" in line
 
@@ -277,8 +317,12 @@ def test_tampered_deb_in_cache_is_refused(built: Built, tmp_path: Path) -> None:
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    proc = lockstep(["build", "all", "--out", str(tmp_path / "out")], cwd=built.root, cache=cache,
-                    env={"LOCKSTEP_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"})
+    proc = lockstep(
+        ["build", "all", "--out", str(tmp_path / "out")],
+        cwd=built.root,
+        cache=cache,
+        env={"LOCKSTEP_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"},
+    )
     assert proc.returncode in (1, 2, 3), proc.stderr
     assert victim["name"] in proc.stderr
     assert not (tmp_path / "out").exists()

@@ -61,8 +61,12 @@ def test_escaping_paths_are_refused(path: str) -> None:
 def test_archive_round_trip(tmp_path: Path) -> None:
     layer = make_layer(ENTRIES)
     ref = oci.LayerRef.of(layer)
-    image = oci.make_image(layers=[ref], entrypoint=["/usr/bin/tool"],
-                           env={"A": "1"}, labels={"io.lockstep.role": "worker"})
+    image = oci.make_image(
+        layers=[ref],
+        entrypoint=["/usr/bin/tool"],
+        env={"A": "1"},
+        labels={"io.lockstep.role": "worker"},
+    )
     path = tmp_path / "img.tar"
     oci.write_archive(path, image, {layer.digest: layer.blob}, "1", ["x:1"])
     first = path.read_bytes()

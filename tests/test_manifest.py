@@ -10,16 +10,27 @@ import pytest
 from lockstep.errors import BadInput
 from lockstep.manifest import BuildManifest, Stamp, canonical_json, compute_build_id, load_manifest
 
-INPUTS = {"sources": "sha256:aa", "python_lock": "sha256:bb", "debian_lock": "sha256:cc",
-          "builder": "lockstep-build/1"}
+INPUTS = {
+    "sources": "sha256:aa",
+    "python_lock": "sha256:bb",
+    "debian_lock": "sha256:cc",
+    "builder": "lockstep-build/1",
+}
 # Written by hand, not by the code under test: keys sorted, no whitespace.
-CANONICAL = ('{"builder":"lockstep-build/1","debian_lock":"sha256:cc",'
-             '"python_lock":"sha256:bb","sources":"sha256:aa"}')
+CANONICAL = (
+    '{"builder":"lockstep-build/1","debian_lock":"sha256:cc",'
+    '"python_lock":"sha256:bb","sources":"sha256:aa"}'
+)
 
 
 def make(**kw: object) -> BuildManifest:
-    args: dict[str, object] = dict(name="lockstep", version="0.1.0", inputs=INPUTS,
-                                   executors=("isolated_warm", "cold", "direct"), python="3.11.2")
+    args: dict[str, object] = dict(
+        name="lockstep",
+        version="0.1.0",
+        inputs=INPUTS,
+        executors=("isolated_warm", "cold", "direct"),
+        python="3.11.2",
+    )
     args.update(kw)
     return BuildManifest(**args)  # type: ignore[arg-type]
 
@@ -53,14 +64,17 @@ def test_round_trip_through_json() -> None:
     assert m.to_json() == canonical_json(data)
 
 
-@pytest.mark.parametrize("change, what", [
-    ({"build_id": "sha256:" + "0" * 64}, "does not match its inputs"),
-    ({"schema": "other/v9"}, "schema"),
-    ({"executors": "cold"}, "executors"),
-    ({"inputs": {"sources": "sha256:aa"}}, "inputs"),
-    ({"version": 1}, "version"),
-    ({"stamp": {"commit": 1}}, "stamp"),
-])
+@pytest.mark.parametrize(
+    "change, what",
+    [
+        ({"build_id": "sha256:" + "0" * 64}, "does not match its inputs"),
+        ({"schema": "other/v9"}, "schema"),
+        ({"executors": "cold"}, "executors"),
+        ({"inputs": {"sources": "sha256:aa"}}, "inputs"),
+        ({"version": 1}, "version"),
+        ({"stamp": {"commit": 1}}, "stamp"),
+    ],
+)
 def test_corrupt_manifests_are_refused(change: dict[str, object], what: str) -> None:
     data = json.loads(make().to_json())
     data.update(change)

@@ -34,8 +34,11 @@ SITE = py.SITE_DIR + "/"
 
 def _index_reachable() -> bool:
     try:
-        ctx = ssl.create_default_context(cafile="/etc/ssl/certs/ca-certificates.crt") \
-            if Path("/etc/ssl/certs/ca-certificates.crt").exists() else None
+        ctx = (
+            ssl.create_default_context(cafile="/etc/ssl/certs/ca-certificates.crt")
+            if Path("/etc/ssl/certs/ca-certificates.crt").exists()
+            else None
+        )
         with urllib.request.urlopen(py.INDEX_URL + "distributed/", timeout=10, context=ctx):
             return True
     except OSError:
@@ -64,8 +67,11 @@ def shared_cache(index: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def installs(shared_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installs]:
     """One cold install (fresh cache, umask 077), then one warm (shared cache, umask 022)."""
-    fresh = tmp_path_factory.mktemp("cold-cache") if os.environ.get("LOCKSTEP_CACHE_DIR") \
+    fresh = (
+        tmp_path_factory.mktemp("cold-cache")
+        if os.environ.get("LOCKSTEP_CACHE_DIR")
         else shared_cache
+    )
     assert not py.pex_root(fresh).exists()
     old = os.umask(0o077)
     try:
@@ -122,20 +128,28 @@ def test_committed_platform_is_the_image_python_without_host_facts() -> None:
 def test_lock_digest() -> None:
     assert py.lock_digest(LOCK) == py.digest_bytes(LOCK.read_bytes())
     assert py.digest_bytes(b"") == (
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
     with pytest.raises(BadInput, match="lockstep lock python"):
         py.lock_digest(ROOT / "no-such.lock.json")
 
 
 def test_normalize_platform_drops_path_and_kernel() -> None:
-    inspected = {"path": "/somewhere/bin/python3.11",
-                 "compatible_tags": ["cp311-cp311-linux_x86_64", "py3-none-any",
-                                     "cp311-cp311-linux_x86_64"],
-                 "marker_environment": {"sys_platform": "linux", "platform_release": "6.1.0",
-                                        "platform_version": "#1 SMP", "os_name": "posix"}}
+    inspected = {
+        "path": "/somewhere/bin/python3.11",
+        "compatible_tags": ["cp311-cp311-linux_x86_64", "py3-none-any", "cp311-cp311-linux_x86_64"],
+        "marker_environment": {
+            "sys_platform": "linux",
+            "platform_release": "6.1.0",
+            "platform_version": "#1 SMP",
+            "os_name": "posix",
+        },
+    }
     out = py.normalize_platform(inspected)
-    assert out == {"marker_environment": {"os_name": "posix", "sys_platform": "linux"},
-                   "compatible_tags": ["cp311-cp311-linux_x86_64", "py3-none-any"]}
+    assert out == {
+        "marker_environment": {"os_name": "posix", "sys_platform": "linux"},
+        "compatible_tags": ["cp311-cp311-linux_x86_64", "py3-none-any"],
+    }
     with pytest.raises(ServiceFailed):
         py.normalize_platform({"path": "x"})
 
@@ -151,8 +165,9 @@ def _lock_with(tmp_path: Path, edit: str) -> Path:
     elif edit == "no-hash":
         art["algorithm"] = "md5"
     elif edit == "sha256":
-        art["hash"] = art["hash"][:-6] + ("000000" if not art["hash"].endswith("000000")
-                                          else "111111")
+        art["hash"] = art["hash"][:-6] + (
+            "000000" if not art["hash"].endswith("000000") else "111111"
+        )
     path = tmp_path / "python.lock.json"
     path.write_text(json.dumps(data))
     return path
@@ -173,10 +188,12 @@ def test_malformed_lock_is_bad_input(tmp_path: Path) -> None:
         py.install_entries(bad, PLATFORM, tmp_path / "cache")
 
 
-@pytest.mark.parametrize(("edit", "message"), [("file-url", "is not https"),
-                                                ("no-hash", "has no sha256")])
-def test_lock_with_local_url_or_without_sha256_is_refused(tmp_path: Path, edit: str,
-                                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "message"), [("file-url", "is not https"), ("no-hash", "has no sha256")]
+)
+def test_lock_with_local_url_or_without_sha256_is_refused(
+    tmp_path: Path, edit: str, message: str
+) -> None:
     with pytest.raises(BadInput, match=message):
         py.install_entries(_lock_with(tmp_path, edit), PLATFORM, tmp_path / "cache")
 
@@ -188,8 +205,12 @@ def test_missing_platform_is_bad_input(tmp_path: Path) -> None:
 
 def test_pex_errors_become_one_line() -> None:
     log = Path("/cache/logs/x.log")
-    err = py.pex_error("venv create", "1. toolz 1.2 from https://x/toolz.whl\n    Expected sha256 "
-                       "hash of aaaa when downloading toolz but hashed to bbbb.", log)
+    err = py.pex_error(
+        "venv create",
+        "1. toolz 1.2 from https://x/toolz.whl\n    Expected sha256 "
+        "hash of aaaa when downloading toolz but hashed to bbbb.",
+        log,
+    )
     assert isinstance(err, CheckFailed) and "\n" not in str(err)
     assert "toolz" in str(err) and "aaaa" in str(err) and "lockstep lock python" in str(err)
     err = py.pex_error("lock create", "ERROR: No matching distribution found for nope==9", log)
@@ -199,8 +220,15 @@ def test_pex_errors_become_one_line() -> None:
 
 
 def test_pex_env_ignores_host_pip_config(tmp_path: Path) -> None:
-    env = py.pex_env(tmp_path, {"PIP_FIND_LINKS": "/opt/wheels", "PEX_PYTHON": "x",
-                                "PIP_EXTRA_INDEX_URL": "file:///opt/pypi/simple", "HOME": "/h"})
+    env = py.pex_env(
+        tmp_path,
+        {
+            "PIP_FIND_LINKS": "/opt/wheels",
+            "PEX_PYTHON": "x",
+            "PIP_EXTRA_INDEX_URL": "file:///opt/pypi/simple",
+            "HOME": "/h",
+        },
+    )
     assert env["PIP_CONFIG_FILE"] == os.devnull
     assert env["PEX_IGNORE_RCFILES"] == "true"
     assert env["PEX_ROOT"] == str(tmp_path / "pex")
@@ -220,7 +248,7 @@ def test_install_contents(installs: Installs) -> None:
     entries = installs.warm
     paths = {e.path for e in entries}
     assert all(p.startswith(SITE) for p in paths)
-    rel = {p[len(SITE):] for p in paths}
+    rel = {p[len(SITE) :] for p in paths}
     tops = {r.split("/")[0] for r in rel}
     for name in ("distributed", "dask", "tornado", "msgpack"):
         assert name in tops
@@ -234,7 +262,7 @@ def test_install_contents(installs: Installs) -> None:
         assert e.kind == "file" and e.mode in (0o644, 0o755), (e.path, oct(e.mode))
         if e.path.endswith("/RECORD"):
             assert b"bin/" not in e.data
-    sos = {r: e for e in entries if (r := e.path[len(SITE):]).endswith(".so")}
+    sos = {r: e for e in entries if (r := e.path[len(SITE) :]).endswith(".so")}
     assert "msgpack/_cmsgpack.cpython-311-x86_64-linux-gnu.so" in sos
     assert any(r.startswith("tornado/") for r in sos)
     for r, e in sos.items():
@@ -293,8 +321,7 @@ def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: P
     assert any(w.project == "distributed" and w.version == "2026.8.0" for w in wheels)
     assert all(w.url.startswith("https://") for w in wheels)
     data = json.loads(raw)
-    assert data["locked_resolves"][0]["platform_tag"] == ["cp311", "cp311",
-                                                          "manylinux_2_36_x86_64"]
+    assert data["locked_resolves"][0]["platform_tag"] == ["cp311", "cp311", "manylinux_2_36_x86_64"]
 
 
 def test_missing_pex_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -54,11 +54,16 @@ def auth_entry(user: str, password: str) -> dict[str, str]:
     return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def release(root: Path, cache: Path, registry: str, *extra: str,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def release(
+    root: Path, cache: Path, registry: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**docker_config(root.parent / "docker"), **(env or {})}
-    return lockstep(["release", VERSION, "--registry", registry, "--json", *extra], cwd=root,
-                    cache=cache, env=full_env)
+    return lockstep(
+        ["release", VERSION, "--registry", registry, "--json", *extra],
+        cwd=root,
+        cache=cache,
+        env=full_env,
+    )
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -86,9 +91,14 @@ def skopeo(*args: str) -> str:
 def blob_uploads(registry: OciRegistry, repo: str) -> int:
     """Completed blob uploads into ``repo`` according to the registry's own log."""
     log = registry.log_path.read_text(errors="replace")
-    return sum(1 for line in log.splitlines()
-               if "http.request.method=PUT" in line and f"/v2/{repo}/" in line
-               and "/blobs/uploads/" in line and "http.response.status=201" in line)
+    return sum(
+        1
+        for line in log.splitlines()
+        if "http.request.method=PUT" in line
+        and f"/v2/{repo}/" in line
+        and "/blobs/uploads/" in line
+        and "http.response.status=201" in line
+    )
 
 
 @dataclass
@@ -105,8 +115,9 @@ class Released:
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory, oci_registry: OciRegistry,
-             cache_dir: Path) -> Released:
+def released(
+    tmp_path_factory: pytest.TempPathFactory, oci_registry: OciRegistry, cache_dir: Path
+) -> Released:
     oci_registry.start()
     root = make_repo(tmp_path_factory.mktemp("released"))
     proc = release(root, cache_dir, f"{oci_registry.address}/rel/main")
@@ -132,9 +143,13 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
         assert image["reference"] == (f"{released.target}/lockstep-{role}@{image['digest']}")
     assert out["tagged"] is True and out["dry_run"] is False
     assert out["push"]["blobs_uploaded"] == 6  # 4 shared layers + 2 configs
-    assert out["push"]["blobs_mounted"] == 4   # the worker mounts the runner's layers
+    assert out["push"]["blobs_mounted"] == 4  # the worker mounts the runner's layers
     assert sorted(Path(p).name for p in out["deploy_files"]) == [
-        "runner-job.yaml", "scheduler.yaml", "workers.yaml", "workspace.yaml"]
+        "runner-job.yaml",
+        "scheduler.yaml",
+        "workers.yaml",
+        "workspace.yaml",
+    ]
     # The annotated tag, at the commit that was built, names the build and both digests.
     assert git(root, "cat-file", "-t", "v0.1.0") == "tag"
     assert git(root, "rev-parse", "v0.1.0^{commit}") == head
@@ -157,8 +172,13 @@ def test_skopeo_agrees_with_every_digest(released: Released) -> None:
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == image["digest"]
         config = skopeo("inspect", "--tls-verify=false", "--config", "--raw", ref).encode()
         assert "sha256:" + hashlib.sha256(config).hexdigest() == image["config"]
-        by_tag = json.loads(skopeo("inspect", "--tls-verify=false",
-                                   f"docker://{released.target}/lockstep-{role}:{VERSION}"))
+        by_tag = json.loads(
+            skopeo(
+                "inspect",
+                "--tls-verify=false",
+                f"docker://{released.target}/lockstep-{role}:{VERSION}",
+            )
+        )
         assert by_tag["Digest"] == image["digest"]
 
 
@@ -171,8 +191,7 @@ def test_released_image_is_stamped_with_commit_and_tag(released: Released) -> No
         assert member is not None
         manifest = json.loads(member.read())
     assert manifest["build_id"] == released.out["build_id"]
-    assert manifest["stamp"] == {"commit": released.out["commit"], "tag": "v0.1.0",
-                                 "dirty": False}
+    assert manifest["stamp"] == {"commit": released.out["commit"], "tag": "v0.1.0", "dirty": False}
 
 
 def test_rendered_files_pass_check_pins_and_the_old_workspace_fails(released: Released) -> None:
@@ -184,11 +203,14 @@ def test_rendered_files_pass_check_pins_and_the_old_workspace_fails(released: Re
     proc = lockstep(["check-pins", str(deploy), str(old)], cwd=released.root, cache=released.root)
     assert proc.returncode == 1
     assert [line.split(": image")[0] for line in proc.stdout.splitlines()] == [
-        f"{old}:6", f"{old}:7"]
+        f"{old}:6",
+        f"{old}:7",
+    ]
 
 
-def test_second_release_of_an_unchanged_tree_pushes_no_blob(released: Released,
-                                                            cache_dir: Path) -> None:
+def test_second_release_of_an_unchanged_tree_pushes_no_blob(
+    released: Released, cache_dir: Path
+) -> None:
     before = blob_uploads(released.registry, released.repo)
     assert before >= 6
     manifest = (released.root / "release" / f"{VERSION}.json").read_bytes()
@@ -203,20 +225,26 @@ def test_second_release_of_an_unchanged_tree_pushes_no_blob(released: Released,
 
 
 def test_verify_rebuilds_the_tag_in_a_fresh_worktree(released: Released, cache_dir: Path) -> None:
-    proc = lockstep(["verify", f"release/{VERSION}.json", "--registry"], cwd=released.root,
-                    cache=cache_dir, env=docker_config(released.root.parent / "docker"))
+    proc = lockstep(
+        ["verify", f"release/{VERSION}.json", "--registry"],
+        cwd=released.root,
+        cache=cache_dir,
+        env=docker_config(released.root.parent / "docker"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0] == f"verified v0.1.0  build_id {released.out['build_id']}"
     for role, line in zip(ROLES, lines[1:], strict=True):
-        assert line == (f"{role:<7} {released.out['images'][role]['digest']}  rebuilt; "
-                        "served by the registry")
+        assert line == (
+            f"{role:<7} {released.out['images'][role]['digest']}  rebuilt; served by the registry"
+        )
     assert "fresh worktree" in proc.stderr
     assert len(git(released.root, "worktree", "list").splitlines()) == 1  # removed again
 
 
-def test_verify_names_the_differing_layer(released: Released, cache_dir: Path,
-                                          tmp_path: Path) -> None:
+def test_verify_names_the_differing_layer(
+    released: Released, cache_dir: Path, tmp_path: Path
+) -> None:
     record = json.loads((released.root / "release" / f"{VERSION}.json").read_text())
     forged = json.loads(json.dumps(record))
     forged["layers"]["app"] = "sha256:" + "0" * 64
@@ -246,7 +274,8 @@ def test_verify_names_the_differing_layer(released: Released, cache_dir: Path,
     forged = json.loads(json.dumps(record))
     for role in ROLES:
         forged["images"][role]["reference"] = forged["images"][role]["reference"].replace(
-            "/rel/main/", "/rel/elsewhere/")
+            "/rel/main/", "/rel/elsewhere/"
+        )
     path.write_text(json.dumps(forged))
     proc = lockstep(["verify", str(path), "--registry"], cwd=released.root, cache=cache_dir)
     assert proc.returncode == 1
@@ -287,7 +316,8 @@ def test_version_dirty_tree_and_tag_reuse_are_refused(tmp_path: Path, cache_dir:
     assert proc.returncode == 2
     assert error_lines(proc.stderr) == [
         f"lockstep: error: release '0.2.0' but {root}/pyproject.toml [project] version is "
-        "'0.1.0'; set version = \"0.2.0\" there and commit, or release 0.1.0"]
+        "'0.1.0'; set version = \"0.2.0\" there and commit, or release 0.1.0"
+    ]
 
     readme = root / "README.md"
     readme.write_text(readme.read_text() + "\nuncommitted\n")
@@ -329,16 +359,19 @@ class AuthRegistry(OciRegistry):
         config["auth"] = {"htpasswd": {"realm": "lockstep-test", "path": str(root / "htpasswd")}}
         self.config_path.write_text(json.dumps(config))
 
-    def get(self, path: str, headers: dict[str, str] | None = None,
-            method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> tuple[int, dict[str, str], bytes]:
         basic = base64.b64encode(f"{self.USER}:{self.PASSWORD}".encode()).decode()
         return super().get(path, {"Authorization": f"Basic {basic}", **(headers or {})}, method)
 
 
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OciRegistry]:
-    require(find_registry() is not None,
-            "docker-registry is not installed (Debian package docker-registry)")
+    require(
+        find_registry() is not None,
+        "docker-registry is not installed (Debian package docker-registry)",
+    )
     registry = AuthRegistry.start_new(tmp_path_factory.mktemp("auth-registry"))
     try:
         yield registry
@@ -346,8 +379,9 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OciRegis
         registry.close()
 
 
-def test_credentials_from_docker_config_basic_auth(auth_registry: OciRegistry, tmp_path: Path,
-                                                   cache_dir: Path) -> None:
+def test_credentials_from_docker_config_basic_auth(
+    auth_registry: OciRegistry, tmp_path: Path, cache_dir: Path
+) -> None:
     root = make_repo(tmp_path)
     host = auth_registry.address
     proc = release(root, cache_dir, f"{host}/auth")
@@ -359,20 +393,28 @@ def test_credentials_from_docker_config_basic_auth(auth_registry: OciRegistry, t
     proc = release(root, cache_dir, f"{host}/auth", env=wrong)
     assert proc.returncode == 2
     (line,) = error_lines(proc.stderr)
-    assert line == (f"lockstep: error: registry {host} rejected the credentials of 'ci' from "
-                    f"{tmp_path}/wrong/config.json; run `docker login {host}` or fix that file")
+    assert line == (
+        f"lockstep: error: registry {host} rejected the credentials of 'ci' from "
+        f"{tmp_path}/wrong/config.json; run `docker login {host}` or fix that file"
+    )
     assert "wrong-password-3" not in proc.stderr + proc.stdout
     assert_no_release(root)
 
-    right = docker_config(tmp_path / "right",
-                          {f"https://{host}": auth_entry("ci", AuthRegistry.PASSWORD)})
+    right = docker_config(
+        tmp_path / "right", {f"https://{host}": auth_entry("ci", AuthRegistry.PASSWORD)}
+    )
     proc = release(root, cache_dir, f"{host}/auth", env=right)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert AuthRegistry.PASSWORD not in proc.stderr + proc.stdout
     out = json.loads(proc.stdout)
-    info = json.loads(skopeo("inspect", "--tls-verify=false",
-                             f"--creds=ci:{AuthRegistry.PASSWORD}",
-                             f"docker://{out['images']['worker']['reference']}"))
+    info = json.loads(
+        skopeo(
+            "inspect",
+            "--tls-verify=false",
+            f"--creds=ci:{AuthRegistry.PASSWORD}",
+            f"docker://{out['images']['worker']['reference']}",
+        )
+    )
     assert info["Digest"] == out["images"]["worker"]["digest"]
 
 
@@ -383,8 +425,13 @@ class Proxy(ThreadingHTTPServer):
     daemon_threads = True
     TOKEN = "test-token-1234"
 
-    def __init__(self, upstream_port: int, *, token_password: str | None = None,
-                 fake_digest: str | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        token_password: str | None = None,
+        fake_digest: str | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), ProxyHandler)
         self.upstream_port = upstream_port
         self.token_password = token_password
@@ -427,18 +474,23 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     self.reply(401, {}, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
                 return
             if self.headers.get("Authorization") != f"Bearer {Proxy.TOKEN}":
-                challenge = (f'Bearer realm="http://{proxy.address}/token",'
-                             'service="lockstep-test"')
+                challenge = f'Bearer realm="http://{proxy.address}/token",service="lockstep-test"'
                 self.reply(401, {"WWW-Authenticate": challenge}, b'{"errors":[]}')
                 return
         conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("authorization", "connection")}
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() not in ("authorization", "connection")
+        }
         conn.request(self.command, self.path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
-        out = {k: v for k, v in resp.getheaders()
-               if k.lower() not in ("connection", "transfer-encoding")}
+        out = {
+            k: v
+            for k, v in resp.getheaders()
+            if k.lower() not in ("connection", "transfer-encoding")
+        }
         if self.command != "HEAD":
             out["Content-Length"] = str(len(data))
         if proxy.fake_digest and self.command == "PUT" and "/manifests/" in self.path:
@@ -449,8 +501,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
 
 
-def test_bearer_token_challenge(registry_running: OciRegistry, tmp_path: Path,
-                                cache_dir: Path) -> None:
+def test_bearer_token_challenge(
+    registry_running: OciRegistry, tmp_path: Path, cache_dir: Path
+) -> None:
     proxy = Proxy(registry_running.port, token_password="token-pass-5")
     try:
         root = make_repo(tmp_path)
@@ -459,8 +512,7 @@ def test_bearer_token_challenge(registry_running: OciRegistry, tmp_path: Path,
         assert proc.returncode == 2
         assert "rejected the credentials of 'ci'" in error_lines(proc.stderr)[0]
         assert "nope-9" not in proc.stderr
-        right = docker_config(tmp_path / "right",
-                              {proxy.address: auth_entry("ci", "token-pass-5")})
+        right = docker_config(tmp_path / "right", {proxy.address: auth_entry("ci", "token-pass-5")})
         proc = release(root, cache_dir, f"{proxy.address}/bearer", env=right)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proxy.token_requests >= 2
@@ -472,7 +524,8 @@ def test_bearer_token_challenge(registry_running: OciRegistry, tmp_path: Path,
 
 
 def test_registry_answering_another_digest_is_a_failed_check(
-        registry_running: OciRegistry, tmp_path: Path, cache_dir: Path) -> None:
+    registry_running: OciRegistry, tmp_path: Path, cache_dir: Path
+) -> None:
     other = "sha256:" + "e" * 64
     proxy = Proxy(registry_running.port, fake_digest=other)
     try:
@@ -489,18 +542,29 @@ def test_registry_answering_another_digest_is_a_failed_check(
 
 
 def test_registry_killed_mid_push_then_release_again_completes(
-        tmp_path: Path, cache_dir: Path) -> None:
-    require(find_registry() is not None,
-            "docker-registry is not installed (Debian package docker-registry)")
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    require(
+        find_registry() is not None,
+        "docker-registry is not installed (Debian package docker-registry)",
+    )
     registry = OciRegistry.start_new(tmp_path / "registry")
     try:
         root = make_repo(tmp_path)
         target = f"{registry.address}/crash"
-        env = {**os.environ, "LOCKSTEP_CACHE_DIR": str(cache_dir),
-               **docker_config(tmp_path / "docker")}
+        env = {
+            **os.environ,
+            "LOCKSTEP_CACHE_DIR": str(cache_dir),
+            **docker_config(tmp_path / "docker"),
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "lockstep", "-v", "release", VERSION, "--registry", target],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stderr is not None
         stderr = []
         for line in proc.stderr:
@@ -518,10 +582,16 @@ def test_registry_killed_mid_push_then_release_again_completes(
         out = json.loads(again.stdout)
         assert out["tagged"] is True
         assert sorted(p.name for p in (root / "release").iterdir()) == [
-            "0.1.0", "0.1.0.json", "README.md"]
+            "0.1.0",
+            "0.1.0.json",
+            "README.md",
+        ]
         for role in ROLES:
-            info = json.loads(skopeo("inspect", "--tls-verify=false",
-                                     f"docker://{out['images'][role]['reference']}"))
+            info = json.loads(
+                skopeo(
+                    "inspect", "--tls-verify=false", f"docker://{out['images'][role]['reference']}"
+                )
+            )
             assert info["Digest"] == out["images"][role]["digest"]
     finally:
         registry.close()
@@ -531,15 +601,25 @@ def test_registry_killed_mid_push_then_release_again_completes(
 
 
 def test_ci_release_script_releases_verifies_and_pushes_the_tag(
-        registry_running: OciRegistry, tmp_path: Path, cache_dir: Path) -> None:
+    registry_running: OciRegistry, tmp_path: Path, cache_dir: Path
+) -> None:
     root = make_repo(tmp_path)
     bin_dir = str(Path(sys.executable).parent)  # the venv's `lockstep`
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
-           "LOCKSTEP_CACHE_DIR": str(cache_dir), "VERIFY_CACHE_DIR": str(cache_dir),
-           **docker_config(tmp_path / "docker")}
-    proc = subprocess.run([str(root / ".ci" / "release"), VERSION,
-                           f"{registry_running.address}/ci"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        "LOCKSTEP_CACHE_DIR": str(cache_dir),
+        "VERIFY_CACHE_DIR": str(cache_dir),
+        **docker_config(tmp_path / "docker"),
+    }
+    proc = subprocess.run(
+        [str(root / ".ci" / "release"), VERSION, f"{registry_running.address}/ci"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "verified v0.1.0  build_id sha256:" in proc.stdout
     assert "all pinned by digest" in proc.stdout
@@ -549,9 +629,14 @@ def test_ci_release_script_releases_verifies_and_pushes_the_tag(
     assert git(root, "rev-parse", "v0.1.0^{commit}") == git(root, "rev-parse", "HEAD")
 
     # Started by a pushed tag: the tag is kept as it is and not pushed again.
-    again = subprocess.run([str(root / ".ci" / "release"), VERSION,
-                            f"{registry_running.address}/ci"], cwd=root, env=env,
-                           capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [str(root / ".ci" / "release"), VERSION, f"{registry_running.address}/ci"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "git push origin" not in again.stdout
     assert "tag v0.1.0 was already at HEAD" in again.stdout

@@ -43,13 +43,11 @@ ROLES = ("runner", "worker")
 
 def openssl(cwd: Path, *args: str) -> None:
     require(shutil.which("openssl") is not None, "openssl is not installed")
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"openssl {' '.join(args)}:\n{proc.stderr}"
 
 
-def make_pki(dest: Path, names: str = "IP:127.0.0.1,DNS:localhost",
-             prefix: str = "") -> TlsFiles:
+def make_pki(dest: Path, names: str = "IP:127.0.0.1,DNS:localhost", prefix: str = "") -> TlsFiles:
     """A CA (``ca.pem``) and a server certificate for ``names`` that it signed."""
     dest.mkdir(parents=True, exist_ok=True)
     (dest / f"{prefix}openssl.cnf").write_text(
@@ -58,19 +56,65 @@ def make_pki(dest: Path, names: str = "IP:127.0.0.1,DNS:localhost",
         "keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n"
         f"[server]\nsubjectAltName = {names}\nbasicConstraints = critical, CA:FALSE\n"
         "keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n"
-        "authorityKeyIdentifier = keyid\n")
+        "authorityKeyIdentifier = keyid\n"
+    )
     cnf = f"{prefix}openssl.cnf"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl(dest, "req", "-config", cnf, "-x509", *ec, "-keyout", f"{prefix}ca.key",
-            "-out", f"{prefix}ca.pem", "-days", "2", "-subj", "/CN=lockstep test CA",
-            "-extensions", "ca")
-    openssl(dest, "req", "-config", cnf, *ec, "-keyout", f"{prefix}server.key",
-            "-out", f"{prefix}server.csr", "-subj", "/CN=lockstep test registry")
-    openssl(dest, "x509", "-req", "-in", f"{prefix}server.csr", "-CA", f"{prefix}ca.pem",
-            "-CAkey", f"{prefix}ca.key", "-set_serial", "0x" + "5a" * 8, "-days", "2",
-            "-out", f"{prefix}server.pem", "-extfile", cnf, "-extensions", "server")
-    return TlsFiles(dest / f"{prefix}server.pem", dest / f"{prefix}server.key",
-                    dest / f"{prefix}ca.pem")
+    openssl(
+        dest,
+        "req",
+        "-config",
+        cnf,
+        "-x509",
+        *ec,
+        "-keyout",
+        f"{prefix}ca.key",
+        "-out",
+        f"{prefix}ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lockstep test CA",
+        "-extensions",
+        "ca",
+    )
+    openssl(
+        dest,
+        "req",
+        "-config",
+        cnf,
+        *ec,
+        "-keyout",
+        f"{prefix}server.key",
+        "-out",
+        f"{prefix}server.csr",
+        "-subj",
+        "/CN=lockstep test registry",
+    )
+    openssl(
+        dest,
+        "x509",
+        "-req",
+        "-in",
+        f"{prefix}server.csr",
+        "-CA",
+        f"{prefix}ca.pem",
+        "-CAkey",
+        f"{prefix}ca.key",
+        "-set_serial",
+        "0x" + "5a" * 8,
+        "-days",
+        "2",
+        "-out",
+        f"{prefix}server.pem",
+        "-extfile",
+        cnf,
+        "-extensions",
+        "server",
+    )
+    return TlsFiles(
+        dest / f"{prefix}server.pem", dest / f"{prefix}server.key", dest / f"{prefix}ca.pem"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +123,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 @pytest.fixture(scope="module")
-def tls_registry(tmp_path_factory: pytest.TempPathFactory, pki: TlsFiles
-                 ) -> Iterator[OciRegistry]:
-    require(find_registry() is not None,
-            "docker-registry is not installed (Debian package docker-registry)")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory, pki: TlsFiles) -> Iterator[OciRegistry]:
+    require(
+        find_registry() is not None,
+        "docker-registry is not installed (Debian package docker-registry)",
+    )
     registry = OciRegistry.start_new(tmp_path_factory.mktemp("tls-registry"), tls=pki)
     try:
         yield registry
@@ -126,14 +171,23 @@ class Released:
 
 
 @pytest.fixture(scope="module")
-def tls_released(tmp_path_factory: pytest.TempPathFactory, tls_registry: OciRegistry,
-                 pki: TlsFiles, built: Built, cache_dir: Path) -> Released:
+def tls_released(
+    tmp_path_factory: pytest.TempPathFactory,
+    tls_registry: OciRegistry,
+    pki: TlsFiles,
+    built: Built,
+    cache_dir: Path,
+) -> Released:
     """One release over TLS, the CA trusted through SSL_CERT_FILE. ``built`` warms the
     session cache, so only the stamped layer is new."""
     root = make_repo(tmp_path_factory.mktemp("tls-released"))
     env = {**no_docker_config(root.parent / "docker"), "SSL_CERT_FILE": str(pki.ca)}
-    proc = lockstep(["release", VERSION, "--registry", f"{tls_registry.address}/team",
-                     "--json"], cwd=root, cache=cache_dir, env=env)
+    proc = lockstep(
+        ["release", VERSION, "--registry", f"{tls_registry.address}/team", "--json"],
+        cwd=root,
+        cache=cache_dir,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Released(root, tls_registry, json.loads(proc.stdout), proc.stderr)
 
@@ -142,8 +196,7 @@ def tls_released(tmp_path_factory: pytest.TempPathFactory, tls_registry: OciRegi
 
 
 @pytest.mark.registry
-def test_the_registry_serves_only_verified_tls(tls_registry: OciRegistry,
-                                               pki: TlsFiles) -> None:
+def test_the_registry_serves_only_verified_tls(tls_registry: OciRegistry, pki: TlsFiles) -> None:
     assert tls_registry.get("/v2/")[0] == 200  # over HTTPS, trusting our CA
     conn = http.client.HTTPConnection("127.0.0.1", tls_registry.port, timeout=5)
     try:
@@ -152,8 +205,9 @@ def test_the_registry_serves_only_verified_tls(tls_registry: OciRegistry,
         assert resp.status == 400 and b"HTTPS server" in resp.read()
     finally:
         conn.close()
-    untrusting = http.client.HTTPSConnection("127.0.0.1", tls_registry.port, timeout=5,
-                                             context=ssl.create_default_context(cafile=None))
+    untrusting = http.client.HTTPSConnection(
+        "127.0.0.1", tls_registry.port, timeout=5, context=ssl.create_default_context(cafile=None)
+    )
     with pytest.raises(ssl.SSLCertVerificationError):
         untrusting.request("GET", "/v2/")
     untrusting.close()
@@ -171,7 +225,8 @@ def test_release_over_tls_with_the_ca_trusted(tls_released: Released) -> None:
     assert out["registry"] == f"{host}/team"
     for role in ROLES:
         assert out["images"][role]["reference"] == (
-            f"{host}/team/lockstep-{role}@{out['images'][role]['digest']}")
+            f"{host}/team/lockstep-{role}@{out['images'][role]['digest']}"
+        )
     assert out["tagged"] is True and out["push"]["manifests_put"] == 4
     root = tls_released.root
     assert (root / "release" / f"{VERSION}.json").is_file()
@@ -183,36 +238,53 @@ def test_release_over_tls_with_the_ca_trusted(tls_released: Released) -> None:
 
 @pytest.mark.slow
 @pytest.mark.registry
-def test_skopeo_verifying_tls_reports_our_digests(tls_released: Released, pki: TlsFiles,
-                                                  tmp_path: Path) -> None:
+def test_skopeo_verifying_tls_reports_our_digests(
+    tls_released: Released, pki: TlsFiles, tmp_path: Path
+) -> None:
     certs = tmp_path / "certs.d"
     certs.mkdir()
     shutil.copy(pki.ca, certs / "ca.crt")  # a *.crt in --cert-dir is a trusted root
     for role in ROLES:
         image = tls_released.out["images"][role]
         ref = f"docker://{image['reference']}"
-        info = json.loads(skopeo("inspect", "--tls-verify=true", "--cert-dir", str(certs),
-                                 ref).stdout)
+        info = json.loads(
+            skopeo("inspect", "--tls-verify=true", "--cert-dir", str(certs), ref).stdout
+        )
         assert info["Digest"] == image["digest"]
         assert info["Labels"]["io.lockstep.build-id"] == tls_released.out["build_id"]
-        by_tag = json.loads(skopeo(
-            "inspect", "--tls-verify=true", "--cert-dir", str(certs),
-            f"docker://{tls_released.registry.address}/team/lockstep-{role}:{VERSION}").stdout)
+        by_tag = json.loads(
+            skopeo(
+                "inspect",
+                "--tls-verify=true",
+                "--cert-dir",
+                str(certs),
+                f"docker://{tls_released.registry.address}/team/lockstep-{role}:{VERSION}",
+            ).stdout
+        )
         assert by_tag["Digest"] == image["digest"]
     # And skopeo without the CA refuses the registry: TLS verification is real.
     empty = tmp_path / "empty.d"
     empty.mkdir()
-    proc = skopeo("inspect", "--tls-verify=true", "--cert-dir", str(empty),
-                  f"docker://{tls_released.out['images']['worker']['reference']}", ok=False)
+    proc = skopeo(
+        "inspect",
+        "--tls-verify=true",
+        "--cert-dir",
+        str(empty),
+        f"docker://{tls_released.out['images']['worker']['reference']}",
+        ok=False,
+    )
     assert "x509" in proc.stderr or "certificate" in proc.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.registry
-def test_verify_registry_over_tls(tls_released: Released, pki: TlsFiles,
-                                  cache_dir: Path) -> None:
-    proc = lockstep(["verify", f"release/{VERSION}.json", "--registry"], cwd=tls_released.root,
-                    cache=cache_dir, env={"SSL_CERT_FILE": str(pki.ca)})
+def test_verify_registry_over_tls(tls_released: Released, pki: TlsFiles, cache_dir: Path) -> None:
+    proc = lockstep(
+        ["verify", f"release/{VERSION}.json", "--registry"],
+        cwd=tls_released.root,
+        cache=cache_dir,
+        env={"SSL_CERT_FILE": str(pki.ca)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "lockstep: the registry serves exactly the released manifests" in proc.stderr
     assert proc.stdout.count("rebuilt; served by the registry") == 2
@@ -221,18 +293,23 @@ def test_verify_registry_over_tls(tls_released: Released, pki: TlsFiles,
 @pytest.mark.slow
 @pytest.mark.registry
 def test_untrusted_ca_is_exit_3_one_line_and_no_release(
-        tls_registry: OciRegistry, built: Built, cache_dir: Path, tmp_path: Path,
-        untrusted: None) -> None:
+    tls_registry: OciRegistry, built: Built, cache_dir: Path, tmp_path: Path, untrusted: None
+) -> None:
     root = make_repo(tmp_path)
     host = tls_registry.address
-    proc = lockstep(["release", VERSION, "--registry", f"{host}/untrusted"], cwd=root,
-                    cache=cache_dir, env=no_docker_config(tmp_path / "docker"))
+    proc = lockstep(
+        ["release", VERSION, "--registry", f"{host}/untrusted"],
+        cwd=root,
+        cache=cache_dir,
+        env=no_docker_config(tmp_path / "docker"),
+    )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert error_lines(proc.stderr) == [
         f"lockstep: error: registry {host}: its TLS certificate is signed by a CA this machine "
         "does not trust (unable to get local issuer certificate); trust that CA "
         "(SSL_CERT_FILE=/path/to/ca.pem for one run, or add it to the system store, e.g. "
-        "update-ca-certificates), then run the command again"]
+        "update-ca-certificates), then run the command again"
+    ]
     assert "Traceback" not in proc.stderr
     assert f"pushing to {host}/untrusted (https)" in proc.stderr  # never downgraded to http
     release_dir = root / "release"
@@ -240,13 +317,15 @@ def test_untrusted_ca_is_exit_3_one_line_and_no_release(
     assert git(root, "tag", "--list") == ""
     status, _, body = tls_registry.get("/v2/_catalog")
     assert status == 200 and not any(
-        name.startswith("untrusted/") for name in json.loads(body)["repositories"])
+        name.startswith("untrusted/") for name in json.loads(body)["repositories"]
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.registry
 def test_client_reaches_the_tls_registry_as_localhost(
-        tls_released: Released, pki: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    tls_released: Released, pki: TlsFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
     image = tls_released.out["images"]["runner"]
     client = RegistryClient(f"localhost:{tls_released.registry.port}")
@@ -291,6 +370,7 @@ def _serve(sock: socket.socket, handle: Any) -> threading.Thread:
             except OSError:
                 return
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     return thread
@@ -317,7 +397,8 @@ def test_loopback_plain_http_server_gets_http(plain_http_server: str) -> None:
 
 
 def test_loopback_server_silent_to_a_client_hello_gets_http(
-        listener: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
+    listener: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     held: list[socket.socket] = []
     _serve(listener, held.append)  # accepts, never answers
     monkeypatch.setattr(client_module, "PROBE_SECONDS", 0.3)
@@ -325,7 +406,8 @@ def test_loopback_server_silent_to_a_client_hello_gets_http(
 
 
 def test_loopback_tls_server_gets_https_and_a_name_mismatch_is_one_clear_error(
-        listener: socket.socket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listener: socket.socket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = make_pki(tmp_path, names="DNS:registry.example.com")  # not 127.0.0.1
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(other.cert, other.key)
@@ -336,6 +418,7 @@ def test_loopback_tls_server_gets_https_and_a_name_mismatch_is_one_clear_error(
                 tls.recv(1)
         except (OSError, ssl.SSLError):
             pass
+
     _serve(listener, handshake)
     monkeypatch.setenv("SSL_CERT_FILE", str(other.ca))
     host = _address(listener)
@@ -348,7 +431,8 @@ def test_loopback_tls_server_gets_https_and_a_name_mismatch_is_one_clear_error(
     assert str(failed.value) == (
         f"registry {host}: its TLS certificate is not for 127.0.0.1 (IP address mismatch, "
         "certificate is not valid for '127.0.0.1'.); name the registry in --registry as its "
-        "certificate does, or give it a certificate with 127.0.0.1 in its subjectAltName")
+        "certificate does, or give it a certificate with 127.0.0.1 in its subjectAltName"
+    )
 
 
 def test_loopback_nothing_listening_did_not_answer(listener: socket.socket) -> None:

@@ -27,12 +27,18 @@ def test_check_pins_fails_the_old_files_with_file_and_line(tmp_path: Path) -> No
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
     where = [line.split(": image ")[0].removeprefix(str(DATA) + "/") for line in lines]
-    assert where == ["cluster-old.toml:9", "deploy-old.json:11", "values-old.yaml:4",
-                     "workspace-old.yaml:6", "workspace-old.yaml:7"]
+    assert where == [
+        "cluster-old.toml:9",
+        "deploy-old.json:11",
+        "values-old.yaml:4",
+        "workspace-old.yaml:6",
+        "workspace-old.yaml:7",
+    ]
     assert ":latest" in lines[-2] and "it means :latest" in lines[-1]
     assert proc.stderr.strip().splitlines() == [
         "lockstep: error: 5 of 8 image references are not pinned by digest; pin each as "
-        "HOST/REPO/NAME@sha256:… (lockstep release renders such files)"]
+        "HOST/REPO/NAME@sha256:… (lockstep release renders such files)"
+    ]
 
 
 def test_check_pins_passes_pinned_files(tmp_path: Path) -> None:
@@ -47,36 +53,52 @@ def test_check_pins_passes_pinned_files(tmp_path: Path) -> None:
 def test_check_pins_reads_image_env_values(tmp_path: Path) -> None:
     """`LOCKSTEP_IMAGE` (any `…_IMAGE` env entry) is an image reference: pinned passes, a tag
     is flagged on its line; other env values and `valueFrom` are not references."""
-    pod = (f"containers:\n  - image: r.io/x/w@{D}\n    env:\n"
-           f"      - {{name: LOCKSTEP_EXECUTOR, value: cold}}\n"
-           f"      - name: LOCKSTEP_IMAGE\n        value: \"r.io/x/w@{D}\"\n"
-           "      - name: SIDECAR_IMAGE\n        valueFrom: {configMapKeyRef: {name: c, key: k}}\n")
+    pod = (
+        f"containers:\n  - image: r.io/x/w@{D}\n    env:\n"
+        f"      - {{name: LOCKSTEP_EXECUTOR, value: cold}}\n"
+        f'      - name: LOCKSTEP_IMAGE\n        value: "r.io/x/w@{D}"\n'
+        "      - name: SIDECAR_IMAGE\n        valueFrom: {configMapKeyRef: {name: c, key: k}}\n"
+    )
     (tmp_path / "ok.yaml").write_text(pod)
     found = pins.check_pins([tmp_path / "ok.yaml"])
     assert [(r.line, r.value, r.problem) for r in found] == [
-        (2, f"r.io/x/w@{D}", None), (6, f"r.io/x/w@{D}", None)]
+        (2, f"r.io/x/w@{D}", None),
+        (6, f"r.io/x/w@{D}", None),
+    ]
     (tmp_path / "bad.yaml").write_text(pod.replace(f'"r.io/x/w@{D}"', "r.io/x/w:latest"))
     bad = [r for r in pins.check_pins([tmp_path / "bad.yaml"]) if r.problem]
     assert [(r.line, r.value) for r in bad] == [(6, "r.io/x/w:latest")]
     assert "uses the tag :latest and no digest" in str(bad[0])
-    (tmp_path / "d.json").write_text(json.dumps(
-        {"env": [{"name": "LOCKSTEP_IMAGE", "value": "r.io/x/w:1"},
-                 {"name": "LOCKSTEP_EXECUTOR", "value": "cold"}]}, indent=1))
+    (tmp_path / "d.json").write_text(
+        json.dumps(
+            {
+                "env": [
+                    {"name": "LOCKSTEP_IMAGE", "value": "r.io/x/w:1"},
+                    {"name": "LOCKSTEP_EXECUTOR", "value": "cold"},
+                ]
+            },
+            indent=1,
+        )
+    )
     found = pins.check_pins([tmp_path / "d.json"])
     assert [(r.line, r.value, r.problem) for r in found] == [
-        (5, "r.io/x/w:1", "uses the tag :1 and no digest")]
+        (5, "r.io/x/w:1", "uses the tag :1 and no digest")
+    ]
 
 
-@pytest.mark.parametrize(("ref", "problem"), [
-    (f"r.io/a/b@{D}", None),
-    (f"127.0.0.1:5000/a/b:1.0@{D}", None),
-    ("r.io/a/b:latest", "uses the tag :latest and no digest"),
-    ("127.0.0.1:5000/a/b", "has no tag and no digest (it means :latest)"),
-    ("r.io/a/b@sha256:abc", "has a malformed digest 'sha256:abc' (expected sha256:<64 hex>)"),
-    ("{{ runner_image }}", "is a template placeholder, not a reference"),
-    ("", "is empty"),
-    (None, "is empty"),
-])
+@pytest.mark.parametrize(
+    ("ref", "problem"),
+    [
+        (f"r.io/a/b@{D}", None),
+        (f"127.0.0.1:5000/a/b:1.0@{D}", None),
+        ("r.io/a/b:latest", "uses the tag :latest and no digest"),
+        ("127.0.0.1:5000/a/b", "has no tag and no digest (it means :latest)"),
+        ("r.io/a/b@sha256:abc", "has a malformed digest 'sha256:abc' (expected sha256:<64 hex>)"),
+        ("{{ runner_image }}", "is a template placeholder, not a reference"),
+        ("", "is empty"),
+        (None, "is empty"),
+    ],
+)
 def test_pin_problem(ref: object, problem: str | None) -> None:
     assert pin_problem(ref) == problem
 
@@ -114,8 +136,15 @@ def _config(tmp_path: Path, data: object) -> dict[str, str]:
 
 def test_credentials_from_docker_config(tmp_path: Path) -> None:
     auth = base64.b64encode(b"ci:s3cret:with:colons").decode()
-    env = _config(tmp_path, {"auths": {"https://r.io:5000/v1/": {"auth": auth},
-                                       "other.io": {"username": "u", "password": "p"}}})
+    env = _config(
+        tmp_path,
+        {
+            "auths": {
+                "https://r.io:5000/v1/": {"auth": auth},
+                "other.io": {"username": "u", "password": "p"},
+            }
+        },
+    )
     creds = credentials_for("r.io:5000", env)
     assert creds is not None and (creds.username, creds.password) == ("ci", "s3cret:with:colons")
     assert "s3cret" not in repr(creds)
@@ -131,10 +160,16 @@ def test_credentials_from_docker_config(tmp_path: Path) -> None:
         credentials_for("r.io", env)
 
 
-VALUES = {"version": "0.1.0", "tag": "v0.1.0", "commit": "c" * 40, "build_id": D,
-          "short_id": "ab" * 6, "registry": "r.io/team",
-          "runner_image": f"r.io/team/lockstep-runner@{D}",
-          "worker_image": f"r.io/team/lockstep-worker@{D}"}
+VALUES = {
+    "version": "0.1.0",
+    "tag": "v0.1.0",
+    "commit": "c" * 40,
+    "build_id": D,
+    "short_id": "ab" * 6,
+    "registry": "r.io/team",
+    "runner_image": f"r.io/team/lockstep-runner@{D}",
+    "worker_image": f"r.io/team/lockstep-worker@{D}",
+}
 EXECUTORS = ("cold", "direct", "isolated_warm")
 
 
@@ -142,16 +177,27 @@ def test_render_the_project_templates(tmp_path: Path) -> None:
     import yaml
 
     files = render.render(ROOT, VALUES, tmp_path, EXECUTORS)
-    assert sorted(f.name for f in files) == ["runner-job.yaml", "scheduler.yaml", "workers.yaml",
-                                             "workspace.yaml"]
-    docs = [d for f in files if f.name != "workspace.yaml"
-            for d in yaml.safe_load_all(f.read_text())]
+    assert sorted(f.name for f in files) == [
+        "runner-job.yaml",
+        "scheduler.yaml",
+        "workers.yaml",
+        "workspace.yaml",
+    ]
+    docs = [
+        d for f in files if f.name != "workspace.yaml" for d in yaml.safe_load_all(f.read_text())
+    ]
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-    assert kinds == [("Deployment", "lockstep-scheduler"), ("Deployment", "lockstep-worker"),
-                     ("Job", "lockstep-runner-abababababab"), ("Service", "lockstep-scheduler")]
-    images = {d["metadata"]["name"]: [c["image"] for c in d["spec"]["template"]["spec"]
-                                      ["containers"]]
-              for d in docs if d["kind"] != "Service"}
+    assert kinds == [
+        ("Deployment", "lockstep-scheduler"),
+        ("Deployment", "lockstep-worker"),
+        ("Job", "lockstep-runner-abababababab"),
+        ("Service", "lockstep-scheduler"),
+    ]
+    images = {
+        d["metadata"]["name"]: [c["image"] for c in d["spec"]["template"]["spec"]["containers"]]
+        for d in docs
+        if d["kind"] != "Service"
+    }
     assert images["lockstep-worker"] == [VALUES["worker_image"]]
     assert images["lockstep-runner-abababababab"] == [VALUES["runner_image"]]
     worker = next(d for d in docs if d["metadata"]["name"] == "lockstep-worker")
@@ -163,8 +209,10 @@ def test_render_the_project_templates(tmp_path: Path) -> None:
             (container,) = doc["spec"]["template"]["spec"]["containers"]
             assert {"name": "LOCKSTEP_IMAGE", "value": container["image"]} in container["env"]
     workspace = yaml.safe_load((tmp_path / "workspace.yaml").read_text())
-    assert workspace["images"] == {"runner": VALUES["runner_image"],
-                                   "worker": VALUES["worker_image"]}
+    assert workspace["images"] == {
+        "runner": VALUES["runner_image"],
+        "worker": VALUES["worker_image"],
+    }
     found = pins.check_pins([tmp_path])
     assert not [r for r in found if r.problem]
     assert len(found) == 8  # 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace
@@ -190,11 +238,19 @@ def test_release_manifest_round_trip_and_differences(tmp_path: Path) -> None:
     from lockstep.release.record import ImageRecord
 
     record = ReleaseManifest(
-        version="0.1.0", tag="v0.1.0", commit="c" * 40, build_id=D, registry="r.io/team",
-        images={"runner": ImageRecord(VALUES["runner_image"], D, D),
-                "worker": ImageRecord(VALUES["worker_image"], D, D)},
-        executors=EXECUTORS, inputs={"sources": D},
-        layers={"base": D, "python": D, "app": D, "manifest": D})
+        version="0.1.0",
+        tag="v0.1.0",
+        commit="c" * 40,
+        build_id=D,
+        registry="r.io/team",
+        images={
+            "runner": ImageRecord(VALUES["runner_image"], D, D),
+            "worker": ImageRecord(VALUES["worker_image"], D, D),
+        },
+        executors=EXECUTORS,
+        inputs={"sources": D},
+        layers={"base": D, "python": D, "app": D, "manifest": D},
+    )
     (tmp_path / "r.json").write_bytes(record.to_json())
     assert ReleaseManifest.read(tmp_path / "r.json") == record
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
@@ -205,14 +261,17 @@ def test_release_manifest_round_trip_and_differences(tmp_path: Path) -> None:
 def test_rendered_kubernetes_manifests_match_the_schemas(tmp_path: Path) -> None:
     """Offline schema check (DESIGN.md §7); kubernetes-validate is in the dev extra, so CI
     (LOCKSTEP_REQUIRE_ALL=1) fails without it."""
-    require(importlib.util.find_spec("kubernetes_validate") is not None,
-            "kubernetes-validate is not installed (pip install -e '.[dev]')")
+    require(
+        importlib.util.find_spec("kubernetes_validate") is not None,
+        "kubernetes-validate is not installed (pip install -e '.[dev]')",
+    )
     import kubernetes_validate
     import yaml
 
     files = render.render(ROOT, VALUES, tmp_path, EXECUTORS)
-    docs = [d for f in files if f.name != "workspace.yaml"
-            for d in yaml.safe_load_all(f.read_text())]
+    docs = [
+        d for f in files if f.name != "workspace.yaml" for d in yaml.safe_load_all(f.read_text())
+    ]
     assert len(docs) == 4
     for doc in docs:
         kubernetes_validate.validate(doc, "1.29.0", strict=True)

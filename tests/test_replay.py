@@ -45,8 +45,9 @@ from tests.replay import (
 
 pytestmark = pytest.mark.slow
 
-COLD_LINE = re.compile(r'^cold\s*=\s*"lockstep\.runtime\.executors\.cold:ColdExecutor"\n',
-                       re.MULTILINE)
+COLD_LINE = re.compile(
+    r'^cold\s*=\s*"lockstep\.runtime\.executors\.cold:ColdExecutor"\n', re.MULTILINE
+)
 READY = r"lockstep worker ready: build (sha256:[0-9a-f]{64}) version (\S+) executor (\S+) pid"
 WORKER_ARGS = [SCHEDULER, "--nthreads", "1", "--no-dashboard"]
 # A job long enough (~5 s on two workers) for a worker to try to join while it runs.
@@ -107,8 +108,9 @@ class Cluster:
     def old(self) -> Built:
         return self.images.old
 
-    def run(self, name: str, *args: str, build: Built | None = None,
-            timeout: float = 180) -> Finished:
+    def run(
+        self, name: str, *args: str, build: Built | None = None, timeout: float = 180
+    ) -> Finished:
         """``lockstep ARGS`` in a runner container (the new build's unless ``build``)."""
         image = (build or self.new).config("runner")
         return self.replay.lockstep(name, image, *args, timeout=timeout)
@@ -143,8 +145,12 @@ def images(built: Built, old: Built, docker_engine: DockerEngine) -> Images:
     """Both builds' runner and worker images, loaded with ``lockstep load``."""
     for b in (built, old):
         for role in ("runner", "worker"):
-            proc = lockstep(["load", str(b.path(role))], cwd=ROOT, cache=b.cache,
-                            env={"DOCKER_HOST": docker_engine.host})
+            proc = lockstep(
+                ["load", str(b.path(role))],
+                cwd=ROOT,
+                cache=b.cache,
+                env={"DOCKER_HOST": docker_engine.host},
+            )
             assert proc.returncode == 0, proc.stderr
             assert proc.stdout.strip() == b.config(role)
     return Images(built, old)
@@ -167,15 +173,26 @@ def cluster(images: Images, docker_engine: DockerEngine, examples: Path) -> Iter
     new = images.new
     try:
         scheduler = replay.start(
-            "scheduler", new.config("worker"),
+            "scheduler",
+            new.config("worker"),
             ["--host", "0.0.0.0", "--port", "8786", "--no-dashboard"],
-            entrypoint=[*LOCKSTEP, "scheduler"], alias="scheduler",
-            env={"LOCKSTEP_IMAGE": Images.reference(new, "worker")})
+            entrypoint=[*LOCKSTEP, "scheduler"],
+            alias="scheduler",
+            env={"LOCKSTEP_IMAGE": Images.reference(new, "worker")},
+        )
         wait_for_log(scheduler, "lockstep scheduler ready", 90)
-        workers = [replay.start(f"worker-{i}", new.config("worker"), WORKER_ARGS,
-                                env={"LOCKSTEP_EXECUTOR": "cold",
-                                     "LOCKSTEP_IMAGE": Images.reference(new, "worker")})
-                   for i in (1, 2)]
+        workers = [
+            replay.start(
+                f"worker-{i}",
+                new.config("worker"),
+                WORKER_ARGS,
+                env={
+                    "LOCKSTEP_EXECUTOR": "cold",
+                    "LOCKSTEP_IMAGE": Images.reference(new, "worker"),
+                },
+            )
+            for i in (1, 2)
+        ]
         for worker in workers:
             wait_for_log(worker, READY, 90)
         start_to_ready = [seconds_to_line(w, "lockstep worker ready") for w in workers]
@@ -205,8 +222,9 @@ def test_new_cluster_is_one_build_and_runs_the_job_cold(cluster: Cluster) -> Non
     assert [m["executor"] for m in members[1:]] == ["cold", "cold"]
     main_pids = {m["address"]: m["pid"] for m in members[1:]}
 
-    done = cluster.run("run-sir", "run", f"{JOBS}/sir/job.toml", "--scheduler", SCHEDULER,
-                       "--workers", "2")
+    done = cluster.run(
+        "run-sir", "run", f"{JOBS}/sir/job.toml", "--scheduler", SCHEDULER, "--workers", "2"
+    )
     assert done.code == 0, done.describe()
     result = json.loads(done.stdout)
     assert result["build_id"] == new.build_id
@@ -226,8 +244,10 @@ def test_new_cluster_is_one_build_and_runs_the_job_cold(cluster: Cluster) -> Non
 
 def test_worker_container_start_to_ready(cluster: Cluster) -> None:
     """DESIGN.md §8: ≤ 1 s. Here only bounded loosely (a shared CI machine); bench measures."""
-    print(f"\nworker container start to ready: "
-          f"{', '.join(f'{s:.2f} s' for s in cluster.start_to_ready)}")
+    print(
+        f"\nworker container start to ready: "
+        f"{', '.join(f'{s:.2f} s' for s in cluster.start_to_ready)}"
+    )
     assert all(0 < s < 10 for s in cluster.start_to_ready), cluster.start_to_ready
 
 
@@ -235,25 +255,32 @@ def test_worker_container_start_to_ready(cluster: Cluster) -> None:
 
 
 def test_old_worker_asked_for_cold_refuses_to_start(cluster: Cluster) -> None:
-    container = cluster.replay.start("old-cold", cluster.old.config("worker"), WORKER_ARGS,
-                                     env={"LOCKSTEP_EXECUTOR": "cold"})
+    container = cluster.replay.start(
+        "old-cold", cluster.old.config("worker"), WORKER_ARGS, env={"LOCKSTEP_EXECUTOR": "cold"}
+    )
     done = wait_exit(container, 90)
     assert done.code == 2, done.describe()
     assert done.stderr.strip().splitlines()[-1] == (
         f"lockstep: error: LOCKSTEP_EXECUTOR='cold' is not an executor of build "
-        f"{cluster.old.build_id} version 0.1.0; valid values: direct, isolated_warm")
+        f"{cluster.old.build_id} version 0.1.0; valid values: direct, isolated_warm"
+    )
     assert "lockstep worker ready" not in done.stdout + done.stderr
 
 
 def test_old_worker_is_refused_at_registration_while_a_job_runs(cluster: Cluster) -> None:
     new, old = cluster.new, cluster.old
     workers = {m["address"] for m in cluster.worker_rows("doctor-workers")}
-    runner = cluster.replay.start("run-long", new.config("runner"),
-                                  ["run", f"{JOBS}/sir/long.toml", "--scheduler", SCHEDULER,
-                                   "--workers", "2"], entrypoint=LOCKSTEP, mount_examples=True)
+    runner = cluster.replay.start(
+        "run-long",
+        new.config("runner"),
+        ["run", f"{JOBS}/sir/long.toml", "--scheduler", SCHEDULER, "--workers", "2"],
+        entrypoint=LOCKSTEP,
+        mount_examples=True,
+    )
     wait_for_log(runner, r"submitted \d+ simulation", 120)
-    intruder = cluster.replay.start("old-direct", old.config("worker"), WORKER_ARGS,
-                                    env={"LOCKSTEP_EXECUTOR": "direct"})
+    intruder = cluster.replay.start(
+        "old-direct", old.config("worker"), WORKER_ARGS, env={"LOCKSTEP_EXECUTOR": "direct"}
+    )
     refused = wait_exit(intruder, 90)
     runner.reload()
     job_was_running = runner.status == "running"
@@ -261,14 +288,19 @@ def test_old_worker_is_refused_at_registration_while_a_job_runs(cluster: Cluster
 
     assert refused.code != 0, refused.describe()
     text = refused.stdout + refused.stderr
-    found = re.search(r"lockstep: error: refused worker (tcp://\S+): it is build (\S+) version "
-                      r"0\.1\.0 but the scheduler is build (\S+) version 0\.1\.0\. Start workers "
-                      r"from the scheduler's image", text)
+    found = re.search(
+        r"lockstep: error: refused worker (tcp://\S+): it is build (\S+) version "
+        r"0\.1\.0 but the scheduler is build (\S+) version 0\.1\.0\. Start workers "
+        r"from the scheduler's image",
+        text,
+    )
     assert found, refused.describe()
     assert found.group(2, 3) == (old.build_id, new.build_id)
     assert "lockstep worker ready" not in text
-    assert job_was_running, ("the long job ended before the old worker was refused; make "
-                             f"LONG_JOB longer\n{done.describe()}")
+    assert job_was_running, (
+        "the long job ended before the old worker was refused; make "
+        f"LONG_JOB longer\n{done.describe()}"
+    )
     assert done.code == 0, done.describe()
     result = json.loads(done.stdout)
     assert result["build_id"] == new.build_id and len(result["simulations"]) == 24
@@ -278,20 +310,30 @@ def test_old_worker_is_refused_at_registration_while_a_job_runs(cluster: Cluster
     doctor, diagnosis = cluster.doctor("doctor-after")
     assert doctor.code == 1, doctor.describe()
     rows = diagnosis["members"]
-    assert [(m["address"], m["build_id"], m["executor"]) for m in rows
-            if m["status"].startswith("refused")] == [(found.group(1), old.build_id, "direct")]
+    assert [
+        (m["address"], m["build_id"], m["executor"])
+        for m in rows
+        if m["status"].startswith("refused")
+    ] == [(found.group(1), old.build_id, "direct")]
     assert sum(m["status"] == "ok" for m in rows) == 3
-    assert doctor.stderr.strip().splitlines()[-1].startswith(
-        f"lockstep: error: cluster at {SCHEDULER} is not all build {new.build_id} version "
-        f"0.1.0: worker {found.group(1)}: refused at registration")
+    assert (
+        doctor.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"lockstep: error: cluster at {SCHEDULER} is not all build {new.build_id} version "
+            f"0.1.0: worker {found.group(1)}: refused at registration"
+        )
+    )
 
 
 def test_old_runner_is_refused_before_submitting_anything(cluster: Cluster) -> None:
     new, old = cluster.new, cluster.old
     before = cluster.tasks_run("doctor-tasks-before-old-runner")
-    mismatch = (f"runner is build {old.build_id} version 0.1.0 but scheduler {SCHEDULER} is "
-                f"build {new.build_id} version 0.1.0; refusing to submit: run the runner from "
-                "the same build as the cluster")
+    mismatch = (
+        f"runner is build {old.build_id} version 0.1.0 but scheduler {SCHEDULER} is "
+        f"build {new.build_id} version 0.1.0; refusing to submit: run the runner from "
+        "the same build as the cluster"
+    )
 
     # The image's own entry point: `lockstep runner ADDR`.
     runner = cluster.replay.start("old-runner", old.config("runner"), [SCHEDULER, "--workers", "2"])
@@ -300,26 +342,39 @@ def test_old_runner_is_refused_before_submitting_anything(cluster: Cluster) -> N
     assert f"lockstep: error: {mismatch}\n" in done.stderr, done.describe()
 
     # The Python API: connect() raises IncompatibleClusterError.
-    script = ("import sys\n"
-              "from lockstep.runtime import IncompatibleClusterError, connect\n"
-              "try:\n"
-              f"    connect({SCHEDULER!r}, n_workers=2, timeout=60)\n"
-              "except IncompatibleClusterError as exc:\n"
-              "    print(type(exc).__name__, exc.exit_code, exc.summary)\n"
-              "    sys.exit(exc.exit_code)\n")
-    api = cluster.replay.start("old-connect", old.config("runner"), [],
-                               entrypoint=[PYTHON, "-c", script])
+    script = (
+        "import sys\n"
+        "from lockstep.runtime import IncompatibleClusterError, connect\n"
+        "try:\n"
+        f"    connect({SCHEDULER!r}, n_workers=2, timeout=60)\n"
+        "except IncompatibleClusterError as exc:\n"
+        "    print(type(exc).__name__, exc.exit_code, exc.summary)\n"
+        "    sys.exit(exc.exit_code)\n"
+    )
+    api = cluster.replay.start(
+        "old-connect", old.config("runner"), [], entrypoint=[PYTHON, "-c", script]
+    )
     done = wait_exit(api, 120)
     assert done.code == 1, done.describe()
     assert done.stdout.strip() == f"IncompatibleClusterError 1 {mismatch}"
 
     # `lockstep run` of the example job: preflight refuses it, nothing is submitted.
-    done = cluster.run("old-run", "run", f"{JOBS}/sir/job.toml", "--scheduler", SCHEDULER,
-                       "--workers", "2", build=old)
+    done = cluster.run(
+        "old-run",
+        "run",
+        f"{JOBS}/sir/job.toml",
+        "--scheduler",
+        SCHEDULER,
+        "--workers",
+        "2",
+        build=old,
+    )
     assert done.code == 1, done.describe()
     assert "found 2 problem(s); nothing was submitted" in done.stderr, done.describe()
-    assert f"{JOBS}/sir/job.toml: executor: 'cold' is not a lockstep executor; valid values: " \
-           "direct, isolated_warm" in done.stderr
+    assert (
+        f"{JOBS}/sir/job.toml: executor: 'cold' is not a lockstep executor; valid values: "
+        "direct, isolated_warm" in done.stderr
+    )
     assert f"{SCHEDULER}: handshake: {mismatch}" in done.stderr
     assert cluster.tasks_run("doctor-tasks-after-old-runner") == before
 
@@ -327,16 +382,21 @@ def test_old_runner_is_refused_before_submitting_anything(cluster: Cluster) -> N
 def test_preflight_in_the_runner_container_catches_the_missing_target(cluster: Cluster) -> None:
     before = cluster.tasks_run("doctor-tasks-before-incident")
     spec = f"{JOBS}/incident/job.toml"
-    missing = (f"{spec}: target targets.incidence:incidence_target: module targets.incidence "
-               f"({JOBS}/sir/bundle/targets/incidence.py) has no incidence_target; did you "
-               "mean incidence?")
+    missing = (
+        f"{spec}: target targets.incidence:incidence_target: module targets.incidence "
+        f"({JOBS}/sir/bundle/targets/incidence.py) has no incidence_target; did you "
+        "mean incidence?"
+    )
     for command in ("preflight", "run"):
-        done = cluster.run(f"incident-{command}", command, spec, "--scheduler", SCHEDULER,
-                           "--workers", "2")
+        done = cluster.run(
+            f"incident-{command}", command, spec, "--scheduler", SCHEDULER, "--workers", "2"
+        )
         assert done.code == 1, done.describe()
         lines = done.stderr.strip().splitlines()
-        assert lines[-2:] == [f"lockstep: error: preflight of {spec} found 1 problem(s); "
-                              "nothing was submitted", missing], done.describe()
+        assert lines[-2:] == [
+            f"lockstep: error: preflight of {spec} found 1 problem(s); nothing was submitted",
+            missing,
+        ], done.describe()
         assert done.stdout == ""
     assert cluster.tasks_run("doctor-tasks-after-incident") == before
 
@@ -365,22 +425,30 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     import kubernetes_validate
 
     src = clone(tmp_path / "release")
-    proc = lockstep(["release", "0.1.0", "--registry", "127.0.0.1:5000/sim", "--dry-run",
-                     "--json"], cwd=src, cache=built.cache)
+    proc = lockstep(
+        ["release", "0.1.0", "--registry", "127.0.0.1:5000/sim", "--dry-run", "--json"],
+        cwd=src,
+        cache=built.cache,
+    )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     files = [Path(p) for p in record["deploy_files"]]
     docs = k8s_documents(files)
     assert sorted((p.name, d["kind"]) for p, d in docs) == [
-        ("runner-job.yaml", "Job"), ("scheduler.yaml", "Deployment"),
-        ("scheduler.yaml", "Service"), ("workers.yaml", "Deployment")]
+        ("runner-job.yaml", "Job"),
+        ("scheduler.yaml", "Deployment"),
+        ("scheduler.yaml", "Service"),
+        ("workers.yaml", "Deployment"),
+    ]
     for path, doc in docs:
         for version in K8S_VERSIONS:
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{path.name} {doc['kind']} is not valid Kubernetes {version}: "
-                            f"{exc.message} at {'/'.join(map(str, exc.path))}")
+                pytest.fail(
+                    f"{path.name} {doc['kind']} is not valid Kubernetes {version}: "
+                    f"{exc.message} at {'/'.join(map(str, exc.path))}"
+                )
 
     pins = lockstep(["check-pins", str(src / "release" / "0.1.0")], cwd=src, cache=built.cache)
     assert pins.returncode == 0, pins.stdout + pins.stderr
@@ -389,10 +457,16 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
 
     # The pods run as the replay's containers do: same images, commands and lockdown.
     images = {role: record["images"][role]["reference"] for role in ("runner", "worker")}
-    pods = {doc["metadata"]["name"]: doc["spec"]["template"]["spec"] for _, doc in docs
-            if doc["kind"] in ("Deployment", "Job")}
-    assert set(pods) == {"lockstep-scheduler", "lockstep-worker",
-                         f"lockstep-runner-{record['build_id'][7:19]}"}, sorted(pods)
+    pods = {
+        doc["metadata"]["name"]: doc["spec"]["template"]["spec"]
+        for _, doc in docs
+        if doc["kind"] in ("Deployment", "Job")
+    }
+    assert set(pods) == {
+        "lockstep-scheduler",
+        "lockstep-worker",
+        f"lockstep-runner-{record['build_id'][7:19]}",
+    }, sorted(pods)
     for name, pod in pods.items():
         assert pod["securityContext"]["runAsUser"] == 65532, name
         (container,) = pod["containers"]
@@ -407,8 +481,9 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     assert scheduler["command"] == [*LOCKSTEP, "scheduler"]
     assert scheduler["args"][:4] == ["--host", "0.0.0.0", "--port", "8786"]
     worker = pods["lockstep-worker"]["containers"][0]
-    assert {e["name"]: e["value"] for e in worker["env"]}["LOCKSTEP_EXECUTOR"] in \
-        record["executors"]
+    assert {e["name"]: e["value"] for e in worker["env"]}["LOCKSTEP_EXECUTOR"] in record[
+        "executors"
+    ]
 
 
 def test_the_schema_check_is_real() -> None:
@@ -416,11 +491,18 @@ def test_the_schema_check_is_real() -> None:
     import kubernetes_validate
 
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "w"}},
-                 "template": {"metadata": {"labels": {"app": "w"}},
-                              "spec": {"containers": [{"name": "w", "image": "r/w@sha256:"
-                                                       + "0" * 64}]}}}}
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "w"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "w"}},
+            "template": {
+                "metadata": {"labels": {"app": "w"}},
+                "spec": {"containers": [{"name": "w", "image": "r/w@sha256:" + "0" * 64}]},
+            },
+        },
+    }
     kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
     wrong_type = json.loads(json.dumps(deployment))
     wrong_type["spec"]["replicas"] = "four"

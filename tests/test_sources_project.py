@@ -74,18 +74,28 @@ def test_the_project_definition_loads() -> None:
     assert p.images["runner"].entrypoint[-1] == "runner"
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ('[tool.lockstep]\n', '[tool.lockstep]\nsources = "oops"\n', "not valid TOML"),
-    ('sources = [', 'sources_x = [', "sources must list"),
-    ('[tool.lockstep.images.runner]', '[tool.lockstep.images.other]', "images.runner"),
-    ('entrypoint = ["/usr/bin/python3.11", "-m", "lockstep", "worker"]', 'entrypoint = []',
-     "entrypoint"),
-    ('cold = "lockstep.runtime.executors.cold:ColdExecutor"', 'cold = "not an entry point"',
-     "must be name"),
-    ('python_lock = "images/python.lock.json"\n', '', "python_lock"),
-])
-def test_malformed_tool_lockstep_is_one_clear_line(tmp_path: Path, old: str, new: str,
-                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("[tool.lockstep]\n", '[tool.lockstep]\nsources = "oops"\n', "not valid TOML"),
+        ("sources = [", "sources_x = [", "sources must list"),
+        ("[tool.lockstep.images.runner]", "[tool.lockstep.images.other]", "images.runner"),
+        (
+            'entrypoint = ["/usr/bin/python3.11", "-m", "lockstep", "worker"]',
+            "entrypoint = []",
+            "entrypoint",
+        ),
+        (
+            'cold = "lockstep.runtime.executors.cold:ColdExecutor"',
+            'cold = "not an entry point"',
+            "must be name",
+        ),
+        ('python_lock = "images/python.lock.json"\n', "", "python_lock"),
+    ],
+)
+def test_malformed_tool_lockstep_is_one_clear_line(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
     dest = copy_project(tmp_path)
     text = (dest / "pyproject.toml").read_text()
     assert old in text

@@ -20,15 +20,18 @@ def mode(path: Path) -> int:
 
 def test_materialize_writes_entries_with_their_modes(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    materialize([
-        Entry.symlink("bin", "usr/bin"),
-        Entry.file("usr/bin/tool", b"#!/bin/sh\n", 0o755),
-        Entry.dir("tmp", 0o1777),
-        Entry.dir("ro", 0o555),
-        Entry.file("ro/data", b"x", 0o444),
-        Entry.symlink("etc/dangling", "../nowhere"),
-        Entry.symlink("etc/abs", "/etc/passwd"),  # written verbatim, never followed
-    ], root)
+    materialize(
+        [
+            Entry.symlink("bin", "usr/bin"),
+            Entry.file("usr/bin/tool", b"#!/bin/sh\n", 0o755),
+            Entry.dir("tmp", 0o1777),
+            Entry.dir("ro", 0o555),
+            Entry.file("ro/data", b"x", 0o444),
+            Entry.symlink("etc/dangling", "../nowhere"),
+            Entry.symlink("etc/abs", "/etc/passwd"),  # written verbatim, never followed
+        ],
+        root,
+    )
     assert (root / "usr/bin/tool").read_bytes() == b"#!/bin/sh\n"
     assert mode(root / "usr/bin/tool") == 0o755
     assert mode(root / "usr") == 0o755  # implied parents
@@ -43,8 +46,10 @@ def test_materialize_refuses_paths_through_symlinks(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     with pytest.raises(BadInput, match="'evil/passwd' passes through the symlink 'evil'"):
-        materialize([Entry.symlink("evil", str(outside)), Entry.file("evil/passwd", b"x")],
-                    tmp_path / "root")
+        materialize(
+            [Entry.symlink("evil", str(outside)), Entry.file("evil/passwd", b"x")],
+            tmp_path / "root",
+        )
     assert list(outside.iterdir()) == []
 
 
@@ -71,6 +76,8 @@ def test_staged_python_env_is_minimal(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_pyc_path() -> None:
-    assert pyc_path("usr/lib/python3.11/json/__init__.py", "cpython-311") == \
-        "usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc"
+    assert (
+        pyc_path("usr/lib/python3.11/json/__init__.py", "cpython-311")
+        == "usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc"
+    )
     assert pyc_path("top.py", "cpython-311") == "__pycache__/top.cpython-311.pyc"

@@ -13,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("tool, args", [
-    ("ruff", ["check", "src"]),
-    ("mypy", ["src"]),
-])
+@pytest.mark.parametrize(
+    "tool, args",
+    [
+        ("ruff", ["check", "src"]),
+        ("mypy", ["src"]),
+    ],
+)
 def test_src_is_clean(tool: str, args: list[str]) -> None:
     exe = BIN / tool if (BIN / tool).exists() else shutil.which(tool)
     assert exe, f"{tool} is not installed; run `make test` (it installs lockstep[dev])"

@@ -35,8 +35,7 @@ def progress(message: str) -> None:
 
 def add_project_arg(parser: argparse.ArgumentParser) -> None:
     """``--project``: the project root, for commands that read ``pyproject.toml``."""
-    parser.add_argument("--project", type=Path,
-                        help="project root (default: found from the cwd)")
+    parser.add_argument("--project", type=Path, help="project root (default: found from the cwd)")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -98,20 +98,29 @@ class BuildManifest:
         """Validate a decoded manifest; raise ``BadInput`` naming ``where``."""
 
         def fail(what: str) -> BadInput:
-            return BadInput(f"{where}: {what}; rebuild the image or point {MANIFEST_ENV} at a "
-                            "manifest written by `lockstep build`")
+            return BadInput(
+                f"{where}: {what}; rebuild the image or point {MANIFEST_ENV} at a "
+                "manifest written by `lockstep build`"
+            )
 
         if not isinstance(data, dict):
             raise fail("not a JSON object")
         if data.get("schema") != SCHEMA:
             raise fail(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
-        for key, kind in (("name", str), ("version", str), ("build_id", str),
-                          ("python", str), ("protocol", int)):
+        for key, kind in (
+            ("name", str),
+            ("version", str),
+            ("build_id", str),
+            ("python", str),
+            ("protocol", int),
+        ):
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
                 raise fail(f"{key!r} is missing or not a {kind.__name__}")
         inputs = data.get("inputs")
-        if not isinstance(inputs, dict) or sorted(inputs) != sorted(INPUT_KEYS) or not all(
-            isinstance(v, str) for v in inputs.values()
+        if (
+            not isinstance(inputs, dict)
+            or sorted(inputs) != sorted(INPUT_KEYS)
+            or not all(isinstance(v, str) for v in inputs.values())
         ):
             raise fail(f"'inputs' must map exactly {', '.join(INPUT_KEYS)} to strings")
         executors = data.get("executors")
@@ -120,19 +129,29 @@ class BuildManifest:
         stamp_data = data.get("stamp")
         stamp: Stamp | None = None
         if stamp_data is not None:
-            if not (isinstance(stamp_data, dict) and isinstance(stamp_data.get("commit"), str)
-                    and isinstance(stamp_data.get("dirty"), bool)
-                    and (stamp_data.get("tag") is None or isinstance(stamp_data.get("tag"), str))):
+            if not (
+                isinstance(stamp_data, dict)
+                and isinstance(stamp_data.get("commit"), str)
+                and isinstance(stamp_data.get("dirty"), bool)
+                and (stamp_data.get("tag") is None or isinstance(stamp_data.get("tag"), str))
+            ):
                 raise fail("'stamp' must be null or {commit, tag, dirty}")
             stamp = Stamp(stamp_data["commit"], stamp_data.get("tag"), stamp_data["dirty"])
         expected = compute_build_id(inputs)
         if data["build_id"] != expected:
-            raise fail(f"build_id {data['build_id']} does not match its inputs ({expected}): "
-                       "the manifest is corrupt")
+            raise fail(
+                f"build_id {data['build_id']} does not match its inputs ({expected}): "
+                "the manifest is corrupt"
+            )
         return cls(
-            name=data["name"], version=data["version"], inputs=inputs,
-            executors=tuple(executors), python=data["python"], stamp=stamp,
-            protocol=data["protocol"], build_id=data["build_id"],
+            name=data["name"],
+            version=data["version"],
+            inputs=inputs,
+            executors=tuple(executors),
+            python=data["python"],
+            stamp=stamp,
+            protocol=data["protocol"],
+            build_id=data["build_id"],
         )
 
     @classmethod
@@ -140,8 +159,10 @@ class BuildManifest:
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadInput(f"{where}: not valid JSON ({exc}); rebuild the image or point "
-                           f"{MANIFEST_ENV} at a manifest written by `lockstep build`") from exc
+            raise BadInput(
+                f"{where}: not valid JSON ({exc}); rebuild the image or point "
+                f"{MANIFEST_ENV} at a manifest written by `lockstep build`"
+            ) from exc
         return cls.from_dict(data, where)
 
 
@@ -157,6 +178,8 @@ def load_manifest(path: Path | None = None) -> BuildManifest:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the build manifest ({exc.strerror}); run inside a "
-                       f"lockstep image or set {MANIFEST_ENV}") from exc
+        raise BadInput(
+            f"{path}: cannot read the build manifest ({exc.strerror}); run inside a "
+            f"lockstep image or set {MANIFEST_ENV}"
+        ) from exc
     return BuildManifest.from_json(raw, str(path))

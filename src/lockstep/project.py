@@ -76,8 +76,10 @@ def _str_list(table: Mapping[str, Any], key: str, where: str, default: list[str]
 def _str(table: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
     value = table.get(key, default)
     if not isinstance(value, str) or not value:
-        raise BadInput(f"{where}: {key} must be a non-empty string"
-                       + ("" if default is not None else " (it is required)"))
+        raise BadInput(
+            f"{where}: {key} must be a non-empty string"
+            + ("" if default is not None else " (it is required)")
+        )
     return value
 
 
@@ -87,8 +89,9 @@ def load_project(root: Path) -> Project:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read ({exc.strerror}); run from the project root "
-                       "or pass --project") from exc
+        raise BadInput(
+            f"{path}: cannot read ({exc.strerror}); run from the project root or pass --project"
+        ) from exc
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -107,12 +110,16 @@ def load_project(root: Path) -> Project:
 
     group = project.get("entry-points", {}).get(EXECUTOR_GROUP, {})
     if not isinstance(group, dict) or not group:
-        raise BadInput(f'{path}: [project.entry-points."{EXECUTOR_GROUP}"] is missing or empty; '
-                       "register at least one executor")
+        raise BadInput(
+            f'{path}: [project.entry-points."{EXECUTOR_GROUP}"] is missing or empty; '
+            "register at least one executor"
+        )
     for ex_name, target in group.items():
         if not _NAME.match(ex_name) or not isinstance(target, str) or not _ENTRY.match(target):
-            raise BadInput(f'{path}: executor entry point {ex_name!r} = {target!r} must be '
-                           'name = "module:attribute"')
+            raise BadInput(
+                f"{path}: executor entry point {ex_name!r} = {target!r} must be "
+                'name = "module:attribute"'
+            )
 
     images_table = tool.get("images")
     if not isinstance(images_table, dict):
@@ -147,8 +154,8 @@ def load_project(root: Path) -> Project:
         package_root=_str(tool, "package_root", where, "src"),
         python_lock=root / _str(tool, "python_lock", where),
         debian_lock=root / _str(tool, "debian_lock", where),
-        complete_platform=root / _str(tool, "complete_platform", where,
-                                      "images/complete-platform.json"),
+        complete_platform=root
+        / _str(tool, "complete_platform", where, "images/complete-platform.json"),
         debian_mirror=_str(tool, "debian_mirror", where, DEFAULT_MIRROR),
         requirements=tuple(_str_list(tool, "requirements", where, [])),
         debian_packages=tuple(_str_list(tool, "debian_packages", where, ["python3.11"])),
@@ -177,5 +184,7 @@ def find_root(start: Path | None = None) -> Path:
         pyproject = candidate / "pyproject.toml"
         if pyproject.is_file() and b"[tool.lockstep" in pyproject.read_bytes():
             return candidate
-    raise BadInput(f"{here}: no pyproject.toml with [tool.lockstep] here or above; "
-                   "run from the project root or pass --project")
+    raise BadInput(
+        f"{here}: no pyproject.toml with [tool.lockstep] here or above; "
+        "run from the project root or pass --project"
+    )

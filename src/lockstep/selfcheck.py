@@ -19,8 +19,10 @@ def self_check() -> BuildManifest:
     manifest = load_manifest()
     registry = {e.name: e.value for e in metadata.entry_points(group=EXECUTOR_GROUP)}
     if sorted(registry) != list(manifest.executors):
-        raise CheckFailed(f"this image registers executors {sorted(registry)} but its manifest "
-                          f"lists {list(manifest.executors)}; rebuild the image")
+        raise CheckFailed(
+            f"this image registers executors {sorted(registry)} but its manifest "
+            f"lists {list(manifest.executors)}; rebuild the image"
+        )
     for name in manifest.executors:
         module, _, attr = registry[name].partition(":")
         try:
@@ -28,6 +30,8 @@ def self_check() -> BuildManifest:
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except Exception as exc:
-            raise CheckFailed(f"executor {name!r} ({registry[name]}) does not import in this "
-                              f"image: {type(exc).__name__}: {exc}") from exc
+            raise CheckFailed(
+                f"executor {name!r} ({registry[name]}) does not import in this "
+                f"image: {type(exc).__name__}: {exc}"
+            ) from exc
     return manifest

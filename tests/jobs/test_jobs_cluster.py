@@ -51,13 +51,17 @@ class Cluster:
     client: Any
 
     def tasks_run(self) -> int:
-        answers = self.client.sync(self.client.scheduler.broadcast,
-                                   msg={"op": "lockstep_identity"})
+        answers = self.client.sync(self.client.scheduler.broadcast, msg={"op": "lockstep_identity"})
         return sum(int(a["tasks"]) for a in answers.values())
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(lockstep(*args), env=base_env(self.a_path), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            lockstep(*args),
+            env=base_env(self.a_path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +74,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         scheduler, address = start_scheduler(workdir, a_path)
         procs.append(scheduler)
         caches = {ex: workdir / f"bundles-{ex}" for ex in ALL_EXECUTORS}
-        workers = {ex: start_worker(workdir, address, a_path, ex, f"w-{ex}",
-                                    env={"LOCKSTEP_BUNDLE_DIR": str(caches[ex])})
-                   for ex in ALL_EXECUTORS}
+        workers = {
+            ex: start_worker(
+                workdir,
+                address,
+                a_path,
+                ex,
+                f"w-{ex}",
+                env={"LOCKSTEP_BUNDLE_DIR": str(caches[ex])},
+            )
+            for ex in ALL_EXECUTORS
+        }
         procs.extend(workers.values())
         for proc in workers.values():
             proc.wait_for("lockstep worker ready", timeout=60)
@@ -95,18 +107,21 @@ def with_executor(tmp_path: Path, executor: str) -> Path:
 
 
 def test_incident_is_caught_by_preflight_and_no_task_reaches_a_worker(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     spec = EXAMPLES / "incident" / "job.toml"
     before = cluster.tasks_run()
     cli = cluster.cli("preflight", str(spec), "--scheduler", cluster.address)
     assert cli.returncode == 1, cli.stderr
     lines = cli.stderr.strip().splitlines()
-    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("lockstep: error")):]
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("lockstep: error")) :]
     assert len(lines) == 2, cli.stderr
-    assert lines[0] == (f"lockstep: error: preflight of {spec} found 1 problem(s); nothing was "
-                        "submitted"), cli.stderr
-    assert lines[1].startswith(f"{spec}: target targets.incidence:incidence_target: module "
-                               "targets.incidence (")
+    assert lines[0] == (
+        f"lockstep: error: preflight of {spec} found 1 problem(s); nothing was submitted"
+    ), cli.stderr
+    assert lines[1].startswith(
+        f"{spec}: target targets.incidence:incidence_target: module targets.incidence ("
+    )
     assert "has no incidence_target; did you mean incidence?" in lines[1]
     # `lockstep run` stops at the same place: nothing submitted, nothing written.
     out = tmp_path / "result.json"
@@ -122,8 +137,10 @@ def test_preflight_with_the_cluster_passes_and_imports_on_a_worker(cluster: Clus
     cli = cluster.cli("preflight", str(spec), "--scheduler", cluster.address)
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.startswith(f"preflight ok: {spec}\n")
-    assert (f"{cluster.address}: build {cluster.a.build_id}, 1 worker(s) running cold; the "
-            f"bundle imports on {cluster.addresses['cold']}") in cli.stdout
+    assert (
+        f"{cluster.address}: build {cluster.a.build_id}, 1 worker(s) running cold; the "
+        f"bundle imports on {cluster.addresses['cold']}"
+    ) in cli.stdout
     bundle, _ = load_bundle(spec.parent / "bundle")
     assert bundle is not None
     assert (cluster.caches["cold"] / bundle.digest.removeprefix("sha256:")).is_dir()
@@ -133,16 +150,24 @@ def test_preflight_with_the_cluster_passes_and_imports_on_a_worker(cluster: Clus
 def test_missing_executor_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
     """A cluster whose workers run direct only, for a job that needs cold."""
     scheduler, address = start_scheduler(tmp_path, cluster.a_path, name="small")
-    worker = start_worker(tmp_path, address, cluster.a_path, "direct", "only-direct",
-                          env={"LOCKSTEP_BUNDLE_DIR": str(tmp_path / "cache")})
+    worker = start_worker(
+        tmp_path,
+        address,
+        cluster.a_path,
+        "direct",
+        "only-direct",
+        env={"LOCKSTEP_BUNDLE_DIR": str(tmp_path / "cache")},
+    )
     try:
         worker.wait_for("lockstep worker ready", timeout=60)
         spec = EXAMPLES / "sir" / "job.toml"
         with pytest.raises(PreflightFailed) as failed:
             preflight(spec, address, timeout=3, manifest=cluster.a)
         [problem] = failed.value.problems
-        assert str(problem).startswith(f"{address}: executor cold: the job needs 1 ready "
-                                       "worker(s) running executor cold, the cluster has 0 ")
+        assert str(problem).startswith(
+            f"{address}: executor cold: the job needs 1 ready "
+            "worker(s) running executor cold, the cluster has 0 "
+        )
         assert "runs direct" in problem.message and "LOCKSTEP_EXECUTOR=cold" in problem.message
     finally:
         worker.stop()
@@ -150,7 +175,8 @@ def test_missing_executor_on_the_cluster(cluster: Cluster, tmp_path: Path) -> No
 
 
 def test_handshake_problem_is_reported_with_the_bundle_problems(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     _, other = write_manifest(tmp_path, "b", version="0.0.9")
     spec = edit_spec(copy_example(tmp_path), model='"sir.model:simulat"')
     before = cluster.tasks_run()
@@ -165,7 +191,8 @@ def test_handshake_problem_is_reported_with_the_bundle_problems(
 
 
 def test_worker_import_check_reports_what_does_not_import_there(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """The worker's check runs in a fresh process of the worker's image, from its cached copy."""
     spec = with_executor(tmp_path, "isolated_warm")
     model = spec.parent / "bundle" / "sir" / "model.py"
@@ -176,9 +203,13 @@ def test_worker_import_check_reports_what_does_not_import_there(
     worker = cluster.addresses["isolated_warm"]
     before = cluster.tasks_run()
     ship_bundle(cluster.client, bundle, [worker])
-    [result] = check_on_worker(cluster.client, worker, bundle.digest,
-                               [{"role": "model", "ref": "sir.model:simulate",
-                                 "args": ["params", "seed"]}], 30)
+    [result] = check_on_worker(
+        cluster.client,
+        worker,
+        bundle.digest,
+        [{"role": "model", "ref": "sir.model:simulate", "args": ["params", "seed"]}],
+        30,
+    )
     cached = cluster.caches["isolated_warm"] / bundle.digest.removeprefix("sha256:")
     assert not result["ok"] and result["file"] is None
     assert "No module named 'helper_the_worker_lacks'" in result["problem"]
@@ -190,7 +221,8 @@ def test_worker_import_check_reports_what_does_not_import_there(
 
 
 def test_bundle_changed_after_its_digest_was_taken_is_refused_by_the_worker(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     spec = with_executor(tmp_path, "cold")
     root = spec.parent / "bundle"
     (root / "sir" / "TAG").write_text("a bundle no worker has yet\n")
@@ -204,23 +236,35 @@ def test_bundle_changed_after_its_digest_was_taken_is_refused_by_the_worker(
     with pytest.raises(ShipFailed) as refused:
         ship_bundle(cluster.client, bundle, [worker])
     [line] = refused.value.lines
-    assert line.startswith(f"worker {worker}: bundle sent as {bundle.digest} arrived as "
-                           f"{changed.digest} (5 file(s)): its files changed after its digest "
-                           "was taken, or it is partial; refusing it"), line
+    assert line.startswith(
+        f"worker {worker}: bundle sent as {bundle.digest} arrived as "
+        f"{changed.digest} (5 file(s)): its files changed after its digest "
+        "was taken, or it is partial; refusing it"
+    ), line
     cache = cluster.caches["cold"]
     assert not (cache / bundle.digest.removeprefix("sha256:")).exists()
     # A partial bundle, sent straight to the handler, is refused the same way.
-    answers = cluster.client.sync(cluster.client.scheduler.broadcast, workers=[worker], msg={
-        "op": PUT_OP, "digest": bundle.digest, "files": to_wire(bundle.files[:-1])})
+    answers = cluster.client.sync(
+        cluster.client.scheduler.broadcast,
+        workers=[worker],
+        msg={"op": PUT_OP, "digest": bundle.digest, "files": to_wire(bundle.files[:-1])},
+    )
     assert answers[worker]["ok"] is False and "4 file(s)" in answers[worker]["error"]
     # And a task naming the refused bundle does not run.
     with pytest.raises(Exception, match=f"bundle {bundle.digest} is not on worker {worker}"):
-        submit_task(cluster.client, "sir.model:simulate", ({}, 1), bundle=bundle.digest,
-                    workers=[worker], allow_other_workers=False).result(timeout=60)
+        submit_task(
+            cluster.client,
+            "sir.model:simulate",
+            ({}, 1),
+            bundle=bundle.digest,
+            workers=[worker],
+            allow_other_workers=False,
+        ).result(timeout=60)
 
 
 def test_bundle_is_shipped_once_and_a_tampered_cache_is_sent_again(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     spec = with_executor(tmp_path, "direct")
     (spec.parent / "bundle" / "sir" / "VERSION").write_text("ship-once\n")
     bundle, _ = load_bundle(spec.parent / "bundle")
@@ -239,7 +283,8 @@ def test_bundle_is_shipped_once_and_a_tampered_cache_is_sent_again(
 
 
 def test_two_bundles_with_the_same_module_names_do_not_mix_in_a_reused_process(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     digests = []
     for tag in ("one", "two"):
         root = tmp_path / tag
@@ -251,23 +296,33 @@ def test_two_bundles_with_the_same_module_names_do_not_mix_in_a_reused_process(
         digests.append((tag, bundle.digest))
     for executor, worker in cluster.addresses.items():
         for tag, digest in [*digests, *digests]:
-            answer = submit_task(cluster.client, "samename:which", bundle=digest,
-                                 workers=[worker], allow_other_workers=False).result(timeout=60)
-            assert (answer["value"], answer["executor"], answer["bundle"]) == \
-                (tag, executor, digest)
+            answer = submit_task(
+                cluster.client,
+                "samename:which",
+                bundle=digest,
+                workers=[worker],
+                allow_other_workers=False,
+            ).result(timeout=60)
+            assert (answer["value"], answer["executor"], answer["bundle"]) == (
+                tag,
+                executor,
+                digest,
+            )
 
 
 # --- running the example ----------------------------------------------------------------------
 
 
 def test_example_job_gives_the_same_aggregate_under_every_executor(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     results = {}
     for executor in ALL_EXECUTORS:
         spec = with_executor(tmp_path / executor, executor)
         messages: list[str] = []
-        result = run_job(spec, cluster.address, timeout=30, manifest=cluster.a,
-                         progress=messages.append)
+        result = run_job(
+            spec, cluster.address, timeout=30, manifest=cluster.a, progress=messages.append
+        )
         assert result["executor"] == executor and result["build_id"] == cluster.a.build_id
         assert {s["executor"] for s in result["simulations"]} == {executor}
         assert result["workers"] == [cluster.addresses[executor]]
@@ -288,8 +343,9 @@ def test_example_job_gives_the_same_aggregate_under_every_executor(
     baseline, distancing = aggregates[0]["parameter_sets"]
     assert baseline["name"] == "baseline" and distancing["name"] == "distancing"
     assert baseline["attack_rate"] > distancing["attack_rate"] > 0
-    assert [s["output"] for s in results["cold"]["simulations"]] == \
-        [s["output"] for s in results["direct"]["simulations"]]
+    assert [s["output"] for s in results["cold"]["simulations"]] == [
+        s["output"] for s in results["direct"]["simulations"]
+    ]
 
 
 def test_lockstep_run_end_to_end_writes_the_result(cluster: Cluster, tmp_path: Path) -> None:
@@ -310,17 +366,21 @@ def test_lockstep_run_end_to_end_writes_the_result(cluster: Cluster, tmp_path: P
     ran.append((result["aggregated_by"]["worker"], result["aggregated_by"]["pid"]))
     assert result["processes"] == [{"worker": w, "pid": p} for w, p in sorted(set(ran))]
     assert len(result["processes"]) == 9 and {w for w, _ in ran} == {worker}
-    assert [(s["params_index"], s["seed"]) for s in result["simulations"]] == \
-        [(i, s) for i in (0, 1) for s in (1, 2, 3, 4)]
+    assert [(s["params_index"], s["seed"]) for s in result["simulations"]] == [
+        (i, s) for i in (0, 1) for s in (1, 2, 3, 4)
+    ]
     assert len(result["aggregate"]["parameter_sets"]) == 2
     stderr = cli.stderr
-    for part in (f"lockstep: preflight ok: bundle {bundle.digest}",
-                 "lockstep: submitted 8 simulation(s): 2 parameter set(s) x 4 seed(s)",
-                 "lockstep: simulations 8/8 done",
-                 "lockstep: aggregated by targets.incidence:incidence on",
-                 f"lockstep: wrote {out}: build {cluster.a.build_id}",
-                 f"executor cold, 9 process(es) on 1 worker(s): {worker} pids "
-                 + ", ".join(str(p["pid"]) for p in result["processes"]) + "\n"):
+    for part in (
+        f"lockstep: preflight ok: bundle {bundle.digest}",
+        "lockstep: submitted 8 simulation(s): 2 parameter set(s) x 4 seed(s)",
+        "lockstep: simulations 8/8 done",
+        "lockstep: aggregated by targets.incidence:incidence on",
+        f"lockstep: wrote {out}: build {cluster.a.build_id}",
+        f"executor cold, 9 process(es) on 1 worker(s): {worker} pids "
+        + ", ".join(str(p["pid"]) for p in result["processes"])
+        + "\n",
+    ):
         assert part in stderr, stderr
     assert stderr.count("worker(s) ready") == 1, stderr  # the cluster line, once
     assert list(out.parent.iterdir()) == [out]  # no temporary left behind
@@ -329,14 +389,19 @@ def test_lockstep_run_end_to_end_writes_the_result(cluster: Cluster, tmp_path: P
 def test_a_failing_simulation_fails_the_run_naming_it(cluster: Cluster, tmp_path: Path) -> None:
     spec = with_executor(tmp_path, "isolated_warm")
     model = spec.parent / "bundle" / "sir" / "model.py"
-    model.write_text(model.read_text().replace(
-        "    rng = random.Random(seed)\n",
-        "    rng = random.Random(seed)\n    if seed == 3 and params['name'] == 'distancing':\n"
-        "        raise ValueError('bad seed')\n"))
-    with pytest.raises(CheckFailed, match=r"simulation params\[1\] seed 3 \(sir.model:simulate\) "
-                                          r"failed: ValueError: bad seed"):
-        run_job(spec, cluster.address, timeout=30, manifest=cluster.a,
-                progress=lambda _m: None)
+    model.write_text(
+        model.read_text().replace(
+            "    rng = random.Random(seed)\n",
+            "    rng = random.Random(seed)\n    if seed == 3 and params['name'] == 'distancing':\n"
+            "        raise ValueError('bad seed')\n",
+        )
+    )
+    with pytest.raises(
+        CheckFailed,
+        match=r"simulation params\[1\] seed 3 \(sir.model:simulate\) "
+        r"failed: ValueError: bad seed",
+    ):
+        run_job(spec, cluster.address, timeout=30, manifest=cluster.a, progress=lambda _m: None)
 
 
 def test_copy_of_examples_is_not_needed_by_the_runner(cluster: Cluster, tmp_path: Path) -> None:
@@ -345,6 +410,7 @@ def test_copy_of_examples_is_not_needed_by_the_runner(cluster: Cluster, tmp_path
     moved = tmp_path / "elsewhere"
     shutil.move(str(spec.parent / "bundle"), moved)
     edit_spec(spec, bundle=f'"{moved}"')
-    result = run_job(spec, cluster.address, timeout=30, manifest=cluster.a,
-                     progress=lambda _m: None)
+    result = run_job(
+        spec, cluster.address, timeout=30, manifest=cluster.a, progress=lambda _m: None
+    )
     assert result["job"]["bundle"] == str(moved)

@@ -43,17 +43,21 @@ def sabotage(spec: Path, code: str, **keys: str) -> Path:
 def add_keys(spec: Path, **keys: str) -> Path:
     text = spec.read_text()
     head, _, rest = text.partition("[[params]]")
-    spec.write_text(head + "".join(f"{k} = {v}\n" for k, v in keys.items()) + "\n[[params]]"
-                    + rest)
+    spec.write_text(head + "".join(f"{k} = {v}\n" for k, v in keys.items()) + "\n[[params]]" + rest)
     return spec
 
 
-def run_cli(address: str, manifest: Path, spec: Path, *args: str,
-            out: Path | None = None) -> subprocess.Popen[str]:
+def run_cli(
+    address: str, manifest: Path, spec: Path, *args: str, out: Path | None = None
+) -> subprocess.Popen[str]:
     extra = ["--out", str(out)] if out else []
-    return subprocess.Popen(lockstep("run", str(spec), "--scheduler", address, *extra, *args),
-                            env=base_env(manifest), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        lockstep("run", str(spec), "--scheduler", address, *extra, *args),
+        env=base_env(manifest),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def error_line(stderr: str) -> str:
@@ -72,11 +76,24 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, str, list[Proc]]]:
         proc.stop()
 
 
-def worker(tmp_path: Path, address: str, a_path: Path, executor: str, name: str,
-           procs: list[Proc], **kwargs: object) -> Proc:
-    proc = start_worker(tmp_path, address, a_path, executor, name,
-                        env={"LOCKSTEP_BUNDLE_DIR": str(tmp_path / f"cache-{name}")},
-                        **kwargs)  # type: ignore[arg-type]
+def worker(
+    tmp_path: Path,
+    address: str,
+    a_path: Path,
+    executor: str,
+    name: str,
+    procs: list[Proc],
+    **kwargs: object,
+) -> Proc:
+    proc = start_worker(
+        tmp_path,
+        address,
+        a_path,
+        executor,
+        name,
+        env={"LOCKSTEP_BUNDLE_DIR": str(tmp_path / f"cache-{name}")},
+        **kwargs,
+    )  # type: ignore[arg-type]
     procs.append(proc)
     return proc
 
@@ -89,8 +106,10 @@ def test_bad_timeouts_are_refused_by_preflight(tmp_path: Path, value: str) -> No
     spec = add_keys(copy_example(tmp_path), task_timeout=value, run_deadline=value)
     fields, problems = read_spec(spec, registered_executors())
     assert [p.name for p in problems] == ["task_timeout", "run_deadline"], problems
-    assert "must be the number of seconds one task may run: a number > 0 and at most 1e+07" \
+    assert (
+        "must be the number of seconds one task may run: a number > 0 and at most 1e+07"
         in problems[0].message
+    )
     assert "task_timeout" not in fields
 
 
@@ -103,29 +122,43 @@ def test_good_timeouts_are_read(tmp_path: Path) -> None:
 # --- a failing task fails the run in one line ------------------------------------------------
 
 
-@pytest.mark.parametrize("executor, code, cause", [
-    ("cold", "if seed == 3 and params['name'] == 'distancing':\n    while True: pass",
-     "TaskTimedOut: did not finish within its timeout of 2 s; its process group was killed"),
-    ("isolated_warm", "if seed == 3 and params['name'] == 'distancing':\n"
-     "    import os; os._exit(9)", "TaskCrashed: warm process"),
-    ("direct", "if seed == 3 and params['name'] == 'distancing':\n    raise SystemExit(3)",
-     "SystemExit: 3"),
-])
+@pytest.mark.parametrize(
+    "executor, code, cause",
+    [
+        (
+            "cold",
+            "if seed == 3 and params['name'] == 'distancing':\n    while True: pass",
+            "TaskTimedOut: did not finish within its timeout of 2 s; its process group was killed",
+        ),
+        (
+            "isolated_warm",
+            "if seed == 3 and params['name'] == 'distancing':\n    import os; os._exit(9)",
+            "TaskCrashed: warm process",
+        ),
+        (
+            "direct",
+            "if seed == 3 and params['name'] == 'distancing':\n    raise SystemExit(3)",
+            "SystemExit: 3",
+        ),
+    ],
+)
 def test_failing_simulation_fails_the_run_in_one_line(
-        tmp_path: Path, cluster: tuple[Path, str, list[Proc]], executor: str, code: str,
-        cause: str) -> None:
+    tmp_path: Path, cluster: tuple[Path, str, list[Proc]], executor: str, code: str, cause: str
+) -> None:
     a_path, address, procs = cluster
     proc = worker(tmp_path, address, a_path, executor, f"w-{executor}", procs)
     proc.wait_for("lockstep worker ready", 60)
-    spec = add_keys(sabotage(copy_example(tmp_path), code, executor=f'"{executor}"'),
-                    task_timeout="2")
+    spec = add_keys(
+        sabotage(copy_example(tmp_path), code, executor=f'"{executor}"'), task_timeout="2"
+    )
     out = tmp_path / "result.json"
     cli = run_cli(address, a_path, spec, out=out)
     _, stderr = cli.communicate(timeout=180)
     assert cli.returncode == 1, stderr
     line = error_line(stderr)
-    assert line.startswith("lockstep: error: simulation params[1] seed 3 (sir.model:simulate) "
-                           f"failed: {cause}"), line
+    assert line.startswith(
+        f"lockstep: error: simulation params[1] seed 3 (sir.model:simulate) failed: {cause}"
+    ), line
     assert " on worker tcp://127.0.0.1:" in line and line.endswith("; nothing was written")
     assert f"{executor} process " in line
     assert not out.exists()
@@ -140,8 +173,9 @@ def test_failing_simulation_fails_the_run_in_one_line(
 # --- lost workers and deadlines ----------------------------------------------------------
 
 
-def _kill_mid_run(tmp_path: Path, target: Proc, victim: int, cli: subprocess.Popen[str],
-                  marker: Path) -> None:
+def _kill_mid_run(
+    tmp_path: Path, target: Proc, victim: int, cli: subprocess.Popen[str], marker: Path
+) -> None:
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert time.monotonic() < deadline and cli.poll() is None, "no simulation started"
@@ -150,14 +184,16 @@ def _kill_mid_run(tmp_path: Path, target: Proc, victim: int, cli: subprocess.Pop
 
 
 def test_run_moves_to_the_worker_a_nanny_restarted(
-        tmp_path: Path, cluster: tuple[Path, str, list[Proc]]) -> None:
+    tmp_path: Path, cluster: tuple[Path, str, list[Proc]]
+) -> None:
     a_path, address, procs = cluster
     proc = worker(tmp_path, address, a_path, "cold", "w-nanny", procs, nanny=True)
     first = int(proc.wait_for(r"lockstep worker ready: .* pid (\d+)", 90).group(1))
     marker = tmp_path / "started"
-    spec = sabotage(copy_example(tmp_path),
-                    f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\n"
-                    "time.sleep(1)")
+    spec = sabotage(
+        copy_example(tmp_path),
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(1)",
+    )
     out = tmp_path / "result.json"
     cli = run_cli(address, a_path, spec, out=out)
     _kill_mid_run(tmp_path, proc, first, cli, marker)
@@ -168,14 +204,17 @@ def test_run_moves_to_the_worker_a_nanny_restarted(
 
 
 def test_run_fails_in_bounded_time_when_no_worker_is_left(
-        tmp_path: Path, cluster: tuple[Path, str, list[Proc]]) -> None:
+    tmp_path: Path, cluster: tuple[Path, str, list[Proc]]
+) -> None:
     a_path, address, procs = cluster
     proc = worker(tmp_path, address, a_path, "cold", "w-alone", procs)
     proc.wait_for("lockstep worker ready", 60)
     marker, child = tmp_path / "started", tmp_path / "child.pid"
-    spec = sabotage(copy_example(tmp_path),
-                    f"import os, pathlib, time\npathlib.Path({str(child)!r}).write_text("
-                    f"str(os.getpid()))\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)")
+    spec = sabotage(
+        copy_example(tmp_path),
+        f"import os, pathlib, time\npathlib.Path({str(child)!r}).write_text("
+        f"str(os.getpid()))\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)",
+    )
     out = tmp_path / "result.json"
     cli = run_cli(address, a_path, spec, "--timeout", "3", out=out)
     _kill_mid_run(tmp_path, proc, proc.pid, cli, marker)
@@ -192,8 +231,11 @@ def test_run_deadline(tmp_path: Path, cluster: tuple[Path, str, list[Proc]]) -> 
     a_path, address, procs = cluster
     proc = worker(tmp_path, address, a_path, "isolated_warm", "w-slow", procs)
     proc.wait_for("lockstep worker ready", 60)
-    spec = sabotage(copy_example(tmp_path), "if seed == 2:\n    import time; time.sleep(600)",
-                    executor='"isolated_warm"')
+    spec = sabotage(
+        copy_example(tmp_path),
+        "if seed == 2:\n    import time; time.sleep(600)",
+        executor='"isolated_warm"',
+    )
     add_keys(spec, task_timeout="900", run_deadline="3")
     out = tmp_path / "result.json"
     cli = run_cli(address, a_path, spec, out=out)

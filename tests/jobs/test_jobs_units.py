@@ -34,8 +34,9 @@ def copy_example(tmp_path: Path) -> Path:
 def edit_spec(spec: Path, **values: str) -> Path:
     lines = spec.read_text().splitlines()
     for key, value in values.items():
-        lines = [f"{key} = {value}" if line.split("=")[0].strip() == key else line
-                 for line in lines]
+        lines = [
+            f"{key} = {value}" if line.split("=")[0].strip() == key else line for line in lines
+        ]
     spec.write_text("\n".join(lines) + "\n")
     return spec
 
@@ -53,18 +54,26 @@ def test_example_spec_is_valid() -> None:
 
 def test_spec_reports_every_schema_problem(tmp_path: Path) -> None:
     spec = tmp_path / "job.toml"
-    spec.write_text('bundel = "x"\nmodel = "not a ref"\nexecutor = "turbo"\nseeds = [1, 1]\n'
-                    'schema = "lockstep.job/v9"\n'
-                    '[[params]]\nwhen = 2024-01-01\nrate = nan\n')
+    spec.write_text(
+        'bundel = "x"\nmodel = "not a ref"\nexecutor = "turbo"\nseeds = [1, 1]\n'
+        'schema = "lockstep.job/v9"\n'
+        "[[params]]\nwhen = 2024-01-01\nrate = nan\n"
+    )
     _, problems = read_spec(spec, EXECUTORS)
     lines = [str(p) for p in problems]
     assert all(line.startswith(f"{spec}: ") for line in lines), lines
     text = "\n".join(lines)
-    for expected in ("bundel: unknown key", "bundle: missing", "target: missing",
-                     "model: 'not a ref' must read 'module:callable'",
-                     "executor: 'turbo' is not a lockstep executor; valid values: cold, direct, "
-                     "isolated_warm", "seeds: lists a seed twice", "schema: 'lockstep.job/v9'",
-                     "params[0].when: a TOML date", "params[0].rate: nan"):
+    for expected in (
+        "bundel: unknown key",
+        "bundle: missing",
+        "target: missing",
+        "model: 'not a ref' must read 'module:callable'",
+        "executor: 'turbo' is not a lockstep executor; valid values: cold, direct, isolated_warm",
+        "seeds: lists a seed twice",
+        "schema: 'lockstep.job/v9'",
+        "params[0].when: a TOML date",
+        "params[0].rate: nan",
+    ):
         assert expected in text, text
     assert len(problems) == 9
 
@@ -82,13 +91,16 @@ def test_spec_not_toml_and_unreadable(tmp_path: Path) -> None:
 
 
 def test_bundle_digest_is_the_sources_tree_digest_and_ignores_mtimes_and_pycache(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     spec = copy_example(tmp_path)
     root = spec.parent / "bundle"
     bundle, problems = load_bundle(root)
     assert bundle is not None and problems == []
-    files = [SourceFile(p.relative_to(root).as_posix(), False, p.read_bytes())
-             for p in sorted(root.rglob("*.py"))]
+    files = [
+        SourceFile(p.relative_to(root).as_posix(), False, p.read_bytes())
+        for p in sorted(root.rglob("*.py"))
+    ]
     assert bundle.digest == tree_digest(files)
     (root / "sir" / "__pycache__").mkdir()
     (root / "sir" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"junk")
@@ -117,10 +129,16 @@ def test_bundle_well_formedness(tmp_path: Path) -> None:
     (root / "link.py").symlink_to(root / "ok.py")
     bundle, problems = load_bundle(root)
     assert bundle is not None
-    assert problems == [(str(root / "link.py"), "is a symlink; a bundle holds only regular files "
-                         "(its digest covers contents, not links): replace it with the file")]
-    assert syntax_problems(bundle) == [(str(root / "broken.py"),
-                                        "syntax error at line 1: invalid syntax")]
+    assert problems == [
+        (
+            str(root / "link.py"),
+            "is a symlink; a bundle holds only regular files "
+            "(its digest covers contents, not links): replace it with the file",
+        )
+    ]
+    assert syntax_problems(bundle) == [
+        (str(root / "broken.py"), "syntax error at line 1: invalid syntax")
+    ]
     shadow = shadowing_problems(bundle)
     assert [p[0] for p in shadow] == [str(root / "json.py")]
     assert "shadows json of the standard library" in shadow[0][1]
@@ -149,8 +167,12 @@ def test_store_verifies_caches_and_refuses(tmp_path: Path) -> None:
     model.chmod(0o644)
     model.write_text("def simulate(params, seed):\n    return {}\n")
     assert store.has(bundle.digest) is None and not path.exists()
-    for bad in ([["../evil.py", False, b""]], [["/abs.py", False, b""]], "nope",
-                [["a.py", False, "text, not bytes"]]):
+    for bad in (
+        [["../evil.py", False, b""]],
+        [["/abs.py", False, b""]],
+        "nope",
+        [["a.py", False, "text, not bytes"]],
+    ):
         with pytest.raises(BundleRefused):
             from_wire(bad)
     with pytest.raises(BundleRefused, match="not sha256"):
@@ -171,14 +193,18 @@ def test_probe_runs_bundle_code_in_another_process(tmp_path: Path) -> None:
         "def model(params, seed):\n    return {}\n"
         "def target(results, *, scale=1):\n    return 0\n"
         "async def later(params, seed):\n    return {}\n"
-        "NOT_CALLABLE = 3\n")
-    results = run_probe([str(root)], [
-        {"role": "model", "ref": "noisy:model", "args": ["params", "seed"]},
-        {"role": "target", "ref": "noisy:target", "args": ["results"]},
-        {"role": "model", "ref": "noisy:later", "args": ["params", "seed"]},
-        {"role": "model", "ref": "noisy:NOT_CALLABLE", "args": ["params", "seed"]},
-        {"role": "target", "ref": "noisy:model", "args": ["results"]},
-    ])
+        "NOT_CALLABLE = 3\n"
+    )
+    results = run_probe(
+        [str(root)],
+        [
+            {"role": "model", "ref": "noisy:model", "args": ["params", "seed"]},
+            {"role": "target", "ref": "noisy:target", "args": ["results"]},
+            {"role": "model", "ref": "noisy:later", "args": ["params", "seed"]},
+            {"role": "model", "ref": "noisy:NOT_CALLABLE", "args": ["params", "seed"]},
+            {"role": "target", "ref": "noisy:model", "args": ["results"]},
+        ],
+    )
     assert [r["ok"] for r in results] == [True, True, False, False, False]
     assert "is async" in results[2]["problem"]
     assert "is a int, not a function" in results[3]["problem"]
@@ -195,18 +221,23 @@ def test_probe_survives_exit_crash_and_hang(tmp_path: Path) -> None:
     (root / "crashes.py").write_text("import os\nos._exit(9)\n")
     (root / "hangs.py").write_text("import time\ntime.sleep(60)\n")
     (root / "needs.py").write_text("import numpy_not_here\n")
-    check = [{"role": "model", "ref": "exits:f", "args": ["params", "seed"]},
-             {"role": "model", "ref": "needs:f", "args": ["params", "seed"]},
-             {"role": "target", "ref": "nowhere.mod:f", "args": ["results"]}]
+    check = [
+        {"role": "model", "ref": "exits:f", "args": ["params", "seed"]},
+        {"role": "model", "ref": "needs:f", "args": ["params", "seed"]},
+        {"role": "target", "ref": "nowhere.mod:f", "args": ["results"]},
+    ]
     exits, needs, nowhere = run_probe([str(root)], check)
     assert "calls sys.exit(3) when imported" in exits["problem"]
-    assert "does not import: ModuleNotFoundError: No module named 'numpy_not_here'" \
-        in needs["problem"] and "needs.py line 1" in needs["problem"]
+    assert (
+        "does not import: ModuleNotFoundError: No module named 'numpy_not_here'" in needs["problem"]
+        and "needs.py line 1" in needs["problem"]
+    )
     assert "module nowhere.mod not found" in nowhere["problem"]
     [crash] = run_probe([str(root)], [{"role": "model", "ref": "crashes:f", "args": ["p", "s"]}])
     assert "ended with code 9 before answering" in crash["problem"]
-    [hang] = run_probe([str(root)], [{"role": "model", "ref": "hangs:f", "args": ["p", "s"]}],
-                       timeout=2)
+    [hang] = run_probe(
+        [str(root)], [{"role": "model", "ref": "hangs:f", "args": ["p", "s"]}], timeout=2
+    )
     assert "did not finish within 2 s" in hang["problem"]
 
 
@@ -216,8 +247,9 @@ def test_local_preflight_of_the_incident_names_module_and_function() -> None:
     err = failed.value
     assert err.exit_code == 1 and len(err.problems) == 1
     [line] = str(err).splitlines()[1:]
-    assert line.startswith(f"{EXAMPLES / 'incident' / 'job.toml'}: target "
-                           "targets.incidence:incidence_target: ")
+    assert line.startswith(
+        f"{EXAMPLES / 'incident' / 'job.toml'}: target targets.incidence:incidence_target: "
+    )
     assert "module targets.incidence" in line and "has no incidence_target" in line
     assert "did you mean incidence?" in line
     assert "targets" not in sys.modules and "sir" not in sys.modules
@@ -230,21 +262,37 @@ def test_local_preflight_catches_a_broken_bundle(tmp_path: Path, case: str) -> N
     model = bundle / "sir" / "model.py"
     target = bundle / "targets" / "incidence.py"
     if case == "signature":
-        model.write_text(model.read_text().replace(
-            "def simulate(params: Mapping[str, Any], seed: int)",
-            "def simulate(params: Mapping[str, Any], seed: int, steps: int)"))
-        expected = [(f"{spec}: model sir.model:simulate: ", "cannot be called as "
-                     "simulate(params, seed) (missing a required argument: 'steps')")]
+        model.write_text(
+            model.read_text().replace(
+                "def simulate(params: Mapping[str, Any], seed: int)",
+                "def simulate(params: Mapping[str, Any], seed: int, steps: int)",
+            )
+        )
+        expected = [
+            (
+                f"{spec}: model sir.model:simulate: ",
+                "cannot be called as simulate(params, seed) (missing a required argument: 'steps')",
+            )
+        ]
     elif case == "import":
-        target.write_text(target.read_text().replace(
-            "from typing import Any\n",
-            "from typing import Any\n\nimport scipy_is_not_installed\n"))
-        expected = [(f"{spec}: target targets.incidence:incidence: ",
-                     "No module named 'scipy_is_not_installed'")]
+        target.write_text(
+            target.read_text().replace(
+                "from typing import Any\n",
+                "from typing import Any\n\nimport scipy_is_not_installed\n",
+            )
+        )
+        expected = [
+            (
+                f"{spec}: target targets.incidence:incidence: ",
+                "No module named 'scipy_is_not_installed'",
+            )
+        ]
     else:
         model.write_text(model.read_text().replace("def _binomial(", "def _binomial(("))
-        expected = [(f"{model}: bundle: ", "syntax error at line 16"),
-                    (f"{spec}: model sir.model:simulate: ", f"syntax error in {model} line 16")]
+        expected = [
+            (f"{model}: bundle: ", "syntax error at line 16"),
+            (f"{spec}: model sir.model:simulate: ", f"syntax error in {model} line 16"),
+        ]
     with pytest.raises(PreflightFailed) as failed:
         preflight(spec)
     lines = str(failed.value).splitlines()[1:]
@@ -261,10 +309,13 @@ def test_local_preflight_reports_everything_at_once(tmp_path: Path) -> None:
     with pytest.raises(PreflightFailed) as failed:
         preflight(spec)
     text = str(failed.value)
-    assert text.splitlines()[0] == (f"preflight of {spec} found 4 problem(s); nothing was "
-                                    "submitted")
-    for part in ("seeds: must be a non-empty list", f"{bundle / 'extra.py'}: bundle: syntax",
-                 "model sir.model:simulate: simulate(params) cannot be called as "
-                 "simulate(params, seed)", "target targets.incidence:nope: module "
-                 "targets.incidence"):
+    assert text.splitlines()[0] == (
+        f"preflight of {spec} found 4 problem(s); nothing was submitted"
+    )
+    for part in (
+        "seeds: must be a non-empty list",
+        f"{bundle / 'extra.py'}: bundle: syntax",
+        "model sir.model:simulate: simulate(params) cannot be called as simulate(params, seed)",
+        "target targets.incidence:nope: module targets.incidence",
+    ):
         assert part in text, text

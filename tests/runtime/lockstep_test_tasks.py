@@ -49,6 +49,7 @@ def exit_with(how: str) -> None:
         raise SystemExit(3)
     if how == "sys.exit":
         import sys
+
         sys.exit("bye")
     if how == "KeyboardInterrupt":
         raise KeyboardInterrupt

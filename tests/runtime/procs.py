@@ -22,14 +22,22 @@ HERE = Path(__file__).resolve().parent  # on the workers' PYTHONPATH: task modul
 ALL_EXECUTORS = ("cold", "direct", "isolated_warm")
 
 
-def make_manifest(tag: str, version: str = "0.1.0",
-                  executors: Sequence[str] = ALL_EXECUTORS) -> BuildManifest:
+def make_manifest(
+    tag: str, version: str = "0.1.0", executors: Sequence[str] = ALL_EXECUTORS
+) -> BuildManifest:
     digest = "sha256:" + (tag.encode().hex() * 64)[:64]
     return BuildManifest(
-        name="lockstep", version=version,
-        inputs={"builder": "lockstep-build/1", "debian_lock": "sha256:" + "d" * 64,
-                "python_lock": "sha256:" + "e" * 64, "sources": digest},
-        executors=tuple(executors), python="3.11.2")
+        name="lockstep",
+        version=version,
+        inputs={
+            "builder": "lockstep-build/1",
+            "debian_lock": "sha256:" + "d" * 64,
+            "python_lock": "sha256:" + "e" * 64,
+            "sources": digest,
+        },
+        executors=tuple(executors),
+        python="3.11.2",
+    )
 
 
 def write_manifest(directory: Path, tag: str, **kwargs: object) -> tuple[Path, BuildManifest]:
@@ -39,10 +47,10 @@ def write_manifest(directory: Path, tag: str, **kwargs: object) -> tuple[Path, B
     return path, manifest
 
 
-def base_env(manifest: Path | None, executor: str | None = None,
-             extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LOCKSTEP_", "DASK_"))}
+def base_env(
+    manifest: Path | None, executor: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKSTEP_", "DASK_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     if manifest is not None:
@@ -60,9 +68,14 @@ class Proc:
         self.args = list(args)
         self.log = log
         self._out = log.open("wb")
-        self.popen = subprocess.Popen(self.args, env=dict(env), stdout=self._out,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      cwd=log.parent)
+        self.popen = subprocess.Popen(
+            self.args,
+            env=dict(env),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=log.parent,
+        )
         self.pid = self.popen.pid
 
     def text(self) -> str:
@@ -76,8 +89,10 @@ class Proc:
             if found:
                 return found
             if self.popen.poll() is not None:
-                raise AssertionError(f"{self.args} exited {self.popen.returncode} before "
-                                     f"{pattern!r}:\n{self.text()[-4000:]}")
+                raise AssertionError(
+                    f"{self.args} exited {self.popen.returncode} before "
+                    f"{pattern!r}:\n{self.text()[-4000:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {pattern!r} after {timeout} s:\n{self.text()[-4000:]}")
             time.sleep(0.05)
@@ -86,8 +101,9 @@ class Proc:
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.args} still running after {timeout} s:\n"
-                                 f"{self.text()[-4000:]}") from None
+            raise AssertionError(
+                f"{self.args} still running after {timeout} s:\n{self.text()[-4000:]}"
+            ) from None
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -104,13 +120,25 @@ def lockstep(*args: str) -> list[str]:
     return [sys.executable, "-m", "lockstep", *args]
 
 
-def start_scheduler(workdir: Path, manifest: Path, name: str = "scheduler", *,
-                    env: Mapping[str, str] | None = None) -> tuple[Proc, str]:
+def start_scheduler(
+    workdir: Path, manifest: Path, name: str = "scheduler", *, env: Mapping[str, str] | None = None
+) -> tuple[Proc, str]:
     """``lockstep scheduler`` on an ephemeral port; ``(proc, address)``."""
     sched_file = workdir / f"{name}.json"
-    proc = Proc(lockstep("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                         "--scheduler-file", str(sched_file)),
-                base_env(manifest, extra=env), workdir / f"{name}.log")
+    proc = Proc(
+        lockstep(
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(sched_file),
+        ),
+        base_env(manifest, extra=env),
+        workdir / f"{name}.log",
+    )
     proc.wait_for(r"lockstep scheduler ready", timeout=60)
     deadline = time.monotonic() + 30
     while not sched_file.exists():
@@ -120,11 +148,31 @@ def start_scheduler(workdir: Path, manifest: Path, name: str = "scheduler", *,
     return proc, str(address)
 
 
-def start_worker(workdir: Path, address: str, manifest: Path | None, executor: str | None,
-                 name: str, *, nanny: bool = False, extra_args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None) -> Proc:
+def start_worker(
+    workdir: Path,
+    address: str,
+    manifest: Path | None,
+    executor: str | None,
+    name: str,
+    *,
+    nanny: bool = False,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Proc:
     """``lockstep worker`` (not waited for)."""
-    args = lockstep("worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                    "--no-dashboard", "--name", name, "--nanny" if nanny else "--no-nanny",
-                    "--local-directory", str(workdir / f"{name}-space"), *extra_args)
+    args = lockstep(
+        "worker",
+        address,
+        "--host",
+        "127.0.0.1",
+        "--nthreads",
+        "1",
+        "--no-dashboard",
+        "--name",
+        name,
+        "--nanny" if nanny else "--no-nanny",
+        "--local-directory",
+        str(workdir / f"{name}-space"),
+        *extra_args,
+    )
     return Proc(args, base_env(manifest, executor, env), workdir / f"{name}.log")

@@ -44,7 +44,7 @@ def running(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return False
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
 
 
 def wait_gone(pids: set[int], bound: float = 20.0) -> set[int]:
@@ -81,8 +81,12 @@ def task_path() -> Iterator[None]:
 
 
 def make_executor(name: str, slots: int = 1, **env: str) -> Executor:
-    settings = {"LOCKSTEP_EXECUTOR": name, "LOCKSTEP_TASK_TIMEOUT": "2",
-                "LOCKSTEP_RESULT_MAX_BYTES": str(1 << 20), **env}
+    settings = {
+        "LOCKSTEP_EXECUTOR": name,
+        "LOCKSTEP_TASK_TIMEOUT": "2",
+        "LOCKSTEP_RESULT_MAX_BYTES": str(1 << 20),
+        **env,
+    }
     config = RuntimeConfig.from_env(settings, manifest=A)
     executor = load_executor(name, registered_executors())(config, slots)
     executor.start()
@@ -114,12 +118,15 @@ def one_line(err: TaskError, ex: Executor, target: str) -> str:
 # --- whatever a task raises ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how, cause", [
-    ("SystemExit", "SystemExit: 3"),
-    ("sys.exit", "SystemExit: bye"),
-    ("KeyboardInterrupt", "KeyboardInterrupt"),
-    ("GeneratorExit", "GeneratorExit"),
-])
+@pytest.mark.parametrize(
+    "how, cause",
+    [
+        ("SystemExit", "SystemExit: 3"),
+        ("sys.exit", "SystemExit: bye"),
+        ("KeyboardInterrupt", "KeyboardInterrupt"),
+        ("GeneratorExit", "GeneratorExit"),
+    ],
+)
 def test_base_exceptions_fail_only_the_task(executor: Executor, how: str, cause: str) -> None:
     with pytest.raises(TaskFailed) as err:
         executor.run(TaskCall(f"{T}:exit_with", (how,)))
@@ -140,8 +147,7 @@ def test_results_never_run_code_in_the_worker(executor: Executor, tmp_path: Path
     marker = tmp_path / "pwned"
     with pytest.raises(TaskResultRefused) as err:
         executor.run(TaskCall(f"{T}:evil_result", (str(marker),)))
-    assert "posix.system, which is not plain data" in one_line(err.value, executor,
-                                                              "evil_result")
+    assert "posix.system, which is not plain data" in one_line(err.value, executor, "evil_result")
     # an exception whose unpickling would run code travels as text
     with pytest.raises(TaskFailed) as failed:
         executor.run(TaskCall(f"{T}:raise_evil", (str(marker),)))
@@ -160,8 +166,13 @@ def test_huge_result_fails_that_task(executor: Executor) -> None:
 
 
 def test_plain_data_comes_back_whole(executor: Executor) -> None:
-    value = {"a": [1, 2.5, None, True, "s", b"b", (1, 2)], "c": {1, 2}, "d": frozenset({3}),
-             "e": complex(1, 2), "f": bytearray(b"x")}
+    value = {
+        "a": [1, 2.5, None, True, "s", b"b", (1, 2)],
+        "c": {1, 2},
+        "d": frozenset({3}),
+        "e": complex(1, 2),
+        "f": bytearray(b"x"),
+    }
     assert executor.run(TaskCall("builtins:dict", (), value)).value == value
 
 
@@ -169,13 +180,17 @@ def test_plain_data_comes_back_whole(executor: Executor) -> None:
 
 
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS, indirect=True)
-@pytest.mark.parametrize("how, described", [
-    ("os._exit", "exit code 5"),
-    ("SIGKILL", "killed by signal 9"),
-    ("SIGTERM", "killed by signal 15"),
-])
-def test_process_that_dies_fails_only_its_task(executor: Executor, how: str,
-                                               described: str) -> None:
+@pytest.mark.parametrize(
+    "how, described",
+    [
+        ("os._exit", "exit code 5"),
+        ("SIGKILL", "killed by signal 9"),
+        ("SIGTERM", "killed by signal 15"),
+    ],
+)
+def test_process_that_dies_fails_only_its_task(
+    executor: Executor, how: str, described: str
+) -> None:
     with pytest.raises(TaskCrashed) as err:
         executor.run(TaskCall(f"{T}:exit_with", (how,)))
     text = one_line(err.value, executor, "exit_with")
@@ -184,13 +199,13 @@ def test_process_that_dies_fails_only_its_task(executor: Executor, how: str,
 
 
 @pytest.mark.parametrize("executor", PROCESS_EXECUTORS, indirect=True)
-def test_hang_ignoring_sigterm_is_killed_at_its_timeout(executor: Executor,
-                                                        tmp_path: Path) -> None:
+def test_hang_ignoring_sigterm_is_killed_at_its_timeout(executor: Executor, tmp_path: Path) -> None:
     pid_file = tmp_path / "hang.pid"
     with pytest.raises(TaskTimedOut) as err:
         executor.run(TaskCall(f"{T}:hang", (str(pid_file),)))
     assert one_line(err.value, executor, "hang").startswith(
-        "TaskTimedOut: did not finish within its timeout of 2 s; its process group was killed")
+        "TaskTimedOut: did not finish within its timeout of 2 s; its process group was killed"
+    )
     assert wait_gone(pids_in(pid_file)) == set()
     serves_next(executor)
     # a call's own timeout wins over the worker's
@@ -215,8 +230,10 @@ def test_cold_task_leaves_nothing_when_it_returns(tmp_path: Path) -> None:
     try:
         for detach in (False, True):
             pid_file = tmp_path / f"daemon-{detach}.pid"
-            assert cold.run(TaskCall(f"{T}:fork_daemon_and_return",
-                                     (str(pid_file), detach))).value == 7
+            assert (
+                cold.run(TaskCall(f"{T}:fork_daemon_and_return", (str(pid_file), detach))).value
+                == 7
+            )
             assert wait_gone(pids_in(pid_file)) == set(), "the task's child outlived it"
             assert running_descendants() == set(cold.pids())
     finally:
@@ -306,11 +323,13 @@ def test_sigkilled_worker_leaves_no_process(name: str, tmp_path: Path) -> None:
     """A stand-in worker (this executor in a process of its own) is SIGKILLed mid-task:
     its template or warm child and everything the task started end too."""
     daemon, hang = tmp_path / "daemon.pid", tmp_path / "hang.pid"
-    script = WORKER_SCRIPT.format(here=str(HERE), root=str(HERE.parent.parent), name=name,
-                                  daemon=str(daemon), hang=str(hang))
+    script = WORKER_SCRIPT.format(
+        here=str(HERE), root=str(HERE.parent.parent), name=name, daemon=str(daemon), hang=str(hang)
+    )
     env = {**os.environ, "PYTHONPATH": str(HERE)}
-    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                              env=env, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True
+    )
     try:
         assert worker.stdout is not None
         owned = {int(p) for p in worker.stdout.readline().split()}
@@ -338,7 +357,8 @@ def test_direct_timeout_fails_the_task_and_retires(tmp_path: Path) -> None:
             direct.run(TaskCall(f"{T}:hang", (str(tmp_path / "pid"), False), timeout=0.5))
         assert one_line(err.value, direct, "hang").startswith(
             "TaskTimedOut: did not finish within its timeout of 0.5 s; the direct executor "
-            "cannot stop a thread, so its worker retires")
+            "cannot stop a thread, so its worker retires"
+        )
         assert len(reasons) == 1 and "lockstep_test_tasks:hang" in reasons[0]
         with pytest.raises(TaskFailed, match="^WorkerRetiring: this worker no longer takes"):
             direct.run(TaskCall(f"{T}:add", (1, 1)))

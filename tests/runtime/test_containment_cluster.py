@@ -45,15 +45,22 @@ class Cluster:
     client: Any
 
     def submit(self, address: str, target: str, *args: Any, **options: Any) -> Any:
-        return submit_task(self.client, f"{T}:{target}", args, workers=[address],
-                           allow_other_workers=False, **options)
+        return submit_task(
+            self.client,
+            f"{T}:{target}",
+            args,
+            workers=[address],
+            allow_other_workers=False,
+            **options,
+        )
 
     def on(self, executor: str, target: str, *args: Any) -> Any:
         return self.submit(self.addresses[executor], target, *args).result(timeout=60)
 
     def identities(self) -> dict[str, dict[str, Any]]:
-        return dict(self.client.sync(self.client.scheduler.broadcast,
-                                     msg={"op": "lockstep_identity"}))
+        return dict(
+            self.client.sync(self.client.scheduler.broadcast, msg={"op": "lockstep_identity"})
+        )
 
     def healthy(self, executor: str) -> None:
         """The worker is the process we started, still admitted, and serves the next task."""
@@ -75,8 +82,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         scheduler, address = start_scheduler(workdir, a_path)
         procs.append(scheduler)
-        workers = {ex: start_worker(workdir, address, a_path, ex, f"w-{ex}", env=ENV)
-                   for ex in ALL_EXECUTORS}
+        workers = {
+            ex: start_worker(workdir, address, a_path, ex, f"w-{ex}", env=ENV)
+            for ex in ALL_EXECUTORS
+        }
         procs.extend(workers.values())
         for proc in workers.values():
             proc.wait_for("lockstep worker ready", timeout=60)
@@ -92,24 +101,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.mark.parametrize("executor", ALL_EXECUTORS)
-@pytest.mark.parametrize("how, cause", [
-    ("SystemExit", "SystemExit: 3"),
-    ("KeyboardInterrupt", "KeyboardInterrupt"),
-    ("GeneratorExit", "GeneratorExit"),
-])
-def test_base_exception_fails_the_task_not_the_worker(cluster: Cluster, executor: str,
-                                                      how: str, cause: str) -> None:
+@pytest.mark.parametrize(
+    "how, cause",
+    [
+        ("SystemExit", "SystemExit: 3"),
+        ("KeyboardInterrupt", "KeyboardInterrupt"),
+        ("GeneratorExit", "GeneratorExit"),
+    ],
+)
+def test_base_exception_fails_the_task_not_the_worker(
+    cluster: Cluster, executor: str, how: str, cause: str
+) -> None:
     with pytest.raises(TaskFailed) as err:
         cluster.on(executor, "exit_with", how)
     line = str(err.value)
-    assert line.startswith(f"{cause} ({executor} process {err.value.pid} on worker "
-                           f"{cluster.addresses[executor]} running {T}:exit_with)"), line
+    assert line.startswith(
+        f"{cause} ({executor} process {err.value.pid} on worker "
+        f"{cluster.addresses[executor]} running {T}:exit_with)"
+    ), line
     cluster.healthy(executor)
 
 
 @pytest.mark.parametrize("executor", ALL_EXECUTORS)
-def test_evil_or_huge_result_is_refused_and_runs_nothing(cluster: Cluster, executor: str,
-                                                         tmp_path: Path) -> None:
+def test_evil_or_huge_result_is_refused_and_runs_nothing(
+    cluster: Cluster, executor: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
     with pytest.raises(TaskResultRefused, match="not plain data"):
         cluster.on(executor, "evil_result", str(marker))
@@ -122,8 +138,9 @@ def test_evil_or_huge_result_is_refused_and_runs_nothing(cluster: Cluster, execu
 
 
 @pytest.mark.parametrize("executor", ["cold", "isolated_warm"])
-def test_dying_hanging_forking_tasks_leave_the_worker_serving(cluster: Cluster, executor: str,
-                                                              tmp_path: Path) -> None:
+def test_dying_hanging_forking_tasks_leave_the_worker_serving(
+    cluster: Cluster, executor: str, tmp_path: Path
+) -> None:
     for how in ("os._exit", "SIGKILL"):
         with pytest.raises(TaskCrashed):
             cluster.on(executor, "exit_with", how)
@@ -137,13 +154,13 @@ def test_dying_hanging_forking_tasks_leave_the_worker_serving(cluster: Cluster, 
     cluster.healthy(executor)
     # a call's own timeout
     with pytest.raises(TaskTimedOut, match="timeout of 1 s"):
-        cluster.submit(cluster.addresses[executor], "hang", str(tmp_path / "h2"),
-                       timeout=1).result(timeout=60)
+        cluster.submit(cluster.addresses[executor], "hang", str(tmp_path / "h2"), timeout=1).result(
+            timeout=60
+        )
     cluster.healthy(executor)
 
 
-def test_cold_task_daemon_is_gone_when_the_task_returns(cluster: Cluster,
-                                                        tmp_path: Path) -> None:
+def test_cold_task_daemon_is_gone_when_the_task_returns(cluster: Cluster, tmp_path: Path) -> None:
     pid_file = tmp_path / "daemon.pid"
     assert cluster.on("cold", "fork_daemon_and_return", str(pid_file))["value"] == 7
     assert wait_gone(pids_in(pid_file)) == set()
@@ -151,10 +168,17 @@ def test_cold_task_daemon_is_gone_when_the_task_returns(cluster: Cluster,
 
 
 @pytest.mark.parametrize("executor", ["cold", "isolated_warm"])
-def test_sigterm_to_a_busy_worker_leaves_no_process(cluster: Cluster, executor: str,
-                                                    tmp_path: Path) -> None:
-    proc = start_worker(tmp_path, cluster.address, cluster.a_path, executor, f"busy-{executor}",
-                        env={"LOCKSTEP_TASK_TIMEOUT": "600"})
+def test_sigterm_to_a_busy_worker_leaves_no_process(
+    cluster: Cluster, executor: str, tmp_path: Path
+) -> None:
+    proc = start_worker(
+        tmp_path,
+        cluster.address,
+        cluster.a_path,
+        executor,
+        f"busy-{executor}",
+        env={"LOCKSTEP_TASK_TIMEOUT": "600"},
+    )
     try:
         found = proc.wait_for(r"lockstep worker ready: .* pid (\d+)", timeout=60)
         assert int(found.group(1)) == proc.pid
@@ -177,13 +201,27 @@ def test_sigterm_to_a_busy_worker_leaves_no_process(cluster: Cluster, executor: 
 
 
 def test_direct_timeout_retires_the_worker_and_its_nanny_replaces_it(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """A thread cannot be killed: the task fails, the worker leaves, the nanny starts a new one
     (at a new address) that serves the next task. Without a nanny the worker exits 4."""
-    nanny = start_worker(tmp_path, cluster.address, cluster.a_path, "direct", "retire-nanny",
-                         nanny=True, env={"LOCKSTEP_TASK_TIMEOUT": "2"})
-    alone = start_worker(tmp_path, cluster.address, cluster.a_path, "direct", "retire-alone",
-                         env={"LOCKSTEP_TASK_TIMEOUT": "2"})
+    nanny = start_worker(
+        tmp_path,
+        cluster.address,
+        cluster.a_path,
+        "direct",
+        "retire-nanny",
+        nanny=True,
+        env={"LOCKSTEP_TASK_TIMEOUT": "2"},
+    )
+    alone = start_worker(
+        tmp_path,
+        cluster.address,
+        cluster.a_path,
+        "direct",
+        "retire-alone",
+        env={"LOCKSTEP_TASK_TIMEOUT": "2"},
+    )
     try:
         first = int(nanny.wait_for(r"lockstep worker ready: .* pid (\d+)", 90).group(1))
         alone.wait_for("lockstep worker ready", 60)
@@ -192,20 +230,26 @@ def test_direct_timeout_retires_the_worker_and_its_nanny_replaces_it(
         lone = next(a for a, i in idents.items() if i["pid"] == alone.pid)
         for address in (old, lone):
             with pytest.raises(TaskTimedOut) as err:
-                cluster.submit(address, "hang", str(tmp_path / f"{address[-5:]}.pid"),
-                               False).result(timeout=60)
+                cluster.submit(
+                    address, "hang", str(tmp_path / f"{address[-5:]}.pid"), False
+                ).result(timeout=60)
             assert str(err.value).startswith(
                 "TaskTimedOut: did not finish within its timeout of 2 s; the direct executor "
                 f"cannot stop a thread, so its worker retires (a nanny starts a fresh one) "
-                f"(direct process {err.value.pid} on worker {address}")
+                f"(direct process {err.value.pid} on worker {address}"
+            )
         assert alone.wait(60) == 4
-        assert "lockstep worker retired: a task (lockstep_test_tasks:hang) ran past" in \
-            alone.text()
+        assert "lockstep worker retired: a task (lockstep_test_tasks:hang) ran past" in alone.text()
         deadline = time.monotonic() + 90
         while True:
-            fresh = [a for a, i in cluster.identities().items()
-                     if i["executor"] == "direct" and i["pid"] not in (first, alone.pid)
-                     and a not in cluster.addresses.values() and i["ready"]]
+            fresh = [
+                a
+                for a, i in cluster.identities().items()
+                if i["executor"] == "direct"
+                and i["pid"] not in (first, alone.pid)
+                and a not in cluster.addresses.values()
+                and i["ready"]
+            ]
             if fresh:
                 break
             assert time.monotonic() < deadline, nanny.text()[-4000:]

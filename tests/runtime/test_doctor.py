@@ -42,10 +42,14 @@ class Cluster:
     workers: dict[str, Proc]
 
 
-def doctor(address: str, *extra: str, timeout: float = 60
-           ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(lockstep("doctor", "--scheduler", address, *extra),
-                          env=base_env(None), capture_output=True, text=True, timeout=timeout)
+def doctor(address: str, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        lockstep("doctor", "--scheduler", address, *extra),
+        env=base_env(None),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def rows(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -63,8 +67,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         scheduler, address = start_scheduler(workdir, a_path, env={"LOCKSTEP_IMAGE": S_IMAGE})
         procs.append(scheduler)
         workers = {
-            "cold": start_worker(workdir, address, a_path, "cold", "w-cold",
-                                 env={"LOCKSTEP_IMAGE": A_IMAGE}),
+            "cold": start_worker(
+                workdir, address, a_path, "cold", "w-cold", env={"LOCKSTEP_IMAGE": A_IMAGE}
+            ),
             "direct": start_worker(workdir, address, a_path, "direct", "w-direct"),
         }
         procs.extend(workers.values())
@@ -80,16 +85,31 @@ def test_one_build_cluster_is_ok(cluster: Cluster) -> None:
     proc = doctor(cluster.address)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["address", "role", "version", "build", "id", "executor",
-                                "image", "status"]
+    assert lines[0].split() == [
+        "address",
+        "role",
+        "version",
+        "build",
+        "id",
+        "executor",
+        "image",
+        "status",
+    ]
     assert len(lines) == 1 + 3 + 1  # header, scheduler, two workers, summary
-    assert lines[-1] == (f"ok: scheduler {cluster.address} and 2 worker(s) are all build "
-                         f"{cluster.a_build} version 0.1.0")
+    assert lines[-1] == (
+        f"ok: scheduler {cluster.address} and 2 worker(s) are all build "
+        f"{cluster.a_build} version 0.1.0"
+    )
     found = rows(doctor(cluster.address, "--json"))
     assert (found[0]["role"], found[0]["status"], found[0]["build_id"]) == (
-        "scheduler", "ok", cluster.a_build)
+        "scheduler",
+        "ok",
+        cluster.a_build,
+    )
     assert sorted((r["role"], r["executor"], r["status"], r["build_id"]) for r in found[1:]) == [
-        ("worker", "cold", "ok", cluster.a_build), ("worker", "direct", "ok", cluster.a_build)]
+        ("worker", "cold", "ok", cluster.a_build),
+        ("worker", "direct", "ok", cluster.a_build),
+    ]
     assert found[0]["image"] == S_IMAGE
     images = {r["executor"]: r["image"] for r in found[1:]}
     assert images == {"cold": A_IMAGE, "direct": "-"}
@@ -100,7 +120,8 @@ def test_one_build_cluster_is_ok(cluster: Cluster) -> None:
 
 
 def test_the_image_column_comes_from_lockstep_identity(
-        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No Dask ``run``: each process answers its LOCKSTEP_IMAGE in its own identity, which
     it also logged with its settings at start-up."""
     from distributed import Client
@@ -111,8 +132,9 @@ def test_the_image_column_comes_from_lockstep_identity(
     monkeypatch.setattr(Client, "run", refuse)
     monkeypatch.setattr(Client, "run_on_scheduler", refuse)
     found = diagnose(cluster.address, timeout=30)
-    scheduler, *others = [(r.role, r.executor, r.image) for r in found.rows
-                          if not r.status.startswith(REFUSED)]
+    scheduler, *others = [
+        (r.role, r.executor, r.image) for r in found.rows if not r.status.startswith(REFUSED)
+    ]
     assert scheduler == ("scheduler", "-", S_IMAGE)
     assert sorted(others) == [("worker", "cold", A_IMAGE), ("worker", "direct", "-")]
     assert f"LOCKSTEP_IMAGE={S_IMAGE}" in cluster.scheduler.text()
@@ -132,8 +154,10 @@ def test_a_refused_worker_of_another_build_makes_it_fail(cluster: Cluster) -> No
     assert len(refused) == 1, proc.stdout
     assert cluster.b_build in refused[0] and "0.0.9" in refused[0]
     error = proc.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"lockstep: error: cluster at {cluster.address} is not all build "
-                            f"{cluster.a_build} version 0.1.0: worker tcp://127.0.0.1:")
+    assert error.startswith(
+        f"lockstep: error: cluster at {cluster.address} is not all build "
+        f"{cluster.a_build} version 0.1.0: worker tcp://127.0.0.1:"
+    )
     assert cluster.b_build in error
     live = [r for r in rows(doctor(cluster.address, "--json")) if r["status"] == "ok"]
     assert len(live) == 3  # the gate kept the cluster itself clean
@@ -152,9 +176,22 @@ def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:
     a_path, a = write_manifest(tmp_path, "a")
     b_path, b = write_manifest(tmp_path, "b", version="0.0.9")
     sched_file = tmp_path / "plain.json"
-    plain = Proc([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                  "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
-                 base_env(None), tmp_path / "plain.log")
+    plain = Proc(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(sched_file),
+        ],
+        base_env(None),
+        tmp_path / "plain.log",
+    )
     procs = [plain]
     try:
         deadline = time.monotonic() + 60
@@ -175,8 +212,7 @@ def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:
     assert "is not guarded: scheduler no lockstep gate" in result.stderr
     assert found[0]["role"] == "scheduler" and found[0]["build_id"] == "?"
     workers = sorted((r["build_id"], r["status"]) for r in found[1:])
-    assert workers == sorted([(a.build_id, "ok"), (a.build_id, "ok"),
-                              (b.build_id, "other build")])
+    assert workers == sorted([(a.build_id, "ok"), (a.build_id, "ok"), (b.build_id, "other build")])
 
 
 # --- units -----------------------------------------------------------------------------------
@@ -184,13 +220,17 @@ def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:
 
 def test_refused_rows_parse_the_gate_message_and_keep_the_last_per_address() -> None:
     build = "sha256:" + "b" * 64
-    message = (f"lockstep refused worker tcp://w:1: it is build {build} version 0.0.9 but the "
-               "scheduler is build sha256:… version 0.1.0. Start workers from the scheduler's "
-               "image")
-    refused = [{"address": "tcp://w:1", "message": "first", "time": 0, "executor": "cold"},
-               {"address": "tcp://w:1", "message": message, "time": 86400, "executor": "cold"},
-               {"address": "tcp://x:2", "message": "no manifest", "executor": "-"},
-               {"address": "tcp://live:3", "message": message}]
+    message = (
+        f"lockstep refused worker tcp://w:1: it is build {build} version 0.0.9 but the "
+        "scheduler is build sha256:… version 0.1.0. Start workers from the scheduler's "
+        "image"
+    )
+    refused = [
+        {"address": "tcp://w:1", "message": "first", "time": 0, "executor": "cold"},
+        {"address": "tcp://w:1", "message": message, "time": 86400, "executor": "cold"},
+        {"address": "tcp://x:2", "message": "no manifest", "executor": "-"},
+        {"address": "tcp://live:3", "message": message},
+    ]
     found = _refused_rows(refused, ["tcp://live:3"])
     assert [(r.address, r.build_id, r.version, r.executor, r.status) for r in found] == [
         ("tcp://w:1", build, "0.0.9", "cold", f"{REFUSED} 1970-01-02T00:00:00Z"),
@@ -201,8 +241,9 @@ def test_refused_rows_parse_the_gate_message_and_keep_the_last_per_address() -> 
 def test_diagnosis_verdicts() -> None:
     own, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
     sched = Row("tcp://s:1", "scheduler", "0.1.0", own, "-", "-", "ok")
-    starting = Row("tcp://w:1", "worker", "0.1.0", own, "cold", "-",
-                   "not ready (executor starting)")
+    starting = Row(
+        "tcp://w:1", "worker", "0.1.0", own, "cold", "-", "not ready (executor starting)"
+    )
     good = Diagnosis("tcp://s:1", own, "0.1.0", (sched, starting))
     assert good.ok and good.summary().startswith("ok: scheduler tcp://s:1 and 1 worker(s)")
     stranger = Row("tcp://w:2", "worker", "0.2.0", other, "cold", "-", "other build")

@@ -61,16 +61,21 @@ class Cluster:
 
     def on(self, executor: str, target: str, *args: Any, **kwargs: Any) -> Any:
         """Submit ``target`` to the worker of ``executor``; its result dict."""
-        future = submit_task(self.client, f"{T}:{target}", args, kwargs,
-                             workers=[self.addresses[executor]], allow_other_workers=False)
+        future = submit_task(
+            self.client,
+            f"{T}:{target}",
+            args,
+            kwargs,
+            workers=[self.addresses[executor]],
+            allow_other_workers=False,
+        )
         return future.result(timeout=60)
 
     def identity(self) -> dict[str, Any]:
         return dict(self.client.sync(self.client.scheduler.lockstep_identity))
 
     def tasks_run(self) -> int:
-        answers = self.client.sync(self.client.scheduler.broadcast,
-                                   msg={"op": "lockstep_identity"})
+        answers = self.client.sync(self.client.scheduler.broadcast, msg={"op": "lockstep_identity"})
         return sum(int(a["tasks"]) for a in answers.values())
 
 
@@ -84,8 +89,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         scheduler, address = start_scheduler(workdir, a_path)
         procs.append(scheduler)
-        workers = {ex: start_worker(workdir, address, a_path, ex, f"w-{ex}")
-                   for ex in ALL_EXECUTORS}
+        workers = {
+            ex: start_worker(workdir, address, a_path, ex, f"w-{ex}") for ex in ALL_EXECUTORS
+        }
         procs.extend(workers.values())
         for proc in workers.values():
             proc.wait_for("lockstep worker ready", timeout=60)
@@ -93,8 +99,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         report = check_cluster(client, a, n_workers=3, timeout=10, probe_workers=True)
         assert [m.status for m in report.members] == ["ok"] * 5, report.table()
         addresses = {m.executor: m.address for m in report.workers}
-        yield Cluster(workdir, address, a_path, a, b_path, b, scheduler, workers, addresses,
-                      client)
+        yield Cluster(workdir, address, a_path, a, b_path, b, scheduler, workers, addresses, client)
     finally:
         if client is not None:
             client.close()
@@ -108,10 +113,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_cli(*args: str, manifest: Path | None, executor: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(lockstep(*args), env=base_env(manifest, executor),
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    *args: str, manifest: Path | None, executor: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        lockstep(*args),
+        env=base_env(manifest, executor),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- a same-build cluster ---------------------------------------------------------------------
@@ -119,8 +130,10 @@ def run_cli(*args: str, manifest: Path | None, executor: str | None = None,
 
 def test_same_build_cluster_runs_tasks_under_each_executor(cluster: Cluster) -> None:
     for executor, proc in cluster.workers.items():
-        ready = (f"lockstep worker ready: build {cluster.a.build_id} version 0.1.0 "
-                 f"executor {executor} pid {proc.pid}")
+        ready = (
+            f"lockstep worker ready: build {cluster.a.build_id} version 0.1.0 "
+            f"executor {executor} pid {proc.pid}"
+        )
         assert proc.text().count(ready) == 1, proc.text()[-3000:]
         assert f"LOCKSTEP_EXECUTOR={executor}" in proc.text()
         result = cluster.on(executor, "add", 2, b=3)
@@ -135,8 +148,15 @@ def test_same_build_cluster_runs_tasks_under_each_executor(cluster: Cluster) -> 
 
 
 def test_cold_gives_a_distinct_pid_per_task(cluster: Cluster) -> None:
-    futures = [submit_task(cluster.client, f"{T}:pid", workers=[cluster.addresses["cold"]],
-                           allow_other_workers=False) for _ in range(20)]
+    futures = [
+        submit_task(
+            cluster.client,
+            f"{T}:pid",
+            workers=[cluster.addresses["cold"]],
+            allow_other_workers=False,
+        )
+        for _ in range(20)
+    ]
     results = cluster.client.gather(futures)
     pids = {r["pid"] for r in results}
     assert len(pids) == 20
@@ -145,9 +165,15 @@ def test_cold_gives_a_distinct_pid_per_task(cluster: Cluster) -> None:
 
 
 def test_isolated_warm_reuses_one_child(cluster: Cluster) -> None:
-    futures = [submit_task(cluster.client, f"{T}:pid",
-                           workers=[cluster.addresses["isolated_warm"]],
-                           allow_other_workers=False) for _ in range(20)]
+    futures = [
+        submit_task(
+            cluster.client,
+            f"{T}:pid",
+            workers=[cluster.addresses["isolated_warm"]],
+            allow_other_workers=False,
+        )
+        for _ in range(20)
+    ]
     pids = {r["pid"] for r in cluster.client.gather(futures)}
     assert len(pids) == 1
     assert cluster.workers["isolated_warm"].pid not in pids
@@ -164,16 +190,23 @@ def test_task_error_reaches_the_runner(cluster: Cluster) -> None:
         cluster.on("cold", "boom", "kaboom")
     assert str(err.value).startswith(
         f"ValueError: kaboom (cold process {err.value.pid} on worker {cluster.addresses['cold']} "
-        f"running {T}:boom)")
-    assert 'raise ValueError(message)' in err.value.remote_traceback
+        f"running {T}:boom)"
+    )
+    assert "raise ValueError(message)" in err.value.remote_traceback
     assert cluster.on("cold", "add", 1, 1)["value"] == 2
 
 
 def test_killing_the_warm_child_mid_task_fails_that_task_and_the_next_works(
-        cluster: Cluster) -> None:
+    cluster: Cluster,
+) -> None:
     pid_file = cluster.dir / "warm-victim.pid"
-    future = submit_task(cluster.client, f"{T}:write_pid_and_sleep", (str(pid_file), 60),
-                         workers=[cluster.addresses["isolated_warm"]], allow_other_workers=False)
+    future = submit_task(
+        cluster.client,
+        f"{T}:write_pid_and_sleep",
+        (str(pid_file), 60),
+        workers=[cluster.addresses["isolated_warm"]],
+        allow_other_workers=False,
+    )
     deadline = time.monotonic() + 30
     while not (pid_file.exists() and pid_file.read_text()):
         assert time.monotonic() < deadline, "the task never started"
@@ -191,7 +224,8 @@ def test_killing_the_warm_child_mid_task_fails_that_task_and_the_next_works(
 
 
 def test_runner_of_another_build_gets_incompatible_error_before_submitting(
-        cluster: Cluster) -> None:
+    cluster: Cluster,
+) -> None:
     before = cluster.tasks_run()
     with pytest.raises(IncompatibleClusterError) as err:
         connect(cluster.address, n_workers=1, timeout=20, manifest=cluster.b)
@@ -204,17 +238,27 @@ def test_runner_of_another_build_gets_incompatible_error_before_submitting(
 
     cli = run_cli("runner", cluster.address, "--timeout", "20", manifest=cluster.b_path)
     assert cli.returncode == 1, cli.stderr
-    last = cli.stderr[cli.stderr.index("lockstep: error:"):]
-    assert last.startswith(f"lockstep: error: runner is build {cluster.b.build_id} version 0.0.9 "
-                           f"but scheduler {cluster.address} is build {cluster.a.build_id}")
+    last = cli.stderr[cli.stderr.index("lockstep: error:") :]
+    assert last.startswith(
+        f"lockstep: error: runner is build {cluster.b.build_id} version 0.0.9 "
+        f"but scheduler {cluster.address} is build {cluster.a.build_id}"
+    )
     (cluster.dir / "runner-mismatch.txt").write_text(last)
     assert cluster.tasks_run() == before
 
 
 def test_runner_of_the_same_build_prints_the_table(cluster: Cluster) -> None:
     for probe in ((), ("--probe",)):
-        cli = run_cli("runner", cluster.address, "--workers", "3", "--timeout", "20", *probe,
-                      manifest=cluster.a_path)
+        cli = run_cli(
+            "runner",
+            cluster.address,
+            "--workers",
+            "3",
+            "--timeout",
+            "20",
+            *probe,
+            manifest=cluster.a_path,
+        )
         assert cli.returncode == 0, cli.stderr
         lines = cli.stdout.splitlines()
         assert lines[0].split()[:3] == ["address", "role", "version"]
@@ -224,8 +268,9 @@ def test_runner_of_the_same_build_prints_the_table(cluster: Cluster) -> None:
 
 
 def test_worker_of_another_build_is_refused_at_start_with_a_nanny(cluster: Cluster) -> None:
-    bad = start_worker(cluster.dir, cluster.address, cluster.b_path, "direct", "w-b-nanny",
-                       nanny=True)
+    bad = start_worker(
+        cluster.dir, cluster.address, cluster.b_path, "direct", "w-b-nanny", nanny=True
+    )
     try:
         code = bad.wait(90)
     finally:
@@ -241,9 +286,22 @@ def test_worker_of_another_build_is_refused_at_start_with_a_nanny(cluster: Clust
 
 
 def test_plain_dask_worker_without_a_manifest_is_refused(cluster: Cluster) -> None:
-    plain = Proc([sys.executable, "-m", "distributed.cli.dask_worker", cluster.address,
-                  "--host", "127.0.0.1", "--no-nanny", "--no-dashboard", "--nthreads", "1"],
-                 base_env(None), cluster.dir / "plain-dask.log")
+    plain = Proc(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            cluster.address,
+            "--host",
+            "127.0.0.1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--nthreads",
+            "1",
+        ],
+        base_env(None),
+        cluster.dir / "plain-dask.log",
+    )
     try:
         code = plain.wait(60)
     finally:
@@ -253,8 +311,7 @@ def test_plain_dask_worker_without_a_manifest_is_refused(cluster: Cluster) -> No
     assert len(cluster.identity()["workers"]) == 3
 
 
-def test_late_worker_of_another_build_is_refused_while_tasks_are_queued(
-        cluster: Cluster) -> None:
+def test_late_worker_of_another_build_is_refused_while_tasks_are_queued(cluster: Cluster) -> None:
     futures = [submit_task(cluster.client, f"{T}:sleep_then", (0.1, i)) for i in range(120)]
     late = start_worker(cluster.dir, cluster.address, cluster.b_path, "direct", "w-late")
     try:
@@ -279,29 +336,46 @@ def test_late_worker_of_another_build_is_refused_while_tasks_are_queued(
 
 
 def test_unknown_executor_stops_the_worker_with_the_valid_values(cluster: Cluster) -> None:
-    cli = run_cli("worker", cluster.address, "--no-nanny", manifest=cluster.a_path,
-                  executor="bogus")
+    cli = run_cli(
+        "worker", cluster.address, "--no-nanny", manifest=cluster.a_path, executor="bogus"
+    )
     assert cli.returncode == 2
     assert cli.stderr.strip().splitlines()[-1] == (
         f"lockstep: error: LOCKSTEP_EXECUTOR='bogus' is not an executor of build "
-        f"{cluster.a.build_id} version 0.1.0; valid values: cold, direct, isolated_warm")
+        f"{cluster.a.build_id} version 0.1.0; valid values: cold, direct, isolated_warm"
+    )
     unset = run_cli("worker", cluster.address, manifest=cluster.a_path)
     assert unset.returncode == 2 and "LOCKSTEP_EXECUTOR is not set" in unset.stderr
 
 
 def test_preload_itself_stops_a_worker_with_a_bad_executor(cluster: Cluster) -> None:
     """Without the CLI's check (plain `dask worker` + our preload), the worker still stops."""
-    proc = Proc([sys.executable, "-m", "distributed.cli.dask_worker", cluster.address,
-                 "--preload", "lockstep.runtime.preload_worker", "--host", "127.0.0.1",
-                 "--no-nanny", "--no-dashboard", "--nthreads", "1"],
-                base_env(cluster.a_path, "isolated_warm ", None), cluster.dir / "preload-bad.log")
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            cluster.address,
+            "--preload",
+            "lockstep.runtime.preload_worker",
+            "--host",
+            "127.0.0.1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--nthreads",
+            "1",
+        ],
+        base_env(cluster.a_path, "isolated_warm ", None),
+        cluster.dir / "preload-bad.log",
+    )
     try:
         code = proc.wait(60)
     finally:
         proc.stop()
     assert code == 2
-    assert ("lockstep worker cannot start: LOCKSTEP_EXECUTOR='isolated_warm ' is not an "
-            "executor") in proc.text()
+    assert (
+        "lockstep worker cannot start: LOCKSTEP_EXECUTOR='isolated_warm ' is not an executor"
+    ) in proc.text()
     assert len(cluster.identity()["workers"]) == 3
 
 
@@ -309,12 +383,18 @@ def test_missing_or_corrupt_manifest_is_bad_input(cluster: Cluster) -> None:
     missing = cluster.dir / "absent.json"
     corrupt = cluster.dir / "corrupt.json"
     corrupt.write_bytes(cluster.a.to_json().replace(b'"0.1.0"', b'"0.1.1"')[:-10])
-    for command in (("scheduler", "--port", "0"), ("worker", cluster.address),
-                    ("runner", cluster.address)):
+    for command in (
+        ("scheduler", "--port", "0"),
+        ("worker", cluster.address),
+        ("runner", cluster.address),
+    ):
         cli = run_cli(*command, manifest=missing, executor="direct")
         assert cli.returncode == 2, (command, cli.stderr)
-        assert cli.stderr.strip().splitlines()[-1].startswith(
-            f"lockstep: error: {missing}: cannot read the build manifest")
+        assert (
+            cli.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"lockstep: error: {missing}: cannot read the build manifest")
+        )
         cli = run_cli(*command, manifest=corrupt, executor="direct")
         assert cli.returncode == 2, (command, cli.stderr)
         assert "not valid JSON" in cli.stderr
@@ -332,8 +412,14 @@ def test_unreachable_scheduler_is_a_clear_timeout(cluster: Cluster) -> None:
 
 
 def test_worker_crashing_during_start_up(cluster: Cluster) -> None:
-    crash = start_worker(cluster.dir, cluster.address, cluster.a_path, "direct", "w-crash",
-                         extra_args=["--preload", "crash_preload"])
+    crash = start_worker(
+        cluster.dir,
+        cluster.address,
+        cluster.a_path,
+        "direct",
+        "w-crash",
+        extra_args=["--preload", "crash_preload"],
+    )
     try:
         code = crash.wait(60)
     finally:
@@ -347,9 +433,22 @@ def test_worker_crashing_during_start_up(cluster: Cluster) -> None:
 def test_scheduler_without_the_gate_is_incompatible(tmp_path: Path) -> None:
     """A plain `dask scheduler` admits anything, so the runner refuses to use it."""
     sched_file = tmp_path / "plain-scheduler.json"
-    plain = Proc([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                  "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
-                 base_env(None), tmp_path / "plain-scheduler.log")
+    plain = Proc(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(sched_file),
+        ],
+        base_env(None),
+        tmp_path / "plain-scheduler.log",
+    )
     try:
         deadline = time.monotonic() + 60
         while not sched_file.exists():

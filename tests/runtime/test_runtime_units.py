@@ -48,8 +48,9 @@ def test_config_reads_executor_and_defaults() -> None:
     assert config.executor == "cold"
     assert config.start_timeout == 30.0
     assert "LOCKSTEP_EXECUTOR=cold" in config.describe()
-    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "direct",
-                                     "LOCKSTEP_EXECUTOR_START_TIMEOUT": "2.5"}, manifest=A)
+    config = RuntimeConfig.from_env(
+        {"LOCKSTEP_EXECUTOR": "direct", "LOCKSTEP_EXECUTOR_START_TIMEOUT": "2.5"}, manifest=A
+    )
     assert config.start_timeout == 2.5
 
 
@@ -57,22 +58,27 @@ def test_image_is_optional_and_only_informational() -> None:
     config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold"}, manifest=A)
     assert config.image is None and "LOCKSTEP_IMAGE=(unset)" in config.describe()
     for value in ("r.io/team/lockstep-worker@sha256:" + "a" * 64, "anything:latest", "x y"):
-        config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold", "LOCKSTEP_IMAGE": value},
-                                        manifest=A)
+        config = RuntimeConfig.from_env(
+            {"LOCKSTEP_EXECUTOR": "cold", "LOCKSTEP_IMAGE": value}, manifest=A
+        )
         assert config.image == value and f"LOCKSTEP_IMAGE={value}" in config.describe()
     line = scheduler_settings({"LOCKSTEP_MANIFEST": "/m.json", "LOCKSTEP_IMAGE": "r.io/w@x"})
     assert line == "lockstep settings: LOCKSTEP_MANIFEST=/m.json LOCKSTEP_IMAGE=r.io/w@x"
-    assert scheduler_settings({}) == ("lockstep settings: LOCKSTEP_MANIFEST=/etc/lockstep/"
-                                      "manifest.json LOCKSTEP_IMAGE=(unset)")
+    assert scheduler_settings({}) == (
+        "lockstep settings: LOCKSTEP_MANIFEST=/etc/lockstep/manifest.json LOCKSTEP_IMAGE=(unset)"
+    )
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, "LOCKSTEP_EXECUTOR is not set"),
-    ({"LOCKSTEP_EXECUTOR": ""}, "LOCKSTEP_EXECUTOR='' (empty) is not an executor"),
-    ({"LOCKSTEP_EXECUTOR": "bogus"}, "LOCKSTEP_EXECUTOR='bogus' is not an executor"),
-    ({"LOCKSTEP_EXECUTOR": "Cold"}, "LOCKSTEP_EXECUTOR='Cold' is not an executor"),
-    ({"LOCKSTEP_EXECUTOR": " cold"}, "LOCKSTEP_EXECUTOR=' cold' is not an executor"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "LOCKSTEP_EXECUTOR is not set"),
+        ({"LOCKSTEP_EXECUTOR": ""}, "LOCKSTEP_EXECUTOR='' (empty) is not an executor"),
+        ({"LOCKSTEP_EXECUTOR": "bogus"}, "LOCKSTEP_EXECUTOR='bogus' is not an executor"),
+        ({"LOCKSTEP_EXECUTOR": "Cold"}, "LOCKSTEP_EXECUTOR='Cold' is not an executor"),
+        ({"LOCKSTEP_EXECUTOR": " cold"}, "LOCKSTEP_EXECUTOR=' cold' is not an executor"),
+    ],
+)
 def test_bad_executor_is_refused_with_valid_values(env: dict[str, str], expected: str) -> None:
     with pytest.raises(BadInput) as err:
         RuntimeConfig.from_env(env, manifest=A)
@@ -122,8 +128,12 @@ def test_registry_matches_the_entry_points_and_settings_table() -> None:
         cls = load_executor(name, registered_executors())
         assert issubclass(cls, Executor) and cls.name == name, target
     table = settings_table()
-    for var in ("LOCKSTEP_MANIFEST", "LOCKSTEP_EXECUTOR", "LOCKSTEP_EXECUTOR_START_TIMEOUT",
-                "LOCKSTEP_IMAGE"):
+    for var in (
+        "LOCKSTEP_MANIFEST",
+        "LOCKSTEP_EXECUTOR",
+        "LOCKSTEP_EXECUTOR_START_TIMEOUT",
+        "LOCKSTEP_IMAGE",
+    ):
         assert f"`{var}`" in table
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines()}
     assert rows["`LOCKSTEP_EXECUTOR`"].split(" | ")[2] == "none: required"
@@ -145,8 +155,10 @@ def test_admission_admits_same_build_only() -> None:
 
 
 def test_incompatible_error_has_a_table_and_pickles() -> None:
-    members = [Member.of("runner", "runner", B), Member.of("tcp://s:1", "scheduler", A,
-                                                             status="other build")]
+    members = [
+        Member.of("runner", "runner", B),
+        Member.of("tcp://s:1", "scheduler", A, status="other build"),
+    ]
     err = IncompatibleClusterError("runner and scheduler differ", members)
     assert isinstance(err, CheckFailed) and err.exit_code == 1
     lines = str(err).splitlines()
@@ -168,7 +180,8 @@ def test_gate_hook_fits_the_pinned_distributed() -> None:
 
     pyproject = (HERE.parent.parent / "pyproject.toml").read_text()
     assert f'"distributed=={version("distributed")}"' in pyproject, (
-        "distributed is not the pinned version the admission gate was verified against")
+        "distributed is not the pinned version the admission gate was verified against"
+    )
     check_hook(types.MethodType(Scheduler.add_worker, object()))
     register = inspect.getsource(Worker._register_with_scheduler)
     assert 'op="register-worker"' in register
@@ -259,8 +272,7 @@ def test_killed_warm_child_fails_its_task_and_is_replaced(tmp_path: Path) -> Non
 
         def run() -> None:
             try:
-                warm.run(TaskCall("lockstep_test_tasks:write_pid_and_sleep",
-                                  (str(pid_file), 60)))
+                warm.run(TaskCall("lockstep_test_tasks:write_pid_and_sleep", (str(pid_file), 60)))
             except BaseException as exc:
                 errors.append(exc)
 
@@ -296,8 +308,9 @@ def test_cold_task_that_dies_is_reported_and_template_survives() -> None:
 
 
 def test_cold_start_timeout_is_enforced() -> None:
-    config = RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "cold",
-                                     "LOCKSTEP_EXECUTOR_START_TIMEOUT": "0.0001"}, manifest=A)
+    config = RuntimeConfig.from_env(
+        {"LOCKSTEP_EXECUTOR": "cold", "LOCKSTEP_EXECUTOR_START_TIMEOUT": "0.0001"}, manifest=A
+    )
     executor = load_executor("cold", registered_executors())(config)
     from lockstep.runtime.executors import ExecutorStartFailed
 
@@ -319,8 +332,10 @@ def test_process_executors_run_one_task_per_slot_at_once() -> None:
         try:
             results: list[int] = []
             call = TaskCall("lockstep_test_tasks:sleep_then", (0.6, 1))
-            threads = [threading.Thread(target=_collect_pid, args=(executor, call, results))
-                       for _ in range(2)]
+            threads = [
+                threading.Thread(target=_collect_pid, args=(executor, call, results))
+                for _ in range(2)
+            ]
             start = time.monotonic()
             for thread in threads:
                 thread.start()

@@ -41,8 +41,7 @@ def metadata_txt(name: str, version: str, requires: Iterable[str]) -> bytes:
 
 def console_script(target: str) -> bytes:
     module, _, attr = target.partition(":")
-    return (f"#!{PYTHON}\nimport sys\nfrom {module} import {attr}\n"
-            f"sys.exit({attr}())\n").encode()
+    return (f"#!{PYTHON}\nimport sys\nfrom {module} import {attr}\nsys.exit({attr}())\n").encode()
 
 
 def app_entries(project: Project, files: Iterable[SourceFile]) -> list[Entry]:
@@ -53,7 +52,7 @@ def app_entries(project: Project, files: Iterable[SourceFile]) -> list[Entry]:
     for f in files:
         if not f.path.startswith(prefix):
             continue
-        rel = f.path[len(prefix):]
+        rel = f.path[len(prefix) :]
         packages.add(rel.split("/", 1)[0])
         entries.append(Entry.file(f"{SITE_DIR}/{rel}", f.data, 0o755 if f.executable else 0o644))
     dist_info = f"{SITE_DIR}/{dist_info_name(project.name, project.version)}"
@@ -62,12 +61,16 @@ def app_entries(project: Project, files: Iterable[SourceFile]) -> list[Entry]:
     if scripts:
         groups["console_scripts"] = scripts
     entries += [
-        Entry.file(f"{dist_info}/METADATA",
-                   metadata_txt(project.name, project.version, project.dependencies)),
+        Entry.file(
+            f"{dist_info}/METADATA",
+            metadata_txt(project.name, project.version, project.dependencies),
+        ),
         Entry.file(f"{dist_info}/entry_points.txt", entry_points_txt(groups)),
         Entry.file(f"{dist_info}/top_level.txt", ("\n".join(sorted(packages)) + "\n").encode()),
         Entry.file(f"{dist_info}/INSTALLER", b"lockstep\n"),
     ]
-    entries += [Entry.file(f"{BIN_DIR}/{name}", console_script(target), 0o755)
-                for name, target in sorted(scripts.items())]
+    entries += [
+        Entry.file(f"{BIN_DIR}/{name}", console_script(target), 0o755)
+        for name, target in sorted(scripts.items())
+    ]
     return entries

@@ -64,11 +64,15 @@ def bazel_pattern(pattern: str, where: str) -> None:
     """BadInput unless Bazel's ``glob`` means the same as ``pathlib`` for ``pattern``."""
     for part in pattern.split("/"):
         if "?" in part or "[" in part:
-            raise BadInput(f"{where}: source pattern {pattern!r} uses ? or [...], which Bazel's "
-                           "glob does not support; use * and ** only")
+            raise BadInput(
+                f"{where}: source pattern {pattern!r} uses ? or [...], which Bazel's "
+                "glob does not support; use * and ** only"
+            )
         if "**" in part and part != "**":
-            raise BadInput(f"{where}: source pattern {pattern!r}: ** must be a whole path "
-                           "segment for Bazel's glob")
+            raise BadInput(
+                f"{where}: source pattern {pattern!r}: ** must be a whole path "
+                "segment for Bazel's glob"
+            )
 
 
 def subpackages_below(root: Path, pattern: str) -> list[str]:
@@ -100,7 +104,7 @@ def label(root: Path, path: Path) -> str:
     """The Bazel label of a file under ``root``."""
     rel = path.relative_to(root).as_posix()
     package = package_of(root, rel)
-    name = rel[len(package) + 1:] if package else rel
+    name = rel[len(package) + 1 :] if package else rel
     return f"//{package}:{name}"
 
 
@@ -117,12 +121,14 @@ def describe(root: Path, python: str) -> str:
         bazel_pattern(pattern, where)
         below = subpackages_below(root, pattern)
         if below:
-            raise BadInput(f"{where}: pattern {pattern!r} reaches into the Bazel package "
-                           f"//{below[0]} ({below[0]}/BUILD); Bazel's glob stops there, so its "
-                           "files would be missing from the build; remove that BUILD file or "
-                           "narrow the pattern")
+            raise BadInput(
+                f"{where}: pattern {pattern!r} reaches into the Bazel package "
+                f"//{below[0]} ({below[0]}/BUILD); Bazel's glob stops there, so its "
+                "files would be missing from the build; remove that BUILD file or "
+                "narrow the pattern"
+            )
         package = package_of(root, pattern)
-        rel = pattern[len(package) + 1:] if package else pattern
+        rel = pattern[len(package) + 1 :] if package else pattern
         by_package.setdefault(package, []).append(rel)
     facts: dict[str, Any] = {
         "PYTHON": python,
@@ -136,8 +142,10 @@ def describe(root: Path, python: str) -> str:
         "DEBIAN_LOCK": label(root, project.debian_lock),
         "COMPLETE_PLATFORM": label(root, project.complete_platform),
     }
-    lines = ["# Generated from pyproject.toml by `python -m lockstep.build.bazel describe`",
-             "# (repository rule @lockstep_project, images/repo.bzl). Do not edit."]
+    lines = [
+        "# Generated from pyproject.toml by `python -m lockstep.build.bazel describe`",
+        "# (repository rule @lockstep_project, images/repo.bzl). Do not edit.",
+    ]
     lines += [f"{key} = {json.dumps(value, sort_keys=True)}" for key, value in facts.items()]
     return "\n".join(lines) + "\n"
 
@@ -156,9 +164,11 @@ def check_sandbox(root: Path) -> None:
 
     here = Path(os.path.abspath(lockstep.__file__))
     if not here.is_relative_to(Path(os.path.abspath(root))):
-        raise CheckFailed(f"the builder's code was imported from {here.parent}, outside the "
-                          f"action's declared inputs in {root}; declare src/lockstep/** "
-                          "(//:builder) as inputs of the action")
+        raise CheckFailed(
+            f"the builder's code was imported from {here.parent}, outside the "
+            f"action's declared inputs in {root}; declare src/lockstep/** "
+            "(//:builder) as inputs of the action"
+        )
 
 
 def check_declared(root: Path, patterns: Sequence[str], files: Sequence[Path]) -> None:
@@ -167,29 +177,38 @@ def check_declared(root: Path, patterns: Sequence[str], files: Sequence[Path]) -
     In Bazel's sandbox ``root`` holds only the action's declared inputs, so a
     miss here is a file the rules did not declare (or one that does not exist).
     """
-    hint = ("the file is missing, or the Bazel rules do not declare it (each package's "
-            "declared_sources() globs pyproject.toml's patterns; images/image.bzl declares "
-            "the locks and the platform file named there)")
+    hint = (
+        "the file is missing, or the Bazel rules do not declare it (each package's "
+        "declared_sources() globs pyproject.toml's patterns; images/image.bzl declares "
+        "the locks and the platform file named there)"
+    )
     for pattern in patterns:
         if not any(path.is_file() for path in root.glob(pattern)):
-            raise BadInput(f"{root / 'pyproject.toml'}: [tool.lockstep] sources pattern "
-                           f"{pattern!r} matches none of the action's declared inputs; {hint}")
+            raise BadInput(
+                f"{root / 'pyproject.toml'}: [tool.lockstep] sources pattern "
+                f"{pattern!r} matches none of the action's declared inputs; {hint}"
+            )
     for path in files:
         if not path.is_file():
-            raise BadInput(f"{path.relative_to(root)} is not among the action's declared "
-                           f"inputs; {hint}")
+            raise BadInput(
+                f"{path.relative_to(root)} is not among the action's declared inputs; {hint}"
+            )
 
 
 def sandbox_cache(environ: Mapping[str, str] | None = None) -> Path:
     """``$LOCKSTEP_CACHE_DIR``, which must be set and writable inside the sandbox."""
     env = os.environ if environ is None else environ
     value = env.get(CACHE_ENV, "")
-    fix = ("run bazel through the workspace launcher tools/bazel (the bazel command does that "
-           "when it finds it), or pass --action_env=LOCKSTEP_CACHE_DIR=DIR "
-           "--sandbox_writable_path=DIR")
+    fix = (
+        "run bazel through the workspace launcher tools/bazel (the bazel command does that "
+        "when it finds it), or pass --action_env=LOCKSTEP_CACHE_DIR=DIR "
+        "--sandbox_writable_path=DIR"
+    )
     if not value or not os.path.isabs(value):
-        raise BadInput(f"{CACHE_ENV} is {'not an absolute path' if value else 'not set'} in the "
-                       f"Bazel action; {fix}")
+        raise BadInput(
+            f"{CACHE_ENV} is {'not an absolute path' if value else 'not set'} in the "
+            f"Bazel action; {fix}"
+        )
     root = Path(value)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -197,8 +216,9 @@ def sandbox_cache(environ: Mapping[str, str] | None = None) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise BadInput(f"{root}: the lockstep cache is not writable in Bazel's sandbox "
-                       f"({exc.strerror}); {fix}") from exc
+        raise BadInput(
+            f"{root}: the lockstep cache is not writable in Bazel's sandbox ({exc.strerror}); {fix}"
+        ) from exc
     return root
 
 
@@ -213,8 +233,9 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     from lockstep.project import ROLES, load_project
 
     project = load_project(root)
-    check_declared(root, project.sources,
-                   [project.python_lock, project.debian_lock, project.complete_platform])
+    check_declared(
+        root, project.sources, [project.python_lock, project.debian_lock, project.complete_platform]
+    )
     result = Builder(project, Cache(cache_root), progress).build(ROLES, out_dir=out)
     data = result.to_json()
     for role, image in data["images"].items():
@@ -236,11 +257,18 @@ def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> 
     record = builder.base_layer()
     blob = builder.cache.get_blob(record.digest)
     if blob is None:
-        raise CheckFailed(f"{builder.cache.blob_path(record.digest)}: the base layer vanished "
-                          "from the cache while building; build again")
+        raise CheckFailed(
+            f"{builder.cache.blob_path(record.digest)}: the base layer vanished "
+            "from the cache while building; build again"
+        )
     write_bytes(blob_out, blob)
-    data = {"digest": record.digest, "diff_id": record.diff_id, "size": record.size,
-            "python": record.facts.get("python"), "path": blob_out.name}
+    data = {
+        "digest": record.digest,
+        "diff_id": record.diff_id,
+        "size": record.size,
+        "python": record.facts.get("python"),
+        "path": blob_out.name,
+    }
     _write_json(json_out, data)
     return data
 
@@ -249,8 +277,9 @@ def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> 
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lockstep.build.bazel",
-                                     description="Entry points of lockstep's Bazel rules.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lockstep.build.bazel", description="Entry points of lockstep's Bazel rules."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("describe", help="print project.bzl for the repository rule")
     p.add_argument("--project", type=Path, required=True)
@@ -281,9 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except FileNotFoundError as exc:
         # In the sandbox this is, almost always, a file the action did not declare.
-        print(f"lockstep: error: {exc.filename}: no such file among the action's declared "
-              f"inputs ({exc.strerror}); declare it ([tool.lockstep] sources in pyproject.toml, "
-              "or the rule's srcs in images/image.bzl)", file=sys.stderr)
+        print(
+            f"lockstep: error: {exc.filename}: no such file among the action's declared "
+            f"inputs ({exc.strerror}); declare it ([tool.lockstep] sources in pyproject.toml, "
+            "or the rule's srcs in images/image.bzl)",
+            file=sys.stderr,
+        )
         return BadInput.exit_code
     return 0
 

@@ -103,8 +103,9 @@ def builder_code_digest() -> str:
 
     pkg = Path(lockstep.__file__).parent
     files = sorted([*(pkg / "build").glob("*.py"), pkg / "manifest.py", pkg / "atomic.py"])
-    rows = [[f.relative_to(pkg).as_posix(), hashlib.sha256(f.read_bytes()).hexdigest()]
-            for f in files]
+    rows = [
+        [f.relative_to(pkg).as_posix(), hashlib.sha256(f.read_bytes()).hexdigest()] for f in files
+    ]
     return sha256_digest(canonical_json(rows))
 
 
@@ -113,8 +114,9 @@ def lock_digest(path: Path, command: str) -> str:
     try:
         return sha256_digest(path.read_bytes())
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the lock ({exc.strerror}); "
-                       f"run `{command}` to create it") from exc
+        raise BadInput(
+            f"{path}: cannot read the lock ({exc.strerror}); run `{command}` to create it"
+        ) from exc
 
 
 def entries_from_tar(raw: bytes) -> list[Entry]:
@@ -146,8 +148,9 @@ def git_stamp(root: Path) -> Stamp:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
         raise BadInput(f"{root}: --stamp needs a git work tree with at least one commit") from exc
     tags = sorted(t.name for t in repo.tags if t.commit.hexsha == commit)
-    return Stamp(commit=commit, tag=tags[-1] if tags else None,
-                 dirty=repo.is_dirty(untracked_files=False))
+    return Stamp(
+        commit=commit, tag=tags[-1] if tags else None, dirty=repo.is_dirty(untracked_files=False)
+    )
 
 
 class Builder:
@@ -179,17 +182,26 @@ class Builder:
     def _store(self, kind: str, key: str, layer: Layer, facts: Mapping[str, Any]) -> LayerRecord:
         self.cache.put_blob(layer.blob)
         record = LayerRecord(layer.digest, layer.diff_id, layer.size, dict(facts))
-        record_digest = self.cache.put_blob(canonical_json({
-            "digest": record.digest, "diff_id": record.diff_id, "size": record.size,
-            "facts": record.facts}))
+        record_digest = self.cache.put_blob(
+            canonical_json(
+                {
+                    "digest": record.digest,
+                    "diff_id": record.diff_id,
+                    "size": record.size,
+                    "facts": record.facts,
+                }
+            )
+        )
         self.cache.put_key(kind, key, record_digest)
         return record
 
     def _blob(self, digest: str) -> bytes:
         data = self.cache.get_blob(digest)
         if data is None:
-            raise BadInput(f"{self.cache.blob_path(digest)}: cached layer is missing or corrupt; "
-                           "run the build again (it will be remade)")
+            raise BadInput(
+                f"{self.cache.blob_path(digest)}: cached layer is missing or corrupt; "
+                "run the build again (it will be remade)"
+            )
         return data
 
     def staged(self, record: LayerRecord) -> Path:
@@ -235,8 +247,12 @@ class Builder:
         lock_path = self.project.python_lock
         lock_sha = lock_digest(lock_path, "lockstep lock python")
         platform = self.project.complete_platform
-        key = self._key("python", base=base.digest, python_lock=lock_sha,
-                        platform=lock_digest(platform, "lockstep lock python"))
+        key = self._key(
+            "python",
+            base=base.digest,
+            python_lock=lock_sha,
+            platform=lock_digest(platform, "lockstep lock python"),
+        )
         cached = self._cached("python", key)
         if cached:
             return cached
@@ -248,10 +264,14 @@ class Builder:
         pycs = pycompile.compile_pycs(StagedPython(self.staged(base)), entries)
         return self._store("python", key, make_layer([*entries, *pycs]), {})
 
-    def app_layer(self, base: LayerRecord, third_party: LayerRecord,
-                  files: Sequence[sources.SourceFile], sources_digest: str) -> LayerRecord:
-        key = self._key("app", base=base.digest, python=third_party.digest,
-                        sources=sources_digest)
+    def app_layer(
+        self,
+        base: LayerRecord,
+        third_party: LayerRecord,
+        files: Sequence[sources.SourceFile],
+        sources_digest: str,
+    ) -> LayerRecord:
+        key = self._key("app", base=base.digest, python=third_party.digest, sources=sources_digest)
         cached = self._cached("app", key)
         if cached:
             return cached
@@ -266,8 +286,9 @@ class Builder:
         pycs = pycompile.compile_pycs(staged_python, entries)
         return self._store("app", key, make_layer([*entries, *pycs]), {})
 
-    def check_executors(self, staged_python: StagedPython, app_root: Path,
-                        third_party_root: Path) -> None:
+    def check_executors(
+        self, staged_python: StagedPython, app_root: Path, third_party_root: Path
+    ) -> None:
         """Import every registered executor from the image's own files, with its python."""
         from lockstep.build.app import SITE_DIR as site
 
@@ -286,26 +307,36 @@ class Builder:
             "        errors[name] = f'{target}: {type(exc).__name__}: {exc}'\n"
             "print(json.dumps({'found': found, 'errors': errors}))\n"
         )
-        proc = staged_python.run(["-c", script, str(app_root / site), str(third_party_root / site)],
-                                 capture_output=True, text=True)
+        proc = staged_python.run(
+            ["-c", script, str(app_root / site), str(third_party_root / site)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
-            raise BadInput(f"executor check failed to run in the image's python: "
-                           f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+            raise BadInput(
+                f"executor check failed to run in the image's python: "
+                f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+            )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         expected = dict(self.project.executors)
         if result["found"] != expected:
-            raise BadInput(f"{self.project.pyproject}: the image's executor registry "
-                           f"{sorted(result['found'])} differs from the declared "
-                           f"{sorted(expected)}")
+            raise BadInput(
+                f"{self.project.pyproject}: the image's executor registry "
+                f"{sorted(result['found'])} differs from the declared "
+                f"{sorted(expected)}"
+            )
         for name, message in sorted(result["errors"].items()):
-            raise BadInput(f"{self.project.pyproject}: executor {name!r} does not import from "
-                           f"the image's own files ({message}); fix the module or remove the "
-                           "entry point")
+            raise BadInput(
+                f"{self.project.pyproject}: executor {name!r} does not import from "
+                f"the image's own files ({message}); fix the module or remove the "
+                "entry point"
+            )
 
     # -- the build -------------------------------------------------------------------
 
-    def build(self, roles: Sequence[str] = ROLES, out_dir: Path | None = None,
-              stamp: bool | Stamp = False) -> BuildResult:
+    def build(
+        self, roles: Sequence[str] = ROLES, out_dir: Path | None = None, stamp: bool | Stamp = False
+    ) -> BuildResult:
         """Build ``roles`` into ``out_dir``. ``stamp``: False for none, True for the git
         facts of the work tree, or an exact ``Stamp`` (a release names its future tag)."""
         project = self.project
@@ -317,23 +348,33 @@ class Builder:
             "python_lock": lock_digest(project.python_lock, "lockstep lock python"),
             "sources": sources_digest,
         }
-        stamp_value = stamp if isinstance(stamp, Stamp) else (
-            git_stamp(project.root) if stamp else None)
+        stamp_value = (
+            stamp if isinstance(stamp, Stamp) else (git_stamp(project.root) if stamp else None)
+        )
         base = self.base_layer()
         third_party = self.python_layer(base)
         app_record = self.app_layer(base, third_party, files, sources_digest)
         manifest = BuildManifest(
-            name=project.name, version=project.version, inputs=inputs,
-            executors=tuple(project.executors), python=str(base.facts["python"]),
+            name=project.name,
+            version=project.version,
+            inputs=inputs,
+            executors=tuple(project.executors),
+            python=str(base.facts["python"]),
             stamp=stamp_value,
         )
         top = make_layer([Entry.file(MANIFEST_PATH.lstrip("/"), manifest.to_json())])
-        records = {"base": base, "python": third_party, "app": app_record,
-                   "manifest": LayerRecord(top.digest, top.diff_id, top.size)}
+        records = {
+            "base": base,
+            "python": third_party,
+            "app": app_record,
+            "manifest": LayerRecord(top.digest, top.diff_id, top.size),
+        }
         refs = [r.ref() for r in records.values()]
         out = out_dir or project.root / "out"
-        built = {role: BuiltImage(role, self._image(role, manifest, refs), out / f"{role}.tar")
-                 for role in roles}
+        built = {
+            role: BuiltImage(role, self._image(role, manifest, refs), out / f"{role}.tar")
+            for role in roles
+        }
         self._write_all(built, records, top, manifest)
         return BuildResult(manifest=manifest, images=built, layers=records)
 
@@ -351,11 +392,21 @@ class Builder:
             labels["org.opencontainers.image.source"] = project.source_url
         if manifest.stamp:
             labels["org.opencontainers.image.revision"] = manifest.stamp.commit
-        return oci.make_image(layers=refs, entrypoint=spec.entrypoint, cmd=spec.cmd,
-                              env=image_env(role), labels=labels)
+        return oci.make_image(
+            layers=refs,
+            entrypoint=spec.entrypoint,
+            cmd=spec.cmd,
+            env=image_env(role),
+            labels=labels,
+        )
 
-    def _write_all(self, built: Mapping[str, BuiltImage], records: Mapping[str, LayerRecord],
-                   top: Layer, manifest: BuildManifest) -> None:
+    def _write_all(
+        self,
+        built: Mapping[str, BuiltImage],
+        records: Mapping[str, LayerRecord],
+        top: Layer,
+        manifest: BuildManifest,
+    ) -> None:
         """Write every archive that is not already current under a temporary name, then
         rename them all into place."""
         ref_name = f"{self.project.version}-{manifest.short_id}"
@@ -363,19 +414,22 @@ class Builder:
         def tags(role: str) -> list[str]:
             return [f"{self.project.name}-{role}:{ref_name}"]
 
-        stale = {role: b for role, b in built.items()
-                 if not oci.archive_is_current(b.path, b.image, ref_name, tags(role))}
+        stale = {
+            role: b
+            for role, b in built.items()
+            if not oci.archive_is_current(b.path, b.image, ref_name, tags(role))
+        }
         if not stale:
             return
-        blobs = {r.digest: self._blob(r.digest) for r in records.values()
-                 if r.digest != top.digest}
+        blobs = {r.digest: self._blob(r.digest) for r in records.values() if r.digest != top.digest}
         blobs[top.digest] = top.blob
         temps: list[tuple[Path, Path]] = []
         try:
             for role, b in stale.items():
                 b.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(dir=b.path.parent, prefix=f".{b.path.name}.",
-                                            suffix=".tmp")
+                fd, name = tempfile.mkstemp(
+                    dir=b.path.parent, prefix=f".{b.path.name}.", suffix=".tmp"
+                )
                 temps.append((Path(name), b.path))
                 with os.fdopen(fd, "wb") as f:
                     oci.write_tar(f, oci.archive_members(b.image, blobs, ref_name, tags(role)))
@@ -390,8 +444,12 @@ class Builder:
 def python_version(staged_python: StagedPython) -> str:
     """The image interpreter's ``platform.python_version()`` (what the manifest records)."""
     staged_python.check()
-    proc = staged_python.run(["-c", "import platform; print(platform.python_version())"],
-                             capture_output=True, text=True, check=True)
+    proc = staged_python.run(
+        ["-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return str(proc.stdout).strip()
 
 
@@ -405,4 +463,3 @@ def image_env(role: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
     }
-

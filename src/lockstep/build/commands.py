@@ -20,11 +20,17 @@ TARGETS = {
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("build", help="build the runner and worker images (no daemon needed)")
-    p.add_argument("target", nargs="?", default="all", choices=list(TARGETS),
-                   help="which image(s) to build (default: all)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="all",
+        choices=list(TARGETS),
+        help="which image(s) to build (default: all)",
+    )
     p.add_argument("--out", type=Path, help="output directory (default: PROJECT/out)")
-    p.add_argument("--stamp", action="store_true",
-                   help="add git commit, tag and dirty flag to the manifest")
+    p.add_argument(
+        "--stamp", action="store_true", help="add git commit, tag and dirty flag to the manifest"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_project_arg(p)
     p.set_defaults(func=cmd_build)
@@ -38,8 +44,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("archive", type=Path)
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("self-check", help="inside an image: import every executor its "
-                       "manifest lists, then print the manifest")
+    p = sub.add_parser(
+        "self-check",
+        help="inside an image: import every executor its manifest lists, then print the manifest",
+    )
     p.set_defaults(func=cmd_self_check)
 
     p = sub.add_parser("lock", help="refresh a lock: python (pex) or debian (base packages)")

@@ -91,9 +91,14 @@ class DebPackage:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "arch": self.arch,
-            "archive": self.archive, "suite": self.suite, "filename": self.filename,
-            "size": self.size, "sha256": self.sha256,
+            "name": self.name,
+            "version": self.version,
+            "arch": self.arch,
+            "archive": self.archive,
+            "suite": self.suite,
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
         }
 
 
@@ -108,8 +113,7 @@ class DebianLock:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
 
     def __post_init__(self) -> None:  # one order, so equal locks compare equal
-        object.__setattr__(self, "packages",
-                           tuple(sorted(self.packages, key=lambda p: p.name)))
+        object.__setattr__(self, "packages", tuple(sorted(self.packages, key=lambda p: p.name)))
         object.__setattr__(self, "roots", tuple(sorted(self.roots)))
         object.__setattr__(self, "exclude", tuple(sorted(self.exclude)))
 
@@ -134,14 +138,16 @@ class DebianLock:
 
     def to_json(self) -> bytes:
         """Stable pretty JSON: sorted keys, two-space indent, one package per object."""
-        return (json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
-                + "\n").encode()
+        return (
+            json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        ).encode()
 
     @property
     def digest(self) -> str:
         """``sha256:`` of the lock's canonical JSON (what the build inputs name)."""
-        raw = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                         ensure_ascii=False).encode()
+        raw = json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
         return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
@@ -171,8 +177,11 @@ def _lock_from_dict(data: Any, where: str) -> DebianLock:
         raise fail("suites missing")
     suites: list[Suite] = []
     for s in raw_suites:
-        if not (isinstance(s, dict) and isinstance(s.get("archive"), str)
-                and isinstance(s.get("suite"), str)):
+        if not (
+            isinstance(s, dict)
+            and isinstance(s.get("archive"), str)
+            and isinstance(s.get("suite"), str)
+        ):
             raise fail("each suite needs archive and suite")
         suites.append(Suite(s["archive"], s["suite"]))
     raw_packages = data.get("packages")
@@ -193,8 +202,18 @@ def _lock_from_dict(data: Any, where: str) -> DebianLock:
         filename = p["filename"]
         if filename.startswith("/") or ".." in filename.split("/"):
             raise fail(f"packages[{i}] ({p['name']}) filename {filename!r} escapes the archive")
-        packages.append(DebPackage(p["name"], p["version"], p["arch"], p["archive"],
-                                   p["suite"], filename, size, p["sha256"]))
+        packages.append(
+            DebPackage(
+                p["name"],
+                p["version"],
+                p["arch"],
+                p["archive"],
+                p["suite"],
+                filename,
+                size,
+                p["sha256"],
+            )
+        )
     names = [p.name for p in packages]
     if len(set(names)) != len(names):
         raise fail("a package is listed twice")
@@ -212,8 +231,9 @@ def read_lock(path: Path) -> DebianLock:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the Debian lock ({exc.strerror}); "
-                       f"{RELOCK_HINT}") from exc
+        raise BadInput(
+            f"{path}: cannot read the Debian lock ({exc.strerror}); {RELOCK_HINT}"
+        ) from exc
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -227,6 +247,7 @@ def write_lock(path: Path, lock: DebianLock) -> None:
 
 
 # --------------------------------------------------------------------------- versions
+
 
 def _order(c: str) -> int:
     """dpkg's character order for the non-digit parts: ``~`` < end < letters < others."""
@@ -295,6 +316,7 @@ def compare_versions(a: str, b: str) -> int:
 
 # --------------------------------------------------------------------------- mirror I/O
 
+
 def security_mirror(mirror: str) -> str:
     """The security archive next to ``mirror``: its last ``debian`` path part becomes
     ``debian-security`` (``http://deb.debian.org/debian`` → ``…/debian-security``)."""
@@ -337,15 +359,20 @@ def _http_get(url: str, max_bytes: int | None = None) -> bytes:
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 410):
             raise _NotFound(url, exc.code) from exc
-        raise ServiceFailed(f"Debian mirror: GET {url} failed: HTTP {exc.code} {exc.reason}; "
-                            "check the mirror or LOCKSTEP_DEBIAN_MIRROR") from exc
+        raise ServiceFailed(
+            f"Debian mirror: GET {url} failed: HTTP {exc.code} {exc.reason}; "
+            "check the mirror or LOCKSTEP_DEBIAN_MIRROR"
+        ) from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise ServiceFailed(f"Debian mirror: GET {url} failed: {reason}; check the network, "
-                            "the mirror or LOCKSTEP_DEBIAN_MIRROR") from exc
+        raise ServiceFailed(
+            f"Debian mirror: GET {url} failed: {reason}; check the network, "
+            "the mirror or LOCKSTEP_DEBIAN_MIRROR"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- resolve
+
 
 @dataclass(frozen=True)
 class _Candidate:
@@ -355,8 +382,17 @@ class _Candidate:
     provides: str
 
 
-_FIELDS = ("Package", "Version", "Architecture", "Filename", "Size", "SHA256",
-           "Depends", "Pre-Depends", "Provides")
+_FIELDS = (
+    "Package",
+    "Version",
+    "Architecture",
+    "Filename",
+    "Size",
+    "SHA256",
+    "Depends",
+    "Pre-Depends",
+    "Provides",
+)
 
 
 def parse_packages(text: str, suite: Suite, arch: str) -> list[_Candidate]:
@@ -376,14 +412,29 @@ def parse_packages(text: str, suite: Suite, arch: str) -> list[_Candidate]:
             continue
         try:
             size = int(fields["Size"])
-            pkg = DebPackage(fields["Package"], fields["Version"], fields["Architecture"],
-                             suite.archive, suite.suite, fields["Filename"], size,
-                             fields["SHA256"].lower())
+            pkg = DebPackage(
+                fields["Package"],
+                fields["Version"],
+                fields["Architecture"],
+                suite.archive,
+                suite.suite,
+                fields["Filename"],
+                size,
+                fields["SHA256"].lower(),
+            )
         except (KeyError, ValueError) as exc:
-            raise ServiceFailed(f"Debian mirror: {suite.archive}/{suite.suite} Packages has a "
-                                f"broken stanza for {fields['Package']!r} ({exc})") from exc
-        out.append(_Candidate(pkg, fields.get("Depends", ""), fields.get("Pre-Depends", ""),
-                              fields.get("Provides", "")))
+            raise ServiceFailed(
+                f"Debian mirror: {suite.archive}/{suite.suite} Packages has a "
+                f"broken stanza for {fields['Package']!r} ({exc})"
+            ) from exc
+        out.append(
+            _Candidate(
+                pkg,
+                fields.get("Depends", ""),
+                fields.get("Pre-Depends", ""),
+                fields.get("Provides", ""),
+            )
+        )
     return out
 
 
@@ -402,22 +453,25 @@ def _names_of_relation(field: str) -> list[list[str]]:
 
 
 def fetch_index(mirror: str, suite: Suite, arch: str) -> str:
-    url = (f"{archive_url(mirror, suite.archive)}/dists/{suite.suite}/main/"
-           f"binary-{arch}/Packages.xz")
+    url = f"{archive_url(mirror, suite.archive)}/dists/{suite.suite}/main/binary-{arch}/Packages.xz"
     try:
         raw = _http_get(url)
     except _NotFound as exc:
-        raise ServiceFailed(f"Debian mirror: {url} not found (HTTP {exc.code}); check "
-                            "LOCKSTEP_DEBIAN_MIRROR") from exc
+        raise ServiceFailed(
+            f"Debian mirror: {url} not found (HTTP {exc.code}); check LOCKSTEP_DEBIAN_MIRROR"
+        ) from exc
     try:
         return lzma.decompress(raw).decode("utf-8", "replace")
     except lzma.LZMAError as exc:
         raise ServiceFailed(f"Debian mirror: {url} is not valid xz ({exc})") from exc
 
 
-def resolve_from_indexes(indexes: Mapping[Suite, str], roots: Sequence[str],
-                         arch: str = DEFAULT_ARCH,
-                         exclude: Sequence[str] = DEFAULT_EXCLUDE) -> DebianLock:
+def resolve_from_indexes(
+    indexes: Mapping[Suite, str],
+    roots: Sequence[str],
+    arch: str = DEFAULT_ARCH,
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+) -> DebianLock:
     """The closure of ``roots`` over already-downloaded ``Packages`` texts (no network)."""
     best: dict[str, _Candidate] = {}
     for suite, text in indexes.items():  # suite order breaks version ties: first wins
@@ -441,9 +495,11 @@ def resolve_from_indexes(indexes: Mapping[Suite, str], roots: Sequence[str],
         if real not in best:
             options = sorted(providers.get(name, ()))
             if not options:
-                raise BadInput(f"Debian package {name!r} ({why}) is not in "
-                               f"{', '.join(f'{s.archive}/{s.suite}' for s in indexes)} "
-                               f"for {arch}; check the package list")
+                raise BadInput(
+                    f"Debian package {name!r} ({why}) is not in "
+                    f"{', '.join(f'{s.archive}/{s.suite}' for s in indexes)} "
+                    f"for {arch}; check the package list"
+                )
             # A provider already chosen, else the alphabetically first: deterministic.
             already = [o for o in options if o in chosen]
             real = (already or options)[0]
@@ -463,9 +519,13 @@ def resolve_from_indexes(indexes: Mapping[Suite, str], roots: Sequence[str],
     )
 
 
-def resolve(mirror: str, roots: Sequence[str], arch: str = DEFAULT_ARCH,
-            exclude: Sequence[str] = DEFAULT_EXCLUDE,
-            suites: Sequence[Suite] = SUITES) -> DebianLock:
+def resolve(
+    mirror: str,
+    roots: Sequence[str],
+    arch: str = DEFAULT_ARCH,
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    suites: Sequence[Suite] = SUITES,
+) -> DebianLock:
     """Resolve ``roots`` against the mirror's current indexes (bookworm, -updates, -security)."""
     if not roots:
         raise BadInput("no Debian packages to lock; set [tool.lockstep] debian_packages")
@@ -474,6 +534,7 @@ def resolve(mirror: str, roots: Sequence[str], arch: str = DEFAULT_ARCH,
 
 
 # --------------------------------------------------------------------------- fetch
+
 
 def deb_url(mirror: str, pkg: DebPackage) -> str:
     return f"{archive_url(mirror, pkg.archive)}/{pkg.filename}"
@@ -498,16 +559,20 @@ def _download_deb(mirror: str, pkg: DebPackage) -> bytes:
         raise ServiceFailed(
             f"Debian package {pkg.name} {pkg.version}: {url} not found (HTTP {exc.code}); "
             f"the mirror no longer serves this version: re-lock ({RELOCK_HINT}) or point "
-            "LOCKSTEP_DEBIAN_MIRROR at a snapshot mirror") from exc
+            "LOCKSTEP_DEBIAN_MIRROR at a snapshot mirror"
+        ) from exc
     problem = _check(pkg, data, f"downloaded from {url}")
     if problem:
-        raise CheckFailed(f"Debian package {pkg.name} {pkg.version}: {problem}; nothing was "
-                          f"cached: check the mirror, or {RELOCK_HINT} if the lock is stale")
+        raise CheckFailed(
+            f"Debian package {pkg.name} {pkg.version}: {problem}; nothing was "
+            f"cached: check the mirror, or {RELOCK_HINT} if the lock is stale"
+        )
     return data
 
 
-def fetch(lock: DebianLock, mirror: str, cache: Cache,
-          progress: Callable[[str], None] | None = None) -> dict[str, bytes]:
+def fetch(
+    lock: DebianLock, mirror: str, cache: Cache, progress: Callable[[str], None] | None = None
+) -> dict[str, bytes]:
     """Every locked ``.deb``, by package name, verified against the lock.
 
     Each ``.deb`` is looked up in ``cache`` by its sha256 first. Every read from
@@ -533,8 +598,10 @@ def fetch(lock: DebianLock, mirror: str, cache: Cache,
             continue
         if existed:
             path.unlink(missing_ok=True)
-            say(f"cache entry for {pkg.name} {pkg.version} ({path}) was corrupt: "
-                "discarded, downloading again")
+            say(
+                f"cache entry for {pkg.name} {pkg.version} ({path}) was corrupt: "
+                "discarded, downloading again"
+            )
             missing.append((pkg, f" (its cache entry {path} was corrupt and was discarded)"))
         else:
             missing.append((pkg, ""))
@@ -583,10 +650,10 @@ def read_ar(data: bytes, where: str) -> list[ArMember]:
     pos = 8
     out: list[ArMember] = []
     while pos < len(data):
-        if data[pos:pos + 1] == b"\n":  # stray padding
+        if data[pos : pos + 1] == b"\n":  # stray padding
             pos += 1
             continue
-        header = data[pos:pos + 60]
+        header = data[pos : pos + 60]
         if len(header) != 60 or header[58:60] != b"`\n":
             raise BadInput(f"{where}: corrupt ar header at byte {pos}")
         name = header[:16].decode("ascii", "replace").rstrip()
@@ -599,7 +666,7 @@ def read_ar(data: bytes, where: str) -> list[ArMember]:
         start = pos + 60
         if start + size > len(data):
             raise BadInput(f"{where}: truncated ar member {name!r}")
-        out.append(ArMember(name, data[start:start + size]))
+        out.append(ArMember(name, data[start : start + size]))
         pos = start + size + (size & 1)
     return out
 
@@ -616,8 +683,10 @@ def _decompress(name: str, blob: bytes, where: str) -> bytes:
             return blob
     except (lzma.LZMAError, OSError, EOFError, ValueError) as exc:
         raise BadInput(f"{where}: cannot decompress {name} ({exc})") from exc
-    raise BadInput(f"{where}: {name} uses a compression lockstep does not read "
-                   "(xz, gz, bz2 or none); bookworm packages use xz")
+    raise BadInput(
+        f"{where}: {name} uses a compression lockstep does not read "
+        "(xz, gz, bz2 or none); bookworm packages use xz"
+    )
 
 
 def _member(ar: list[ArMember], prefix: str, where: str) -> ArMember:
@@ -636,8 +705,9 @@ def _open_tar(raw: bytes, where: str) -> tarfile.TarFile:
 
 def _clean_member(name: str, package: str) -> list[str]:
     if name.startswith("/"):
-        raise BadInput(f"Debian package {package}: member {name!r} has an absolute path; "
-                       "refusing it")
+        raise BadInput(
+            f"Debian package {package}: member {name!r} has an absolute path; refusing it"
+        )
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise BadInput(f"Debian package {package}: member {name!r} contains '..'; refusing it")
@@ -658,8 +728,10 @@ def _rewrite_target(package: str, member: str, orig: str, new: str, target: str)
     else:
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(orig), target))
         if resolved == ".." or resolved.startswith("../"):
-            raise BadInput(f"Debian package {package}: symlink {member!r} -> {target!r} "
-                           "points outside the image root; refusing it")
+            raise BadInput(
+                f"Debian package {package}: symlink {member!r} -> {target!r} "
+                "points outside the image root; refusing it"
+            )
         if resolved == ".":
             resolved = ""
     mapped = usr_merge(resolved) if resolved else ""
@@ -707,15 +779,19 @@ def deb_entries(package_name: str, deb_bytes: bytes) -> list[Entry]:
             if info.isdir():
                 entry = Entry.dir(path, mode)
             elif info.issym():
-                entry = Entry.symlink(path, _rewrite_target(package_name, info.name, orig,
-                                                            path, info.linkname))
+                entry = Entry.symlink(
+                    path, _rewrite_target(package_name, info.name, orig, path, info.linkname)
+                )
             elif info.islnk():
                 # A hardlink shares its target's inode: same bytes, same mode.
-                linked = entries.get(usr_merge("/".join(_clean_member(info.linkname,
-                                                                      package_name))))
+                linked = entries.get(
+                    usr_merge("/".join(_clean_member(info.linkname, package_name)))
+                )
                 if linked is None or linked.kind != "file":
-                    raise BadInput(f"{where}: hardlink {info.name!r} -> {info.linkname!r} "
-                                   "has no earlier regular file as its target")
+                    raise BadInput(
+                        f"{where}: hardlink {info.name!r} -> {info.linkname!r} "
+                        "has no earlier regular file as its target"
+                    )
                 entry = Entry.file(path, linked.data, linked.mode)
             elif info.isfile():
                 try:
@@ -726,8 +802,10 @@ def deb_entries(package_name: str, deb_bytes: bytes) -> list[Entry]:
                     raise BadInput(f"{where}: member {info.name!r} has no data")
                 entry = Entry.file(path, handle.read(), mode)
             else:
-                raise BadInput(f"{where}: member {info.name!r} is a device, fifo or other "
-                               "special file; an image base must not contain those")
+                raise BadInput(
+                    f"{where}: member {info.name!r} is a device, fifo or other "
+                    "special file; an image base must not contain those"
+                )
             if path in entries and not (entries[path].kind == entry.kind == "dir"):
                 raise BadInput(f"{where}: member {info.name!r} appears twice")
             entries[path] = entry
@@ -735,8 +813,10 @@ def deb_entries(package_name: str, deb_bytes: bytes) -> list[Entry]:
     found = through_symlink(entries.values())
     if found:
         path, link = found
-        raise BadInput(f"{where}: member {member_of[path]!r} passes through the "
-                       f"package's symlink {member_of[link]!r}; refusing it")
+        raise BadInput(
+            f"{where}: member {member_of[path]!r} passes through the "
+            f"package's symlink {member_of[link]!r}; refusing it"
+        )
     return [entries[p] for p in sorted(entries)]
 
 
@@ -758,20 +838,29 @@ def deb_control(package_name: str, deb_bytes: bytes) -> bytes:
 # --------------------------------------------------------------------------- the base
 
 # Docs, and glibc's iconv modules (gconv, 8 MB): Python's codecs never use iconv(3).
-DROPPED_PREFIXES = ("usr/share/doc/", "usr/share/man/", "usr/share/info/",
-                    "usr/share/lintian/", "usr/share/bug/",
-                    "usr/lib/x86_64-linux-gnu/gconv/")
+DROPPED_PREFIXES = (
+    "usr/share/doc/",
+    "usr/share/man/",
+    "usr/share/info/",
+    "usr/share/lintian/",
+    "usr/share/bug/",
+    "usr/lib/x86_64-linux-gnu/gconv/",
+)
 LIBC_BIN_KEEP = ("usr/lib/locale/C.utf8/",)
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 NONROOT_UID = 65532
 
-PASSWD = (b"root:x:0:0:root:/root:/sbin/nologin\n"
-          b"nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
-          b"nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n")
+PASSWD = (
+    b"root:x:0:0:root:/root:/sbin/nologin\n"
+    b"nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+    b"nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n"
+)
 GROUP = b"root:x:0:\nnogroup:x:65534:\nnonroot:x:65532:\n"
 # Without nsswitch.conf glibc asks DNS before /etc/hosts; containers want files first.
-NSSWITCH = (b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
-            b"networks: files\nprotocols: files\nservices: files\n")
+NSSWITCH = (
+    b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"
+    b"networks: files\nprotocols: files\nservices: files\n"
+)
 # Container runtimes mount their own /etc/hosts; this one serves a plain chroot or runc.
 HOSTS = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
@@ -790,9 +879,16 @@ def _keep(package: str, entry: Entry) -> bool:
 
 def ca_bundle(entries: Iterable[Entry]) -> bytes:
     """``usr/share/ca-certificates/**/*.crt`` sorted by path and concatenated."""
-    certs = sorted((e for e in entries if e.kind == "file"
-                    and e.path.startswith("usr/share/ca-certificates/")
-                    and e.path.endswith(".crt")), key=lambda e: e.path)
+    certs = sorted(
+        (
+            e
+            for e in entries
+            if e.kind == "file"
+            and e.path.startswith("usr/share/ca-certificates/")
+            and e.path.endswith(".crt")
+        ),
+        key=lambda e: e.path,
+    )
     out = bytearray()
     for e in certs:
         out += e.data
@@ -823,21 +919,28 @@ def base_entries(lock: DebianLock, debs: Mapping[str, bytes]) -> list[Entry]:
             if not _keep(pkg.name, entry):
                 continue
             prev = owner.get(entry.path)
-            if prev is not None and prev[1] != entry and not (
-                    prev[1].kind == entry.kind == "dir"):
-                raise BadInput(f"Debian packages {prev[0]} and {pkg.name} both ship "
-                               f"{entry.path!r} with different contents")
+            if prev is not None and prev[1] != entry and not (prev[1].kind == entry.kind == "dir"):
+                raise BadInput(
+                    f"Debian packages {prev[0]} and {pkg.name} both ship "
+                    f"{entry.path!r} with different contents"
+                )
             if prev is None or prev[1].kind != "dir":
                 owner[entry.path] = (pkg.name, entry)
         owner[f"var/lib/dpkg/status.d/{pkg.name}"] = (
-            pkg.name, Entry.file(f"var/lib/dpkg/status.d/{pkg.name}",
-                                 deb_control(pkg.name, debs[pkg.name])))
+            pkg.name,
+            Entry.file(f"var/lib/dpkg/status.d/{pkg.name}", deb_control(pkg.name, debs[pkg.name])),
+        )
     entries = [e for _, e in owner.values()]
-    extra: list[Entry] = [Entry.dir("tmp", 0o1777), Entry.dir("root", 0o700),
-                          Entry.dir("etc", 0o755), Entry.dir("var/lib/dpkg/status.d"),
-                          Entry.file("etc/passwd", PASSWD), Entry.file("etc/group", GROUP),
-                          Entry.file("etc/nsswitch.conf", NSSWITCH),
-                          Entry.file("etc/hosts", HOSTS)]
+    extra: list[Entry] = [
+        Entry.dir("tmp", 0o1777),
+        Entry.dir("root", 0o700),
+        Entry.dir("etc", 0o755),
+        Entry.dir("var/lib/dpkg/status.d"),
+        Entry.file("etc/passwd", PASSWD),
+        Entry.file("etc/group", GROUP),
+        Entry.file("etc/nsswitch.conf", NSSWITCH),
+        Entry.file("etc/hosts", HOSTS),
+    ]
     for top in USR_MERGED:
         if f"usr/{top}" in owner or top in ("bin", "sbin", "lib", "lib64"):
             extra.append(Entry.symlink(top, f"usr/{top}"))

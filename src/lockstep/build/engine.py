@@ -19,8 +19,9 @@ def docker_client(base_url: str | None = None) -> Any:
         client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        raise ServiceFailed(f"no Docker engine answered ({exc}); start dockerd or set "
-                            "DOCKER_HOST") from exc
+        raise ServiceFailed(
+            f"no Docker engine answered ({exc}); start dockerd or set DOCKER_HOST"
+        ) from exc
     return client
 
 
@@ -37,6 +38,7 @@ def load_archive(path: Path, base_url: str | None = None) -> str:
         raise ServiceFailed(f"{path}: the Docker engine refused the archive ({exc})") from exc
     ids = {image.id for image in images}
     if ids != {archive.config_digest}:
-        raise CheckFailed(f"{path}: docker loaded {sorted(ids)}, expected image ID "
-                          f"{archive.config_digest}")
+        raise CheckFailed(
+            f"{path}: docker loaded {sorted(ids)}, expected image ID {archive.config_digest}"
+        )
     return archive.config_digest

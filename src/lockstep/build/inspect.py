@@ -42,8 +42,10 @@ def inspect_archive(path: Path) -> dict[str, Any]:
         "role": config.get("Labels", {}).get("io.lockstep.role"),
         "entrypoint": config.get("Entrypoint"),
         "labels": config.get("Labels", {}),
-        "layers": [{"digest": layer["digest"], "size": layer["size"]}
-                   for layer in archive.manifest["layers"]],
+        "layers": [
+            {"digest": layer["digest"], "size": layer["size"]}
+            for layer in archive.manifest["layers"]
+        ],
         "size": sum(layer["size"] for layer in archive.manifest["layers"]),
         "manifest": manifest.to_dict(),
     }

@@ -80,57 +80,81 @@ def image_config(
     }
     if cmd:
         config["Cmd"] = list(cmd)
-    return canonical_json({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": EPOCH,
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        "history": [{"created": EPOCH, "created_by": "lockstep build"} for _ in layers],
-    })
+    return canonical_json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": EPOCH,
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+            "history": [{"created": EPOCH, "created_by": "lockstep build"} for _ in layers],
+        }
+    )
 
 
-def image_manifest(config: bytes, layers: Sequence[LayerRef],
-                   annotations: Mapping[str, str]) -> bytes:
+def image_manifest(
+    config: bytes, layers: Sequence[LayerRef], annotations: Mapping[str, str]
+) -> bytes:
     """The OCI image manifest, as canonical JSON."""
-    return canonical_json({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": sha256(config), "size": len(config)},
-        "layers": [
-            {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}
-            for layer in layers
-        ],
-        "annotations": dict(annotations),
-    })
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {
+                "mediaType": CONFIG_MEDIA_TYPE,
+                "digest": sha256(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size}
+                for layer in layers
+            ],
+            "annotations": dict(annotations),
+        }
+    )
 
 
-def make_image(*, layers: Sequence[LayerRef], entrypoint: Sequence[str], cmd: Sequence[str] = (),
-               env: Mapping[str, str], labels: Mapping[str, str]) -> Image:
+def make_image(
+    *,
+    layers: Sequence[LayerRef],
+    entrypoint: Sequence[str],
+    cmd: Sequence[str] = (),
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+) -> Image:
     config = image_config(layers=layers, entrypoint=entrypoint, cmd=cmd, env=env, labels=labels)
-    return Image(config=config, manifest=image_manifest(config, layers, labels),
-                 layers=tuple(layers))
+    return Image(
+        config=config, manifest=image_manifest(config, layers, labels), layers=tuple(layers)
+    )
 
 
 def index_json(image: Image, ref_name: str) -> bytes:
-    return canonical_json({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [{
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "digest": image.digest,
-            "size": len(image.manifest),
-            "annotations": {REF_NAME: ref_name},
-        }],
-    })
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [
+                {
+                    "mediaType": MANIFEST_MEDIA_TYPE,
+                    "digest": image.digest,
+                    "size": len(image.manifest),
+                    "annotations": {REF_NAME: ref_name},
+                }
+            ],
+        }
+    )
 
 
 def docker_manifest_json(image: Image, repo_tags: Sequence[str]) -> bytes:
-    return canonical_json([{
-        "Config": blob_name(image.config_digest),
-        "RepoTags": list(repo_tags),
-        "Layers": [blob_name(layer.digest) for layer in image.layers],
-    }])
+    return canonical_json(
+        [
+            {
+                "Config": blob_name(image.config_digest),
+                "RepoTags": list(repo_tags),
+                "Layers": [blob_name(layer.digest) for layer in image.layers],
+            }
+        ]
+    )
 
 
 def blob_name(digest: str) -> str:
@@ -171,8 +195,9 @@ def archive_is_current(path: Path, image: Image, ref_name: str, repo_tags: Seque
     return found == expected
 
 
-def archive_members(image: Image, blobs: Mapping[str, bytes], ref_name: str,
-                    repo_tags: Sequence[str]) -> list[tuple[str, bytes]]:
+def archive_members(
+    image: Image, blobs: Mapping[str, bytes], ref_name: str, repo_tags: Sequence[str]
+) -> list[tuple[str, bytes]]:
     """(name, bytes) of every archive member, sorted by name."""
     members = small_members(image, ref_name, repo_tags)
     for layer in image.layers:
@@ -192,15 +217,17 @@ def write_tar(out: IO[bytes], members: Sequence[tuple[str, bytes]]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def archive_bytes(image: Image, blobs: Mapping[str, bytes], ref_name: str,
-                  repo_tags: Sequence[str]) -> bytes:
+def archive_bytes(
+    image: Image, blobs: Mapping[str, bytes], ref_name: str, repo_tags: Sequence[str]
+) -> bytes:
     buf = io.BytesIO()
     write_tar(buf, archive_members(image, blobs, ref_name, repo_tags))
     return buf.getvalue()
 
 
-def write_archive(path: Path, image: Image, blobs: Mapping[str, bytes], ref_name: str,
-                  repo_tags: Sequence[str]) -> None:
+def write_archive(
+    path: Path, image: Image, blobs: Mapping[str, bytes], ref_name: str, repo_tags: Sequence[str]
+) -> None:
     """Write the archive atomically to ``path``."""
     write_bytes(path, archive_bytes(image, blobs, ref_name, repo_tags))
 
@@ -250,5 +277,12 @@ def read_archive(path: Path) -> Archive:
         raise BadInput(f"{path}: index.json names no manifest") from exc
     manifest = load(blob_name(digest))
     config_digest = manifest["config"]["digest"]
-    return Archive(path=path, index=index, manifest=manifest, config=load(blob_name(config_digest)),
-                   digest=digest, config_digest=config_digest, blobs=members)
+    return Archive(
+        path=path,
+        index=index,
+        manifest=manifest,
+        config=load(blob_name(config_digest)),
+        digest=digest,
+        config_digest=config_digest,
+        blobs=members,
+    )

@@ -85,8 +85,7 @@ def compile_pycs(python: StagedPython, entries: Sequence[Entry]) -> list[Entry]:
             src_file.write_bytes(data)
             jobs.append([str(src_file), "/" + path, str(root / "out" / f"{i}.pyc")])
         (root / "jobs.json").write_text(json.dumps({"jobs": jobs}), encoding="utf-8")
-        proc = python.run(["-c", _DRIVER, str(root / "jobs.json")], capture_output=True,
-                          text=True)
+        proc = python.run(["-c", _DRIVER, str(root / "jobs.json")], capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
             raise CheckFailed(f"compiling .pyc with the image's python failed: {tail}")

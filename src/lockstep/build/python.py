@@ -86,8 +86,9 @@ def lock_digest(path: Path) -> str:
     try:
         return digest_bytes(path.read_bytes())
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the Python lock ({exc.strerror}); "
-                       f"{LOCK_HINT}") from exc
+        raise BadInput(
+            f"{path}: cannot read the Python lock ({exc.strerror}); {LOCK_HINT}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- running pex
@@ -112,12 +113,18 @@ def pex3_argv() -> list[str]:
         if not which:
             raise BadInput(f"pex3 is not installed; {fix}")
         found = which
-        proc = subprocess.run([found, "--version"], capture_output=True, text=True, check=False,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [found, "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
         version = proc.stdout.strip()
     if version != PEX_VERSION:
-        raise BadInput(f"{found} is pex {version or '(unknown version)'}, lockstep needs "
-                       f"{PEX_VERSION}; {fix}")
+        raise BadInput(
+            f"{found} is pex {version or '(unknown version)'}, lockstep needs {PEX_VERSION}; {fix}"
+        )
     return [found]
 
 
@@ -134,39 +141,51 @@ def pex_env(cache_dir: Path, base: Mapping[str, str] | None = None) -> dict[str,
     ``PIP_CONFIG_FILE=/dev/null`` turns every config file off, and pexrc files are
     ignored. ``PIP_*``/``PEX_*`` variables of the caller are dropped.
     """
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith(("PIP_", "PEX_", "_PEX_"))}
-    env.update({
-        "PEX_ROOT": str(pex_root(cache_dir)),
-        "PEX_IGNORE_RCFILES": "true",
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_INPUT": "1",
-    })
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not k.startswith(("PIP_", "PEX_", "_PEX_"))
+    }
+    env.update(
+        {
+            "PEX_ROOT": str(pex_root(cache_dir)),
+            "PEX_IGNORE_RCFILES": "true",
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_NO_INPUT": "1",
+        }
+    )
     return env
 
 
 def _common_args(cache_dir: Path) -> list[str]:
     return [
-        "--pex-root", str(pex_root(cache_dir)),
-        "--pip-version", PIP_VERSION,
+        "--pex-root",
+        str(pex_root(cache_dir)),
+        "--pip-version",
+        PIP_VERSION,
         "--no-allow-pip-version-fallback",
         "--no-use-pip-config",
-        "--no-pypi", "--index", INDEX_URL,
+        "--no-pypi",
+        "--index",
+        INDEX_URL,
         "--no-build",  # wheels only: a build from an sdist is not reproducible
     ]
 
 
 _HASH_MISMATCH = re.compile(
-    r"Expected (\w+) hash of (\w+) when downloading (\S+) but hashed to (\w+)")
+    r"Expected (\w+) hash of (\w+) when downloading (\S+) but hashed to (\w+)"
+)
 _NETWORK = re.compile(
     r"Max retries exceeded|Failed to establish a new connection|NewConnectionError|"
     r"Temporary failure in name resolution|Name or service not known|Network is unreachable|"
     r"Connection refused|ConnectTimeout|ReadTimeout|timed out|ProxyError|SSLError|"
     r"CERTIFICATE_VERIFY_FAILED|Could not fetch URL|HTTP error \d+|ConnectionError",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _UNRESOLVABLE = re.compile(
     r"(No matching distribution found for [^\n]+|"
-    r"Could not find a version that satisfies the requirement [^\n]+|ResolutionImpossible)")
+    r"Could not find a version that satisfies the requirement [^\n]+|ResolutionImpossible)"
+)
 
 
 def _log_path(cache_dir: Path, what: str) -> Path:
@@ -186,24 +205,26 @@ def pex_error(what: str, output: str, log: Path) -> LockstepError:
         return CheckFailed(
             f"{what}: {project} does not match the lock: expected {algo} {expected}, "
             f"downloaded {actual}; the lock was edited or the index serves different bytes; "
-            f"{LOCK_HINT} to re-lock (details: {log})")
+            f"{LOCK_HINT} to re-lock (details: {log})"
+        )
     # Before the resolver's verdict: pip ends a TLS or network failure with
     # "No matching distribution" too.
     network = _NETWORK.search(output)
     if network:
         return ServiceFailed(
             f"{what}: cannot reach the package index ({network.group(0)}); check the network "
-            f"or proxy and retry (details: {log})")
+            f"or proxy and retry (details: {log})"
+        )
     unresolvable = _UNRESOLVABLE.search(output)
     if unresolvable:
         return BadInput(
             f"{what}: cannot resolve for the image's python: {unresolvable.group(1).strip()}; "
-            f"fix requirements in [tool.lockstep] of pyproject.toml (details: {log})")
+            f"fix requirements in [tool.lockstep] of pyproject.toml (details: {log})"
+        )
     return ServiceFailed(f"{what}: pex failed: {_last_line(output)} (details: {log})")
 
 
-def run_pex(args: Sequence[str], cache_dir: Path, what: str,
-            progress: Progress = _noop) -> str:
+def run_pex(args: Sequence[str], cache_dir: Path, what: str, progress: Progress = _noop) -> str:
     """Run ``pex3 ARGS`` in the isolated environment; its stdout, or a one-line error.
 
     The whole output of a failed run is kept in ``CACHE/logs/pex-WHAT.log``.
@@ -212,11 +233,18 @@ def run_pex(args: Sequence[str], cache_dir: Path, what: str,
     progress(f"pex3 {args[0]} {args[1] if len(args) > 1 else ''}".rstrip())
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
-        proc = subprocess.run(argv, env=pex_env(cache_dir), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.run(
+            argv,
+            env=pex_env(cache_dir),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except OSError as exc:
-        raise BadInput(f"cannot run {argv[0]} ({exc.strerror}); install the build extras "
-                       f"(pex=={PEX_VERSION})") from exc
+        raise BadInput(
+            f"cannot run {argv[0]} ({exc.strerror}); install the build extras (pex=={PEX_VERSION})"
+        ) from exc
     if proc.returncode != 0:
         log = _log_path(cache_dir, what.replace(" ", "-"))
         output = f"$ {shlex.join(argv)}\n{proc.stdout}\n{proc.stderr}"
@@ -232,11 +260,16 @@ def normalize_platform(inspected: Mapping[str, Any]) -> dict[str, Any]:
     """Keep what pex needs (markers, tags); drop the path and the host's kernel facts."""
     markers = inspected.get("marker_environment")
     tags = inspected.get("compatible_tags")
-    if not isinstance(markers, dict) or not isinstance(tags, list) or not tags or not all(
-        isinstance(t, str) for t in tags
+    if (
+        not isinstance(markers, dict)
+        or not isinstance(tags, list)
+        or not tags
+        or not all(isinstance(t, str) for t in tags)
     ):
-        raise ServiceFailed("pex3 interpreter inspect gave no marker environment or tags; "
-                            f"check that pex=={PEX_VERSION} is installed")
+        raise ServiceFailed(
+            "pex3 interpreter inspect gave no marker environment or tags; "
+            f"check that pex=={PEX_VERSION} is installed"
+        )
     return {
         "marker_environment": {k: markers[k] for k in sorted(markers) if k not in HOST_MARKERS},
         # pex reads tags in preference order: keep it, only drop repeats.
@@ -249,8 +282,9 @@ def platform_json(platform: Mapping[str, Any]) -> bytes:
     return (json.dumps(platform, indent=2, sort_keys=True) + "\n").encode()
 
 
-def complete_platform(python_argv: Sequence[str], env: Mapping[str, str] | None = None,
-                      cache_dir: Path | None = None) -> bytes:
+def complete_platform(
+    python_argv: Sequence[str], env: Mapping[str, str] | None = None, cache_dir: Path | None = None
+) -> bytes:
     """The ``--complete-platform`` JSON of the interpreter run by ``python_argv``.
 
     ``python_argv`` is a command that runs a python (``["/usr/bin/python3.11"]``,
@@ -267,13 +301,26 @@ def complete_platform(python_argv: Sequence[str], env: Mapping[str, str] | None 
         wrapper.write_text("\n".join(lines) + "\n")
         wrapper.chmod(0o755)
         root = cache_dir if cache_dir is not None else Path(tmp) / "cache"
-        out = run_pex(["interpreter", "inspect", "--markers", "--tags", "--python", str(wrapper),
-                       "--pex-root", str(pex_root(root))], root, "interpreter inspect")
+        out = run_pex(
+            [
+                "interpreter",
+                "inspect",
+                "--markers",
+                "--tags",
+                "--python",
+                str(wrapper),
+                "--pex-root",
+                str(pex_root(root)),
+            ],
+            root,
+            "interpreter inspect",
+        )
     try:
         inspected = json.loads(out)
     except ValueError as exc:
-        raise ServiceFailed(f"pex3 interpreter inspect printed no JSON ({exc}): "
-                            f"{_last_line(out)}") from exc
+        raise ServiceFailed(
+            f"pex3 interpreter inspect printed no JSON ({exc}): {_last_line(out)}"
+        ) from exc
     return platform_json(normalize_platform(inspected))
 
 
@@ -286,8 +333,9 @@ def staged_complete_platform(root: Path, cache_dir: Path | None = None) -> bytes
     return complete_platform(staged.argv(), staged.env(), cache_dir)
 
 
-def image_complete_platform(project: Project, cache_dir: Path,
-                            progress: Progress | None = None) -> bytes:
+def image_complete_platform(
+    project: Project, cache_dir: Path, progress: Progress | None = None
+) -> bytes:
     """The platform file of the image's python: stage the locked Debian base, ask its python."""
     from lockstep.build import debian
     from lockstep.build.cache import Cache
@@ -302,8 +350,9 @@ def image_complete_platform(project: Project, cache_dir: Path,
         return staged_complete_platform(Path(tmp) / "root", cache_dir)
 
 
-def write_complete_platform(project: Project, cache_dir: Path,
-                            progress: Progress | None = None) -> Path:
+def write_complete_platform(
+    project: Project, cache_dir: Path, progress: Progress | None = None
+) -> Path:
     """Write ``images/complete-platform.json`` from the image's own python (Debian lock)."""
     path = project.complete_platform
     write_bytes(path, image_complete_platform(project, cache_dir, progress))
@@ -314,16 +363,25 @@ def _read_platform(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_bytes())
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the complete platform ({exc.strerror}); restore it "
-                       "from version control or regenerate it from the image's python "
-                       "(lockstep.build.python.write_complete_platform)") from exc
+        raise BadInput(
+            f"{path}: cannot read the complete platform ({exc.strerror}); restore it "
+            "from version control or regenerate it from the image's python "
+            "(lockstep.build.python.write_complete_platform)"
+        ) from exc
     except ValueError as exc:
-        raise BadInput(f"{path}: not valid JSON ({exc}); regenerate it from the image's python "
-                       "(lockstep.build.python.write_complete_platform)") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("marker_environment"), dict) \
-            or not isinstance(data.get("compatible_tags"), list):
-        raise BadInput(f"{path}: not a pex complete platform (needs marker_environment and "
-                       "compatible_tags); regenerate it from the image's python")
+        raise BadInput(
+            f"{path}: not valid JSON ({exc}); regenerate it from the image's python "
+            "(lockstep.build.python.write_complete_platform)"
+        ) from exc
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("marker_environment"), dict)
+        or not isinstance(data.get("compatible_tags"), list)
+    ):
+        raise BadInput(
+            f"{path}: not a pex complete platform (needs marker_environment and "
+            "compatible_tags); regenerate it from the image's python"
+        )
     return data
 
 
@@ -366,9 +424,13 @@ def parse_lock(raw: bytes, where: str) -> list[LockedWheel]:
         raise fail("no locked requirements")
     wheels: list[LockedWheel] = []
     for req in requirements:
-        if not isinstance(req, dict) or not isinstance(req.get("project_name"), str) \
-                or not isinstance(req.get("version"), str) \
-                or not isinstance(req.get("artifacts"), list) or not req["artifacts"]:
+        if (
+            not isinstance(req, dict)
+            or not isinstance(req.get("project_name"), str)
+            or not isinstance(req.get("version"), str)
+            or not isinstance(req.get("artifacts"), list)
+            or not req["artifacts"]
+        ):
             raise fail("a locked requirement lacks project_name, version or artifacts")
         name = req["project_name"]
         for art in req["artifacts"]:
@@ -376,14 +438,18 @@ def parse_lock(raw: bytes, where: str) -> list[LockedWheel]:
                 raise fail(f"{name}: an artifact is not an object")
             url, algo, digest = art.get("url"), art.get("algorithm"), art.get("hash")
             if not isinstance(url, str) or not url.startswith("https://"):
-                raise fail(f"{name}: artifact URL {url!r} is not https (a local path or "
-                           "file:// URL must never be locked)")
+                raise fail(
+                    f"{name}: artifact URL {url!r} is not https (a local path or "
+                    "file:// URL must never be locked)"
+                )
             if algo != "sha256" or not isinstance(digest, str) or not _SHA256_HEX.match(digest):
                 raise fail(f"{name}: artifact {url} has no sha256 hash")
         chosen = [a for a in req["artifacts"] if a["url"].endswith(".whl")]
         if len(chosen) != 1:
-            raise fail(f"{name} {req['version']}: expected exactly one wheel, found "
-                       f"{len(chosen)} (the image installs wheels only)")
+            raise fail(
+                f"{name} {req['version']}: expected exactly one wheel, found "
+                f"{len(chosen)} (the image installs wheels only)"
+            )
         wheels.append(LockedWheel(name, req["version"], chosen[0]["url"], chosen[0]["hash"]))
     return wheels
 
@@ -393,13 +459,15 @@ def read_lock(path: Path) -> list[LockedWheel]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the Python lock ({exc.strerror}); {LOCK_HINT}") \
-            from exc
+        raise BadInput(
+            f"{path}: cannot read the Python lock ({exc.strerror}); {LOCK_HINT}"
+        ) from exc
     return parse_lock(raw, str(path))
 
 
-def lock(project: Project, out_path: Path | None, cache_dir: Path,
-         progress: Progress | None = None) -> None:
+def lock(
+    project: Project, out_path: Path | None, cache_dir: Path, progress: Progress | None = None
+) -> None:
     """``lockstep lock python``: lock ``[tool.lockstep] requirements`` for the image's platform.
 
     The lock is checked (https URLs, sha256 everywhere, wheels only) before it
@@ -408,22 +476,38 @@ def lock(project: Project, out_path: Path | None, cache_dir: Path,
     progress = progress or _noop
     out_path = out_path or project.python_lock
     if not project.requirements:
-        raise BadInput(f"{project.pyproject} [tool.lockstep]: requirements is empty; list the "
-                       "packages the image needs (e.g. distributed==2026.8.0)")
+        raise BadInput(
+            f"{project.pyproject} [tool.lockstep]: requirements is empty; list the "
+            "packages the image needs (e.g. distributed==2026.8.0)"
+        )
     platform = project.complete_platform
     _read_platform(platform)
     progress(f"locking {', '.join(project.requirements)} for {project.complete_platform.name}")
     with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
         tmp_lock = Path(tmp) / "lock.json"
-        run_pex(["lock", "create", *_common_args(cache_dir),
-                 "--style", "strict", "--complete-platform", str(platform),
-                 "--output", str(tmp_lock), *project.requirements],
-                cache_dir, "lock create", progress)
+        run_pex(
+            [
+                "lock",
+                "create",
+                *_common_args(cache_dir),
+                "--style",
+                "strict",
+                "--complete-platform",
+                str(platform),
+                "--output",
+                str(tmp_lock),
+                *project.requirements,
+            ],
+            cache_dir,
+            "lock create",
+            progress,
+        )
         try:
             data = json.loads(tmp_lock.read_bytes())
         except (OSError, ValueError) as exc:
-            raise ServiceFailed(f"pex3 lock create wrote no readable lock ({exc}); rerun "
-                                "`lockstep lock python`") from exc
+            raise ServiceFailed(
+                f"pex3 lock create wrote no readable lock ({exc}); rerun `lockstep lock python`"
+            ) from exc
     raw = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
     wheels = parse_lock(raw, f"the new lock for {out_path}")
     write_bytes(out_path, raw)
@@ -434,8 +518,7 @@ def lock(project: Project, out_path: Path | None, cache_dir: Path,
 
 
 def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=") \
-        .decode()
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def _installed_path(member: str) -> str | None:
@@ -461,8 +544,10 @@ class _WheelFacts:
 def _find_download(root: Path, wheel: LockedWheel) -> Path:
     found = sorted(root.glob(f"downloads/*/{wheel.sha256}/{wheel.filename}"))
     if not found:
-        raise CheckFailed(f"{wheel.filename}: pex installed it but its download is not in "
-                          f"{root}/downloads; delete {root} and rebuild")
+        raise CheckFailed(
+            f"{wheel.filename}: pex installed it but its download is not in "
+            f"{root}/downloads; delete {root} and rebuild"
+        )
     return found[0]
 
 
@@ -472,15 +557,20 @@ def _wheel_facts(root: Path, wheel: LockedWheel) -> _WheelFacts:
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != wheel.sha256:
-        raise CheckFailed(f"{wheel.filename}: the cached wheel {path} has sha256 {actual}, the "
-                          f"lock says {wheel.sha256}: the pex cache is corrupt or tampered with; "
-                          f"delete {root} and rebuild")
+        raise CheckFailed(
+            f"{wheel.filename}: the cached wheel {path} has sha256 {actual}, the "
+            f"lock says {wheel.sha256}: the pex cache is corrupt or tampered with; "
+            f"delete {root} and rebuild"
+        )
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        records = [n for n in zf.namelist()
-                   if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
+        records = [
+            n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")
+        ]
         if len(records) != 1:
-            raise CheckFailed(f"{wheel.filename}: expected one .dist-info/RECORD, found "
-                              f"{len(records)}; the wheel is malformed")
+            raise CheckFailed(
+                f"{wheel.filename}: expected one .dist-info/RECORD, found "
+                f"{len(records)}; the wheel is malformed"
+            )
         record = zf.read(records[0])
     hashes: dict[str, str] = {}
     for row in csv.reader(io.StringIO(record.decode())):
@@ -526,8 +616,9 @@ def tree_entries(tree: Path, facts: Sequence[_WheelFacts]) -> list[Entry]:
     seen_records: set[str] = set()
     for rel, path in _walk(tree):
         if path.is_symlink() or not path.is_file():
-            raise CheckFailed(f"{rel}: pex installed a symlink or special file; wheels hold "
-                              "regular files only")
+            raise CheckFailed(
+                f"{rel}: pex installed a symlink or special file; wheels hold regular files only"
+            )
         mode = 0o755 if path.stat().st_mode & 0o100 else 0o644
         if rel in records:
             data = records[rel]  # the wheel's own RECORD, not pex's (which lists bin/ scripts)
@@ -536,22 +627,29 @@ def tree_entries(tree: Path, facts: Sequence[_WheelFacts]) -> list[Entry]:
             data = path.read_bytes()
             want = expected.get(rel)
             if want is None:
-                raise CheckFailed(f"{rel}: installed by pex but listed in no locked wheel's "
-                                  "RECORD; the pex cache may be tampered with; delete it and "
-                                  "rebuild")
+                raise CheckFailed(
+                    f"{rel}: installed by pex but listed in no locked wheel's "
+                    "RECORD; the pex cache may be tampered with; delete it and "
+                    "rebuild"
+                )
             if _record_hash(data) != want:
-                raise CheckFailed(f"{rel}: content differs from its locked wheel's RECORD: the "
-                                  "pex cache is corrupt or tampered with; delete it and rebuild")
+                raise CheckFailed(
+                    f"{rel}: content differs from its locked wheel's RECORD: the "
+                    "pex cache is corrupt or tampered with; delete it and rebuild"
+                )
         entries.append(Entry.file(f"{SITE_DIR}/{rel}", data, mode))
     missing = sorted(set(records) - seen_records)
     if missing:
-        raise CheckFailed(f"{missing[0].split('/')[0]}: a locked wheel is missing from pex's "
-                          "install; delete the pex cache and rebuild")
+        raise CheckFailed(
+            f"{missing[0].split('/')[0]}: a locked wheel is missing from pex's "
+            "install; delete the pex cache and rebuild"
+        )
     return entries
 
 
-def install_entries(lock_path: Path, platform_path: Path, cache_dir: Path,
-                    progress: Progress | None = None) -> list[Entry]:
+def install_entries(
+    lock_path: Path, platform_path: Path, cache_dir: Path, progress: Progress | None = None
+) -> list[Entry]:
     """Install the lock for the image's platform; the files as layer entries (no .pyc, no bin/)."""
     progress = progress or _noop
     wheels = read_lock(lock_path)
@@ -561,13 +659,26 @@ def install_entries(lock_path: Path, platform_path: Path, cache_dir: Path,
     scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="venv-", dir=scratch_parent) as tmp:
         tree = Path(tmp) / "site"
-        run_pex(["venv", "create", *_common_args(cache_dir),
-                 "--layout", "flat", "--dir", str(tree),
-                 "--lock", str(lock_path), "--complete-platform", str(platform_path)],
-                cache_dir, "venv create", progress)
+        run_pex(
+            [
+                "venv",
+                "create",
+                *_common_args(cache_dir),
+                "--layout",
+                "flat",
+                "--dir",
+                str(tree),
+                "--lock",
+                str(lock_path),
+                "--complete-platform",
+                str(platform_path),
+            ],
+            cache_dir,
+            "venv create",
+            progress,
+        )
         progress(f"checking {len(wheels)} installed wheels against {lock_path.name}")
         facts = [_wheel_facts(root, w) for w in wheels]
         entries = tree_entries(tree, facts)
     progress(f"{len(entries)} files from {len(wheels)} wheels")
     return entries
-

@@ -50,9 +50,14 @@ def _git_ignored(root: Path, rels: Sequence[str]) -> set[str]:
     if not rels or not _in_git_tree(root):
         return set()
     try:
-        proc = subprocess.run(["git", "check-ignore", "--stdin", "-z"],
-                              cwd=root, input="\0".join(rels) + "\0", capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            ["git", "check-ignore", "--stdin", "-z"],
+            cwd=root,
+            input="\0".join(rels) + "\0",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.debug("not filtering git-ignored files: %s", exc)
         return set()
@@ -66,20 +71,19 @@ def _in_git_tree(root: Path) -> bool:
     return any((p / ".git").exists() for p in (root.resolve(), *root.resolve().parents))
 
 
-def select(root: Path, patterns: Iterable[str],
-           where: str = "[tool.lockstep] sources") -> list[str]:
+def select(
+    root: Path, patterns: Iterable[str], where: str = "[tool.lockstep] sources"
+) -> list[str]:
     """Relative posix paths of the declared files; BadInput if a pattern matches nothing."""
     chosen: set[str] = set()
     for pattern in patterns:
-        matched = [
-            p.relative_to(root).as_posix()
-            for p in root.glob(pattern)
-            if p.is_file()
-        ]
+        matched = [p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file()]
         matched = [m for m in matched if not _excluded(m)]
         if not matched:
-            raise BadInput(f"{root / 'pyproject.toml'}: {where} pattern {pattern!r} matches no "
-                           "file; create it or remove the pattern")
+            raise BadInput(
+                f"{root / 'pyproject.toml'}: {where} pattern {pattern!r} matches no "
+                "file; create it or remove the pattern"
+            )
         chosen.update(matched)
     ignored = _git_ignored(root, sorted(chosen))
     return sorted(chosen - ignored)

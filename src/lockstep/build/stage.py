@@ -38,8 +38,10 @@ def _open_dir(root_fd: int, parts: Sequence[str], path: str) -> int:
             fd = nxt
     except OSError as exc:
         os.close(fd)
-        raise BadInput(f"materialize: cannot open the directory of {path!r} without "
-                       f"following a symlink ({exc.strerror})") from exc
+        raise BadInput(
+            f"materialize: cannot open the directory of {path!r} without "
+            f"following a symlink ({exc.strerror})"
+        ) from exc
     return fd
 
 
@@ -74,7 +76,7 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
                         try:
                             view = memoryview(e.data)
                             while view:
-                                view = view[os.write(out, view):]
+                                view = view[os.write(out, view) :]
                             os.fchmod(out, e.mode)
                         finally:
                             os.close(out)
@@ -119,8 +121,16 @@ class StagedPython:
 
     def argv(self, *args: str) -> list[str]:
         r = self.root
-        return [str(r / LOADER), "--inhibit-cache", "--library-path", str(r / LIBDIR),
-                str(r / PYTHON), "-s", "-S", *args]
+        return [
+            str(r / LOADER),
+            "--inhibit-cache",
+            "--library-path",
+            str(r / LIBDIR),
+            str(r / PYTHON),
+            "-s",
+            "-S",
+            *args,
+        ]
 
     def env(self) -> dict[str, str]:
         r = self.root
@@ -149,11 +159,14 @@ class StagedPython:
         """The interpreter's ``sys.version``; CheckFailed if it does not start."""
         for rel in (LOADER, LIBDIR, PYTHON):
             if not (self.root / rel).exists():
-                raise CheckFailed(f"staged python: {self.root / rel} is missing; "
-                                  "is the Debian base materialised there?")
-        proc = self.run(["-c", "import sys; print(sys.version)"], capture_output=True,
-                        text=True)
+                raise CheckFailed(
+                    f"staged python: {self.root / rel} is missing; "
+                    "is the Debian base materialised there?"
+                )
+        proc = self.run(["-c", "import sys; print(sys.version)"], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise CheckFailed(f"staged python in {self.root} does not run: "
-                              f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+            raise CheckFailed(
+                f"staged python in {self.root} does not run: "
+                f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
+            )
         return str(proc.stdout).strip()

@@ -55,15 +55,25 @@ def load_bundle(root: Path) -> tuple[Bundle | None, list[tuple[str, str]]]:
     except OSError as exc:
         return None, [(str(exc.filename or root), f"cannot read it ({exc.strerror})")]
     bundle = Bundle(root, tree_digest(files), tuple(files))
-    problems = [(str(root / rel), f"is {what}; a bundle holds only regular files (its digest "
-                                  "covers contents, not links): replace it with the file")
-                for rel, what in odd]
+    problems = [
+        (
+            str(root / rel),
+            f"is {what}; a bundle holds only regular files (its digest "
+            "covers contents, not links): replace it with the file",
+        )
+        for rel, what in odd
+    ]
     if not files:
         problems.append((str(root), "the bundle has no files"))
     if bundle.size > MAX_BUNDLE_BYTES:
-        problems.append((str(root), f"the bundle is {bundle.size} bytes, more than "
-                                    f"{MAX_BUNDLE_BYTES}: keep code and small data in it and "
-                                    "ship large inputs another way"))
+        problems.append(
+            (
+                str(root),
+                f"the bundle is {bundle.size} bytes, more than "
+                f"{MAX_BUNDLE_BYTES}: keep code and small data in it and "
+                "ship large inputs another way",
+            )
+        )
     return bundle, problems
 
 
@@ -101,7 +111,11 @@ def shadowing_problems(bundle: Bundle) -> list[tuple[str, str]]:
             if found is None:
                 continue
             where = f"the installed {found.origin or name}"
-        problems.append((str(bundle.root / defined),
-                         f"module name {name!r} shadows {name} of {where}; rename it "
-                         "(for instance put it in a package of the job's own name)"))
+        problems.append(
+            (
+                str(bundle.root / defined),
+                f"module name {name!r} shadows {name} of {where}; rename it "
+                "(for instance put it in a package of the job's own name)",
+            )
+        )
     return problems

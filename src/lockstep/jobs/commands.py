@@ -19,24 +19,36 @@ from lockstep.runtime.probe import DEFAULT_TIMEOUT
 def add_commands(sub: Any) -> None:
     """Add the job subcommands to the CLI's subparsers."""
     pre = sub.add_parser(
-        "preflight", help="check a job spec before anything runs: its schema, bundle, model "
-                          "and target (imported in an isolated process) and, with --scheduler, "
-                          "the cluster; every problem at once, exit 1")
+        "preflight",
+        help="check a job spec before anything runs: its schema, bundle, model "
+        "and target (imported in an isolated process) and, with --scheduler, "
+        "the cluster; every problem at once, exit 1",
+    )
     pre.add_argument("job", type=Path, help="the job spec (TOML)")
     _cluster_options(pre, required=False)
     pre.set_defaults(func=run_preflight)
 
     run = sub.add_parser(
-        "run", help="preflight a job, ship its bundle, run its simulations on the cluster, "
-                    "aggregate with its target, and write the result as JSON")
+        "run",
+        help="preflight a job, ship its bundle, run its simulations on the cluster, "
+        "aggregate with its target, and write the result as JSON",
+    )
     run.add_argument("job", type=Path, help="the job spec (TOML)")
     _cluster_options(run, required=True)
-    run.add_argument("--out", type=Path, metavar="FILE",
-                     help="write the result JSON here (atomically); default: stdout")
-    run.add_argument("--deadline", type=_seconds, metavar="SECONDS",
-                     help="fail the run (exit 1) if it has not finished after this long "
-                          "(default: the spec's run_deadline, else none). --timeout also "
-                          "bounds the wait for a compatible worker when none is left (exit 3)")
+    run.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the result JSON here (atomically); default: stdout",
+    )
+    run.add_argument(
+        "--deadline",
+        type=_seconds,
+        metavar="SECONDS",
+        help="fail the run (exit 1) if it has not finished after this long "
+        "(default: the spec's run_deadline, else none). --timeout also "
+        "bounds the wait for a compatible worker when none is left (exit 3)",
+    )
     run.set_defaults(func=run_run)
 
 
@@ -48,44 +60,70 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = None
     if value is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0 and at "
-                                         f"most {MAX_SECONDS:g}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds > 0 and at most {MAX_SECONDS:g}"
+        )
     return value
 
 
 def _cluster_options(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--scheduler", required=required, metavar="ADDR",
-                        help="scheduler address, e.g. tcp://scheduler:8786"
-                             + ("" if required else "; also check the cluster"))
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="wait for at least N ready workers running the job's executor "
-                             "(default 1)")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up on the cluster after this long (default 30)")
-    parser.add_argument("--import-timeout", type=float, default=DEFAULT_TIMEOUT,
-                        metavar="SECONDS",
-                        help=f"limit for importing the model and target (default "
-                             f"{DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "--scheduler",
+        required=required,
+        metavar="ADDR",
+        help="scheduler address, e.g. tcp://scheduler:8786"
+        + ("" if required else "; also check the cluster"),
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="wait for at least N ready workers running the job's executor (default 1)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up on the cluster after this long (default 30)",
+    )
+    parser.add_argument(
+        "--import-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"limit for importing the model and target (default {DEFAULT_TIMEOUT:g})",
+    )
 
 
 def run_preflight(args: argparse.Namespace) -> int:
     from lockstep.jobs.preflight import preflight
 
-    checked = preflight(args.job, args.scheduler, n_workers=args.workers, timeout=args.timeout,
-                        probe_timeout=args.import_timeout)
+    checked = preflight(
+        args.job,
+        args.scheduler,
+        n_workers=args.workers,
+        timeout=args.timeout,
+        probe_timeout=args.import_timeout,
+    )
     checked.close()
     spec, bundle = checked.spec, checked.bundle
-    lines = [f"preflight ok: {args.job}",
-             f"  bundle    {bundle.digest}  {bundle.root} ({len(bundle.files)} files)",
-             f"  model     {spec.model}(params, seed)",
-             f"  target    {spec.target}(results)",
-             f"  runs      {len(spec.params)} parameter set(s) x {len(spec.seeds)} seed(s)",
-             f"  executor  {spec.executor}"]
+    lines = [
+        f"preflight ok: {args.job}",
+        f"  bundle    {bundle.digest}  {bundle.root} ({len(bundle.files)} files)",
+        f"  model     {spec.model}(params, seed)",
+        f"  target    {spec.target}(results)",
+        f"  runs      {len(spec.params)} parameter set(s) x {len(spec.seeds)} seed(s)",
+        f"  executor  {spec.executor}",
+    ]
     if args.scheduler:
         assert checked.manifest is not None
-        lines += [f"  cluster   {args.scheduler}: build {checked.manifest.build_id}, "
-                  f"{len(checked.workers)} worker(s) running {spec.executor}; "
-                  f"the bundle imports on {checked.workers[0]}"]
+        lines += [
+            f"  cluster   {args.scheduler}: build {checked.manifest.build_id}, "
+            f"{len(checked.workers)} worker(s) running {spec.executor}; "
+            f"the bundle imports on {checked.workers[0]}"
+        ]
     print("\n".join(lines))
     return 0
 
@@ -94,14 +132,22 @@ def run_run(args: argparse.Namespace) -> int:
     from lockstep.atomic import write_bytes
     from lockstep.jobs.run import describe_processes, run_job
 
-    result = run_job(args.job, args.scheduler, n_workers=args.workers, timeout=args.timeout,
-                     probe_timeout=args.import_timeout, deadline=args.deadline,
-                     progress=progress)
+    result = run_job(
+        args.job,
+        args.scheduler,
+        n_workers=args.workers,
+        timeout=args.timeout,
+        probe_timeout=args.import_timeout,
+        deadline=args.deadline,
+        progress=progress,
+    )
     data = (json.dumps(result, indent=2) + "\n").encode()
     if args.out is None:
         sys.stdout.write(data.decode())
     else:
         write_bytes(args.out, data)
-        progress(f"wrote {args.out}: build {result['build_id']}, bundle {result['bundle']}, "
-             f"executor {result['executor']}, {describe_processes(result['processes'])}")
+        progress(
+            f"wrote {args.out}: build {result['build_id']}, bundle {result['bundle']}, "
+            f"executor {result['executor']}, {describe_processes(result['processes'])}"
+        )
     return 0

@@ -27,8 +27,10 @@ def _json(value: Any, what: str) -> str:
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} returned a value with no JSON form ({exc}); return plain "
-                        "numbers, strings, lists and dicts") from None
+        raise TypeError(
+            f"{what} returned a value with no JSON form ({exc}); return plain "
+            "numbers, strings, lists and dicts"
+        ) from None
 
 
 def simulate(model: str, params: Mapping[str, Any], seed: int) -> str:

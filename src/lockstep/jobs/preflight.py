@@ -70,9 +70,15 @@ def entry_checks(fields: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
-def preflight(spec_path: Path, address: str | None = None, *, n_workers: int = 1,
-              timeout: float = 30.0, probe_timeout: float = DEFAULT_TIMEOUT,
-              manifest: BuildManifest | None = None) -> Checked:
+def preflight(
+    spec_path: Path,
+    address: str | None = None,
+    *,
+    n_workers: int = 1,
+    timeout: float = 30.0,
+    probe_timeout: float = DEFAULT_TIMEOUT,
+    manifest: BuildManifest | None = None,
+) -> Checked:
     """Check the job at ``spec_path`` (and the cluster at ``address``); ``PreflightFailed``.
 
     ``BadInput`` only if the spec file cannot be read. On success with an
@@ -93,18 +99,20 @@ def preflight(spec_path: Path, address: str | None = None, *, n_workers: int = 1
         failed = [r for r in results if not r["ok"]]
         problems += [Problem(where, f"{r['role']} {r['ref']}", str(r["problem"])) for r in failed]
         local_ok = not failed
-    checked = (Checked(spec_from_fields(spec_path, fields), bundle)
-               if not problems and bundle is not None else None)
+    checked = (
+        Checked(spec_from_fields(spec_path, fields), bundle)
+        if not problems and bundle is not None
+        else None
+    )
 
     client = None
     if address is not None:
         client, workers, own, cluster_problems = _check_cluster(
-            address, fields.get("executor"), n_workers, timeout, manifest)
+            address, fields.get("executor"), n_workers, timeout, manifest
+        )
         problems += cluster_problems
-        if client is not None and workers and bundle is not None and local_ok \
-                and not problems:
-            problems += _check_import_on_worker(client, workers[0], bundle, checks,
-                                                probe_timeout)
+        if client is not None and workers and bundle is not None and local_ok and not problems:
+            problems += _check_import_on_worker(client, workers[0], bundle, checks, probe_timeout)
         elif client is not None and workers and not local_ok:
             log.info("preflight: not checking the import on a worker: it failed here already")
         if checked is not None:
@@ -118,9 +126,13 @@ def preflight(spec_path: Path, address: str | None = None, *, n_workers: int = 1
     return checked
 
 
-def _check_cluster(address: str, executor: str | None, n_workers: int, timeout: float,
-                   manifest: BuildManifest | None
-                   ) -> tuple[Any, list[str], BuildManifest | None, list[Problem]]:
+def _check_cluster(
+    address: str,
+    executor: str | None,
+    n_workers: int,
+    timeout: float,
+    manifest: BuildManifest | None,
+) -> tuple[Any, list[str], BuildManifest | None, list[Problem]]:
     """``(client or None, workers running executor, runner manifest, problems)``."""
     from lockstep.runtime.cluster import check_cluster, connect
 
@@ -149,15 +161,25 @@ def _check_cluster(address: str, executor: str | None, n_workers: int, timeout: 
     if len(workers) >= max(n_workers, 1):
         return client, workers, own, []
     running = ", ".join(f"{w.address} runs {w.executor}" for w in report.workers) or "none"
-    return client, workers, own, [Problem(
-        address, f"executor {executor}",
-        f"the job needs {max(n_workers, 1)} ready worker(s) running executor {executor}, the "
-        f"cluster has {len(workers)} (workers: {running}); start workers with "
-        f"LOCKSTEP_EXECUTOR={executor} or change `executor` in the job spec")]
+    return (
+        client,
+        workers,
+        own,
+        [
+            Problem(
+                address,
+                f"executor {executor}",
+                f"the job needs {max(n_workers, 1)} ready worker(s) running executor {executor}, the "
+                f"cluster has {len(workers)} (workers: {running}); start workers with "
+                f"LOCKSTEP_EXECUTOR={executor} or change `executor` in the job spec",
+            )
+        ],
+    )
 
 
-def _check_import_on_worker(client: Any, worker: str, bundle: Bundle,
-                            checks: list[dict[str, Any]], timeout: float) -> list[Problem]:
+def _check_import_on_worker(
+    client: Any, worker: str, bundle: Bundle, checks: list[dict[str, Any]], timeout: float
+) -> list[Problem]:
     try:
         ship_bundle(client, bundle, [worker])
         results = check_on_worker(client, worker, bundle.digest, checks, timeout)
@@ -165,5 +187,8 @@ def _check_import_on_worker(client: Any, worker: str, bundle: Bundle,
         return [Problem(str(bundle.root), "bundle", line) for line in exc.lines]
     except LockstepError as exc:
         return [Problem(worker, "bundle", exc.message, exc.exit_code)]
-    return [Problem(worker, f"{r['role']} {r['ref']}", f"on the worker: {r['problem']}")
-            for r in results if not r["ok"]]
+    return [
+        Problem(worker, f"{r['role']} {r['ref']}", f"on the worker: {r['problem']}")
+        for r in results
+        if not r["ok"]
+    ]

@@ -64,10 +64,17 @@ class WorkersLost(ServiceFailed):
     """No worker running the job's executor was left, nor came back in time (exit 3)."""
 
 
-def run_job(spec_path: Path, address: str, *, n_workers: int = 1, timeout: float = 30.0,
-            probe_timeout: float = DEFAULT_TIMEOUT, manifest: BuildManifest | None = None,
-            deadline: float | None = None,
-            progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+def run_job(
+    spec_path: Path,
+    address: str,
+    *,
+    n_workers: int = 1,
+    timeout: float = 30.0,
+    probe_timeout: float = DEFAULT_TIMEOUT,
+    manifest: BuildManifest | None = None,
+    deadline: float | None = None,
+    progress: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
     """Run the job at ``spec_path`` on the cluster at ``address``; the result document.
 
     ``manifest`` is the runner's own (default: ``$LOCKSTEP_MANIFEST``).
@@ -80,23 +87,35 @@ def run_job(spec_path: Path, address: str, *, n_workers: int = 1, timeout: float
     passes, ``WorkersLost`` if no compatible worker is left.
     """
     started = time.monotonic()
-    checked = preflight(spec_path, address, n_workers=n_workers, timeout=timeout,
-                        probe_timeout=probe_timeout, manifest=manifest)
+    checked = preflight(
+        spec_path,
+        address,
+        n_workers=n_workers,
+        timeout=timeout,
+        probe_timeout=probe_timeout,
+        manifest=manifest,
+    )
     try:
         spec, bundle = checked.spec, checked.bundle
         seconds = deadline if deadline is not None else spec.run_deadline
-        tasks_of = _Tasks(checked, progress, timeout,
-                          None if seconds is None else (started + seconds, seconds))
-        progress(f"preflight ok: bundle {bundle.digest} ({len(bundle.files)} files), "
-                 f"model {spec.model}, target {spec.target}, {len(checked.workers)} worker(s) "
-                 f"running {spec.executor}")
+        tasks_of = _Tasks(
+            checked, progress, timeout, None if seconds is None else (started + seconds, seconds)
+        )
+        progress(
+            f"preflight ok: bundle {bundle.digest} ({len(bundle.files)} files), "
+            f"model {spec.model}, target {spec.target}, {len(checked.workers)} worker(s) "
+            f"running {spec.executor}"
+        )
         shipped = ship_bundle(checked.client, bundle, checked.workers)
-        progress(f"bundle sent to {len(shipped.sent)} worker(s), "
-                 f"{len(shipped.cached)} had it already")
+        progress(
+            f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it already"
+        )
         simulations = _simulate(tasks_of, progress)
         aggregate = _aggregate(tasks_of, simulations)
-        progress(f"aggregated by {spec.target} on {aggregate['worker']} "
-                 f"({aggregate['executor']} pid {aggregate['pid']})")
+        progress(
+            f"aggregated by {spec.target} on {aggregate['worker']} "
+            f"({aggregate['executor']} pid {aggregate['pid']})"
+        )
     finally:
         checked.close()
     assert checked.manifest is not None
@@ -130,16 +149,23 @@ def describe_processes(found: Iterable[Mapping[str, Any]]) -> str:
     for p in found:
         by_worker.setdefault(str(p["worker"]), []).append(int(p["pid"]))
     count = sum(len(pids) for pids in by_worker.values())
-    named = "; ".join(f"{worker} pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}"
-                      for worker, pids in sorted(by_worker.items()))
+    named = "; ".join(
+        f"{worker} pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}"
+        for worker, pids in sorted(by_worker.items())
+    )
     return f"{count} process(es) on {len(by_worker)} worker(s): {named}"
 
 
 class _Tasks:
     """Submits a job's tasks and waits for them, re-checking the cluster (see the module)."""
 
-    def __init__(self, checked: Checked, progress: Callable[[str], None], worker_wait: float,
-                 deadline: tuple[float, float] | None) -> None:
+    def __init__(
+        self,
+        checked: Checked,
+        progress: Callable[[str], None],
+        worker_wait: float,
+        deadline: tuple[float, float] | None,
+    ) -> None:
         self.checked = checked
         self.progress = progress
         self.worker_wait = worker_wait
@@ -153,22 +179,32 @@ class _Tasks:
         from lockstep.runtime.tasks import submit_task
 
         checked = self.checked
-        return submit_task(checked.client, target, args, bundle=checked.bundle.digest,
-                           timeout=checked.spec.task_timeout, workers=list(self.workers),
-                           allow_other_workers=False, key=f"{key}-{time.time_ns()}")
+        return submit_task(
+            checked.client,
+            target,
+            args,
+            bundle=checked.bundle.digest,
+            timeout=checked.spec.task_timeout,
+            workers=list(self.workers),
+            allow_other_workers=False,
+            key=f"{key}-{time.time_ns()}",
+        )
 
-    def run(self, calls: dict[str, tuple[str, str, tuple[Any, ...]]]
-            ) -> Iterator[tuple[str, dict[str, Any]]]:
+    def run(
+        self, calls: dict[str, tuple[str, str, tuple[Any, ...]]]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """``calls``: key -> (what, target, args). Yields ``(key, answer)`` as tasks finish."""
         from distributed import wait
 
-        futures = {self.submit(target, args, key): key
-                   for key, (_, target, args) in calls.items()}
+        futures = {self.submit(target, args, key): key for key, (_, target, args) in calls.items()}
         try:
             while futures:
                 try:
-                    done, _ = wait(list(futures), timeout=POLL_SECONDS,  # type: ignore[no-untyped-call]
-                                   return_when="FIRST_COMPLETED")
+                    done, _ = wait(
+                        list(futures),
+                        timeout=POLL_SECONDS,  # type: ignore[no-untyped-call]
+                        return_when="FIRST_COMPLETED",
+                    )
                 except TimeoutError:
                     done = set()
                 for future in done:
@@ -184,14 +220,18 @@ class _Tasks:
     def _check_deadline(self, pending: list[str], total: int) -> None:
         if self.deadline is None or time.monotonic() < self.deadline[0]:
             return
-        shown = "; ".join(pending[:3]) + (f"; and {len(pending) - 3} more"
-                                          if len(pending) > 3 else "")
-        raise JobFailed(f"run deadline of {self.deadline[1]:g} s passed with "
-                        f"{total - len(pending)} of {total} task(s) of this stage done; not "
-                        f"done: {shown}; nothing was written")
+        shown = "; ".join(pending[:3]) + (
+            f"; and {len(pending) - 3} more" if len(pending) > 3 else ""
+        )
+        raise JobFailed(
+            f"run deadline of {self.deadline[1]:g} s passed with "
+            f"{total - len(pending)} of {total} task(s) of this stage done; not "
+            f"done: {shown}; nothing was written"
+        )
 
-    def _follow_workers(self, futures: dict[Any, str],
-                        calls: dict[str, tuple[str, str, tuple[Any, ...]]]) -> dict[Any, str]:
+    def _follow_workers(
+        self, futures: dict[Any, str], calls: dict[str, tuple[str, str, tuple[Any, ...]]]
+    ) -> dict[Any, str]:
         """Resubmit ``futures`` to the compatible workers there are if none of theirs is left;
         ``WorkersLost`` once none has been there for ``worker_wait`` seconds."""
         now = time.monotonic()
@@ -207,22 +247,27 @@ class _Tasks:
         if not current:
             if self._lost_since is None:
                 self._lost_since = now
-                self.progress(f"worker(s) {', '.join(gone) or ', '.join(self.workers)} gone: "
-                              f"no worker running {self.checked.spec.executor} is left; "
-                              f"waiting up to {self.worker_wait:g} s for one")
+                self.progress(
+                    f"worker(s) {', '.join(gone) or ', '.join(self.workers)} gone: "
+                    f"no worker running {self.checked.spec.executor} is left; "
+                    f"waiting up to {self.worker_wait:g} s for one"
+                )
             if now - self._lost_since >= self.worker_wait:
                 raise WorkersLost(
                     f"no worker running executor {self.checked.spec.executor} of build "
                     f"{self._build()} is left (gone: {', '.join(self._gone)}); waited "
                     f"{self.worker_wait:g} s (--timeout) for one; {len(futures)} task(s) not "
-                    "done; nothing was written")
+                    "done; nothing was written"
+                )
             return futures
         from lockstep.jobs.ship import ship_bundle
 
         self._lost_since = None
         ship_bundle(self.checked.client, self.checked.bundle, current)
-        self.progress(f"worker(s) {', '.join(gone)} gone; sending {len(futures)} unfinished "
-                      f"task(s) to {', '.join(current)}")
+        self.progress(
+            f"worker(s) {', '.join(gone)} gone; sending {len(futures)} unfinished "
+            f"task(s) to {', '.join(current)}"
+        )
         self.workers = current
         moved = {}
         for future, key in futures.items():
@@ -239,13 +284,19 @@ class _Tasks:
 
         assert self.checked.manifest is not None
         try:
-            report = check_cluster(self.checked.client, self.checked.manifest, n_workers=0,
-                                   timeout=max(POLL_SECONDS, 5.0), log_ready=False)
+            report = check_cluster(
+                self.checked.client,
+                self.checked.manifest,
+                n_workers=0,
+                timeout=max(POLL_SECONDS, 5.0),
+                log_ready=False,
+            )
         except (LockstepError, OSError, TimeoutError) as exc:
             log.info("run: cannot check the cluster now: %s", exc)
             return []
-        return [w.address for w in report.workers
-                if w.ok and w.executor == self.checked.spec.executor]
+        return [
+            w.address for w in report.workers if w.ok and w.executor == self.checked.spec.executor
+        ]
 
     def _build(self) -> str:
         assert self.checked.manifest is not None
@@ -261,20 +312,30 @@ def _simulate(tasks: _Tasks, progress: Callable[[str], None]) -> list[dict[str, 
     where: dict[str, tuple[int, dict[str, Any], int]] = {}
     for index, params, seed in runs:
         key = f"lockstep-sim-{tag}-{index}-{seed}"
-        calls[key] = (f"simulation params[{index}] seed {seed} ({spec.model})", SIMULATE,
-                      (spec.model, params, seed))
+        calls[key] = (
+            f"simulation params[{index}] seed {seed} ({spec.model})",
+            SIMULATE,
+            (spec.model, params, seed),
+        )
         where[key] = (index, params, seed)
-    progress(f"submitted {len(runs)} simulation(s): {len(spec.params)} parameter set(s) x "
-             f"{len(spec.seeds)} seed(s)")
+    progress(
+        f"submitted {len(runs)} simulation(s): {len(spec.params)} parameter set(s) x "
+        f"{len(spec.seeds)} seed(s)"
+    )
     done: dict[tuple[int, int], dict[str, Any]] = {}
     shown = -1
     for key, answer in tasks.run(calls):
         index, params, seed = where[key]
         _check_ran_right(checked, answer, calls[key][0])
-        done[(index, seed)] = {"params_index": index, "params": params, "seed": seed,
-                               "output": json.loads(answer["value"]),
-                               "worker": answer["worker"], "executor": answer["executor"],
-                               "pid": answer["pid"]}
+        done[(index, seed)] = {
+            "params_index": index,
+            "params": params,
+            "seed": seed,
+            "output": json.loads(answer["value"]),
+            "worker": answer["worker"],
+            "executor": answer["executor"],
+            "pid": answer["pid"],
+        }
         step = len(done) * 10 // len(runs)
         if step != shown:
             shown = step
@@ -285,8 +346,7 @@ def _simulate(tasks: _Tasks, progress: Callable[[str], None]) -> list[dict[str, 
 def _aggregate(tasks: _Tasks, simulations: list[dict[str, Any]]) -> dict[str, Any]:
     checked = tasks.checked
     spec = checked.spec
-    records = [{k: s[k] for k in ("params_index", "params", "seed", "output")}
-               for s in simulations]
+    records = [{k: s[k] for k in ("params_index", "params", "seed", "output")} for s in simulations]
     key = f"lockstep-aggregate-{checked.bundle.digest[7:19]}"
     what = f"target {spec.target}"
     [(_, answer)] = list(tasks.run({key: (what, AGGREGATE, (spec.target, json.dumps(records)))}))
@@ -301,10 +361,15 @@ def _result(future: Any, what: str) -> dict[str, Any]:
     try:
         answer: dict[str, Any] = future.result()
     except TaskError as exc:
-        process = (f"{exc.executor} process {exc.pid}" if exc.pid is not None
-                   else f"{exc.executor} executor")
-        raise JobFailed(f"{what} failed: {exc.cause} ({process} on worker "
-                        f"{exc.worker or '?'}); nothing was written") from exc
+        process = (
+            f"{exc.executor} process {exc.pid}"
+            if exc.pid is not None
+            else f"{exc.executor} executor"
+        )
+        raise JobFailed(
+            f"{what} failed: {exc.cause} ({process} on worker "
+            f"{exc.worker or '?'}); nothing was written"
+        ) from exc
     except Exception as exc:
         cause = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise JobFailed(f"{what} failed: {cause}; nothing was written") from exc
@@ -314,10 +379,17 @@ def _result(future: Any, what: str) -> dict[str, Any]:
 def _check_ran_right(checked: Checked, answer: dict[str, Any], what: str) -> None:
     """Refuse a result from another build, executor or bundle than the job's."""
     assert checked.manifest is not None
-    expected = {"build_id": checked.manifest.build_id, "executor": checked.spec.executor,
-                "bundle": checked.bundle.digest}
-    wrong = [f"{k} {answer.get(k)} (expected {v})" for k, v in expected.items()
-             if answer.get(k) != v]
+    expected = {
+        "build_id": checked.manifest.build_id,
+        "executor": checked.spec.executor,
+        "bundle": checked.bundle.digest,
+    }
+    wrong = [
+        f"{k} {answer.get(k)} (expected {v})" for k, v in expected.items() if answer.get(k) != v
+    ]
     if wrong:
-        raise JobFailed(f"{what} ran on worker {answer.get('worker')} with " + ", ".join(wrong)
-                        + "; refusing its result")
+        raise JobFailed(
+            f"{what} ran on worker {answer.get('worker')} with "
+            + ", ".join(wrong)
+            + "; refusing its result"
+        )

@@ -39,8 +39,18 @@ else:  # pragma: no cover - Python < 3.11
     import tomli as tomllib
 
 SCHEMA = "lockstep.job/v1"
-KEYS = ("schema", "name", "bundle", "model", "target", "executor", "seeds", "params",
-        "task_timeout", "run_deadline")
+KEYS = (
+    "schema",
+    "name",
+    "bundle",
+    "model",
+    "target",
+    "executor",
+    "seeds",
+    "params",
+    "task_timeout",
+    "run_deadline",
+)
 REQUIRED = ("bundle", "model", "target", "executor", "seeds", "params")
 _ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 MAX_SEED = 2**63 - 1
@@ -71,8 +81,10 @@ class PreflightFailed(CheckFailed):
         self.problems = tuple(problems)
         codes = {p.exit_code for p in problems}
         self.exit_code = 1 if 1 in codes or not codes else max(codes)
-        lines = [f"preflight of {spec} found {len(problems)} problem(s); {submitted} was "
-                 "submitted", *(str(p) for p in problems)]
+        lines = [
+            f"preflight of {spec} found {len(problems)} problem(s); {submitted} was submitted",
+            *(str(p) for p in problems),
+        ]
         super().__init__("\n".join(lines))
 
 
@@ -96,11 +108,19 @@ class JobSpec:
         return [(i, p, s) for i, p in enumerate(self.params) for s in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "spec": str(self.path), "name": self.name,
-                "bundle": str(self.bundle), "model": self.model, "target": self.target,
-                "executor": self.executor, "seeds": list(self.seeds),
-                "params": [dict(p) for p in self.params],
-                "task_timeout": self.task_timeout, "run_deadline": self.run_deadline}
+        return {
+            "schema": SCHEMA,
+            "spec": str(self.path),
+            "name": self.name,
+            "bundle": str(self.bundle),
+            "model": self.model,
+            "target": self.target,
+            "executor": self.executor,
+            "seeds": list(self.seeds),
+            "params": [dict(p) for p in self.params],
+            "task_timeout": self.task_timeout,
+            "run_deadline": self.run_deadline,
+        }
 
 
 def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any], list[Problem]]:
@@ -113,8 +133,9 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read the job spec ({exc.strerror}); "
-                       "check the path") from exc
+        raise BadInput(
+            f"{path}: cannot read the job spec ({exc.strerror}); check the path"
+        ) from exc
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -132,8 +153,7 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
             bad(key, "missing (it is required)")
     schema = data.get("schema", SCHEMA)
     if schema != SCHEMA:
-        bad("schema", f"{schema!r} is not {SCHEMA!r}, the only job spec schema this lockstep "
-                      "reads")
+        bad("schema", f"{schema!r} is not {SCHEMA!r}, the only job spec schema this lockstep reads")
     name = data.get("name", path.stem)
     if isinstance(name, str) and name:
         fields["name"] = name
@@ -152,40 +172,56 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
         if isinstance(value, str) and _ENTRY.match(value):
             fields[key] = value
         else:
-            bad(key, f"{value!r} must read 'module:callable', the function lockstep calls as "
-                     f"{call}")
+            bad(
+                key, f"{value!r} must read 'module:callable', the function lockstep calls as {call}"
+            )
     if "executor" in data:
         executor = data["executor"]
         if isinstance(executor, str) and executor in executors:
             fields["executor"] = executor
         else:
-            bad("executor", f"{executor!r} is not a lockstep executor; valid values: "
-                            f"{', '.join(sorted(executors))}")
+            bad(
+                "executor",
+                f"{executor!r} is not a lockstep executor; valid values: "
+                f"{', '.join(sorted(executors))}",
+            )
     if "seeds" in data:
         seeds = data["seeds"]
-        if (isinstance(seeds, list) and seeds
-                and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
-                        for s in seeds)):
+        if (
+            isinstance(seeds, list)
+            and seeds
+            and all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds
+            )
+        ):
             if len(set(seeds)) == len(seeds):
                 fields["seeds"] = tuple(seeds)
             else:
                 bad("seeds", "lists a seed twice; each seed runs once per parameter set")
         else:
             bad("seeds", f"must be a non-empty list of integers from 0 to {MAX_SEED}")
-    for key, meaning in (("task_timeout", "one task may run"),
-                         ("run_deadline", "the whole run may take")):
+    for key, meaning in (
+        ("task_timeout", "one task may run"),
+        ("run_deadline", "the whole run may take"),
+    ):
         if key in data:
             seconds = seconds_value(data[key])
             if seconds is None:
-                bad(key, f"{data[key]!r} must be the number of seconds {meaning}: a number > 0 "
-                         f"and at most {MAX_SECONDS:g}, written without quotes")
+                bad(
+                    key,
+                    f"{data[key]!r} must be the number of seconds {meaning}: a number > 0 "
+                    f"and at most {MAX_SECONDS:g}, written without quotes",
+                )
             else:
                 fields[key] = seconds
     if "params" in data:
         params = data["params"]
         if isinstance(params, list) and params and all(isinstance(p, dict) for p in params):
-            found = [(f"params[{i}]{sub}", msg) for i, p in enumerate(params)
-                     for sub, msg in _non_json(p)]
+            found = [
+                (f"params[{i}]{sub}", msg)
+                for i, p in enumerate(params)
+                for sub, msg in _non_json(p)
+            ]
             for name_, msg in found:
                 bad(name_, msg)
             if not found:
@@ -197,11 +233,18 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
 
 def spec_from_fields(path: Path, fields: Mapping[str, Any]) -> JobSpec:
     """The ``JobSpec`` of fully valid ``fields`` (from ``read_spec`` without problems)."""
-    return JobSpec(path=path.resolve(), name=fields["name"], bundle=fields["bundle"],
-                   model=fields["model"], target=fields["target"],
-                   executor=fields["executor"], seeds=fields["seeds"],
-                   params=fields["params"], task_timeout=fields.get("task_timeout"),
-                   run_deadline=fields.get("run_deadline"))
+    return JobSpec(
+        path=path.resolve(),
+        name=fields["name"],
+        bundle=fields["bundle"],
+        model=fields["model"],
+        target=fields["target"],
+        executor=fields["executor"],
+        seeds=fields["seeds"],
+        params=fields["params"],
+        task_timeout=fields.get("task_timeout"),
+        run_deadline=fields.get("run_deadline"),
+    )
 
 
 def seconds_value(value: Any) -> float | None:

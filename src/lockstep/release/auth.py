@@ -54,8 +54,9 @@ def credentials_for(host: str, environ: Mapping[str, str] | None = None) -> Cred
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise BadInput(f"{path}: cannot read ({exc.strerror}); fix it or set DOCKER_CONFIG") \
-            from exc
+        raise BadInput(
+            f"{path}: cannot read ({exc.strerror}); fix it or set DOCKER_CONFIG"
+        ) from exc
     try:
         config: Any = json.loads(raw)
     except ValueError as exc:
@@ -63,11 +64,17 @@ def credentials_for(host: str, environ: Mapping[str, str] | None = None) -> Cred
     if not isinstance(config, dict):
         raise BadInput(f"{path}: not a JSON object; fix it or run `docker login`")
     helpers = config.get("credHelpers") or {}
-    helper = next((h for k, h in helpers.items() if _host_of(k) == host), None) \
-        if isinstance(helpers, dict) else None
+    helper = (
+        next((h for k, h in helpers.items() if _host_of(k) == host), None)
+        if isinstance(helpers, dict)
+        else None
+    )
     auths = config.get("auths") or {}
-    entry = next((v for k, v in auths.items() if _host_of(k) == host), None) \
-        if isinstance(auths, dict) else None
+    entry = (
+        next((v for k, v in auths.items() if _host_of(k) == host), None)
+        if isinstance(auths, dict)
+        else None
+    )
     if helper is None and isinstance(config.get("credsStore"), str) and entry is not None:
         helper = config["credsStore"]
     if isinstance(helper, str) and helper:
@@ -81,8 +88,10 @@ def credentials_for(host: str, environ: Mapping[str, str] | None = None) -> Cred
         except (binascii.Error, UnicodeDecodeError):
             sep = ""
         if not sep:
-            raise BadInput(f"{path}: auths[{host!r}].auth is not base64 of user:password; "
-                           f"run `docker login {host}` again")
+            raise BadInput(
+                f"{path}: auths[{host!r}].auth is not base64 of user:password; "
+                f"run `docker login {host}` again"
+            )
         return Credentials(user, password, str(path))
     if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
         return Credentials(entry["username"], entry["password"], str(path))
@@ -92,17 +101,23 @@ def credentials_for(host: str, environ: Mapping[str, str] | None = None) -> Cred
 def _from_helper(helper: str, host: str, config: Path) -> Credentials:
     program = f"docker-credential-{helper}"
     try:
-        proc = subprocess.run([program, "get"], input=host, capture_output=True, text=True,
-                              timeout=30)
+        proc = subprocess.run(
+            [program, "get"], input=host, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BadInput(f"{config}: credential helper {program} for {host} did not run "
-                       f"({type(exc).__name__}); install it or fix credHelpers") from exc
+        raise BadInput(
+            f"{config}: credential helper {program} for {host} did not run "
+            f"({type(exc).__name__}); install it or fix credHelpers"
+        ) from exc
     if proc.returncode != 0:
-        raise BadInput(f"{config}: {program} has no credentials for {host}; "
-                       f"run `docker login {host}`")
+        raise BadInput(
+            f"{config}: {program} has no credentials for {host}; run `docker login {host}`"
+        )
     try:
         data = json.loads(proc.stdout)
         return Credentials(str(data["Username"]), str(data["Secret"]), program)
     except (ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"{program} answered something other than Username/Secret JSON for "
-                       f"{host}; fix the helper") from exc
+        raise BadInput(
+            f"{program} answered something other than Username/Secret JSON for "
+            f"{host}; fix the helper"
+        ) from exc

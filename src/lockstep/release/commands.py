@@ -12,34 +12,59 @@ from lockstep.errors import CheckFailed
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("release", help="build stamped images, push them by digest, write "
-                       "release/VERSION.json and pinned deployment files, and tag")
+    p = sub.add_parser(
+        "release",
+        help="build stamped images, push them by digest, write "
+        "release/VERSION.json and pinned deployment files, and tag",
+    )
     p.add_argument("version", help="the version to release; must equal [project] version")
-    p.add_argument("--registry", required=True, metavar="HOST[:PORT]/REPO",
-                   help="where to push, e.g. registry.example.com/sim")
-    p.add_argument("--dry-run", action="store_true",
-                   help="do everything but push and tag (no network)")
-    p.add_argument("--plain-http", action="store_true",
-                   help="use plain HTTP, not HTTPS (a loopback registry that does "
-                   "not speak TLS gets plain HTTP without it)")
+    p.add_argument(
+        "--registry",
+        required=True,
+        metavar="HOST[:PORT]/REPO",
+        help="where to push, e.g. registry.example.com/sim",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="do everything but push and tag (no network)"
+    )
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="use plain HTTP, not HTTPS (a loopback registry that does "
+        "not speak TLS gets plain HTTP without it)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_project_arg(p)
     p.set_defaults(func=cmd_release)
 
-    p = sub.add_parser("check-pins", help="fail on any image reference without a digest in "
-                       "YAML, JSON or TOML deployment files")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                   help="files, or directories to search for *.yaml, *.yml, *.json, *.toml")
+    p = sub.add_parser(
+        "check-pins",
+        help="fail on any image reference without a digest in YAML, JSON or TOML deployment files",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="files, or directories to search for *.yaml, *.yml, *.json, *.toml",
+    )
     p.set_defaults(func=cmd_check_pins)
 
-    p = sub.add_parser("verify", help="rebuild a release from its tag in a fresh worktree and "
-                       "compare the digests")
+    p = sub.add_parser(
+        "verify", help="rebuild a release from its tag in a fresh worktree and compare the digests"
+    )
     p.add_argument("release_file", type=Path, metavar="release/VERSION.json")
-    p.add_argument("--registry", action="store_true",
-                   help="also check that the registry serves exactly the released manifests")
-    p.add_argument("--plain-http", action="store_true",
-                   help="use plain HTTP, not HTTPS (a loopback registry that does "
-                   "not speak TLS gets plain HTTP without it)")
+    p.add_argument(
+        "--registry",
+        action="store_true",
+        help="also check that the registry serves exactly the released manifests",
+    )
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="use plain HTTP, not HTTPS (a loopback registry that does "
+        "not speak TLS gets plain HTTP without it)",
+    )
     add_project_arg(p)
     p.set_defaults(func=cmd_verify)
 
@@ -59,14 +84,24 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     target = parse_target(args.registry)
     project = load_project(find_root(args.project))
-    result = release(project, args.version, target, Cache(default_cache_dir()),
-                     dry_run=args.dry_run, plain_http=args.plain_http, progress=progress)
+    result = release(
+        project,
+        args.version,
+        target,
+        Cache(default_cache_dir()),
+        dry_run=args.dry_run,
+        plain_http=args.plain_http,
+        progress=progress,
+    )
     record = result.manifest
     if args.json:
         out: dict[str, Any] = {
-            **record.to_dict(), "manifest_path": str(result.manifest_path),
-            "deploy_files": [str(p) for p in result.deploy_files], "push": result.stats.to_dict(),
-            "tagged": result.tagged, "dry_run": result.dry_run,
+            **record.to_dict(),
+            "manifest_path": str(result.manifest_path),
+            "deploy_files": [str(p) for p in result.deploy_files],
+            "push": result.stats.to_dict(),
+            "tagged": result.tagged,
+            "dry_run": result.dry_run,
         }
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -75,10 +110,14 @@ def cmd_release(args: argparse.Namespace) -> int:
         print(f"{role:<7} {image.reference}")
     stats = result.stats
     if not result.dry_run:
-        print(f"pushed  {stats.uploaded} blobs ({stats.uploaded_bytes / 1e6:.1f} MB), "
-              f"{stats.present} already there, {stats.mounted} mounted")
-    print(f"wrote   {_relative(result.manifest_path)}, {_relative(result.deploy_dir)}/ "
-          f"({', '.join(p.name for p in result.deploy_files)})")
+        print(
+            f"pushed  {stats.uploaded} blobs ({stats.uploaded_bytes / 1e6:.1f} MB), "
+            f"{stats.present} already there, {stats.mounted} mounted"
+        )
+    print(
+        f"wrote   {_relative(result.manifest_path)}, {_relative(result.deploy_dir)}/ "
+        f"({', '.join(p.name for p in result.deploy_files)})"
+    )
     if result.tagged:
         print(f"tagged  {record.tag} at {record.commit[:12]}")
     for note in result.notes:
@@ -95,9 +134,11 @@ def cmd_check_pins(args: argparse.Namespace) -> int:
         print(ref)
     files = len({ref.path for ref in found})
     if bad:
-        raise CheckFailed(f"{len(bad)} of {len(found)} image references are not pinned by "
-                          "digest; pin each as HOST/REPO/NAME@sha256:… (lockstep release "
-                          "renders such files)")
+        raise CheckFailed(
+            f"{len(bad)} of {len(found)} image references are not pinned by "
+            "digest; pin each as HOST/REPO/NAME@sha256:… (lockstep release "
+            "renders such files)"
+        )
     print(f"ok: {len(found)} image references in {files} files, all pinned by digest")
     return 0
 
@@ -107,11 +148,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from lockstep.release.verify import verify
 
     root = (args.project or Path.cwd()).resolve()
-    result = verify(args.release_file.resolve(), root, Cache(default_cache_dir()),
-                    registry=args.registry, plain_http=args.plain_http, progress=progress)
+    result = verify(
+        args.release_file.resolve(),
+        root,
+        Cache(default_cache_dir()),
+        registry=args.registry,
+        plain_http=args.plain_http,
+        progress=progress,
+    )
     release = result.release
     print(f"verified {release.tag}  build_id {release.build_id}")
     for role, digest in sorted(result.rebuilt.items()):
-        print(f"{role:<7} {digest}  rebuilt"
-              + ("; served by the registry" if result.registry_checked else ""))
+        print(
+            f"{role:<7} {digest}  rebuilt"
+            + ("; served by the registry" if result.registry_checked else "")
+        )
     return 0

@@ -32,13 +32,16 @@ class Reference:
     problem: str | None
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: image {self.value!r} {self.problem}; pin it as " \
-               "HOST/REPO/NAME@sha256:…"
+        return (
+            f"{self.path}:{self.line}: image {self.value!r} {self.problem}; pin it as "
+            "HOST/REPO/NAME@sha256:…"
+        )
 
 
 def is_image_key(key: object) -> bool:
-    return isinstance(key, str) and (key.lower() == "image" or key.endswith(("_image", "-image",
-                                                                             "Image")))
+    return isinstance(key, str) and (
+        key.lower() == "image" or key.endswith(("_image", "-image", "Image"))
+    )
 
 
 def is_image_env(entry: object) -> bool:
@@ -46,8 +49,11 @@ def is_image_env(entry: object) -> bool:
     if not isinstance(entry, dict):
         return False
     name = entry.get("name")
-    return (isinstance(name, str) and "value" in entry
-            and (name.upper() == "IMAGE" or name.upper().endswith("_IMAGE")))
+    return (
+        isinstance(name, str)
+        and "value" in entry
+        and (name.upper() == "IMAGE" or name.upper().endswith("_IMAGE"))
+    )
 
 
 def _helm_problem(table: dict[str, Any]) -> str | None:
@@ -89,8 +95,9 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") \
-            from exc
+        raise BadInput(
+            f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file"
+        ) from exc
     found: list[Reference] = []
 
     def walk(node: yaml.Node) -> None:
@@ -103,8 +110,14 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
                 if is_image_key(key) and isinstance(value_node, yaml.MappingNode):
                     table = _construct(value_node)
                     if isinstance(table, dict) and "repository" in table:
-                        found.append(Reference(path, value_node.start_mark.line + 1,
-                                               str(table.get("repository")), _helm_problem(table)))
+                        found.append(
+                            Reference(
+                                path,
+                                value_node.start_mark.line + 1,
+                                str(table.get("repository")),
+                                _helm_problem(table),
+                            )
+                        )
                         continue
                 if is_image_key(key) and isinstance(value_node, yaml.ScalarNode):
                     add(value_node)
@@ -123,8 +136,14 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
 
     def add(node: yaml.ScalarNode) -> None:
         value = _construct(node)
-        found.append(Reference(path, node.start_mark.line + 1,
-                               "" if value is None else str(value), pin_problem(value)))
+        found.append(
+            Reference(
+                path,
+                node.start_mark.line + 1,
+                "" if value is None else str(value),
+                pin_problem(value),
+            )
+        )
 
     for node in nodes:
         if node is not None:
@@ -136,10 +155,16 @@ def _image_env_value(node: Any) -> Any:
     """The ``value`` node of a mapping node that is an image env entry (``is_image_env``)."""
     import yaml
 
-    scalars = {k.value: v for k, v in node.value
-               if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)}
-    if "name" in scalars and "value" in scalars and is_image_env(
-            {"name": _construct(scalars["name"]), "value": None}):
+    scalars = {
+        k.value: v
+        for k, v in node.value
+        if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)
+    }
+    if (
+        "name" in scalars
+        and "value" in scalars
+        and is_image_env({"name": _construct(scalars["name"]), "value": None})
+    ):
         return scalars["value"]
     return None
 
@@ -217,8 +242,9 @@ def files_under(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.rglob("*")
-                          if p.is_file() and p.suffix.lower() in SUFFIXES)
+            out += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+            )
         elif path.exists():
             out.append(path)
         else:
@@ -232,4 +258,3 @@ def check_pins(paths: Iterable[Path]) -> list[Reference]:
     for path in files_under(paths):
         found += scan_file(path)
     return found
-

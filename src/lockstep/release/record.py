@@ -65,27 +65,40 @@ class ReleaseManifest:
         try:
             data = json.loads(path.read_bytes())
         except OSError as exc:
-            raise BadInput(f"{path}: cannot read ({exc.strerror}); pass the release/<version>.json "
-                           "that `lockstep release` wrote") from exc
+            raise BadInput(
+                f"{path}: cannot read ({exc.strerror}); pass the release/<version>.json "
+                "that `lockstep release` wrote"
+            ) from exc
         except ValueError as exc:
             raise BadInput(f"{path}: not valid JSON ({exc}); restore it from the release") from exc
 
         def need(key: str, kind: type) -> Any:
             value = data.get(key) if isinstance(data, dict) else None
             if not isinstance(value, kind):
-                raise BadInput(f"{path}: {key!r} is missing or not a {kind.__name__}; "
-                               "is this a release manifest?")
+                raise BadInput(
+                    f"{path}: {key!r} is missing or not a {kind.__name__}; "
+                    "is this a release manifest?"
+                )
             return value
 
         if need("schema", str) != SCHEMA:
             raise BadInput(f"{path}: schema is {data['schema']!r}, expected {SCHEMA!r}")
         images = {}
         for role, image in need("images", dict).items():
-            if not (isinstance(image, dict) and all(isinstance(image.get(k), str)
-                                                    for k in ("reference", "digest", "config"))):
+            if not (
+                isinstance(image, dict)
+                and all(isinstance(image.get(k), str) for k in ("reference", "digest", "config"))
+            ):
                 raise BadInput(f"{path}: images.{role} needs reference, digest and config")
             images[role] = ImageRecord(image["reference"], image["digest"], image["config"])
-        return cls(version=need("version", str), tag=need("tag", str), commit=need("commit", str),
-                   build_id=need("build_id", str), registry=need("registry", str), images=images,
-                   executors=tuple(need("executors", list)), inputs=need("inputs", dict),
-                   layers=need("layers", dict))
+        return cls(
+            version=need("version", str),
+            tag=need("tag", str),
+            commit=need("commit", str),
+            build_id=need("build_id", str),
+            registry=need("registry", str),
+            images=images,
+            executors=tuple(need("executors", list)),
+            inputs=need("inputs", dict),
+            layers=need("layers", dict),
+        )

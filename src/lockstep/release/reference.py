@@ -64,8 +64,10 @@ def parse_target(text: str) -> Target:
     elif not all(_COMPONENT.match(part) for part in repository.split("/")):
         problem = f"repository {repository!r} must be lowercase path components (a-z0-9._-)"
     if problem:
-        raise BadInput(f"--registry {text!r}: {problem}; use HOST[:PORT]/REPO, "
-                       "e.g. registry.example.com/sim or 127.0.0.1:5000/team")
+        raise BadInput(
+            f"--registry {text!r}: {problem}; use HOST[:PORT]/REPO, "
+            "e.g. registry.example.com/sim or 127.0.0.1:5000/team"
+        )
     return Target(host, repository)
 
 
@@ -86,8 +88,7 @@ def parse_pinned(reference: str) -> Pinned:
         raise BadInput(f"{reference!r} is not pinned by digest (NAME@sha256:<64 hex>)")
     if not name or not ("." in host or ":" in host or host == "localhost"):
         raise BadInput(f"{reference!r} names no registry host; expected HOST/REPO/NAME@sha256:…")
-    return Pinned(host, name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name,
-                  digest)
+    return Pinned(host, name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name, digest)
 
 
 def pin_problem(reference: object) -> str | None:

@@ -84,17 +84,23 @@ def tls_failed(netloc: str, exc: ssl.SSLError) -> ServiceFailed:
                 f"registry {netloc}: its TLS certificate is signed by a CA this machine does "
                 f"not trust ({problem}); trust that CA (SSL_CERT_FILE=/path/to/ca.pem for "
                 "one run, or add it to the system store, e.g. update-ca-certificates), "
-                "then run the command again")
+                "then run the command again"
+            )
         if exc.verify_code in _NAME_MISMATCH:
             name = split_host_port(netloc, 443)[0]
             return ServiceFailed(
                 f"registry {netloc}: its TLS certificate is not for {name} ({problem}); "
                 "name the registry in --registry as its certificate does, or give it a "
-                f"certificate with {name} in its subjectAltName")
-        return ServiceFailed(f"registry {netloc}: its TLS certificate failed verification "
-                             f"({problem}); fix the registry's certificate")
-    return ServiceFailed(f"registry {netloc}: TLS failed ({exc.reason or exc}); if it serves "
-                         "plain HTTP on a trusted network, pass --plain-http")
+                f"certificate with {name} in its subjectAltName"
+            )
+        return ServiceFailed(
+            f"registry {netloc}: its TLS certificate failed verification "
+            f"({problem}); fix the registry's certificate"
+        )
+    return ServiceFailed(
+        f"registry {netloc}: TLS failed ({exc.reason or exc}); if it serves "
+        "plain HTTP on a trusted network, pass --plain-http"
+    )
 
 
 @dataclass
@@ -142,9 +148,13 @@ class PushStats:
                 raise ValueError(what)
 
     def to_dict(self) -> dict[str, int]:
-        return {"blobs_uploaded": self.uploaded, "bytes_uploaded": self.uploaded_bytes,
-                "blobs_present": self.present, "blobs_mounted": self.mounted,
-                "manifests_put": self.manifests}
+        return {
+            "blobs_uploaded": self.uploaded,
+            "bytes_uploaded": self.uploaded_bytes,
+            "blobs_present": self.present,
+            "blobs_mounted": self.mounted,
+            "manifests_put": self.manifests,
+        }
 
 
 @dataclass
@@ -159,8 +169,7 @@ class RegistryClient:
     _auth: dict[str, str] = field(default_factory=dict)  # scope -> Authorization value
     _conns: dict[tuple[int, str, str], http.client.HTTPConnection] = field(default_factory=dict)
     _scheme: str | None = None
-    _scheme_lock: threading.Lock = field(default_factory=threading.Lock, repr=False,
-                                         compare=False)
+    _scheme_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def scheme(self) -> str:
@@ -200,8 +209,9 @@ class RegistryClient:
             tls.do_handshake()
         hello = outgoing.read()
         try:
-            with socket.create_connection((name, port),
-                                          timeout=min(PROBE_SECONDS, self.timeout)) as sock:
+            with socket.create_connection(
+                (name, port), timeout=min(PROBE_SECONDS, self.timeout)
+            ) as sock:
                 sock.sendall(hello)
                 first = sock.recv(1)
         except (TimeoutError, ConnectionResetError, BrokenPipeError) as exc:
@@ -216,20 +226,23 @@ class RegistryClient:
         if key not in self._conns:
             if scheme == "https":
                 self._conns[key] = http.client.HTTPSConnection(
-                    netloc, timeout=self.timeout, context=ssl.create_default_context())
+                    netloc, timeout=self.timeout, context=ssl.create_default_context()
+                )
             else:
                 self._conns[key] = http.client.HTTPConnection(netloc, timeout=self.timeout)
         return self._conns[key]
 
-    def _raw(self, method: str, url: str, headers: Mapping[str, str],
-             body: bytes | None = None) -> Response:
+    def _raw(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Response:
         parts = urllib.parse.urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         for attempt in (1, 2):  # a kept-alive connection the server closed gets one retry
             conn = self._conn(parts.scheme, parts.netloc)
             try:
-                conn.request(method, target, body=body,
-                             headers={"User-Agent": USER_AGENT, **headers})
+                conn.request(
+                    method, target, body=body, headers={"User-Agent": USER_AGENT, **headers}
+                )
                 resp = conn.getresponse()
                 data = resp.read()
                 return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
@@ -253,13 +266,22 @@ class RegistryClient:
     @staticmethod
     def _down(netloc: str, exc: BaseException) -> ServiceFailed:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return ServiceFailed(f"registry {netloc} did not answer ({reason}); check that it is "
-                             "running and that --registry names it, then run the command again")
+        return ServiceFailed(
+            f"registry {netloc} did not answer ({reason}); check that it is "
+            "running and that --registry names it, then run the command again"
+        )
 
     # -- auth ---------------------------------------------------------------------
 
-    def request(self, method: str, path_or_url: str, *, scope: Sequence[str],
-                headers: Mapping[str, str] | None = None, body: bytes | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scope: Sequence[str],
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Response:
         """One request, authenticated for ``scope`` (answering one 401 challenge)."""
         url = path_or_url if "://" in path_or_url else self.base + path_or_url
         key = " ".join(scope)
@@ -281,24 +303,32 @@ class RegistryClient:
     def _denied(self, resp: Response) -> None:
         if resp.status == 403:
             who = repr(self.credentials.username) if self.credentials else "anonymous"
-            raise BadInput(f"registry {self.host} denied {who} ({resp.error_text()}); ask for "
-                           "push access to the repository, or `docker login` as a user with it")
+            raise BadInput(
+                f"registry {self.host} denied {who} ({resp.error_text()}); ask for "
+                "push access to the repository, or `docker login` as a user with it"
+            )
 
     def _check_server_error(self, method: str, url: str, resp: Response) -> None:
         self._denied(resp)
         if resp.status >= 500:
             path = urllib.parse.urlsplit(url).path
-            raise ServiceFailed(f"registry {self.host} failed: {method} {path} answered "
-                                f"{resp.status} ({resp.error_text()}); try again later")
+            raise ServiceFailed(
+                f"registry {self.host} failed: {method} {path} answered "
+                f"{resp.status} ({resp.error_text()}); try again later"
+            )
 
     def _rejected(self) -> BadInput:
         where = self.credentials.source if self.credentials else str(docker_config_path())
         if self.credentials is None:
-            return BadInput(f"registry {self.host} needs credentials and {where} has none "
-                            f"for it; run `docker login {self.host}`")
-        return BadInput(f"registry {self.host} rejected the credentials of "
-                        f"{self.credentials.username!r} from {where}; run "
-                        f"`docker login {self.host}` or fix that file")
+            return BadInput(
+                f"registry {self.host} needs credentials and {where} has none "
+                f"for it; run `docker login {self.host}`"
+            )
+        return BadInput(
+            f"registry {self.host} rejected the credentials of "
+            f"{self.credentials.username!r} from {where}; run "
+            f"`docker login {self.host}` or fix that file"
+        )
 
     def _basic(self) -> str:
         if self.credentials is None:
@@ -312,28 +342,37 @@ class RegistryClient:
         if kind.lower() == "basic":
             return self._basic()
         if kind.lower() != "bearer" or "realm" not in params:
-            raise ServiceFailed(f"registry {self.host} asked for authentication this client "
-                                f"does not speak ({kind or 'no challenge'}); use a registry "
-                                "with basic or bearer token auth")
+            raise ServiceFailed(
+                f"registry {self.host} asked for authentication this client "
+                f"does not speak ({kind or 'no challenge'}); use a registry "
+                "with basic or bearer token auth"
+            )
         query = [("service", params["service"])] if "service" in params else []
         query += [("scope", s) for s in scope]
-        url = params["realm"] + ("&" if "?" in params["realm"] else "?") \
+        url = (
+            params["realm"]
+            + ("&" if "?" in params["realm"] else "?")
             + urllib.parse.urlencode(query)
+        )
         headers = {"Authorization": self._basic()} if self.credentials else {}
         resp = self._raw("GET", url, headers)
         if resp.status in (401, 403):
             raise self._rejected()
         if resp.status != 200:
-            raise ServiceFailed(f"token service {urllib.parse.urlsplit(url).netloc} answered "
-                                f"{resp.status} ({resp.error_text()}); try again later")
+            raise ServiceFailed(
+                f"token service {urllib.parse.urlsplit(url).netloc} answered "
+                f"{resp.status} ({resp.error_text()}); try again later"
+            )
         try:
             data: Any = json.loads(resp.body)
             token = data.get("token") or data.get("access_token")
         except (ValueError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise ServiceFailed(f"token service {urllib.parse.urlsplit(url).netloc} answered "
-                                "without a token; check the registry's auth setup")
+            raise ServiceFailed(
+                f"token service {urllib.parse.urlsplit(url).netloc} answered "
+                "without a token; check the registry's auth setup"
+            )
         log.debug("got a bearer token for %s", " ".join(scope))
         return f"Bearer {token}"
 
@@ -351,8 +390,9 @@ class RegistryClient:
             return False
         raise self._unexpected("HEAD", f"blob {digest} in {name}", resp)
 
-    def push_blob(self, name: str, digest: str, data: bytes, stats: PushStats,
-                  mount_from: str | None = None) -> None:
+    def push_blob(
+        self, name: str, digest: str, data: bytes, stats: PushStats, mount_from: str | None = None
+    ) -> None:
         """Make ``name`` hold the blob ``digest`` = ``data``: skipped, mounted or uploaded."""
         if self.has_blob(name, digest):
             stats.add("present")
@@ -374,19 +414,35 @@ class RegistryClient:
         location = urllib.parse.urljoin(self.base + path, resp.header("location") or "")
         location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
         log.debug("uploading %s to %s (%d bytes)", digest, name, len(data))
-        resp = self.request("PUT", location, scope=scope, body=data, headers={
-            "Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+        resp = self.request(
+            "PUT",
+            location,
+            scope=scope,
+            body=data,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+        )
         if resp.status != 201:
             raise self._unexpected("PUT", f"blob {digest} to {name}", resp)
         self._check_digest(resp, digest, f"blob uploaded to {name}")
         stats.add("uploaded", len(data))
 
-    def put_manifest(self, name: str, reference: str, manifest: bytes, media_type: str,
-                     digest: str, stats: PushStats) -> None:
+    def put_manifest(
+        self,
+        name: str,
+        reference: str,
+        manifest: bytes,
+        media_type: str,
+        digest: str,
+        stats: PushStats,
+    ) -> None:
         """PUT the manifest bytes under ``reference`` (a digest or a tag); check the digest."""
-        resp = self.request("PUT", f"/v2/{name}/manifests/{reference}", scope=[self.scope(name)],
-                            body=manifest, headers={"Content-Type": media_type,
-                                                    "Content-Length": str(len(manifest))})
+        resp = self.request(
+            "PUT",
+            f"/v2/{name}/manifests/{reference}",
+            scope=[self.scope(name)],
+            body=manifest,
+            headers={"Content-Type": media_type, "Content-Length": str(len(manifest))},
+        )
         if resp.status != 201:
             raise self._unexpected("PUT", f"manifest {reference} to {name}", resp)
         sep = "@" if reference.startswith("sha256:") else ":"
@@ -395,9 +451,12 @@ class RegistryClient:
 
     def has_manifest(self, name: str, digest: str) -> bool:
         """Whether the registry serves ``name@digest``; its reported digest must be ours."""
-        resp = self.request("HEAD", f"/v2/{name}/manifests/{digest}",
-                            scope=[self.scope(name, "pull")],
-                            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        resp = self.request(
+            "HEAD",
+            f"/v2/{name}/manifests/{digest}",
+            scope=[self.scope(name, "pull")],
+            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+        )
         if resp.status == 404:
             return False
         if resp.status != 200:
@@ -407,12 +466,17 @@ class RegistryClient:
 
     def get_manifest(self, name: str, digest: str) -> bytes:
         """The exact manifest bytes the registry serves for ``name@digest``."""
-        resp = self.request("GET", f"/v2/{name}/manifests/{digest}",
-                            scope=[self.scope(name, "pull")],
-                            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)})
+        resp = self.request(
+            "GET",
+            f"/v2/{name}/manifests/{digest}",
+            scope=[self.scope(name, "pull")],
+            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+        )
         if resp.status == 404:
-            raise CheckFailed(f"registry {self.host} does not serve {name}@{digest}; "
-                              "the release was not pushed there, or was deleted")
+            raise CheckFailed(
+                f"registry {self.host} does not serve {name}@{digest}; "
+                "the release was not pushed there, or was deleted"
+            )
         if resp.status != 200:
             raise self._unexpected("GET", f"manifest {name}@{digest}", resp)
         return resp.body
@@ -420,10 +484,13 @@ class RegistryClient:
     def _check_digest(self, resp: Response, digest: str, what: str) -> None:
         reported = resp.header("docker-content-digest")
         if reported is not None and reported != digest:
-            raise CheckFailed(f"registry {self.host} reports {reported} for the {what}, but "
-                              f"its bytes are {digest}; the registry changed them, so this "
-                              "release cannot be pinned there")
+            raise CheckFailed(
+                f"registry {self.host} reports {reported} for the {what}, but "
+                f"its bytes are {digest}; the registry changed them, so this "
+                "release cannot be pinned there"
+            )
 
     def _unexpected(self, method: str, what: str, resp: Response) -> ServiceFailed:
-        return ServiceFailed(f"registry {self.host}: {method} {what} answered {resp.status} "
-                             f"({resp.error_text()})")
+        return ServiceFailed(
+            f"registry {self.host}: {method} {what} answered {resp.status} ({resp.error_text()})"
+        )

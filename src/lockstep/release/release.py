@@ -68,21 +68,31 @@ def image_name(project: Project, role: str) -> str:
 
 def check_version(project: Project, version: str) -> None:
     if version != project.version:
-        raise BadInput(f"release {version!r} but {project.pyproject} [project] version is "
-                       f"{project.version!r}; set version = \"{version}\" there and commit, or "
-                       f"release {project.version}")
+        raise BadInput(
+            f"release {version!r} but {project.pyproject} [project] version is "
+            f'{project.version!r}; set version = "{version}" there and commit, or '
+            f"release {project.version}"
+        )
 
 
-def tag_message(project: Project, version: str, build_id: str,
-                references: Mapping[str, str]) -> str:
+def tag_message(
+    project: Project, version: str, build_id: str, references: Mapping[str, str]
+) -> str:
     lines = [f"{project.name} {version}", "", f"build_id {build_id}"]
     lines += [f"{role} {ref}" for role, ref in sorted(references.items())]
     return "\n".join(lines) + "\n"
 
 
-def release(project: Project, version: str, target: Target, cache: Cache, *,
-            dry_run: bool = False, plain_http: bool = False,
-            progress: Progress = _quiet) -> ReleaseResult:
+def release(
+    project: Project,
+    version: str,
+    target: Target,
+    cache: Cache,
+    *,
+    dry_run: bool = False,
+    plain_http: bool = False,
+    progress: Progress = _quiet,
+) -> ReleaseResult:
     """Release ``project`` at its HEAD as ``version`` to ``target`` (see the module doc)."""
     check_version(project, version)
     repo = vcs.open_repo(project.root)
@@ -95,28 +105,36 @@ def release(project: Project, version: str, target: Target, cache: Cache, *,
     if manifest_path.exists():
         previous = ReleaseManifest.read(manifest_path)
         if previous.commit != commit:
-            raise CheckFailed(f"{manifest_path} already records release {version} of commit "
-                              f"{previous.commit[:12]}, not HEAD {commit[:12]}; bump [project] "
-                              "version, or remove that file if that release never happened")
+            raise CheckFailed(
+                f"{manifest_path} already records release {version} of commit "
+                f"{previous.commit[:12]}, not HEAD {commit[:12]}; bump [project] "
+                "version, or remove that file if that release never happened"
+            )
 
     with tempfile.TemporaryDirectory(prefix="lockstep-release-") as tmp:
         stamp = release_stamp(project.root, tag)
         if stamp.commit != commit or stamp.dirty:
-            raise CheckFailed(f"{project.root}: HEAD moved or the tree changed during the "
-                              "release; run it again")
+            raise CheckFailed(
+                f"{project.root}: HEAD moved or the tree changed during the release; run it again"
+            )
         progress(f"building {version} (stamped {tag} at {commit[:12]})")
         result = build_stamped(project, cache, Path(tmp) / "out", stamp, progress)
         archives = {role: oci.read_archive(result.images[role].path) for role in ROLES}
-        references = {role: target.pinned(image_name(project, role), archives[role].digest)
-                      for role in ROLES}
+        references = {
+            role: target.pinned(image_name(project, role), archives[role].digest) for role in ROLES
+        }
         stats = PushStats()
         if not dry_run:
             push_release(project, target, archives, version, stats, plain_http, progress)
         record = make_record(project, version, tag, commit, target, result, references)
 
     values = {
-        "version": version, "tag": tag, "commit": commit, "build_id": result.build_id,
-        "short_id": result.manifest.short_id, "registry": str(target),
+        "version": version,
+        "tag": tag,
+        "commit": commit,
+        "build_id": result.build_id,
+        "short_id": result.manifest.short_id,
+        "registry": str(target),
         **{f"{role}_image": ref for role, ref in references.items()},
     }
     deploy_dir = release_dir / version
@@ -132,33 +150,65 @@ def release(project: Project, version: str, target: Target, cache: Cache, *,
     elif tag_exists:
         message = vcs.tag_message(repo, tag) or ""
         if result.build_id not in message or not all(r in message for r in references.values()):
-            notes.append(f"tag {tag} was already at HEAD (its message does not list this "
-                         "release's digests; left as it is)")
+            notes.append(
+                f"tag {tag} was already at HEAD (its message does not list this "
+                "release's digests; left as it is)"
+            )
         else:
             notes.append(f"tag {tag} was already at HEAD")
     else:
-        vcs.create_tag(repo, tag, commit, tag_message(project, version, result.build_id,
-                                                      references))
+        vcs.create_tag(
+            repo, tag, commit, tag_message(project, version, result.build_id, references)
+        )
         tagged = True
-    return ReleaseResult(record, manifest_path, deploy_dir,
-                         tuple(deploy_dir / f.name for f in files), stats, tagged, dry_run,
-                         tuple(notes))
+    return ReleaseResult(
+        record,
+        manifest_path,
+        deploy_dir,
+        tuple(deploy_dir / f.name for f in files),
+        stats,
+        tagged,
+        dry_run,
+        tuple(notes),
+    )
 
 
-def make_record(project: Project, version: str, tag: str, commit: str, target: Target,
-                result: BuildResult, references: Mapping[str, str]) -> ReleaseManifest:
+def make_record(
+    project: Project,
+    version: str,
+    tag: str,
+    commit: str,
+    target: Target,
+    result: BuildResult,
+    references: Mapping[str, str],
+) -> ReleaseManifest:
     return ReleaseManifest(
-        version=version, tag=tag, commit=commit, build_id=result.build_id,
+        version=version,
+        tag=tag,
+        commit=commit,
+        build_id=result.build_id,
         registry=str(target),
-        images={role: ImageRecord(references[role], result.images[role].digest,
-                                  result.images[role].config) for role in ROLES},
-        executors=result.manifest.executors, inputs=dict(result.manifest.inputs),
+        images={
+            role: ImageRecord(
+                references[role], result.images[role].digest, result.images[role].config
+            )
+            for role in ROLES
+        },
+        executors=result.manifest.executors,
+        inputs=dict(result.manifest.inputs),
         layers={name: record.digest for name, record in result.layers.items()},
     )
 
 
-def push_release(project: Project, target: Target, archives: Mapping[str, oci.Archive],
-                 version: str, stats: PushStats, plain_http: bool, progress: Progress) -> None:
+def push_release(
+    project: Project,
+    target: Target,
+    archives: Mapping[str, oci.Archive],
+    version: str,
+    stats: PushStats,
+    plain_http: bool,
+    progress: Progress,
+) -> None:
     """Push both images (blobs, then manifests by digest and by the version tag) and
     check that the registry serves each manifest under our digest."""
     client = RegistryClient(target.host, credentials_for(target.host), plain_http=plain_http)
@@ -172,8 +222,12 @@ def push_release(project: Project, target: Target, archives: Mapping[str, oci.Ar
             digests.append(archive.config_digest)
             # Blobs of one image go up side by side; the next image mounts them.
             with ThreadPoolExecutor(UPLOADS_AT_ONCE, thread_name_prefix="push") as pool:
-                futures = [pool.submit(client.push_blob, name, digest, archive.blob(digest),
-                                       stats, pushed_to) for digest in digests]
+                futures = [
+                    pool.submit(
+                        client.push_blob, name, digest, archive.blob(digest), stats, pushed_to
+                    )
+                    for digest in digests
+                ]
             for future in futures:
                 future.result()
             raw = archive.blob(archive.digest)
@@ -184,11 +238,15 @@ def push_release(project: Project, target: Target, archives: Mapping[str, oci.Ar
         for role in ROLES:
             name = target.name(image_name(project, role))
             if not client.has_manifest(name, archives[role].digest):
-                raise CheckFailed(f"registry {target.host} does not serve {name}@"
-                                  f"{archives[role].digest} right after the push; check the "
-                                  "registry")
-        progress(f"pushed {stats.uploaded} blobs ({stats.uploaded_bytes} bytes), "
-                 f"{stats.present} already there, {stats.mounted} mounted; "
-                 f"{stats.manifests} manifest puts, all verified by digest")
+                raise CheckFailed(
+                    f"registry {target.host} does not serve {name}@"
+                    f"{archives[role].digest} right after the push; check the "
+                    "registry"
+                )
+        progress(
+            f"pushed {stats.uploaded} blobs ({stats.uploaded_bytes} bytes), "
+            f"{stats.present} already there, {stats.mounted} mounted; "
+            f"{stats.manifests} manifest puts, all verified by digest"
+        )
     finally:
         client.close()

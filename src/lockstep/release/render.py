@@ -27,8 +27,10 @@ def templates(root: Path) -> list[Path]:
     where = root / TEMPLATES_DIR
     found = sorted(p for p in where.glob("*") if p.is_file() and p.suffix in pins.SUFFIXES)
     if not found:
-        raise BadInput(f"{where}: no deployment templates (*.yaml, *.json, *.toml); "
-                       "add them or restore the directory")
+        raise BadInput(
+            f"{where}: no deployment templates (*.yaml, *.json, *.toml); "
+            "add them or restore the directory"
+        )
     return found
 
 
@@ -36,11 +38,14 @@ def substitute(template: Path, text: str, values: Mapping[str, str]) -> str:
     """``text`` with every ``{{ name }}`` replaced; BadInput at the first unknown one."""
     out = []
     for number, line in enumerate(text.splitlines(keepends=True), start=1):
+
         def replace(match: re.Match[str], number: int = number) -> str:
             name = match.group(1)
             if name not in values:
-                raise BadInput(f"{template}:{number}: unknown placeholder {{{{ {name} }}}}; "
-                               f"the known ones are {', '.join(sorted(values))}")
+                raise BadInput(
+                    f"{template}:{number}: unknown placeholder {{{{ {name} }}}}; "
+                    f"the known ones are {', '.join(sorted(values))}"
+                )
             return values[name]
 
         out.append(_PLACEHOLDER.sub(replace, line))
@@ -74,12 +79,15 @@ def check_rendered(path: Path, executors: Sequence[str]) -> None:
         docs = [pins.load_data(path)]
     for name in _executor_settings(docs):
         if name not in executors:
-            raise BadInput(f"{TEMPLATES_DIR}/{path.name}: executor {name!r} is not in this "
-                           f"build (it has {', '.join(executors)}); fix the template")
+            raise BadInput(
+                f"{TEMPLATES_DIR}/{path.name}: executor {name!r} is not in this "
+                f"build (it has {', '.join(executors)}); fix the template"
+            )
 
 
-def render(root: Path, values: Mapping[str, str], dest: Path,
-           executors: Sequence[str]) -> list[Path]:
+def render(
+    root: Path, values: Mapping[str, str], dest: Path, executors: Sequence[str]
+) -> list[Path]:
     """Render every template of the project at ``root`` into ``dest``; the files written."""
     written = []
     for template in templates(root):

@@ -22,7 +22,8 @@ def release_stamp(root: Path, tag: str) -> Stamp:
     return Stamp(commit=found.commit, tag=tag, dirty=found.dirty)
 
 
-def build_stamped(project: Project, cache: Cache, out_dir: Path, stamp: Stamp,
-                  progress: Progress) -> BuildResult:
+def build_stamped(
+    project: Project, cache: Cache, out_dir: Path, stamp: Stamp, progress: Progress
+) -> BuildResult:
     """Both images of ``project`` with exactly ``stamp``, archives in ``out_dir``."""
     return Builder(project, cache, progress).build(ROLES, out_dir, stamp=stamp)

@@ -27,8 +27,9 @@ def open_repo(root: Path) -> Any:
         repo = git.Repo(root, search_parent_directories=True)
         repo.head.commit  # noqa: B018 - raises on a repository without commits
     except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
-        raise BadInput(f"{root}: not a git work tree with a commit; releases are made "
-                       "from a committed tree") from exc
+        raise BadInput(
+            f"{root}: not a git work tree with a commit; releases are made from a committed tree"
+        ) from exc
     return repo
 
 
@@ -38,16 +39,18 @@ def head_commit(repo: Any) -> str:
 
 def check_clean(repo: Any) -> None:
     """Refuse changed tracked files and untracked files outside ``release/``."""
-    changed = sorted({d.a_path for d in repo.index.diff(None)}
-                     | {d.a_path for d in repo.index.diff("HEAD")})
-    untracked = sorted(p for p in repo.untracked_files
-                       if not p.startswith(f"{RELEASE_DIR}/"))
+    changed = sorted(
+        {d.a_path for d in repo.index.diff(None)} | {d.a_path for d in repo.index.diff("HEAD")}
+    )
+    untracked = sorted(p for p in repo.untracked_files if not p.startswith(f"{RELEASE_DIR}/"))
     if changed or untracked:
         paths = [*changed, *untracked]
         more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
-        raise CheckFailed(f"{repo.working_tree_dir}: the work tree is dirty ({', '.join(paths[:3])}"
-                          f"{more}); commit or stash the changes: a release is built only from a "
-                          "committed tree")
+        raise CheckFailed(
+            f"{repo.working_tree_dir}: the work tree is dirty ({', '.join(paths[:3])}"
+            f"{more}); commit or stash the changes: a release is built only from a "
+            "committed tree"
+        )
 
 
 def tag_commit(repo: Any, tag: str) -> str | None:
@@ -69,9 +72,11 @@ def check_tag_free(repo: Any, tag: str, commit: str) -> bool:
     if existing is None:
         return False
     if existing != commit:
-        raise CheckFailed(f"tag {tag} already exists at {existing[:12]}, not at HEAD "
-                          f"{commit[:12]}; a version is released once: bump [project] version "
-                          "in pyproject.toml, commit, and release that")
+        raise CheckFailed(
+            f"tag {tag} already exists at {existing[:12]}, not at HEAD "
+            f"{commit[:12]}; a version is released once: bump [project] version "
+            "in pyproject.toml, commit, and release that"
+        )
     return True
 
 
@@ -83,7 +88,8 @@ def create_tag(repo: Any, tag: str, commit: str, message: str) -> None:
         repo.create_tag(tag, ref=commit, message=message)
     except git.GitCommandError as exc:
         detail = (exc.stderr or "").strip().splitlines()
-        raise BadInput(f"git could not create tag {tag} ({detail[-1] if detail else exc}); "
-                       "set user.name and user.email (git config) and run the release again") \
-            from exc
+        raise BadInput(
+            f"git could not create tag {tag} ({detail[-1] if detail else exc}); "
+            "set user.name and user.email (git config) and run the release again"
+        ) from exc
     log.debug("tagged %s at %s", tag, commit[:12])

@@ -47,15 +47,21 @@ def differences(release: ReleaseManifest, result: BuildResult) -> list[str]:
     """What differs between the release and the rebuild, most specific first."""
     found = []
     if result.build_id != release.build_id:
-        inputs = [k for k in sorted(release.inputs)
-                  if release.inputs.get(k) != result.manifest.inputs.get(k)]
-        found.append(f"build id {result.build_id} vs released {release.build_id} "
-                     f"(inputs differ: {', '.join(inputs) or 'none named'})")
+        inputs = [
+            k
+            for k in sorted(release.inputs)
+            if release.inputs.get(k) != result.manifest.inputs.get(k)
+        ]
+        found.append(
+            f"build id {result.build_id} vs released {release.build_id} "
+            f"(inputs differ: {', '.join(inputs) or 'none named'})"
+        )
     for name in LAYER_NAMES:
         ours = result.layers[name].digest if name in result.layers else None
         if name in release.layers and ours != release.layers[name]:
-            found.append(f"layer {name!r} differs (released {release.layers[name]}, "
-                         f"rebuilt {ours})")
+            found.append(
+                f"layer {name!r} differs (released {release.layers[name]}, rebuilt {ours})"
+            )
     for role in ROLES:
         image = release.images.get(role)
         built = result.images[role]
@@ -63,27 +69,38 @@ def differences(release: ReleaseManifest, result: BuildResult) -> list[str]:
             found.append(f"the release has no {role} image")
             continue
         if built.config != image.config:
-            found.append(f"{role} config differs (released {image.config}, rebuilt "
-                         f"{built.config})")
+            found.append(f"{role} config differs (released {image.config}, rebuilt {built.config})")
         if built.digest != image.digest and built.config == image.config:
-            found.append(f"{role} manifest differs (released {image.digest}, rebuilt "
-                         f"{built.digest})")
+            found.append(
+                f"{role} manifest differs (released {image.digest}, rebuilt {built.digest})"
+            )
     return found
 
 
-def verify(release_path: Path, repo_root: Path, cache: Cache, *, registry: bool = False,
-           plain_http: bool = False, progress: Progress = _quiet) -> VerifyResult:
+def verify(
+    release_path: Path,
+    repo_root: Path,
+    cache: Cache,
+    *,
+    registry: bool = False,
+    plain_http: bool = False,
+    progress: Progress = _quiet,
+) -> VerifyResult:
     """Rebuild the release at ``release_path`` from its tag in the repository at
     ``repo_root``; CheckFailed naming what differs."""
     release = ReleaseManifest.read(release_path)
     repo = vcs.open_repo(repo_root)
     at = vcs.tag_commit(repo, release.tag)
     if at is None:
-        raise CheckFailed(f"{release_path}: tag {release.tag} is not in {repo.working_tree_dir}; "
-                          "fetch the tags (git fetch --tags) and verify again")
+        raise CheckFailed(
+            f"{release_path}: tag {release.tag} is not in {repo.working_tree_dir}; "
+            "fetch the tags (git fetch --tags) and verify again"
+        )
     if at != release.commit:
-        raise CheckFailed(f"{release_path}: tag {release.tag} points at {at[:12]}, but the "
-                          f"release was built from {release.commit[:12]}")
+        raise CheckFailed(
+            f"{release_path}: tag {release.tag} points at {at[:12]}, but the "
+            f"release was built from {release.commit[:12]}"
+        )
     with tempfile.TemporaryDirectory(prefix="lockstep-verify-") as tmp:
         tree = Path(tmp) / "tree"
         repo.git.worktree("add", "--detach", str(tree), release.commit)
@@ -97,8 +114,9 @@ def verify(release_path: Path, repo_root: Path, cache: Cache, *, registry: bool 
         manifests = {role: result.images[role].image.manifest for role in ROLES}
     problems = differences(release, result)
     if problems:
-        raise CheckFailed(f"{release_path}: the rebuild of {release.tag} does not match: "
-                          + "; ".join(problems))
+        raise CheckFailed(
+            f"{release_path}: the rebuild of {release.tag} does not match: " + "; ".join(problems)
+        )
     progress(f"rebuilt {release.tag}: both digests match the release")
     if registry:
         check_registry(release, manifests, plain_http)
@@ -106,20 +124,22 @@ def verify(release_path: Path, repo_root: Path, cache: Cache, *, registry: bool 
     return VerifyResult(release, {role: result.images[role].digest for role in ROLES}, registry)
 
 
-def check_registry(release: ReleaseManifest, manifests: dict[str, bytes],
-                   plain_http: bool) -> None:
+def check_registry(release: ReleaseManifest, manifests: dict[str, bytes], plain_http: bool) -> None:
     """Each pinned reference must serve exactly the rebuilt manifest bytes."""
     clients: dict[str, RegistryClient] = {}
     try:
         for role in ROLES:
             pinned = parse_pinned(release.images[role].reference)
             client = clients.get(pinned.host) or RegistryClient(
-                pinned.host, credentials_for(pinned.host), plain_http=plain_http)
+                pinned.host, credentials_for(pinned.host), plain_http=plain_http
+            )
             clients[pinned.host] = client
             served = client.get_manifest(pinned.name, pinned.digest)
             if served != manifests[role]:
-                raise CheckFailed(f"registry {pinned.host} serves {sha256_digest(served)} for "
-                                  f"{release.images[role].reference}, not the rebuilt manifest")
+                raise CheckFailed(
+                    f"registry {pinned.host} serves {sha256_digest(served)} for "
+                    f"{release.images[role].reference}, not the rebuilt manifest"
+                )
     finally:
         for client in clients.values():
             client.close()

@@ -71,8 +71,14 @@ def skipped(rel: str) -> bool:
 
 def check_rel_path(path: object) -> str:
     """``path`` if it is a plain relative posix path inside a bundle; ``BundleRefused`` if not."""
-    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path \
-            or "\0" in path or any(p in ("", ".", "..") for p in path.split("/")):
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\0" in path
+        or any(p in ("", ".", "..") for p in path.split("/"))
+    ):
         raise BundleRefused(f"bundle file name {path!r} is not a relative path inside the bundle")
     return path
 
@@ -89,8 +95,9 @@ def read_tree(root: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
         for name in sorted(dirnames):
             if (here / name).is_symlink():
                 odd.append(((here / name).relative_to(root).as_posix(), "a symlink"))
-        dirnames[:] = sorted(d for d in dirnames
-                             if d not in _SKIPPED_DIRS and not (here / d).is_symlink())
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in _SKIPPED_DIRS and not (here / d).is_symlink()
+        )
         for name in sorted(filenames):
             path = here / name
             rel = path.relative_to(root).as_posix()
@@ -102,8 +109,7 @@ def read_tree(root: Path) -> tuple[list[SourceFile], list[tuple[str, str]]]:
             elif not stat.S_ISREG(st.st_mode):
                 odd.append((rel, "not a regular file"))
             else:
-                files.append(SourceFile(rel, bool(st.st_mode & stat.S_IXUSR),
-                                        path.read_bytes()))
+                files.append(SourceFile(rel, bool(st.st_mode & stat.S_IXUSR), path.read_bytes()))
     return sorted(files, key=lambda f: f.path), odd
 
 
@@ -117,8 +123,11 @@ def from_wire(rows: object) -> list[SourceFile]:
         raise BundleRefused("bundle files must be a list of [path, executable, data]")
     files = []
     for row in rows:
-        if not isinstance(row, list | tuple) or len(row) != 3 \
-                or not isinstance(row[2], bytes | bytearray | memoryview):
+        if (
+            not isinstance(row, list | tuple)
+            or len(row) != 3
+            or not isinstance(row[2], bytes | bytearray | memoryview)
+        ):
             raise BundleRefused("bundle files must be a list of [path, executable, data]")
         files.append(SourceFile(check_rel_path(row[0]), bool(row[1]), bytes(row[2])))
     return files
@@ -144,8 +153,10 @@ class BundleStore:
         except OSError as exc:
             problem = exc.strerror or str(exc)
         if problem:
-            raise BadInput(f"{BUNDLE_DIR_ENV}={self.root}: cannot cache job bundles there "
-                           f"({problem}); set it to a writable directory")
+            raise BadInput(
+                f"{BUNDLE_DIR_ENV}={self.root}: cannot cache job bundles there "
+                f"({problem}); set it to a writable directory"
+            )
 
     def _dir(self, digest: str) -> Path:
         return self.root / check_digest(digest).removeprefix("sha256:")
@@ -162,8 +173,13 @@ class BundleStore:
         files, odd = read_tree(final)
         found = tree_digest(files)
         if odd or found != digest:
-            log.warning("lockstep bundle cache: %s holds %s%s, not %s; removing it", final,
-                        found, f" and {len(odd)} link(s) or special file(s)" if odd else "", digest)
+            log.warning(
+                "lockstep bundle cache: %s holds %s%s, not %s; removing it",
+                final,
+                found,
+                f" and {len(odd)} link(s) or special file(s)" if odd else "",
+                digest,
+            )
             with self._lock:
                 self._verified.discard(digest)
             _remove(final)
@@ -180,7 +196,8 @@ class BundleStore:
             raise BundleRefused(
                 f"bundle sent as {digest} arrived as {found} ({len(files)} file(s)): its files "
                 "changed after its digest was taken, or it is partial; refusing it. Run the "
-                "job again from an unchanged bundle")
+                "job again from an unchanged bundle"
+            )
         if not files:
             raise BundleRefused(f"bundle {digest} has no files; refusing it")
         existing = self.has(digest)
@@ -219,13 +236,16 @@ class BundleStore:
                 return final
         found = self.has(digest)
         if found is None:
-            raise BundleMissing(f"bundle {digest} is not on {where}: the runner ships a bundle "
-                                "to each worker before its tasks (lockstep run does)")
+            raise BundleMissing(
+                f"bundle {digest} is not on {where}: the runner ships a bundle "
+                "to each worker before its tasks (lockstep run does)"
+            )
         return found
 
 
 def _remove(path: Path) -> None:
     """Remove a cache entry whose files we made read-only."""
+
     def unlock(func: Any, name: str, _exc: Any) -> None:
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(name), 0o700)
@@ -253,8 +273,11 @@ def install(worker: Any, store: BundleStore) -> None:
             log.error("lockstep refused a bundle on %s: %s", worker.address, exc)
             return {"ok": False, "error": f"worker {worker.address}: {exc}"}
         except OSError as exc:
-            return {"ok": False, "error": f"worker {worker.address} cannot cache bundle "
-                                          f"{digest} under {store.root}: {exc}"}
+            return {
+                "ok": False,
+                "error": f"worker {worker.address} cannot cache bundle "
+                f"{digest} under {store.root}: {exc}",
+            }
         return {"ok": True, "path": str(path)}
 
     async def check(digest: str, checks: Any, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
@@ -262,8 +285,9 @@ def install(worker: Any, store: BundleStore) -> None:
             path = await asyncio.to_thread(store.path, digest, f"worker {worker.address}")
         except (BundleRefused, BundleMissing) as exc:
             return {"ok": False, "error": str(exc)}
-        rows = [{"role": str(c["role"]), "ref": str(c["ref"]), "args": list(c["args"])}
-                for c in checks]
+        rows = [
+            {"role": str(c["role"]), "ref": str(c["ref"]), "args": list(c["args"])} for c in checks
+        ]
         results = await asyncio.to_thread(run_probe, [str(path)], rows, float(timeout))
         return {"ok": True, "results": results, "path": str(path)}
 

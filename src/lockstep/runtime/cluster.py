@@ -40,15 +40,23 @@ def open_client(address: str, timeout: float) -> Any:
     try:
         return Client(address, timeout=timeout)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
-        raise ServiceFailed(f"scheduler {address} unreachable after {timeout:g} s ({exc}); "
-                            "check the address and that `lockstep scheduler` runs there") from exc
+        raise ServiceFailed(
+            f"scheduler {address} unreachable after {timeout:g} s ({exc}); "
+            "check the address and that `lockstep scheduler` runs there"
+        ) from exc
     except ValueError as exc:
-        raise BadInput(f"scheduler address {address!r}: {exc}; "
-                       "write it like tcp://host:8786") from exc
+        raise BadInput(
+            f"scheduler address {address!r}: {exc}; write it like tcp://host:8786"
+        ) from exc
 
 
-def connect(address: str, n_workers: int = 1, timeout: float = 30.0,
-            manifest: BuildManifest | None = None, probe_workers: bool = False) -> Any:
+def connect(
+    address: str,
+    n_workers: int = 1,
+    timeout: float = 30.0,
+    manifest: BuildManifest | None = None,
+    probe_workers: bool = False,
+) -> Any:
     """A connected ``Client``, once scheduler and ≥ ``n_workers`` ready workers match our build.
 
     ``manifest`` is the runner's own (default: ``$LOCKSTEP_MANIFEST``). Raises
@@ -63,17 +71,23 @@ def connect(address: str, n_workers: int = 1, timeout: float = 30.0,
     client = open_client(address, timeout)
     try:
         remaining = max(timeout - (time.monotonic() - start), 0.0)
-        check_cluster(client, own, n_workers=n_workers, timeout=remaining,
-                      probe_workers=probe_workers)
+        check_cluster(
+            client, own, n_workers=n_workers, timeout=remaining, probe_workers=probe_workers
+        )
     except BaseException:
         client.close()
         raise
     return client
 
 
-def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
-                  timeout: float = 30.0, probe_workers: bool = False,
-                  log_ready: bool = True) -> ClusterReport:
+def check_cluster(
+    client: Any,
+    manifest: BuildManifest,
+    n_workers: int = 0,
+    timeout: float = 30.0,
+    probe_workers: bool = False,
+    log_ready: bool = True,
+) -> ClusterReport:
     """Check the cluster behind ``client`` against ``manifest``; wait for ``n_workers`` ready.
 
     The scheduler answers with its own manifest and, for each worker, the
@@ -96,55 +110,74 @@ def check_cluster(client: Any, manifest: BuildManifest, n_workers: int = 0,
         listed = info.get("workers", []) if isinstance(info, dict) else []
         workers = [_listed_member(w, manifest) for w in listed]
         if not scheduler.ok:
-            raise IncompatibleClusterError(_mismatch_summary(manifest, scheduler, address),
-                                           [runner, scheduler, *workers])
+            raise IncompatibleClusterError(
+                _mismatch_summary(manifest, scheduler, address), [runner, scheduler, *workers]
+            )
         if probe_workers and listed:
             addresses = [str(w["address"]) for w in listed]
-            answers = _call(client, client.scheduler.broadcast, deadline, address,
-                            msg={"op": IDENTITY_OP}, workers=addresses, on_error="ignore")
-            workers = [_worker_member(w, answers.get(w.address), manifest) if w.ok else w
-                       for w in workers]
+            answers = _call(
+                client,
+                client.scheduler.broadcast,
+                deadline,
+                address,
+                msg={"op": IDENTITY_OP},
+                workers=addresses,
+                on_error="ignore",
+            )
+            workers = [
+                _worker_member(w, answers.get(w.address), manifest) if w.ok else w for w in workers
+            ]
         members = (runner, scheduler, *workers)
         wrong = [w for w in workers if w.status.startswith(_WRONG)]
         if wrong:
-            named = ", ".join(f"{w.address} ({w.status}: build {w.build_id} version {w.version})"
-                              for w in wrong)
+            named = ", ".join(
+                f"{w.address} ({w.status}: build {w.build_id} version {w.version})" for w in wrong
+            )
             raise IncompatibleClusterError(
                 f"{len(wrong)} worker(s) at {address} are not build {manifest.build_id} "
                 f"version {manifest.version} of this runner: {named}; refusing to submit",
-                members)
+                members,
+            )
         ready = [w for w in workers if w.ok]
         if len(ready) >= n_workers:
             if log_ready:
-                log.info("lockstep cluster %s: build %s, %d worker(s) ready", address,
-                         manifest.build_id, len(ready))
+                log.info(
+                    "lockstep cluster %s: build %s, %d worker(s) ready",
+                    address,
+                    manifest.build_id,
+                    len(ready),
+                )
             return ClusterReport(members)
         if time.monotonic() >= deadline:
-            raise ClusterNotReady(_not_ready_summary(address, n_workers, timeout, workers,
-                                                     info.get("refused", [])), members)
+            raise ClusterNotReady(
+                _not_ready_summary(address, n_workers, timeout, workers, info.get("refused", [])),
+                members,
+            )
         time.sleep(POLL_SECONDS)
 
 
 _WRONG = ("other build", "bad manifest", "no manifest")
 
 
-def _call(client: Any, fn: Callable[..., Any], deadline: float, address: str,
-          **kwargs: Any) -> Any:
+def _call(client: Any, fn: Callable[..., Any], deadline: float, address: str, **kwargs: Any) -> Any:
     remaining = deadline - time.monotonic()
     try:
         return client.sync(fn, callback_timeout=max(remaining, 1.0), **kwargs)
     except LockstepError:
         raise
     except (OSError, TimeoutError) as exc:
-        raise ServiceFailed(f"scheduler {address} did not answer the lockstep handshake "
-                            f"({type(exc).__name__}: {exc}); check that it runs "
-                            "`lockstep scheduler`") from exc
+        raise ServiceFailed(
+            f"scheduler {address} did not answer the lockstep handshake "
+            f"({type(exc).__name__}: {exc}); check that it runs "
+            "`lockstep scheduler`"
+        ) from exc
 
 
 def _scheduler_member(address: str, info: Any, own: BuildManifest) -> Member:
     if not isinstance(info, dict) or "manifest" not in info:
-        return Member.unknown(address, "scheduler",
-                              "no lockstep gate (not started with `lockstep scheduler`)")
+        return Member.unknown(
+            address, "scheduler", "no lockstep gate (not started with `lockstep scheduler`)"
+        )
     try:
         theirs = read_announced(info["manifest"], f"scheduler {address}")
     except BadInput as exc:
@@ -172,8 +205,9 @@ def _worker_member(listed: Member, answer: Any, own: BuildManifest) -> Member:
     """A worker as it answered ``lockstep_identity`` itself (``probe_workers``)."""
     address = listed.address
     if not isinstance(answer, dict) or "manifest" not in answer:
-        return Member.unknown(address, "worker", "not ready (no answer to lockstep_identity)",
-                              listed.executor)
+        return Member.unknown(
+            address, "worker", "not ready (no answer to lockstep_identity)", listed.executor
+        )
     executor = str(answer.get("executor") or "-")
     try:
         theirs = read_announced(answer["manifest"], f"worker {address}")
@@ -188,22 +222,26 @@ def _worker_member(listed: Member, answer: Any, own: BuildManifest) -> Member:
 
 def _mismatch_summary(own: BuildManifest, scheduler: Member, address: str) -> str:
     if scheduler.status == "other build":
-        return (f"runner is build {own.build_id} version {own.version} but scheduler {address} "
-                f"is build {scheduler.build_id} version {scheduler.version}; refusing to submit: "
-                "run the runner from the same build as the cluster")
+        return (
+            f"runner is build {own.build_id} version {own.version} but scheduler {address} "
+            f"is build {scheduler.build_id} version {scheduler.version}; refusing to submit: "
+            "run the runner from the same build as the cluster"
+        )
     return f"scheduler {address}: {scheduler.status}; refusing to submit"
 
 
-def _not_ready_summary(address: str, n_workers: int, timeout: float, workers: list[Member],
-                       refused: list[Any]) -> str:
+def _not_ready_summary(
+    address: str, n_workers: int, timeout: float, workers: list[Member], refused: list[Any]
+) -> str:
     ready = sum(w.ok for w in workers)
-    text = (f"only {ready} of {n_workers} required worker(s) of this build ready at {address} "
-            f"after {timeout:g} s")
+    text = (
+        f"only {ready} of {n_workers} required worker(s) of this build ready at {address} "
+        f"after {timeout:g} s"
+    )
     waiting = [f"{w.address} ({w.status})" for w in workers if not w.ok]
     if waiting:
         text += "; not ready: " + ", ".join(waiting)
     if refused:
-        shown = [str(r.get("message", r)) if isinstance(r, dict) else str(r)
-                 for r in refused[-3:]]
+        shown = [str(r.get("message", r)) if isinstance(r, dict) else str(r) for r in refused[-3:]]
         text += f"; the scheduler refused {len(refused)} worker(s), last: " + " | ".join(shown)
     return text + "; start more workers of this build or raise the timeout"

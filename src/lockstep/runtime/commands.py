@@ -27,39 +27,71 @@ def add_commands(sub: Any) -> None:
     # prefix_chars="+": argparse treats every "-…" as a plain argument, so all of
     # Dask's options (and --help) reach Dask's own parser untouched.
     scheduler = sub.add_parser(
-        "scheduler", prefix_chars="+", add_help=False,
+        "scheduler",
+        prefix_chars="+",
+        add_help=False,
         help="run a Dask scheduler that admits only workers of this build "
-             "(Dask's `dask scheduler` options pass through)")
+        "(Dask's `dask scheduler` options pass through)",
+    )
     scheduler.add_argument("dask_args", nargs=argparse.REMAINDER)
     scheduler.set_defaults(func=run_scheduler)
 
     worker = sub.add_parser(
-        "worker", prefix_chars="+", add_help=False,
+        "worker",
+        prefix_chars="+",
+        add_help=False,
         help="run a Dask worker configured from its own environment (LOCKSTEP_EXECUTOR); "
-             "`dask worker` options pass through, e.g. tcp://host:8786 --nthreads 1")
+        "`dask worker` options pass through, e.g. tcp://host:8786 --nthreads 1",
+    )
     worker.add_argument("dask_args", nargs=argparse.REMAINDER)
     worker.set_defaults(func=run_worker)
 
     runner = sub.add_parser(
-        "runner", help="connect to a scheduler, check that it and its workers are this build, "
-                       "and print the cluster's table")
+        "runner",
+        help="connect to a scheduler, check that it and its workers are this build, "
+        "and print the cluster's table",
+    )
     runner.add_argument("scheduler", help="scheduler address, e.g. tcp://scheduler:8786")
-    runner.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="wait for at least N ready workers of this build (default 1)")
-    runner.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up after this long (default 30)")
-    runner.add_argument("--probe", action="store_true",
-                        help="also ask every worker directly, not only the scheduler's record")
+    runner.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="wait for at least N ready workers of this build (default 1)",
+    )
+    runner.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long (default 30)",
+    )
+    runner.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask every worker directly, not only the scheduler's record",
+    )
     runner.set_defaults(func=run_runner)
 
     doctor = sub.add_parser(
-        "doctor", help="show the live cluster behind a scheduler as a table (address, role, "
-                       "version, build id, executor, image, status); exit 1 unless it is all "
-                       "one build")
-    doctor.add_argument("--scheduler", required=True, metavar="ADDR",
-                        help="scheduler address, e.g. tcp://scheduler:8786")
-    doctor.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="give up after this long (default 30)")
+        "doctor",
+        help="show the live cluster behind a scheduler as a table (address, role, "
+        "version, build id, executor, image, status); exit 1 unless it is all "
+        "one build",
+    )
+    doctor.add_argument(
+        "--scheduler",
+        required=True,
+        metavar="ADDR",
+        help="scheduler address, e.g. tcp://scheduler:8786",
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long (default 30)",
+    )
     doctor.add_argument("--json", action="store_true", help="print the table as JSON")
     doctor.set_defaults(func=run_doctor)
 
@@ -80,8 +112,9 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
         refusal = _refusal(exc)
         if refusal:
             raise CheckFailed(refusal.removeprefix("lockstep ")) from exc
-        raise ServiceFailed(f"{prog} stopped: {type(exc).__name__}: {exc}; "
-                            "its log above says why") from exc
+        raise ServiceFailed(
+            f"{prog} stopped: {type(exc).__name__}: {exc}; its log above says why"
+        ) from exc
     return 0
 
 
@@ -112,8 +145,9 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
     manifest = load_manifest()  # BadInput, one line, before Dask starts
     log.info("lockstep scheduler: build %s version %s", manifest.build_id, manifest.version)
-    return _dask_main("distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args,
-                      "lockstep scheduler")
+    return _dask_main(
+        "distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args, "lockstep scheduler"
+    )
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -122,8 +156,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
     if not {"--help", "--version"} & set(args.dask_args):
         RuntimeConfig.from_env()  # BadInput, one line, before Dask starts
-    code = _dask_main("distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args,
-                      "lockstep worker")
+    code = _dask_main(
+        "distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args, "lockstep worker"
+    )
     if RETIRED:  # without a nanny: the worker ran in this process
         log.error("lockstep worker retired: %s", RETIRED[0])
         return EXIT_RETIRED
@@ -137,8 +172,9 @@ def run_runner(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     client = open_client(args.scheduler, args.timeout)
     try:
-        report = check_cluster(client, manifest, n_workers=args.workers, timeout=args.timeout,
-                               probe_workers=args.probe)
+        report = check_cluster(
+            client, manifest, n_workers=args.workers, timeout=args.timeout, probe_workers=args.probe
+        )
     finally:
         client.close()
     print(report.table())

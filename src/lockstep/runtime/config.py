@@ -80,27 +80,56 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting(MANIFEST_ENV, "scheduler, worker, runner", MANIFEST_PATH,
-            "path of this process's build manifest; outside an image it must be set"),
-    Setting(EXECUTOR_ENV, "worker", None,
-            "executor type for this worker's tasks: one of the manifest's `executors`; "
-            "anything else stops the worker", required=True),
-    Setting(START_TIMEOUT_ENV, "worker", str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
-            "seconds (a number > 0) to wait for the executor's child process to say it is ready"),
-    Setting(TASK_TIMEOUT_ENV, "worker", str(DEFAULT_TASK_TIMEOUT).removesuffix(".0"),
-            "seconds (a number > 0) a task may run when its job sets no `task_timeout`; then "
-            "its process group is killed and the task fails (under `direct` the worker also "
-            "retires, as a thread cannot be killed)"),
-    Setting(RESULT_MAX_BYTES_ENV, "worker", str(DEFAULT_RESULT_MAX_BYTES),
-            "the largest value (pickled, in bytes; an integer > 0) a task may return; a "
-            "larger one fails that task"),
-    Setting(BUNDLE_DIR_ENV, "worker", BUNDLE_DIR_DEFAULT,
-            "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
-            "`/tmp`); must be writable"),
-    Setting(IMAGE_ENV, "scheduler, worker", None,
-            "the image reference the deployment pulled, e.g. "
-            "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
-            "logged at start-up and shown by `lockstep doctor`"),
+    Setting(
+        MANIFEST_ENV,
+        "scheduler, worker, runner",
+        MANIFEST_PATH,
+        "path of this process's build manifest; outside an image it must be set",
+    ),
+    Setting(
+        EXECUTOR_ENV,
+        "worker",
+        None,
+        "executor type for this worker's tasks: one of the manifest's `executors`; "
+        "anything else stops the worker",
+        required=True,
+    ),
+    Setting(
+        START_TIMEOUT_ENV,
+        "worker",
+        str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
+        "seconds (a number > 0) to wait for the executor's child process to say it is ready",
+    ),
+    Setting(
+        TASK_TIMEOUT_ENV,
+        "worker",
+        str(DEFAULT_TASK_TIMEOUT).removesuffix(".0"),
+        "seconds (a number > 0) a task may run when its job sets no `task_timeout`; then "
+        "its process group is killed and the task fails (under `direct` the worker also "
+        "retires, as a thread cannot be killed)",
+    ),
+    Setting(
+        RESULT_MAX_BYTES_ENV,
+        "worker",
+        str(DEFAULT_RESULT_MAX_BYTES),
+        "the largest value (pickled, in bytes; an integer > 0) a task may return; a "
+        "larger one fails that task",
+    ),
+    Setting(
+        BUNDLE_DIR_ENV,
+        "worker",
+        BUNDLE_DIR_DEFAULT,
+        "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
+        "`/tmp`); must be writable",
+    ),
+    Setting(
+        IMAGE_ENV,
+        "scheduler, worker",
+        None,
+        "the image reference the deployment pulled, e.g. "
+        "`HOST/REPO/lockstep-worker@sha256:…`; only informational (never validated): "
+        "logged at start-up and shown by `lockstep doctor`",
+    ),
 )
 
 
@@ -125,8 +154,10 @@ def image_from_env(environ: Mapping[str, str] | None = None) -> str | None:
 def scheduler_settings(environ: Mapping[str, str] | None = None) -> str:
     """The scheduler's one start-up log line of its settings."""
     env = os.environ if environ is None else environ
-    return (f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
-            f"{IMAGE_ENV}={image_from_env(env) or '(unset)'}")
+    return (
+        f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
+        f"{IMAGE_ENV}={image_from_env(env) or '(unset)'}"
+    )
 
 
 def registered_executors() -> dict[str, str]:
@@ -148,8 +179,9 @@ class RuntimeConfig:
     result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None,
-                 manifest: BuildManifest | None = None) -> RuntimeConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, manifest: BuildManifest | None = None
+    ) -> RuntimeConfig:
         """Read this process's environment; ``BadInput`` naming the variable and valid values.
 
         ``manifest`` defaults to this process's own (``$LOCKSTEP_MANIFEST``).
@@ -171,13 +203,15 @@ class RuntimeConfig:
 
     def describe(self) -> str:
         """One log line of every setting and where its value came from."""
-        return (f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
-                f"{EXECUTOR_ENV}={self.executor} "
-                f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
-                f"{TASK_TIMEOUT_ENV}={self.task_timeout:g} "
-                f"{RESULT_MAX_BYTES_ENV}={self.result_max_bytes} "
-                f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
-                f"{IMAGE_ENV}={self.image or '(unset)'}")
+        return (
+            f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
+            f"{EXECUTOR_ENV}={self.executor} "
+            f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
+            f"{TASK_TIMEOUT_ENV}={self.task_timeout:g} "
+            f"{RESULT_MAX_BYTES_ENV}={self.result_max_bytes} "
+            f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
+            f"{IMAGE_ENV}={self.image or '(unset)'}"
+        )
 
 
 def _bundle_dir(env: Mapping[str, str]) -> Path:
@@ -186,8 +220,10 @@ def _bundle_dir(env: Mapping[str, str]) -> Path:
         return default_bundle_dir()
     if not raw or not os.path.isabs(raw):
         shown = repr(raw) if raw else "'' (empty)"
-        raise BadInput(f"{BUNDLE_DIR_ENV}={shown} is not an absolute path; unset it for the "
-                       f"default ({default_bundle_dir()}) or set a writable directory")
+        raise BadInput(
+            f"{BUNDLE_DIR_ENV}={shown} is not an absolute path; unset it for the "
+            f"default ({default_bundle_dir()}) or set a writable directory"
+        )
     return Path(raw)
 
 
@@ -196,18 +232,22 @@ def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
     build = f"build {manifest.build_id} version {manifest.version}"
     value = env.get(EXECUTOR_ENV)
     if value is None:
-        raise BadInput(f"{EXECUTOR_ENV} is not set; set it to one of the executors of "
-                       f"{build}: {valid}")
+        raise BadInput(
+            f"{EXECUTOR_ENV} is not set; set it to one of the executors of {build}: {valid}"
+        )
     if value not in manifest.executors:
         shown = repr(value) if value else "'' (empty)"
-        raise BadInput(f"{EXECUTOR_ENV}={shown} is not an executor of {build}; "
-                       f"valid values: {valid}")
+        raise BadInput(
+            f"{EXECUTOR_ENV}={shown} is not an executor of {build}; valid values: {valid}"
+        )
     registry = registered_executors()
     if value not in registry:
-        raise BadInput(f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
-                       f"registers no {EXECUTOR_GROUP} entry point {value!r} (it has: "
-                       f"{', '.join(sorted(registry)) or 'none'}); the image is inconsistent, "
-                       "rebuild it")
+        raise BadInput(
+            f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
+            f"registers no {EXECUTOR_GROUP} entry point {value!r} (it has: "
+            f"{', '.join(sorted(registry)) or 'none'}); the image is inconsistent, "
+            "rebuild it"
+        )
     return value
 
 
@@ -221,8 +261,10 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         shown = repr(raw) if raw else "'' (empty)"
-        raise BadInput(f"{name}={shown} is not a number of seconds > 0; unset it for the "
-                       f"default ({default:g}) or set a number such as 30")
+        raise BadInput(
+            f"{name}={shown} is not a number of seconds > 0; unset it for the "
+            f"default ({default:g}) or set a number such as 30"
+        )
     return value
 
 
@@ -233,6 +275,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     text = raw.strip()
     if not (text.isascii() and text.isdigit()) or int(text) <= 0 or int(text) >= 2**63:
         shown = repr(raw) if raw else "'' (empty)"
-        raise BadInput(f"{name}={shown} is not a whole number of bytes > 0; unset it for the "
-                       f"default ({default}) or set one such as {default}")
+        raise BadInput(
+            f"{name}={shown} is not a whole number of bytes > 0; unset it for the "
+            f"default ({default}) or set one such as {default}"
+        )
     return int(text)

@@ -65,10 +65,20 @@ class Row:
     tasks: int | None = None  # tasks the worker has run since it started
 
     @classmethod
-    def of(cls, member: Member, image: str = "-", pid: int | None = None,
-           tasks: int | None = None) -> Row:
-        return cls(member.address, member.role, member.version, member.build_id,
-                   member.executor, image, member.status, pid, tasks)
+    def of(
+        cls, member: Member, image: str = "-", pid: int | None = None, tasks: int | None = None
+    ) -> Row:
+        return cls(
+            member.address,
+            member.role,
+            member.version,
+            member.build_id,
+            member.executor,
+            image,
+            member.status,
+            pid,
+            tasks,
+        )
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,11 @@ class Diagnosis:
     @property
     def problems(self) -> tuple[Row, ...]:
         """Rows that break "all one build" (a worker that is only starting is not one)."""
-        return tuple(r for r in self.rows if self.build_id is None
-                     or r.build_id != self.build_id or r.status.startswith(REFUSED))
+        return tuple(
+            r
+            for r in self.rows
+            if self.build_id is None or r.build_id != self.build_id or r.status.startswith(REFUSED)
+        )
 
     @property
     def ok(self) -> bool:
@@ -92,30 +105,46 @@ class Diagnosis:
 
     def table(self) -> str:
         """Plain text: address, role, version, build id, executor, image, status."""
-        rows = [_COLUMNS] + [(r.address, r.role, r.version, r.build_id, r.executor, r.image,
-                              r.status) for r in self.rows]
+        rows = [_COLUMNS] + [
+            (r.address, r.role, r.version, r.build_id, r.executor, r.image, r.status)
+            for r in self.rows
+        ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                         for row in rows)
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+        )
 
     def summary(self) -> str:
         """One line: all one build, or what is not."""
         workers = sum(r.role == "worker" and not r.status.startswith(REFUSED) for r in self.rows)
         if self.ok:
-            return (f"ok: scheduler {self.scheduler} and {workers} worker(s) are all build "
-                    f"{self.build_id} version {self.version}")
+            return (
+                f"ok: scheduler {self.scheduler} and {workers} worker(s) are all build "
+                f"{self.build_id} version {self.version}"
+            )
         if self.build_id is None:
-            return (f"cluster at {self.scheduler} is not guarded: scheduler "
-                    f"{self.rows[0].status}; start it with `lockstep scheduler` from the "
-                    "workers' image")
-        named = "; ".join(f"{r.role} {r.address}: {r.status} (build {r.build_id} version "
-                          f"{r.version})" for r in self.problems)
-        return (f"cluster at {self.scheduler} is not all build {self.build_id} version "
-                f"{self.version}: {named}; start every process from the scheduler's images")
+            return (
+                f"cluster at {self.scheduler} is not guarded: scheduler "
+                f"{self.rows[0].status}; start it with `lockstep scheduler` from the "
+                "workers' image"
+            )
+        named = "; ".join(
+            f"{r.role} {r.address}: {r.status} (build {r.build_id} version {r.version})"
+            for r in self.problems
+        )
+        return (
+            f"cluster at {self.scheduler} is not all build {self.build_id} version "
+            f"{self.version}: {named}; start every process from the scheduler's images"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scheduler": self.scheduler, "build_id": self.build_id, "version": self.version,
-                "ok": self.ok, "members": [asdict(r) for r in self.rows]}
+        return {
+            "scheduler": self.scheduler,
+            "build_id": self.build_id,
+            "version": self.version,
+            "ok": self.ok,
+            "members": [asdict(r) for r in self.rows],
+        }
 
 
 def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
@@ -131,13 +160,22 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
             listed = [dict(w) for w in info.get("workers", [])]
         else:  # a plain Dask scheduler: list its workers the Dask way
             scheduler_info = client.scheduler_info()
-            listed = [{"address": a, "manifest": None, "executor": "-", "status": "running"}
-                      for a in scheduler_info.get("workers", {})]
+            listed = [
+                {"address": a, "manifest": None, "executor": "-", "status": "running"}
+                for a in scheduler_info.get("workers", {})
+            ]
         addresses = [str(w["address"]) for w in listed]
         answers: Mapping[str, Any] = {}
         if addresses:
-            answers = _call(client, client.scheduler.broadcast, deadline, address,
-                            msg={"op": IDENTITY_OP}, workers=addresses, on_error="ignore")
+            answers = _call(
+                client,
+                client.scheduler.broadcast,
+                deadline,
+                address,
+                msg={"op": IDENTITY_OP},
+                workers=addresses,
+                on_error="ignore",
+            )
     finally:
         client.close()
 
@@ -154,8 +192,9 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
     return Diagnosis(address, build, version, tuple(rows))
 
 
-def _scheduler(address: str, info: Mapping[str, Any] | None, answers: Mapping[str, Any]
-               ) -> tuple[BuildManifest | None, Member]:
+def _scheduler(
+    address: str, info: Mapping[str, Any] | None, answers: Mapping[str, Any]
+) -> tuple[BuildManifest | None, Member]:
     """The build to compare with, and the scheduler's row.
 
     The scheduler's own build; without a gate (or with a bad manifest), the
@@ -165,11 +204,13 @@ def _scheduler(address: str, info: Mapping[str, Any] | None, answers: Mapping[st
         try:
             own = read_announced(info["manifest"], f"scheduler {address}")
         except BadInput as exc:
-            return _majority(answers), Member.unknown(address, "scheduler",
-                                                      f"bad manifest: {exc.message}")
+            return _majority(answers), Member.unknown(
+                address, "scheduler", f"bad manifest: {exc.message}"
+            )
         return own, _scheduler_member(address, info, own)
     return _majority(answers), Member.unknown(
-        address, "scheduler", "no lockstep gate (not started with `lockstep scheduler`)")
+        address, "scheduler", "no lockstep gate (not started with `lockstep scheduler`)"
+    )
 
 
 def _majority(answers: Mapping[str, Any]) -> BuildManifest | None:
@@ -186,20 +227,29 @@ def _majority(answers: Mapping[str, Any]) -> BuildManifest | None:
     return found[counts.most_common(1)[0][0]] if counts else None
 
 
-def _worker_row(entry: Mapping[str, Any], answer: Any, reference: BuildManifest | None,
-                image: str) -> Row:
+def _worker_row(
+    entry: Mapping[str, Any], answer: Any, reference: BuildManifest | None, image: str
+) -> Row:
     address = str(entry["address"])
     if reference is None:
-        return Row.of(Member.unknown(address, "worker", "no manifest", str(entry["executor"])),
-                      image)
+        return Row.of(
+            Member.unknown(address, "worker", "no manifest", str(entry["executor"])), image
+        )
     member = _listed_member(entry, reference)
-    if isinstance(answer, dict) and "manifest" in answer and (
-            member.ok or entry.get("manifest") is None):
+    if (
+        isinstance(answer, dict)
+        and "manifest" in answer
+        and (member.ok or entry.get("manifest") is None)
+    ):
         member = _worker_member(member, answer, reference)
     pid = answer.get("pid") if isinstance(answer, dict) else None
     tasks = answer.get("tasks") if isinstance(answer, dict) else None
-    return Row.of(member, image, pid if isinstance(pid, int) else None,
-                  tasks if isinstance(tasks, int) else None)
+    return Row.of(
+        member,
+        image,
+        pid if isinstance(pid, int) else None,
+        tasks if isinstance(tasks, int) else None,
+    )
 
 
 def _refused_rows(refused: Sequence[Any], seen: Sequence[str]) -> list[Row]:
@@ -218,8 +268,9 @@ def _refused_rows(refused: Sequence[Any], seen: Sequence[str]) -> list[Row]:
         if isinstance(when, int | float):
             stamp = datetime.datetime.fromtimestamp(when, datetime.UTC)
             status += stamp.strftime(" %Y-%m-%dT%H:%M:%SZ")
-        rows.append(Row(address, "worker", version, build, str(entry.get("executor", "-")),
-                        "-", status))
+        rows.append(
+            Row(address, "worker", version, build, str(entry.get("executor", "-")), "-", status)
+        )
     return rows
 
 

@@ -34,8 +34,14 @@ class Member:
         return self.status == "ok"
 
     @classmethod
-    def of(cls, address: str, role: str, manifest: BuildManifest, executor: str = "-",
-           status: str = "ok") -> Member:
+    def of(
+        cls,
+        address: str,
+        role: str,
+        manifest: BuildManifest,
+        executor: str = "-",
+        status: str = "ok",
+    ) -> Member:
         return cls(address, role, manifest.version, manifest.build_id, executor, status)
 
     @classmethod
@@ -46,11 +52,14 @@ class Member:
 def format_table(members: Sequence[Member]) -> str:
     """A plain-text table: address, role, version, build id, executor, status."""
     header = ("address", "role", "version", "build id", "executor", "status")
-    rows = [header] + [(m.address, m.role, m.version, m.build_id, m.executor, m.status)
-                       for m in members]
+    rows = [header] + [
+        (m.address, m.role, m.version, m.build_id, m.executor, m.status) for m in members
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 @dataclass(frozen=True)
@@ -86,11 +95,14 @@ class IncompatibleClusterError(CheckFailed):
 def read_announced(announced: object, where: str) -> BuildManifest:
     """The manifest a process announced (canonical JSON); ``BadInput`` if absent or bad."""
     if announced is None:
-        raise BadInput(f"{where} announced no lockstep manifest (not started with "
-                       "`lockstep worker`, or its manifest could not be read)")
+        raise BadInput(
+            f"{where} announced no lockstep manifest (not started with "
+            "`lockstep worker`, or its manifest could not be read)"
+        )
     if not isinstance(announced, str):
-        raise BadInput(f"{where} announced a manifest that is not a JSON string "
-                       f"({type(announced).__name__})")
+        raise BadInput(
+            f"{where} announced a manifest that is not a JSON string ({type(announced).__name__})"
+        )
     return BuildManifest.from_json(announced, f"manifest announced by {where}")
 
 
@@ -100,11 +112,15 @@ def admission_refusal(own: BuildManifest, address: str, announced: object) -> st
     try:
         theirs = read_announced(announced, f"worker {address}")
     except BadInput as exc:
-        return (f"lockstep refused worker {address}: {exc.message}; {scheduler}. "
-                "Start workers from the scheduler's image with `lockstep worker`")
+        return (
+            f"lockstep refused worker {address}: {exc.message}; {scheduler}. "
+            "Start workers from the scheduler's image with `lockstep worker`"
+        )
     if theirs.build_id != own.build_id:
-        return (f"lockstep refused worker {address}: it is build {theirs.build_id} version "
-                f"{theirs.version} but {scheduler}. Start workers from the scheduler's image")
+        return (
+            f"lockstep refused worker {address}: it is build {theirs.build_id} version "
+            f"{theirs.version} but {scheduler}. Start workers from the scheduler's image"
+        )
     return None
 
 

@@ -73,9 +73,14 @@ class Gate:
         if refusal is None:
             return await self.original(comm, **msg)
         log.warning("%s", refusal)
-        self.refused.append({"address": address, "message": refusal, "time": time.time(),
-                             "executor": str(extra.get(EXECUTOR_KEY, "-"))
-                             if isinstance(extra, dict) else "-"})
+        self.refused.append(
+            {
+                "address": address,
+                "message": refusal,
+                "time": time.time(),
+                "executor": str(extra.get(EXECUTOR_KEY, "-")) if isinstance(extra, dict) else "-",
+            }
+        )
         await comm.write({"status": "error", "message": refusal, "time": time.time()})
         return None
 
@@ -92,15 +97,22 @@ def install(scheduler: Any, manifest: BuildManifest, image: str | None = None) -
 
     def identity() -> dict[str, Any]:
         workers = [
-            {"address": ws.address,
-             "manifest": ws.extra.get(ANNOUNCE_KEY),
-             "executor": ws.extra.get(EXECUTOR_KEY, "-"),
-             "status": ws.status.name}
+            {
+                "address": ws.address,
+                "manifest": ws.extra.get(ANNOUNCE_KEY),
+                "executor": ws.extra.get(EXECUTOR_KEY, "-"),
+                "status": ws.status.name,
+            }
             for ws in scheduler.workers.values()
         ]
-        return {"manifest": manifest.to_json().decode(), "pid": os.getpid(),
-                "address": scheduler.address, "image": image, "workers": workers,
-                "refused": list(gate.refused)}
+        return {
+            "manifest": manifest.to_json().decode(),
+            "pid": os.getpid(),
+            "address": scheduler.address,
+            "image": image,
+            "workers": workers,
+            "refused": list(gate.refused),
+        }
 
     scheduler.handlers[IDENTITY_OP] = identity
     return gate
@@ -120,8 +132,17 @@ def dask_setup(scheduler: Any) -> None:
     except RuntimeError as exc:
         from importlib.metadata import version
 
-        log.critical("lockstep scheduler cannot guard worker registration on distributed %s "
-                     "(%s); use the pinned distributed version", version("distributed"), exc)
+        log.critical(
+            "lockstep scheduler cannot guard worker registration on distributed %s "
+            "(%s); use the pinned distributed version",
+            version("distributed"),
+            exc,
+        )
         sys.exit(1)
-    log.info("lockstep scheduler ready: build %s version %s pid %d; admitting only workers "
-             "of this build", manifest.build_id, manifest.version, os.getpid())
+    log.info(
+        "lockstep scheduler ready: build %s version %s pid %d; admitting only workers "
+        "of this build",
+        manifest.build_id,
+        manifest.version,
+        os.getpid(),
+    )

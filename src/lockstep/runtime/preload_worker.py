@@ -90,8 +90,14 @@ async def _log_when_admitted(worker: Any, runtime: WorkerRuntime) -> None:
     from distributed.core import Status
 
     admitted = {Status.running, Status.paused}
-    ended = {Status.closing, Status.closing_gracefully, Status.closed, Status.failed,
-             Status.stopping, Status.stopped}
+    ended = {
+        Status.closing,
+        Status.closing_gracefully,
+        Status.closed,
+        Status.failed,
+        Status.stopping,
+        Status.stopped,
+    }
     while worker.status not in admitted | ended:
         await asyncio.sleep(0.02)
     if worker.status in admitted:

@@ -27,8 +27,9 @@ from typing import Any
 DEFAULT_TIMEOUT = 60.0
 
 
-def run_probe(paths: Sequence[str], checks: Sequence[dict[str, Any]],
-              timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+def run_probe(
+    paths: Sequence[str], checks: Sequence[dict[str, Any]], timeout: float = DEFAULT_TIMEOUT
+) -> list[dict[str, Any]]:
     """Check every ``{"role", "ref": "module:callable", "args": [names]}`` in ``checks``.
 
     Returns one ``{"role", "ref", "ok", "problem", "file"}`` per check, in order
@@ -39,24 +40,37 @@ def run_probe(paths: Sequence[str], checks: Sequence[dict[str, Any]],
         answer = Path(tmp) / "answer.json"
         request = json.dumps({"paths": list(paths), "checks": list(checks)})
         try:
-            proc = subprocess.run([sys.executable, "-I", "-B", __file__, str(answer)],
-                                  input=request, capture_output=True, text=True,
-                                  timeout=timeout, cwd=tmp)
+            proc = subprocess.run(
+                [sys.executable, "-I", "-B", __file__, str(answer)],
+                input=request,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=tmp,
+            )
         except subprocess.TimeoutExpired:
-            return _all_failed(checks, f"importing it did not finish within {timeout:g} s "
-                                       "(an import that waits or loops); fix the module")
+            return _all_failed(
+                checks,
+                f"importing it did not finish within {timeout:g} s "
+                "(an import that waits or loops); fix the module",
+            )
         try:
             results: list[dict[str, Any]] = json.loads(answer.read_text())["results"]
         except (OSError, ValueError, KeyError):
             tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output"
-            return _all_failed(checks, f"the import check's process ended with code "
-                                       f"{proc.returncode} before answering ({tail})")
+            return _all_failed(
+                checks,
+                f"the import check's process ended with code "
+                f"{proc.returncode} before answering ({tail})",
+            )
         return results
 
 
 def _all_failed(checks: Sequence[dict[str, Any]], problem: str) -> list[dict[str, Any]]:
-    return [{"role": c["role"], "ref": c["ref"], "ok": False, "problem": problem, "file": None}
-            for c in checks]
+    return [
+        {"role": c["role"], "ref": c["ref"], "ok": False, "problem": problem, "file": None}
+        for c in checks
+    ]
 
 
 # --- the probe's side: runs in the fresh interpreter ---------------------------------------
@@ -69,8 +83,10 @@ def _where(exc: BaseException) -> str:
     tb = exc.__traceback__
     last = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename != __file__ and not tb.tb_frame.f_code.co_filename \
-                .startswith("<frozen"):
+        if (
+            tb.tb_frame.f_code.co_filename != __file__
+            and not tb.tb_frame.f_code.co_filename.startswith("<frozen")
+        ):
             last = tb
         tb = tb.tb_next
     if last is None:
@@ -83,14 +99,21 @@ def _import_problem(module: str, exc: BaseException) -> str:
 
     where = _where(exc)
     at = f" at {where}" if where else ""
-    if isinstance(exc, ModuleNotFoundError) and exc.name and (
-            module == exc.name or module.startswith(exc.name + ".")):
-        return (f"module {module} not found (no {exc.name.replace('.', '/')}.py or package "
-                f"{exc.name} in the bundle or the installed packages); add it to the bundle "
-                "or fix the name")
+    if (
+        isinstance(exc, ModuleNotFoundError)
+        and exc.name
+        and (module == exc.name or module.startswith(exc.name + "."))
+    ):
+        return (
+            f"module {module} not found (no {exc.name.replace('.', '/')}.py or package "
+            f"{exc.name} in the bundle or the installed packages); add it to the bundle "
+            "or fix the name"
+        )
     if isinstance(exc, SyntaxError):
-        return (f"module {module} does not import: syntax error in {exc.filename} line "
-                f"{exc.lineno}: {exc.msg}; fix the file")
+        return (
+            f"module {module} does not import: syntax error in {exc.filename} line "
+            f"{exc.lineno}: {exc.msg}; fix the file"
+        )
     if isinstance(exc, SystemExit):
         return f"module {module} calls sys.exit({exc.code!r}) when imported{at}; remove that"
     spec_file = ""
@@ -99,8 +122,10 @@ def _import_problem(module: str, exc: BaseException) -> str:
         spec_file = f" ({found.origin})" if found and found.origin else ""
     except BaseException:  # only used to say which file it was
         pass
-    return (f"module {module}{spec_file} does not import: {type(exc).__name__}: {exc}{at}; "
-            "fix the module or what it imports")
+    return (
+        f"module {module}{spec_file} does not import: {type(exc).__name__}: {exc}{at}; "
+        "fix the module or what it imports"
+    )
 
 
 def _check(role: str, ref: str, arg_names: list[str]) -> dict[str, Any]:
@@ -108,8 +133,7 @@ def _check(role: str, ref: str, arg_names: list[str]) -> dict[str, Any]:
     import importlib
     import inspect
 
-    result: dict[str, Any] = {"role": role, "ref": ref, "ok": False, "problem": None,
-                              "file": None}
+    result: dict[str, Any] = {"role": role, "ref": ref, "ok": False, "problem": None, "file": None}
     module_name, _, qualname = ref.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -123,10 +147,18 @@ def _check(role: str, ref: str, arg_names: list[str]) -> dict[str, Any]:
             names = [n for n in dir(obj) if not n.startswith("_")]
             near = difflib.get_close_matches(part, names, n=3)
             defined = [n for n in names if callable(getattr(obj, n, None))]
-            hint = (f"; did you mean {', '.join(near)}?" if near else
-                    f"; it defines: {', '.join(defined)}" if defined else "")
-            here = (f"{module_name}:{'.'.join(walked)}" if walked
-                    else f"module {module_name} ({result['file'] or 'built in'})")
+            hint = (
+                f"; did you mean {', '.join(near)}?"
+                if near
+                else f"; it defines: {', '.join(defined)}"
+                if defined
+                else ""
+            )
+            here = (
+                f"{module_name}:{'.'.join(walked)}"
+                if walked
+                else f"module {module_name} ({result['file'] or 'built in'})"
+            )
             result["problem"] = f"{here} has no {part}{hint}"
             return result
         obj = getattr(obj, part)
@@ -146,8 +178,10 @@ def _check(role: str, ref: str, arg_names: list[str]) -> dict[str, Any]:
     try:
         signature.bind(*arg_names)
     except TypeError as exc:
-        result["problem"] = (f"{qualname}{signature} cannot be called as {call} ({exc}), "
-                             f"as lockstep calls every {role}; change its parameters")
+        result["problem"] = (
+            f"{qualname}{signature} cannot be called as {call} ({exc}), "
+            f"as lockstep calls every {role}; change its parameters"
+        )
         return result
     result["ok"] = True
     return result

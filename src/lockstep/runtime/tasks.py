@@ -56,9 +56,13 @@ def check_target(target: str) -> str:
     return target
 
 
-def run_task(target: str, args: Sequence[Any] = (),
-             kwargs: Mapping[str, Any] | None = None,
-             bundle: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+def run_task(
+    target: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    bundle: str | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
     """Run ``target(*args, **kwargs)`` under this worker's executor (runs on the worker).
 
     ``bundle`` is the digest of a job bundle this worker holds
@@ -73,36 +77,58 @@ def run_task(target: str, args: Sequence[Any] = (),
     worker = get_worker()
     runtime = worker.extensions.get(EXTENSION)
     if not isinstance(runtime, WorkerRuntime):
-        raise NotALockstepWorker(f"worker {worker.address} has no lockstep runtime: start it "
-                                 "with `lockstep worker` (it adds the lockstep preload)")
+        raise NotALockstepWorker(
+            f"worker {worker.address} has no lockstep runtime: start it "
+            "with `lockstep worker` (it adds the lockstep preload)"
+        )
     paths = (str(runtime.bundles.path(bundle, f"worker {worker.address}")),) if bundle else ()
     try:
-        result = runtime.run(TaskCall(target, tuple(args), dict(kwargs or {}), paths,
-                                      check_timeout(timeout)))
+        result = runtime.run(
+            TaskCall(target, tuple(args), dict(kwargs or {}), paths, check_timeout(timeout))
+        )
     except TaskError as exc:
         failed = exc.on_worker(worker.address)
-        log.error("lockstep task failed: %s%s", failed,
-                  f"\n{exc.remote_traceback.rstrip()}" if exc.remote_traceback else "")
+        log.error(
+            "lockstep task failed: %s%s",
+            failed,
+            f"\n{exc.remote_traceback.rstrip()}" if exc.remote_traceback else "",
+        )
         raise failed from None
-    return {"value": result.value, "executor": result.executor, "pid": result.pid,
-            "worker": worker.address, "build_id": runtime.config.manifest.build_id,
-            "bundle": bundle}
+    return {
+        "value": result.value,
+        "executor": result.executor,
+        "pid": result.pid,
+        "worker": worker.address,
+        "build_id": runtime.config.manifest.build_id,
+        "bundle": bundle,
+    }
 
 
 def check_timeout(timeout: float | None) -> float | None:
     """``timeout`` if it is None or a finite number of seconds > 0; ``ValueError`` otherwise."""
     if timeout is None:
         return None
-    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT):
-        raise ValueError(f"task timeout {timeout!r} must be a number of seconds > 0 and at "
-                         f"most {MAX_TIMEOUT:g}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or not 0 < timeout <= MAX_TIMEOUT
+    ):
+        raise ValueError(
+            f"task timeout {timeout!r} must be a number of seconds > 0 and at most {MAX_TIMEOUT:g}"
+        )
     return float(timeout)
 
 
-def submit_task(client: Any, target: str, args: Sequence[Any] = (),
-                kwargs: Mapping[str, Any] | None = None, bundle: str | None = None,
-                timeout: float | None = None, **submit_options: Any) -> Any:
+def submit_task(
+    client: Any,
+    target: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    bundle: str | None = None,
+    timeout: float | None = None,
+    **submit_options: Any,
+) -> Any:
     """``client.submit(run_task, …)``: a Future of ``run_task``'s dict.
 
     ``bundle``: a job bundle's digest, shipped to the workers beforehand
@@ -113,5 +139,12 @@ def submit_task(client: Any, target: str, args: Sequence[Any] = (),
     ``retries``…); ``pure`` defaults to False so equal calls all run.
     """
     submit_options.setdefault("pure", False)
-    return client.submit(run_task, check_target(target), tuple(args), dict(kwargs or {}),
-                         bundle, check_timeout(timeout), **submit_options)
+    return client.submit(
+        run_task,
+        check_target(target),
+        tuple(args),
+        dict(kwargs or {}),
+        bundle,
+        check_timeout(timeout),
+        **submit_options,
+    )

@@ -39,6 +39,7 @@ class WorkerRuntime:
     def on_retire(self, stop: Callable[[str], None]) -> None:
         """Call ``stop(reason)`` if the executor must have the worker replaced (``direct``
         after a task outlived its timeout)."""
+
         def retire(reason: str) -> None:
             self.retiring = reason
             self.ready = False
@@ -77,8 +78,10 @@ class WorkerRuntime:
 
     def ready_line(self) -> str:
         m = self.config.manifest
-        return (f"lockstep worker ready: build {m.build_id} version {m.version} "
-                f"executor {self.config.executor} pid {os.getpid()}")
+        return (
+            f"lockstep worker ready: build {m.build_id} version {m.version} "
+            f"executor {self.config.executor} pid {os.getpid()}"
+        )
 
     def close(self) -> None:
         self.ready = False

@@ -66,16 +66,27 @@ class TaskError(RuntimeError):
     by ``run_task``. Pickles (Dask sends it to the runner) as plain fields.
     """
 
-    def __init__(self, cause: str, *, executor: str = "", pid: int | None = None,
-                 target: str = "", worker: str = "", remote_traceback: str = "") -> None:
+    def __init__(
+        self,
+        cause: str,
+        *,
+        executor: str = "",
+        pid: int | None = None,
+        target: str = "",
+        worker: str = "",
+        remote_traceback: str = "",
+    ) -> None:
         self.cause = " ".join(cause.split())
         self.executor, self.pid, self.target = executor, pid, target
         self.worker, self.remote_traceback = worker, remote_traceback
         super().__init__(self._line())
 
     def _line(self) -> str:
-        where = [f"{self.executor or 'task'} process {self.pid}" if self.pid is not None
-                 else f"{self.executor or 'task'} executor"]
+        where = [
+            f"{self.executor or 'task'} process {self.pid}"
+            if self.pid is not None
+            else f"{self.executor or 'task'} executor"
+        ]
         if self.worker:
             where.append(f"on worker {self.worker}")
         if self.target:
@@ -86,8 +97,13 @@ class TaskError(RuntimeError):
         return self._line()
 
     def fields(self) -> dict[str, Any]:
-        return {"executor": self.executor, "pid": self.pid, "target": self.target,
-                "worker": self.worker, "remote_traceback": self.remote_traceback}
+        return {
+            "executor": self.executor,
+            "pid": self.pid,
+            "target": self.target,
+            "worker": self.worker,
+            "remote_traceback": self.remote_traceback,
+        }
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.cause, self.fields()))

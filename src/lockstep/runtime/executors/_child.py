@@ -100,8 +100,10 @@ def _fork_one(payload: bytes, rfd: int, wfd: int, lfd: int) -> tuple[bytes, int,
                 try:
                     frame = reader.frame()
                 except _wire.FrameTooLarge as exc:
-                    problem = (f"sent an answer of {exc.length} bytes, over the limit of "
-                               f"{max_payload} (LOCKSTEP_RESULT_MAX_BYTES and an error report)")
+                    problem = (
+                        f"sent an answer of {exc.length} bytes, over the limit of "
+                        f"{max_payload} (LOCKSTEP_RESULT_MAX_BYTES and an error report)"
+                    )
     finally:
         os.close(result_r)
         ended = frame is None and not (killed or worker_gone or problem)
@@ -119,8 +121,11 @@ def _fork_one(payload: bytes, rfd: int, wfd: int, lfd: int) -> tuple[bytes, int,
     if problem:
         return _wire.CRASHED, pid, problem.encode()
     if frame is None:
-        described = (_describe_status(status) if status is not None else
-                     "closed its answer pipe without answering (killed)")
+        described = (
+            _describe_status(status)
+            if status is not None
+            else "closed its answer pipe without answering (killed)"
+        )
         return _wire.CRASHED, pid, described.encode()
     if frame[0] not in _wire.ANSWERS:
         return _wire.CRASHED, pid, f"sent a malformed answer ({frame[0]!r})".encode()
@@ -143,8 +148,9 @@ def main(argv: list[str]) -> int:
         return 2
     _reap.set_subreaper()
     if mode == "warm":
-        threading.Thread(target=_watch_lifeline, args=(lfd,), daemon=True,
-                         name="lockstep-lifeline").start()
+        threading.Thread(
+            target=_watch_lifeline, args=(lfd,), daemon=True, name="lockstep-lifeline"
+        ).start()
     _wire.write_frame(wfd, _wire.READY, os.getpid())
     while True:
         try:

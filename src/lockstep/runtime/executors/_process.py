@@ -73,9 +73,16 @@ class ChildProcess:
         theirs = (to_child_r, from_child_w, lifeline_r)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "lockstep.runtime.executors._child", mode,
-                 *map(str, theirs)],
-                pass_fds=theirs, stdin=subprocess.DEVNULL, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "lockstep.runtime.executors._child",
+                    mode,
+                    *map(str, theirs),
+                ],
+                pass_fds=theirs,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError as exc:
             for fd in (self._to_child, self._from_child, self._lifeline):
@@ -89,15 +96,18 @@ class ChildProcess:
         ready, _, _ = select.select([self._from_child], [], [], start_timeout)
         try:
             if not ready:
-                raise ExecutorStartFailed(f"{mode} process {self.pid} was not ready after "
-                                          f"{start_timeout:g} s")
+                raise ExecutorStartFailed(
+                    f"{mode} process {self.pid} was not ready after {start_timeout:g} s"
+                )
             kind, _, _ = _wire.read_frame(self._from_child)
             if kind != _wire.READY:
                 raise ExecutorStartFailed(f"{mode} process {self.pid} sent {kind!r}, not ready")
         except EOFError:
             self.close()
-            raise ExecutorStartFailed(f"{mode} process {self.pid} exited at start "
-                                      f"({self.describe_exit()}); see its stderr above") from None
+            raise ExecutorStartFailed(
+                f"{mode} process {self.pid} exited at start "
+                f"({self.describe_exit()}); see its stderr above"
+            ) from None
         except ExecutorStartFailed:
             self.close()
             raise
@@ -140,8 +150,7 @@ class ChildProcess:
             readable, _, _ = select.select([self._from_child], [], [], min(remaining, POLL))
             if not readable:
                 if not self.alive():  # dead, though a process it forked may hold the pipe
-                    return Outcome("died", False, detail=self.describe_exit(),
-                                   task_pid=task_pid)
+                    return Outcome("died", False, detail=self.describe_exit(), task_pid=task_pid)
                 continue
             try:
                 reader.feed()
@@ -154,18 +163,31 @@ class ChildProcess:
                         return Outcome("timeout", True, task_pid=task_pid)
                     if kind not in (*_wire.ANSWERS, _wire.CRASHED):
                         self.kill()
-                        return Outcome("died", False, detail=f"it sent a malformed frame "
-                                       f"({kind!r}); killed", task_pid=task_pid)
+                        return Outcome(
+                            "died",
+                            False,
+                            detail=f"it sent a malformed frame ({kind!r}); killed",
+                            task_pid=task_pid,
+                        )
                     return Outcome("answer", True, kind, pid, data, task_pid=task_pid)
             except _wire.FrameTooLarge as exc:
                 self.kill()
-                return Outcome("too_large", False, pid=exc.pid, task_pid=task_pid,
-                               detail=f"an answer of {exc.length} bytes, over the limit of "
-                                      f"{max_bytes} (LOCKSTEP_RESULT_MAX_BYTES)")
+                return Outcome(
+                    "too_large",
+                    False,
+                    pid=exc.pid,
+                    task_pid=task_pid,
+                    detail=f"an answer of {exc.length} bytes, over the limit of "
+                    f"{max_bytes} (LOCKSTEP_RESULT_MAX_BYTES)",
+                )
             except OSError as exc:
                 self.kill()
-                return Outcome("died", False, detail=f"its answer pipe failed ({exc.strerror})",
-                               task_pid=task_pid)
+                return Outcome(
+                    "died",
+                    False,
+                    detail=f"its answer pipe failed ({exc.strerror})",
+                    task_pid=task_pid,
+                )
             if reader.eof:
                 return Outcome("died", False, detail=self.describe_exit(), task_pid=task_pid)
 
@@ -285,18 +307,33 @@ class ProcessExecutor(Executor):
         if outcome.status == "timeout":
             error: TaskError = TaskTimedOut(
                 f"TaskTimedOut: did not finish within its timeout of {timeout:g} s; its "
-                "process group was killed", executor=self.name, pid=task, target=call.target)
+                "process group was killed",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
         elif outcome.status == "too_large":
-            error = TaskResultRefused(f"ResultTooLarge: the task sent {outcome.detail}",
-                                      executor=self.name, pid=task, target=call.target)
+            error = TaskResultRefused(
+                f"ResultTooLarge: the task sent {outcome.detail}",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
         elif closed:
-            error = TaskCrashed(f"TaskCrashed: the worker stopped while the task ran "
-                                f"({self.mode} process {child.pid} {outcome.detail})",
-                                executor=self.name, pid=task, target=call.target)
+            error = TaskCrashed(
+                f"TaskCrashed: the worker stopped while the task ran "
+                f"({self.mode} process {child.pid} {outcome.detail})",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
         else:
-            error = TaskCrashed(f"TaskCrashed: {self.mode} process {child.pid} died "
-                                f"({outcome.detail}); {replaced}",
-                                executor=self.name, pid=task, target=call.target)
+            error = TaskCrashed(
+                f"TaskCrashed: {self.mode} process {child.pid} died ({outcome.detail}); {replaced}",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
         log.error("%s", error)
         raise error
 
@@ -318,17 +355,19 @@ class ProcessExecutor(Executor):
             except Exception as exc:  # a forged or broken answer: never more than data
                 raise TaskResultRefused(
                     f"ResultRefused: its value does not read as plain data "
-                    f"({type(exc).__name__}: {exc})", **where) from None
+                    f"({type(exc).__name__}: {exc})",
+                    **where,
+                ) from None
         if kind == _wire.CRASHED:
             error: TaskError = TaskCrashed(
-                f"TaskCrashed: task process {pid} {data.decode(errors='replace')}", **where)
+                f"TaskCrashed: task process {pid} {data.decode(errors='replace')}", **where
+            )
             log.error("%s", error)
             raise error
         report = _wire.decode_error(data)
         if report["refused"]:
             raise TaskResultRefused(f"ResultRefused: {report['message']}", **where)
-        cause = f"{report['type']}: {report['message']}" if report["message"] \
-            else report["type"]
+        cause = f"{report['type']}: {report['message']}" if report["message"] else report["type"]
         raise TaskFailed(cause, remote_traceback=report["traceback"], **where)
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ def _parents() -> dict[int, int]:
         except OSError:  # gone meanwhile
             continue
         # "pid (comm) state ppid …": comm may hold spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) >= 2:
             found[int(name)] = int(fields[1])
     return found

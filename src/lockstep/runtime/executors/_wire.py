@@ -44,10 +44,10 @@ MAX_TRACEBACK = 20000  # characters of a traceback that travel (its end)
 
 # Classes a value may hold besides what pickle writes without naming a class
 # (None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset).
-_PLAIN = {("builtins", n) for n in ("complex", "bytearray", "set", "frozenset", "range",
-                                    "slice")}
-PLAIN_TYPES = ("None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, "
-               "set, frozenset")
+_PLAIN = {("builtins", n) for n in ("complex", "bytearray", "set", "frozenset", "range", "slice")}
+PLAIN_TYPES = (
+    "None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset"
+)
 
 
 class NotPlainData(pickle.UnpicklingError):
@@ -78,38 +78,53 @@ def plain_value(value: Any, max_bytes: int, what: str = "the task") -> bytes:
     try:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise ResultRefused(f"{what} returned a {type(value).__name__} that does not pickle "
-                            f"({type(exc).__name__}: {exc}); return plain data "
-                            f"({PLAIN_TYPES})") from None
+        raise ResultRefused(
+            f"{what} returned a {type(value).__name__} that does not pickle "
+            f"({type(exc).__name__}: {exc}); return plain data "
+            f"({PLAIN_TYPES})"
+        ) from None
     if len(data) > max_bytes:
-        raise ResultRefused(f"{what} returned {len(data)} bytes, over the limit of {max_bytes} "
-                            "(LOCKSTEP_RESULT_MAX_BYTES); return less, or write it to storage "
-                            "and return its name")
+        raise ResultRefused(
+            f"{what} returned {len(data)} bytes, over the limit of {max_bytes} "
+            "(LOCKSTEP_RESULT_MAX_BYTES); return less, or write it to storage "
+            "and return its name"
+        )
     try:
         safe_loads(data)
     except NotPlainData as exc:
-        raise ResultRefused(f"{what} returned a {type(value).__name__} holding {exc}, which "
-                            f"is not plain data; return only {PLAIN_TYPES}") from None
+        raise ResultRefused(
+            f"{what} returned a {type(value).__name__} holding {exc}, which "
+            f"is not plain data; return only {PLAIN_TYPES}"
+        ) from None
     return data
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """``text`` with its whitespace runs (newlines too) made one space, cut to ``limit``."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def encode_error(exc: BaseException, text: str, refused: bool = False) -> bytes:
     """An exception as JSON: qualified type name, message, traceback text. Never pickled."""
     kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else \
-        f"{kind.__module__}.{kind.__qualname__}"
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
     try:
         message = str(exc)
     except BaseException:  # a hostile __str__
         message = "(its message could not be read)"
-    return json.dumps({"type": one_line(name, 200), "message": one_line(message),
-                       "traceback": text[-MAX_TRACEBACK:], "refused": refused}).encode()
+    return json.dumps(
+        {
+            "type": one_line(name, 200),
+            "message": one_line(message),
+            "traceback": text[-MAX_TRACEBACK:],
+            "refused": refused,
+        }
+    ).encode()
 
 
 def decode_error(data: bytes) -> dict[str, Any]:
@@ -117,20 +132,32 @@ def decode_error(data: bytes) -> dict[str, Any]:
     try:
         found = json.loads(data.decode())
         if isinstance(found, dict):
-            return {"type": one_line(str(found.get("type", "?")), 200),
-                    "message": one_line(str(found.get("message", ""))),
-                    "traceback": str(found.get("traceback", ""))[-MAX_TRACEBACK:],
-                    "refused": found.get("refused") is True}
+            return {
+                "type": one_line(str(found.get("type", "?")), 200),
+                "message": one_line(str(found.get("message", ""))),
+                "traceback": str(found.get("traceback", ""))[-MAX_TRACEBACK:],
+                "refused": found.get("refused") is True,
+            }
     except (UnicodeDecodeError, ValueError, RecursionError):
         pass
-    return {"type": "MalformedAnswer", "message": f"the task process sent {len(data)} bytes "
-            "that are not an error report", "traceback": "", "refused": False}
+    return {
+        "type": "MalformedAnswer",
+        "message": f"the task process sent {len(data)} bytes that are not an error report",
+        "traceback": "",
+        "refused": False,
+    }
 
 
-def call_payload(target: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 paths: tuple[str, ...], max_bytes: int) -> bytes:
-    return LIMIT.pack(max_bytes) + pickle.dumps((target, args, kwargs, paths),
-                                                protocol=pickle.HIGHEST_PROTOCOL)
+def call_payload(
+    target: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    paths: tuple[str, ...],
+    max_bytes: int,
+) -> bytes:
+    return LIMIT.pack(max_bytes) + pickle.dumps(
+        (target, args, kwargs, paths), protocol=pickle.HIGHEST_PROTOCOL
+    )
 
 
 def payload_limit(payload: bytes) -> int:
@@ -141,7 +168,7 @@ def payload_limit(payload: bytes) -> int:
 def write_frame(fd: int, kind: bytes, pid: int, payload: bytes = b"") -> None:
     data = memoryview(HEADER.pack(kind, pid, len(payload)) + payload)
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def read_exact(fd: int, n: int) -> bytes:
@@ -201,7 +228,7 @@ class FrameReader:
         end = HEADER.size + length
         if len(self._buffer) < end:
             return None
-        payload = bytes(self._buffer[HEADER.size:end])
+        payload = bytes(self._buffer[HEADER.size : end])
         del self._buffer[:end]
         return kind, pid, payload
 
@@ -270,7 +297,7 @@ def execute(payload: bytes) -> tuple[bytes, bytes]:
     max_bytes = payload_limit(payload)
     target = "?"
     try:
-        target, args, kwargs, paths = pickle.loads(payload[LIMIT.size:])
+        target, args, kwargs, paths = pickle.loads(payload[LIMIT.size :])
         use_paths(paths)
         value = resolve(target)(*args, **kwargs)
         return OK, plain_value(value, max_bytes, target)

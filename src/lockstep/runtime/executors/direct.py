@@ -48,8 +48,9 @@ class DirectExecutor(Executor):
     def run(self, call: TaskCall) -> TaskResult:
         where: dict[str, Any] = {"executor": self.name, "pid": os.getpid(), "target": call.target}
         if self.retired:
-            raise TaskFailed(f"WorkerRetiring: this worker no longer takes tasks: "
-                             f"{self.retired}", **where)
+            raise TaskFailed(
+                f"WorkerRetiring: this worker no longer takes tasks: {self.retired}", **where
+            )
         timeout = call.timeout if call.timeout is not None else self.config.task_timeout
         max_bytes = int(self.config.result_max_bytes)
         outcome: list[Any] = []
@@ -70,19 +71,26 @@ class DirectExecutor(Executor):
                 report = _wire.decode_error(_wire.encode_error(exc, text))
                 outcome.append(("error", report))
 
-        thread = threading.Thread(target=target, daemon=True,
-                                  name=f"lockstep-direct {call.target}")
+        thread = threading.Thread(target=target, daemon=True, name=f"lockstep-direct {call.target}")
         thread.start()
         thread.join(min(timeout, threading.TIMEOUT_MAX))
         if thread.is_alive():
-            self.retired = (f"a task ({call.target}) ran past its timeout of {timeout:g} s and "
-                            "its thread cannot be stopped")
-            log.critical("direct executor: %s; retiring worker pid %d so that a fresh one "
-                         "takes its place", self.retired, os.getpid())
+            self.retired = (
+                f"a task ({call.target}) ran past its timeout of {timeout:g} s and "
+                "its thread cannot be stopped"
+            )
+            log.critical(
+                "direct executor: %s; retiring worker pid %d so that a fresh one takes its place",
+                self.retired,
+                os.getpid(),
+            )
             self.on_retire(self.retired)
-            raise TaskTimedOut(f"TaskTimedOut: did not finish within its timeout of "
-                               f"{timeout:g} s; the direct executor cannot stop a thread, so "
-                               "its worker retires (a nanny starts a fresh one)", **where)
+            raise TaskTimedOut(
+                f"TaskTimedOut: did not finish within its timeout of "
+                f"{timeout:g} s; the direct executor cannot stop a thread, so "
+                "its worker retires (a nanny starts a fresh one)",
+                **where,
+            )
         if not outcome:  # the thread ended without a word: cannot happen, but never hang
             raise TaskFailed("TaskFailed: the task's thread ended without a result", **where)
         status, value = outcome[0]
