@@ -23,6 +23,7 @@ from lockstep.core.errors import ServiceFailed
 from lockstep.runtime import (
     IncompatibleClusterError,
     TaskCrashed,
+    TaskFailed,
     check_cluster,
     connect,
     submit_task,
@@ -123,8 +124,13 @@ def test_module_global_is_not_carried_over_under_cold(cluster: Cluster) -> None:
 
 
 def test_task_error_reaches_the_runner(cluster: Cluster) -> None:
-    with pytest.raises(ValueError, match="kaboom"):
+    with pytest.raises(TaskFailed) as err:
         cluster.on("cold", "boom", "kaboom")
+    assert str(err.value).startswith(
+        f"ValueError: kaboom (cold process {err.value.pid} on worker {cluster.addresses['cold']} "
+        f"running {T}:boom)"
+    )
+    assert "raise ValueError(message)" in err.value.remote_traceback
     assert cluster.on("cold", "add", 1, 1)["value"] == 2
 
 

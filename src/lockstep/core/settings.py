@@ -13,6 +13,8 @@ from dataclasses import dataclass
 MANIFEST = "LOCKSTEP_MANIFEST"
 EXECUTOR = "LOCKSTEP_EXECUTOR"
 START_TIMEOUT = "LOCKSTEP_EXECUTOR_START_TIMEOUT"
+TASK_TIMEOUT = "LOCKSTEP_TASK_TIMEOUT"
+RESULT_MAX_BYTES = "LOCKSTEP_RESULT_MAX_BYTES"
 BUNDLE_DIR = "LOCKSTEP_BUNDLE_DIR"
 IMAGE = "LOCKSTEP_IMAGE"
 ROLE = "LOCKSTEP_ROLE"
@@ -26,6 +28,8 @@ TLS_KEY = "LOCKSTEP_TLS_KEY"
 
 MANIFEST_PATH = "/etc/lockstep/manifest.json"  # where every image carries its manifest
 DEFAULT_START_TIMEOUT = 30.0
+DEFAULT_TASK_TIMEOUT = 3600.0
+DEFAULT_RESULT_MAX_BYTES = 64 * 1024 * 1024
 BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -81,6 +85,21 @@ SETTINGS: tuple[Setting, ...] = (
         "worker",
         str(DEFAULT_START_TIMEOUT).removesuffix(".0"),
         "seconds (a number > 0) to wait for the executor's child process to say it is ready",
+    ),
+    Setting(
+        TASK_TIMEOUT,
+        "worker",
+        str(DEFAULT_TASK_TIMEOUT).removesuffix(".0"),
+        "seconds (a number > 0) a task may run when its job sets no `task_timeout`; then "
+        "its process group is killed and the task fails (under `direct` the worker also "
+        "retires, as a thread cannot be killed)",
+    ),
+    Setting(
+        RESULT_MAX_BYTES,
+        "worker",
+        str(DEFAULT_RESULT_MAX_BYTES),
+        "the largest value (pickled, in bytes; an integer > 0) a task may return; a "
+        "larger one fails that task",
     ),
     Setting(
         IMAGE,

@@ -41,7 +41,29 @@ def add_commands(sub: Any) -> None:
         metavar="FILE",
         help="write the result JSON here (atomically); default: stdout",
     )
+    run.add_argument(
+        "--deadline",
+        type=_seconds,
+        metavar="SECONDS",
+        help="fail the run (exit 1) if it has not finished after this long "
+        "(default: the spec's run_deadline, else none). --timeout also "
+        "bounds the wait for a compatible worker when none is left (exit 3)",
+    )
     run.set_defaults(func=run_run)
+
+
+def _seconds(text: str) -> float:
+    from lockstep.jobs.spec import MAX_SECONDS, seconds_value
+
+    try:
+        value = seconds_value(float(text))
+    except ValueError:
+        value = None
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds > 0 and at most {MAX_SECONDS:g}"
+        )
+    return value
 
 
 def _cluster_options(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -116,6 +138,7 @@ def run_run(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         timeout=args.timeout,
         probe_timeout=args.import_timeout,
+        deadline=args.deadline,
         progress=progress,
     )
     data = (json.dumps(result, indent=2) + "\n").encode()

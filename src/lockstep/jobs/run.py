@@ -13,6 +13,22 @@ in which process; a task that reports another build or executor than the job
 needs fails the run (the incident's executor fell back silently). A process
 is a ``(worker, pid)`` pair: each worker container has its own PID namespace,
 so a PID alone does not name a process across workers (``processes``).
+
+A run never waits for ever:
+
+- each task has a timeout (the spec's ``task_timeout``, else the workers'
+  ``LOCKSTEP_TASK_TIMEOUT``); a task that fails in any way fails the run
+  with one line naming it (parameter set, seed, entry point), the cause and
+  the process (executor, pid, worker) — ``JobFailed``, exit 1;
+- tasks go to the workers preflight admitted (same build, the job's
+  executor). While waiting, the runner re-checks the cluster every second:
+  when none of those workers is left, it sends the bundle and the unfinished
+  tasks to the compatible workers there are now (a worker a nanny restarted
+  at a new address, or another one); if there is none, it waits ``timeout``
+  seconds (``--timeout``) for one, then fails (``WorkersLost``, exit 3);
+- a run deadline (``--deadline`` or the spec's ``run_deadline``), if set,
+  bounds the whole run: past it the run fails (exit 1) naming what had not
+  finished. Tasks still running on workers end at their own timeout.
 """
 
 from __future__ import annotations
@@ -20,11 +36,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.errors import CheckFailed
+from lockstep.core.errors import CheckFailed, ServiceFailed
 from lockstep.jobs.preflight import Checked, preflight
 from lockstep.jobs.ship import ship_bundle
 from lockstep.manifest import BuildManifest
@@ -36,8 +52,16 @@ SIMULATE = "lockstep.jobs.entry:simulate"
 AGGREGATE = "lockstep.jobs.entry:aggregate"
 
 
+POLL_SECONDS = 1.0  # how often the runner looks at the cluster while tasks run
+
+
 class JobFailed(CheckFailed):
-    """A simulation or the target failed, or ran somewhere it must not have (exit 1)."""
+    """A simulation or the target failed, or ran somewhere it must not have, or the run
+    deadline passed (exit 1)."""
+
+
+class WorkersLost(ServiceFailed):
+    """No worker running the job's executor was left, nor came back in time (exit 3)."""
 
 
 def run_job(
@@ -48,14 +72,19 @@ def run_job(
     timeout: float = 30.0,
     probe_timeout: float = DEFAULT_TIMEOUT,
     manifest: BuildManifest | None = None,
+    deadline: float | None = None,
     progress: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
     """Run the job at ``spec_path`` on the cluster at ``address``; the result document.
 
     ``manifest`` is the runner's own (default: ``$LOCKSTEP_MANIFEST``).
+    ``deadline``: seconds the whole run may take (default: the spec's
+    ``run_deadline``, else none). ``timeout`` also bounds how long the run
+    waits for a compatible worker when none is left.
 
     Raises ``PreflightFailed`` before anything is submitted, ``ShipFailed`` if
-    a worker refuses the bundle, ``JobFailed`` if a task fails.
+    a worker refuses the bundle, ``JobFailed`` if a task fails or the deadline
+    passes, ``WorkersLost`` if no compatible worker is left.
     """
     started = time.monotonic()
     checked = preflight(
@@ -68,6 +97,10 @@ def run_job(
     )
     try:
         spec, bundle = checked.spec, checked.bundle
+        seconds = deadline if deadline is not None else spec.run_deadline
+        tasks_of = _Tasks(
+            checked, progress, timeout, None if seconds is None else (started + seconds, seconds)
+        )
         progress(
             f"preflight ok: bundle {bundle.digest} ({len(bundle.files)} files), "
             f"model {spec.model}, target {spec.target}, {len(checked.workers)} worker(s) "
@@ -77,8 +110,8 @@ def run_job(
         progress(
             f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it already"
         )
-        simulations = _simulate(checked, progress)
-        aggregate = _aggregate(checked, simulations)
+        simulations = _simulate(tasks_of, progress)
+        aggregate = _aggregate(tasks_of, simulations)
         progress(
             f"aggregated by {spec.target} on {aggregate['worker']} "
             f"({aggregate['executor']} pid {aggregate['pid']})"
@@ -123,87 +156,223 @@ def describe_processes(found: Iterable[Mapping[str, Any]]) -> str:
     return f"{count} process(es) on {len(by_worker)} worker(s): {named}"
 
 
-def _submit(checked: Checked, target: str, args: tuple[Any, ...], key: str) -> Any:
-    from lockstep.runtime.tasks import submit_task
+class _Tasks:
+    """Submits a job's tasks and waits for them, re-checking the cluster (see the module)."""
 
-    return submit_task(
-        checked.client,
-        target,
-        args,
-        bundle=checked.bundle.digest,
-        workers=list(checked.workers),
-        allow_other_workers=False,
-        key=key,
-    )
+    def __init__(
+        self,
+        checked: Checked,
+        progress: Callable[[str], None],
+        worker_wait: float,
+        deadline: tuple[float, float] | None,
+    ) -> None:
+        self.checked = checked
+        self.progress = progress
+        self.worker_wait = worker_wait
+        self.deadline = deadline  # (monotonic time, seconds as given)
+        self.workers = list(checked.workers)
+        self._checked_at = time.monotonic()
+        self._lost_since: float | None = None
+        self._gone: list[str] = []
+
+    def submit(self, target: str, args: tuple[Any, ...], key: str) -> Any:
+        from lockstep.runtime.tasks import submit_task
+
+        checked = self.checked
+        return submit_task(
+            checked.client,
+            target,
+            args,
+            bundle=checked.bundle.digest,
+            timeout=checked.spec.task_timeout,
+            workers=list(self.workers),
+            allow_other_workers=False,
+            key=f"{key}-{time.time_ns()}",
+        )
+
+    def run(
+        self, calls: dict[str, tuple[str, str, tuple[Any, ...]]]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``calls``: key -> (what, target, args). Yields ``(key, answer)`` as tasks finish."""
+        from distributed import wait
+
+        futures = {self.submit(target, args, key): key for key, (_, target, args) in calls.items()}
+        try:
+            while futures:
+                try:
+                    done, _ = wait(
+                        list(futures),
+                        timeout=POLL_SECONDS,  # type: ignore[no-untyped-call]
+                        return_when="FIRST_COMPLETED",
+                    )
+                except TimeoutError:
+                    done = set()
+                for future in done:
+                    key = futures.pop(future)
+                    yield key, _result(future, calls[key][0])
+                if futures:
+                    self._check_deadline([calls[k][0] for k in futures.values()], len(calls))
+                    futures = self._follow_workers(futures, calls)
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def _check_deadline(self, pending: list[str], total: int) -> None:
+        if self.deadline is None or time.monotonic() < self.deadline[0]:
+            return
+        shown = "; ".join(pending[:3]) + (
+            f"; and {len(pending) - 3} more" if len(pending) > 3 else ""
+        )
+        raise JobFailed(
+            f"run deadline of {self.deadline[1]:g} s passed with "
+            f"{total - len(pending)} of {total} task(s) of this stage done; not "
+            f"done: {shown}; nothing was written"
+        )
+
+    def _follow_workers(
+        self, futures: dict[Any, str], calls: dict[str, tuple[str, str, tuple[Any, ...]]]
+    ) -> dict[Any, str]:
+        """Resubmit ``futures`` to the compatible workers there are if none of theirs is left;
+        ``WorkersLost`` once none has been there for ``worker_wait`` seconds."""
+        now = time.monotonic()
+        if now - self._checked_at < POLL_SECONDS:
+            return futures
+        self._checked_at = now
+        current = self._compatible_workers()
+        if set(self.workers) & set(current):
+            self._lost_since = None
+            return futures
+        gone = [w for w in self.workers if w not in self._gone]
+        self._gone += gone
+        if not current:
+            if self._lost_since is None:
+                self._lost_since = now
+                self.progress(
+                    f"worker(s) {', '.join(gone) or ', '.join(self.workers)} gone: "
+                    f"no worker running {self.checked.spec.executor} is left; "
+                    f"waiting up to {self.worker_wait:g} s for one"
+                )
+            if now - self._lost_since >= self.worker_wait:
+                raise WorkersLost(
+                    f"no worker running executor {self.checked.spec.executor} of build "
+                    f"{self._build()} is left (gone: {', '.join(self._gone)}); waited "
+                    f"{self.worker_wait:g} s (--timeout) for one; {len(futures)} task(s) not "
+                    "done; nothing was written"
+                )
+            return futures
+        from lockstep.jobs.ship import ship_bundle
+
+        self._lost_since = None
+        ship_bundle(self.checked.client, self.checked.bundle, current)
+        self.progress(
+            f"worker(s) {', '.join(gone)} gone; sending {len(futures)} unfinished "
+            f"task(s) to {', '.join(current)}"
+        )
+        self.workers = current
+        moved = {}
+        for future, key in futures.items():
+            future.cancel()
+            _, target, args = calls[key]
+            moved[self.submit(target, args, key)] = key
+        return moved
+
+    def _compatible_workers(self) -> list[str]:
+        """Ready workers of the runner's build running the job's executor, per the scheduler
+        (whose gate admits only workers of its build); [] if it cannot be asked."""
+        from lockstep.core.errors import LockstepError
+        from lockstep.runtime.cluster import check_cluster
+
+        assert self.checked.manifest is not None
+        try:
+            report = check_cluster(
+                self.checked.client,
+                self.checked.manifest,
+                n_workers=0,
+                timeout=max(POLL_SECONDS, 5.0),
+                log_ready=False,
+            )
+        except (LockstepError, OSError, TimeoutError) as exc:
+            log.info("run: cannot check the cluster now: %s", exc)
+            return []
+        return [
+            w.address for w in report.workers if w.ok and w.executor == self.checked.spec.executor
+        ]
+
+    def _build(self) -> str:
+        assert self.checked.manifest is not None
+        return self.checked.manifest.build_id
 
 
-def _simulate(checked: Checked, progress: Callable[[str], None]) -> list[dict[str, Any]]:
-    from distributed import as_completed
-
+def _simulate(tasks: _Tasks, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    checked = tasks.checked
     spec = checked.spec
     runs = spec.runs()
     tag = checked.bundle.digest[7:19]
-    futures = {}
+    calls: dict[str, tuple[str, str, tuple[Any, ...]]] = {}
+    where: dict[str, tuple[int, dict[str, Any], int]] = {}
     for index, params, seed in runs:
-        future = _submit(
-            checked,
+        key = f"lockstep-sim-{tag}-{index}-{seed}"
+        calls[key] = (
+            f"simulation params[{index}] seed {seed} ({spec.model})",
             SIMULATE,
             (spec.model, params, seed),
-            f"lockstep-sim-{tag}-{index}-{seed}-{time.time_ns()}",
         )
-        futures[future] = (index, params, seed)
+        where[key] = (index, params, seed)
     progress(
         f"submitted {len(runs)} simulation(s): {len(spec.params)} parameter set(s) x "
         f"{len(spec.seeds)} seed(s)"
     )
     done: dict[tuple[int, int], dict[str, Any]] = {}
     shown = -1
-    try:
-        for future in as_completed(list(futures)):  # type: ignore[no-untyped-call]
-            index, params, seed = futures[future]
-            what = f"simulation params[{index}] seed {seed} ({spec.model})"
-            answer = _result(future, what)
-            _check_ran_right(checked, answer, what)
-            done[(index, seed)] = {
-                "params_index": index,
-                "params": params,
-                "seed": seed,
-                "output": json.loads(answer["value"]),
-                "worker": answer["worker"],
-                "executor": answer["executor"],
-                "pid": answer["pid"],
-            }
-            step = len(done) * 10 // len(runs)
-            if step != shown:
-                shown = step
-                progress(f"simulations {len(done)}/{len(runs)} done")
-    finally:
-        for future in futures:
-            if not future.done():
-                future.cancel()
+    for key, answer in tasks.run(calls):
+        index, params, seed = where[key]
+        _check_ran_right(checked, answer, calls[key][0])
+        done[(index, seed)] = {
+            "params_index": index,
+            "params": params,
+            "seed": seed,
+            "output": json.loads(answer["value"]),
+            "worker": answer["worker"],
+            "executor": answer["executor"],
+            "pid": answer["pid"],
+        }
+        step = len(done) * 10 // len(runs)
+        if step != shown:
+            shown = step
+            progress(f"simulations {len(done)}/{len(runs)} done")
     return [done[(index, seed)] for index, _, seed in runs]
 
 
-def _aggregate(checked: Checked, simulations: list[dict[str, Any]]) -> dict[str, Any]:
+def _aggregate(tasks: _Tasks, simulations: list[dict[str, Any]]) -> dict[str, Any]:
+    checked = tasks.checked
     spec = checked.spec
     records = [{k: s[k] for k in ("params_index", "params", "seed", "output")} for s in simulations]
-    future = _submit(
-        checked,
-        AGGREGATE,
-        (spec.target, json.dumps(records)),
-        f"lockstep-aggregate-{checked.bundle.digest[7:19]}-{time.time_ns()}",
-    )
+    key = f"lockstep-aggregate-{checked.bundle.digest[7:19]}"
     what = f"target {spec.target}"
-    answer = _result(future, what)
+    [(_, answer)] = list(tasks.run({key: (what, AGGREGATE, (spec.target, json.dumps(records)))}))
     _check_ran_right(checked, answer, what)
     return {**answer, "value": json.loads(answer["value"])}
 
 
 def _result(future: Any, what: str) -> dict[str, Any]:
+    """The task's answer; ``JobFailed`` in one line naming it, the cause and the process."""
+    from lockstep.runtime.executors import TaskError
+
     try:
         answer: dict[str, Any] = future.result()
+    except TaskError as exc:
+        process = (
+            f"{exc.executor} process {exc.pid}"
+            if exc.pid is not None
+            else f"{exc.executor} executor"
+        )
+        raise JobFailed(
+            f"{what} failed: {exc.cause} ({process} on worker "
+            f"{exc.worker or '?'}); nothing was written"
+        ) from exc
     except Exception as exc:
-        raise JobFailed(f"{what} failed: {type(exc).__name__}: {exc}; nothing was written") from exc
+        cause = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise JobFailed(f"{what} failed: {cause}; nothing was written") from exc
     return answer
 
 

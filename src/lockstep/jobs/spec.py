@@ -7,6 +7,8 @@ model = "sir.model:simulate"              # model(params, seed) -> mapping (JSON
 target = "targets.incidence:incidence"    # target(results) -> aggregate (JSON values)
 executor = "cold"                         # the executor the workers must run
 seeds = [1, 2, 3]                         # every parameter set runs once per seed
+task_timeout = 600                        # optional: seconds one task may run
+run_deadline = 3600                       # optional: seconds the whole run may take
 
 [[params]]                                # one table per parameter set
 beta = 0.3
@@ -37,10 +39,22 @@ else:  # pragma: no cover - Python < 3.11
     import tomli as tomllib
 
 SCHEMA = "lockstep.job/v1"
-KEYS = ("schema", "name", "bundle", "model", "target", "executor", "seeds", "params")
+KEYS = (
+    "schema",
+    "name",
+    "bundle",
+    "model",
+    "target",
+    "executor",
+    "seeds",
+    "params",
+    "task_timeout",
+    "run_deadline",
+)
 REQUIRED = ("bundle", "model", "target", "executor", "seeds", "params")
 _ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 MAX_SEED = 2**63 - 1
+MAX_SECONDS = 1e7  # task_timeout, run_deadline: any longer is a typo (115 days)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class JobSpec:
     executor: str
     seeds: tuple[int, ...]
     params: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    task_timeout: float | None = None  # None: the workers' LOCKSTEP_TASK_TIMEOUT
+    run_deadline: float | None = None  # None: no deadline for the whole run
 
     def runs(self) -> list[tuple[int, dict[str, Any], int]]:
         """Every simulation, in spec order: ``(params index, params, seed)``."""
@@ -102,6 +118,8 @@ class JobSpec:
             "executor": self.executor,
             "seeds": list(self.seeds),
             "params": [dict(p) for p in self.params],
+            "task_timeout": self.task_timeout,
+            "run_deadline": self.run_deadline,
         }
 
 
@@ -182,6 +200,20 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
                 bad("seeds", "lists a seed twice; each seed runs once per parameter set")
         else:
             bad("seeds", f"must be a non-empty list of integers from 0 to {MAX_SEED}")
+    for key, meaning in (
+        ("task_timeout", "one task may run"),
+        ("run_deadline", "the whole run may take"),
+    ):
+        if key in data:
+            seconds = seconds_value(data[key])
+            if seconds is None:
+                bad(
+                    key,
+                    f"{data[key]!r} must be the number of seconds {meaning}: a number > 0 "
+                    f"and at most {MAX_SECONDS:g}, written without quotes",
+                )
+            else:
+                fields[key] = seconds
     if "params" in data:
         params = data["params"]
         if isinstance(params, list) and params and all(isinstance(p, dict) for p in params):
@@ -210,7 +242,19 @@ def spec_from_fields(path: Path, fields: Mapping[str, Any]) -> JobSpec:
         executor=fields["executor"],
         seeds=fields["seeds"],
         params=fields["params"],
+        task_timeout=fields.get("task_timeout"),
+        run_deadline=fields.get("run_deadline"),
     )
+
+
+def seconds_value(value: Any) -> float | None:
+    """``value`` as seconds if it is a finite number > 0 and at most ``MAX_SECONDS``
+    (not a bool, not a string); None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+        return None
+    return float(value)
 
 
 def load_spec(path: Path, executors: Mapping[str, str]) -> JobSpec:

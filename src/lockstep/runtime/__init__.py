@@ -25,7 +25,11 @@ _EXPORTS = {
     "check_cluster": "lockstep.runtime.cluster",
     "run_task": "lockstep.runtime.tasks",
     "submit_task": "lockstep.runtime.tasks",
+    "TaskError": "lockstep.runtime.executors",
+    "TaskFailed": "lockstep.runtime.executors",
     "TaskCrashed": "lockstep.runtime.executors",
+    "TaskTimedOut": "lockstep.runtime.executors",
+    "TaskResultRefused": "lockstep.runtime.executors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -195,12 +195,17 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.config import RuntimeConfig
+    from lockstep.runtime.worker import EXIT_RETIRED, RETIRED
 
     if not {"--help", "--version"} & set(args.dask_args):
         RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files too)
-    return _dask_main(
+    code = _dask_main(
         "distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args, "lockstep worker"
     )
+    if RETIRED:  # without a nanny: the worker ran in this process
+        log.error("lockstep worker retired: %s", RETIRED[0])
+        return EXIT_RETIRED
+    return code
 
 
 def run_runner(args: argparse.Namespace) -> int:

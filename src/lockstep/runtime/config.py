@@ -29,12 +29,19 @@ from typing import Any
 from lockstep.core import registry
 from lockstep.core.errors import BadInput
 from lockstep.core.settings import BUNDLE_DIR as BUNDLE_DIR_ENV
-from lockstep.core.settings import DEFAULT_START_TIMEOUT, MANIFEST_PATH
+from lockstep.core.settings import (
+    DEFAULT_RESULT_MAX_BYTES,
+    DEFAULT_START_TIMEOUT,
+    DEFAULT_TASK_TIMEOUT,
+    MANIFEST_PATH,
+)
 from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
 from lockstep.core.settings import IMAGE as IMAGE_ENV
 from lockstep.core.settings import MANIFEST as MANIFEST_ENV
+from lockstep.core.settings import RESULT_MAX_BYTES as RESULT_MAX_BYTES_ENV
 from lockstep.core.settings import ROLE as ROLE_ENV
 from lockstep.core.settings import START_TIMEOUT as START_TIMEOUT_ENV
+from lockstep.core.settings import TASK_TIMEOUT as TASK_TIMEOUT_ENV
 from lockstep.core.settings import TLS_CA_FILE as TLS_CA_ENV
 from lockstep.core.settings import TLS_CERT as TLS_CERT_ENV
 from lockstep.core.settings import TLS_KEY as TLS_KEY_ENV
@@ -159,6 +166,8 @@ class RuntimeConfig:
     start_timeout: float
     bundle_dir: Path = field(default_factory=default_bundle_dir)
     image: str | None = None  # LOCKSTEP_IMAGE: informational only
+    task_timeout: float = DEFAULT_TASK_TIMEOUT
+    result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES
     role: str | None = None  # LOCKSTEP_ROLE, set by the image: informational only
     tls: TlsFiles | None = None  # LOCKSTEP_TLS_*: mutual TLS, or None
 
@@ -181,6 +190,8 @@ class RuntimeConfig:
             start_timeout=_positive_seconds(env, START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT),
             bundle_dir=_bundle_dir(env),
             image=image_from_env(env),
+            task_timeout=_positive_seconds(env, TASK_TIMEOUT_ENV, DEFAULT_TASK_TIMEOUT),
+            result_max_bytes=_positive_int(env, RESULT_MAX_BYTES_ENV, DEFAULT_RESULT_MAX_BYTES),
             role=env.get(ROLE_ENV) or None,
             tls=tls_from_env(env),
         )
@@ -191,6 +202,8 @@ class RuntimeConfig:
             f"lockstep settings: {MANIFEST_ENV}={self.manifest_path} "
             f"{EXECUTOR_ENV}={self.executor} "
             f"{START_TIMEOUT_ENV}={self.start_timeout:g} "
+            f"{TASK_TIMEOUT_ENV}={self.task_timeout:g} "
+            f"{RESULT_MAX_BYTES_ENV}={self.result_max_bytes} "
             f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
             f"{IMAGE_ENV}={self.image or '(unset)'} "
             f"{ROLE_ENV}={self.role or '(unset)'} "
@@ -260,3 +273,17 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
             f"default ({default:g}) or set a number such as 30"
         )
     return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0 or int(text) >= 2**63:
+        shown = repr(raw) if raw else "'' (empty)"
+        raise BadInput(
+            f"{name}={shown} is not a whole number of bytes > 0; unset it for the "
+            f"default ({default}) or set one such as {default}"
+        )
+    return int(text)

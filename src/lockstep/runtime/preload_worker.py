@@ -16,6 +16,11 @@ In the worker process, before it registers with the scheduler:
    worker when it registers (``shuffle``) are added by the worker itself, not
    through these handlers.
 
+If the executor asks to retire (``direct``, after a task outlived its
+timeout: its thread cannot be stopped), the worker closes itself a second
+later without closing its nanny, so a nanny starts a fresh worker; without a
+nanny ``lockstep worker`` exits 4.
+
 Any failure exits the worker process (Dask only logs an exception raised in
 ``dask_setup`` and runs on, docs/design.md §5). Once the scheduler has admitted
 the worker, it logs ``lockstep worker ready: build … executor … pid …``.
@@ -34,7 +39,7 @@ from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
 from lockstep.runtime.identity import ANNOUNCE_KEY, EXECUTOR_KEY, IDENTITY_OP
-from lockstep.runtime.worker import EXTENSION, WorkerRuntime
+from lockstep.runtime.worker import EXTENSION, RETIRED, WorkerRuntime
 
 log = logging.getLogger("lockstep.runtime.worker")
 
@@ -53,6 +58,12 @@ async def dask_setup(worker: Any) -> None:
     except (ExecutorStartFailed, ImportError, TypeError, OSError) as exc:
         log.critical("lockstep worker cannot start its executor: %s", exc)
         sys.exit(1)
+    loop = asyncio.get_running_loop()
+
+    def stop(reason: str) -> None:
+        loop.call_soon_threadsafe(_start_retiring, worker, reason)
+
+    runtime.on_retire(stop)
     worker.extensions[EXTENSION] = runtime
     worker.startup_information[ANNOUNCE_KEY] = lambda _w: runtime.announce()
     worker.startup_information[EXECUTOR_KEY] = lambda _w: config.executor
@@ -79,6 +90,22 @@ async def dask_setup(worker: Any) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
+RETIRE_DELAY = 1.0  # seconds for the failed task's report to reach the scheduler first
+
+
+def _start_retiring(worker: Any, reason: str) -> None:
+    task = asyncio.get_running_loop().create_task(_retire(worker, reason))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _retire(worker: Any, reason: str) -> None:
+    """Close the worker but not its nanny (which then starts a fresh worker)."""
+    RETIRED.append(reason)
+    log.critical("lockstep worker retiring: %s", reason)
+    await asyncio.sleep(RETIRE_DELAY)
+    await worker.close(nanny=False, executor_wait=False, reason=f"lockstep retired: {reason}")
+
 
 # Worker handler -> the Worker method distributed 2026.8.0 binds to it.
 REFUSED_WORKER_OPS = {

@@ -14,23 +14,34 @@ an identity::
     #  "worker": "tcp://10.0.0.7:40123", "build_id": "sha256:…"}
 
 ``target`` is ``module:qualified.name``, imported where the executor runs the
-task (in a ``cold`` task's own process, never in the worker). Arguments and
-return values cross into executor processes with the standard ``pickle``.
-A task that raises re-raises on the runner; one whose process died raises
-``TaskCrashed``. Under ``isolated_warm`` and ``cold`` a worker with
-``--nthreads N`` keeps up to N child processes (warm children, or cold
-templates), each running one task at a time.
+task (in a ``cold`` task's own process, never in the worker). Arguments cross
+into executor processes with the standard ``pickle``; a value comes back only
+if it is plain data (None, bool, numbers, str, bytes, lists, tuples, dicts,
+sets) of at most ``LOCKSTEP_RESULT_MAX_BYTES`` pickled, under every executor.
+Whatever a task does, the runner gets a ``TaskError`` (one line: the cause, the
+executor, process, worker and target): ``TaskFailed`` if it raised (any
+exception, ``SystemExit`` too: its type name and message, the traceback in
+``remote_traceback``), ``TaskCrashed`` if its process died, ``TaskTimedOut``
+past its ``timeout`` (default: the worker's ``LOCKSTEP_TASK_TIMEOUT``),
+``TaskResultRefused`` for a value that is not plain data or too large.
+Under ``isolated_warm`` and ``cold`` a worker with ``--nthreads N`` keeps up
+to N child processes (warm children, or cold templates), each running one
+task at a time.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lockstep.runtime.executors import TaskCall
+from lockstep.runtime.executors import TaskCall, TaskError
 from lockstep.runtime.worker import EXTENSION, WorkerRuntime
 
+MAX_TIMEOUT = 1e7  # seconds (115 days): any longer is a typo
+log = logging.getLogger(__name__)
 _TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -50,13 +61,15 @@ def run_task(
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     bundle: str | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
     """Run ``target(*args, **kwargs)`` under this worker's executor (runs on the worker).
 
     ``bundle`` is the digest of a job bundle this worker holds
     (``lockstep.runtime.bundle_store``): its directory comes first on the task
-    process's ``sys.path``. Returns ``{"value", "executor", "pid", "worker",
-    "build_id", "bundle"}``.
+    process's ``sys.path``. ``timeout``: seconds the task may run (default: the
+    worker's ``LOCKSTEP_TASK_TIMEOUT``). Returns ``{"value", "executor", "pid",
+    "worker", "build_id", "bundle"}``; raises a ``TaskError`` naming this worker.
     """
     from distributed import get_worker
 
@@ -69,7 +82,18 @@ def run_task(
             "with `lockstep worker` (it adds the lockstep preload)"
         )
     paths = (str(runtime.bundles.path(bundle, f"worker {worker.address}")),) if bundle else ()
-    result = runtime.run(TaskCall(target, tuple(args), dict(kwargs or {}), paths))
+    try:
+        result = runtime.run(
+            TaskCall(target, tuple(args), dict(kwargs or {}), paths, check_timeout(timeout))
+        )
+    except TaskError as exc:
+        failed = exc.on_worker(worker.address)
+        log.error(
+            "lockstep task failed: %s%s",
+            failed,
+            f"\n{exc.remote_traceback.rstrip()}" if exc.remote_traceback else "",
+        )
+        raise failed from None
     return {
         "value": result.value,
         "executor": result.executor,
@@ -80,23 +104,47 @@ def run_task(
     }
 
 
+def check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` if it is None or a finite number of seconds > 0; ``ValueError`` otherwise."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or not 0 < timeout <= MAX_TIMEOUT
+    ):
+        raise ValueError(
+            f"task timeout {timeout!r} must be a number of seconds > 0 and at most {MAX_TIMEOUT:g}"
+        )
+    return float(timeout)
+
+
 def submit_task(
     client: Any,
     target: str,
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
     bundle: str | None = None,
+    timeout: float | None = None,
     **submit_options: Any,
 ) -> Any:
     """``client.submit(run_task, …)``: a Future of ``run_task``'s dict.
 
     ``bundle``: a job bundle's digest, shipped to the workers beforehand
-    (``lockstep.jobs.ship``); the task imports ``target`` from it.
+    (``lockstep.jobs.ship``); the task imports ``target`` from it. ``timeout``:
+    seconds it may run (default: the worker's ``LOCKSTEP_TASK_TIMEOUT``).
 
     ``submit_options`` go to ``Client.submit`` (``key``, ``workers``,
     ``retries``…); ``pure`` defaults to False so equal calls all run.
     """
     submit_options.setdefault("pure", False)
     return client.submit(
-        run_task, check_target(target), tuple(args), dict(kwargs or {}), bundle, **submit_options
+        run_task,
+        check_target(target),
+        tuple(args),
+        dict(kwargs or {}),
+        bundle,
+        check_timeout(timeout),
+        **submit_options,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from lockstep.core.registry import registered
@@ -19,6 +20,8 @@ from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_exec
 
 log = logging.getLogger(__name__)
 EXTENSION = "lockstep"
+RETIRED: list[str] = []  # why this process's worker retired, if it did (``preload_worker``)
+EXIT_RETIRED = 4  # ``lockstep worker``'s exit code after its worker retired
 
 
 class WorkerRuntime:
@@ -30,8 +33,21 @@ class WorkerRuntime:
         self.executor: Executor = cls(config, slots)
         self.bundles = BundleStore(config.bundle_dir)
         self.ready = False
+        self.retiring = ""  # why the executor asked the worker to stop, if it did
         self._tasks = 0
         self._lock = threading.Lock()
+
+    def on_retire(self, stop: Callable[[str], None]) -> None:
+        """Call ``stop(reason)`` if the executor must have the worker replaced (``direct``
+        after a task outlived its timeout)."""
+
+        def retire(reason: str) -> None:
+            self.retiring = reason
+            self.ready = False
+            stop(reason)
+
+        if hasattr(self.executor, "on_retire"):
+            self.executor.on_retire = retire
 
     def start(self) -> None:
         """Make the bundle cache and start the executor (blocking); raises if either cannot."""
@@ -55,6 +71,7 @@ class WorkerRuntime:
             "executor": self.config.executor,
             "pid": os.getpid(),
             "ready": self.ready,
+            "retiring": self.retiring,
             "tasks": self._tasks,
             "executor_pids": list(self.executor.pids()),
             "image": self.config.image,  # LOCKSTEP_IMAGE, as read at start-up

@@ -12,6 +12,13 @@ which process. The registry is the ``lockstep.executors`` entry-point group
 - ``cold``: in a fresh process per task, forked from a clean template
   process that never imports task code.
 
+A task is contained: whatever it raises (``SystemExit`` and
+``KeyboardInterrupt`` too), however it dies, hangs past its deadline or
+whatever it returns, ``run`` raises a ``TaskError`` (an ``Exception``, never a
+``BaseException`` that Dask would take for a shutdown) and the executor serves
+the next call. A value crosses from a task process to the worker only as plain
+data (``_wire.safe_loads``), and an exception only as text.
+
 Kept light: the executors' child processes import this package.
 """
 
@@ -32,13 +39,15 @@ class TaskCall:
     """One call: ``target`` is ``module:qualified.name``; args must pickle with stdlib pickle.
 
     ``paths`` are directories (a job bundle's) put first on ``sys.path`` in the
-    process that runs the call, before the target is imported.
+    process that runs the call, before the target is imported. ``timeout``:
+    seconds the call may run (None: the worker's ``LOCKSTEP_TASK_TIMEOUT``).
     """
 
     target: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     paths: tuple[str, ...] = ()
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,79 @@ class TaskResult:
     value: Any
 
 
-class TaskCrashed(RuntimeError):
+class TaskError(RuntimeError):
+    """A task failed; ``str()`` is one line: the cause, the executor, process and target.
+
+    ``cause`` is one line (``ValueError: kaboom``); ``remote_traceback`` the
+    task's traceback text, if it raised; ``worker`` the worker's address, set
+    by ``run_task``. Pickles (Dask sends it to the runner) as plain fields.
+    """
+
+    def __init__(
+        self,
+        cause: str,
+        *,
+        executor: str = "",
+        pid: int | None = None,
+        target: str = "",
+        worker: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        self.cause = " ".join(cause.split())
+        self.executor, self.pid, self.target = executor, pid, target
+        self.worker, self.remote_traceback = worker, remote_traceback
+        super().__init__(self._line())
+
+    def _line(self) -> str:
+        where = [
+            f"{self.executor or 'task'} process {self.pid}"
+            if self.pid is not None
+            else f"{self.executor or 'task'} executor"
+        ]
+        if self.worker:
+            where.append(f"on worker {self.worker}")
+        if self.target:
+            where.append(f"running {self.target}")
+        return f"{self.cause} ({' '.join(where)})"
+
+    def __str__(self) -> str:
+        return self._line()
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "executor": self.executor,
+            "pid": self.pid,
+            "target": self.target,
+            "worker": self.worker,
+            "remote_traceback": self.remote_traceback,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.cause, self.fields()))
+
+    def on_worker(self, worker: str) -> TaskError:
+        """The same error, naming the worker."""
+        return type(self)(self.cause, **{**self.fields(), "worker": worker})
+
+
+def _rebuild(cls: type[TaskError], cause: str, fields: dict[str, Any]) -> TaskError:
+    return cls(cause, **fields)
+
+
+class TaskFailed(TaskError):
+    """The task raised (its exception's type name and message are the cause), or exited."""
+
+
+class TaskCrashed(TaskError):
     """The process running a task died before it answered (killed, crashed, ``os._exit``)."""
+
+
+class TaskTimedOut(TaskError):
+    """The task ran past its deadline; its process group was killed."""
+
+
+class TaskResultRefused(TaskError):
+    """The task's value is not plain data, or over ``LOCKSTEP_RESULT_MAX_BYTES``."""
 
 
 class ExecutorStartFailed(RuntimeError):
@@ -77,7 +157,7 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def run(self, call: TaskCall) -> TaskResult:
-        """Run ``call``; its exception is re-raised here, ``TaskCrashed`` if its process died."""
+        """Run ``call``; a ``TaskError`` if it failed in any way (never another exception)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook: nothing to stop by default
         """Stop any process the executor started."""

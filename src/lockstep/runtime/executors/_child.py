@@ -1,18 +1,32 @@
-"""The process side of ``isolated_warm`` and ``cold``: ``python -m … warm|template RFD WFD``.
+"""The process side of ``isolated_warm`` and ``cold``: ``python -m … warm|template RFD WFD LFD``.
 
 ``warm`` runs every call itself, so imports and module state carry over from
 task to task. ``template`` never runs a call: it forks one child per call,
 and the child imports the task's modules, runs it, reports and exits, so
-nothing carries over and each task has its own PID. Both exit when the
-worker closes their request pipe (also when the worker dies).
+nothing carries over and each task has its own PID.
+
+Containment: the worker starts this process in a session of its own, and it
+makes itself the subreaper of its descendants (``_reap``). A ``cold`` task's
+process calls ``setsid()``: its process group is the task; when the task has
+answered, died, or the worker asks (``KILL``, its deadline passed), the
+template kills that group and then every other process the task left behind
+(orphans come back to it), before it answers the worker. Both modes end, with
+everything below them, when the worker closes their pipes or dies: the
+template sees it on its request pipe, a warm child on its lifeline pipe
+(``LFD``), watched by a thread since a warm task runs in the main thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import sys
+import threading
+import time
 
-from lockstep.runtime.executors import _wire
+from lockstep.runtime.executors import _reap, _wire
 
 
 def _describe_status(status: int) -> str:
@@ -21,46 +35,131 @@ def _describe_status(status: int) -> str:
     return f"exited with code {os.waitstatus_to_exitcode(status)} without a result"
 
 
-def _fork_one(payload: bytes, rfd: int, wfd: int) -> tuple[bytes, int, bytes]:
-    """Run ``payload`` in a forked child; the frame to send back to the worker."""
+def _exit_status(pid: int, grace: float = 1.0) -> int | None:
+    """``pid``'s wait status if it exits within ``grace`` seconds (without reaping it)."""
+    deadline = time.monotonic() + grace
+    while True:
+        found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if found is not None:
+            code = found.si_status
+            if found.si_code == os.CLD_EXITED:
+                return code << 8
+            return code  # killed (or dumped core) by signal ``code``
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _task_process(payload: bytes, result_w: int) -> None:
+    """In the forked child: a session of its own, run the call, answer, exit. Never returns."""
+    code = 0
+    try:
+        os.setsid()
+        kind, data = _wire.execute(payload)
+        _wire.write_frame(result_w, kind, os.getpid(), data)
+    except BaseException:  # never return into the template's loop
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _fork_one(payload: bytes, rfd: int, wfd: int, lfd: int) -> tuple[bytes, int, bytes] | None:
+    """Run ``payload`` in a forked child; the frame to send back to the worker.
+
+    None if the worker went away meanwhile (the task and its leftovers are killed).
+    """
+    max_payload = _wire.payload_limit(payload) + 64 * 1024  # the value, or an error report
     result_r, result_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the task's own process
-        code = 0
-        try:
-            os.close(result_r)
-            os.close(rfd)
-            os.close(wfd)
-            kind, data = _wire.execute(payload)
-            _wire.write_frame(result_w, kind, os.getpid(), data)
-        except BaseException:  # never return into the template's loop
-            code = 70
-        finally:
-            os._exit(code)
+        os.close(result_r)
+        for fd in (rfd, wfd, lfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _task_process(payload, result_w)
     os.close(result_w)
+    _wire.write_frame(wfd, _wire.STARTED, pid)
+    reader = _wire.FrameReader(result_r, max_payload)
+    frame: tuple[bytes, int, bytes] | None = None
+    problem = ""
+    worker_gone = killed = False
     try:
-        frame: tuple[bytes, int, bytes] | None = _wire.read_frame(result_r)
-    except EOFError:
-        frame = None
+        while frame is None and not reader.eof and not problem:
+            readable, _, _ = select.select([result_r, rfd], [], [])
+            if rfd in readable:
+                try:
+                    kind, _, _ = _wire.read_frame(rfd)
+                except EOFError:
+                    worker_gone = True
+                    break
+                if kind == _wire.KILL:
+                    killed = True
+                    break
+            if result_r in readable:
+                reader.feed()
+                try:
+                    frame = reader.frame()
+                except _wire.FrameTooLarge as exc:
+                    problem = (
+                        f"sent an answer of {exc.length} bytes, over the limit of "
+                        f"{max_payload} (LOCKSTEP_RESULT_MAX_BYTES and an error report)"
+                    )
     finally:
         os.close(result_r)
-    _, status = os.waitpid(pid, 0)
+        ended = frame is None and not (killed or worker_gone or problem)
+        status = _exit_status(pid) if ended else None  # before we kill it
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # the task's group: done, or to be stopped
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)  # in case it never made its group
+        os.waitpid(pid, 0)
+        _reap.end_descendants()  # what the task left outside its group
+    if worker_gone:
+        return None
+    if killed:
+        return _wire.CRASHED, pid, b"killed (the worker asked: deadline)"
+    if problem:
+        return _wire.CRASHED, pid, problem.encode()
     if frame is None:
-        return _wire.CRASHED, pid, _describe_status(status).encode()
-    return frame
+        described = (
+            _describe_status(status)
+            if status is not None
+            else "closed its answer pipe without answering (killed)"
+        )
+        return _wire.CRASHED, pid, described.encode()
+    if frame[0] not in _wire.ANSWERS:
+        return _wire.CRASHED, pid, f"sent a malformed answer ({frame[0]!r})".encode()
+    return frame[0], pid, frame[2]
+
+
+def _watch_lifeline(lfd: int) -> None:
+    """Warm child: when the worker closes the lifeline (or dies), end everything here."""
+    with contextlib.suppress(OSError):
+        while os.read(lfd, 1):
+            pass
+    _reap.end_descendants()
+    os._exit(0)
 
 
 def main(argv: list[str]) -> int:
-    mode, rfd, wfd = argv[0], int(argv[1]), int(argv[2])
+    mode, rfd, wfd, lfd = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
     if mode not in ("warm", "template"):
         print(f"lockstep executor child: unknown mode {mode!r}", file=sys.stderr)
         return 2
+    _reap.set_subreaper()
+    if mode == "warm":
+        threading.Thread(
+            target=_watch_lifeline, args=(lfd,), daemon=True, name="lockstep-lifeline"
+        ).start()
     _wire.write_frame(wfd, _wire.READY, os.getpid())
     while True:
         try:
             kind, _, payload = _wire.read_frame(rfd)
         except EOFError:
+            _reap.end_descendants()
             return 0
+        if kind == _wire.KILL:  # a deadline passed just as the last task answered
+            continue
         if kind != _wire.CALL:
             print(f"lockstep executor child: unexpected frame {kind!r}", file=sys.stderr)
             return 2
@@ -68,7 +167,10 @@ def main(argv: list[str]) -> int:
             out_kind, data = _wire.execute(payload)
             _wire.write_frame(wfd, out_kind, os.getpid(), data)
         else:
-            _wire.write_frame(wfd, *_fork_one(payload, rfd, wfd))
+            answer = _fork_one(payload, rfd, wfd, lfd)
+            if answer is None:
+                return 0
+            _wire.write_frame(wfd, *answer)
 
 
 if __name__ == "__main__":

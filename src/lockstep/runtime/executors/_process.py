@@ -1,8 +1,13 @@
 """The worker side of the executors that run tasks in other processes.
 
 A ``ChildProcess`` is a fresh interpreter running ``_child`` (``warm`` or
-``template`` mode) over two pipes. ``ProcessExecutor`` keeps one, sends it
-one call at a time, and replaces it when it dies.
+``template`` mode) over two pipes and a lifeline, in a session of its own.
+``ProcessExecutor`` keeps one per slot, sends it one call at a time with a
+deadline, and replaces it when it dies, hangs or misbehaves.
+
+What the worker reads from a child is bounded and inert: a frame larger than
+the result limit is never read (the child is killed), a value is read with
+``_wire.safe_loads`` and an error as JSON.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import select
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lockstep.runtime.executors import (
@@ -22,23 +28,49 @@ from lockstep.runtime.executors import (
     ExecutorStartFailed,
     TaskCall,
     TaskCrashed,
+    TaskError,
+    TaskFailed,
     TaskResult,
+    TaskResultRefused,
+    TaskTimedOut,
+    _reap,
     _wire,
 )
 
 log = logging.getLogger(__name__)
+ERROR_ALLOWANCE = 64 * 1024  # bytes an error report may take beyond the result limit
+KILL_GRACE = 10.0  # seconds a template has to answer after it was told to kill its task
+POLL = 0.5  # seconds between checks that the child still lives while a call runs
 
 
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in an executor's child process."""
+@dataclass(frozen=True)
+class Outcome:
+    """How a call ended, seen from the worker.
+
+    ``status``: ``answer`` (``kind``/``pid``/``data`` is the child's frame),
+    ``died`` (the child process died: ``detail``), ``timeout`` (the deadline
+    passed and the task was killed) or ``too_large`` (an answer frame over the
+    limit: ``detail``). ``healthy``: the child can take the next call.
+    """
+
+    status: str
+    healthy: bool
+    kind: bytes = b""
+    pid: int = 0
+    data: bytes = b""
+    detail: str = ""
+    task_pid: int | None = None
 
 
 class ChildProcess:
-    """One ``python -m lockstep.runtime.executors._child MODE`` process and its pipes."""
+    """One ``python -m lockstep.runtime.executors._child MODE`` process, its pipes, its tree."""
 
     def __init__(self, mode: str, start_timeout: float) -> None:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
+        lifeline_r, self._lifeline = os.pipe()
+        self._reaped = threading.Lock()  # held to kill or reap: the pid is ours until reaped
+        theirs = (to_child_r, from_child_w, lifeline_r)
         try:
             self._proc = subprocess.Popen(
                 [
@@ -46,19 +78,19 @@ class ChildProcess:
                     "-m",
                     "lockstep.runtime.executors._child",
                     mode,
-                    str(to_child_r),
-                    str(from_child_w),
+                    *map(str, theirs),
                 ],
-                pass_fds=(to_child_r, from_child_w),
+                pass_fds=theirs,
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError as exc:
-            os.close(self._to_child)
-            os.close(self._from_child)
+            for fd in (self._to_child, self._from_child, self._lifeline):
+                os.close(fd)
             raise ExecutorStartFailed(f"cannot start {sys.executable}: {exc}") from exc
         finally:
-            os.close(to_child_r)  # the child's ends: only the child keeps them open
-            os.close(from_child_w)
+            for fd in theirs:  # the child's ends: only the child keeps them open
+                os.close(fd)
         self.mode = mode
         self.pid: int = self._proc.pid
         ready, _, _ = select.select([self._from_child], [], [], start_timeout)
@@ -80,28 +112,116 @@ class ChildProcess:
             self.close()
             raise
 
-    def call(self, payload: bytes) -> tuple[bytes, int, bytes]:
-        """Send one call; its answer frame. ``EOFError`` (or ``OSError``) if the process died."""
-        _wire.write_frame(self._to_child, _wire.CALL, 0, payload)
-        return _wire.read_frame(self._from_child)
+    def alive(self) -> bool:
+        """Not exited yet (checked without reaping it, so its pid stays ours)."""
+        with self._reaped:
+            if self._proc.returncode is not None:
+                return False
+            try:
+                found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return False
+            return found is None
+
+    def call(self, payload: bytes, timeout: float, max_bytes: int) -> Outcome:
+        """Send one call and wait for its answer, at most ``timeout`` seconds."""
+        try:
+            _wire.write_frame(self._to_child, _wire.CALL, 0, payload)
+        except OSError as exc:
+            return Outcome("died", False, detail=f"its request pipe failed ({exc.strerror})")
+        reader = _wire.FrameReader(self._from_child, max_bytes + ERROR_ALLOWANCE)
+        deadline = time.monotonic() + timeout
+        task_pid: int | None = None
+        killing = False  # told the template to kill the task; waiting for its answer
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if self.mode == "template" and task_pid is not None and not killing:
+                    try:
+                        _wire.write_frame(self._to_child, _wire.KILL, 0)
+                    except OSError:
+                        self.kill()
+                        return Outcome("timeout", False, task_pid=task_pid)
+                    killing = True
+                    deadline = time.monotonic() + KILL_GRACE
+                    continue
+                self.kill()  # a warm child, or a template that did not answer
+                return Outcome("timeout", False, task_pid=task_pid)
+            readable, _, _ = select.select([self._from_child], [], [], min(remaining, POLL))
+            if not readable:
+                if not self.alive():  # dead, though a process it forked may hold the pipe
+                    return Outcome("died", False, detail=self.describe_exit(), task_pid=task_pid)
+                continue
+            try:
+                reader.feed()
+                while (frame := reader.frame()) is not None:
+                    kind, pid, data = frame
+                    if kind == _wire.STARTED and self.mode == "template":
+                        task_pid = pid
+                        continue
+                    if killing and kind == _wire.CRASHED:
+                        return Outcome("timeout", True, task_pid=task_pid)
+                    if kind not in (*_wire.ANSWERS, _wire.CRASHED):
+                        self.kill()
+                        return Outcome(
+                            "died",
+                            False,
+                            detail=f"it sent a malformed frame ({kind!r}); killed",
+                            task_pid=task_pid,
+                        )
+                    return Outcome("answer", True, kind, pid, data, task_pid=task_pid)
+            except _wire.FrameTooLarge as exc:
+                self.kill()
+                return Outcome(
+                    "too_large",
+                    False,
+                    pid=exc.pid,
+                    task_pid=task_pid,
+                    detail=f"an answer of {exc.length} bytes, over the limit of "
+                    f"{max_bytes} (LOCKSTEP_RESULT_MAX_BYTES)",
+                )
+            except OSError as exc:
+                self.kill()
+                return Outcome(
+                    "died",
+                    False,
+                    detail=f"its answer pipe failed ({exc.strerror})",
+                    task_pid=task_pid,
+                )
+            if reader.eof:
+                return Outcome("died", False, detail=self.describe_exit(), task_pid=task_pid)
 
     def describe_exit(self) -> str:
         try:
-            code = self._proc.wait(timeout=5)
+            with self._reaped:
+                code = self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return "still running"
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
+    def kill(self) -> None:
+        """SIGKILL this process and everything below it (frozen first, so nothing escapes)."""
+        with self._reaped:
+            if self._proc.returncode is None:
+                _reap.kill_tree(self.pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, 9)  # its session's group, even once it is gone
+
     def close(self) -> None:
-        """Close the pipes (the child exits on end of input) and reap it."""
-        for fd in (self._to_child, self._from_child):
+        """Close the pipes (the child ends its tasks and exits on end of input) and reap it;
+        kill its tree if it has not exited after 5 s."""
+        for fd in (self._to_child, self._from_child, self._lifeline):
             with contextlib.suppress(OSError):  # already closed
                 os.close(fd)
         try:
-            self._proc.wait(timeout=5)
+            with self._reaped:
+                self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+            self.kill()
+            with self._reaped:
+                self._proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, 9)  # anything left in its group
 
 
 class ProcessExecutor(Executor):
@@ -141,6 +261,10 @@ class ProcessExecutor(Executor):
         child = self._spawn()  # outside the lock: it takes a while
         with self._lock:
             self._busy.add(child)
+            closed = self._closed
+        if closed:
+            self._drop(child)
+            raise ExecutorStartFailed(f"{self.name} executor is closed")
         return child
 
     def _give_back(self, child: ChildProcess) -> None:
@@ -152,66 +276,108 @@ class ProcessExecutor(Executor):
         if closed:
             child.close()
 
+    def _drop(self, child: ChildProcess) -> None:
+        with self._lock:
+            self._busy.discard(child)
+        child.kill()
+        child.close()
+
     def pids(self) -> tuple[int, ...]:
         with self._lock:
             return tuple(sorted(c.pid for c in (*self._idle, *self._busy)))
 
     def run(self, call: TaskCall) -> TaskResult:
-        payload = pickle.dumps(
-            (call.target, call.args, call.kwargs, call.paths), protocol=pickle.HIGHEST_PROTOCOL
-        )
+        timeout = call.timeout if call.timeout is not None else self.config.task_timeout
+        max_bytes = int(self.config.result_max_bytes)
+        payload = _wire.call_payload(call.target, call.args, call.kwargs, call.paths, max_bytes)
+        replaced = ""
         with self._free_slots:
             child = self._take()
-            try:
-                kind, pid, data = child.call(payload)
-            except (EOFError, OSError):
-                with self._lock:
-                    self._busy.discard(child)
-                child.close()
-                raise TaskCrashed(self._replace(child, call)) from None
-            self._give_back(child)
-        return self._answer(call, kind, pid, data)
+            outcome = child.call(payload, timeout, max_bytes)
+            if outcome.healthy:
+                self._give_back(child)
+            else:
+                self._drop(child)
+                replaced = self._replace(child)
+        if outcome.status == "answer":
+            return self._answer(call, outcome)
+        task = outcome.task_pid if outcome.task_pid is not None else child.pid
+        with self._lock:
+            closed = self._closed
+        if outcome.status == "timeout":
+            error: TaskError = TaskTimedOut(
+                f"TaskTimedOut: did not finish within its timeout of {timeout:g} s; its "
+                "process group was killed",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
+        elif outcome.status == "too_large":
+            error = TaskResultRefused(
+                f"ResultTooLarge: the task sent {outcome.detail}",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
+        elif closed:
+            error = TaskCrashed(
+                f"TaskCrashed: the worker stopped while the task ran "
+                f"({self.mode} process {child.pid} {outcome.detail})",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
+        else:
+            error = TaskCrashed(
+                f"TaskCrashed: {self.mode} process {child.pid} died ({outcome.detail}); {replaced}",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
+        log.error("%s", error)
+        raise error
 
-    def _replace(self, dead: ChildProcess, call: TaskCall) -> str:
-        """Start a process in place of ``dead``; the message for the task that died with it."""
-        message = (
-            f"{self.name} executor: {dead.mode} process {dead.pid} died "
-            f"({dead.describe_exit()}) while running {call.target}"
-        )
+    def _replace(self, dead: ChildProcess) -> str:
+        """Start a process in place of ``dead``; says so (for the task's message)."""
         try:
             replacement = self._spawn()
-            self._give_back(replacement)
-            message += f"; replaced by pid {replacement.pid} for the next task"
         except ExecutorStartFailed as exc:
-            message += f"; its replacement did not start ({exc}), the next task retries"
-        log.error("%s", message)
-        return message
+            return f"its replacement did not start ({exc}), the next task retries"
+        self._give_back(replacement)
+        return f"replaced by pid {replacement.pid} for the next task"
 
-    def _answer(self, call: TaskCall, kind: bytes, pid: int, data: bytes) -> TaskResult:
+    def _answer(self, call: TaskCall, outcome: Outcome) -> TaskResult:
+        kind, pid, data = outcome.kind, outcome.pid, outcome.data
+        where: dict[str, Any] = {"executor": self.name, "pid": pid, "target": call.target}
         if kind == _wire.OK:
-            return TaskResult(self.name, pid, pickle.loads(data))
-        if kind == _wire.CRASHED:
-            message = (
-                f"{self.name} executor: task process {pid} {data.decode()} "
-                f"while running {call.target}"
-            )
-            log.error("%s", message)
-            raise TaskCrashed(message)
-        if kind == _wire.ERROR:
-            pickled, text, tb = pickle.loads(data)
-            exc: BaseException
             try:
-                exc = pickle.loads(pickled) if pickled is not None else RemoteTraceback(text)
-            except Exception:  # cannot rebuild it here: keep its text
-                exc = RemoteTraceback(text)
-            exc.add_note(f"raised in {self.name} executor process {pid}:\n{tb}")
-            raise exc
-        raise TaskCrashed(f"{self.name} executor: unexpected answer {kind!r} from pid {pid}")
+                return TaskResult(self.name, pid, _wire.safe_loads(data))
+            except Exception as exc:  # a forged or broken answer: never more than data
+                raise TaskResultRefused(
+                    f"ResultRefused: its value does not read as plain data "
+                    f"({type(exc).__name__}: {exc})",
+                    **where,
+                ) from None
+        if kind == _wire.CRASHED:
+            error: TaskError = TaskCrashed(
+                f"TaskCrashed: task process {pid} {data.decode(errors='replace')}", **where
+            )
+            log.error("%s", error)
+            raise error
+        report = _wire.decode_error(data)
+        if report["refused"]:
+            raise TaskResultRefused(f"ResultRefused: {report['message']}", **where)
+        cause = f"{report['type']}: {report['message']}" if report["message"] else report["type"]
+        raise TaskFailed(cause, remote_traceback=report["traceback"], **where)
 
     def close(self) -> None:
-        """Stop the idle processes now; a busy one stops when its call returns."""
+        """Stop every process: idle ones end on end of input, busy ones are killed with their
+        tasks (the call that ran there fails with ``TaskCrashed``)."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
+        for child in busy:
+            child.kill()
         for child in idle:
             child.close()

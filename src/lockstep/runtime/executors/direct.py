@@ -1,18 +1,102 @@
-"""``direct``: run each task in the worker process itself (no isolation, no overhead)."""
+"""``direct``: run each task in the worker process itself (no process isolation, no overhead).
+
+Contained as far as a thread can be: whatever the task raises (``SystemExit``
+too) fails only that task, and its value must be plain data within
+``LOCKSTEP_RESULT_MAX_BYTES``, like under the other executors. But a thread
+cannot be killed: a task that runs past its timeout keeps running, and keeps
+its slot, however long it runs. So on a timeout the task fails with
+``TaskTimedOut`` and the executor *retires its worker*: it refuses further
+tasks and asks the worker to stop (``on_retire``), so that a nanny starts a
+fresh one (without a nanny the worker is gone; its tasks go to other workers).
+A task that calls ``os._exit``, gets a fatal signal or forks and leaves its
+children running takes the worker down or leaves them behind: run untrusted
+code under ``cold`` or ``isolated_warm``.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
 
-from lockstep.runtime.executors import Executor, TaskCall, TaskResult, _wire
+from lockstep.runtime.executors import (
+    Executor,
+    TaskCall,
+    TaskFailed,
+    TaskResult,
+    TaskResultRefused,
+    TaskTimedOut,
+    _wire,
+)
+
+log = logging.getLogger(__name__)
 
 
 class DirectExecutor(Executor):
-    """Calls the target in the worker's own process and thread; modules stay imported."""
+    """Calls the target in the worker's own process, in a thread of its own per call."""
 
     name = "direct"
 
+    def __init__(self, config: Any, slots: int = 1) -> None:
+        super().__init__(config, slots)
+        self.on_retire: Callable[[str], None] = lambda _reason: None
+        self.retired = ""  # why, once a task has timed out
+
     def run(self, call: TaskCall) -> TaskResult:
-        _wire.use_paths(call.paths)
-        value = _wire.resolve(call.target)(*call.args, **call.kwargs)
-        return TaskResult(self.name, os.getpid(), value)
+        where: dict[str, Any] = {"executor": self.name, "pid": os.getpid(), "target": call.target}
+        if self.retired:
+            raise TaskFailed(
+                f"WorkerRetiring: this worker no longer takes tasks: {self.retired}", **where
+            )
+        timeout = call.timeout if call.timeout is not None else self.config.task_timeout
+        max_bytes = int(self.config.result_max_bytes)
+        outcome: list[Any] = []
+
+        def target() -> None:
+            try:
+                _wire.use_paths(call.paths)
+                value = _wire.resolve(call.target)(*call.args, **call.kwargs)
+                data = _wire.plain_value(value, max_bytes, call.target)
+                outcome.append(("ok", _wire.safe_loads(data)))
+            except _wire.ResultRefused as exc:
+                outcome.append(("refused", str(exc)))
+            except BaseException as exc:  # SystemExit too: it ends this thread, not the worker
+                try:
+                    text = traceback.format_exc()
+                except BaseException:
+                    text = ""
+                report = _wire.decode_error(_wire.encode_error(exc, text))
+                outcome.append(("error", report))
+
+        thread = threading.Thread(target=target, daemon=True, name=f"lockstep-direct {call.target}")
+        thread.start()
+        thread.join(min(timeout, threading.TIMEOUT_MAX))
+        if thread.is_alive():
+            self.retired = (
+                f"a task ({call.target}) ran past its timeout of {timeout:g} s and "
+                "its thread cannot be stopped"
+            )
+            log.critical(
+                "direct executor: %s; retiring worker pid %d so that a fresh one takes its place",
+                self.retired,
+                os.getpid(),
+            )
+            self.on_retire(self.retired)
+            raise TaskTimedOut(
+                f"TaskTimedOut: did not finish within its timeout of "
+                f"{timeout:g} s; the direct executor cannot stop a thread, so "
+                "its worker retires (a nanny starts a fresh one)",
+                **where,
+            )
+        if not outcome:  # the thread ended without a word: cannot happen, but never hang
+            raise TaskFailed("TaskFailed: the task's thread ended without a result", **where)
+        status, value = outcome[0]
+        if status == "ok":
+            return TaskResult(self.name, os.getpid(), value)
+        if status == "refused":
+            raise TaskResultRefused(f"ResultRefused: {value}", **where)
+        cause = f"{value['type']}: {value['message']}" if value["message"] else value["type"]
+        raise TaskFailed(cause, remote_traceback=value["traceback"], **where)
