@@ -14,11 +14,12 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lockstep import __version__
-from lockstep.core.errors import LockstepError
+from lockstep.core import limits
+from lockstep.core.errors import BadInput, LockstepError
 
 # Which module adds which subcommands (each module has add_commands(subparsers)). A
 # command line names one, so only its module is imported: ``lockstep worker`` in an
@@ -34,6 +35,35 @@ COMMANDS = {
 def add_project_arg(parser: argparse.ArgumentParser) -> None:
     """``--project``: the project root, for commands that read ``pyproject.toml``."""
     parser.add_argument("--project", type=Path, help="project root (default: found from the cwd)")
+
+
+def seconds_option(flag: str) -> Callable[[str], float]:
+    """An argparse ``type`` for ``flag``: seconds > 0; one clear line (exit 2) otherwise."""
+
+    def parse(text: str) -> float:
+        value = limits.parse_seconds(text)
+        if value is None:
+            raise BadInput(
+                f"{flag} {text!r}: not a number of seconds > 0 and at most "
+                f"{limits.MAX_SECONDS:g}; give e.g. {flag} 30"
+            )
+        return value
+
+    return parse
+
+
+def count_option(flag: str, minimum: int = 1) -> Callable[[str], int]:
+    """An argparse ``type`` for ``flag``: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = limits.parse_count(text, minimum)
+        if value is None:
+            raise BadInput(
+                f"{flag} {text!r}: not a whole number from {minimum} to {limits.MAX_COUNT}"
+            )
+        return value
+
+    return parse
 
 
 def modules_for(argv: Sequence[str]) -> list[str]:
@@ -60,13 +90,13 @@ def make_parser(modules: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentPa
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser(modules_for(argv))
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        args = parser.parse_args(argv)  # a bad option value is a LockstepError (one line)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
         code: int = args.func(args)
     except LockstepError as exc:
         print(f"lockstep: error: {exc.message}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import ssl
 import sys
 import urllib.request
@@ -338,3 +339,62 @@ def test_missing_pex_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
             pylock.lock(PROJECT, tmp_path / "lock.json", tmp_path / "cache")
     finally:
         pex.pex3_argv.cache_clear()
+
+
+# ---------------------------------------------------------------- the CA bundle
+
+
+def test_a_certificate_failure_says_so_and_names_the_setting() -> None:
+    out = (
+        "WARNING: Retrying ... SSLError(SSLCertVerificationError(1, '[SSL: "
+        "CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer "
+        "certificate'))\nERROR: No matching distribution found for six==1.16.0"
+    )
+    err = pex.pex_error("lock create", out, Path("/cache/logs/x.log"))
+    assert isinstance(err, ServiceFailed) and "\n" not in str(err)
+    assert "TLS certificate is not trusted" in str(err) and "SSL_CERT_FILE" in str(err)
+
+
+def _lock_six(cache: Path, out: Path) -> None:
+    pex.run_pex(
+        [
+            "lock",
+            "create",
+            *pex.common_args(cache),
+            "--style",
+            "strict",
+            "--complete-platform",
+            str(PLATFORM),
+            "--output",
+            str(out),
+            "six==1.16.0",
+        ],
+        cache,
+        "lock create",
+    )
+
+
+def test_pex_trusts_the_same_ca_bundle_as_the_rest_of_the_build(
+    index: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only SSL_CERT_FILE names a bundle (pip's own variables are gone): pex gets it, and a
+    bundle without the index's CA is a one-line certificate error naming the setting. On
+    this kind of machine PyPI is re-signed by a local CA that only the system bundle has."""
+    system = ssl.get_default_verify_paths().openssl_cafile
+    for name in ("REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", system)
+    _lock_six(tmp_path / "cache-a", tmp_path / "six.lock.json")
+    assert [w.project for w in pylock.read_lock(tmp_path / "six.lock.json")] == ["six"]
+
+    stranger = tmp_path / "stranger-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=not the index's CA", "-keyout", str(tmp_path / "k.pem"), "-out", str(stranger)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.setenv("SSL_CERT_FILE", str(stranger))
+    with pytest.raises(ServiceFailed, match="SSL_CERT_FILE") as info:
+        _lock_six(tmp_path / "cache-b", tmp_path / "none.lock.json")
+    assert str(stranger) in str(info.value)
+    assert not (tmp_path / "none.lock.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from lockstep.runtime.bundle_store import BundleRefused, BundleStore, from_wire,
 from lockstep.runtime.probe import run_probe
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def lockstep_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``lockstep ARGS`` in a subprocess, from an empty directory under ``cwd`` (so no
+    bundle module there is importable from the runner's own path)."""
+    (cwd / "cwd").mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lockstep", *args], cwd=cwd / "cwd", capture_output=True, text=True
+    )
+
+
 EXAMPLES = ROOT / "examples"
 SIR = EXAMPLES / "sir"
 EXECUTORS = registered()
@@ -319,3 +331,51 @@ def test_local_preflight_reports_everything_at_once(tmp_path: Path) -> None:
         "target targets.incidence:nope: module targets.incidence",
     ):
         assert part in text, text
+
+
+# --- exit codes: a malformed spec is bad input (2); a failing check on a good one is 1 ---------
+
+
+@pytest.mark.parametrize("kind", ["not-toml", "not-utf8", "wrong-types", "unknown-key"])
+def test_a_malformed_spec_exits_2(tmp_path: Path, kind: str) -> None:
+    spec = copy_example(tmp_path)
+    if kind == "not-toml":
+        spec.write_bytes(b"bundle = [")
+    elif kind == "not-utf8":
+        spec.write_bytes(b'name = "caf\xe9"\n')
+    elif kind == "wrong-types":
+        edit_spec(spec, seeds='"1, 2"', executor="3")
+    else:
+        spec.write_text('colour = "blue"\n' + spec.read_text())  # top level, before any table
+    proc = lockstep_cli(["preflight", str(spec)], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[0].startswith(f"lockstep: error: preflight of {spec}")
+
+
+def test_a_failing_check_on_a_well_formed_spec_exits_1_and_wins_over_nothing(
+    tmp_path: Path,
+) -> None:
+    spec = edit_spec(copy_example(tmp_path), target='"targets.incidence:nope"')
+    proc = lockstep_cli(["preflight", str(spec)], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    # Malformed and failing at once: bad input first (exit 2), every problem still listed.
+    edit_spec(spec, seeds='"x"')
+    proc = lockstep_cli(["preflight", str(spec)], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "seeds: must be" in proc.stderr and "target targets.incidence:nope" in proc.stderr
+
+
+@pytest.mark.parametrize("role", ["model", "target"])
+def test_a_class_as_model_or_target_is_refused_by_preflight(tmp_path: Path, role: str) -> None:
+    spec = copy_example(tmp_path)
+    bundle = spec.parent / "bundle"
+    (bundle / "shapes.py").write_text(
+        "class Simulation:\n    def __init__(self, params, seed):\n        self.params = params\n"
+    )
+    spec = edit_spec(spec, **{role: '"shapes:Simulation"'})
+    with pytest.raises(PreflightFailed) as failed:
+        preflight(spec)
+    assert failed.value.exit_code == 1
+    assert f"{role} shapes:Simulation: shapes:Simulation is a class, not a function" in str(
+        failed.value
+    )

@@ -27,7 +27,7 @@ from lockstep.runtime import (
     connect,
     submit_task,
 )
-from lockstep.runtime.executors import _reap
+from lockstep.core import reap as _reap
 from tests.fixtures.procs import ALL_EXECUTORS, Proc, start_scheduler, start_worker, write_manifest
 from tests.runtime.test_containment import pids_in, running, wait_gone
 

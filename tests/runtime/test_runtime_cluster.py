@@ -223,6 +223,26 @@ def test_worker_of_another_build_is_refused_at_start_with_a_nanny(cluster: Clust
     assert any(cluster.b.build_id in r["message"] for r in ident["refused"])
 
 
+def test_worker_whose_manifest_claims_an_executor_its_code_lacks_never_joins(
+    cluster: Cluster,
+) -> None:
+    """Build a's inputs (so its build id) with an executor list the code does not have."""
+    (cluster.dir / "claims").mkdir(exist_ok=True)  # not over the cluster's own manifest-a
+    claims, manifest = write_manifest(
+        cluster.dir / "claims", "a", executors=(*ALL_EXECUTORS, "turbo")
+    )  # fmt: skip
+    assert manifest.build_id == cluster.a.build_id
+    odd = start_worker(cluster.dir, cluster.address, claims, "cold", "w-claims")
+    try:
+        code = odd.wait(60)
+    finally:
+        odd.stop()
+    assert code == 2
+    assert "lists executor(s) turbo that this installation does not contain" in odd.text()
+    assert "lockstep worker ready" not in odd.text()
+    assert len(cluster.identity()["workers"]) == 3
+
+
 def test_plain_dask_worker_without_a_manifest_is_refused(cluster: Cluster) -> None:
     plain = Proc(
         [

@@ -93,10 +93,31 @@ def test_executor_missing_from_this_image_is_refused() -> None:
     assert err.value.exit_code == 2
 
 
-def test_executor_in_manifest_but_not_registered_is_refused() -> None:
+def test_a_manifest_claiming_an_executor_the_code_lacks_is_refused_whatever_is_chosen() -> None:
+    """The executor list is the code's (its entry points): a manifest that claims more is not
+    this image's, even when the executor asked for exists."""
     odd = make_manifest("d", executors=("direct", "gpu"))
-    with pytest.raises(BadInput, match=r"registers no lockstep\.executors entry point 'gpu'"):
-        RuntimeConfig.from_env({"LOCKSTEP_EXECUTOR": "gpu"}, manifest=odd)
+    for chosen in ("gpu", "direct", None):
+        env = {"LOCKSTEP_EXECUTOR": chosen} if chosen else {}
+        with pytest.raises(BadInput) as err:
+            RuntimeConfig.from_env(env, manifest=odd)
+        assert "lists executor(s) gpu that this installation does not contain" in str(err.value)
+        assert "lockstep.executors entry points: cold, direct, isolated_warm" in str(err.value)
+        assert err.value.exit_code == 2
+
+
+def test_the_scheduler_refuses_an_altered_executor_list_of_its_own_build() -> None:
+    """Same inputs (so the same build id), other executors: an altered manifest."""
+    from lockstep.manifest import BuildManifest
+
+    altered = BuildManifest(
+        name=A.name, version=A.version, inputs=A.inputs, executors=("cold", "direct", "turbo"),
+        python=A.python,
+    )  # fmt: skip
+    assert altered.build_id == A.build_id
+    refusal = admission_refusal(A, "tcp://w:3", altered.to_json().decode())
+    assert refusal is not None and "lists executors cold, direct, turbo" in refusal
+    assert "the manifest was altered" in refusal
 
 
 @pytest.mark.parametrize("raw", ["", "abc", "0", "-1", "nan", "inf", "1e999"])

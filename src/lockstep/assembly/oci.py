@@ -16,7 +16,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import IO, Any
 
 from lockstep.assembly.entries import Layer
 from lockstep.assembly.layout import ARCHITECTURE, USER, WORKDIR
+from lockstep.core.atomic import remove_stale, temp_file
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
 
@@ -244,6 +244,8 @@ def write_archives(outs: Sequence[ArchiveOut], blob: BlobSource) -> list[Path]:
     Readers see each path's old archive or the whole new one; a failure leaves
     every old archive as it was and no temporary file behind.
     """
+    for out in outs:  # what a killed build left, also when nothing is written now
+        remove_stale(out.path.parent, out.path.name)
     stale = [o for o in outs if not archive_is_current(o.path, o.image, o.ref_name, o.repo_tags)]
     read: dict[str, bytes] = {}
 
@@ -255,11 +257,8 @@ def write_archives(outs: Sequence[ArchiveOut], blob: BlobSource) -> list[Path]:
     temps: list[tuple[Path, Path]] = []
     try:
         for out in stale:
-            out.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(
-                dir=out.path.parent, prefix=f".{out.path.name}.", suffix=".tmp"
-            )
-            temps.append((Path(name), out.path))
+            fd, name = temp_file(out.path)
+            temps.append((name, out.path))
             with os.fdopen(fd, "wb") as f:
                 write_tar(f, archive_members(out.image, once, out.ref_name, out.repo_tags))
             os.chmod(name, 0o644)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lockstep.assembly.entries import Entry
 from lockstep.assembly.layout import SITE_DIR
+from lockstep.core.atomic import SUFFIX, remove_stale, temp_prefix
 from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.inputs.python.lock import LockedWheel, read_lock
@@ -175,7 +176,10 @@ def install_entries(
     root = pex_root(cache_dir)
     scratch_parent = cache_dir / "tmp"
     scratch_parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="venv-", dir=scratch_parent) as tmp:
+    remove_stale(scratch_parent, "venv")  # a killed build's half-made install
+    with tempfile.TemporaryDirectory(
+        prefix=temp_prefix("venv"), suffix=SUFFIX, dir=scratch_parent
+    ) as tmp:
         tree = Path(tmp) / "site"
         run_pex(
             [

@@ -1,4 +1,10 @@
-"""Write outputs under a temporary name and rename them into place."""
+"""Write outputs under a temporary name and rename them into place; clean up after a
+run that was killed.
+
+Every temporary is a hidden sibling named ``.<name>.<pid>.<random>.tmp``, so
+the next run can tell whose it is: one whose process is gone is a leftover
+and is removed (``remove_stale``) before anything new is written there.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,61 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+SUFFIX = ".tmp"
+
+
+def temp_prefix(stem: str) -> str:
+    """The prefix of this process's temporaries for ``stem``: ``.<stem>.<pid>.``."""
+    return f".{stem}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale(directory: Path, stem: str) -> list[Path]:
+    """Remove the temporaries of ``stem`` in ``directory`` whose process is gone; them."""
+    head = f".{stem}."
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(head) and name.endswith(SUFFIX)):
+            continue
+        pid = name[len(head) :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+def temp_file(final: Path) -> tuple[int, Path]:
+    """An open temporary sibling of ``final`` (fd, path); stale ones are removed first."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final.parent, final.name)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=temp_prefix(final.name), suffix=SUFFIX)
+    return fd, Path(name)
+
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -29,7 +85,8 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
 def staging_dir(final: Path) -> Iterator[Path]:
     """A temporary sibling of ``final``; renamed onto it only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    remove_stale(final.parent, final.name)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_prefix(final.name), suffix=SUFFIX))
     try:
         yield tmp
         if final.exists():

@@ -25,6 +25,7 @@ REQUIRE_ALL = "LOCKSTEP_REQUIRE_ALL"
 TLS_CA_FILE = "LOCKSTEP_TLS_CA_FILE"
 TLS_CERT = "LOCKSTEP_TLS_CERT"
 TLS_KEY = "LOCKSTEP_TLS_KEY"
+SSL_CERT_FILE = "SSL_CERT_FILE"  # OpenSSL's own name; lockstep's build honours it everywhere
 
 MANIFEST_PATH = "/etc/lockstep/manifest.json"  # where every image carries its manifest
 DEFAULT_START_TIMEOUT = 30.0
@@ -57,6 +58,14 @@ SETTINGS: tuple[Setting, ...] = (
         "build, `lock debian`",
         f"`[tool.lockstep] debian_mirror`, else `{DEFAULT_MIRROR}`",
         "the Debian mirror; the security archive is its sibling `…/debian-security`",
+    ),
+    Setting(
+        SSL_CERT_FILE,
+        "build, lock, release",
+        "OpenSSL's default bundle",
+        "the CA bundle the build host trusts, for the package index (pex is given it as "
+        "`--cert`), the Debian mirror and registries; a TLS-intercepting proxy's CA goes "
+        "in it",
     ),
     Setting(
         MANIFEST,
@@ -157,7 +166,7 @@ def settings_table() -> str:
     for s in SETTINGS:
         if s.default is None:
             default = "none: required" if s.required else "unset"
-        elif s.default.startswith(("`", "set ")):
+        elif " " in s.default:  # prose (with its own `code` where it names values)
             default = s.default
         else:
             default = f"`{s.default}`"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lockstep.cli import count_option, seconds_option
 from lockstep.core.progress import to_stderr as progress
 from lockstep.runtime.probe import DEFAULT_TIMEOUT
 
@@ -43,27 +44,13 @@ def add_commands(sub: Any) -> None:
     )
     run.add_argument(
         "--deadline",
-        type=_seconds,
+        type=seconds_option("--deadline"),
         metavar="SECONDS",
         help="fail the run (exit 1) if it has not finished after this long "
         "(default: the spec's run_deadline, else none). --timeout also "
         "bounds the wait for a compatible worker when none is left (exit 3)",
     )
     run.set_defaults(func=run_run)
-
-
-def _seconds(text: str) -> float:
-    from lockstep.jobs.spec import MAX_SECONDS, seconds_value
-
-    try:
-        value = seconds_value(float(text))
-    except ValueError:
-        value = None
-    if value is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds > 0 and at most {MAX_SECONDS:g}"
-        )
-    return value
 
 
 def _cluster_options(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -76,21 +63,21 @@ def _cluster_options(parser: argparse.ArgumentParser, required: bool) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=count_option("--workers"),
         default=1,
         metavar="N",
         help="wait for at least N ready workers running the job's executor (default 1)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds_option("--timeout"),
         default=30.0,
         metavar="SECONDS",
         help="give up on the cluster after this long (default 30)",
     )
     parser.add_argument(
         "--import-timeout",
-        type=float,
+        type=seconds_option("--import-timeout"),
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"limit for importing the model and target (default {DEFAULT_TIMEOUT:g})",

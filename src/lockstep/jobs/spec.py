@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.core.errors import BadInput, CheckFailed
+from lockstep.core.limits import MAX_SECONDS, seconds_value
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli is the fallback for older Pythons
     import tomllib
@@ -54,15 +55,15 @@ KEYS = (
 REQUIRED = ("bundle", "model", "target", "executor", "seeds", "params")
 _ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 MAX_SEED = 2**63 - 1
-MAX_SECONDS = 1e7  # task_timeout, run_deadline: any longer is a typo (115 days)
 
 
 @dataclass(frozen=True)
 class Problem:
     """One thing preflight found wrong: the file it is in, the name it is about, what to do.
 
-    ``exit_code`` is 1 for a failed check, 3 when an outside service failed
-    (the check could not run), 2 for bad runner configuration.
+    ``exit_code`` is 2 for bad input (a malformed job spec, bad runner
+    configuration), 1 for a check that failed on well-formed input, 3 when an
+    outside service failed (the check could not run).
     """
 
     file: str
@@ -75,12 +76,13 @@ class Problem:
 
 
 class PreflightFailed(CheckFailed):
-    """Preflight found problems (exit 1; 3 if only outside services failed). One line each."""
+    """Preflight found problems, one line each. Exit 2 if any is bad input (fix the spec
+    first), else 1 if a check failed, else 3 (only outside services failed)."""
 
     def __init__(self, spec: Path, problems: list[Problem], submitted: str = "nothing") -> None:
         self.problems = tuple(problems)
         codes = {p.exit_code for p in problems}
-        self.exit_code = 1 if 1 in codes or not codes else max(codes)
+        self.exit_code = next((c for c in (2, 1, 3) if c in codes), 1)
         lines = [
             f"preflight of {spec} found {len(problems)} problem(s); {submitted} was submitted",
             *(str(p) for p in problems),
@@ -139,12 +141,12 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        return {}, [Problem(where, "(file)", f"not valid TOML ({exc}); fix the file")]
+        return {}, [Problem(where, "(file)", f"not valid TOML ({exc}); fix the file", 2)]
     fields: dict[str, Any] = {}
     problems: list[Problem] = []
 
-    def bad(name: str, message: str) -> None:
-        problems.append(Problem(where, name, message))
+    def bad(name: str, message: str) -> None:  # the spec itself is malformed: exit 2
+        problems.append(Problem(where, name, message, 2))
 
     for key in sorted(set(data) - set(KEYS)):
         bad(key, f"unknown key; a job spec has only: {', '.join(KEYS)}")
@@ -245,16 +247,6 @@ def spec_from_fields(path: Path, fields: Mapping[str, Any]) -> JobSpec:
         task_timeout=fields.get("task_timeout"),
         run_deadline=fields.get("run_deadline"),
     )
-
-
-def seconds_value(value: Any) -> float | None:
-    """``value`` as seconds if it is a finite number > 0 and at most ``MAX_SECONDS``
-    (not a bool, not a string); None otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
-        return None
-    return float(value)
 
 
 def load_spec(path: Path, executors: Mapping[str, str]) -> JobSpec:

@@ -18,6 +18,8 @@ import argparse
 import logging
 from typing import Any
 
+from lockstep.cli import count_option, seconds_option
+
 log = logging.getLogger(__name__)
 
 SCHEDULER_PRELOAD = "lockstep.runtime.preload_scheduler"
@@ -56,14 +58,14 @@ def add_commands(sub: Any) -> None:
     runner.add_argument("scheduler", help="scheduler address, e.g. tcp://scheduler:8786")
     runner.add_argument(
         "--workers",
-        type=int,
+        type=count_option("--workers"),
         default=1,
         metavar="N",
         help="wait for at least N ready workers of this build (default 1)",
     )
     runner.add_argument(
         "--timeout",
-        type=float,
+        type=seconds_option("--timeout"),
         default=30.0,
         metavar="SECONDS",
         help="give up after this long (default 30)",
@@ -89,7 +91,7 @@ def add_commands(sub: Any) -> None:
     )
     doctor.add_argument(
         "--timeout",
-        type=float,
+        type=seconds_option("--timeout"),
         default=30.0,
         metavar="SECONDS",
         help="give up after this long (default 30)",

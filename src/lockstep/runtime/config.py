@@ -18,7 +18,6 @@ the scheduler logs its own (``scheduler_settings()``) once at start-up too.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from typing import Any
 
 from lockstep.core import registry
 from lockstep.core.errors import BadInput
+from lockstep.core.limits import MAX_SECONDS, parse_seconds
 from lockstep.core.settings import BUNDLE_DIR as BUNDLE_DIR_ENV
 from lockstep.core.settings import (
     DEFAULT_RESULT_MAX_BYTES,
@@ -237,6 +237,15 @@ def _bundle_dir(env: Mapping[str, str]) -> Path:
 def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
     valid = ", ".join(manifest.executors) or "(none: the manifest lists no executors)"
     build = f"build {manifest.build_id} version {manifest.version}"
+    found = registry.registered()
+    lacking = sorted(set(manifest.executors) - set(found))
+    if lacking:  # a manifest that is not this code's: never join a cluster with it
+        raise BadInput(
+            f"the manifest of {build} lists executor(s) {', '.join(lacking)} that this "
+            f"installation does not contain (its {registry.GROUP} entry points: "
+            f"{', '.join(sorted(found)) or 'none'}); the manifest does not belong to this "
+            "image's code: rebuild the image"
+        )
     value = env.get(EXECUTOR_ENV)
     if value is None:
         raise BadInput(
@@ -247,14 +256,6 @@ def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
         raise BadInput(
             f"{EXECUTOR_ENV}={shown} is not an executor of {build}; valid values: {valid}"
         )
-    found = registry.registered()
-    if value not in found:
-        raise BadInput(
-            f"{EXECUTOR_ENV}={value}: the manifest lists it but this installation "
-            f"registers no {registry.GROUP} entry point {value!r} (it has: "
-            f"{', '.join(sorted(found)) or 'none'}); the image is inconsistent, "
-            "rebuild it"
-        )
     return value
 
 
@@ -262,15 +263,12 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
     raw = env.get(name)
     if raw is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
+    value = parse_seconds(raw)
+    if value is None:
         shown = repr(raw) if raw else "'' (empty)"
         raise BadInput(
-            f"{name}={shown} is not a number of seconds > 0; unset it for the "
-            f"default ({default:g}) or set a number such as 30"
+            f"{name}={shown} is not a number of seconds > 0 and at most {MAX_SECONDS:g}; "
+            f"unset it for the default ({default:g}) or set a number such as 30"
         )
     return value
 

@@ -132,6 +132,13 @@ def admission_refusal(own: BuildManifest, address: str, announced: object) -> st
             f"{REFUSED_WORKER} {address}: it is build {theirs.build_id} version "
             f"{theirs.version} but {scheduler}. Start workers from the scheduler's image"
         )
+    if theirs.executors != own.executors:  # same inputs, other claims: not this build's
+        return (
+            f"{REFUSED_WORKER} {address}: its manifest names build {theirs.build_id} but lists "
+            f"executors {', '.join(theirs.executors) or 'none'}, while that build has "
+            f"{', '.join(own.executors)}; the manifest was altered. Start workers from the "
+            "scheduler's image"
+        )
     return None
 
 

@@ -172,6 +172,12 @@ def _check(role: str, ref: str, arg_names: list[str]) -> dict[str, Any]:
     if not callable(obj):
         result["problem"] = f"{ref} is a {type(obj).__name__}, not a function"
         return result
+    if inspect.isclass(obj):  # calling it would build an object, not return a result
+        result["problem"] = (
+            f"{ref} is a class, not a function; name a function that returns the "
+            f"{'mapping' if role == 'model' else 'result'} (e.g. a module-level def)"
+        )
+        return result
     if inspect.iscoroutinefunction(obj) or inspect.isasyncgenfunction(obj):
         result["problem"] = f"{ref} is async; lockstep calls it as a plain function"
         return result

@@ -13,14 +13,17 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lockstep.core import reap
 from lockstep.core.atomic import write_bytes
 from lockstep.core.errors import BadInput, CheckFailed, LockstepError, ServiceFailed
 from lockstep.core.progress import Progress, quiet
+from lockstep.core.settings import SSL_CERT_FILE
 
 PEX_VERSION = "2.105.2"
 PIP_VERSION = "26.2.1"  # pex's default ("latest") pip is not served here
@@ -92,8 +95,17 @@ def pex_env(cache_dir: Path, base: Mapping[str, str] | None = None) -> dict[str,
     return env
 
 
+def ca_bundle() -> str | None:
+    """The CA bundle the rest of the build trusts: Python's default (``$SSL_CERT_FILE``,
+    else OpenSSL's), which the registry client and the mirror fetch use too. pex's pip
+    would otherwise trust only its own bundled copy (certifi)."""
+    return ssl.get_default_verify_paths().cafile or None
+
+
 def common_args(cache_dir: Path) -> list[str]:
+    bundle = ca_bundle()
     return [
+        *(["--cert", bundle] if bundle else []),
         "--pex-root",
         str(pex_root(cache_dir)),
         "--pip-version",
@@ -116,6 +128,9 @@ _NETWORK = re.compile(
     r"Connection refused|ConnectTimeout|ReadTimeout|timed out|ProxyError|SSLError|"
     r"CERTIFICATE_VERIFY_FAILED|Could not fetch URL|HTTP error \d+|ConnectionError",
     re.IGNORECASE,
+)
+_CERTIFICATE = re.compile(
+    r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|SSLCertVerificationError", re.IGNORECASE
 )
 _UNRESOLVABLE = re.compile(
     r"(No matching distribution found for [^\n]+|"
@@ -144,6 +159,12 @@ def pex_error(what: str, output: str, log: Path) -> LockstepError:
         )
     # Before the resolver's verdict: pip ends a TLS or network failure with
     # "No matching distribution" too.
+    if _CERTIFICATE.search(output):
+        return ServiceFailed(
+            f"{what}: the package index's TLS certificate is not trusted by the CA bundle "
+            f"{ca_bundle() or '(none found)'}; if a proxy re-signs HTTPS, add its CA to that "
+            f"bundle or set {SSL_CERT_FILE} to a bundle that has it (details: {log})"
+        )
     network = _NETWORK.search(output)
     if network:
         return ServiceFailed(
@@ -162,14 +183,17 @@ def pex_error(what: str, output: str, log: Path) -> LockstepError:
 def run_pex(args: Sequence[str], cache_dir: Path, what: str, progress: Progress = quiet) -> str:
     """Run ``pex3 ARGS`` in the isolated environment; its stdout, or a one-line error.
 
+    pex runs under ``lockstep.core.reap``: when this process dies, so does pex
+    and everything it started.
+
     The whole output of a failed run is kept in ``CACHE/logs/pex-WHAT.log``.
     """
     argv = [*pex3_argv(), *args]
     progress(f"pex3 {args[0]} {args[1] if len(args) > 1 else ''}".rstrip())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # supervised: a build killed mid-way leaves no pex or pip running
         proc = subprocess.run(
-            argv,
+            reap.supervised(argv),
             env=pex_env(cache_dir),
             capture_output=True,
             text=True,

@@ -26,7 +26,8 @@ import sys
 import threading
 import time
 
-from lockstep.runtime.executors import _reap, _wire
+from lockstep.core import reap as _reap
+from lockstep.runtime.executors import _wire
 
 
 def _describe_status(status: int) -> str:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from lockstep.core import reap as _reap
 from lockstep.runtime.executors import (
     Executor,
     ExecutorStartFailed,
@@ -33,7 +34,6 @@ from lockstep.runtime.executors import (
     TaskResult,
     TaskResultRefused,
     TaskTimedOut,
-    _reap,
     _wire,
 )
 
