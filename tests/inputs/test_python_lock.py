@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import ssl
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from lockstep.core import reap as _reap
 from lockstep.runtime import (
     TaskCrashed,
     TaskFailed,
@@ -27,7 +28,6 @@ from lockstep.runtime import (
     connect,
     submit_task,
 )
-from lockstep.core import reap as _reap
 from tests.fixtures.procs import ALL_EXECUTORS, Proc, start_scheduler, start_worker, write_manifest
 from tests.runtime.test_containment import pids_in, running, wait_gone
 
