@@ -251,4 +251,4 @@ def test_run_deadline(tmp_path: Path, cluster: tuple[Path, str, list[Proc]]) -> 
     assert cli.returncode == 1 and "run deadline of 1.5 s passed" in error_line(stderr)
     bad = run_cli(address, a_path, spec, "--deadline", "nan")
     _, stderr = bad.communicate(timeout=60)
-    assert bad.returncode == 2 and "'nan' is not a number of seconds > 0" in stderr
+    assert bad.returncode == 2 and "--deadline 'nan': not a number of seconds > 0" in stderr

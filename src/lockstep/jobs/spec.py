@@ -181,12 +181,17 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
         executor = data["executor"]
         if isinstance(executor, str) and executor in executors:
             fields["executor"] = executor
-        else:
-            bad(
-                "executor",
-                f"{executor!r} is not a lockstep executor; valid values: "
-                f"{', '.join(sorted(executors))}",
+        elif isinstance(executor, str):  # well-formed, but not an executor of this build
+            problems.append(
+                Problem(
+                    where,
+                    "executor",
+                    f"{executor!r} is not a lockstep executor; valid values: "
+                    f"{', '.join(sorted(executors))}",
+                )
             )
+        else:
+            bad("executor", f"{executor!r} must be the name of an executor (a string)")
     if "seeds" in data:
         seeds = data["seeds"]
         if (
