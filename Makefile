@@ -1,17 +1,30 @@
 # The two commands at the top of the README:
 #   make images   build the runner and worker images (no registry, no Docker daemon)
 #   make test     create the environment and run the whole test suite
+# The environment (.venv, Python 3.11) holds exactly requirements/dev.lock.txt, every file
+# checked by sha256 (the build toolchain of requirements/build.lock.txt at the same versions,
+# plus the test and lint tools), then lockstep itself with --no-deps: nothing else is
+# resolved or downloaded. `make lock-builder` refreshes the locks.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+LOCK   := requirements/dev.lock.txt
 
-.PHONY: images test lint format bench clean
+.PHONY: images test lint format bench clean lock-builder
 
-$(BIN)/lockstep: pyproject.toml
+$(BIN)/lockstep: pyproject.toml $(LOCK)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	  { echo "make: $(PYTHON) is not Python 3.11, which $(LOCK) is for; run make PYTHON=python3.11" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+# Re-resolve requirements/build.lock.txt and dev.lock.txt from PyPI (tools/lock-builder says
+# how): `make lock-builder`, or with LOCK_ARGS=--upgrade / LOCK_ARGS='-P docker'.
+lock-builder: $(BIN)/lockstep
+	tools/lock-builder $(LOCK_ARGS)
 
 images: $(BIN)/lockstep
 	$(BIN)/lockstep build all --out out

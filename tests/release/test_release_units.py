@@ -86,6 +86,97 @@ def test_check_pins_reads_image_env_values(tmp_path: Path) -> None:
     ]
 
 
+SHA = "11d5960a326750d5838078e36cf38b85af677262"
+WORKFLOW = f"""\
+on: push
+jobs:
+  test:
+    runs-on: ubuntu-24.04
+    container:
+      image: debian:bookworm
+    steps:
+      - uses: actions/checkout@{SHA} # v4.4.0
+      - uses: actions/setup-python@v5
+      - uses: ./.github/actions/local
+      - uses: docker://alpine@{D}
+      - uses: docker://alpine:3.20
+      - uses: github/codeql-action/init@main
+      - run: "echo uses: not-a-key@v1"
+  call:
+    uses: octo/reusable/.github/workflows/w.yml@{SHA[:7]}
+"""
+
+
+def test_check_pins_reports_unpinned_actions_in_workflows(tmp_path: Path) -> None:
+    """A `uses:` not pinned to a full commit is a problem, one line each with file:line;
+    local actions and `docker://…@sha256:` are pinned; an image in the workflow is an image."""
+    wf = tmp_path / ".github" / "workflows" / "ci.yml"
+    wf.parent.mkdir(parents=True)
+    wf.write_text(WORKFLOW)
+    found = pins.check_pins([tmp_path / ".github"])
+    assert [(r.line, r.kind, r.value, r.problem is None) for r in found] == [
+        (6, "image", "debian:bookworm", False),
+        (8, "action", f"actions/checkout@{SHA}", True),
+        (9, "action", "actions/setup-python@v5", False),
+        (10, "action", "./.github/actions/local", True),
+        (11, "action", f"docker://alpine@{D}", True),
+        (12, "action", "docker://alpine:3.20", False),
+        (13, "action", "github/codeql-action/init@main", False),
+        (16, "action", f"octo/reusable/.github/workflows/w.yml@{SHA[:7]}", False),
+    ]
+    proc = lockstep(["check-pins", str(tmp_path / ".github")], cwd=ROOT, cache=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert [line.split(": ", 1)[0].removeprefix(str(wf)) for line in lines] == [
+        ":6",
+        ":9",
+        ":12",
+        ":13",
+        ":16",
+    ]
+    assert lines[1] == (
+        f"{wf}:9: action 'actions/setup-python@v5' refers to 'v5', which is not a full "
+        "commit SHA (a tag or branch can be moved); pin it to the commit, the tag in a "
+        "comment: uses: actions/setup-python@<40 hex> # vX.Y.Z"
+    )
+    assert "is a Docker image that uses the tag :3.20 and no digest" in lines[2]
+    assert proc.stderr.strip() == (
+        "lockstep: error: 5 of 8 references are not pinned (1 of 1 images by digest, "
+        "4 of 7 actions by commit); pin images as HOST/REPO/NAME@sha256:… and actions as "
+        "owner/repo@<40 hex commit> # vX.Y.Z"
+    )
+
+
+def test_check_pins_passes_the_projects_workflows(tmp_path: Path) -> None:
+    proc = lockstep(["check-pins", str(ROOT / ".github" / "workflows")], cwd=ROOT, cache=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ok: 0 image references and "), proc.stdout
+    assert proc.stdout.rstrip().endswith("all pinned (images by digest, actions by commit)")
+
+
+@pytest.mark.parametrize(
+    ("uses", "problem"),
+    [
+        (f"actions/checkout@{SHA}", None),
+        (f"org/repo/sub/dir@{SHA}", None),
+        ("./local", None),
+        (f"docker://r.io/a/b@{D}", None),
+        ("actions/checkout@v4", "refers to 'v4'"),
+        (f"actions/checkout@{SHA.upper()}", "refers to"),
+        (f"actions/checkout@{SHA}0", "refers to"),
+        ("actions/checkout", "names no ref"),
+        ("actions/checkout@", "names no ref"),
+        ("docker://alpine", "is a Docker image that has no tag and no digest"),
+        ("o/r@${{ inputs.ref }}", "is an expression"),
+        ("", "is empty"),
+        (None, "is empty"),
+    ],
+)
+def test_action_problem(uses: object, problem: str | None) -> None:
+    found = pins.action_problem(uses)
+    assert found == problem if problem is None else found and found.startswith(problem)
+
+
 @pytest.mark.parametrize(
     ("ref", "problem"),
     [

@@ -40,7 +40,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser(
         "check-pins",
-        help="fail on any image reference without a digest in YAML, JSON or TOML deployment files",
+        help="fail on any image reference without a digest in YAML, JSON or TOML deployment "
+        "files, and on any GitHub Actions `uses:` not pinned to a commit in YAML workflows",
     )
     p.add_argument(
         "paths",
@@ -127,20 +128,36 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_check_pins(args: argparse.Namespace) -> int:
-    from lockstep.release.pins import check_pins
+    from lockstep.release.pins import ACTION, check_pins
 
     found = check_pins(args.paths)
     bad = [ref for ref in found if ref.problem]
     for ref in bad:
         print(ref)
     files = len({ref.path for ref in found})
+    actions = [ref for ref in found if ref.kind == ACTION]
+    images = [ref for ref in found if ref.kind != ACTION]
+    if not actions:
+        if bad:
+            raise CheckFailed(
+                f"{len(bad)} of {len(found)} image references are not pinned by "
+                "digest; pin each as HOST/REPO/NAME@sha256:… (lockstep release "
+                "renders such files)"
+            )
+        print(f"ok: {len(found)} image references in {files} files, all pinned by digest")
+        return 0
+    bad_actions = sum(1 for ref in actions if ref.problem)
     if bad:
         raise CheckFailed(
-            f"{len(bad)} of {len(found)} image references are not pinned by "
-            "digest; pin each as HOST/REPO/NAME@sha256:… (lockstep release "
-            "renders such files)"
+            f"{len(bad)} of {len(found)} references are not pinned ({len(bad) - bad_actions} "
+            f"of {len(images)} images by digest, {bad_actions} of {len(actions)} actions by "
+            "commit); pin images as HOST/REPO/NAME@sha256:… and actions as "
+            "owner/repo@<40 hex commit> # vX.Y.Z"
         )
-    print(f"ok: {len(found)} image references in {files} files, all pinned by digest")
+    print(
+        f"ok: {len(images)} image references and {len(actions)} action references in "
+        f"{files} files, all pinned (images by digest, actions by commit)"
+    )
     return 0
 
 

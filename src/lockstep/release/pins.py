@@ -8,11 +8,18 @@ Helm-style ``image: {repository: …, tag: …}`` table (pinned only with a
 a pod pulled, which must be as pinned as its ``image``). YAML positions come
 from the YAML composer; JSON and TOML are parsed by their own parsers and
 each reference is found on its line by its quoted text.
+
+In YAML, the value of every ``uses:`` key (a GitHub Actions step or reusable
+workflow, in a workflow or a composite action) is an action reference: pinned
+only as ``owner/repo[/path]@<40 hex commit>``; a local ``./…`` action is
+pinned with the repository, and ``docker://IMAGE`` needs a digest like any
+image.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +31,54 @@ from lockstep.release.reference import DIGEST, pin_problem
 SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
 
+IMAGE = "image"
+ACTION = "action"
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
 @dataclass(frozen=True)
 class Reference:
     path: Path
     line: int
     value: str
     problem: str | None
+    kind: str = IMAGE  # IMAGE, or ACTION: a workflow's ``uses:``
 
     def __str__(self) -> str:
+        if self.kind == ACTION:
+            name = self.value.partition("@")[0] or "owner/repo"
+            return (
+                f"{self.path}:{self.line}: action {self.value!r} {self.problem}; pin it "
+                f"to the commit, the tag in a comment: uses: {name}@<40 hex> # vX.Y.Z"
+            )
         return (
             f"{self.path}:{self.line}: image {self.value!r} {self.problem}; pin it as "
             "HOST/REPO/NAME@sha256:…"
         )
+
+
+def action_problem(value: object) -> str | None:
+    """Why a ``uses:`` value is not pinned to a commit, or None if it is.
+
+    ``owner/repo[/path]@<40 lowercase hex>`` is pinned; so is a local ``./path``
+    (it is the repository's own commit) and ``docker://IMAGE@sha256:…``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return "is empty"
+    text = value.strip()
+    if text.startswith("./"):
+        return None
+    if text.startswith("docker://"):
+        image = pin_problem(text.removeprefix("docker://"))
+        return None if image is None else f"is a Docker image that {image}"
+    if "${{" in text:
+        return "is an expression, not a fixed reference"
+    _name, at, ref = text.partition("@")
+    if not at or not ref:
+        return "names no ref (owner/repo@REF)"
+    if COMMIT.match(ref):
+        return None
+    return f"refers to {ref!r}, which is not a full commit SHA (a tag or branch can be moved)"
 
 
 def is_image_key(key: object) -> bool:
@@ -119,6 +162,9 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
                             )
                         )
                         continue
+                if key == "uses" and isinstance(value_node, yaml.ScalarNode):
+                    add_action(value_node)
+                    continue
                 if is_image_key(key) and isinstance(value_node, yaml.ScalarNode):
                     add(value_node)
                 elif key == "images" and isinstance(value_node, yaml.MappingNode):
@@ -142,6 +188,18 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
                 node.start_mark.line + 1,
                 "" if value is None else str(value),
                 pin_problem(value),
+            )
+        )
+
+    def add_action(node: yaml.ScalarNode) -> None:
+        value = _construct(node)
+        found.append(
+            Reference(
+                path,
+                node.start_mark.line + 1,
+                "" if value is None else str(value),
+                action_problem(value),
+                ACTION,
             )
         )
 
@@ -227,7 +285,7 @@ def load_data(path: Path) -> Any:
 
 
 def scan_file(path: Path) -> list[Reference]:
-    """Every image reference in one YAML, JSON or TOML file, pinned or not."""
+    """Every image reference (and, in YAML, action reference) in one file, pinned or not."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise BadInput(f"{path}: not a deployment file this checks ({', '.join(SUFFIXES)})")
@@ -253,7 +311,7 @@ def files_under(paths: Iterable[Path]) -> list[Path]:
 
 
 def check_pins(paths: Iterable[Path]) -> list[Reference]:
-    """Every image reference in the files under ``paths`` (check ``.problem`` for the bad)."""
+    """Every image and action reference under ``paths`` (check ``.problem`` for the bad)."""
     found: list[Reference] = []
     for path in files_under(paths):
         found += scan_file(path)
