@@ -21,6 +21,7 @@ from tests.fixtures.procs import (
     Proc,
     base_env,
     lockstep,
+    scheduler_address,
     start_worker,
     write_manifest,
 )
@@ -164,11 +165,7 @@ def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:
     )
     procs = [plain]
     try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            assert time.monotonic() < deadline and plain.popen.poll() is None, plain.text()
-            time.sleep(0.05)
-        address = json.loads(sched_file.read_text())["address"]
+        address = scheduler_address(sched_file, plain)
         for name, path in (("w-a1", a_path), ("w-a2", a_path), ("w-b", b_path)):
             procs.append(start_worker(tmp_path, address, path, "direct", name))
         for proc in procs[1:]:

@@ -8,7 +8,6 @@ ours and is stopped by its pid.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -35,6 +34,7 @@ from tests.fixtures.procs import (
     Proc,
     base_env,
     lockstep,
+    scheduler_address,
     start_worker,
     write_manifest,
 )
@@ -408,11 +408,7 @@ def test_scheduler_without_the_gate_is_incompatible(tmp_path: Path) -> None:
         tmp_path / "plain-scheduler.log",
     )
     try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            assert time.monotonic() < deadline and plain.popen.poll() is None, plain.text()
-            time.sleep(0.05)
-        address = json.loads(sched_file.read_text())["address"]
+        address = scheduler_address(sched_file, plain)
         _, a = write_manifest(tmp_path, "a")
         with pytest.raises(IncompatibleClusterError, match="no lockstep gate"):
             connect(address, n_workers=0, timeout=20, manifest=a)
