@@ -110,6 +110,12 @@ def run_job(
         progress(
             f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it already"
         )
+        if shipped.env is not None:
+            progress(
+                f"environment {shipped.env}: {shipped.wheels_sent} wheel(s) sent "
+                f"({shipped.wheel_bytes / 1e6:.1f} MB), made on {len(shipped.env_built)} "
+                f"worker(s), ready on {len(checked.workers)}"
+            )
         simulations = _simulate(tasks_of, progress)
         aggregate = _aggregate(tasks_of, simulations)
         progress(
@@ -126,6 +132,7 @@ def run_job(
         "build_id": checked.manifest.build_id,
         "version": checked.manifest.version,
         "bundle": bundle.digest,
+        "environment": shipped.env,
         "executor": spec.executor,
         "scheduler": address,
         "workers": sorted({t["worker"] for t in tasks}),
@@ -335,6 +342,7 @@ def _simulate(tasks: _Tasks, progress: Callable[[str], None]) -> list[dict[str, 
             "worker": answer["worker"],
             "executor": answer["executor"],
             "pid": answer["pid"],
+            "environment": answer.get("environment"),
         }
         step = len(done) * 10 // len(runs)
         if step != shown:

@@ -208,9 +208,10 @@ class EnvStore:
     def status(self, bundle: Path) -> dict[str, Any]:
         """``{"env": key or None, "ready": bool, "missing": [wheel digests]}`` for ``bundle``."""
         lock = read_bundle_lock(bundle)
-        if lock is None:
+        if lock is not None:
+            self.check_lock(lock)
+        if lock is None or not lock.wheels:  # nothing to install: no environment
             return {"env": None, "ready": True, "missing": []}
-        self.check_lock(lock)
         key = env_key(self.build_id, lock.digest)
         if self._ready(key, verify=True):
             return {"env": key, "ready": True, "missing": []}
@@ -239,9 +240,10 @@ class EnvStore:
         """The environment of the bundle at ``bundle``, made from stored wheels if it is
         not ready; None if the bundle has no lock. ``verify``: check every file now."""
         lock = read_bundle_lock(bundle)
-        if lock is None:
+        if lock is not None:
+            self.check_lock(lock)
+        if lock is None or not lock.wheels:  # nothing to install: no environment
             return None
-        self.check_lock(lock)
         key = env_key(self.build_id, lock.digest)
         final = self._dir(key)
         with self._key_lock(key):
@@ -545,3 +547,76 @@ def _read_only(tree: Path) -> None:
         for name in dirnames:
             (Path(dirpath) / name).chmod(0o555)
     tree.chmod(0o755)  # the environment's own directory: renamed and removed as one
+
+
+def install(worker: Any, bundles: Any, envs: EnvStore) -> None:
+    """Register the environment handlers on a Dask ``worker`` (pickle-free: plain data).
+
+    - ``lockstep_env_status(digest)`` → ``{"ok", "env", "ready", "missing"}``: for the
+      stored bundle ``digest``, whether its environment is ready here and, if not,
+      which of its wheels (``sha256:`` digests) this worker lacks;
+    - ``lockstep_wheel_put(digest, data)`` → ``{"ok"}``: one wheel, as bytes;
+    - ``lockstep_env_make(digest)`` → ``{"ok", "env", "built", "seconds"}``.
+
+    A failure answers ``{"ok": False, "error", "code"}`` (``code``: the exit code
+    it means for the runner: 2 for a bad lock or wheel, or a bundle directory the
+    worker cannot write; 1 otherwise), with ``missing`` if wheels are lacking.
+    """
+    import asyncio
+
+    from lockstep.core.settings import BUNDLE_DIR
+
+    where = f"worker {worker.address}"
+
+    def failure(exc: Exception) -> dict[str, Any]:
+        if isinstance(exc, WheelsMissing):
+            return {"ok": False, "error": f"{where}: {exc}", "code": 1, "missing": exc.digests}
+        if isinstance(exc, EnvRefused):
+            return {"ok": False, "error": f"{where}: {exc}", "code": 2}
+        if isinstance(exc, OSError):
+            return {
+                "ok": False,
+                "error": f"{where} cannot make the environment under {BUNDLE_DIR}="
+                f"{envs.root} ({exc.strerror or exc}); give the worker a writable "
+                f"{BUNDLE_DIR}",
+                "code": 2,
+            }
+        return {"ok": False, "error": f"{where}: {exc}", "code": 1}
+
+    async def status(digest: str) -> dict[str, Any]:
+        try:
+            path = await asyncio.to_thread(bundles.path, digest, where)
+            found = await asyncio.to_thread(envs.status, path)
+        except (ValueError, RuntimeError, OSError) as exc:
+            return failure(exc)
+        return {"ok": True, **found}
+
+    async def put(digest: str, data: Any) -> dict[str, Any]:
+        if not isinstance(digest, str) or not isinstance(data, bytes | bytearray | memoryview):
+            return {
+                "ok": False,
+                "error": f"{where}: a wheel is sent as digest and bytes",
+                "code": 2,
+            }
+        try:
+            await asyncio.to_thread(envs.put_wheel, hex_of(digest) and digest, bytes(data))
+        except (ValueError, OSError) as exc:
+            log.error("lockstep refused a wheel on %s: %s", worker.address, exc)
+            return failure(exc)
+        return {"ok": True}
+
+    async def make(digest: str) -> dict[str, Any]:
+        try:
+            path = await asyncio.to_thread(bundles.path, digest, where)
+            env = await asyncio.to_thread(envs.ensure, path)
+        except (ValueError, RuntimeError, OSError) as exc:
+            if not isinstance(exc, WheelsMissing):
+                log.error("lockstep environment for bundle %s on %s: %s", digest, where, exc)
+            return failure(exc)
+        if env is None:
+            return {"ok": True, "env": None, "built": False, "seconds": 0.0}
+        return {"ok": True, "env": env.key, "built": env.built, "seconds": round(env.seconds, 3)}
+
+    worker.handlers[ENV_STATUS_OP] = status
+    worker.handlers[WHEEL_PUT_OP] = put
+    worker.handlers[ENV_MAKE_OP] = make
