@@ -274,3 +274,33 @@ def test_a_worker_that_cannot_write_its_environment_says_so(
             moved.rename(envs)
     with pytest.raises(EnvFailed):
         raise EnvFailed(["x"], [2])
+
+
+def test_preflight_cli_stale_lock_and_direct_one_line_each_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.fixtures.procs import base_env
+
+    spec = copy(NUMPY, tmp_path, executor='"direct"')
+    (spec.parent / "bundle" / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "0"\ndependencies = ["numpy>=2,<3", "scipy"]\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockstep", "preflight", str(spec)],
+        env=base_env(None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lock = spec.parent / "bundle" / "lockstep.lock.json"
+    assert proc.stderr.splitlines() == [
+        f"lockstep: error: preflight of {spec} found 2 problem(s); nothing was submitted",
+        f"{lock}: dependencies: the lock is older than the requirements: it was made for "
+        "['numpy>=2,<3'], pyproject.toml now declares ['numpy>=2,<3', 'scipy']; run "
+        f"`lockstep bundle lock {spec.parent / 'bundle'}`",
+        f"{lock}: dependencies: the bundle has dependencies (1 locked wheel(s)) and the "
+        "direct executor runs tasks in the worker process, where they cannot be isolated; "
+        "use executor isolated_warm or cold",
+    ]

@@ -66,6 +66,7 @@ class Checked:
     client: Any = None
     manifest: BuildManifest | None = None
     workers: tuple[str, ...] = ()
+    shipped: Any = None  # ``ship.Shipped`` of the import check on a worker, if it ran
 
     def close(self) -> None:
         if self.client is not None:
@@ -123,7 +124,7 @@ def preflight(
     local_ok = False
     if bundle is not None and checks and has_deps:
         # Its dependencies are installed only on workers: the import is checked there.
-        log.info("preflight: the bundle has dependencies; model and target import on a worker")
+        log.debug("preflight: the bundle has dependencies; model and target import on a worker")
         local_ok = True
     elif bundle is not None and checks:
         results = run_probe([str(bundle.root)], checks, probe_timeout)
@@ -142,13 +143,17 @@ def preflight(
             address, fields.get("executor"), n_workers, timeout, own
         )
         problems += cluster_problems
+        shipped: list[Any] = []
         if client is not None and workers and bundle is not None and local_ok and not problems:
-            problems += _check_import_on_worker(client, workers[0], bundle, checks, probe_timeout)
+            problems += _check_import_on_worker(
+                client, workers[0], bundle, checks, probe_timeout, shipped
+            )
         elif client is not None and workers and not local_ok:
             log.info("preflight: not checking the import on a worker: it failed here already")
         if checked is not None:
             checked.address, checked.client, checked.manifest = address, client, own
             checked.workers = tuple(workers)
+            checked.shipped = shipped[0] if shipped else None
     if problems:
         if client is not None:
             client.close()
@@ -210,10 +215,15 @@ def _check_cluster(
 
 
 def _check_import_on_worker(
-    client: Any, worker: str, bundle: Bundle, checks: list[dict[str, Any]], timeout: float
+    client: Any,
+    worker: str,
+    bundle: Bundle,
+    checks: list[dict[str, Any]],
+    timeout: float,
+    shipped: list[Any],
 ) -> list[Problem]:
     try:
-        ship_bundle(client, bundle, [worker])
+        shipped.append(ship_bundle(client, bundle, [worker]))
         results = check_on_worker(client, worker, bundle.digest, checks, timeout)
     except ShipFailed as exc:
         return [Problem(str(bundle.root), "bundle", line, exc.exit_code) for line in exc.lines]

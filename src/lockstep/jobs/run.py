@@ -111,10 +111,13 @@ def run_job(
             f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it already"
         )
         if shipped.env is not None:
+            early = checked.shipped  # preflight's import check made it on one worker
+            sent = shipped.wheels_sent + (early.wheels_sent if early else 0)
+            sent_bytes = shipped.wheel_bytes + (early.wheel_bytes if early else 0)
+            built = {*shipped.env_built, *(early.env_built if early else ())}
             progress(
-                f"environment {shipped.env}: {shipped.wheels_sent} wheel(s) sent "
-                f"({shipped.wheel_bytes / 1e6:.1f} MB), made on {len(shipped.env_built)} "
-                f"worker(s), ready on {len(checked.workers)}"
+                f"environment {shipped.env}: {sent} wheel(s) sent ({sent_bytes / 1e6:.1f} MB), "
+                f"made on {len(built)} worker(s), ready on {len(checked.workers)}"
             )
         simulations = _simulate(tasks_of, progress)
         aggregate = _aggregate(tasks_of, simulations)

@@ -1,5 +1,6 @@
-"""The process side of ``isolated_warm`` and ``cold``: ``python -m … warm|template RFD WFD LFD [SITE]``.
+"""The process side of ``isolated_warm`` and ``cold``: ``python -m … MODE RFD WFD LFD [SITE]``.
 
+``MODE`` is ``warm`` or ``template``.
 ``SITE``, if given, is a bundle environment's site directory
 (``lockstep.runtime.bundle_env``): the process serves that environment only,
 with it on ``sys.path``; a ``PING`` is answered ``READY`` (a health check before
