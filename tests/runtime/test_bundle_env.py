@@ -185,7 +185,7 @@ def test_an_edited_environment_is_found_and_made_again(tmp_path: Path) -> None:
     s = store(tmp_path)
     put_all(s, data)
     env = s.ensure(bundle)
-    assert env is not None
+    assert env is not None and s.verify_deep(env.key) == ""
     init = env.site / "demo" / "__init__.py"
     init.chmod(0o644)
     init.write_text("VALUE = 'changed'\n")

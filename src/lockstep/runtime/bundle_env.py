@@ -26,9 +26,11 @@ Making an environment (``EnvStore.ensure``):
   as in the image), then ``ENV.json`` records every file with its sha256.
 
 An environment is used only if ``ENV.json`` is there and every file under it
-is exactly what ``ENV.json`` lists (checked once per job, and by each worker
-process before its first task there); anything else (a partial or edited
-environment) is removed and made again.
+is what ``ENV.json`` lists, with its size and modification time (checked once
+per job, and by each worker process before its first task there; a write
+changes them, and ``verify_deep`` compares the sha256 ``ENV.json`` records
+too); anything else (a partial or edited environment) is removed and made
+again.
 """
 
 from __future__ import annotations
@@ -306,6 +308,10 @@ class EnvStore:
             self._verified[key] = mtime
         return True
 
+    def verify_deep(self, key: str) -> str:
+        """Compare every file of the environment ``key`` with the sha256 ``ENV.json`` lists."""
+        return self._verify(self._dir(key), key, deep=True)
+
     def _discard(self, key: str, why: str, locked: bool = False) -> None:
         """Remove a broken environment, holding its flock (``locked``: held already)."""
         final = self._dir(key)
@@ -317,11 +323,14 @@ class EnvStore:
             if final.exists() and self._verify(final, key):  # still broken
                 _remove(final)
 
-    def _verify(self, final: Path, key: str) -> str:
-        """Why ``final`` is not exactly the environment its ``ENV.json`` lists; ``""`` if it is."""
+    def _verify(self, final: Path, key: str, deep: bool = False) -> str:
+        """Why ``final`` is not exactly the environment its ``ENV.json`` lists; ``""`` if it is.
+
+        Every file must be listed, with its size and modification time (any write
+        changes them); ``deep`` also compares every file's sha256 (``verify_deep``)."""
         try:
             marker = json.loads((final / MARKER).read_bytes())
-            files = {str(p): (str(h), int(n)) for p, h, n in marker["files"]}
+            files = {str(p): (str(h), int(n), int(m)) for p, h, n, m in marker["files"]}
             if marker.get("schema") != ENV_SCHEMA or marker.get("key") != key:
                 return "its ENV.json is for another environment"
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -343,7 +352,9 @@ class EnvStore:
                 want = files.get(rel)
                 if want is None:
                     return f"{rel} is not part of it"
-                if st.st_size != want[1] or _file_sha256(path) != want[0]:
+                if st.st_size != want[1] or st.st_mtime_ns != want[2]:
+                    return f"{rel} was changed"
+                if deep and _file_sha256(path) != want[0]:
                     return f"{rel} was changed"
                 seen += 1
         if seen != len(files):
@@ -385,12 +396,14 @@ class EnvStore:
                     "the standard library; remove that requirement"
                 )
             _compile(site)
+            _read_only(tmp)
             files = []
             for dirpath, _dirs, filenames in os.walk(tmp):
                 for name in filenames:
                     path = Path(dirpath) / name
                     rel = path.relative_to(tmp).as_posix()
-                    files.append([rel, _file_sha256(path), path.stat().st_size])
+                    st = path.stat()
+                    files.append([rel, _file_sha256(path), st.st_size, st.st_mtime_ns])
             marker = {
                 "schema": ENV_SCHEMA,
                 "key": key,
@@ -400,7 +413,7 @@ class EnvStore:
                 "files": sorted(files),
             }
             (tmp / MARKER).write_bytes(canonical_json(marker))
-            _read_only(tmp)
+            (tmp / MARKER).chmod(0o444)
             os.replace(tmp, final)
         finally:
             if tmp.exists():
