@@ -173,7 +173,7 @@ def test_a_tampered_wheel_is_refused_and_nothing_is_installed(
         workers=[address],
     )
     answer = answers[address]
-    assert answer["ok"] is False and answer["code"] == 2
+    assert answer["ok"] is False and answer["code"] == 1
     assert f"has sha256 {sha256_digest(data)}: refused, nothing stored" in answer["error"]
     assert not (cluster.caches["cold"] / "wheels" / ("1" * 64)).exists()
 

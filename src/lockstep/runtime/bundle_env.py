@@ -572,8 +572,9 @@ def install(worker: Any, bundles: Any, envs: EnvStore) -> None:
     - ``lockstep_env_make(digest)`` → ``{"ok", "env", "built", "seconds"}``.
 
     A failure answers ``{"ok": False, "error", "code"}`` (``code``: the exit code
-    it means for the runner: 2 for a bad lock or wheel, or a bundle directory the
-    worker cannot write; 1 otherwise), with ``missing`` if wheels are lacking.
+    it means for the runner: 2 for a lock this worker cannot use or a bundle
+    directory it cannot write; 1 for a wheel whose bytes or files are not what they
+    claim, and otherwise), with ``missing`` if wheels are lacking.
     """
     import asyncio
 
@@ -584,7 +585,9 @@ def install(worker: Any, bundles: Any, envs: EnvStore) -> None:
     def failure(exc: Exception) -> dict[str, Any]:
         if isinstance(exc, WheelsMissing):
             return {"ok": False, "error": f"{where}: {exc}", "code": 1, "missing": exc.digests}
-        if isinstance(exc, EnvRefused):
+        if isinstance(exc, WheelRefused):  # bytes or files not what they claim: a failed check
+            return {"ok": False, "error": f"{where}: {exc}", "code": 1}
+        if isinstance(exc, EnvRefused):  # a lock this worker cannot use: bad input
             return {"ok": False, "error": f"{where}: {exc}", "code": 2}
         if isinstance(exc, OSError):
             return {
