@@ -1,4 +1,4 @@
-"""CLI subcommands of the build: ``build``, ``inspect``, ``load``, ``lock``."""
+"""CLI subcommands of the build: ``build``, ``inspect``, ``load``, ``lock``, ``bundle lock``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_project_arg(p)
     p.set_defaults(func=cmd_lock)
 
+    p = sub.add_parser(
+        "bundle",
+        help="a job bundle's dependencies: `bundle lock DIR` locks its requirements "
+        "for the worker image (wheels only, constrained to the image's pins)",
+    )
+    bundle_sub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
+    q = bundle_sub.add_parser(
+        "lock",
+        help="resolve DIR's pyproject.toml [project] dependencies (or requirements.txt) "
+        "for the image's python and platform and write DIR/lockstep.lock.json",
+    )
+    q.add_argument("dir", type=Path, help="the bundle directory")
+    add_project_arg(q)
+    q.set_defaults(func=cmd_bundle_lock)
+
 
 def cmd_build(args: argparse.Namespace) -> int:
     from lockstep.assembly.builder import Builder
@@ -85,6 +100,19 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     image_id = load_archive(args.archive)
     print(image_id)
+    return 0
+
+
+def cmd_bundle_lock(args: argparse.Namespace) -> int:
+    from lockstep.core.store import default_cache_dir
+    from lockstep.inputs.python.bundle_lock import describe, lock_bundle
+    from lockstep.project import find_root, load_project
+
+    project = load_project(find_root(args.project))
+    path = lock_bundle(
+        args.dir, project.python_lock, project.complete_platform, default_cache_dir(), progress
+    )
+    print(describe(path))
     return 0
 
 

@@ -16,6 +16,7 @@ START_TIMEOUT = "LOCKSTEP_EXECUTOR_START_TIMEOUT"
 TASK_TIMEOUT = "LOCKSTEP_TASK_TIMEOUT"
 RESULT_MAX_BYTES = "LOCKSTEP_RESULT_MAX_BYTES"
 BUNDLE_DIR = "LOCKSTEP_BUNDLE_DIR"
+WARM_ENVIRONMENTS = "LOCKSTEP_WARM_ENVIRONMENTS"
 IMAGE = "LOCKSTEP_IMAGE"
 ROLE = "LOCKSTEP_ROLE"
 CACHE_DIR = "LOCKSTEP_CACHE_DIR"
@@ -32,6 +33,7 @@ DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_TASK_TIMEOUT = 3600.0
 DEFAULT_RESULT_MAX_BYTES = 64 * 1024 * 1024
 BUNDLE_DIR_DEFAULT = "<tempdir>/lockstep-bundles"
+DEFAULT_WARM_ENVIRONMENTS = 4
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -87,7 +89,16 @@ SETTINGS: tuple[Setting, ...] = (
         "worker",
         BUNDLE_DIR_DEFAULT,
         "where the worker caches job bundles by digest (`<tempdir>` is `$TMPDIR`, else "
-        "`/tmp`); must be writable",
+        "`/tmp`), their wheels by sha256 and their environments by (build, lock); must "
+        "be writable",
+    ),
+    Setting(
+        WARM_ENVIRONMENTS,
+        "worker",
+        str(DEFAULT_WARM_ENVIRONMENTS),
+        "how many bundle environments an `isolated_warm` or `cold` worker keeps processes "
+        "for (a whole number > 0); beyond it the idle processes of the least recently "
+        "used environment are stopped",
     ),
     Setting(
         START_TIMEOUT,

@@ -15,6 +15,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockstep.core.bundle_lock import (
+    LOCK_FILE,
+    BundleLock,
+    parse_lock,
+    read_declared,
+    relock_hint,
+    stale_problem,
+)
 from lockstep.core.digests import TreeFile, tree_digest
 from lockstep.runtime.bundle_store import read_tree
 
@@ -32,6 +40,21 @@ class Bundle:
     @property
     def size(self) -> int:
         return sum(len(f.data) for f in self.files)
+
+    def lock_data(self) -> bytes | None:
+        """The bytes of the bundle's ``lockstep.lock.json`` as read (None: it locks nothing)."""
+        for f in self.files:
+            if f.path == LOCK_FILE:
+                return f.data
+        return None
+
+    def lock(self) -> BundleLock | None:
+        """The bundle's lock, if it has one that reads clean (preflight reports the rest)."""
+        raw = self.lock_data()
+        if raw is None:
+            return None
+        lock, problems = parse_lock(raw, LOCK_FILE)
+        return lock if not problems else None
 
     def top_level_modules(self) -> dict[str, str]:
         """Importable top-level names the bundle defines -> the file or directory defining it."""
@@ -116,6 +139,63 @@ def shadowing_problems(bundle: Bundle) -> list[tuple[str, str]]:
                 str(bundle.root / defined),
                 f"module name {name!r} shadows {name} of {where}; rename it "
                 "(for instance put it in a package of the job's own name)",
+            )
+        )
+    return problems
+
+
+def dependency_problems(
+    bundle: Bundle, executor: str | None, python_lock: str | None
+) -> list[tuple[str, str, int]]:
+    """``(file, message, exit code)`` for everything wrong with the bundle's dependencies.
+
+    The lock must exist if the bundle declares requirements, have been made from
+    the requirements it declares now, read clean (https wheels with a sha256, for
+    the image's platform, none of the image's own projects, not edited by hand),
+    and name the image's Python lock ``python_lock`` (the cluster's build, when
+    known). ``direct`` cannot run a bundle with dependencies.
+    """
+    declared, found = read_declared(bundle.root)
+    problems = [(file, message, 2) for file, message in found]
+    raw = bundle.lock_data()
+    lock_path = str(bundle.root / LOCK_FILE)
+    hint = relock_hint(bundle.root)
+    if raw is None:
+        if declared is not None:
+            problems.append(
+                (
+                    str(bundle.root / declared.file),
+                    f"declares {len(declared.requirements)} requirement(s) but the bundle has "
+                    f"no {LOCK_FILE}; {hint}",
+                    2,
+                )
+            )
+        return problems
+    lock, bad = parse_lock(raw, lock_path)
+    problems += [(lock_path, f"{message}; {hint}", 2) for message in bad]
+    if lock is None:
+        return problems
+    stale = stale_problem(declared, lock)
+    if stale:
+        problems.append((lock_path, f"{stale}; {hint}", 2))
+    if python_lock is not None and lock.python_lock != python_lock:
+        problems.append(
+            (
+                lock_path,
+                f"made for the image Python lock {lock.python_lock}, but the cluster's build "
+                f"has {python_lock}: its versions may conflict with the image's; {hint} "
+                "with this build's images/python.lock.json",
+                2,
+            )
+        )
+    if executor == "direct" and lock.wheels:
+        problems.append(
+            (
+                lock_path,
+                f"the bundle has dependencies ({len(lock.wheels)} locked wheel(s)) and the "
+                "direct executor runs tasks in the worker process, where they cannot be "
+                "isolated; use executor isolated_warm or cold",
+                2,
             )
         )
     return problems

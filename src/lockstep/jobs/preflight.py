@@ -7,14 +7,19 @@ file and the name it is about):
 
 1. the spec's schema (``lockstep.jobs.spec``);
 2. the bundle: it exists, holds only regular files, every ``.py`` compiles,
-   and no top-level name hides a standard or installed module;
+   and no top-level name hides a standard or installed module; if it declares
+   requirements, its lock exists, matches them, reads clean (wheels for the
+   image's platform, none of the image's projects, not edited by hand) and
+   names the cluster's Python lock, and the executor is not ``direct``;
 3. the model and target import and are callables that accept
    ``model(params, seed)`` and ``target(results)`` — in an isolated
    interpreter (``lockstep.runtime.probe``), so the bundle's import side
    effects never touch the runner;
 4. with a scheduler: the handshake (``connect``), ready workers running the
    executor the job needs, and the same import check on one of them, in a
-   fresh process of the worker's image with the bundle it was shipped.
+   fresh process of the worker's image with the bundle it was shipped (and, for
+   a bundle with dependencies, in its environment there, made from the wheels
+   the runner sent: only there, as the runner installs nothing).
 
 No task is submitted: the cluster checks use lockstep's pickle-free handlers.
 """
@@ -31,7 +36,13 @@ from lockstep.core.errors import BadInput, LockstepError
 from lockstep.core.registry import registered
 from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
 from lockstep.core.settings import MANIFEST as MANIFEST_ENV
-from lockstep.jobs.bundle import Bundle, load_bundle, shadowing_problems, syntax_problems
+from lockstep.jobs.bundle import (
+    Bundle,
+    dependency_problems,
+    load_bundle,
+    shadowing_problems,
+    syntax_problems,
+)
 from lockstep.jobs.ship import ShipFailed, check_on_worker, ship_bundle
 from lockstep.jobs.spec import JobSpec, PreflightFailed, Problem, read_spec, spec_from_fields
 from lockstep.manifest import BuildManifest, load_manifest
@@ -55,6 +66,7 @@ class Checked:
     client: Any = None
     manifest: BuildManifest | None = None
     workers: tuple[str, ...] = ()
+    shipped: Any = None  # ``ship.Shipped`` of the import check on a worker, if it ran
 
     def close(self) -> None:
         if self.client is not None:
@@ -94,9 +106,27 @@ def preflight(
         if bundle is not None:
             found += syntax_problems(bundle) + shadowing_problems(bundle)
         problems += [Problem(file, "bundle", message) for file, message in found]
+    own = manifest
+    if own is None and address is not None:
+        try:
+            own = load_manifest()
+        except BadInput:
+            own = None  # reported by the cluster check
+    has_deps = False
+    if bundle is not None:
+        deps = dependency_problems(
+            bundle, fields.get("executor"), own.inputs["python_lock"] if own else None
+        )
+        problems += [Problem(file, "dependencies", message, code) for file, message, code in deps]
+        lock = bundle.lock()
+        has_deps = bool(lock and lock.wheels) or bool(deps)
     checks = entry_checks(fields)
     local_ok = False
-    if bundle is not None and checks:
+    if bundle is not None and checks and has_deps:
+        # Its dependencies are installed only on workers: the import is checked there.
+        log.debug("preflight: the bundle has dependencies; model and target import on a worker")
+        local_ok = True
+    elif bundle is not None and checks:
         results = run_probe([str(bundle.root)], checks, probe_timeout)
         failed = [r for r in results if not r["ok"]]
         problems += [Problem(where, f"{r['role']} {r['ref']}", str(r["problem"])) for r in failed]
@@ -110,16 +140,20 @@ def preflight(
     client = None
     if address is not None:
         client, workers, own, cluster_problems = _check_cluster(
-            address, fields.get("executor"), n_workers, timeout, manifest
+            address, fields.get("executor"), n_workers, timeout, own
         )
         problems += cluster_problems
+        shipped: list[Any] = []
         if client is not None and workers and bundle is not None and local_ok and not problems:
-            problems += _check_import_on_worker(client, workers[0], bundle, checks, probe_timeout)
+            problems += _check_import_on_worker(
+                client, workers[0], bundle, checks, probe_timeout, shipped
+            )
         elif client is not None and workers and not local_ok:
             log.info("preflight: not checking the import on a worker: it failed here already")
         if checked is not None:
             checked.address, checked.client, checked.manifest = address, client, own
             checked.workers = tuple(workers)
+            checked.shipped = shipped[0] if shipped else None
     if problems:
         if client is not None:
             client.close()
@@ -181,13 +215,18 @@ def _check_cluster(
 
 
 def _check_import_on_worker(
-    client: Any, worker: str, bundle: Bundle, checks: list[dict[str, Any]], timeout: float
+    client: Any,
+    worker: str,
+    bundle: Bundle,
+    checks: list[dict[str, Any]],
+    timeout: float,
+    shipped: list[Any],
 ) -> list[Problem]:
     try:
-        ship_bundle(client, bundle, [worker])
+        shipped.append(ship_bundle(client, bundle, [worker]))
         results = check_on_worker(client, worker, bundle.digest, checks, timeout)
     except ShipFailed as exc:
-        return [Problem(str(bundle.root), "bundle", line) for line in exc.lines]
+        return [Problem(str(bundle.root), "bundle", line, exc.exit_code) for line in exc.lines]
     except LockstepError as exc:
         return [Problem(worker, "bundle", exc.message, exc.exit_code)]
     return [

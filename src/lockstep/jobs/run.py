@@ -110,6 +110,15 @@ def run_job(
         progress(
             f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it already"
         )
+        if shipped.env is not None:
+            early = checked.shipped  # preflight's import check made it on one worker
+            sent = shipped.wheels_sent + (early.wheels_sent if early else 0)
+            sent_bytes = shipped.wheel_bytes + (early.wheel_bytes if early else 0)
+            built = {*shipped.env_built, *(early.env_built if early else ())}
+            progress(
+                f"environment {shipped.env}: {sent} wheel(s) sent ({sent_bytes / 1e6:.1f} MB), "
+                f"made on {len(built)} worker(s), ready on {len(checked.workers)}"
+            )
         simulations = _simulate(tasks_of, progress)
         aggregate = _aggregate(tasks_of, simulations)
         progress(
@@ -126,6 +135,7 @@ def run_job(
         "build_id": checked.manifest.build_id,
         "version": checked.manifest.version,
         "bundle": bundle.digest,
+        "environment": shipped.env,
         "executor": spec.executor,
         "scheduler": address,
         "workers": sorted({t["worker"] for t in tasks}),
@@ -335,6 +345,7 @@ def _simulate(tasks: _Tasks, progress: Callable[[str], None]) -> list[dict[str, 
             "worker": answer["worker"],
             "executor": answer["executor"],
             "pid": answer["pid"],
+            "environment": answer.get("environment"),
         }
         step = len(done) * 10 // len(runs)
         if step != shown:

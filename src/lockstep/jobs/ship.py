@@ -2,7 +2,11 @@
 
 The runner asks each worker whether it holds the digest
 (``lockstep_bundle_has``) and sends the files (plain bytes in msgpack, through
-the scheduler's ``broadcast``) only to those that do not. The files are read
+the scheduler's ``broadcast``) only to those that do not. A bundle with a lock
+then gets its environment (``lockstep.runtime.bundle_env``): the runner asks
+which wheels each worker lacks (none where the environment is ready), sends
+those, one wheel at a time from its verified cache, and has the workers make
+the environment. The files are read
 from disk when they are sent and labelled with the digest that preflight
 checked; the worker recomputes the digest and refuses the bundle if it
 differs, so a bundle changed after preflight never runs.
@@ -18,6 +22,7 @@ from typing import Any
 
 from lockstep.core.errors import CheckFailed, ServiceFailed
 from lockstep.jobs.bundle import Bundle
+from lockstep.runtime.bundle_env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
 from lockstep.runtime.bundle_store import CHECK_OP, HAS_OP, PUT_OP, read_tree, to_wire
 
 log = logging.getLogger(__name__)
@@ -33,11 +38,26 @@ class ShipFailed(CheckFailed):
 
 @dataclass(frozen=True)
 class Shipped:
-    """Which workers got the bundle now and which had it already."""
+    """Which workers got the bundle now and which had it already; for a bundle with
+    dependencies, its environment, the wheels sent (and their bytes) and the workers
+    that made the environment now."""
 
     digest: str
     sent: tuple[str, ...]
     cached: tuple[str, ...]
+    env: str | None = None
+    wheels_sent: int = 0
+    wheel_bytes: int = 0
+    env_built: tuple[str, ...] = ()
+
+
+class EnvFailed(ShipFailed):
+    """A worker could not make the bundle's environment; exit 2 when every cause is bad
+    input (a bad lock or wheel, a bundle directory it cannot write), else 1."""
+
+    def __init__(self, lines: Sequence[str], codes: Sequence[int]) -> None:
+        super().__init__(lines)
+        self.exit_code = 2 if codes and all(c == 2 for c in codes) else 1
 
 
 def broadcast(
@@ -96,7 +116,107 @@ def ship_bundle(
         len(cached),
         time.monotonic() - start,
     )
-    return Shipped(bundle.digest, tuple(missing), cached)
+    shipped = Shipped(bundle.digest, tuple(missing), cached)
+    if bundle.lock_data() is not None:
+        shipped = ship_environment(client, bundle, list(workers), shipped, timeout)
+    return shipped
+
+
+def wheels_lacking(
+    client: Any, bundle: Bundle, workers: Sequence[str], timeout: float
+) -> tuple[dict[str, list[str]], str | None]:
+    """Which wheels each worker lacks for ``bundle``'s environment: ``({worker: [wheel
+    digests]}, env key)``; a worker whose environment is ready lacks none.
+
+    A separate step, so that wheels may come from elsewhere (a registry) later.
+    """
+    answers = broadcast(client, workers, {"op": ENV_STATUS_OP, "digest": bundle.digest}, timeout)
+    errors = [f"worker {w}: did not answer {ENV_STATUS_OP}" for w in workers if w not in answers]
+    failed = [a for a in answers.values() if not a.get("ok")]
+    if errors or failed:
+        raise EnvFailed(
+            errors + [str(a.get("error")) for a in failed],
+            [1] * len(errors) + [int(a.get("code", 1)) for a in failed],
+        )
+    env = next((a.get("env") for a in answers.values() if a.get("env")), None)
+    lacking = {w: list(a.get("missing") or []) for w, a in answers.items() if not a.get("ready")}
+    return lacking, env
+
+
+def ship_environment(
+    client: Any, bundle: Bundle, workers: list[str], shipped: Shipped, timeout: float
+) -> Shipped:
+    """Send each worker the wheels it lacks (one wheel at a time, plain bytes, from the
+    runner's verified cache) and have it make the bundle's environment."""
+    from lockstep.core.bundle_lock import relock_hint
+    from lockstep.core.fetch import fetch_verified
+    from lockstep.core.store import Cache, default_cache_dir
+
+    lock = bundle.lock()
+    if lock is None:
+        raise EnvFailed([f"{bundle.root}: its lock does not read; run preflight"], [2])
+    if not lock.wheels:
+        return shipped
+    start = time.monotonic()
+    by_digest = {w.digest: w for w in lock.wheels}
+    cache = Cache(default_cache_dir())
+    sent = sent_bytes = 0
+    built: list[str] = []
+    env: str | None = None
+    for attempt in range(2):  # a wheel found corrupt on a worker is removed there: resend once
+        lacking, env = wheels_lacking(client, bundle, workers, timeout)
+        if not lacking:
+            break
+        needed: dict[str, list[str]] = {}
+        for worker, digests in lacking.items():
+            for digest in digests:
+                if digest not in by_digest:
+                    raise EnvFailed([f"worker {worker} asks for {digest}, not in the lock"], [1])
+                needed.setdefault(digest, []).append(worker)
+        for digest, targets in sorted(needed.items()):
+            wheel = by_digest[digest]
+            data = fetch_verified(
+                cache, wheel.url, wheel.sha256, f"{bundle.root}: {wheel.filename}",
+                relock_hint(bundle.root),
+            )  # fmt: skip
+            put = broadcast(
+                client, targets, {"op": WHEEL_PUT_OP, "digest": digest, "data": data}, timeout
+            )
+            errors = [f"worker {w}: did not answer {WHEEL_PUT_OP}" for w in targets if w not in put]
+            failed = [a for a in put.values() if not a.get("ok")]
+            if errors or failed:
+                raise EnvFailed(
+                    errors + [str(a.get("error")) for a in failed],
+                    [1] * len(errors) + [int(a.get("code", 1)) for a in failed],
+                )
+            sent += len(targets)
+            sent_bytes += len(data) * len(targets)
+        made = broadcast(
+            client, list(lacking), {"op": ENV_MAKE_OP, "digest": bundle.digest}, timeout + 600
+        )
+        retry = [a for a in made.values() if not a.get("ok") and a.get("missing")]
+        failed = [a for a in made.values() if not a.get("ok") and not a.get("missing")]
+        errors = [f"worker {w}: did not answer {ENV_MAKE_OP}" for w in lacking if w not in made]
+        if errors or failed or (retry and attempt):
+            raise EnvFailed(
+                errors + [str(a.get("error")) for a in failed + retry],
+                [1] * len(errors) + [int(a.get("code", 1)) for a in failed + retry],
+            )
+        built += [w for w, a in made.items() if a.get("ok") and a.get("built")]
+        if not retry:
+            break
+    log.info(
+        "bundle %s: environment %s: %d wheel(s) sent (%d bytes), made on %d worker(s) (%.2f s)",
+        bundle.digest,
+        env,
+        sent,
+        sent_bytes,
+        len(built),
+        time.monotonic() - start,
+    )
+    return Shipped(
+        shipped.digest, shipped.sent, shipped.cached, env, sent, sent_bytes, tuple(built)
+    )
 
 
 def check_on_worker(

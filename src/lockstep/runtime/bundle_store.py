@@ -255,8 +255,11 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, onerror=unlock)
 
 
-def install(worker: Any, store: BundleStore) -> None:
-    """Register the bundle handlers on a Dask ``worker`` (pickle-free: plain data in and out)."""
+def install(worker: Any, store: BundleStore, envs: Any = None) -> None:
+    """Register the bundle handlers on a Dask ``worker`` (pickle-free: plain data in and out).
+
+    ``envs``: the worker's ``bundle_env.EnvStore``; the import check of a bundle that
+    locks dependencies runs in its environment."""
     from lockstep.runtime.probe import DEFAULT_TIMEOUT, run_probe
 
     async def has(digest: str) -> dict[str, Any]:
@@ -281,14 +284,18 @@ def install(worker: Any, store: BundleStore) -> None:
         return {"ok": True, "path": str(path)}
 
     async def check(digest: str, checks: Any, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        from lockstep.runtime.bundle_env import EnvRefused, WheelsMissing
+
         try:
             path = await asyncio.to_thread(store.path, digest, f"worker {worker.address}")
-        except (BundleRefused, BundleMissing) as exc:
-            return {"ok": False, "error": str(exc)}
+            env = await asyncio.to_thread(envs.for_bundle, path) if envs is not None else None
+        except (BundleRefused, BundleMissing, EnvRefused, WheelsMissing) as exc:
+            return {"ok": False, "error": f"worker {worker.address}: {exc}"}
         rows = [
             {"role": str(c["role"]), "ref": str(c["ref"]), "args": list(c["args"])} for c in checks
         ]
-        results = await asyncio.to_thread(run_probe, [str(path)], rows, float(timeout))
+        paths = [str(env.site), str(path)] if env is not None else [str(path)]
+        results = await asyncio.to_thread(run_probe, paths, rows, float(timeout))
         return {"ok": True, "results": results, "path": str(path)}
 
     worker.handlers[HAS_OP] = has

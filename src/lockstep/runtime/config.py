@@ -33,6 +33,7 @@ from lockstep.core.settings import (
     DEFAULT_RESULT_MAX_BYTES,
     DEFAULT_START_TIMEOUT,
     DEFAULT_TASK_TIMEOUT,
+    DEFAULT_WARM_ENVIRONMENTS,
     MANIFEST_PATH,
 )
 from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
@@ -45,6 +46,7 @@ from lockstep.core.settings import TASK_TIMEOUT as TASK_TIMEOUT_ENV
 from lockstep.core.settings import TLS_CA_FILE as TLS_CA_ENV
 from lockstep.core.settings import TLS_CERT as TLS_CERT_ENV
 from lockstep.core.settings import TLS_KEY as TLS_KEY_ENV
+from lockstep.core.settings import WARM_ENVIRONMENTS as WARM_ENVIRONMENTS_ENV
 from lockstep.manifest import BuildManifest, load_manifest
 
 TLS_ENVS = (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)
@@ -170,6 +172,7 @@ class RuntimeConfig:
     result_max_bytes: int = DEFAULT_RESULT_MAX_BYTES
     role: str | None = None  # LOCKSTEP_ROLE, set by the image: informational only
     tls: TlsFiles | None = None  # LOCKSTEP_TLS_*: mutual TLS, or None
+    warm_environments: int = DEFAULT_WARM_ENVIRONMENTS  # LOCKSTEP_WARM_ENVIRONMENTS
 
     @classmethod
     def from_env(
@@ -194,6 +197,7 @@ class RuntimeConfig:
             result_max_bytes=_positive_int(env, RESULT_MAX_BYTES_ENV, DEFAULT_RESULT_MAX_BYTES),
             role=env.get(ROLE_ENV) or None,
             tls=tls_from_env(env),
+            warm_environments=_count(env, WARM_ENVIRONMENTS_ENV, DEFAULT_WARM_ENVIRONMENTS),
         )
 
     def describe(self) -> str:
@@ -205,6 +209,7 @@ class RuntimeConfig:
             f"{TASK_TIMEOUT_ENV}={self.task_timeout:g} "
             f"{RESULT_MAX_BYTES_ENV}={self.result_max_bytes} "
             f"{BUNDLE_DIR_ENV}={self.bundle_dir} "
+            f"{WARM_ENVIRONMENTS_ENV}={self.warm_environments} "
             f"{IMAGE_ENV}={self.image or '(unset)'} "
             f"{ROLE_ENV}={self.role or '(unset)'} "
             + (
@@ -282,6 +287,20 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         shown = repr(raw) if raw else "'' (empty)"
         raise BadInput(
             f"{name}={shown} is not a whole number of bytes > 0; unset it for the "
+            f"default ({default}) or set one such as {default}"
+        )
+    return int(text)
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= 1000:
+        shown = repr(raw) if raw else "'' (empty)"
+        raise BadInput(
+            f"{name}={shown} is not a whole number from 1 to 1000; unset it for the "
             f"default ({default}) or set one such as {default}"
         )
     return int(text)

@@ -84,6 +84,7 @@ from typing import Any
 from lockstep.core.errors import LockstepError
 from lockstep.manifest import BuildManifest, load_manifest
 from lockstep.runtime._logging import ensure_visible
+from lockstep.runtime.bundle_env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
 from lockstep.runtime.bundle_store import CHECK_OP, HAS_OP, PUT_OP
 from lockstep.runtime.config import image_from_env, scheduler_settings, tls_from_env
 from lockstep.runtime.identity import (
@@ -129,7 +130,8 @@ _REFUSED_WHAT = {
 # Worker ops that broadcast/proxy relay for anyone: pickle-free and read-only.
 OPEN_RELAY_OPS = frozenset({IDENTITY_OP, HAS_OP, "identity", "versions", "ping"})
 # Worker ops relayed only with the token of a hello: they store or import code.
-TOKEN_RELAY_OPS = frozenset({PUT_OP, CHECK_OP})
+# A bundle's wheels and environment (``lockstep.runtime.bundle_env``) too.
+TOKEN_RELAY_OPS = frozenset({PUT_OP, CHECK_OP, ENV_STATUS_OP, WHEEL_PUT_OP, ENV_MAKE_OP})
 
 # Every scheduler handler of distributed 2026.8.0 (with its default extensions). A handler
 # the gate does not know may be a new way to run code: the scheduler refuses to start.

@@ -67,9 +67,11 @@ def run_task(
 
     ``bundle`` is the digest of a job bundle this worker holds
     (``lockstep.runtime.bundle_store``): its directory comes first on the task
-    process's ``sys.path``. ``timeout``: seconds the task may run (default: the
-    worker's ``LOCKSTEP_TASK_TIMEOUT``). Returns ``{"value", "executor", "pid",
-    "worker", "build_id", "bundle"}``; raises a ``TaskError`` naming this worker.
+    process's ``sys.path``, after its environment's site directory if it locks
+    dependencies (``lockstep.runtime.bundle_env``). ``timeout``: seconds the task
+    may run (default: the worker's ``LOCKSTEP_TASK_TIMEOUT``). Returns ``{"value",
+    "executor", "pid", "worker", "build_id", "bundle", "environment"}``; raises a
+    ``TaskError`` naming this worker.
     """
     from distributed import get_worker
 
@@ -81,10 +83,22 @@ def run_task(
             f"worker {worker.address} has no lockstep runtime: start it "
             "with `lockstep worker` (it adds the lockstep preload)"
         )
-    paths = (str(runtime.bundles.path(bundle, f"worker {worker.address}")),) if bundle else ()
+    paths: tuple[str, ...] = ()
+    env = None
+    if bundle:
+        stored = runtime.bundles.path(bundle, f"worker {worker.address}")
+        env = runtime.envs.for_bundle(stored)  # the bundle's dependencies, if it locks any
+        paths = (str(env.site), str(stored)) if env else (str(stored),)
     try:
         result = runtime.run(
-            TaskCall(target, tuple(args), dict(kwargs or {}), paths, check_timeout(timeout))
+            TaskCall(
+                target,
+                tuple(args),
+                dict(kwargs or {}),
+                paths,
+                check_timeout(timeout),
+                env.key if env else "",
+            )
         )
     except TaskError as exc:
         failed = exc.on_worker(worker.address)
@@ -101,6 +115,7 @@ def run_task(
         "worker": worker.address,
         "build_id": runtime.config.manifest.build_id,
         "bundle": bundle,
+        "environment": env.key if env else None,
     }
 
 

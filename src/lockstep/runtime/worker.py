@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lockstep.core.registry import registered
+from lockstep.runtime.bundle_env import EnvStore
 from lockstep.runtime.bundle_store import BundleStore
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_executor
@@ -32,6 +33,9 @@ class WorkerRuntime:
         cls = load_executor(config.executor, registered())
         self.executor: Executor = cls(config, slots)
         self.bundles = BundleStore(config.bundle_dir)
+        self.envs = EnvStore(
+            config.bundle_dir, config.manifest.build_id, config.manifest.inputs["python_lock"]
+        )
         self.ready = False
         self.retiring = ""  # why the executor asked the worker to stop, if it did
         self._tasks = 0

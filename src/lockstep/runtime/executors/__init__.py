@@ -41,6 +41,8 @@ class TaskCall:
     ``paths`` are directories (a job bundle's) put first on ``sys.path`` in the
     process that runs the call, before the target is imported. ``timeout``:
     seconds the call may run (None: the worker's ``LOCKSTEP_TASK_TIMEOUT``).
+    ``env``: the key of the bundle environment the call runs in (``""``: none);
+    then ``paths[0]`` is that environment's site directory, ahead of the bundle.
     """
 
     target: str
@@ -48,6 +50,7 @@ class TaskCall:
     kwargs: dict[str, Any] = field(default_factory=dict)
     paths: tuple[str, ...] = ()
     timeout: float | None = None
+    env: str = ""
 
 
 @dataclass(frozen=True)

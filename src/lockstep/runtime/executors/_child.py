@@ -1,4 +1,10 @@
-"""The process side of ``isolated_warm`` and ``cold``: ``python -m … warm|template RFD WFD LFD``.
+"""The process side of ``isolated_warm`` and ``cold``: ``python -m … MODE RFD WFD LFD [SITE]``.
+
+``MODE`` is ``warm`` or ``template``.
+``SITE``, if given, is a bundle environment's site directory
+(``lockstep.runtime.bundle_env``): the process serves that environment only,
+with it on ``sys.path``; a ``PING`` is answered ``READY`` (a health check before
+the worker reuses the process).
 
 ``warm`` runs every call itself, so imports and module state carry over from
 task to task. ``template`` never runs a call: it forks one child per call,
@@ -144,6 +150,8 @@ def _watch_lifeline(lfd: int) -> None:
 
 def main(argv: list[str]) -> int:
     mode, rfd, wfd, lfd = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    if len(argv) > 4 and argv[4]:
+        sys.path.insert(0, argv[4])  # the environment's site: ahead of the image's packages
     if mode not in ("warm", "template"):
         print(f"lockstep executor child: unknown mode {mode!r}", file=sys.stderr)
         return 2
@@ -160,6 +168,9 @@ def main(argv: list[str]) -> int:
             _reap.end_descendants()
             return 0
         if kind == _wire.KILL:  # a deadline passed just as the last task answered
+            continue
+        if kind == _wire.PING:
+            _wire.write_frame(wfd, _wire.READY, os.getpid())
             continue
         if kind != _wire.CALL:
             print(f"lockstep executor child: unexpected frame {kind!r}", file=sys.stderr)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ERROR_ALLOWANCE = 64 * 1024  # bytes an error report may take beyond the result limit
 KILL_GRACE = 10.0  # seconds a template has to answer after it was told to kill its task
 POLL = 0.5  # seconds between checks that the child still lives while a call runs
+PING_TIMEOUT = 2.0  # seconds an idle process has to answer its health check
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Outcome:
 class ChildProcess:
     """One ``python -m lockstep.runtime.executors._child MODE`` process, its pipes, its tree."""
 
-    def __init__(self, mode: str, start_timeout: float) -> None:
+    def __init__(self, mode: str, start_timeout: float, site: str = "", key: str = "") -> None:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
         lifeline_r, self._lifeline = os.pipe()
@@ -79,6 +80,7 @@ class ChildProcess:
                     "lockstep.runtime.executors._child",
                     mode,
                     *map(str, theirs),
+                    *([site] if site else []),
                 ],
                 pass_fds=theirs,
                 stdin=subprocess.DEVNULL,
@@ -92,6 +94,8 @@ class ChildProcess:
             for fd in theirs:  # the child's ends: only the child keeps them open
                 os.close(fd)
         self.mode = mode
+        self.site = site  # a bundle environment's site directory, or ""
+        self.key = key  # that environment's key, or "" (no environment)
         self.pid: int = self._proc.pid
         ready, _, _ = select.select([self._from_child], [], [], start_timeout)
         try:
@@ -122,6 +126,20 @@ class ChildProcess:
             except ChildProcessError:
                 return False
             return found is None
+
+    def ping(self, timeout: float = PING_TIMEOUT) -> bool:
+        """Health check before reuse: alive, and answers ``PING`` with ``READY`` in time."""
+        if not self.alive():
+            return False
+        try:
+            _wire.write_frame(self._to_child, _wire.PING, 0)
+            ready, _, _ = select.select([self._from_child], [], [], timeout)
+            if not ready:
+                return False
+            kind, _, _ = _wire.read_frame(self._from_child)
+        except (OSError, EOFError):
+            return False
+        return kind == _wire.READY
 
     def call(self, payload: bytes, timeout: float, max_bytes: int) -> Outcome:
         """Send one call and wait for its answer, at most ``timeout`` seconds."""
@@ -226,39 +244,81 @@ class ChildProcess:
 
 class ProcessExecutor(Executor):
     """Runs calls in ``ChildProcess``es: one call per process at a time, up to ``slots``
-    processes (one per worker thread), started on demand; a dead one is replaced."""
+    processes busy at once (one per worker thread), started on demand; a dead one is
+    replaced.
+
+    Processes are pooled by bundle environment (``TaskCall.env``; ``""``: none). A
+    process of an environment serves only that environment; before it is reused it
+    must answer a health check (``ping``), else it is replaced. Processes are kept
+    for at most ``LOCKSTEP_WARM_ENVIRONMENTS`` environments: beyond that the idle
+    processes of the least recently used one are stopped."""
 
     mode: ClassVar[str]
 
     def __init__(self, config: Any, slots: int = 1) -> None:
         super().__init__(config, slots)
-        self._lock = threading.Lock()  # guards _idle, _busy, _closed
+        self._lock = threading.Lock()  # guards _idle, _busy, _used, _closed
         self._free_slots = threading.BoundedSemaphore(self.slots)
-        self._idle: list[ChildProcess] = []
+        self._idle: dict[str, list[ChildProcess]] = {}
         self._busy: set[ChildProcess] = set()
+        self._used: dict[str, None] = {}  # environment keys, least recently used first
         self._closed = False
+        self.max_environments = int(getattr(config, "warm_environments", 4))
 
     def start(self) -> None:
         child = self._spawn()
         with self._lock:
-            self._idle.append(child)
+            self._idle.setdefault("", []).append(child)
 
-    def _spawn(self) -> ChildProcess:
+    def _spawn(self, key: str = "", site: str = "") -> ChildProcess:
         if self._closed:
             raise ExecutorStartFailed(f"{self.name} executor is closed")
-        child = ChildProcess(self.mode, self.config.start_timeout)
-        log.info("%s executor: %s process pid %d ready", self.name, self.mode, child.pid)
+        child = ChildProcess(self.mode, self.config.start_timeout, site, key)
+        log.info(
+            "%s executor: %s process pid %d ready%s",
+            self.name,
+            self.mode,
+            child.pid,
+            f" for environment {key}" if key else "",
+        )
         return child
 
-    def _take(self) -> ChildProcess:
+    def _take(self, key: str = "", site: str = "") -> ChildProcess:
         with self._lock:
             if self._closed:
                 raise ExecutorStartFailed(f"{self.name} executor is closed")
-            if self._idle:
-                child = self._idle.pop()
+            if key:
+                self._used.pop(key, None)
+                self._used[key] = None
+            pool = self._idle.get(key)
+            child = pool.pop() if pool else None
+            if child is not None:
                 self._busy.add(child)
+            evicted = self._evict(key)
+        for old in evicted:
+            log.info(
+                "%s executor: stopping idle %s process pid %d of environment %s (least "
+                "recently used beyond %d)",
+                self.name,
+                self.mode,
+                old.pid,
+                old.key,
+                self.max_environments,
+            )
+            old.close()
+        if child is not None:
+            if not key or child.ping():
                 return child
-        child = self._spawn()  # outside the lock: it takes a while
+            log.warning(
+                "%s executor: %s process pid %d of environment %s failed its health check; "
+                "replacing it",
+                self.name,
+                self.mode,
+                child.pid,
+                key,
+            )
+            self._drop(child)
+        child = self._spawn(key, site)  # outside the lock: it takes a while
         with self._lock:
             self._busy.add(child)
             closed = self._closed
@@ -267,12 +327,30 @@ class ProcessExecutor(Executor):
             raise ExecutorStartFailed(f"{self.name} executor is closed")
         return child
 
+    def _evict(self, current: str) -> list[ChildProcess]:
+        """Idle processes of the least recently used environments beyond the bound (locked)."""
+        kept = {k for k, pool in self._idle.items() if pool and k} | {
+            c.key for c in self._busy if c.key
+        }
+        if current:
+            kept.add(current)
+        evicted: list[ChildProcess] = []
+        for key in list(self._used):
+            if len(kept) <= self.max_environments:
+                break
+            if key == current or key not in kept or any(c.key == key for c in self._busy):
+                continue
+            evicted += self._idle.pop(key, [])
+            kept.discard(key)
+            del self._used[key]
+        return evicted
+
     def _give_back(self, child: ChildProcess) -> None:
         with self._lock:
             self._busy.discard(child)
             closed = self._closed
             if not closed:
-                self._idle.append(child)
+                self._idle.setdefault(child.key, []).append(child)
         if closed:
             child.close()
 
@@ -282,9 +360,18 @@ class ProcessExecutor(Executor):
         child.kill()
         child.close()
 
+    def _all(self) -> list[ChildProcess]:
+        return [*(c for pool in self._idle.values() for c in pool), *self._busy]
+
     def pids(self) -> tuple[int, ...]:
         with self._lock:
-            return tuple(sorted(c.pid for c in (*self._idle, *self._busy)))
+            return tuple(sorted(c.pid for c in self._all()))
+
+    def environments(self) -> tuple[str, ...]:
+        """The environments this executor keeps processes for, least recently used first."""
+        with self._lock:
+            live = {c.key for c in self._all()}
+            return tuple(k for k in self._used if k in live)
 
     def run(self, call: TaskCall) -> TaskResult:
         timeout = call.timeout if call.timeout is not None else self.config.task_timeout
@@ -292,7 +379,7 @@ class ProcessExecutor(Executor):
         payload = _wire.call_payload(call.target, call.args, call.kwargs, call.paths, max_bytes)
         replaced = ""
         with self._free_slots:
-            child = self._take()
+            child = self._take(call.env, call.paths[0] if call.env else "")
             outcome = child.call(payload, timeout, max_bytes)
             if outcome.healthy:
                 self._give_back(child)
@@ -340,7 +427,7 @@ class ProcessExecutor(Executor):
     def _replace(self, dead: ChildProcess) -> str:
         """Start a process in place of ``dead``; says so (for the task's message)."""
         try:
-            replacement = self._spawn()
+            replacement = self._spawn(dead.key, dead.site)
         except ExecutorStartFailed as exc:
             return f"its replacement did not start ({exc}), the next task retries"
         self._give_back(replacement)
@@ -375,7 +462,8 @@ class ProcessExecutor(Executor):
         tasks (the call that ran there fails with ``TaskCrashed``)."""
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle = [c for pool in self._idle.values() for c in pool]
+            self._idle = {}
             busy = list(self._busy)
         for child in busy:
             child.kill()

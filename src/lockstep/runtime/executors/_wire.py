@@ -37,6 +37,7 @@ READY = b"R"  # child -> worker: started; pid is the child's
 CALL = b"C"  # worker -> child: LIMIT + pickle((target, args, kwargs, paths))
 STARTED = b"S"  # template -> worker: forked the task's process; pid is its pid (and group)
 KILL = b"K"  # worker -> template: kill the running task's process group (its deadline passed)
+PING = b"P"  # worker -> child: are you well? The child answers READY (a health check)
 OK = b"O"  # child -> worker: payload is pickle(value), plain data only (``safe_loads``)
 ERROR = b"E"  # child -> worker: payload is JSON {"type", "message", "traceback", "refused"}
 CRASHED = b"X"  # template -> worker: the task's child died; payload is a UTF-8 description

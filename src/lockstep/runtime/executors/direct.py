@@ -47,6 +47,13 @@ class DirectExecutor(Executor):
 
     def run(self, call: TaskCall) -> TaskResult:
         where: dict[str, Any] = {"executor": self.name, "pid": os.getpid(), "target": call.target}
+        if call.env:
+            raise TaskFailed(
+                "EnvironmentRefused: the direct executor runs tasks in the worker process "
+                "itself and cannot isolate a bundle's dependencies; run a bundle with "
+                "dependencies under isolated_warm or cold",
+                **where,
+            )
         if self.retired:
             raise TaskFailed(
                 f"WorkerRetiring: this worker no longer takes tasks: {self.retired}", **where

@@ -1,0 +1,1 @@
+"""A model whose state lives in native code (libc's random generator, through ctypes)."""

@@ -1,0 +1,1 @@
+"""Random walks with numpy (a dependency the bundle locks, not part of the image)."""

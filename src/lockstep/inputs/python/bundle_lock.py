@@ -1,0 +1,221 @@
+"""``lockstep bundle lock DIR``: a bundle's requirements locked for the worker image.
+
+The resolve is ``pex3 lock create --style strict --no-build`` for the image's
+complete platform (wheels only, a sha256 per artifact), constrained to the
+image: every project the image's Python lock pins is passed as a constraint
+``name==version``, so it resolves to the image's exact version and is then
+left out of the bundle's lock (the image provides it). A requirement the
+image's versions cannot meet is an error naming both sides. Every wheel is
+then downloaded once into the lockstep cache (checked against its sha256),
+where the runner finds it to send it to the workers. The lock is written
+atomically as ``DIR/lockstep.lock.json`` (``lockstep.core.bundle_lock``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from lockstep.core.atomic import write_bytes
+from lockstep.core.bundle_lock import (
+    LOCK_FILE,
+    Declared,
+    LockedWheel,
+    lock_body,
+    lock_bytes,
+    parse_lock,
+    read_declared,
+    relock_hint,
+)
+from lockstep.core.digests import sha256_digest
+from lockstep.core.errors import BadInput, LockstepError, ServiceFailed
+from lockstep.core.fetch import fetch_verified
+from lockstep.core.progress import Progress, quiet
+from lockstep.core.store import Cache
+from lockstep.core.wheels import normalize_name, parse_wheel_name
+from lockstep.inputs.python import lock as image_lock
+from lockstep.inputs.python.pex import PEX_VERSION, common_args, run_pex
+from lockstep.inputs.python.platform import read_platform
+
+_CONFLICT = re.compile(
+    r"The conflict is caused by:\s*\n(?P<lines>(?:.*The user requested.*\n?|.*depends on.*\n?)+)"
+)
+
+
+def image_pins(python_lock: Path) -> dict[str, str]:
+    """The image's projects (normalised name -> version), from its Python lock."""
+    return {normalize_name(w.project): w.version for w in image_lock.read_lock(python_lock)}
+
+
+def check_against_image(declared: Declared, pins: dict[str, str], where: str) -> None:
+    """``BadInput`` naming both sides for a requirement the image's pinned version does not meet."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for line in declared.requirements:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as exc:
+            raise BadInput(f"{where}: requirement {line!r} does not parse ({exc}); fix it") from exc
+        name = normalize_name(req.name)
+        pinned = pins.get(name)
+        if pinned is not None and not req.specifier.contains(pinned, prereleases=True):
+            raise BadInput(
+                f"{where}: requirement {line!r} conflicts with the image, which pins "
+                f"{name}=={pinned} (images/python.lock.json); a bundle cannot replace what "
+                f"the image pins: require a range that includes {pinned}"
+            )
+
+
+def _conflict(output: str) -> str:
+    """pip's "conflict is caused by" lines, the image's constraints named as such."""
+    found = _CONFLICT.search(output)
+    if not found:
+        return ""
+    lines = [
+        " ".join(ln.replace("pip:", "").split())
+        for ln in found.group("lines").splitlines()
+        if ln.strip() and ln.replace("pip:", "").strip()
+    ]
+    return "; ".join(
+        ln.replace("The user requested (constraint)", "the image pins").replace(
+            "The user requested", "the bundle requires"
+        )
+        for ln in lines
+    )
+
+
+def lock_bundle(
+    bundle: Path,
+    python_lock: Path,
+    complete_platform: Path,
+    cache_dir: Path,
+    progress: Progress = quiet,
+) -> Path:
+    """Lock the requirements of the bundle at ``bundle``; the lock file's path."""
+    bundle = bundle.resolve()
+    if not bundle.is_dir():
+        raise BadInput(f"{bundle}: not a bundle directory")
+    declared, problems = read_declared(bundle)
+    if problems:
+        file, problem = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise BadInput(f"{file}: {problem}{more}")
+    if declared is None:
+        raise BadInput(
+            f"{bundle}: declares no requirements; list them in pyproject.toml "
+            "([project] dependencies) or requirements.txt"
+        )
+    where = str(bundle / declared.file)
+    pins = image_pins(python_lock)
+    check_against_image(declared, pins, where)
+    platform = read_platform(complete_platform)
+    tags = [str(t) for t in platform["compatible_tags"]]
+    progress(
+        f"locking {', '.join(declared.requirements)} for {complete_platform.name}, "
+        f"constrained to the image's {len(pins)} pinned projects"
+    )
+    with tempfile.TemporaryDirectory(prefix="lockstep-bundle-lock-") as tmp:
+        constraints = Path(tmp) / "image-constraints.txt"
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
+        out = Path(tmp) / "lock.json"
+        try:
+            run_pex(
+                [
+                    "lock",
+                    "create",
+                    *common_args(cache_dir),
+                    "--style",
+                    "strict",
+                    "--complete-platform",
+                    str(complete_platform),
+                    "--constraints",
+                    str(constraints),
+                    "--output",
+                    str(out),
+                    *declared.requirements,
+                ],
+                cache_dir,
+                "bundle lock",
+                progress,
+            )
+        except LockstepError as exc:
+            raise _lock_error(exc, cache_dir, where) from exc
+        raw = out.read_bytes()
+    try:
+        locked = image_lock.parse_lock(raw, f"the pex lock for {where}")
+    except BadInput as exc:
+        raise BadInput(f"{exc.message.split('; run')[0]}; fix the requirements in {where}") from exc
+    wheels: list[LockedWheel] = []
+    for w in locked:
+        name = normalize_name(w.project)
+        if name in pins:
+            if pins[name] != w.version:  # the constraint makes this impossible; never trust it
+                raise BadInput(
+                    f"{where}: the resolve chose {name} {w.version}, but the image pins "
+                    f"{name}=={pins[name]}; a bundle cannot replace what the image pins"
+                )
+            continue
+        parsed = parse_wheel_name(w.filename)
+        if parsed is None or not parsed.fits(set(tags)):
+            raise BadInput(f"{where}: {w.filename} is not a wheel for the image's platform")
+        wheels.append(LockedWheel(name, w.version, w.filename, w.url, w.sha256))
+    body = lock_body(
+        declared,
+        sha256_digest(python_lock.read_bytes()),
+        sha256_digest(complete_platform.read_bytes()),
+        pins,
+        tags,
+        wheels,
+        PEX_VERSION,
+    )
+    data = lock_bytes(body)
+    _, bad = parse_lock(data, LOCK_FILE)
+    if bad:  # our own output must read back clean
+        raise ServiceFailed(f"{where}: the new lock does not read back: {bad[0]}")
+    cache = Cache(cache_dir)
+    total = 0
+    for wheel in wheels:
+        total += len(
+            fetch_verified(
+                cache, wheel.url, wheel.sha256, f"{where}: {wheel.filename}", relock_hint(bundle)
+            )
+        )
+    path = bundle / LOCK_FILE
+    write_bytes(path, data)
+    progress(
+        f"locked {len(wheels)} wheel(s) ({total / 1e6:.1f} MB, in the cache), "
+        f"{len(locked) - len(wheels)} project(s) provided by the image"
+    )
+    return path
+
+
+def _lock_error(exc: LockstepError, cache_dir: Path, where: str) -> LockstepError:
+    """pex's failure as one line about the bundle (its log has the whole output)."""
+    log = cache_dir / "logs" / "pex-bundle-lock.log"
+    try:
+        output = log.read_text()
+    except OSError:
+        output = ""
+    conflict = _conflict(output)
+    if conflict:
+        return BadInput(
+            f"{where}: the requirements conflict with the image: {conflict}; a bundle "
+            f"cannot replace what the image pins (details: {log})"
+        )
+    if isinstance(exc, BadInput):
+        missing = re.search(r"No matching distribution found for ([^\n]+)", output)
+        what = missing.group(1).strip() if missing else exc.message.split(": ", 1)[-1]
+        return BadInput(
+            f"{where}: no wheel for the image's python and platform satisfies {what} "
+            f"(sdists are never built for a bundle); require a version with a wheel "
+            f"(details: {log})"
+        )
+    return exc
+
+
+def describe(lock_path: Path) -> str:
+    """A summary line of a written lock."""
+    data = json.loads(lock_path.read_bytes())
+    return f"{lock_path}: {len(data['wheels'])} wheel(s), content {data['content_digest']}"

@@ -1,0 +1,111 @@
+"""``lockstep bundle lock``: real resolves with the pinned pex against the public index.
+
+Tests that need the package index skip (locally) or fail (``LOCKSTEP_REQUIRE_ALL=1``)
+when it is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lockstep.core.bundle_lock import parse_lock
+from lockstep.core.errors import BadInput
+from lockstep.core.store import Cache
+from lockstep.inputs.python.bundle_lock import _conflict, lock_bundle
+from tests.fixtures.procs import PYTHON_LOCK
+from tests.fixtures.support import require
+from tests.inputs.test_python_lock import LOCK, PLATFORM, ROOT, _index_reachable
+
+
+@pytest.fixture(scope="module")
+def index() -> None:
+    require(_index_reachable(), "the package index is unreachable")
+
+
+def cli(bundle: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKSTEP_")}
+    env["LOCKSTEP_CACHE_DIR"] = str(cache)
+    return subprocess.run(
+        [sys.executable, "-m", "lockstep", "bundle", "lock", str(bundle), "--project", str(ROOT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_a_numpy_bundle_is_locked_for_the_image_without_the_image_s_projects(
+    index: None, cache_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\ndependencies = ["numpy>=2,<3", "packaging"]\n'
+    )
+    proc = cli(tmp_path, cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "lockstep.lock.json"
+    assert proc.stdout.startswith(f"{path}: 1 wheel(s), content sha256:")
+    lock, problems = parse_lock(path.read_bytes(), str(path))
+    assert problems == [] and lock is not None
+    assert lock.requirements == ("numpy>=2,<3", "packaging")
+    assert [w.project for w in lock.wheels] == ["numpy"]  # packaging is the image's
+    assert lock.pins["packaging"] == "26.4" and lock.python_lock == PYTHON_LOCK
+    [numpy] = lock.wheels
+    assert numpy.url.startswith("https://") and numpy.filename.endswith("x86_64.whl")
+    assert Cache(cache_dir).get_blob(numpy.digest) is not None  # fetched for the runner
+    assert "1 project(s) provided by the image" in proc.stderr
+
+
+def test_a_requirement_against_the_image_s_pin_names_both_sides(
+    index: None, cache_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "requirements.txt").write_text("tornado>=7\n")
+    proc = cli(tmp_path, cache_dir)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"lockstep: error: {tmp_path}/requirements.txt: requirement 'tornado>=7' conflicts "
+        "with the image, which pins tornado==6.6.1 (images/python.lock.json); a bundle "
+        "cannot replace what the image pins: require a range that includes 6.6.1"
+    )
+    assert not (tmp_path / "lockstep.lock.json").exists()
+
+
+def test_a_transitive_conflict_and_an_sdist_only_project(
+    index: None, cache_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "requirements.txt").write_text("dask-expr==1.0\n")
+    with pytest.raises(
+        BadInput, match=r"dask-expr 1.0 depends on dask==2024.3.0; the image pins dask==2026.8.0"
+    ):
+        lock_bundle(tmp_path, LOCK, PLATFORM, cache_dir)
+    (tmp_path / "requirements.txt").write_text("pyperclip==1.9.0\n")  # published as an sdist only
+    with pytest.raises(
+        BadInput, match=r"no wheel for the image's python and platform satisfies pyperclip==1.9.0"
+    ):
+        lock_bundle(tmp_path, LOCK, PLATFORM, cache_dir)
+    assert not (tmp_path / "lockstep.lock.json").exists()
+
+
+def test_a_vcs_requirement_or_no_requirements_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("demo @ git+https://github.com/x/demo\n")
+    with pytest.raises(BadInput, match="is a URL or VCS requirement"):
+        lock_bundle(tmp_path, LOCK, PLATFORM, tmp_path / "cache")
+    (tmp_path / "requirements.txt").unlink()
+    with pytest.raises(BadInput, match="declares no requirements"):
+        lock_bundle(tmp_path, LOCK, PLATFORM, tmp_path / "cache")
+
+
+def test_pip_s_conflict_lines_become_both_sides() -> None:
+    output = (
+        "pip:  The conflict is caused by:\n"
+        "pip:      The user requested tornado>=7\n"
+        "pip:      The user requested (constraint) tornado==6.6.1\n"
+        "pip:  \n"
+    )
+    assert _conflict(output) == "the bundle requires tornado>=7; the image pins tornado==6.6.1"
+    assert json.dumps(_conflict("nothing")) == '""'

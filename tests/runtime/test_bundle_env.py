@@ -1,0 +1,271 @@
+"""Bundle environments on a worker, without a cluster: wheels made in the test, honest and not.
+
+Every refusal leaves no environment behind (nothing installed), and a broken
+or partial environment is found and made again, never used.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lockstep.core.digests import sha256_digest
+from lockstep.runtime import bundle_env
+from lockstep.runtime.bundle_env import EnvRefused, EnvStore, WheelRefused, WheelsMissing
+from tests.fixtures.procs import PYTHON_LOCK
+from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
+
+BUILD = "sha256:" + "a" * 64
+
+
+def store(tmp_path: Path) -> EnvStore:
+    return EnvStore(tmp_path / "cache", BUILD, PYTHON_LOCK)
+
+
+def bundle_with(tmp_path: Path, *wheels: tuple[bytes, str], name: str = "bundle") -> Path:
+    bundle = tmp_path / name
+    write_lock(bundle, [wheel_entry(data, project) for data, project in wheels])
+    (bundle / "model.py").write_text("import demo\n")
+    return bundle
+
+
+def put_all(s: EnvStore, *datas: bytes) -> None:
+    for data in datas:
+        s.put_wheel(sha256_digest(data), data)
+
+
+def nothing_made(s: EnvStore) -> bool:
+    return not s.envs.exists() or not [p for p in s.envs.iterdir() if not p.name.endswith(".lock")]
+
+
+def test_an_environment_is_made_once_from_sent_wheels_and_imports(tmp_path: Path) -> None:
+    data = make_wheel(files={"demo/__init__.py": b"VALUE = 41 + 1\n", "demo/sub.py": b"X = 1\n"})
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    status = s.status(bundle)
+    assert status["ready"] is False and status["missing"] == [sha256_digest(data)]
+    put_all(s, data)
+    assert s.status(bundle)["missing"] == []
+    env = s.ensure(bundle)
+    assert env is not None and env.built
+    assert env.site == s.envs / env.key.removeprefix("sha256:") / "site"
+    assert (env.site / "demo" / "__pycache__").is_dir()  # compiled by this interpreter
+    again = s.ensure(bundle)
+    assert again is not None and not again.built and again.key == env.key
+    assert s.status(bundle) == {"env": env.key, "ready": True, "missing": []}
+    out = subprocess.run(
+        [sys.executable, "-I", "-B", "-c", f"import sys; sys.path.insert(0, {str(env.site)!r}); "
+         "import demo; print(demo.VALUE, demo.__file__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.startswith(f"42 {env.site}/demo/__init__.py")
+    assert (env.site / "demo" / "__init__.py").stat().st_mode & 0o777 == 0o444  # read-only
+    assert (env.site / "demo").stat().st_mode & 0o777 == 0o555
+
+
+def test_a_bundle_without_a_lock_has_no_environment(tmp_path: Path) -> None:
+    bundle = tmp_path / "plain"
+    bundle.mkdir()
+    (bundle / "model.py").write_text("")
+    s = store(tmp_path)
+    assert s.ensure(bundle) is None and s.for_bundle(bundle) is None
+    assert s.status(bundle) == {"env": None, "ready": True, "missing": []}
+
+
+def test_a_wheel_sent_with_another_hash_is_refused_and_nothing_is_kept(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    good = make_wheel()
+    with pytest.raises(WheelRefused, match=r"has sha256 .*refused, nothing stored"):
+        s.put_wheel(sha256_digest(good), good + b"tampered")
+    assert s.missing([sha256_digest(good)]) == [sha256_digest(good)]
+    bundle = bundle_with(tmp_path, (good, "demo"))
+    with pytest.raises(WheelsMissing):
+        s.ensure(bundle)
+    assert nothing_made(s)
+
+
+def test_a_wheel_corrupted_on_the_worker_is_removed_and_asked_for_again(tmp_path: Path) -> None:
+    data = make_wheel()
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    path = s.wheel_path(sha256_digest(data))
+    path.chmod(0o644)
+    path.write_bytes(data[:-10])
+    with pytest.raises(WheelsMissing):
+        s.ensure(bundle)
+    assert not path.exists() and nothing_made(s)
+
+
+@pytest.mark.parametrize(
+    ("wheel", "message"),
+    [
+        (make_wheel(lie={"demo/evil.py": b"import os\n"}), "does not have the hash its RECORD"),
+        (make_wheel(unlisted={"demo/extra.py": b""}), "not listed with a hash in its RECORD"),
+        (make_wheel(listed_only=["demo/gone.py"]), "lists demo/gone.py, which it does not"),
+        (make_wheel(files={"../escape.py": b"x = 1\n"}), "'..' path part"),
+        (make_wheel(files={"demo/../../escape.py": b""}), "'..' path part"),
+        (make_wheel(files={"/etc/evil.py": b""}), "absolute path"),
+        (make_wheel(symlinks={"demo/link": "/etc/passwd"}), "symbolic link"),
+        (make_wheel(files={"json/__init__.py": b""}), "shadow the standard library"),
+        (make_wheel(name="other"), "it is other, the lock says demo"),
+        (b"not a zip at all", "not a zip archive"),
+    ],
+    ids=[
+        "record-lies",
+        "unlisted",
+        "listed-missing",
+        "dotdot",
+        "dotdot-inner",
+        "absolute",
+        "symlink",
+        "stdlib-shadow",
+        "other-project",
+        "not-a-zip",
+    ],
+)
+def test_a_dishonest_or_unsafe_wheel_is_refused_and_nothing_is_installed(
+    tmp_path: Path, wheel: bytes, message: str
+) -> None:
+    bundle = bundle_with(tmp_path, (wheel, "demo"))
+    s = store(tmp_path)
+    put_all(s, wheel)
+    with pytest.raises(WheelRefused, match=message):
+        s.ensure(bundle)
+    assert nothing_made(s)
+    assert not (tmp_path / "escape.py").exists() and not (tmp_path / "cache" / "escape.py").exists()
+
+
+def test_two_wheels_writing_one_file_are_refused(tmp_path: Path) -> None:
+    one = make_wheel("demo", files={"shared/__init__.py": b"A = 1\n"})
+    two = make_wheel("second", files={"shared/__init__.py": b"A = 2\n"})
+    bundle = bundle_with(tmp_path, (one, "demo"), (two, "second"))
+    s = store(tmp_path)
+    put_all(s, one, two)
+    with pytest.raises(WheelRefused, match=r"would overwrite shared/__init__\.py"):
+        s.ensure(bundle)
+    assert nothing_made(s)
+
+
+def test_too_much_to_unpack_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bundle_env, "MAX_ENV_BYTES", 1000)
+    big = make_wheel(files={"demo/__init__.py": b"#" * 5000})
+    bundle = bundle_with(tmp_path, (big, "demo"))
+    s = store(tmp_path)
+    put_all(s, big)
+    with pytest.raises(WheelRefused, match="more than 1000 bytes"):
+        s.ensure(bundle)
+    assert nothing_made(s)
+
+
+def test_a_lock_for_another_image_or_edited_by_hand_is_refused(tmp_path: Path) -> None:
+    data = make_wheel()
+    bundle = tmp_path / "other-image"
+    write_lock(bundle, [wheel_entry(data)], python_lock="sha256:" + "1" * 64)
+    s = store(tmp_path)
+    with pytest.raises(EnvRefused, match="made for the image Python lock sha256:1111"):
+        s.ensure(bundle)
+    edited = bundle_with(tmp_path, (data, "demo"), name="edited")
+    lock = edited / "lockstep.lock.json"
+    lock.write_text(lock.read_text().replace('"1.0"', '"1.1"', 1))
+    with pytest.raises(EnvRefused, match="edited by hand"):
+        s.ensure(edited)
+
+
+def test_an_edited_environment_is_found_and_made_again(tmp_path: Path) -> None:
+    data = make_wheel()
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    env = s.ensure(bundle)
+    assert env is not None and s.verify_deep(env.key) == ""
+    init = env.site / "demo" / "__init__.py"
+    init.chmod(0o644)
+    init.write_text("VALUE = 'changed'\n")
+    again = s.ensure(bundle)  # every job checks every file
+    assert again is not None and again.built
+    assert init.read_text() == "VALUE = 1\n"
+    extra = env.site / "demo" / "planted.py"
+    (env.site / "demo").chmod(0o755)
+    extra.write_text("")
+    third = store(tmp_path).for_bundle(bundle)  # a fresh worker process checks before use
+    assert third is not None and third.built and not extra.exists()
+
+
+def test_a_partial_environment_is_never_used(tmp_path: Path) -> None:
+    data = make_wheel()
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    env = s.ensure(bundle)
+    assert env is not None
+    (env.site.parent / "ENV.json").chmod(0o644)
+    os.unlink(env.site.parent / "ENV.json")
+    fresh = store(tmp_path)
+    assert fresh.status(bundle)["ready"] is False
+    made = fresh.ensure(bundle)
+    assert made is not None and made.built and (made.site.parent / "ENV.json").is_file()
+
+
+def _make_slowly(root: str, bundle: str) -> None:
+    """In a child process: make the environment, stalling after the first file."""
+    real = bundle_env.install_wheel
+
+    def slow(*args: object, **kwargs: object) -> int:
+        n = real(*args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(60)
+        return n
+
+    bundle_env.install_wheel = slow  # type: ignore[assignment]
+    EnvStore(Path(root), BUILD, PYTHON_LOCK).ensure(Path(bundle))
+
+
+def _make(root: str, bundle: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    env = EnvStore(Path(root), BUILD, PYTHON_LOCK).ensure(Path(bundle))
+    out.put(env is not None and env.built)
+
+
+def test_a_maker_killed_part_way_leaves_nothing_used_and_the_next_one_makes_it(
+    tmp_path: Path,
+) -> None:
+    data = make_wheel()
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    ctx = multiprocessing.get_context("fork")
+    maker = ctx.Process(target=_make_slowly, args=(str(s.root), str(bundle)))
+    maker.start()
+    deadline = time.monotonic() + 30
+    while not list(s.envs.glob(".*.tmp")):
+        assert time.monotonic() < deadline and maker.is_alive()
+        time.sleep(0.02)
+    assert maker.pid is not None
+    os.kill(maker.pid, signal.SIGKILL)  # mid-materialisation, holding the flock
+    maker.join()
+    assert s.status(bundle)["ready"] is False
+    env = s.ensure(bundle)
+    assert env is not None and env.built
+    assert not list(s.envs.glob(".*.tmp"))  # the dead maker's leftovers are gone
+
+
+def test_concurrent_processes_share_one_materialisation(tmp_path: Path) -> None:
+    data = make_wheel()
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    makers = [ctx.Process(target=_make, args=(str(s.root), str(bundle), out)) for _ in range(4)]
+    for m in makers:
+        m.start()
+    for m in makers:
+        m.join(60)
+    built = [out.get(timeout=5) for _ in makers]
+    assert sorted(built) == [False, False, False, True]
