@@ -61,7 +61,7 @@ def test_the_compressor_is_part_of_the_builder_identity() -> None:
 
 def _shim(tmp_path: Path) -> dict[str, str]:
     shim = tmp_path / "shim"
-    shim.mkdir()
+    shim.mkdir(exist_ok=True)
     (shim / "sitecustomize.py").write_text(SHIM)
     return {"PYTHONPATH": str(shim)}
 
@@ -85,7 +85,7 @@ def test_a_build_with_the_host_deflate_swapped_has_the_same_digests(
     cache = tmp_path / "cache"  # the downloads, but no layer: every layer is made again
     shutil.copytree(built.cache / "blobs", cache / "blobs", copy_function=os.link)
     again = build(built.root, tmp_path / "out", cache, env=_shim(tmp_path))
-    assert again.data["build_id"] == built.data["build_id"]
+    assert again.build_id == built.build_id
     for role in ("runner", "worker"):
         assert again.digest(role) == built.digest(role), role
         assert (

@@ -55,7 +55,7 @@ def test_leftover_temporaries_in_out_are_removed_by_the_next_build(built: Built)
         live = built.out / f".worker.tar.{holder.pid}.def456.tmp"
         live.write_bytes(b"being written")
         again = build(built.root, built.out, built.cache)  # a no-op rebuild
-        assert again.data == built.data
+        assert again.result == built.result
         assert not dead.exists(), "a killed build's temporary was left in --out"
         assert live.exists(), "a running build's temporary must not be taken away"
     finally:
