@@ -48,7 +48,12 @@ def test_images_share_layers_and_differ_only_in_config(built: Built) -> None:
     runner = oci.read_archive(built.path("runner"))
     worker = oci.read_archive(built.path("worker"))
     assert runner.manifest["layers"] == worker.manifest["layers"]
-    assert len(worker.manifest["layers"]) == 4
+    # One history entry per layer says what it is: base, the wheel groups, app, manifest.
+    names = [h["created_by"].split(":")[0] for h in worker.config["history"]]
+    assert len(names) == len(worker.manifest["layers"])
+    assert names[0] == "lockstep base" and names[-2:] == ["lockstep app", "lockstep manifest"]
+    assert names[1:-2] and all(n.startswith("lockstep python") for n in names[1:-2])
+    assert any("distributed 2026.8.0" in h["created_by"] for h in worker.config["history"])
     assert runner.config["rootfs"] == worker.config["rootfs"]
     assert runner.config["config"]["Entrypoint"][-1] == "runner"
     assert worker.config["config"]["Entrypoint"][-1] == "worker"
