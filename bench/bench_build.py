@@ -199,9 +199,10 @@ def main() -> None:
         archive = read_archive(out / "worker.tar")
         layers = archive.manifest["layers"]
         unpacked = sum(len(gzip.decompress(archive.blob(layer["digest"]))) for layer in layers)
+        names = [str(h.get("created_by", "?")).split(":")[0].removeprefix("lockstep ")
+                 for h in archive.config.get("history", [])]  # fmt: skip
         sizes = ", ".join(
-            f"{n} {int(layer['size']) / 1e6:.1f}"
-            for n, layer in zip(("base", "python", "app", "manifest"), layers, strict=True)
+            f"{n} {int(layer['size']) / 1e6:.1f}" for n, layer in zip(names, layers, strict=True)
         )
         docker = None
         if not args.no_docker:

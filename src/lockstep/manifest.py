@@ -20,7 +20,7 @@ from lockstep.core.settings import MANIFEST as MANIFEST_ENV
 from lockstep.core.settings import MANIFEST_PATH
 
 SCHEMA = "lockstep.manifest/v1"
-BUILDER = "lockstep-build/1"
+BUILDER = "lockstep-build/2"  # 2: layers compressed by assembly.compress (pinned zlib-ng)
 PROTOCOL = 1
 INPUT_KEYS = ("builder", "debian_lock", "python_lock", "sources")
 

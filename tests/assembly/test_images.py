@@ -48,7 +48,12 @@ def test_images_share_layers_and_differ_only_in_config(built: Built) -> None:
     runner = oci.read_archive(built.path("runner"))
     worker = oci.read_archive(built.path("worker"))
     assert runner.manifest["layers"] == worker.manifest["layers"]
-    assert len(worker.manifest["layers"]) == 4
+    # One history entry per layer says what it is: base, the wheel groups, app, manifest.
+    names = [h["created_by"].split(":")[0] for h in worker.config["history"]]
+    assert len(names) == len(worker.manifest["layers"])
+    assert names[0] == "lockstep base" and names[-2:] == ["lockstep app", "lockstep manifest"]
+    assert names[1:-2] and all(n.startswith("lockstep python") for n in names[1:-2])
+    assert any("distributed 2026.8.0" in h["created_by"] for h in worker.config["history"])
     assert runner.config["rootfs"] == worker.config["rootfs"]
     assert runner.config["config"]["Entrypoint"][-1] == "runner"
     assert worker.config["config"]["Entrypoint"][-1] == "worker"
@@ -71,14 +76,30 @@ def test_manifest_in_the_image_matches_the_build(built: Built) -> None:
     assert info["digest"] == built.digest("worker")
 
 
+def named_layers(archive: oci.Archive) -> dict[str, str]:
+    """Layer name (``base``, ``python:group-3``, ``app``, ``manifest``) -> digest."""
+    names = [
+        h["created_by"].split(":")[0].removeprefix("lockstep ") for h in archive.config["history"]
+    ]
+    names = [
+        n if n != "python" else h["created_by"].split(": ")[0].removeprefix("lockstep ")
+        for n, h in zip(names, archive.config["history"], strict=True)
+    ]
+    return {n: layer["digest"] for n, layer in zip(names, archive.manifest["layers"], strict=True)}
+
+
 def test_python_files_are_precompiled(built: Built) -> None:
     archive = oci.read_archive(built.path("worker"))
-    app = layer_files(archive.blob(archive.manifest["layers"][2]["digest"]))
+    layers = named_layers(archive)
+    app = layer_files(archive.blob(layers["app"]))
     site = "usr/local/lib/python3.11/dist-packages"
     assert f"{site}/lockstep/__pycache__/cli.cpython-311.pyc" in app
-    third = layer_files(archive.blob(archive.manifest["layers"][1]["digest"]))
+    third: dict[str, Any] = {}
+    for name, digest in layers.items():
+        if name.startswith("python:"):
+            third.update(layer_files(archive.blob(digest)))
     assert f"{site}/distributed/__pycache__/worker.cpython-311.pyc" in third
-    base = layer_files(archive.blob(archive.manifest["layers"][0]["digest"]))
+    base = layer_files(archive.blob(layers["base"]))
     assert "usr/lib/python3.11/__pycache__/os.cpython-311.pyc" in base
     assert base["tmp"].mode == 0o1777
 
@@ -120,10 +141,10 @@ def test_one_line_change_rewrites_only_app_and_manifest(built: Built, tmp_path: 
     target.write_text(target.read_text() + "\n# a one-line change\n")
     second = build(changed, tmp_path / "out", built.cache)
     assert second.build_id != built.build_id
-    a = oci.read_archive(built.path("worker")).manifest["layers"]
-    b = oci.read_archive(second.path("worker")).manifest["layers"]
-    assert a[:2] == b[:2]
-    assert a[2] != b[2] and a[3] != b[3]
+    a = named_layers(oci.read_archive(built.path("worker")))
+    b = named_layers(oci.read_archive(second.path("worker")))
+    assert list(a) == list(b)
+    assert [n for n in a if a[n] != b[n]] == ["app", "manifest"]
 
 
 def test_stamp_changes_only_manifest_layer_and_config(built: Built, tmp_path: Path) -> None:
@@ -131,8 +152,8 @@ def test_stamp_changes_only_manifest_layer_and_config(built: Built, tmp_path: Pa
     assert stamped.build_id == built.build_id
     a = oci.read_archive(built.path("worker"))
     b = oci.read_archive(stamped.path("worker"))
-    assert a.manifest["layers"][:3] == b.manifest["layers"][:3]
-    assert a.manifest["layers"][3] != b.manifest["layers"][3]
+    assert a.manifest["layers"][:-1] == b.manifest["layers"][:-1]
+    assert a.manifest["layers"][-1] != b.manifest["layers"][-1]
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=built.root, capture_output=True, text=True, check=True
     ).stdout.strip()

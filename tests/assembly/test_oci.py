@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lockstep.assembly import oci
-from lockstep.assembly.entries import Entry, gzip_bytes, make_layer, normalize, tar_bytes
+from lockstep.assembly.compress import gzip_bytes
+from lockstep.assembly.entries import Entry, make_layer, normalize, tar_bytes
 from lockstep.core.errors import BadInput
 
 ENTRIES = [

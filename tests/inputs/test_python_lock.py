@@ -7,6 +7,8 @@ when it is unreachable. The install tests share one session cache
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -14,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,9 @@ from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layout import SITE_DIR
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
+from lockstep.core.store import Cache
 from lockstep.inputs import declared
+from lockstep.inputs.python import fetch as pyfetch
 from lockstep.inputs.python import lock as pylock
 from lockstep.inputs.python import pex, platform
 from lockstep.project import load_project
@@ -63,6 +68,13 @@ class Installs:
     warm: list[Entry]
 
 
+def install(lock: Path, cache: Path) -> list[Entry]:
+    """Every wheel of ``lock`` installed as the builder does (fetched, verified, unpacked)."""
+    wheels = pylock.read_lock(lock)
+    data = pyfetch.fetch_wheels(wheels, Cache(cache))
+    return [e for w in wheels for e in thirdparty.wheel_entries(w, data[w.sha256])]
+
+
 @pytest.fixture(scope="session")
 def shared_cache(index: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``$LOCKSTEP_CACHE_DIR`` if set, else one cache for the whole session."""
@@ -78,14 +90,14 @@ def installs(shared_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         if os.environ.get("LOCKSTEP_CACHE_DIR")
         else shared_cache
     )
-    assert not pex.pex_root(fresh).exists()
+    assert not (fresh / "blobs").exists()
     old = os.umask(0o077)
     try:
-        cold = thirdparty.install_entries(LOCK, PLATFORM, fresh)
+        cold = install(LOCK, fresh)
     finally:
         os.umask(0o022)
     try:
-        warm = thirdparty.install_entries(LOCK, PLATFORM, shared_cache)
+        warm = install(LOCK, shared_cache)
     finally:
         os.umask(old)
     yield Installs(shared_cache, cold, warm)
@@ -181,17 +193,17 @@ def _lock_with(tmp_path: Path, edit: str) -> Path:
 
 def test_missing_lock_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"no\.lock\.json.*lockstep lock python"):
-        thirdparty.install_entries(tmp_path / "no.lock.json", PLATFORM, tmp_path / "cache")
+        install(tmp_path / "no.lock.json", tmp_path / "cache")
 
 
 def test_malformed_lock_is_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "python.lock.json"
     bad.write_text("{not json")
     with pytest.raises(BadInput, match=r"python\.lock\.json: not valid JSON.*lockstep lock"):
-        thirdparty.install_entries(bad, PLATFORM, tmp_path / "cache")
+        install(bad, tmp_path / "cache")
     bad.write_text("{}")
     with pytest.raises(BadInput, match="not a pex lock"):
-        thirdparty.install_entries(bad, PLATFORM, tmp_path / "cache")
+        install(bad, tmp_path / "cache")
 
 
 @pytest.mark.parametrize(
@@ -201,12 +213,12 @@ def test_lock_with_local_url_or_without_sha256_is_refused(
     tmp_path: Path, edit: str, message: str
 ) -> None:
     with pytest.raises(BadInput, match=message):
-        thirdparty.install_entries(_lock_with(tmp_path, edit), PLATFORM, tmp_path / "cache")
+        install(_lock_with(tmp_path, edit), tmp_path / "cache")
 
 
 def test_missing_platform_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"complete-platform\.json: cannot read"):
-        thirdparty.install_entries(LOCK, tmp_path / "complete-platform.json", tmp_path / "cache")
+        platform.read_platform(tmp_path / "complete-platform.json")
 
 
 def test_pex_errors_become_one_line() -> None:
@@ -285,35 +297,69 @@ def test_install_contents(installs: Installs) -> None:
 def test_edited_lock_sha256_is_a_clear_error(installs: Installs, tmp_path: Path) -> None:
     edited = _lock_with(tmp_path, "sha256")
     with pytest.raises(CheckFailed) as info:
-        thirdparty.install_entries(edited, PLATFORM, installs.cache)
+        install(edited, tmp_path / "fresh-cache")
     message = str(info.value)
     assert "\n" not in message
-    assert "does not match the lock" in message and "lockstep lock python" in message
+    assert "the lock says" in message and "lockstep lock python" in message
+    assert "nothing was cached" in message and not (tmp_path / "fresh-cache" / "blobs").exists()
 
 
-def _copy_pex_root(installs: Installs, tmp_path: Path) -> Path:
+def test_a_tampered_cached_wheel_is_discarded_and_fetched_again(
+    installs: Installs, tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
-    shutil.copytree(pex.pex_root(installs.cache), pex.pex_root(cache), symlinks=True)
-    return cache
-
-
-def test_tampered_cached_wheel_is_a_clear_error(installs: Installs, tmp_path: Path) -> None:
-    cache = _copy_pex_root(installs, tmp_path)
+    shutil.copytree(installs.cache / "blobs", cache / "blobs")
     wheel = next(w for w in pylock.read_lock(LOCK) if w.project == "toolz")
-    (cached,) = pex.pex_root(cache).glob(f"downloads/*/{wheel.sha256}/{wheel.filename}")
+    cached = Cache(cache).blob_path(f"sha256:{wheel.sha256}")
     cached.write_bytes(cached.read_bytes() + b"tampered")
-    with pytest.raises(CheckFailed, match=r"toolz-.*\.whl: the cached wheel .* is corrupt"):
-        thirdparty.install_entries(LOCK, PLATFORM, cache)
+    assert install(LOCK, cache) == installs.warm
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == wheel.sha256
 
 
-def test_tampered_installed_wheel_is_a_clear_error(installs: Installs, tmp_path: Path) -> None:
-    cache = _copy_pex_root(installs, tmp_path)
-    targets = sorted(pex.pex_root(cache).glob("installed_wheels/*/*/toolz-*.whl/toolz/__init__.py"))
-    assert targets, "pex's installed-wheel cache layout changed"
-    for target in targets:
-        target.write_text(target.read_text() + "\nTAMPERED = True\n")
-    with pytest.raises(CheckFailed, match=r"toolz/__init__\.py: content differs"):
-        thirdparty.install_entries(LOCK, PLATFORM, cache)
+def _toolz(installs: Installs) -> tuple[pylock.LockedWheel, bytes]:
+    wheel = next(w for w in pylock.read_lock(LOCK) if w.project == "toolz")
+    return wheel, Cache(installs.cache).get_blob(f"sha256:{wheel.sha256}") or b""
+
+
+def _rewrite(data: bytes, change: dict[str, bytes | None], extra: dict[str, bytes]) -> bytes:
+    """A copy of a wheel with members changed (None: removed) and added, RECORD untouched."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            if info.filename in change:
+                if change[info.filename] is not None:
+                    dst.writestr(info, change[info.filename] or b"")
+            else:
+                dst.writestr(info, src.read(info))
+        for name, content in extra.items():
+            dst.writestr(name, content)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("content", r"toolz/__init__\.py does not match its RECORD"),
+        ("unlisted", r"toolz/extra\.py is not listed"),
+        ("missing", r"RECORD lists toolz/__init__\.py, which it lacks"),
+        ("escape", r"member '\.\./\.\./etc/evil' is absolute or leaves the install"),
+    ],
+)
+def test_a_wheel_that_disagrees_with_its_record_is_refused(
+    installs: Installs, case: str, message: str
+) -> None:
+    """The bytes matched the lock, but what is inside is checked too (a lock of a bad wheel)."""
+    wheel, data = _toolz(installs)
+    if case == "content":
+        bad = _rewrite(data, {"toolz/__init__.py": b"TAMPERED = True\n"}, {})
+    elif case == "unlisted":
+        bad = _rewrite(data, {}, {"toolz/extra.py": b"x = 1\n"})
+    elif case == "missing":
+        bad = _rewrite(data, {"toolz/__init__.py": None}, {})
+    else:
+        bad = _rewrite(data, {}, {"../../etc/evil": b"x"})
+    with pytest.raises(CheckFailed, match=message):
+        thirdparty.wheel_entries(wheel, bad)
 
 
 def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly import app, base, layout, oci, pycompile, thirdparty
+from lockstep.assembly import app, base, compress, layout, oci, pycompile, thirdparty
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.assembly.stage import StagedPython, materialize
@@ -31,8 +31,10 @@ from lockstep.core.store import Cache
 from lockstep.inputs import declared
 from lockstep.inputs.debian import fetch
 from lockstep.inputs.debian import lock as debian_lock
+from lockstep.inputs.python import fetch as pyfetch
+from lockstep.inputs.python import lock as pylock
 from lockstep.inputs.python import pex, platform
-from lockstep.manifest import BuildManifest, Stamp
+from lockstep.manifest import BUILDER, BuildManifest, Stamp
 from lockstep.project import ROLES, Project
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,11 @@ class BuildResult:
                 for role, b in sorted(self.images.items())
             },
         }
+
+
+def builder_identity() -> str:
+    """What the manifest's ``inputs.builder`` says: format version and compressor."""
+    return f"{BUILDER} {compress.IDENTITY}"
 
 
 def git_stamp(root: Path) -> Stamp:
@@ -124,34 +131,64 @@ class Builder:
             version = python_version(staged_python)
         return self.layers.put("base", key, make_layer([*entries, *pycs]), {"python": version})
 
-    def python_layer(self, base_record: LayerRecord) -> LayerRecord:
+    def wheel_plan(self) -> list[thirdparty.WheelGroup]:
+        """The third-party layers of the Python lock (remembered per lock digest, so a no-op
+        build neither reads nor hashes a wheel)."""
         lock_path = self.project.python_lock
-        platform_path = self.project.complete_platform
-        key = self.layers.key(
-            "python",
-            base=base_record.digest,
-            python_lock=declared.lock_digest(lock_path, pex.RELOCK),
-            platform=declared.lock_digest(platform_path, pex.RELOCK),
+        wheels = pylock.read_lock(lock_path)
+        key = self.layers.key("wheel-plan", python_lock=declared.lock_digest(lock_path, pex.RELOCK))
+        by_sha = {w.sha256: w for w in wheels}
+        known = self.layers.get_fact("wheel-plan", key)
+        if isinstance(known, list):
+            return [
+                thirdparty.WheelGroup(str(g["name"]), tuple(by_sha[h] for h in g["wheels"]))
+                for g in known
+            ]
+        data = pyfetch.fetch_wheels(wheels, self.cache, self.progress)
+        plan = thirdparty.plan_layers(wheels, {h: len(b) for h, b in data.items()})
+        self.layers.put_fact(
+            "wheel-plan",
+            key,
+            [{"name": g.name, "wheels": [w.sha256 for w in g.wheels]} for g in plan],
         )
-        cached = self.layers.get("python", key)
-        if cached:
-            return cached
-        self.progress("installing the locked Python packages (pex)")
-        entries = thirdparty.install_entries(
-            lock_path, platform_path, self.cache.root, self.progress
-        )
-        pycs = pycompile.compile_pycs(StagedPython(self.layers.staged(base_record)), entries)
-        return self.layers.put("python", key, make_layer([*entries, *pycs]))
+        return plan
+
+    def python_layers(self, base_record: LayerRecord) -> dict[str, LayerRecord]:
+        """One layer per ``WheelGroup`` (``python:<name>``), each cached under its wheels'
+        sha256s and the base it was compiled with: a changed wheel remakes only its layer."""
+        out: dict[str, LayerRecord] = {}
+        for group in self.wheel_plan():
+            key = self.layers.key(
+                "wheels", base=base_record.digest, wheels=",".join(w.sha256 for w in group.wheels)
+            )
+            cached = self.layers.get("wheels", key)
+            if cached is None:
+                self.progress(f"installing {group.describe()}")
+                data = pyfetch.fetch_wheels(group.wheels, self.cache, self.progress)
+                entries = [
+                    e for w in group.wheels for e in thirdparty.wheel_entries(w, data[w.sha256])
+                ]
+                pycs = pycompile.compile_pycs(
+                    StagedPython(self.layers.staged(base_record)), entries
+                )
+                cached = self.layers.put(
+                    "wheels", key, make_layer([*entries, *pycs]), {"holds": group.describe()}
+                )
+            out[f"python:{group.name}"] = cached
+        return out
 
     def app_layer(
         self,
         base_record: LayerRecord,
-        third_party: LayerRecord,
+        third_party: Sequence[LayerRecord],
         files: Sequence[TreeFile],
         sources_digest: str,
     ) -> LayerRecord:
         key = self.layers.key(
-            "app", base=base_record.digest, python=third_party.digest, sources=sources_digest
+            "app",
+            base=base_record.digest,
+            python=",".join(r.digest for r in third_party),
+            sources=sources_digest,
         )
         cached = self.layers.get("app", key)
         if cached:
@@ -160,18 +197,17 @@ class Builder:
         staged_python = StagedPython(self.layers.staged(base_record))
         with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
             materialize(entries, Path(tmp))
-            self.check_executors(staged_python, Path(tmp), self.layers.staged(third_party))
+            sites = [self.layers.staged(r) / layout.SITE_DIR for r in third_party]
+            self.check_executors(staged_python, [Path(tmp) / layout.SITE_DIR, *sites])
         pycs = pycompile.compile_pycs(staged_python, entries)
         return self.layers.put("app", key, make_layer([*entries, *pycs]))
 
-    def check_executors(
-        self, staged_python: StagedPython, app_root: Path, third_party_root: Path
-    ) -> None:
-        """Import every registered executor from the image's own files, with its python
+    def check_executors(self, staged_python: StagedPython, sites: Sequence[Path]) -> None:
+        """Import every registered executor from the image's own files (``sites``: the app's
+        site directory first, then the third-party layers'), with its python
         (``lockstep.core.registry`` run as a script)."""
-        site = layout.SITE_DIR
         proc = staged_python.run(
-            ["-P", registry.__file__, str(app_root / site), str(third_party_root / site)],
+            ["-P", registry.__file__, *map(str, sites)],
             capture_output=True,
             text=True,
         )
@@ -211,13 +247,15 @@ class Builder:
         facts of the work tree, or an exact ``Stamp`` (a release names its future tag)."""
         project = self.project
         files = declared.load(project.root, project.sources)
-        inputs = declared.build_inputs(project, files)
+        inputs = declared.build_inputs(project, files, builder_identity())
         stamp_value = (
             stamp if isinstance(stamp, Stamp) else (git_stamp(project.root) if stamp else None)
         )
         base_record = self.base_layer()
-        third_party = self.python_layer(base_record)
-        app_record = self.app_layer(base_record, third_party, files, inputs["sources"])
+        third_party = self.python_layers(base_record)
+        app_record = self.app_layer(
+            base_record, list(third_party.values()), files, inputs["sources"]
+        )
         manifest = BuildManifest(
             name=project.name,
             version=project.version,
@@ -230,14 +268,17 @@ class Builder:
         self.cache.put_blob(top.blob)
         records = {
             "base": base_record,
-            "python": third_party,
+            **third_party,
             "app": app_record,
             "manifest": LayerRecord(top.digest, top.diff_id, top.size),
         }
         refs = [r.ref() for r in records.values()]
+        created_by = [self.describe_layer(name, r, manifest) for name, r in records.items()]
         out = out_dir or project.root / "out"
         built = {
-            role: BuiltImage(role, self.image(role, manifest, refs), out / f"{role}.tar")
+            role: BuiltImage(
+                role, self.image(role, manifest, refs, created_by), out / f"{role}.tar"
+            )
             for role in roles
         }
         ref_name = layout.ref_name(project.version, manifest.short_id)
@@ -250,7 +291,26 @@ class Builder:
         oci.write_archives(outs, self.layers.blob)
         return BuildResult(manifest=manifest, images=built, layers=records)
 
-    def image(self, role: str, manifest: BuildManifest, refs: Sequence[oci.LayerRef]) -> oci.Image:
+    def describe_layer(self, name: str, record: LayerRecord, manifest: BuildManifest) -> str:
+        """One layer's history entry: ``lockstep <name>: <what it holds>``."""
+        if name == "base":
+            count = len(debian_lock.read_lock(self.project.debian_lock).packages)
+            what = f"Debian bookworm, {count} locked packages, python {manifest.python}"
+        elif name.startswith("python:"):
+            what = str(record.facts.get("holds", "locked wheels"))
+        elif name == "app":
+            what = f"{self.project.name} {self.project.version}, its sources and entry points"
+        else:
+            what = f"the build manifest {layout.MANIFEST_FILE}, build {manifest.short_id}"
+        return f"lockstep {name}: {what}"
+
+    def image(
+        self,
+        role: str,
+        manifest: BuildManifest,
+        refs: Sequence[oci.LayerRef],
+        created_by: Sequence[str] = (),
+    ) -> oci.Image:
         """One role's image: the shared layers with its own config."""
         project = self.project
         spec = project.images[role]
@@ -269,6 +329,7 @@ class Builder:
             cmd=spec.cmd,
             env=layout.image_env(role),
             labels=labels,
+            created_by=created_by,
         )
 
 

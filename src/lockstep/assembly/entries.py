@@ -1,4 +1,4 @@
-"""Filesystem entries → deterministic tar + gzip layer blobs.
+"""Filesystem entries → deterministic tar + gzip layer blobs (``compress``: host-independent).
 
 Every entry is normalised (uid/gid 0, no user names, one mtime, explicit
 modes), entries are sorted by path, every parent directory is present, and
@@ -14,12 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from lockstep.assembly import compress
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput
 
 EntryKind = Literal["file", "dir", "symlink"]
 MTIME = 0
-COMPRESSLEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -121,18 +121,10 @@ def tar_bytes(entries: Iterable[Entry]) -> bytes:
     return buf.getvalue()
 
 
-def gzip_bytes(data: bytes, level: int = COMPRESSLEVEL) -> bytes:
-    """Stable gzip: no name, mtime 0 (``gzip.compress`` varies its OS byte across versions)."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="", compresslevel=level) as gz:
-        gz.write(data)
-    return buf.getvalue()
-
-
 def make_layer(entries: Iterable[Entry]) -> Layer:
     """Entries → a gzip'd tar layer with its digest and diff id."""
     raw = tar_bytes(entries)
-    blob = gzip_bytes(raw)
+    blob = compress.gzip_bytes(raw)
     return Layer(blob=blob, digest=sha256_digest(blob), diff_id=sha256_digest(raw))
 
 

@@ -27,6 +27,17 @@ def _manifest_from_layers(archive_blobs: list[bytes]) -> bytes | None:
     return None
 
 
+def gzip_size(blob: bytes) -> int:
+    """The uncompressed size a gzip member records in its trailer (ISIZE: exact below 4 GiB)."""
+    return int.from_bytes(blob[-4:], "little") if len(blob) >= 18 else 0
+
+
+def _history(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The config's history entries that stand for a layer (not ``empty_layer`` ones)."""
+    entries = config.get("history") or []
+    return [e for e in entries if isinstance(e, dict) and not e.get("empty_layer")]
+
+
 def inspect_archive(path: Path) -> dict[str, Any]:
     """Digests, config, layers and the build manifest of the archive at ``path``."""
     archive = read_archive(path)
@@ -44,8 +55,15 @@ def inspect_archive(path: Path) -> dict[str, Any]:
         "entrypoint": config.get("Entrypoint"),
         "labels": config.get("Labels", {}),
         "layers": [
-            {"digest": layer["digest"], "size": layer["size"]}
-            for layer in archive.manifest["layers"]
+            {
+                "digest": layer["digest"],
+                "size": layer["size"],
+                "uncompressed": gzip_size(blob),
+                "what": str(entry.get("created_by", "")),
+            }
+            for layer, blob, entry in zip(
+                archive.manifest["layers"], layer_blobs, _history(archive.config), strict=True
+            )
         ],
         "size": sum(layer["size"] for layer in archive.manifest["layers"]),
         "manifest": manifest.to_dict(),
@@ -65,7 +83,12 @@ def describe(info: dict[str, Any]) -> str:
         f"python    {m['python']}",
         f"executors {', '.join(m['executors'])}",
         f"stamp     {m['stamp'] or '(unstamped)'}",
-        f"layers    {len(info['layers'])}, {info['size'] / 1e6:.1f} MB compressed",
+        f"layers    {len(info['layers'])}, {info['size'] / 1e6:.1f} MB compressed, "
+        f"{sum(layer['uncompressed'] for layer in info['layers']) / 1e6:.1f} MB uncompressed",
     ]
-    lines += [f"  {layer['digest']}  {layer['size'] / 1e6:8.2f} MB" for layer in info["layers"]]
+    lines += [
+        f"  {layer['size'] / 1e6:7.2f} MB {layer['uncompressed'] / 1e6:8.2f} MB  "
+        f"{layer['digest'][:19]}  {layer['what'] or '(no history)'}"
+        for layer in info["layers"]
+    ]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly import oci
+from lockstep.assembly import compress, oci
 from lockstep.assembly.entries import Entry, Layer
 from lockstep.assembly.stage import materialize
 from lockstep.core.atomic import staging_dir
@@ -97,7 +97,8 @@ class LayerCache:
         self._staged: dict[str, Path] = {}
 
     def key(self, kind: str, **parts: str) -> str:
-        return sha256_digest(canonical_json({"kind": kind, "code": self._code, **parts}))
+        code = {"kind": kind, "code": self._code, "compressor": compress.IDENTITY}
+        return sha256_digest(canonical_json({**code, **parts}))
 
     def get(self, kind: str, key: str) -> LayerRecord | None:
         """The record stored under ``key``, if it and its blob are still present."""
@@ -129,6 +130,16 @@ class LayerCache:
         )
         self.cache.put_key(kind, key, record_digest)
         return record
+
+    def get_fact(self, kind: str, key: str) -> Any:
+        """A JSON value stored under ``key`` (``put_fact``), or None."""
+        digest = self.cache.get_key(kind, key)
+        raw = self.cache.get_blob(digest) if digest else None
+        return None if raw is None else json.loads(raw)
+
+    def put_fact(self, kind: str, key: str, value: Any) -> None:
+        """Remember a JSON value under ``key`` (a plan, not a layer)."""
+        self.cache.put_key(kind, key, self.cache.put_blob(canonical_json(value)))
 
     def blob(self, digest: str) -> bytes:
         return read_blob(self.cache, digest)

@@ -75,8 +75,13 @@ def image_config(
     labels: Mapping[str, str],
     user: str = USER,
     workdir: str = WORKDIR,
+    created_by: Sequence[str] = (),
 ) -> bytes:
-    """The image config, as canonical JSON."""
+    """The image config, as canonical JSON. ``created_by`` says what each layer is (its
+    history entry; ``lockstep inspect`` shows it)."""
+    history = list(created_by) or ["lockstep build"] * len(layers)
+    if len(history) != len(layers):
+        raise ValueError(f"{len(layers)} layers but {len(history)} history entries")
     config: dict[str, Any] = {
         "Env": [f"{k}={v}" for k, v in sorted(env.items())],
         "Entrypoint": list(entrypoint),
@@ -93,7 +98,7 @@ def image_config(
             "created": EPOCH,
             "config": config,
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-            "history": [{"created": EPOCH, "created_by": "lockstep build"} for _ in layers],
+            "history": [{"created": EPOCH, "created_by": text} for text in history],
         }
     )
 
@@ -127,8 +132,12 @@ def make_image(
     cmd: Sequence[str] = (),
     env: Mapping[str, str],
     labels: Mapping[str, str],
+    created_by: Sequence[str] = (),
 ) -> Image:
-    config = image_config(layers=layers, entrypoint=entrypoint, cmd=cmd, env=env, labels=labels)
+    config = image_config(
+        layers=layers, entrypoint=entrypoint, cmd=cmd, env=env, labels=labels,
+        created_by=created_by,
+    )  # fmt: skip
     return Image(
         config=config, manifest=image_manifest(config, layers, labels), layers=tuple(layers)
     )

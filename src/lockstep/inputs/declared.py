@@ -18,7 +18,6 @@ from lockstep.core.digests import TreeFile, sha256_digest, tree_digest
 from lockstep.core.errors import BadInput
 from lockstep.inputs.debian import lock as debian_lock
 from lockstep.inputs.python import pex
-from lockstep.manifest import BUILDER
 from lockstep.project import Project
 
 log = logging.getLogger(__name__)
@@ -113,10 +112,13 @@ def lock_digest(path: Path, relock: str) -> str:
         ) from exc
 
 
-def build_inputs(project: Project, files: Iterable[TreeFile]) -> dict[str, str]:
-    """The build inputs' digests, as the manifest records them (its ``build_id`` hashes them)."""
+def build_inputs(project: Project, files: Iterable[TreeFile], builder: str) -> dict[str, str]:
+    """The build inputs' digests, as the manifest records them (its ``build_id`` hashes them).
+
+    ``builder`` names the builder: its format version and what makes its bytes (the
+    compressor), so a change of either is a new build id."""
     return {
-        "builder": BUILDER,
+        "builder": builder,
         "debian_lock": lock_digest(project.debian_lock, debian_lock.RELOCK),
         "python_lock": lock_digest(project.python_lock, pex.RELOCK),
         "sources": tree_digest(files),

@@ -17,7 +17,6 @@ from typing import Any
 from lockstep.core.errors import BadInput
 
 SCHEMA = "lockstep.release/v1"
-LAYER_NAMES = ("base", "python", "app", "manifest")
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class ReleaseManifest:
     images: Mapping[str, ImageRecord]
     executors: tuple[str, ...]
     inputs: Mapping[str, str]  # the lock and source digests of the build (docs/design.md §4.1)
-    layers: Mapping[str, str]  # base/python/app/manifest -> blob digest
+    layers: Mapping[str, str]  # base, python:<group>…, app, manifest -> blob digest
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,7 +52,7 @@ class ReleaseManifest:
             "images": {role: image.to_dict() for role, image in sorted(self.images.items())},
             "executors": list(self.executors),
             "inputs": dict(sorted(self.inputs.items())),
-            "layers": {name: self.layers[name] for name in LAYER_NAMES if name in self.layers},
+            "layers": dict(self.layers),  # base, python:<group>…, app, manifest
         }
 
     def to_json(self) -> bytes:

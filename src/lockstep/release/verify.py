@@ -24,7 +24,7 @@ from lockstep.core.store import Cache
 from lockstep.manifest import Stamp
 from lockstep.project import ROLES, load_project
 from lockstep.release.auth import credentials_for
-from lockstep.release.record import LAYER_NAMES, ReleaseManifest
+from lockstep.release.record import ReleaseManifest
 from lockstep.release.reference import parse_pinned
 from lockstep.release.registry import RegistryClient
 from lockstep.release.tagging import build_stamped
@@ -52,12 +52,11 @@ def differences(release: ReleaseManifest, result: BuildResult) -> list[str]:
             f"build id {result.build_id} vs released {release.build_id} "
             f"(inputs differ: {', '.join(inputs) or 'none named'})"
         )
-    for name in LAYER_NAMES:
+    for name in [*release.layers, *(n for n in result.layers if n not in release.layers)]:
         ours = result.layers[name].digest if name in result.layers else None
-        if name in release.layers and ours != release.layers[name]:
-            found.append(
-                f"layer {name!r} differs (released {release.layers[name]}, rebuilt {ours})"
-            )
+        theirs = release.layers.get(name)
+        if ours != theirs:
+            found.append(f"layer {name!r} differs (released {theirs}, rebuilt {ours})")
     for role in ROLES:
         image = release.images.get(role)
         built = result.images[role]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -10,9 +9,7 @@ import urllib.request
 from lockstep.core.errors import BadInput, ServiceFailed
 from lockstep.core.settings import DEBIAN_MIRROR
 from lockstep.inputs.debian.lock import RELOCK_HINT
-
-USER_AGENT = "lockstep (debian base)"
-HTTP_TIMEOUT = 60.0
+from lockstep.inputs.http import Unreachable, get
 
 
 def security_mirror(mirror: str) -> str:
@@ -36,34 +33,12 @@ def archive_url(mirror: str, archive: str) -> str:
     raise BadInput(f"unknown Debian archive {archive!r} in the lock; {RELOCK_HINT}")
 
 
-class NotFound(Exception):
-    def __init__(self, url: str, code: int) -> None:
-        super().__init__(url)
-        self.url = url
-        self.code = code
-
-
 def http_get(url: str, max_bytes: int | None = None) -> bytes:
-    """GET ``url``; ``NotFound`` for 404/410, ServiceFailed naming the URL otherwise.
-
-    With ``max_bytes`` it reads at most one byte more, so an oversized answer is
-    noticed without reading it all.
-    """
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    """GET ``url`` from the mirror; ``NotFound`` for 404/410, ServiceFailed naming the URL
+    and the setting otherwise."""
     try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
-            data: bytes = resp.read() if max_bytes is None else resp.read(max_bytes + 1)
-            return data
-    except urllib.error.HTTPError as exc:
-        if exc.code in (404, 410):
-            raise NotFound(url, exc.code) from exc
+        return get(url, max_bytes)
+    except Unreachable as exc:
         raise ServiceFailed(
-            f"Debian mirror: GET {url} failed: HTTP {exc.code} {exc.reason}; "
-            f"check the mirror or {DEBIAN_MIRROR}"
-        ) from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise ServiceFailed(
-            f"Debian mirror: GET {url} failed: {reason}; check the network, "
-            f"the mirror or {DEBIAN_MIRROR}"
+            f"Debian mirror: {exc}; check the network, the mirror or {DEBIAN_MIRROR}"
         ) from exc

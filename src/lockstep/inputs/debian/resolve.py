@@ -27,8 +27,9 @@ from lockstep.inputs.debian.lock import (
     DebPackage,
     Suite,
 )
-from lockstep.inputs.debian.mirror import NotFound, archive_url, http_get
+from lockstep.inputs.debian.mirror import archive_url, http_get
 from lockstep.inputs.debian.versions import compare_versions
+from lockstep.inputs.http import NotFound
 
 
 @dataclass(frozen=True)
