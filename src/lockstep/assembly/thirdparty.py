@@ -2,10 +2,11 @@
 grouped into layers so that one wheel's change rebuilds only its own layer.
 
 ``wheel_entries`` installs one wheel the way ``pip install --target`` would,
-without pip: its ``purelib``/``platlib`` (and ``data``) files under the image's
-``dist-packages``, each checked against the wheel's own ``RECORD``; console
-scripts (their shebangs would name the build host's python) and headers are
-left out, and byte code is compiled later by the image's python. The wheel's
+without pip, by the rules of ``lockstep.core.wheels`` (which the workers use
+for bundle environments too): its files and ``purelib``/``platlib`` under the
+image's ``dist-packages``, each checked against the wheel's own ``RECORD``;
+console scripts (their shebangs would name the build host's python), headers
+and data are left out, and byte code is compiled later by the image's python. The wheel's
 bytes were checked against the lock's sha256 when fetched, so an edited lock or
 a tampered cache is an error, never a different image.
 
@@ -17,8 +18,6 @@ version of one small wheel rebuilds one bucket and nothing else moves.
 
 from __future__ import annotations
 
-import base64
-import csv
 import hashlib
 import io
 import zipfile
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 
 from lockstep.assembly.entries import Entry
 from lockstep.assembly.layout import SITE_DIR
+from lockstep.core import wheels
 from lockstep.core.errors import CheckFailed
 from lockstep.inputs.python.lock import LockedWheel
 
@@ -48,27 +48,10 @@ class WheelGroup:
         return ", ".join(f"{w.project} {w.version}" for w in self.wheels)
 
 
-def record_hash(data: bytes) -> str:
-    """A RECORD file's hash field: ``sha256=`` + urlsafe base64, no padding."""
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def installed_path(member: str) -> str | None:
-    """Where a wheel member lands in a flat (``pip install --target``-like) install; None if
-    it is not installed (console scripts, headers)."""
-    head, _, rest = member.partition("/")
-    if not head.endswith(".data"):
-        return member
-    scheme, _, rest = rest.partition("/")
-    if scheme in ("purelib", "platlib", "data"):
-        return rest
-    return None
-
-
 def _safe(path: str, where: str) -> str:
-    parts = path.split("/")
-    if path.startswith("/") or not path or any(p in ("", ".", "..") for p in parts):
-        raise CheckFailed(f"{where}: member {path!r} is absolute or leaves the install; refusing")
+    problem = wheels.unsafe_member(path)
+    if problem:
+        raise CheckFailed(f"{where}: member {path!r} {problem}; refusing the wheel")
     return path
 
 
@@ -89,10 +72,11 @@ def wheel_entries(wheel: LockedWheel, data: bytes) -> list[Entry]:
             raise CheckFailed(f"{where}: expected one .dist-info/RECORD, found {len(records)}")
         record_name = records[0]
         record = zf.read(record_name)
-        hashes: dict[str, str] = {}
-        for row in csv.reader(io.StringIO(record.decode("utf-8", "replace"))):
-            if row and len(row) >= 2:
-                hashes[row[0]] = row[1]
+        try:
+            hashes = {path: digest for path, digest, _ in wheels.parse_record(record)}
+        except ValueError as exc:
+            raise CheckFailed(f"{where}: {exc}") from None
+        data_dir = record_name.split("/")[0].removesuffix(".dist-info") + ".data"
         entries: list[Entry] = []
         for info in zf.infolist():
             name = info.filename
@@ -101,7 +85,7 @@ def wheel_entries(wheel: LockedWheel, data: bytes) -> list[Entry]:
             _safe(name, where)
             if (info.external_attr >> 16) & 0o170000 == 0o120000:
                 raise CheckFailed(f"{where}: member {name!r} is a symlink; wheels hold files only")
-            target = installed_path(name)
+            target = wheels.installed_path(name, data_dir)
             if target is None:
                 continue
             content = record if name == record_name else zf.read(info)
@@ -109,7 +93,7 @@ def wheel_entries(wheel: LockedWheel, data: bytes) -> list[Entry]:
                 want = hashes.get(name)
                 if not want:
                     raise CheckFailed(f"{where}: {name} is not listed (with a hash) in its RECORD")
-                if record_hash(content) != want:
+                if wheels.record_hash(content) != want:
                     raise CheckFailed(
                         f"{where}: {name} does not match its RECORD: the wheel is corrupt"
                     )

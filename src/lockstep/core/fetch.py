@@ -2,23 +2,20 @@
 
 ``fetch_verified`` returns the bytes of a locked artifact: from the cache
 (``lockstep.core.store.Cache``, verified on read) or downloaded once and
-checked against the lock's sha256 before anything keeps it. The build host
-(``lockstep bundle lock``) and the runner (which sends a bundle's wheels to
-its workers) use it; a worker never downloads anything.
+checked against the lock's sha256 before anything keeps it. The build (the
+image's wheels), ``lockstep bundle lock`` and the runner (which sends a
+bundle's wheels to its workers) use it; a worker never downloads anything.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
-import urllib.error
-import urllib.request
 
 from lockstep.core.errors import CheckFailed, ServiceFailed
+from lockstep.core.http import NotFound, Unreachable, get
+from lockstep.core.settings import SSL_CERT_FILE
 from lockstep.core.store import Cache
 
-USER_AGENT = "lockstep (bundle wheels)"
-HTTP_TIMEOUT = 120.0
 MAX_ARTIFACT_BYTES = 1 << 30  # 1 GiB: a larger wheel is refused (and never held in memory)
 
 
@@ -33,19 +30,16 @@ def fetch_verified(cache: Cache, url: str, sha256_hex: str, what: str, hint: str
     cached = cache.get_blob(digest)
     if cached is not None:
         return cached
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
-            data: bytes = resp.read(MAX_ARTIFACT_BYTES + 1)
-    except urllib.error.HTTPError as exc:
+        data = get(url, MAX_ARTIFACT_BYTES)
+    except NotFound as exc:
         raise ServiceFailed(
-            f"{what}: GET {url} failed: HTTP {exc.code} {exc.reason}; check the index "
-            "or the network and retry"
+            f"{what}: {url} not found (HTTP {exc.code}); the index no longer serves it; {hint}"
         ) from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", None) or exc
+    except Unreachable as exc:
         raise ServiceFailed(
-            f"{what}: GET {url} failed: {reason}; check the network or proxy and retry"
+            f"{what}: {exc}; check the network or proxy (the CA bundle is {SSL_CERT_FILE}'s) "
+            "and retry"
         ) from exc
     if len(data) > MAX_ARTIFACT_BYTES:
         raise CheckFailed(f"{what}: {url} is larger than {MAX_ARTIFACT_BYTES} bytes; refusing it")

@@ -6,12 +6,12 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 from lockstep.core.errors import CheckFailed, LockstepError, ServiceFailed
+from lockstep.core.http import NotFound
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.settings import DEBIAN_MIRROR
 from lockstep.core.store import Cache
 from lockstep.inputs.debian.lock import RELOCK_HINT, DebianLock, DebPackage
 from lockstep.inputs.debian.mirror import archive_url, http_get
-from lockstep.inputs.http import NotFound
 
 FETCH_WORKERS = 4
 

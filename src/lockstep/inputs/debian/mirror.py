@@ -7,9 +7,9 @@ import urllib.parse
 import urllib.request
 
 from lockstep.core.errors import BadInput, ServiceFailed
+from lockstep.core.http import Unreachable, get
 from lockstep.core.settings import DEBIAN_MIRROR
 from lockstep.inputs.debian.lock import RELOCK_HINT
-from lockstep.inputs.http import Unreachable, get
 
 
 def security_mirror(mirror: str) -> str:

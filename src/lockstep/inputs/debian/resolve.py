@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lockstep.core.errors import BadInput, ServiceFailed
+from lockstep.core.http import NotFound
 from lockstep.core.settings import DEBIAN_MIRROR
 from lockstep.inputs.debian.lock import (
     DEFAULT_ARCH,
@@ -29,7 +30,6 @@ from lockstep.inputs.debian.lock import (
 )
 from lockstep.inputs.debian.mirror import archive_url, http_get
 from lockstep.inputs.debian.versions import compare_versions
-from lockstep.inputs.http import NotFound
 
 
 @dataclass(frozen=True)

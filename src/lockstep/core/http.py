@@ -1,4 +1,4 @@
-"""One HTTP GET for the pinned inputs (Debian mirror, package index), with clear errors.
+"""One HTTP GET for locked artifacts (Debian mirror, package index), with clear errors.
 
 TLS uses Python's default context: the CA bundle of ``$SSL_CERT_FILE``, else
 OpenSSL's, the same the registry client and pex are given.
@@ -10,7 +10,7 @@ import http.client
 import urllib.error
 import urllib.request
 
-USER_AGENT = "lockstep (pinned inputs)"
+USER_AGENT = "lockstep (locked artifacts)"
 TIMEOUT = 60.0
 
 
