@@ -20,6 +20,7 @@ _WATCHED = [
     "//:src/lockstep/core/digests.py",
     "//:src/lockstep/core/errors.py",
     "//:src/lockstep/core/progress.py",
+    "//:src/lockstep/core/reap.py",
     "//:src/lockstep/core/registry.py",
     "//:src/lockstep/core/settings.py",
     "//:src/lockstep/inputs/__init__.py",

@@ -86,3 +86,22 @@ def test_a_broken_command_module_is_an_error_not_a_missing_command(
     monkeypatch.setitem(cli.COMMANDS, "lockstep.no_such_commands", ("ghost",))
     with pytest.raises(ModuleNotFoundError, match=r"lockstep\.no_such_commands"):
         cli.make_parser(list(cli.COMMANDS))
+
+
+def test_bazel_watches_every_file_its_describe_step_reads() -> None:
+    """``@lockstep_project`` re-runs when a watched file changes: it must watch each module
+    ``python -m lockstep.assembly.bazel describe`` loads, or Bazel would keep a stale view."""
+    import re
+
+    bzl = (SRC.parents[1] / "images" / "repo.bzl").read_text()
+    watched = set(re.findall(r'"//:(src/lockstep/[\w/]+\.py)"', bzl))
+    code = (
+        "import lockstep.assembly.bazel, lockstep.inputs.python.pex, lockstep.project, "
+        "lockstep.inputs.declared"
+    )
+    loaded = set()
+    for module in imported_lockstep_modules(code):
+        path = module.replace(".", "/")
+        package = (SRC.parent / path).is_dir()
+        loaded.add(f"src/{path}/__init__.py" if package else f"src/{path}.py")
+    assert loaded <= watched, f"add to _WATCHED in images/repo.bzl: {sorted(loaded - watched)}"
