@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly import app, base, compress, layout, oci, pycompile, thirdparty
+from lockstep.assembly import app, base, compress, layout, oci, ocidir, pycompile, thirdparty
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.assembly.stage import StagedPython, materialize
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 class BuiltImage:
     role: str
     image: oci.Image
-    path: Path
+    path: Path | None  # its .tar archive, if one was written
+    ref: str  # its name in the archive and the layout: ``lockstep-worker:0.1.0-<id>``
 
     @property
     def digest(self) -> str:
@@ -59,21 +60,30 @@ class BuiltImage:
 class BuildResult:
     manifest: BuildManifest
     images: Mapping[str, BuiltImage]
-    layers: Mapping[str, LayerRecord]  # base, python, app, manifest: every blob is in the cache
+    layers: Mapping[str, LayerRecord]  # base, python:…, app, manifest: every blob is cached
+    layout: Path | None = None  # the OCI layout directory, if one was written
 
     @property
     def build_id(self) -> str:
         return self.manifest.build_id
 
     def to_json(self) -> dict[str, Any]:
-        """The ``lockstep build --json`` contract (docs/design.md)."""
-        return {
+        """The ``lockstep build --json`` contract (docs/design.md §4.2)."""
+        out: dict[str, Any] = {
             "build_id": self.build_id,
             "images": {
-                role: {"digest": b.digest, "config": b.config, "path": str(b.path)}
+                role: {
+                    "digest": b.digest,
+                    "config": b.config,
+                    "path": str(b.path) if b.path else None,
+                    "ref": b.ref,
+                }
                 for role, b in sorted(self.images.items())
             },
         }
+        if self.layout is not None:
+            out["layout"] = str(self.layout)
+        return out
 
 
 def builder_identity() -> str:
@@ -241,10 +251,18 @@ class Builder:
     # -- the build -------------------------------------------------------------------
 
     def build(
-        self, roles: Sequence[str] = ROLES, out_dir: Path | None = None, stamp: bool | Stamp = False
+        self,
+        roles: Sequence[str] = ROLES,
+        out_dir: Path | None = None,
+        stamp: bool | Stamp = False,
+        *,
+        layout_dir: Path | None = None,
+        archives: bool = True,
     ) -> BuildResult:
-        """Build ``roles`` into ``out_dir``. ``stamp``: False for none, True for the git
-        facts of the work tree, or an exact ``Stamp`` (a release names its future tag)."""
+        """Build ``roles`` into ``out_dir`` (``<role>.tar``; none if not ``archives``) and,
+        with ``layout_dir``, into that OCI layout (only new blobs are written). ``stamp``:
+        False for none, True for the git facts of the work tree, or an exact ``Stamp`` (a
+        release names its future tag)."""
         project = self.project
         files = declared.load(project.root, project.sources)
         inputs = declared.build_inputs(project, files, builder_identity())
@@ -275,21 +293,28 @@ class Builder:
         refs = [r.ref() for r in records.values()]
         created_by = [self.describe_layer(name, r, manifest) for name, r in records.items()]
         out = out_dir or project.root / "out"
+        ref_name = layout.ref_name(project.version, manifest.short_id)
         built = {
             role: BuiltImage(
-                role, self.image(role, manifest, refs, created_by), out / f"{role}.tar"
+                role,
+                self.image(role, manifest, refs, created_by),
+                out / f"{role}.tar" if archives else None,
+                f"{layout.image_name(project.name, role)}:{ref_name}",
             )
             for role in roles
         }
-        ref_name = layout.ref_name(project.version, manifest.short_id)
         outs = [
-            oci.ArchiveOut(
-                b.path, b.image, ref_name, (f"{layout.image_name(project.name, role)}:{ref_name}",)
-            )
-            for role, b in built.items()
+            oci.ArchiveOut(b.path, b.image, ref_name, (b.ref,))
+            for b in built.values()
+            if b.path is not None
         ]
         oci.write_archives(outs, self.layers.blob)
-        return BuildResult(manifest=manifest, images=built, layers=records)
+        if layout_dir is not None:
+            added = ocidir.write_layout(
+                layout_dir, {b.ref: b.image for b in built.values()}, self.layers.blob
+            )
+            log.info("%s: %d new blob(s)", layout_dir, len(added))
+        return BuildResult(manifest=manifest, images=built, layers=records, layout=layout_dir)
 
     def describe_layer(self, name: str, record: LayerRecord, manifest: BuildManifest) -> str:
         """One layer's history entry: ``lockstep <name>: <what it holds>``."""

@@ -30,6 +30,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--out", type=Path, help="output directory (default: PROJECT/out)")
     p.add_argument(
+        "--layout",
+        type=Path,
+        metavar="DIR",
+        help="also write both images into this OCI layout directory (one shared blobs/; "
+        "only new blobs are written)",
+    )
+    p.add_argument(
+        "--no-archives",
+        action="store_true",
+        help="do not write the .tar archives (with --layout: the incremental output only)",
+    )
+    p.add_argument(
         "--stamp", action="store_true", help="add git commit, tag and dirty flag to the manifest"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -41,8 +53,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("load", help="load an image archive into the local Docker engine")
-    p.add_argument("archive", type=Path)
+    p = sub.add_parser(
+        "load", help="load an image archive, or one image of an OCI layout, into Docker"
+    )
+    p.add_argument("archive", type=Path, help="IMAGE.tar, or a layout directory (--layout)")
+    p.add_argument(
+        "--image",
+        metavar="REF|ROLE",
+        help="which image of a layout directory: its ref name, or runner / worker",
+    )
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("lock", help="refresh a lock: python (pex) or debian (base packages)")
@@ -74,13 +93,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     project = load_project(find_root(args.project))
     out = args.out.resolve() if args.out else None
     builder = Builder(project, Cache(default_cache_dir()), progress)
-    result = builder.build(TARGETS[args.target], out_dir=out, stamp=args.stamp)
+    if args.no_archives and not args.layout:
+        raise BadInput("--no-archives needs --layout DIR: a build must write its images somewhere")
+    result = builder.build(
+        TARGETS[args.target],
+        out_dir=out,
+        stamp=args.stamp,
+        layout_dir=args.layout.resolve() if args.layout else None,
+        archives=not args.no_archives,
+    )
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
         print(f"build_id {result.build_id}")
         for role, image in sorted(result.images.items()):
-            print(f"{role:<7} {image.digest}  {image.path}")
+            where = image.path or f"{result.layout} {image.ref}"
+            print(f"{role:<7} {image.digest}  {where}")
     return 0
 
 
@@ -98,7 +126,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     from lockstep.assembly.engine import load_archive
 
-    image_id = load_archive(args.archive)
+    image_id = load_archive(args.archive, image=args.image)
     print(image_id)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lockstep.assembly import ocidir
 from lockstep.assembly.oci import read_archive
 from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
 
@@ -25,20 +26,25 @@ def docker_client(base_url: str | None = None) -> Any:
     return client
 
 
-def load_archive(path: Path, base_url: str | None = None) -> str:
-    """Load ``path`` into the engine; return the image ID, checked against our config digest."""
-    archive = read_archive(path)
+def load_archive(path: Path, base_url: str | None = None, image: str | None = None) -> str:
+    """Load the archive at ``path`` (or, for a layout directory, its ``image``: a ref name or
+    a role) into the engine; the image ID, checked against our config digest."""
+    if path.is_dir():
+        found = ocidir.read_image(path, image)
+        data, expected = ocidir.docker_archive(path, found), found.image.config_digest
+    else:
+        if image is not None:
+            raise BadInput(f"{path}: --image picks an image of a layout directory, not an archive")
+        expected = read_archive(path).config_digest
+        data = path.read_bytes()
     client = docker_client(base_url)
     import docker
 
     try:
-        with path.open("rb") as f:
-            images = client.images.load(f.read())
+        images = client.images.load(data)
     except docker.errors.APIError as exc:
         raise ServiceFailed(f"{path}: the Docker engine refused the archive ({exc})") from exc
-    ids = {image.id for image in images}
-    if ids != {archive.config_digest}:
-        raise CheckFailed(
-            f"{path}: docker loaded {sorted(ids)}, expected image ID {archive.config_digest}"
-        )
-    return archive.config_digest
+    ids = {loaded.id for loaded in images}
+    if ids != {expected}:
+        raise CheckFailed(f"{path}: docker loaded {sorted(ids)}, expected image ID {expected}")
+    return expected

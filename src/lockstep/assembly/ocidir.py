@@ -1,0 +1,138 @@
+"""An OCI image layout directory: both images over one shared ``blobs/``, written incrementally.
+
+``write_layout`` adds only the blobs the directory lacks (each written under a
+temporary name and renamed into place) and then replaces ``index.json``, so a
+one-line change adds the app and manifest layers, two configs and two
+manifests, and rewrites nothing else — where the ``.tar`` archives are written
+whole every time. Each image is named in the index by
+``org.opencontainers.image.ref.name`` (``lockstep-worker:0.1.0-<id>``).
+skopeo and podman read it as ``oci:DIR:REF``; ``lockstep load DIR`` loads one
+image of it into Docker (``docker_archive``), which reads only archives.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockstep.assembly.oci import (
+    INDEX_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+    REF_NAME,
+    BlobSource,
+    Image,
+    LayerRef,
+    archive_members,
+    blob_name,
+    write_tar,
+)
+from lockstep.core.atomic import write_bytes
+from lockstep.core.digests import canonical_json, sha256_digest
+from lockstep.core.errors import BadInput
+
+LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
+
+
+def write_layout(root: Path, images: Mapping[str, Image], blob: BlobSource) -> list[str]:
+    """Write ``images`` (ref name -> image) into the layout at ``root``; the digests of the
+    blobs that were not there before, in the order written."""
+    added: list[str] = []
+
+    def put(digest: str, data: bytes | None = None) -> None:
+        path = root / blob_name(digest)
+        if path.exists() and path.stat().st_size > 0:
+            return  # content-addressed: a present blob is the blob
+        payload = blob(digest) if data is None else data
+        if sha256_digest(payload) != digest:
+            raise BadInput(f"{path}: the bytes for {digest} do not match it; rebuild")
+        write_bytes(path, payload)
+        added.append(digest)
+
+    for image in images.values():
+        for layer in image.layers:
+            put(layer.digest)
+        put(image.config_digest, image.config)
+        put(image.digest, image.manifest)
+    write_bytes(root / "oci-layout", LAYOUT)
+    write_bytes(root / "index.json", index_of(images))
+    return added
+
+
+def index_of(images: Mapping[str, Image]) -> bytes:
+    """``index.json`` naming each image by its ref name, in ref-name order."""
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [
+                {
+                    "mediaType": MANIFEST_MEDIA_TYPE,
+                    "digest": image.digest,
+                    "size": len(image.manifest),
+                    "annotations": {REF_NAME: ref},
+                }
+                for ref, image in sorted(images.items())
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class LayoutImage:
+    """One image of a layout directory, read back and checked: its ref name and value."""
+
+    ref: str
+    image: Image
+    role: str | None
+
+
+def _blob(root: Path, digest: str) -> bytes:
+    try:
+        data = (root / blob_name(digest)).read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{root}: blob {digest} is missing ({exc.strerror})") from exc
+    if sha256_digest(data) != digest:
+        raise BadInput(f"{root}: blob {digest} does not match its digest: the layout is corrupt")
+    return data
+
+
+def read_image(root: Path, pick: str | None = None) -> LayoutImage:
+    """The image named ``pick`` (a ref name, or a role: ``worker``), or the only one;
+    BadInput naming the directory and the choices for anything amiss."""
+    try:
+        index = json.loads((root / "index.json").read_bytes())
+        entries = [(m["annotations"][REF_NAME], m["digest"]) for m in index["manifests"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{root}: not an OCI layout written by lockstep ({exc})") from exc
+    found = []
+    for ref, digest in entries:
+        raw = _blob(root, digest)
+        manifest = json.loads(raw)
+        config_digest = manifest["config"]["digest"]
+        config_raw = _blob(root, config_digest)
+        config = json.loads(config_raw)
+        role = config.get("config", {}).get("Labels", {}).get("io.lockstep.role")
+        if pick is None or pick in (ref, role):
+            layers = tuple(
+                LayerRef(layer["digest"], diff_id, layer["size"])
+                for layer, diff_id in zip(
+                    manifest["layers"], config["rootfs"]["diff_ids"], strict=True
+                )
+            )
+            found.append(LayoutImage(ref, Image(config_raw, raw, layers), role))
+    if len(found) != 1:
+        what = f"no image {pick!r}" if not found else f"{len(found)} images"
+        names = ", ".join(ref for ref, _ in entries)
+        raise BadInput(f"{root}: {what}; name one of: {names} (or its role)")
+    return found[0]
+
+
+def docker_archive(root: Path, found: LayoutImage) -> bytes:
+    """A ``docker load`` archive of one image of the layout: our archive format, our blobs."""
+    out = io.BytesIO()
+    members = archive_members(found.image, lambda d: _blob(root, d), found.ref, [found.ref])
+    write_tar(out, members)
+    return out.getvalue()
