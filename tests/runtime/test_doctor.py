@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ import pytest
 from lockstep.runtime.doctor import REFUSED, Diagnosis, Row, _refused_rows, diagnose
 from tests.fixtures.cluster import Cluster, ClusterOptions
 from tests.fixtures.procs import (
-    Proc,
     base_env,
     lockstep,
-    scheduler_address,
+    start_plain_scheduler,
     start_worker,
     write_manifest,
 )
@@ -146,26 +144,9 @@ def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:
     """A plain `dask scheduler` admits two builds; the doctor shows both and fails."""
     a_path, a = write_manifest(tmp_path, "a")
     b_path, b = write_manifest(tmp_path, "b", version="0.0.9")
-    sched_file = tmp_path / "plain.json"
-    plain = Proc(
-        [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dashboard",
-            "--scheduler-file",
-            str(sched_file),
-        ],
-        base_env(None),
-        tmp_path / "plain.log",
-    )
+    plain, address = start_plain_scheduler(tmp_path)
     procs = [plain]
     try:
-        address = scheduler_address(sched_file, plain)
         for name, path in (("w-a1", a_path), ("w-a2", a_path), ("w-b", b_path)):
             procs.append(start_worker(tmp_path, address, path, "direct", name))
         for proc in procs[1:]:

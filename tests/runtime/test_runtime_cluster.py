@@ -34,7 +34,7 @@ from tests.fixtures.procs import (
     Proc,
     base_env,
     lockstep,
-    scheduler_address,
+    start_plain_scheduler,
     start_worker,
     write_manifest,
 )
@@ -390,25 +390,8 @@ def test_worker_crashing_during_start_up(cluster: Cluster) -> None:
 
 def test_scheduler_without_the_gate_is_incompatible(tmp_path: Path) -> None:
     """A plain `dask scheduler` admits anything, so the runner refuses to use it."""
-    sched_file = tmp_path / "plain-scheduler.json"
-    plain = Proc(
-        [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dashboard",
-            "--scheduler-file",
-            str(sched_file),
-        ],
-        base_env(None),
-        tmp_path / "plain-scheduler.log",
-    )
+    plain, address = start_plain_scheduler(tmp_path)
     try:
-        address = scheduler_address(sched_file, plain)
         _, a = write_manifest(tmp_path, "a")
         with pytest.raises(IncompatibleClusterError, match="no lockstep gate"):
             connect(address, n_workers=0, timeout=20, manifest=a)

@@ -143,7 +143,8 @@ def make_image(
     )
 
 
-def index_json(image: Image, ref_name: str) -> bytes:
+def index_json(images: Mapping[str, Image]) -> bytes:
+    """An OCI ``index.json`` naming each image (ref name -> image), in ref-name order."""
     return canonical_json(
         {
             "schemaVersion": 2,
@@ -153,8 +154,9 @@ def index_json(image: Image, ref_name: str) -> bytes:
                     "mediaType": MANIFEST_MEDIA_TYPE,
                     "digest": image.digest,
                     "size": len(image.manifest),
-                    "annotations": {REF_NAME: ref_name},
+                    "annotations": {REF_NAME: ref},
                 }
+                for ref, image in sorted(images.items())
             ],
         }
     )
@@ -183,7 +185,7 @@ def small_members(image: Image, ref_name: str, repo_tags: Sequence[str]) -> dict
     """Every archive member except the layer blobs."""
     return {
         "oci-layout": canonical_json({"imageLayoutVersion": "1.0.0"}),
-        "index.json": index_json(image, ref_name),
+        "index.json": index_json({ref_name: image}),
         "manifest.json": docker_manifest_json(image, repo_tags),
         blob_name(image.digest): image.manifest,
         blob_name(image.config_digest): image.config,

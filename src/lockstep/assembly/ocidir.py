@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lockstep.assembly.oci import (
-    INDEX_MEDIA_TYPE,
-    MANIFEST_MEDIA_TYPE,
     REF_NAME,
     BlobSource,
     Image,
     LayerRef,
     archive_members,
     blob_name,
+    index_json,
     write_tar,
 )
 from lockstep.core.atomic import write_bytes
@@ -57,27 +56,8 @@ def write_layout(root: Path, images: Mapping[str, Image], blob: BlobSource) -> l
         put(image.config_digest, image.config)
         put(image.digest, image.manifest)
     write_bytes(root / "oci-layout", LAYOUT)
-    write_bytes(root / "index.json", index_of(images))
+    write_bytes(root / "index.json", index_json(images))
     return added
-
-
-def index_of(images: Mapping[str, Image]) -> bytes:
-    """``index.json`` naming each image by its ref name, in ref-name order."""
-    return canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": INDEX_MEDIA_TYPE,
-            "manifests": [
-                {
-                    "mediaType": MANIFEST_MEDIA_TYPE,
-                    "digest": image.digest,
-                    "size": len(image.manifest),
-                    "annotations": {REF_NAME: ref},
-                }
-                for ref, image in sorted(images.items())
-            ],
-        }
-    )
 
 
 @dataclass(frozen=True)
