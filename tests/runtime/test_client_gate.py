@@ -25,9 +25,9 @@ from distributed.protocol.pickle import dumps
 from lockstep.manifest import BuildManifest
 from lockstep.runtime import IncompatibleClusterError, connect, submit_task
 from lockstep.runtime.bundle_store import PUT_OP
+from lockstep.runtime.dask_handlers import KNOWN_RPC_OPS, check_hooks
 from lockstep.runtime.doctor import REFUSED_CLIENT
 from lockstep.runtime.identity import HELLO_OP, IDENTITY_OP
-from lockstep.runtime.preload_scheduler import KNOWN_RPC_OPS, check_hooks
 from tests.fixtures.procs import (
     Proc,
     base_env,

@@ -17,6 +17,7 @@ from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.registry import registered
 from lockstep.core.settings import settings_table
 from lockstep.runtime.config import RuntimeConfig, scheduler_settings
+from lockstep.runtime.dask_handlers import check_hook
 from lockstep.runtime.executors import Executor, TaskCall, TaskCrashed, TaskFailed, load_executor
 from lockstep.runtime.identity import (
     IncompatibleClusterError,
@@ -24,7 +25,6 @@ from lockstep.runtime.identity import (
     admission_refusal,
     format_table,
 )
-from lockstep.runtime.preload_scheduler import check_hook
 from tests.fixtures.procs import HERE, make_manifest
 
 A = make_manifest("a")
