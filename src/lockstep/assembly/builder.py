@@ -22,7 +22,7 @@ from lockstep.assembly import app, base, layout, oci, pycompile, thirdparty
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.assembly.stage import StagedPython, materialize
-from lockstep.core import registry, vcs
+from lockstep.core import registry, settings, vcs
 from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import TreeFile
 from lockstep.core.errors import BadInput
@@ -32,6 +32,7 @@ from lockstep.inputs import declared
 from lockstep.inputs.debian import fetch
 from lockstep.inputs.debian import lock as debian_lock
 from lockstep.inputs.python import pex, platform
+from lockstep.inputs.python.lock import read_lock as read_python_lock
 from lockstep.manifest import BuildManifest, Stamp
 from lockstep.project import ROLES, Project
 
@@ -58,6 +59,8 @@ class BuildResult:
     manifest: BuildManifest
     images: Mapping[str, BuiltImage]
     layers: Mapping[str, LayerRecord]  # base, python, app, manifest: every blob is in the cache
+    base: oci.Image | None = None  # the base-only image value (its digest: base.digest)
+    created: str = layout.EPOCH  # the images' ``created``: the epoch, or the stamped commit's time
 
     @property
     def build_id(self) -> str:
@@ -80,6 +83,11 @@ def git_stamp(root: Path) -> Stamp:
     commit = vcs.head_commit(repo)
     tags = vcs.tags_at(repo, commit)
     return Stamp(commit=commit, tag=tags[-1] if tags else None, dirty=vcs.is_dirty(repo))
+
+
+def commit_time(root: Path, commit: str) -> str:
+    """The committer time of ``commit`` in the repository holding ``root`` (RFC 3339, UTC)."""
+    return vcs.commit_time(vcs.open_repo(root, "--stamp"), commit)
 
 
 def python_version(staged_python: StagedPython) -> str:
@@ -235,22 +243,79 @@ class Builder:
             "manifest": LayerRecord(top.digest, top.diff_id, top.size),
         }
         refs = [r.ref() for r in records.values()]
+        history = [self.layer_history(name, manifest.inputs, manifest.build_id) for name in records]
+        created = commit_time(project.root, stamp_value.commit) if stamp_value else layout.EPOCH
+        base_image = self.base_image(base_record)
         out = out_dir or project.root / "out"
         built = {
-            role: BuiltImage(role, self.image(role, manifest, refs), out / f"{role}.tar")
+            role: BuiltImage(
+                role,
+                self.image(role, manifest, refs, history, created, base_image),
+                out / f"{role}.tar",
+            )
             for role in roles
         }
-        ref_name = layout.ref_name(project.version, manifest.short_id)
-        outs = [
-            oci.ArchiveOut(
-                b.path, b.image, ref_name, (f"{layout.image_name(project.name, role)}:{ref_name}",)
-            )
-            for role, b in built.items()
-        ]
+        outs = []
+        for role, b in built.items():
+            name = layout.archive_name(project.name, role, project.version, manifest.short_id)
+            outs.append(oci.ArchiveOut(b.path, b.image, name, (name,)))
         oci.write_archives(outs, self.layers.blob)
-        return BuildResult(manifest=manifest, images=built, layers=records)
+        return BuildResult(
+            manifest=manifest, images=built, layers=records, base=base_image, created=created
+        )
 
-    def image(self, role: str, manifest: BuildManifest, refs: Sequence[oci.LayerRef]) -> oci.Image:
+    def layer_history(self, name: str, inputs: Mapping[str, str], build_id: str = "") -> str:
+        """The ``created_by`` of one layer: what it is, by the inputs it was made from."""
+        project = self.project
+        if name == "base":
+            count = len(debian_lock.read_lock(project.debian_lock).packages)
+            return (
+                f"lockstep: Debian bookworm base, {count} packages of "
+                f"{project.debian_lock.name} {inputs['debian_lock']}"
+            )
+        if name == "python":
+            count = len(read_python_lock(project.python_lock))
+            return (
+                f"lockstep: {count} locked wheels of {project.python_lock.name} "
+                f"{inputs['python_lock']} (pex venv --layout flat)"
+            )
+        if name == "app":
+            return (
+                f"lockstep: the app, {project.name} {project.version} (sources {inputs['sources']})"
+            )
+        if name == "manifest":
+            return f"lockstep: the build manifest /{layout.MANIFEST_FILE} (build {build_id})"
+        return f"lockstep: layer {name}"
+
+    def base_image(self, base_record: LayerRecord) -> oci.Image:
+        """The base-only image value: the Debian base layer with the images' env and user,
+        so ``org.opencontainers.image.base.digest`` names something anyone can recompute."""
+        project = self.project
+        lock_digest = declared.lock_digest(project.debian_lock, debian_lock.RELOCK)
+        labels = layout.base_labels(
+            project_name=project.name,
+            base_digest=base_record.digest,
+            debian_lock=lock_digest,
+            created=layout.EPOCH,
+        )
+        env = {k: v for k, v in layout.image_env("base").items() if k != settings.ROLE}
+        return oci.make_image(
+            layers=[base_record.ref()],
+            entrypoint=[f"/{layout.PYTHON}"],
+            env=env,
+            labels=labels,
+            history=[self.layer_history("base", {"debian_lock": lock_digest})],
+        )
+
+    def image(
+        self,
+        role: str,
+        manifest: BuildManifest,
+        refs: Sequence[oci.LayerRef],
+        history: Sequence[str] = (),
+        created: str = layout.EPOCH,
+        base_image: oci.Image | None = None,
+    ) -> oci.Image:
         """One role's image: the shared layers with its own config."""
         project = self.project
         spec = project.images[role]
@@ -262,6 +327,15 @@ class Builder:
             build_id=manifest.build_id,
             executors=manifest.executors,
             revision=manifest.stamp.commit if manifest.stamp else None,
+            created=created,
+            description=project.description,
+            licenses=project.license,
+            base_name=(
+                layout.archive_name(project.name, layout.BASE_NAME, "bookworm", _short(base_image))
+                if base_image
+                else ""
+            ),
+            base_digest=base_image.digest if base_image else "",
         )
         return oci.make_image(
             layers=refs,
@@ -269,7 +343,13 @@ class Builder:
             cmd=spec.cmd,
             env=layout.image_env(role),
             labels=labels,
+            history=history,
+            created=created,
         )
+
+
+def _short(image: oci.Image) -> str:
+    return image.digest.removeprefix("sha256:")[:12]
 
 
 def write_complete_platform(project: Project, cache: Cache, progress: Progress = quiet) -> Path:
