@@ -106,6 +106,8 @@ def test_two_clones_two_environments_same_digests(built: Built, tmp_path: Path) 
     for role in ("runner", "worker"):
         assert second.digest(role) == built.digest(role), role
         assert second.path(role).read_bytes() == built.path(role).read_bytes()
+        sbom = Path(second.result["images"][role]["sbom"])  # the SBOM too: same bytes
+        assert sbom.read_bytes() == Path(built.result["images"][role]["sbom"]).read_bytes()
 
 
 def test_noop_rebuild_is_identical(built: Built, tmp_path: Path) -> None:

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly import app, base, layout, oci, pycompile, thirdparty
+from lockstep.assembly import app, base, layout, oci, provenance, pycompile, sbom, thirdparty
 from lockstep.assembly.entries import Entry, make_layer
-from lockstep.assembly.layercache import LayerCache, LayerRecord
+from lockstep.assembly.layercache import LayerCache, LayerRecord, builder_code_digest
 from lockstep.assembly.stage import StagedPython, materialize
 from lockstep.core import registry, settings, vcs
 from lockstep.core.atomic import write_bytes
-from lockstep.core.digests import TreeFile
+from lockstep.core.digests import TreeFile, canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
@@ -44,6 +44,7 @@ class BuiltImage:
     role: str
     image: oci.Image
     path: Path
+    sbom: Path | None = None  # <role>.spdx.json beside the archive
 
     @property
     def digest(self) -> str:
@@ -61,6 +62,7 @@ class BuildResult:
     layers: Mapping[str, LayerRecord]  # base, python, app, manifest: every blob is in the cache
     base: oci.Image | None = None  # the base-only image value (its digest: base.digest)
     created: str = layout.EPOCH  # the images' ``created``: the epoch, or the stamped commit's time
+    provenance: Path | None = None  # provenance.intoto.json beside the archives
 
     @property
     def build_id(self) -> str:
@@ -68,10 +70,17 @@ class BuildResult:
 
     def to_json(self) -> dict[str, Any]:
         """The ``lockstep build --json`` contract (docs/design.md)."""
+        extra = {"provenance": str(self.provenance)} if self.provenance else {}
         return {
+            **extra,
             "build_id": self.build_id,
             "images": {
-                role: {"digest": b.digest, "config": b.config, "path": str(b.path)}
+                role: {
+                    "digest": b.digest,
+                    "config": b.config,
+                    "path": str(b.path),
+                    **({"sbom": str(b.sbom)} if b.sbom else {}),
+                }
                 for role, b in sorted(self.images.items())
             },
         }
@@ -260,9 +269,119 @@ class Builder:
             name = layout.archive_name(project.name, role, project.version, manifest.short_id)
             outs.append(oci.ArchiveOut(b.path, b.image, name, (name,)))
         oci.write_archives(outs, self.layers.blob)
+        built = self.write_sboms(built, manifest, base_record, created)
+        statement = self.provenance(built, manifest, base_record, created)
+        provenance_path = out / provenance.FILE_NAME
+        if not (provenance_path.exists() and provenance_path.read_bytes() == statement):
+            write_bytes(provenance_path, statement)
         return BuildResult(
-            manifest=manifest, images=built, layers=records, base=base_image, created=created
+            manifest=manifest,
+            images=built,
+            layers=records,
+            base=base_image,
+            created=created,
+            provenance=provenance_path,
         )
+
+    def provenance(
+        self,
+        built: Mapping[str, BuiltImage],
+        manifest: BuildManifest,
+        base_record: LayerRecord,
+        created: str,
+    ) -> bytes:
+        """The in-toto statement (SLSA v1 provenance) of the images in ``built``."""
+        project = self.project
+        inventory = self.sbom_inventory(base_record)
+        facts = provenance.BuildFacts(
+            project=project.name,
+            version=project.version,
+            source_url=project.source_url,
+            builder_format=manifest.inputs["builder"],
+            builder_code=builder_code_digest(),
+            build_id=manifest.build_id,
+            inputs=manifest.inputs,
+            stamp=manifest.stamp.to_dict() if manifest.stamp else None,
+            created=created,
+            python_lock=project.python_lock.relative_to(project.root).as_posix(),
+            debian_lock=project.debian_lock.relative_to(project.root).as_posix(),
+        )
+        deps = [
+            provenance.Dependency(f"deb:{r['name']}", of_hex(r["sha256"]), r["url"])
+            for r in inventory["debian"]
+        ] + [
+            provenance.Dependency(f"pypi:{r['name']}", of_hex(r["sha256"]), r["url"])
+            for r in inventory["python"]
+        ]
+        subjects = [
+            provenance.Subject(layout.image_name(project.name, role), b.digest)
+            for role, b in built.items()
+        ]
+        byproducts = [
+            provenance.Dependency(b.sbom.name, sha256_digest(b.sbom.read_bytes()))
+            for b in built.values()
+            if b.sbom
+        ]
+        return provenance.statement(facts, subjects, deps, byproducts)
+
+    def sbom_inventory(self, base_record: LayerRecord) -> dict[str, Any]:
+        """The packages of both locks with their licences (cached under its inputs' key)."""
+        project = self.project
+        key = self.layers.key(
+            "sbom",
+            base=base_record.digest,
+            python_lock=declared.lock_digest(project.python_lock, pex.RELOCK),
+            mirror=project.debian_mirror,
+        )
+        cached = self.cache.get_key("sbom", key)
+        raw = self.cache.get_blob(cached) if cached else None
+        if raw is not None:
+            return dict(json.loads(raw))
+        inventory = {
+            "debian": sbom.debian_inventory(
+                debian_lock.read_lock(project.debian_lock),
+                project.debian_mirror or settings.DEFAULT_MIRROR,
+                self.layers.staged(base_record),
+            ),
+            "python": sbom.python_inventory(
+                read_python_lock(project.python_lock), pex.pex_root(self.cache.root)
+            ),
+        }
+        self.cache.put_key("sbom", key, self.cache.put_blob(canonical_json(inventory)))
+        return inventory
+
+    def write_sboms(
+        self,
+        built: Mapping[str, BuiltImage],
+        manifest: BuildManifest,
+        base_record: LayerRecord,
+        created: str,
+    ) -> dict[str, BuiltImage]:
+        """Each image's SPDX document as ``<role>.spdx.json`` beside its archive."""
+        project = self.project
+        inventory = self.sbom_inventory(base_record)
+        out = {}
+        for role, b in built.items():
+            facts = sbom.ImageFacts(
+                project=project.name,
+                version=project.version,
+                role=role,
+                image_name=layout.image_name(project.name, role),
+                digest=b.digest,
+                created=created,
+                build_id=manifest.build_id,
+                sources=manifest.inputs["sources"],
+                license=project.license,
+                source_url=project.source_url,
+                commit=manifest.stamp.commit if manifest.stamp else None,
+                dependencies=sbom.requirement_names(project.dependencies),
+            )
+            path = b.path.parent / f"{role}.spdx.json"
+            data = sbom.document(facts, inventory)
+            if not (path.exists() and path.read_bytes() == data):
+                write_bytes(path, data)
+            out[role] = BuiltImage(role, b.image, b.path, path)
+        return out
 
     def layer_history(self, name: str, inputs: Mapping[str, str], build_id: str = "") -> str:
         """The ``created_by`` of one layer: what it is, by the inputs it was made from."""
