@@ -142,7 +142,9 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
         image = record["images"][role]
         assert image["reference"] == (f"{released.target}/lockstep-{role}@{image['digest']}")
     assert out["tagged"] is True and out["dry_run"] is False
-    assert out["push"]["blobs_uploaded"] == 6  # 4 shared layers + 2 configs
+    # 4 shared layers + 2 configs, and per image its SBOM, provenance and the empty config
+    assert out["push"]["blobs_uploaded"] == 6 + 2 * 3
+    assert sorted(out["attachments"]["worker"]) == ["provenance", "referrers", "sbom"]
     assert out["push"]["blobs_mounted"] == 4  # the worker mounts the runner's layers
     assert sorted(Path(p).name for p in out["deploy_files"]) == [
         "runner-job.yaml",
@@ -218,7 +220,8 @@ def test_second_release_of_an_unchanged_tree_pushes_no_blob(
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["push"]["blobs_uploaded"] == 0 and out["push"]["bytes_uploaded"] == 0
-    assert out["push"]["blobs_present"] == 10
+    # 8 image blobs + 2 configs; per image, its SBOM and provenance each with the empty config
+    assert out["push"]["blobs_present"] == 10 + 2 * 4
     assert out["tagged"] is False
     assert blob_uploads(released.registry, released.repo) == before  # the registry agrees
     assert (released.root / "release" / f"{VERSION}.json").read_bytes() == manifest
