@@ -49,6 +49,8 @@ class Project:
     images: Mapping[str, ImageSpec]
     scripts: Mapping[str, str] = field(default_factory=dict)  # [project.scripts]
     dependencies: tuple[str, ...] = ()  # [project] dependencies
+    description: str = ""  # [project] description
+    license: str = ""  # [project] license: an SPDX expression (or {text = …})
 
     @property
     def pyproject(self) -> Path:
@@ -103,6 +105,10 @@ def load_project(root: Path) -> Project:
     version = _str(project, "version", f"{path} [project]")
     urls = project.get("urls", {})
     source_url = urls.get("Source", "") if isinstance(urls, dict) else ""
+    description = project.get("description", "")
+    license_value = project.get("license", "")
+    if isinstance(license_value, dict):
+        license_value = license_value.get("text", "")
 
     group = project.get("entry-points", {}).get(EXECUTOR_GROUP, {})
     if not isinstance(group, dict) or not group:
@@ -146,6 +152,8 @@ def load_project(root: Path) -> Project:
         name=name,
         version=version,
         source_url=source_url,
+        description=description if isinstance(description, str) else "",
+        license=license_value if isinstance(license_value, str) else "",
         sources=tuple(sources),
         package_root=_str(tool, "package_root", where, "src"),
         python_lock=root / _str(tool, "python_lock", where),

@@ -14,6 +14,7 @@ import random
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,8 @@ def test_two_clones_two_environments_same_digests(built: Built, tmp_path: Path) 
     for role in ("runner", "worker"):
         assert second.digest(role) == built.digest(role), role
         assert second.path(role).read_bytes() == built.path(role).read_bytes()
+        sbom = Path(second.result["images"][role]["sbom"])  # the SBOM too: same bytes
+        assert sbom.read_bytes() == Path(built.result["images"][role]["sbom"]).read_bytes()
 
 
 def test_noop_rebuild_is_identical(built: Built, tmp_path: Path) -> None:
@@ -159,12 +162,96 @@ def test_stamp_changes_only_manifest_layer_and_config(built: Built, tmp_path: Pa
     ).stdout.strip()
     labels = b.config["config"]["Labels"]
     assert labels["org.opencontainers.image.revision"] == head
+    # ``created`` is the commit's time under --stamp (never the clock), the epoch without.
+    commit_time = subprocess.run(
+        ["git", "show", "-s", "--format=%cd", "--date=format-local:%Y-%m-%dT%H:%M:%SZ", head],
+        cwd=built.root,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TZ": "UTC"},
+    ).stdout.strip()
+    assert labels["org.opencontainers.image.created"] == commit_time
+    assert b.config["created"] == commit_time
+    assert {h["created"] for h in b.config["history"]} == {commit_time}
+    assert a.config["created"] == "1970-01-01T00:00:00Z"
     proc = lockstep(["inspect", str(stamped.path("worker")), "--json"], cwd=ROOT, cache=built.cache)
     assert json.loads(proc.stdout)["manifest"]["stamp"] == {
         "commit": head,
         "tag": None,
         "dirty": False,
     }
+
+
+# -- metadata users expect ------------------------------------------------------------------
+
+
+def test_each_role_has_its_own_name_history_and_annotations(built: Built) -> None:
+    bases = set()
+    for role in ("runner", "worker"):
+        archive = oci.read_archive(built.path(role))
+        ref = archive.index["manifests"][0]["annotations"][oci.REF_NAME]
+        assert ref == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        with tarfile.open(built.path(role)) as tar:
+            member = tar.extractfile("manifest.json")
+            assert member is not None
+            assert json.loads(member.read())[0]["RepoTags"] == [ref]
+        created_by = [h["created_by"] for h in archive.config["history"]]
+        assert len(created_by) == len(archive.manifest["layers"]) == 4
+        for what, word in zip(created_by, ("Debian", "wheels", "app", "manifest"), strict=True):
+            assert what.startswith("lockstep: ") and word in what, what
+        annotations = archive.manifest["annotations"]
+        assert annotations == archive.config["config"]["Labels"]
+        prefix = "org.opencontainers.image."
+        assert annotations[prefix + "created"] == "1970-01-01T00:00:00Z"
+        assert annotations[prefix + "licenses"] == "Apache-2.0"
+        assert annotations[prefix + "source"] == "https://github.com/lockstep-dev/lockstep"
+        assert annotations[prefix + "version"] == "0.1.0"
+        assert annotations[prefix + "description"].endswith(f"({role} image)")
+        assert prefix + "revision" not in annotations  # unstamped
+        base_digest = annotations[prefix + "base.digest"]
+        assert annotations[prefix + "base.name"] == f"lockstep-base:bookworm-{base_digest[7:19]}"
+        bases.add(base_digest)
+    assert len(bases) == 1
+
+
+def test_podman_loads_both_roles_under_their_own_names(built: Built, tmp_path: Path) -> None:
+    require(shutil.which("podman") is not None, "podman is not installed (Debian package podman)")
+    run = Path(tempfile.mkdtemp(prefix="ls-pm-"))  # podman wants a runroot under 50 characters
+    podman = [
+        "podman",
+        "--root",
+        str(tmp_path / "root"),
+        "--runroot",
+        str(run),
+        "--storage-driver",
+        "vfs",
+    ]
+    names = {}
+    for role in ("runner", "worker"):
+        proc = subprocess.run(
+            [*podman, "load", "-i", str(built.path(role))], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        names[role] = f"localhost/lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        assert f"Loaded image: {names[role]}" in proc.stdout
+    listed = subprocess.run(
+        [*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(listed) == sorted(names.values())  # no <none>: neither took the other's name
+    history = subprocess.run(
+        [*podman, "history", "--no-trunc", "--format", "{{.CreatedBy}}", names["worker"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(history) == 4
+    assert "build manifest" in history[0] and "the app" in history[1]
+    assert "locked wheels" in history[2] and "Debian bookworm base" in history[3]
+    shutil.rmtree(run, ignore_errors=True)
 
 
 # -- independent readers ----------------------------------------------------------------

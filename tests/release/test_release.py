@@ -145,7 +145,9 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
         assert image["reference"] == (f"{released.target}/lockstep-{role}@{image['digest']}")
     assert out["tagged"] is True and out["dry_run"] is False
     layers = len(record["layers"])
-    assert out["push"]["blobs_uploaded"] == layers + 2  # the shared layers + 2 configs
+    # the shared layers + 2 configs, and per image its SBOM, provenance and the empty config
+    assert out["push"]["blobs_uploaded"] == layers + 2 + 2 * 3
+    assert sorted(out["attachments"]["worker"]) == ["provenance", "referrers", "sbom"]
     assert out["push"]["blobs_mounted"] == layers  # the worker mounts the runner's layers
     assert sorted(Path(p).name for p in out["deploy_files"]) == [
         "runner-job.yaml",
@@ -222,7 +224,8 @@ def test_second_release_of_an_unchanged_tree_pushes_no_blob(
     out = json.loads(proc.stdout)
     assert out["push"]["blobs_uploaded"] == 0 and out["push"]["bytes_uploaded"] == 0
     layers = len(json.loads(manifest)["layers"])
-    assert out["push"]["blobs_present"] == 2 * (layers + 1)  # each image's layers + config
+    # each image's layers + config; per image, its SBOM and provenance each with the empty config
+    assert out["push"]["blobs_present"] == 2 * (layers + 1) + 2 * 4
     assert out["tagged"] is False
     assert blob_uploads(released.registry, released.repo) == before  # the registry agrees
     assert (released.root / "release" / f"{VERSION}.json").read_bytes() == manifest

@@ -18,13 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly import app, base, compress, layout, oci, ocidir, pycompile, thirdparty
+from lockstep.assembly import (
+    app,
+    base,
+    compress,
+    layout,
+    oci,
+    ocidir,
+    provenance,
+    pycompile,
+    sbom,
+    thirdparty,
+)
 from lockstep.assembly.entries import Entry, make_layer
-from lockstep.assembly.layercache import LayerCache, LayerRecord
+from lockstep.assembly.layercache import LayerCache, LayerRecord, builder_code_digest
 from lockstep.assembly.stage import StagedPython, materialize
-from lockstep.core import registry, vcs
+from lockstep.core import registry, settings, vcs
 from lockstep.core.atomic import write_bytes
-from lockstep.core.digests import TreeFile
+from lockstep.core.digests import TreeFile, canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
@@ -34,6 +45,7 @@ from lockstep.inputs.debian import lock as debian_lock
 from lockstep.inputs.python import fetch as pyfetch
 from lockstep.inputs.python import lock as pylock
 from lockstep.inputs.python import pex, platform
+from lockstep.inputs.python.lock import read_lock as read_python_lock
 from lockstep.manifest import BUILDER, BuildManifest, Stamp
 from lockstep.project import ROLES, Project
 
@@ -46,6 +58,7 @@ class BuiltImage:
     image: oci.Image
     path: Path | None  # its .tar archive, if one was written
     ref: str  # its name in the archive and the layout: ``lockstep-worker:0.1.0-<id>``
+    sbom: Path | None = None  # <role>.spdx.json beside the archive
 
     @property
     def digest(self) -> str:
@@ -61,7 +74,10 @@ class BuildResult:
     manifest: BuildManifest
     images: Mapping[str, BuiltImage]
     layers: Mapping[str, LayerRecord]  # base, python:…, app, manifest: every blob is cached
-    layout: Path | None = None  # the OCI layout directory, if one was written
+    layout_dir: Path | None = None  # the OCI layout directory, if one was written
+    base: oci.Image | None = None  # the base-only image value (its digest: base.digest)
+    created: str = layout.EPOCH  # the images' ``created``: the epoch, or the stamped commit's time
+    provenance: Path | None = None  # provenance.intoto.json beside the archives
 
     @property
     def build_id(self) -> str:
@@ -77,12 +93,15 @@ class BuildResult:
                     "config": b.config,
                     "path": str(b.path) if b.path else None,
                     "ref": b.ref,
+                    **({"sbom": str(b.sbom)} if b.sbom else {}),
                 }
                 for role, b in sorted(self.images.items())
             },
         }
-        if self.layout is not None:
-            out["layout"] = str(self.layout)
+        if self.layout_dir is not None:
+            out["layout"] = str(self.layout_dir)
+        if self.provenance is not None:
+            out["provenance"] = str(self.provenance)
         return out
 
 
@@ -97,6 +116,11 @@ def git_stamp(root: Path) -> Stamp:
     commit = vcs.head_commit(repo)
     tags = vcs.tags_at(repo, commit)
     return Stamp(commit=commit, tag=tags[-1] if tags else None, dirty=vcs.is_dirty(repo))
+
+
+def commit_time(root: Path, commit: str) -> str:
+    """The committer time of ``commit`` in the repository holding ``root`` (RFC 3339, UTC)."""
+    return vcs.commit_time(vcs.open_repo(root, "--stamp"), commit)
 
 
 def python_version(staged_python: StagedPython) -> str:
@@ -291,50 +315,193 @@ class Builder:
             "manifest": LayerRecord(top.digest, top.diff_id, top.size),
         }
         refs = [r.ref() for r in records.values()]
-        created_by = [self.describe_layer(name, r, manifest) for name, r in records.items()]
+        history = [self.layer_history(name, record, manifest) for name, record in records.items()]
+        created = commit_time(project.root, stamp_value.commit) if stamp_value else layout.EPOCH
+        base_image = self.base_image(base_record)
         out = out_dir or project.root / "out"
-        ref_name = layout.ref_name(project.version, manifest.short_id)
         built = {
             role: BuiltImage(
                 role,
-                self.image(role, manifest, refs, created_by),
+                self.image(role, manifest, refs, history, created, base_image),
                 out / f"{role}.tar" if archives else None,
-                f"{layout.image_name(project.name, role)}:{ref_name}",
+                layout.archive_name(project.name, role, project.version, manifest.short_id),
             )
             for role in roles
         }
-        outs = [
-            oci.ArchiveOut(b.path, b.image, ref_name, (b.ref,))
-            for b in built.values()
-            if b.path is not None
-        ]
+        outs = [oci.ArchiveOut(b.path, b.image, b.ref, (b.ref,)) for b in built.values() if b.path]
         oci.write_archives(outs, self.layers.blob)
         if layout_dir is not None:
             added = ocidir.write_layout(
                 layout_dir, {b.ref: b.image for b in built.values()}, self.layers.blob
             )
             log.info("%s: %d new blob(s)", layout_dir, len(added))
-        return BuildResult(manifest=manifest, images=built, layers=records, layout=layout_dir)
+        built = self.write_sboms(built, manifest, base_record, created, out)
+        statement = self.provenance(built, manifest, base_record, created)
+        provenance_path = out / provenance.FILE_NAME
+        if not (provenance_path.exists() and provenance_path.read_bytes() == statement):
+            write_bytes(provenance_path, statement)
+        return BuildResult(
+            manifest=manifest,
+            images=built,
+            layers=records,
+            layout_dir=layout_dir,
+            base=base_image,
+            created=created,
+            provenance=provenance_path,
+        )
 
-    def describe_layer(self, name: str, record: LayerRecord, manifest: BuildManifest) -> str:
-        """One layer's history entry: ``lockstep <name>: <what it holds>``."""
+    def provenance(
+        self,
+        built: Mapping[str, BuiltImage],
+        manifest: BuildManifest,
+        base_record: LayerRecord,
+        created: str,
+    ) -> bytes:
+        """The in-toto statement (SLSA v1 provenance) of the images in ``built``."""
+        project = self.project
+        inventory = self.sbom_inventory(base_record)
+        facts = provenance.BuildFacts(
+            project=project.name,
+            version=project.version,
+            source_url=project.source_url,
+            builder_format=manifest.inputs["builder"],
+            builder_code=builder_code_digest(),
+            build_id=manifest.build_id,
+            inputs=manifest.inputs,
+            stamp=manifest.stamp.to_dict() if manifest.stamp else None,
+            created=created,
+            python_lock=project.python_lock.relative_to(project.root).as_posix(),
+            debian_lock=project.debian_lock.relative_to(project.root).as_posix(),
+        )
+        deps = [
+            provenance.Dependency(f"deb:{r['name']}", of_hex(r["sha256"]), r["url"])
+            for r in inventory["debian"]
+        ] + [
+            provenance.Dependency(f"pypi:{r['name']}", of_hex(r["sha256"]), r["url"])
+            for r in inventory["python"]
+        ]
+        subjects = [
+            provenance.Subject(layout.image_name(project.name, role), b.digest)
+            for role, b in built.items()
+        ]
+        byproducts = [
+            provenance.Dependency(b.sbom.name, sha256_digest(b.sbom.read_bytes()))
+            for b in built.values()
+            if b.sbom
+        ]
+        return provenance.statement(facts, subjects, deps, byproducts)
+
+    def sbom_inventory(self, base_record: LayerRecord) -> dict[str, Any]:
+        """The packages of both locks with their licences (cached under its inputs' key)."""
+        project = self.project
+        key = self.layers.key(
+            "sbom",
+            base=base_record.digest,
+            python_lock=declared.lock_digest(project.python_lock, pex.RELOCK),
+            mirror=project.debian_mirror,
+        )
+        cached = self.cache.get_key("sbom", key)
+        raw = self.cache.get_blob(cached) if cached else None
+        if raw is not None:
+            return dict(json.loads(raw))
+        inventory = {
+            "debian": sbom.debian_inventory(
+                debian_lock.read_lock(project.debian_lock),
+                project.debian_mirror or settings.DEFAULT_MIRROR,
+                self.layers.staged(base_record),
+            ),
+            "python": sbom.python_inventory(
+                wheels := read_python_lock(project.python_lock),
+                pyfetch.fetch_wheels(wheels, self.cache, self.progress),
+            ),
+        }
+        self.cache.put_key("sbom", key, self.cache.put_blob(canonical_json(inventory)))
+        return inventory
+
+    def write_sboms(
+        self,
+        built: Mapping[str, BuiltImage],
+        manifest: BuildManifest,
+        base_record: LayerRecord,
+        created: str,
+        out: Path,
+    ) -> dict[str, BuiltImage]:
+        """Each image's SPDX document as ``<role>.spdx.json`` in ``out`` (beside its archive)."""
+        project = self.project
+        inventory = self.sbom_inventory(base_record)
+        documents = {}
+        for role, b in built.items():
+            facts = sbom.ImageFacts(
+                project=project.name,
+                version=project.version,
+                role=role,
+                image_name=layout.image_name(project.name, role),
+                digest=b.digest,
+                created=created,
+                build_id=manifest.build_id,
+                sources=manifest.inputs["sources"],
+                license=project.license,
+                source_url=project.source_url,
+                commit=manifest.stamp.commit if manifest.stamp else None,
+                dependencies=sbom.requirement_names(project.dependencies),
+            )
+            path = out / f"{role}.spdx.json"
+            data = sbom.document(facts, inventory)
+            if not (path.exists() and path.read_bytes() == data):
+                write_bytes(path, data)
+            documents[role] = BuiltImage(role, b.image, b.path, b.ref, path)
+        return documents
+
+    def layer_history(self, name: str, record: LayerRecord, manifest: BuildManifest) -> str:
+        """The ``created_by`` of one layer: ``lockstep <name>: <what it holds>``, by the
+        inputs it was made from (``lockstep inspect`` shows it)."""
+        project = self.project
+        inputs = manifest.inputs
         if name == "base":
-            count = len(debian_lock.read_lock(self.project.debian_lock).packages)
-            what = f"Debian bookworm, {count} locked packages, python {manifest.python}"
+            what = self._base_holds(inputs["debian_lock"], manifest.python)
         elif name.startswith("python:"):
             what = str(record.facts.get("holds", "locked wheels"))
         elif name == "app":
-            what = f"{self.project.name} {self.project.version}, its sources and entry points"
+            what = f"{project.name} {project.version} (sources {inputs['sources']})"
         else:
-            what = f"the build manifest {layout.MANIFEST_FILE}, build {manifest.short_id}"
+            what = f"the build manifest /{layout.MANIFEST_FILE} (build {manifest.build_id})"
         return f"lockstep {name}: {what}"
+
+    def _base_holds(self, lock_digest: str, python: str) -> str:
+        count = len(debian_lock.read_lock(self.project.debian_lock).packages)
+        lock_name = self.project.debian_lock.name
+        return f"Debian bookworm, {count} packages of {lock_name} {lock_digest}, python {python}"
+
+    def base_image(self, base_record: LayerRecord) -> oci.Image:
+        """The base-only image value: the Debian base layer with the images' env and user,
+        so ``org.opencontainers.image.base.digest`` names something anyone can recompute."""
+        project = self.project
+        lock_digest = declared.lock_digest(project.debian_lock, debian_lock.RELOCK)
+        labels = layout.base_labels(
+            project_name=project.name,
+            base_digest=base_record.digest,
+            debian_lock=lock_digest,
+            created=layout.EPOCH,
+        )
+        env = {k: v for k, v in layout.image_env("base").items() if k != settings.ROLE}
+        return oci.make_image(
+            layers=[base_record.ref()],
+            entrypoint=[f"/{layout.PYTHON}"],
+            env=env,
+            labels=labels,
+            history=[
+                f"lockstep base: {self._base_holds(lock_digest, str(base_record.facts['python']))}"
+            ],
+        )
 
     def image(
         self,
         role: str,
         manifest: BuildManifest,
         refs: Sequence[oci.LayerRef],
-        created_by: Sequence[str] = (),
+        history: Sequence[str] = (),
+        created: str = layout.EPOCH,
+        base_image: oci.Image | None = None,
     ) -> oci.Image:
         """One role's image: the shared layers with its own config."""
         project = self.project
@@ -347,6 +514,15 @@ class Builder:
             build_id=manifest.build_id,
             executors=manifest.executors,
             revision=manifest.stamp.commit if manifest.stamp else None,
+            created=created,
+            description=project.description,
+            licenses=project.license,
+            base_name=(
+                layout.archive_name(project.name, layout.BASE_NAME, "bookworm", _short(base_image))
+                if base_image
+                else ""
+            ),
+            base_digest=base_image.digest if base_image else "",
         )
         return oci.make_image(
             layers=refs,
@@ -354,8 +530,13 @@ class Builder:
             cmd=spec.cmd,
             env=layout.image_env(role),
             labels=labels,
-            created_by=created_by,
+            history=history,
+            created=created,
         )
+
+
+def _short(image: oci.Image) -> str:
+    return image.digest.removeprefix("sha256:")[:12]
 
 
 def write_complete_platform(project: Project, cache: Cache, progress: Progress = quiet) -> Path:

@@ -107,7 +107,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         print(f"build_id {result.build_id}")
         for role, image in sorted(result.images.items()):
-            where = image.path or f"{result.layout} {image.ref}"
+            where = image.path or f"{result.layout_dir} {image.ref}"
             print(f"{role:<7} {image.digest}  {where}")
     return 0
 

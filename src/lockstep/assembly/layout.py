@@ -51,6 +51,31 @@ def ref_name(version: str, short_id: str) -> str:
     return f"{version}-{short_id}"
 
 
+def archive_name(project_name: str, role: str, version: str, short_id: str) -> str:
+    """One role's name in its archive, both as the OCI index's ``ref.name`` (what podman
+    and skopeo name a loaded image by) and as docker's ``RepoTags``:
+    ``lockstep-worker:0.1.0-<12 hex>``. Each role has its own, so loading both keeps both."""
+    return f"{image_name(project_name, role)}:{ref_name(version, short_id)}"
+
+
+EPOCH = "1970-01-01T00:00:00Z"  # ``created`` of an unstamped image (stamped: the commit time)
+BASE_NAME = "base"  # the base-only image: ``lockstep-base``
+
+
+def base_labels(
+    *, project_name: str, base_digest: str, debian_lock: str, created: str
+) -> dict[str, str]:
+    """The labels of the base-only image value (the Debian base layer and nothing else)."""
+    return {
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.description": (
+            f"Debian bookworm base of {project_name} images, from the Debian lock {debian_lock}"
+        ),
+        "org.opencontainers.image.title": image_name(project_name, BASE_NAME),
+        "org.opencontainers.image.version": base_digest.removeprefix("sha256:")[:12],
+    }
+
+
 def labels(
     *,
     project_name: str,
@@ -60,12 +85,22 @@ def labels(
     build_id: str,
     executors: tuple[str, ...],
     revision: str | None,
+    created: str = EPOCH,
+    description: str = "",
+    licenses: str = "",
+    base_name: str = "",
+    base_digest: str = "",
 ) -> dict[str, str]:
-    """The config labels (also the manifest's annotations) of one role's image."""
+    """The config labels (also the manifest's annotations) of one role's image.
+
+    ``created`` is the epoch, or the stamped commit's time (never the clock), so
+    a rebuild of the same commit has the same bytes. ``base_name``/``base_digest``
+    name the base-only image value (``org.opencontainers.image.base.*``)."""
     out = {
         "io.lockstep.build-id": build_id,
         "io.lockstep.executors": ",".join(executors),
         "io.lockstep.role": role,
+        "org.opencontainers.image.created": created,
         "org.opencontainers.image.title": image_name(project_name, role),
         "org.opencontainers.image.version": version,
     }
@@ -73,6 +108,14 @@ def labels(
         out["org.opencontainers.image.source"] = source_url
     if revision:
         out["org.opencontainers.image.revision"] = revision
+    if description:
+        out["org.opencontainers.image.description"] = f"{description} ({role} image)"
+    if licenses:
+        out["org.opencontainers.image.licenses"] = licenses
+    if base_name:
+        out["org.opencontainers.image.base.name"] = base_name
+    if base_digest:
+        out["org.opencontainers.image.base.digest"] = base_digest
     return out
 
 

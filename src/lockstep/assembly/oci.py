@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lockstep.assembly.entries import Layer
-from lockstep.assembly.layout import ARCHITECTURE, USER, WORKDIR
+from lockstep.assembly.layout import ARCHITECTURE, EPOCH, USER, WORKDIR
 from lockstep.core.atomic import remove_stale, temp_file
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
@@ -33,7 +33,6 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 BlobSource = Callable[[str], bytes]  # a layer's bytes by its digest
-EPOCH = "1970-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,14 @@ def image_config(
     labels: Mapping[str, str],
     user: str = USER,
     workdir: str = WORKDIR,
-    created_by: Sequence[str] = (),
+    history: Sequence[str] = (),
+    created: str = EPOCH,
 ) -> bytes:
-    """The image config, as canonical JSON. ``created_by`` says what each layer is (its
-    history entry; ``lockstep inspect`` shows it)."""
-    history = list(created_by) or ["lockstep build"] * len(layers)
-    if len(history) != len(layers):
-        raise ValueError(f"{len(layers)} layers but {len(history)} history entries")
+    """The image config, as canonical JSON. ``history``: one ``created_by`` per layer
+    saying what it is (default ``lockstep build``); ``created``: never the clock."""
+    if history and len(history) != len(layers):
+        raise ValueError(f"{len(history)} history entries for {len(layers)} layers")
+    created_by = list(history) or ["lockstep build"] * len(layers)
     config: dict[str, Any] = {
         "Env": [f"{k}={v}" for k, v in sorted(env.items())],
         "Entrypoint": list(entrypoint),
@@ -95,10 +95,10 @@ def image_config(
         {
             "architecture": ARCHITECTURE,
             "os": "linux",
-            "created": EPOCH,
+            "created": created,
             "config": config,
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-            "history": [{"created": EPOCH, "created_by": text} for text in history],
+            "history": [{"created": created, "created_by": what} for what in created_by],
         }
     )
 
@@ -132,12 +132,18 @@ def make_image(
     cmd: Sequence[str] = (),
     env: Mapping[str, str],
     labels: Mapping[str, str],
-    created_by: Sequence[str] = (),
+    history: Sequence[str] = (),
+    created: str = EPOCH,
 ) -> Image:
     config = image_config(
-        layers=layers, entrypoint=entrypoint, cmd=cmd, env=env, labels=labels,
-        created_by=created_by,
-    )  # fmt: skip
+        layers=layers,
+        entrypoint=entrypoint,
+        cmd=cmd,
+        env=env,
+        labels=labels,
+        history=history,
+        created=created,
+    )
     return Image(
         config=config, manifest=image_manifest(config, layers, labels), layers=tuple(layers)
     )

@@ -32,6 +32,15 @@ def head_commit(repo: Any) -> str:
     return str(repo.head.commit.hexsha)
 
 
+def commit_time(repo: Any, commit: str) -> str:
+    """The committer date of ``commit`` in UTC, RFC 3339 (``2024-05-01T12:00:00Z``)."""
+    import datetime
+
+    seconds = int(repo.commit(commit).committed_date)
+    when = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def tags_at(repo: Any, commit: str) -> list[str]:
     """The names of the tags pointing at ``commit``, sorted."""
     return sorted(t.name for t in repo.tags if t.commit.hexsha == commit)

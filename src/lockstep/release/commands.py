@@ -34,6 +34,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="use plain HTTP, not HTTPS (a loopback registry that does "
         "not speak TLS gets plain HTTP without it)",
     )
+    p.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="KEY.pem",
+        help="sign each image and its SBOM and provenance (cosign format) with this "
+        "ECDSA P-256 private key (PEM, unencrypted); no signing service is used",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_project_arg(p)
     p.set_defaults(func=cmd_release)
@@ -67,6 +74,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="use plain HTTP, not HTTPS (a loopback registry that does "
         "not speak TLS gets plain HTTP without it)",
     )
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="KEY.pub",
+        help="also require the registry to hold a cosign signature by this key (PEM) of "
+        "each image and of its SBOM and provenance artifacts",
+    )
     add_project_arg(p)
     p.set_defaults(func=cmd_verify)
 
@@ -94,6 +108,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         plain_http=args.plain_http,
         progress=progress,
+        sign_key=args.sign_key,
     )
     record = result.manifest
     if args.json:
@@ -110,6 +125,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     print(f"release {record.version}  build_id {record.build_id}")
     for role, image in sorted(record.images.items()):
         print(f"{role:<7} {image.reference}")
+        found = record.attachments.get(role, {})
+        if found:
+            print(
+                f"        sbom {found['sbom']}  provenance {found['provenance']}"
+                + ("  signed" if "signature" in found else "")
+            )
     stats = result.stats
     if not result.dry_run:
         print(
@@ -173,6 +194,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         registry=args.registry,
         plain_http=args.plain_http,
         progress=progress,
+        public_key=args.public_key,
     )
     release = result.release
     print(f"verified {release.tag}  build_id {release.build_id}")
@@ -180,5 +202,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{role:<7} {digest}  rebuilt"
             + ("; served by the registry" if result.registry_checked else "")
+            + ("; signed" if result.signatures_checked else "")
         )
     return 0

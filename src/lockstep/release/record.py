@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ class ReleaseManifest:
     executors: tuple[str, ...]
     inputs: Mapping[str, str]  # the lock and source digests of the build (docs/design.md §4.1)
     layers: Mapping[str, str]  # base, python:<group>…, app, manifest -> blob digest
+    # role -> {"sbom", "provenance": artifact manifest digests, "referrers": the
+    # sha256-<hex> index, "signature": the sha256-<hex>.sig manifest when signed}
+    attachments: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,16 @@ class ReleaseManifest:
             "executors": list(self.executors),
             "inputs": dict(sorted(self.inputs.items())),
             "layers": dict(self.layers),  # base, python:<group>…, app, manifest
+            **(
+                {
+                    "attachments": {
+                        role: dict(sorted(found.items()))
+                        for role, found in sorted(self.attachments.items())
+                    }
+                }
+                if self.attachments
+                else {}
+            ),
         }
 
     def to_json(self) -> bytes:
@@ -100,4 +113,5 @@ class ReleaseManifest:
             executors=tuple(need("executors", list)),
             inputs=need("inputs", dict),
             layers=need("layers", dict),
+            attachments=data.get("attachments") or {},
         )

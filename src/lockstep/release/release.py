@@ -21,6 +21,7 @@ commit that was built, and CI publishes the files (see the README).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import tempfile
@@ -28,8 +29,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lockstep.assembly import oci
+from lockstep.assembly import oci, provenance, sbom
 from lockstep.assembly.builder import BuildResult
 from lockstep.assembly.layercache import read_blob
 from lockstep.assembly.layout import image_name
@@ -39,7 +41,7 @@ from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.project import ROLES, Project
-from lockstep.release import render
+from lockstep.release import attach, render, signing
 from lockstep.release.auth import credentials_for
 from lockstep.release.record import ImageRecord, ReleaseManifest
 from lockstep.release.reference import Target
@@ -95,8 +97,12 @@ def release(
     dry_run: bool = False,
     plain_http: bool = False,
     progress: Progress = quiet,
+    sign_key: Path | None = None,
 ) -> ReleaseResult:
-    """Release ``project`` at its HEAD as ``version`` to ``target`` (see the module doc)."""
+    """Release ``project`` at its HEAD as ``version`` to ``target`` (see the module doc).
+    ``sign_key``: an ECDSA P-256 PEM key; each image and its SBOM and provenance
+    artifacts are signed in the cosign format (``release.attach``)."""
+    key = signing.load_private_key(sign_key) if sign_key else None
     check_version(project, version)
     repo = vcs.open_repo(project.root, "a release")
     check_clean(repo)
@@ -128,9 +134,29 @@ def release(
             for role in ROLES
         }
         stats = PushStats()
+        documents = {
+            role: {
+                "sbom": (result.images[role].sbom or Path("/nonexistent")).read_bytes(),
+                "provenance": (result.provenance or Path("/nonexistent")).read_bytes(),
+            }
+            for role in ROLES
+        }
         if not dry_run:
             push_release(project, target, images, cache, version, stats, plain_http, progress)
+        attachments = attach_release(
+            project,
+            target,
+            images,
+            documents,
+            result.created,
+            stats,
+            plain_http,
+            progress,
+            key=key,
+            dry_run=dry_run,
+        )
         record = make_record(project, version, tag, commit, target, result, references)
+        record = dataclasses.replace(record, attachments=attachments)
 
     values = {
         "version": version,
@@ -202,6 +228,74 @@ def make_record(
         inputs=dict(result.manifest.inputs),
         layers={name: record.digest for name, record in result.layers.items()},
     )
+
+
+ARTIFACT_TYPES = {"sbom": sbom.MEDIA_TYPE, "provenance": provenance.MEDIA_TYPE}
+
+
+def attach_release(
+    project: Project,
+    target: Target,
+    images: Mapping[str, oci.Image],
+    documents: Mapping[str, Mapping[str, bytes]],
+    created: str,
+    stats: PushStats,
+    plain_http: bool,
+    progress: Progress,
+    *,
+    key: Any = None,
+    dry_run: bool = False,
+) -> dict[str, dict[str, str]]:
+    """Push each image's SBOM and provenance as artifacts whose ``subject`` is the image,
+    list them in the ``sha256-<hex>`` referrers index, and with ``key`` sign the image and
+    both artifacts (cosign format). The digests, per role. A dry run only computes the
+    artifacts' digests."""
+    found: dict[str, dict[str, str]] = {}
+    artifacts = {
+        role: {
+            kind: attach.artifact_manifest(
+                ARTIFACT_TYPES[kind], documents[role][kind], images[role].manifest, created
+            )
+            for kind in ARTIFACT_TYPES
+        }
+        for role in ROLES
+    }
+    for role in ROLES:
+        found[role] = {kind: a.digest for kind, a in artifacts[role].items()}
+    if dry_run:
+        return found
+    client = RegistryClient(target.host, credentials_for(target.host), plain_http=plain_http)
+    try:
+        for role in ROLES:
+            name = target.name(image_name(project.name, role))
+            for kind, artifact in artifacts[role].items():
+                attach.push_artifact(
+                    client, name, artifact, [attach.EMPTY, documents[role][kind]], stats
+                )
+            found[role]["referrers"] = attach.add_referrers(
+                client,
+                name,
+                images[role].digest,
+                [(ARTIFACT_TYPES[k], a) for k, a in sorted(artifacts[role].items())],
+                stats,
+            )
+            if key is None:
+                continue
+            reference = f"{target.host}/{name}"
+            signed = {"signature": images[role].digest}
+            signed.update({f"{k}_signature": a.digest for k, a in artifacts[role].items()})
+            for field_name, digest in sorted(signed.items()):
+                payload = attach.simple_signing_payload(reference, digest)
+                found[role][field_name] = attach.push_signature(
+                    client, name, digest, payload, signing.sign(key, payload), stats
+                )
+        progress(
+            "attached SBOM and provenance to both images"
+            + (" and signed images and attachments" if key is not None else "")
+        )
+    finally:
+        client.close()
+    return found
 
 
 def push_release(

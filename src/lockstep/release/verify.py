@@ -10,10 +10,12 @@ released manifest bytes under each pinned reference.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lockstep.assembly.builder import BuildResult
 from lockstep.core import vcs
@@ -23,6 +25,7 @@ from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.manifest import Stamp
 from lockstep.project import ROLES, load_project
+from lockstep.release import attach, signing
 from lockstep.release.auth import credentials_for
 from lockstep.release.record import ReleaseManifest
 from lockstep.release.reference import parse_pinned
@@ -37,6 +40,7 @@ class VerifyResult:
     release: ReleaseManifest
     rebuilt: dict[str, str]  # role -> digest
     registry_checked: bool
+    signatures_checked: bool = False
 
 
 def differences(release: ReleaseManifest, result: BuildResult) -> list[str]:
@@ -80,10 +84,12 @@ def verify(
     registry: bool = False,
     plain_http: bool = False,
     progress: Progress = quiet,
+    public_key: Path | None = None,
 ) -> VerifyResult:
     """Rebuild the release at ``release_path`` from its tag in the repository at
     ``repo_root``; CheckFailed naming what differs."""
     release = ReleaseManifest.read(release_path)
+    key = signing.load_public_key(public_key) if public_key else None
     repo = vcs.open_repo(repo_root, "verify")
     at = vcs.tag_commit(repo, release.tag)
     if at is None:
@@ -116,7 +122,61 @@ def verify(
     if registry:
         check_registry(release, manifests, plain_http)
         progress("the registry serves exactly the released manifests")
-    return VerifyResult(release, {role: result.images[role].digest for role in ROLES}, registry)
+    if key is not None:
+        check_signatures(release, key, plain_http)
+        progress("every image, SBOM and provenance is signed by the given key")
+    return VerifyResult(
+        release,
+        {role: result.images[role].digest for role in ROLES},
+        registry,
+        key is not None,
+    )
+
+
+def signed_by(client: RegistryClient, name: str, reference: str, digest: str, key: Any) -> bool:
+    """Whether ``name``'s ``.sig`` tag for ``digest`` holds a payload for exactly this
+    digest and repository, signed by ``key``."""
+    for payload, signature in attach.read_signatures(client, name, digest):
+        if not signing.verify(key, payload, signature):
+            continue
+        try:
+            critical = json.loads(payload)["critical"]
+            ok = (
+                critical["type"] == attach.SIGNATURE_TYPE
+                and critical["image"]["docker-manifest-digest"] == digest
+                and critical["identity"]["docker-reference"] == reference
+            )
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            return True
+    return False
+
+
+def check_signatures(release: ReleaseManifest, key: Any, plain_http: bool) -> None:
+    """Each image, and each attachment the release records, must be signed by ``key``."""
+    clients: dict[str, RegistryClient] = {}
+    try:
+        for role in ROLES:
+            pinned = parse_pinned(release.images[role].reference)
+            client = clients.get(pinned.host) or RegistryClient(
+                pinned.host, credentials_for(pinned.host), plain_http=plain_http
+            )
+            clients[pinned.host] = client
+            reference = f"{pinned.host}/{pinned.name}"
+            found = release.attachments.get(role, {})
+            wanted = {"image": pinned.digest}
+            wanted.update({k: found[k] for k in ("sbom", "provenance") if k in found})
+            for what, digest in sorted(wanted.items()):
+                if not signed_by(client, pinned.name, reference, digest, key):
+                    raise CheckFailed(
+                        f"{release.images[role].reference}: the {what} {digest} has no "
+                        "signature by the given public key in the registry; release it "
+                        "with --sign-key, or check that you have the right key"
+                    )
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 def check_registry(release: ReleaseManifest, manifests: dict[str, bytes], plain_http: bool) -> None:

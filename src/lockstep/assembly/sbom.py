@@ -1,0 +1,509 @@
+"""The SBOM: an SPDX 2.3 JSON document per image, computed from the locks, not scanned.
+
+Every Debian package of the Debian lock (name, version, source package, the
+``.deb``'s sha256 and URL, the licence named by its ``copyright`` file — which
+the base keeps under ``usr/share/doc`` — and its ``Depends`` from the
+``var/lib/dpkg/status.d`` stanza), every wheel of the Python lock (name,
+version, sha256, URL, the licence of its ``METADATA``, its ``Requires-Dist``),
+the app, and the image that contains them all.
+
+The bytes are reproducible: no clock (``created`` is the image's own created
+time: the epoch, or the stamped commit's time), no random ids (the namespace is
+the image digest; every SPDXID is derived from a package's name and sha256).
+The inventory (the part read from the .debs' files and the wheels) is cached
+under a key of its inputs, so a no-op rebuild reads no package.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import hashlib
+import io
+import json
+import re
+import urllib.parse
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockstep.core.errors import BadInput
+from lockstep.inputs.debian.fetch import deb_url
+from lockstep.inputs.debian.lock import DebianLock
+from lockstep.inputs.python.lock import LockedWheel
+
+SPDX_VERSION = "SPDX-2.3"
+MEDIA_TYPE = "application/spdx+json"
+DEBIAN_DISTRO = "debian-12"
+
+# Debian's copyright short names (and a few PyPI spellings) -> SPDX licence ids.
+_KNOWN = {
+    "apache-2": "Apache-2.0",
+    "apache-2.0": "Apache-2.0",
+    "apache 2.0": "Apache-2.0",
+    "artistic-2.0": "Artistic-2.0",
+    "bsd-2-clause": "BSD-2-Clause",
+    "bsd-3-clause": "BSD-3-Clause",
+    "bsd-4-clause": "BSD-4-Clause",
+    "cc0-1.0": "CC0-1.0",
+    "expat": "MIT",
+    "mit": "MIT",
+    "gfdl-1.2+": "GFDL-1.2-or-later",
+    "gfdl-1.3+": "GFDL-1.3-or-later",
+    "gpl-1+": "GPL-1.0-or-later",
+    "gpl-2": "GPL-2.0-only",
+    "gpl-2+": "GPL-2.0-or-later",
+    "gpl-3": "GPL-3.0-only",
+    "gpl-3+": "GPL-3.0-or-later",
+    "isc": "ISC",
+    "lgpl-2": "LGPL-2.0-only",
+    "lgpl-2+": "LGPL-2.0-or-later",
+    "lgpl-2.1": "LGPL-2.1-only",
+    "lgpl-2.1+": "LGPL-2.1-or-later",
+    "lgpl-3": "LGPL-3.0-only",
+    "lgpl-3+": "LGPL-3.0-or-later",
+    "mpl-2.0": "MPL-2.0",
+    "openssl": "OpenSSL",
+    "psf-2": "PSF-2.0",
+    "psf-2.0": "PSF-2.0",
+    "python": "Python-2.0",
+    "python-2.0": "Python-2.0",
+    "sleepycat": "Sleepycat",
+    "x11": "X11",
+    "zlib": "Zlib",
+}
+_SPDX_IDS = frozenset(_KNOWN.values())
+_CLASSIFIERS = {
+    "License :: OSI Approved :: MIT License": "MIT",
+    "License :: OSI Approved :: Apache Software License": "Apache-2.0",
+    "License :: OSI Approved :: ISC License (ISCL)": "ISC",
+    "License :: OSI Approved :: Python Software Foundation License": "PSF-2.0",
+}
+_OPERATORS = {"and": "AND", "or": "OR"}
+
+
+def spdx_id(*parts: str) -> str:
+    """``SPDXRef-`` + the parts, with every character SPDX does not allow made ``-``."""
+    return "SPDXRef-" + "-".join(re.sub(r"[^A-Za-z0-9.]+", "-", p).strip("-") for p in parts)
+
+
+def license_ref(name: str) -> str:
+    return "LicenseRef-" + (re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-") or "unnamed")
+
+
+@dataclass(frozen=True)
+class License:
+    """An SPDX licence expression and the texts of the ``LicenseRef-`` ids it uses."""
+
+    expression: str  # "NOASSERTION" when nothing is known
+    refs: Mapping[str, str]  # LicenseRef-… -> extracted text
+
+
+NOASSERTION = License("NOASSERTION", {})
+
+
+def expression_of(names: Iterable[str], texts: Mapping[str, str], where: str) -> License:
+    """``A AND B``: every distinct licence name, each a known SPDX id or a LicenseRef.
+
+    A Debian name may combine others (``GPL-2+ or Artistic``); ``and``/``or``
+    become SPDX operators, anything not known becomes ``LicenseRef-<name>`` with
+    its text from the copyright file (or a pointer to it)."""
+    parts: list[str] = []
+    refs: dict[str, str] = {}
+    for name in sorted({n.strip() for n in names if n.strip()}):
+        tokens = [t for t in re.split(r"[\s,]+", name) if t]
+        if len(tokens) > 1 and all(
+            t.lower() in _OPERATORS or t.lower() in _KNOWN or t in _SPDX_IDS for t in tokens
+        ):
+            words = [_OPERATORS.get(t.lower()) or _KNOWN.get(t.lower()) or t for t in tokens]
+            if words[0] not in ("AND", "OR") and words[-1] not in ("AND", "OR"):
+                parts.append("(" + " ".join(words) + ")")
+                continue
+        known = _KNOWN.get(name.lower()) or (name if name in _SPDX_IDS else None)
+        if known:
+            parts.append(known)
+            continue
+        ref = license_ref(name)
+        refs[ref] = texts.get(name) or f"{name}: see {where}"
+        parts.append(ref)
+    if not parts:
+        return NOASSERTION
+    unique = sorted(set(parts))
+    return License(" AND ".join(unique), refs)
+
+
+# -- Debian -----------------------------------------------------------------------------
+
+
+def _paragraphs(text: str) -> list[dict[str, str]]:
+    """RFC 822-style paragraphs (Debian control and DEP-5 copyright files)."""
+    out: list[dict[str, str]] = []
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        key = None
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += "\n" + line.strip()
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                fields[key] = value.strip()
+        if fields:
+            out.append(fields)
+    return out
+
+
+def copyright_license(text: str, where: str) -> License:
+    """The licences a DEP-5 (machine-readable) copyright file names; NOASSERTION for
+    a free-form one (glibc, python3.11, krb5 in bookworm)."""
+    if not text.startswith("Format:"):
+        return NOASSERTION
+    paragraphs = _paragraphs(text)
+    names = [p["license"].split("\n", 1)[0] for p in paragraphs if "files" in p and "license" in p]
+    texts = {
+        p["license"].split("\n", 1)[0].strip(): p["license"].partition("\n")[2]
+        for p in paragraphs
+        if "files" not in p and "license" in p and "\n" in p["license"]
+    }
+    return expression_of(names, texts, where)
+
+
+def _dep_names(value: str) -> list[str]:
+    """Package names of a ``Depends`` field (first alternatives, no versions or arches)."""
+    names = []
+    for clause in value.split(","):
+        first = clause.split("|")[0].strip()
+        name = re.split(r"[\s(:\[]", first, maxsplit=1)[0]
+        if name:
+            names.append(name)
+    return names
+
+
+def debian_inventory(lock: DebianLock, mirror: str, base_root: Path) -> list[dict[str, Any]]:
+    """One row per locked package, from the base layer's files at ``base_root``."""
+    controls: dict[str, dict[str, str]] = {}
+    for pkg in lock.packages:
+        path = base_root / "var/lib/dpkg/status.d" / pkg.name
+        try:
+            controls[pkg.name] = _paragraphs(path.read_text(errors="replace"))[0]
+        except (OSError, IndexError) as exc:
+            raise BadInput(
+                f"{path}: the base layer lacks the control stanza of {pkg.name}"
+            ) from exc
+    by_source: dict[str, str] = {}  # source package -> a copyright file of it
+    copyrights: dict[str, str] = {}
+    for pkg in lock.packages:
+        source = controls[pkg.name].get("source", pkg.name).split(" ")[0] or pkg.name
+        path = base_root / "usr/share/doc" / pkg.name / "copyright"
+        if path.is_file() and not path.is_symlink():
+            copyrights[pkg.name] = path.read_text(errors="replace")
+            by_source.setdefault(source, pkg.name)
+    locked = set(lock.names())
+    rows = []
+    for pkg in lock.packages:
+        control = controls[pkg.name]
+        source_field = control.get("source", pkg.name)
+        source = source_field.split(" ")[0] or pkg.name
+        match = re.search(r"\(([^)]+)\)", source_field)
+        source_version = match.group(1) if match else pkg.version
+        # A package whose doc directory is a link to its source sibling's uses that copyright.
+        owner = pkg.name if pkg.name in copyrights else by_source.get(source)
+        where = f"/usr/share/doc/{owner or pkg.name}/copyright"
+        lic = copyright_license(copyrights[owner], where) if owner else NOASSERTION
+        depends = _dep_names(
+            ", ".join(v for k, v in control.items() if k in ("depends", "pre-depends"))
+        )
+        rows.append(
+            {
+                "name": pkg.name,
+                "version": pkg.version,
+                "arch": pkg.arch,
+                "source": source,
+                "source_version": source_version,
+                "sha256": pkg.sha256,
+                "url": deb_url(mirror, pkg),
+                "license": lic.expression,
+                "license_refs": dict(lic.refs),
+                "depends": sorted({d for d in depends if d in locked and d != pkg.name}),
+            }
+        )
+    return rows
+
+
+# -- Python ----------------------------------------------------------------------------
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_license(meta: email.message.Message, where: str) -> License:
+    """``License-Expression`` (PEP 639) if every id in it is known; else the ``License``
+    field if it is one known name; else the classifiers; else a LicenseRef."""
+    expression = (meta.get("License-Expression") or "").strip()
+    if expression:
+        tokens = re.findall(r"[A-Za-z0-9.+-]+", expression)
+        if all(t in _SPDX_IDS or t in ("AND", "OR", "WITH") for t in tokens):
+            return License(expression, {})
+        return expression_of([expression], {}, where)
+    field = (meta.get("License") or "").strip()
+    if field and "\n" not in field and len(field) < 64:
+        return expression_of([field], {}, where)
+    classified = sorted(
+        {
+            _CLASSIFIERS.get(c, "")
+            for c in meta.get_all("Classifier") or []
+            if c.startswith("License")
+        }
+    )
+    if classified and all(classified):
+        return License(" AND ".join(classified), {})
+    named = [
+        c.rsplit("::", 1)[-1].strip()
+        for c in meta.get_all("Classifier") or []
+        if c.startswith("License")
+    ]
+    if named:
+        return expression_of(named, {}, where)
+    return NOASSERTION
+
+
+def python_inventory(
+    wheels: Sequence[LockedWheel], contents: Mapping[str, bytes]
+) -> list[dict[str, Any]]:
+    """One row per locked wheel, its METADATA read from the wheel (``contents``: its bytes by
+    sha256, checked again here)."""
+    locked = {_normalize(w.project) for w in wheels}
+    rows = []
+    for wheel in wheels:
+        data = contents[wheel.sha256]
+        if hashlib.sha256(data).hexdigest() != wheel.sha256:
+            raise BadInput(f"{wheel.filename}: the cached wheel does not match the lock's sha256")
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [
+                n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            ]
+            if len(names) != 1:
+                raise BadInput(f"{wheel.filename}: expected one .dist-info/METADATA")
+            meta = email.parser.Parser().parsestr(zf.read(names[0]).decode("utf-8", "replace"))
+        lic = wheel_license(meta, f"{wheel.filename} METADATA")
+        requires = {
+            _normalize(re.split(r"[\s;<>=!~\[(]", r.strip(), maxsplit=1)[0])
+            for r in meta.get_all("Requires-Dist") or []
+        }
+        rows.append(
+            {
+                "name": wheel.project,
+                "version": wheel.version,
+                "sha256": wheel.sha256,
+                "url": wheel.url,
+                "license": lic.expression,
+                "license_refs": dict(lic.refs),
+                "requires": sorted(requires & locked - {_normalize(wheel.project)}),
+            }
+        )
+    return rows
+
+
+# -- the document ------------------------------------------------------------------------
+
+
+def _purl_version(version: str) -> str:
+    return urllib.parse.quote(version, safe=":~")
+
+
+def deb_purl(row: Mapping[str, Any]) -> str:
+    qualifiers = f"arch={row['arch']}&distro={DEBIAN_DISTRO}"
+    if row["source"] != row["name"]:
+        qualifiers += f"&upstream={urllib.parse.quote(row['source'], safe='')}"
+    return f"pkg:deb/debian/{row['name']}@{_purl_version(row['version'])}?{qualifiers}"
+
+
+def pypi_purl(row: Mapping[str, Any]) -> str:
+    return f"pkg:pypi/{_normalize(row['name'])}@{_purl_version(row['version'])}"
+
+
+def _package(
+    spdxid: str,
+    name: str,
+    version: str,
+    download: str,
+    license_: str,
+    purl: str,
+    *,
+    sha256: str | None = None,
+    supplier: str = "NOASSERTION",
+    purpose: str = "LIBRARY",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    pkg: dict[str, Any] = {
+        "SPDXID": spdxid,
+        "name": name,
+        "versionInfo": version,
+        "supplier": supplier,
+        "downloadLocation": download,
+        "filesAnalyzed": False,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": license_,
+        "copyrightText": "NOASSERTION",
+        "primaryPackagePurpose": purpose,
+        "externalRefs": [
+            {
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": purl,
+            }
+        ],
+    }
+    if sha256:
+        pkg["checksums"] = [{"algorithm": "SHA256", "checksumValue": sha256}]
+    pkg.update(extra or {})
+    return pkg
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the SBOM says about the image itself and the app in it."""
+
+    project: str
+    version: str
+    role: str
+    image_name: str  # lockstep-worker
+    digest: str  # the image manifest's digest
+    created: str
+    build_id: str
+    sources: str  # the sources tree digest
+    license: str
+    source_url: str
+    commit: str | None  # when stamped
+    dependencies: tuple[str, ...]  # the app's direct requirements (names)
+
+
+def document(facts: ImageFacts, inventory: Mapping[str, Any]) -> bytes:
+    """The SPDX 2.3 JSON document of one image (sorted keys, two-space indent)."""
+    hexd = facts.digest.removeprefix("sha256:")
+    base = (facts.source_url or "https://lockstep.invalid").rstrip("/")
+    image_id = spdx_id("image", facts.image_name)
+    app_id = spdx_id("app", facts.project)
+    packages: list[dict[str, Any]] = []
+    relationships: list[dict[str, str]] = [
+        {
+            "spdxElementId": "SPDXRef-DOCUMENT",
+            "relationshipType": "DESCRIBES",
+            "relatedSpdxElement": image_id,
+        }
+    ]
+    refs: dict[str, str] = {}
+
+    def rel(a: str, kind: str, b: str) -> None:
+        relationships.append(
+            {"spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b}
+        )
+
+    packages.append(
+        _package(
+            image_id,
+            facts.image_name,
+            facts.version,
+            "NOASSERTION",
+            facts.license or "NOASSERTION",
+            f"pkg:oci/{facts.image_name}@{urllib.parse.quote(facts.digest, safe='')}",
+            sha256=hexd,
+            purpose="CONTAINER",
+            extra={"comment": f"build {facts.build_id}; role {facts.role}"},
+        )
+    )
+    download = (
+        f"git+{facts.source_url}@{facts.commit}"
+        if facts.commit and facts.source_url
+        else "NOASSERTION"
+    )
+    app_purl = f"pkg:generic/{facts.project}@{_purl_version(facts.version)}"
+    if download != "NOASSERTION":
+        app_purl += "?vcs_url=" + urllib.parse.quote(download, safe="")
+    packages.append(
+        _package(
+            app_id,
+            facts.project,
+            facts.version,
+            download,
+            facts.license or "NOASSERTION",
+            app_purl,
+            purpose="APPLICATION",
+            extra={"comment": f"declared sources, tree digest {facts.sources}"},
+        )
+    )
+    rel(image_id, "CONTAINS", app_id)
+    deb_ids: dict[str, str] = {}
+    for row in inventory["debian"]:
+        deb_ids[row["name"]] = spdx_id("deb", row["name"], row["sha256"][:12])
+    for row in inventory["debian"]:
+        refs.update(row["license_refs"])
+        packages.append(
+            _package(
+                deb_ids[row["name"]],
+                row["name"],
+                row["version"],
+                row["url"],
+                row["license"],
+                deb_purl(row),
+                sha256=row["sha256"],
+                supplier="Organization: Debian",
+                extra={
+                    "sourceInfo": f"built package from: {row['source']} {row['source_version']}"
+                },
+            )
+        )
+        rel(image_id, "CONTAINS", deb_ids[row["name"]])
+        for dep in row["depends"]:
+            rel(deb_ids[row["name"]], "DEPENDS_ON", deb_ids[dep])
+    wheel_ids = {
+        _normalize(row["name"]): spdx_id("pypi", row["name"], row["sha256"][:12])
+        for row in inventory["python"]
+    }
+    for row in inventory["python"]:
+        wid = wheel_ids[_normalize(row["name"])]
+        refs.update(row["license_refs"])
+        packages.append(
+            _package(
+                wid,
+                row["name"],
+                row["version"],
+                row["url"],
+                row["license"],
+                pypi_purl(row),
+                sha256=row["sha256"],
+            )
+        )
+        rel(image_id, "CONTAINS", wid)
+        for dep in row["requires"]:
+            rel(wid, "DEPENDS_ON", wheel_ids[dep])
+    for dep in facts.dependencies:
+        if _normalize(dep) in wheel_ids:
+            rel(app_id, "DEPENDS_ON", wheel_ids[_normalize(dep)])
+    doc = {
+        "spdxVersion": SPDX_VERSION,
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": f"{facts.image_name}@{facts.digest}",
+        "documentNamespace": f"{base}/spdx/{facts.image_name}/{hexd}",
+        "creationInfo": {
+            "created": facts.created,
+            "creators": [f"Tool: {facts.project}-{facts.version}"],
+        },
+        "packages": packages,
+        "relationships": relationships,
+    }
+    if refs:
+        doc["hasExtractedLicensingInfos"] = [
+            {"licenseId": ref, "extractedText": text, "name": ref.removeprefix("LicenseRef-")}
+            for ref, text in sorted(refs.items())
+        ]
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def requirement_names(requirements: Iterable[str]) -> tuple[str, ...]:
+    return tuple(
+        sorted({re.split(r"[\s;<>=!~\[(]", r.strip(), maxsplit=1)[0] for r in requirements})
+    )
