@@ -25,10 +25,10 @@ from lockstep.core.errors import BadInput, LockstepError
 # command line names one, so only its module is imported: ``lockstep worker`` in an
 # image loads nothing of the build. A test checks this table against the modules.
 COMMANDS = {
-    "lockstep.assembly.commands": ("build", "inspect", "load", "lock", "bundle"),
+    "lockstep.assembly.commands": ("build", "load", "lock", "bundle"),
     "lockstep.runtime.commands": ("scheduler", "worker", "runner", "doctor", "self-check"),
     "lockstep.jobs.commands": ("preflight", "run"),
-    "lockstep.release.commands": ("release", "check-pins", "verify"),
+    "lockstep.release.commands": ("release", "check-pins", "verify", "inspect"),
 }
 
 

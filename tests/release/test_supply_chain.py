@@ -323,3 +323,28 @@ def test_verify_checks_the_signatures(signed: Signed, cache_dir: Path) -> None:
     )
     assert bad.returncode == 1, bad.stderr[-3000:]
     assert "no signature by the given public key" in bad.stderr
+
+
+def test_inspect_shows_what_is_attached_and_the_signature_status(
+    signed: Signed, cache_dir: Path
+) -> None:
+    env = docker_config(signed.root.parent / "docker")
+    worker = signed.out["images"]["worker"]["reference"]
+
+    def inspect(*extra: str) -> str:
+        proc = lockstep(["inspect", worker, *extra], cwd=signed.root, cache=cache_dir, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    found = json.loads(inspect("--json", "--public-key", str(signed.key.with_suffix(".pub"))))
+    attachments = signed.out["attachments"]["worker"]
+    assert found["attached"]["sbom"]["digest"] == attachments["sbom"]
+    assert found["attached"]["provenance"]["digest"] == attachments["provenance"]
+    names = {p["name"] for p in found["attached"]["sbom"]["packages"]}
+    assert {"python3.11", "distributed", "numpy"} & names >= {"python3.11", "distributed"}
+    assert found["signature"].startswith("verified with ")
+    assert inspect().splitlines()[2].startswith("signature  signed (1 signature(s); not verified")
+    other = inspect("--public-key", str(signed.other.with_suffix(".pub")))
+    assert "signature  not signed by " in other
+    listing = inspect("--packages")
+    assert "pkg:pypi/distributed@2026.8.0" in listing and "pkg:deb/debian/libc6@" in listing

@@ -48,11 +48,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_project_arg(p)
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("inspect", help="show an image archive's manifest, layers and executors")
-    p.add_argument("archive", type=Path)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_inspect)
-
     p = sub.add_parser(
         "load", help="load an image archive, or one image of an OCI layout, into Docker"
     )
@@ -109,17 +104,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         for role, image in sorted(result.images.items()):
             where = image.path or f"{result.layout_dir} {image.ref}"
             print(f"{role:<7} {image.digest}  {where}")
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from lockstep.assembly.inspection import describe, inspect_archive
-
-    info = inspect_archive(args.archive)
-    if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
-    else:
-        print(describe(info))
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.cli import add_project_arg
-from lockstep.core.errors import CheckFailed
+from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.progress import to_stderr as progress
 
 
@@ -83,6 +83,57 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     add_project_arg(p)
     p.set_defaults(func=cmd_verify)
+
+    add_inspect(sub)
+
+
+def add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="show an image: an archive's manifest, layers and executors, or an image in a "
+        "registry with its attached SBOM, provenance and signature status",
+    )
+    p.add_argument("image", help="IMAGE.tar, or HOST/REPO/NAME@sha256:… in a registry")
+    p.add_argument(
+        "--packages",
+        action="store_true",
+        help="also list the packages (from the SBOM: beside the archive, or attached)",
+    )
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="KEY.pub",
+        help="check the image's cosign signature against this key (registry images)",
+    )
+    p.add_argument("--plain-http", action="store_true", help="a registry on plain HTTP")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from lockstep.assembly.inspection import describe, inspect_archive
+    from lockstep.release import remote
+
+    if "@sha256:" in args.image and not Path(args.image).exists():
+        info = remote.inspect_remote(args.image, args.public_key, args.plain_http)
+        text = remote.describe(info, args.packages)
+    else:
+        info = inspect_archive(Path(args.image))
+        text = describe(info)
+        if args.packages:
+            sbom_path = Path(args.image).parent / f"{info['role']}.spdx.json"
+            try:
+                document = json.loads(sbom_path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise BadInput(
+                    f"{sbom_path}: no SBOM beside the archive ({exc}); build with "
+                    "`lockstep build`, which writes <role>.spdx.json next to <role>.tar"
+                ) from exc
+            info["packages"] = remote.packages_of(document)
+            text += f"\npackages  {len(info['packages'])} (from {sbom_path.name})\n"
+            text += "\n".join(remote.package_lines(info["packages"]))
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else text)
+    return 0
 
 
 def _relative(path: Path) -> str:

@@ -1,0 +1,133 @@
+"""``lockstep inspect HOST/REPO/NAME@sha256:…``: an image in a registry and what is attached
+to it — its SBOM and provenance (by the referrers tag scheme) and its signatures.
+
+Read-only: one manifest, the ``sha256-<hex>`` referrers index, the artifacts' manifests
+and the SBOM's blob, and the ``sha256-<hex>.sig`` signature manifest, each checked
+against its digest. A signature is *verified* only against a public key the caller
+names; without one, the status says it is present and unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lockstep.assembly import provenance, sbom
+from lockstep.assembly.oci import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+from lockstep.core.digests import sha256_digest
+from lockstep.core.errors import CheckFailed
+from lockstep.release import attach, signing
+from lockstep.release.auth import credentials_for
+from lockstep.release.reference import parse_pinned
+from lockstep.release.registry import RegistryClient
+
+KINDS = {sbom.MEDIA_TYPE: "sbom", provenance.MEDIA_TYPE: "provenance"}
+
+
+def _blob(client: RegistryClient, name: str, digest: str) -> bytes:
+    resp = client.request("GET", f"/v2/{name}/blobs/{digest}", scope=[client.scope(name, "pull")])
+    if resp.status != 200:
+        raise client._unexpected("GET", f"blob {name}@{digest}", resp)
+    if sha256_digest(resp.body) != digest:
+        raise CheckFailed(f"registry {client.host} served {name}@{digest} with other bytes")
+    return resp.body
+
+
+def inspect_remote(
+    reference: str, public_key: Path | None = None, plain_http: bool = False
+) -> dict[str, Any]:
+    """The image at ``reference``, its attachments and its signature status."""
+    pinned = parse_pinned(reference)
+    key = signing.load_public_key(public_key) if public_key else None
+    client = RegistryClient(pinned.host, credentials_for(pinned.host), plain_http=plain_http)
+    try:
+        raw = client.get_manifest(pinned.name, pinned.digest)
+        if sha256_digest(raw) != pinned.digest:
+            raise CheckFailed(f"registry {pinned.host} served {reference} with other bytes")
+        manifest = json.loads(raw)
+        attached: dict[str, Any] = {}
+        index = attach.get_optional(
+            client, pinned.name, attach.referrers_tag(pinned.digest), INDEX_MEDIA_TYPE
+        )
+        for entry in json.loads(index).get("manifests", []) if index else []:
+            kind = KINDS.get(str(entry.get("artifactType")))
+            if kind is None:
+                continue
+            attached[kind] = {"digest": entry["digest"]}
+            if kind == "sbom":
+                artifact = json.loads(client.get_manifest(pinned.name, entry["digest"]))
+                document = json.loads(_blob(client, pinned.name, artifact["layers"][0]["digest"]))
+                attached[kind]["packages"] = packages_of(document)
+        signatures = attach.read_signatures(client, pinned.name, pinned.digest)
+    finally:
+        client.close()
+    return {
+        "reference": reference,
+        "digest": pinned.digest,
+        "layers": len(manifest.get("layers", [])),
+        "attached": attached,
+        "signature": signature_status(signatures, pinned.digest, key, public_key),
+        "media_type": manifest.get("mediaType", MANIFEST_MEDIA_TYPE),
+    }
+
+
+def signature_status(
+    signatures: list[tuple[bytes, str]], digest: str, key: Any, key_path: Path | None
+) -> str:
+    """``verified with KEY``, ``signed (not verified: pass --public-key)``, ``not signed by
+    KEY``, or ``unsigned``."""
+    if not signatures:
+        return "unsigned"
+    if key is None:
+        return f"signed ({len(signatures)} signature(s); not verified: pass --public-key)"
+    for payload, signature in signatures:
+        claims = json.loads(payload).get("critical", {}).get("image", {})
+        if claims.get("docker-manifest-digest") == digest and signing.verify(
+            key, payload, signature
+        ):
+            return f"verified with {key_path}"
+    return f"not signed by {key_path} ({len(signatures)} other signature(s))"
+
+
+def packages_of(document: dict[str, Any]) -> list[dict[str, str]]:
+    """name, version, license and purl of every package an SPDX document lists, by name."""
+    rows = []
+    for pkg in document.get("packages", []):
+        purl = next(
+            (r.get("referenceLocator", "") for r in pkg.get("externalRefs", [])
+             if r.get("referenceType") == "purl"),
+            "",
+        )  # fmt: skip
+        rows.append(
+            {
+                "name": str(pkg.get("name", "")),
+                "version": str(pkg.get("versionInfo", "")),
+                "license": str(pkg.get("licenseDeclared") or ""),
+                "purl": str(purl),
+            }
+        )
+    return sorted(rows, key=lambda r: (r["purl"].split("/")[0], r["name"]))
+
+
+def describe(info: dict[str, Any], packages: bool = False) -> str:
+    lines = [
+        f"image      {info['reference']}",
+        f"layers     {info['layers']}",
+        f"signature  {info['signature']}",
+    ]
+    for kind in ("sbom", "provenance"):
+        found = info["attached"].get(kind)
+        extra = ""
+        if found and "packages" in found:
+            extra = f" ({len(found['packages'])} packages)"
+        lines.append(f"{kind:<10} {found['digest'] + extra if found else '(none attached)'}")
+    if packages and "sbom" in info["attached"]:
+        lines += package_lines(info["attached"]["sbom"]["packages"])
+    return "\n".join(lines)
+
+
+def package_lines(rows: list[dict[str, str]]) -> list[str]:
+    return [
+        f"  {r['name']:<28} {r['version']:<24} {r['license'][:30]:<30} {r['purl']}" for r in rows
+    ]
