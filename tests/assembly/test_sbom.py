@@ -12,7 +12,7 @@ import pytest
 from lockstep.assembly import sbom
 from lockstep.inputs.debian.lock import read_lock as read_debian_lock
 from lockstep.inputs.python.lock import read_lock as read_python_lock
-from tests.fixtures.build import Built
+from tests.fixtures.build import ROOT, Built
 
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: demo
@@ -131,3 +131,24 @@ def test_sbom_lists_every_locked_package_and_the_image(built: Built) -> None:
         assert (ids["lockstep"], "DEPENDS_ON", ids["distributed"]) in relations
         assert (ids["distributed"], "DEPENDS_ON", ids["dask"]) in relations
         assert (ids["python3.11"], "DEPENDS_ON", ids["python3.11-minimal"]) in relations
+
+
+def test_inspect_lists_the_packages_from_the_sbom_beside_the_archive(built: Built) -> None:
+    from tests.fixtures.build import lockstep
+
+    proc = lockstep(
+        ["inspect", str(built.path("worker")), "--packages", "--json"],
+        cwd=built.root,
+        cache=built.cache,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["packages"]
+    by_purl = {r["purl"].split("@")[0]: r for r in rows}
+    assert by_purl["pkg:pypi/distributed"]["version"] == "2026.8.0"
+    assert "pkg:deb/debian/python3.11" in by_purl
+    assert (
+        len(rows)
+        == len(read_debian_lock(ROOT / "images/debian.lock.json").packages)
+        + len(read_python_lock(ROOT / "images/python.lock.json"))
+        + 1
+    )  # and the app
