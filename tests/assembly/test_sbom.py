@@ -150,5 +150,5 @@ def test_inspect_lists_the_packages_from_the_sbom_beside_the_archive(built: Buil
         len(rows)
         == len(read_debian_lock(ROOT / "images/debian.lock.json").packages)
         + len(read_python_lock(ROOT / "images/python.lock.json"))
-        + 1
-    )  # and the app
+        + 2  # and the app and the image
+    )
