@@ -172,6 +172,8 @@ def test_bazel_digests_equal_the_cli(
             "path": f"{role}.tar",
             "digest": built.digest(role),
             "config": built.config(role),
+            "ref": built.result["images"][role]["ref"],
+            "sbom": f"{role}.spdx.json",
         }
 
 

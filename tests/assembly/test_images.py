@@ -38,7 +38,8 @@ def test_build_prints_the_json_contract(built: Built) -> None:
     assert built.build_id.startswith("sha256:")
     for role in ("runner", "worker"):
         image = built.result["images"][role]
-        assert set(image) == {"digest", "config", "path"}
+        assert set(image) == {"digest", "config", "path", "ref", "sbom"}
+        assert image["ref"] == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}"
         archive = oci.read_archive(Path(image["path"]))
         assert archive.digest == image["digest"]
         assert archive.config_digest == image["config"]
@@ -197,9 +198,11 @@ def test_each_role_has_its_own_name_history_and_annotations(built: Built) -> Non
             assert member is not None
             assert json.loads(member.read())[0]["RepoTags"] == [ref]
         created_by = [h["created_by"] for h in archive.config["history"]]
-        assert len(created_by) == len(archive.manifest["layers"]) == 4
-        for what, word in zip(created_by, ("Debian", "wheels", "app", "manifest"), strict=True):
-            assert what.startswith("lockstep: ") and word in what, what
+        assert len(created_by) == len(archive.manifest["layers"])
+        assert created_by[0].startswith("lockstep base: Debian bookworm")
+        assert all(c.startswith("lockstep python:") for c in created_by[1:-2])
+        assert created_by[-2].startswith("lockstep app: lockstep 0.1.0")
+        assert created_by[-1].startswith("lockstep manifest: the build manifest")
         annotations = archive.manifest["annotations"]
         assert annotations == archive.config["config"]["Labels"]
         prefix = "org.opencontainers.image."
@@ -248,9 +251,10 @@ def test_podman_loads_both_roles_under_their_own_names(built: Built, tmp_path: P
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert len(history) == 4
-    assert "build manifest" in history[0] and "the app" in history[1]
-    assert "locked wheels" in history[2] and "Debian bookworm base" in history[3]
+    # newest first: the manifest, the app, the wheel groups, the Debian base
+    assert "build manifest" in history[0] and "lockstep app:" in history[1]
+    assert all("lockstep python:" in h for h in history[2:-1])
+    assert "Debian bookworm" in history[-1] and len(history) >= 4
     shutil.rmtree(run, ignore_errors=True)
 
 

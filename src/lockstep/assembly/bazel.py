@@ -238,8 +238,13 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     result = Builder(project, Cache(cache_root), progress).build(ROLES, out_dir=out)
     data = result.to_json()
     for role, image in data["images"].items():
-        image["path"] = f"{role}.tar"  # relative to the JSON: Bazel's sandbox path is gone
+        # relative to the JSON: Bazel's sandbox paths are gone after the action
+        image["path"] = f"{role}.tar"
+        if image.get("sbom"):
+            image["sbom"] = Path(image["sbom"]).name
         _write_json(out / f"{role}.json", {"build_id": data["build_id"], "role": role, **image})
+    if data.get("provenance"):
+        data["provenance"] = Path(data["provenance"]).name
     _write_json(out / "build.json", data)
     return data
 
