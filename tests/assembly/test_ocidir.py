@@ -57,9 +57,13 @@ def test_a_one_line_change_adds_only_its_blobs_and_rewrites_nothing(
     assert len(added) == 6, sorted(added)
     index = json.loads((layout / "index.json").read_text())
     refs = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
-    new = second["images"]
-    assert isinstance(new, dict)
-    assert refs == sorted(new[r]["ref"] for r in ("runner", "worker"))
+    old, new = first["images"], second["images"]
+    assert isinstance(old, dict) and isinstance(new, dict)
+    # both builds stay named (their blobs stay referenced); a role is now ambiguous, a ref is not
+    assert refs == sorted(b[r]["ref"] for b in (old, new) for r in ("runner", "worker"))
+    with pytest.raises(BadInput, match="2 images; name one of"):
+        ocidir.read_image(layout, "worker")
+    assert ocidir.read_image(layout, new["worker"]["ref"]).image.digest == new["worker"]["digest"]
 
 
 def test_skopeo_reads_the_layout_with_our_digests(built: Built, tmp_path: Path) -> None:
@@ -94,6 +98,15 @@ def test_a_layout_image_loads_into_docker_with_our_image_id(
 def test_a_corrupt_or_ambiguous_layout_is_one_clear_error(built: Built, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     build_layout(built.root, layout, built.cache)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "index.json").write_text("not json")
+    proc = lockstep(
+        ["build", "all", "--layout", str(foreign), "--no-archives"],
+        cwd=built.root,
+        cache=built.cache,
+    )
+    assert proc.returncode == 2 and "not an OCI index" in proc.stderr, proc.stderr
     with pytest.raises(BadInput, match="2 images; name one of"):
         ocidir.read_image(layout)
     with pytest.raises(BadInput, match="no image 'gpu'"):

@@ -88,6 +88,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     project = load_project(find_root(args.project))
     out = args.out.resolve() if args.out else None
     builder = Builder(project, Cache(default_cache_dir()), progress)
+    if args.layout and args.layout.exists() and not args.layout.is_dir():
+        raise BadInput(f"--layout {args.layout}: exists and is not a directory; name a directory")
     if args.no_archives and not args.layout:
         raise BadInput("--no-archives needs --layout DIR: a build must write its images somewhere")
     result = builder.build(

@@ -1,8 +1,9 @@
 """An OCI image layout directory: both images over one shared ``blobs/``, written incrementally.
 
 ``write_layout`` adds only the blobs the directory lacks (each written under a
-temporary name and renamed into place) and then replaces ``index.json``, so a
-one-line change adds the app and manifest layers, two configs and two
+temporary name and renamed into place), then names the images in ``index.json``
+beside the names already there (earlier builds keep theirs), so a one-line
+change adds the app and manifest layers, two configs and two
 manifests, and rewrites nothing else — where the ``.tar`` archives are written
 whole every time. Each image is named in the index by
 ``org.opencontainers.image.ref.name`` (``lockstep-worker:0.1.0-<id>``).
@@ -56,8 +57,28 @@ def write_layout(root: Path, images: Mapping[str, Image], blob: BlobSource) -> l
         put(image.config_digest, image.config)
         put(image.digest, image.manifest)
     write_bytes(root / "oci-layout", LAYOUT)
-    write_bytes(root / "index.json", index_json(images))
+    write_bytes(root / "index.json", _merged_index(root, images))
     return added
+
+
+def _merged_index(root: Path, images: Mapping[str, Image]) -> bytes:
+    """``index.json`` with ``images`` added: the entries of other names already there (earlier
+    builds, other tools) are kept; an entry of the same name is replaced."""
+    try:
+        old = json.loads((root / "index.json").read_bytes())
+        kept = [m for m in old.get("manifests", []) if m.get("annotations", {}).get(REF_NAME)
+                not in images]  # fmt: skip
+    except FileNotFoundError:
+        kept = []
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise BadInput(f"{root}/index.json: not an OCI index ({exc}); use another --layout "
+                       "directory, or remove this one") from exc  # fmt: skip
+    new = json.loads(index_json(images))
+    new["manifests"] = sorted(
+        [*kept, *new["manifests"]],
+        key=lambda m: str(m.get("annotations", {}).get(REF_NAME, "")),
+    )
+    return canonical_json(new)
 
 
 @dataclass(frozen=True)
