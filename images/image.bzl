@@ -40,8 +40,8 @@ _RUN = """#!/bin/sh
 python='{python}'
 if [ ! -x "$python" ]; then
     echo "lockstep: error: the builder's Python environment $python is missing or not executable;" \
-         "create it (python3 -m venv .venv && .venv/bin/pip install -e '.[build]') or point" \
-         "LOCKSTEP_PYTHON in .bazelrc at one" >&2
+         "create it (make .venv/bin/lockstep, or bazel sync to have Bazel create it from" \
+         "requirements/build.lock.txt) or point LOCKSTEP_PYTHON in .bazelrc at one" >&2
     exit 2
 fi
 {prelude}

@@ -393,3 +393,70 @@ def test_action_refuses_a_read_only_or_missing_cache(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="not an absolute path"):
         sandbox_cache({"LOCKSTEP_CACHE_DIR": "relative/cache"})
     assert sandbox_cache({"LOCKSTEP_CACHE_DIR": str(tmp_path / "c")}) == tmp_path / "c"
+
+
+# -- a fresh clone, without make: the rule creates the builder's environment ----------------
+
+
+def test_fresh_clone_without_venv_creates_the_locked_builder_environment(
+    built: Built, tmp_path: Path
+) -> None:
+    """No .venv: @lockstep_project makes the builder's environment from
+    requirements/build.lock.txt under the output base and builds with it, to the CLI's
+    digests; a host python that is not 3.11 is refused in one line; a lock change makes a
+    new environment."""
+    require(
+        shutil.which("bazel") is not None, "bazel is not installed (Debian package bazel-bootstrap)"
+    )
+    root = tmp_path / "lockstep"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(built.root), str(root)], check=True)
+    assert not (root / ".venv").exists()
+    ws = Workspace(root=root, user_root=tmp_path / "output_user_root", cache=built.cache)
+    try:
+        # Only a Python 3.10 on PATH: refused before anything is made.
+        fake = tmp_path / "fakebin"
+        fake.mkdir()
+        (fake / "python3.11").write_text("#!/bin/sh\necho 3.10\n")
+        (fake / "python3.11").chmod(0o755)
+        proc = ws.bazel("query", f"--repo_env=PATH={fake}", "//images:worker")
+        assert proc.returncode != 0
+        # Bazel shows the message as "Error in fail:" and again as "ERROR: no such package";
+        # the rest of the lines naming it are the rule's source.
+        messages = {
+            line.split("lockstep: error: ", 1)[1]
+            for line in error_lines(proc)
+            if line.startswith(("Error in fail: ", "ERROR: "))
+        }
+        (line,) = messages
+        assert "LOCKSTEP_PYTHON=.venv/bin/python does not exist" in line, line
+        assert "is Python 3.10, not 3.11" in line, line
+
+        start = time.perf_counter()
+        ws.build("//images:worker")
+        print(f"\nfresh clone, bazel build //images:worker: {time.perf_counter() - start:.1f} s")
+        assert not (root / ".venv").exists()
+        (output_base,) = [p for p in ws.user_root.iterdir() if (p / "external").is_dir()]
+        (env,) = (output_base / "lockstep-builder").iterdir()
+        project_bzl = (output_base / "external/lockstep_project/project.bzl").read_text()
+        assert f'PYTHON = "{env}/bin/python"' in project_bzl, project_bzl
+        facts = json.loads((env / "lockstep-builder-env.json").read_text())
+        lock = root / "requirements/build.lock.txt"
+        assert facts["lock"] == sha256(lock.read_bytes())
+        worker = json.loads(ws.bin("images/worker.json").read_text())
+        assert worker["build_id"] == built.build_id
+        assert (worker["digest"], worker["config"]) == (
+            built.digest("worker"),
+            built.config("worker"),
+        )
+        assert ws.bin("images/worker.tar").read_bytes() == built.path("worker").read_bytes()
+
+        # The rule reads the lock: a new lock is a new environment (the old one removed).
+        lock.write_text(lock.read_text() + "# a change of the lock\n")
+        proc = ws.bazel("query", "//images:worker")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (new_env,) = (output_base / "lockstep-builder").iterdir()
+        assert new_env.name != env.name
+        facts = json.loads((new_env / "lockstep-builder-env.json").read_text())
+        assert facts["lock"] == sha256(lock.read_bytes())
+    finally:
+        ws.shutdown()
