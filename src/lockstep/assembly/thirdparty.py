@@ -30,9 +30,9 @@ from lockstep.core import wheels
 from lockstep.core.errors import CheckFailed
 from lockstep.inputs.python.lock import LockedWheel
 
-LARGE_WHEEL = 4 << 20  # a wheel this big (compressed) gets a layer of its own
+LARGE_WHEEL = 512 << 10  # a wheel this big (compressed) gets a layer of its own
 MAX_LARGE = 24  # at most this many such layers; the smallest of any others join the buckets
-SMALL_GROUPS = 4
+SMALL_GROUPS = 8
 _SIGNATURES = ("RECORD.jws", "RECORD.p7s")
 
 
