@@ -3,7 +3,7 @@
 The test makes a throwaway CA and a server certificate for 127.0.0.1 (IP SAN)
 and localhost with the openssl CLI, and runs Debian's docker-registry on
 127.0.0.1 with ``http: tls:``. A loopback registry is probed for TLS first
-(src/lockstep/release/registry.py), so ``--registry 127.0.0.1:PORT/team``
+(src/lockstep/core/distribution.py), so ``--registry 127.0.0.1:PORT/team``
 reaches it over HTTPS; the client verifies with ``ssl.create_default_context()``,
 so ``SSL_CERT_FILE=ca.pem`` trusts the CA. skopeo, verifying TLS with the CA,
 is the independent client that must report our digests. The probe itself is
@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
+from lockstep.core import distribution as client_module
 from lockstep.core.errors import ServiceFailed
-from lockstep.release import registry as client_module
 from lockstep.release.registry import RegistryClient
 from tests.fixtures.build import Built, git, lockstep, make_repo
 from tests.fixtures.registry import OciRegistry, TlsFiles, find_registry

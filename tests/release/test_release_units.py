@@ -318,6 +318,20 @@ def test_render_the_project_templates(tmp_path: Path) -> None:
             volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
             assert volume["secret"]["secretName"] == "lockstep-tls" and mount["readOnly"]
             assert not [a for a in container.get("args", []) if a.startswith("tcp://")]
+    # Workers and the runner pull bundles named by digest with the credentials of the
+    # (optional) Secret lockstep-registry-auth, a docker-registry Secret, as config.json.
+    for doc in docs:
+        if doc["kind"] != "Service" and doc["metadata"]["name"] != "lockstep-scheduler":
+            pod = doc["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            env = {e["name"]: e["value"] for e in container["env"]}
+            mount = next(m for m in container["volumeMounts"] if m["name"] == "registry-auth")
+            assert env["DOCKER_CONFIG"] == mount["mountPath"] and mount["readOnly"]
+            volume = next(v for v in pod["volumes"] if v["name"] == "registry-auth")
+            assert volume["secret"]["secretName"] == "lockstep-registry-auth"
+            assert volume["secret"]["items"] == [
+                {"key": ".dockerconfigjson", "path": "config.json"}
+            ]
     workspace = yaml.safe_load((tmp_path / "workspace.yaml").read_text())
     assert workspace["scheduler"]["address"] == "tls://lockstep-scheduler:8786"
     assert workspace["images"] == {

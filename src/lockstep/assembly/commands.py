@@ -66,8 +66,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser(
         "bundle",
-        help="a job bundle's dependencies: `bundle lock DIR` locks its requirements "
-        "for the worker image (wheels only, constrained to the image's pins)",
+        help="job bundles: `bundle lock DIR` locks its requirements for the worker image "
+        "(wheels only, constrained to the image's pins); `bundle push|pull|inspect` "
+        "keep bundles in an OCI registry, by digest",
     )
     bundle_sub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
     q = bundle_sub.add_parser(
@@ -78,6 +79,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("dir", type=Path, help="the bundle directory")
     add_project_arg(q)
     q.set_defaults(func=cmd_bundle_lock)
+    from lockstep.jobs.bundle_commands import add_bundle_actions  # push, pull, inspect
+
+    add_bundle_actions(bundle_sub)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

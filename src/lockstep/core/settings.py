@@ -27,6 +27,7 @@ TLS_CA_FILE = "LOCKSTEP_TLS_CA_FILE"
 TLS_CERT = "LOCKSTEP_TLS_CERT"
 TLS_KEY = "LOCKSTEP_TLS_KEY"
 SSL_CERT_FILE = "SSL_CERT_FILE"  # OpenSSL's own name; lockstep's build honours it everywhere
+DOCKER_CONFIG = "DOCKER_CONFIG"  # Docker's own name: the directory of config.json
 
 MANIFEST_PATH = "/etc/lockstep/manifest.json"  # where every image carries its manifest
 DEFAULT_START_TIMEOUT = 30.0
@@ -68,6 +69,13 @@ SETTINGS: tuple[Setting, ...] = (
         "the CA bundle the build host trusts, for the package index (pex is given it as "
         "`--cert`), the Debian mirror and registries; a TLS-intercepting proxy's CA goes "
         "in it",
+    ),
+    Setting(
+        DOCKER_CONFIG,
+        "release, bundle push/pull/inspect, runner, worker",
+        "~/.docker",
+        "Docker's: the directory of the `config.json` with registry credentials; workers "
+        "pulling bundles get it from the Secret `lockstep-registry-auth`",
     ),
     Setting(
         MANIFEST,

@@ -36,6 +36,7 @@ class Bundle:
     root: Path
     digest: str
     files: tuple[TreeFile, ...]
+    reference: str | None = None  # HOST/REPO@sha256:… when the job names it in a registry
 
     @property
     def size(self) -> int:

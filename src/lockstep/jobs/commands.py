@@ -98,7 +98,8 @@ def run_preflight(args: argparse.Namespace) -> int:
     spec, bundle = checked.spec, checked.bundle
     lines = [
         f"preflight ok: {args.job}",
-        f"  bundle    {bundle.digest}  {bundle.root} ({len(bundle.files)} files)",
+        f"  bundle    {bundle.digest}  {bundle.reference or bundle.root} "
+        f"({len(bundle.files)} files)",
         f"  model     {spec.model}(params, seed)",
         f"  target    {spec.target}(results)",
         f"  runs      {len(spec.params)} parameter set(s) x {len(spec.seeds)} seed(s)",

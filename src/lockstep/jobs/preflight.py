@@ -101,7 +101,18 @@ def preflight(
     where = str(spec_path)
     fields, problems = read_spec(spec_path, registered())
     bundle: Bundle | None = None
-    if "bundle" in fields:
+    if isinstance(fields.get("bundle"), str):  # HOST/REPO@sha256:…, checked in its registry
+        from lockstep.jobs.oci_bundle import resolve
+
+        try:
+            bundle, found = resolve(fields["bundle"])
+        except LockstepError as exc:
+            problems.append(Problem(fields["bundle"], "bundle", exc.message, exc.exit_code))
+            found = []
+        if bundle is not None:
+            found += syntax_problems(bundle) + shadowing_problems(bundle)
+        problems += [Problem(file, "bundle", message) for file, message in found]
+    elif "bundle" in fields:
         bundle, found = load_bundle(fields["bundle"])
         if bundle is not None:
             found += syntax_problems(bundle) + shadowing_problems(bundle)

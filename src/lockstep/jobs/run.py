@@ -107,10 +107,23 @@ def run_job(
             f"running {spec.executor}"
         )
         shipped = ship_bundle(checked.client, bundle, checked.workers)
-        progress(
-            f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it already"
-        )
-        if shipped.env is not None:
+        if bundle.reference is not None:
+            progress(
+                f"bundle {bundle.reference} pulled by {len(shipped.sent)} worker(s) from the "
+                f"registry, {len(shipped.cached)} had it already"
+            )
+        else:
+            progress(
+                f"bundle sent to {len(shipped.sent)} worker(s), {len(shipped.cached)} had it "
+                "already"
+            )
+        if shipped.env is not None and bundle.reference is not None:
+            progress(
+                f"environment {shipped.env}: {shipped.wheels_sent} wheel(s) pulled "
+                f"({shipped.wheel_bytes / 1e6:.1f} MB), made on {len(shipped.env_built)} "
+                f"worker(s), ready on {len(checked.workers)}"
+            )
+        elif shipped.env is not None:
             early = checked.shipped  # preflight's import check made it on one worker
             sent = shipped.wheels_sent + (early.wheels_sent if early else 0)
             sent_bytes = shipped.wheel_bytes + (early.wheel_bytes if early else 0)
@@ -135,6 +148,7 @@ def run_job(
         "build_id": checked.manifest.build_id,
         "version": checked.manifest.version,
         "bundle": bundle.digest,
+        "bundle_reference": bundle.reference,
         "environment": shipped.env,
         "executor": spec.executor,
         "scheduler": address,

@@ -23,6 +23,7 @@ from typing import Any
 from lockstep.core.errors import CheckFailed, ServiceFailed
 from lockstep.jobs.bundle import Bundle
 from lockstep.runtime.bundle_env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
+from lockstep.runtime.bundle_pull import PULL_OP
 from lockstep.runtime.bundle_store import CHECK_OP, HAS_OP, PUT_OP, read_tree, to_wire
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,11 @@ def broadcast(
 def ship_bundle(
     client: Any, bundle: Bundle, workers: Sequence[str], timeout: float = 120.0
 ) -> Shipped:
-    """Make sure every one of ``workers`` holds ``bundle.digest``; ``ShipFailed`` if not."""
+    """Make sure every one of ``workers`` holds ``bundle.digest``; ``ShipFailed`` if not.
+
+    A bundle named by a registry reference is pulled by the workers themselves."""
+    if bundle.reference is not None:
+        return pull_on_workers(client, bundle, workers, timeout)
     start = time.monotonic()
     answers = broadcast(client, workers, {"op": HAS_OP, "digest": bundle.digest}, timeout)
     errors = [f"worker {w}: did not answer {HAS_OP}" for w in workers if w not in answers]
@@ -119,6 +124,50 @@ def ship_bundle(
     shipped = Shipped(bundle.digest, tuple(missing), cached)
     if bundle.lock_data() is not None:
         shipped = ship_environment(client, bundle, list(workers), shipped, timeout)
+    return shipped
+
+
+def pull_on_workers(
+    client: Any, bundle: Bundle, workers: Sequence[str], timeout: float = 120.0
+) -> Shipped:
+    """Have each worker pull ``bundle.reference`` (what it lacks: code, wheels) from the
+    registry; the scheduler relays only the reference. Then make its environment."""
+    start = time.monotonic()
+    msg = {"op": PULL_OP, "reference": bundle.reference}
+    answers = broadcast(client, workers, msg, timeout + 600)
+    errors = [f"worker {w}: did not answer {PULL_OP}" for w in workers if w not in answers]
+    failed = [a for a in answers.values() if not a.get("ok")]
+    wrong = [
+        f"worker {w}: {bundle.reference} holds bundle {a.get('digest')}, preflight checked "
+        f"{bundle.digest}"
+        for w, a in answers.items()
+        if a.get("ok") and a.get("digest") != bundle.digest
+    ]
+    if errors or failed or wrong:
+        raise EnvFailed(
+            errors + [str(a.get("error")) for a in failed] + wrong,
+            [1] * len(errors) + [int(a.get("code", 1)) for a in failed] + [1] * len(wrong),
+        )
+    pulled = tuple(w for w, a in answers.items() if a.get("pulled"))
+    cached = tuple(w for w, a in answers.items() if not a.get("pulled"))
+    wheels = sum(int(a.get("wheels", 0)) for a in answers.values())
+    nbytes = sum(int(a.get("bytes", 0)) for a in answers.values())
+    log.info(
+        "bundle %s: pulled by %d worker(s) from the registry (%d bytes, %d wheel(s)), "
+        "%d had it (%.2f s)",
+        bundle.reference,
+        len(pulled),
+        nbytes,
+        wheels,
+        len(cached),
+        time.monotonic() - start,
+    )
+    shipped = Shipped(bundle.digest, pulled, cached)
+    if bundle.lock_data() is not None:
+        shipped = ship_environment(client, bundle, list(workers), shipped, timeout)
+        shipped = Shipped(
+            shipped.digest, pulled, cached, shipped.env, wheels, nbytes, shipped.env_built
+        )
     return shipped
 
 
@@ -173,6 +222,15 @@ def ship_environment(
                 if digest not in by_digest:
                     raise EnvFailed([f"worker {worker} asks for {digest}, not in the lock"], [1])
                 needed.setdefault(digest, []).append(worker)
+        if bundle.reference is not None:  # a wheel found corrupt was removed: pull again
+            again = broadcast(
+                client, sorted({w for t in needed.values() for w in t}),
+                {"op": PULL_OP, "reference": bundle.reference}, timeout + 600,
+            )  # fmt: skip
+            bad = [str(a.get("error")) for a in again.values() if not a.get("ok")]
+            if bad:
+                raise EnvFailed(bad, [int(a.get("code", 1)) for a in again.values()])
+            needed = {}
         for digest, targets in sorted(needed.items()):
             wheel = by_digest[digest]
             data = fetch_verified(

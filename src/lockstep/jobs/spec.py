@@ -2,7 +2,7 @@
 
 ```toml
 name = "sir-incidence"                    # optional; default: the file's stem
-bundle = "bundle"                         # the bundle directory, relative to this file
+bundle = "bundle"                         # a directory relative to this file, or HOST/REPO@sha256:…
 model = "sir.model:simulate"              # model(params, seed) -> mapping (JSON values)
 target = "targets.incidence:incidence"    # target(results) -> aggregate (JSON values)
 executor = "cold"                         # the executor the workers must run
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.bundle_artifact import ArtifactRefused, looks_like_reference, parse_reference
 from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.limits import MAX_SECONDS, seconds_value
 
@@ -96,7 +97,7 @@ class JobSpec:
 
     path: Path
     name: str
-    bundle: Path
+    bundle: Path | str  # a directory, or HOST/REPO@sha256:… in a registry
     model: str
     target: str
     executor: str
@@ -163,10 +164,19 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
         bad("name", "must be a non-empty string")
     if "bundle" in data:
         bundle = data["bundle"]
-        if isinstance(bundle, str) and bundle:
+        if isinstance(bundle, str) and bundle and looks_like_reference(bundle):
+            try:
+                fields["bundle"] = str(parse_reference(bundle))
+            except ArtifactRefused as exc:
+                bad("bundle", str(exc))
+        elif isinstance(bundle, str) and bundle:
             fields["bundle"] = (path.parent / bundle).resolve()
         else:
-            bad("bundle", "must be the bundle directory, relative to the job spec")
+            bad(
+                "bundle",
+                "must be the bundle directory, relative to the job spec, or "
+                "HOST/REPO@sha256:… (`lockstep bundle push` prints it)",
+            )
     for key, call in (("model", "model(params, seed)"), ("target", "target(results)")):
         if key not in data:
             continue

@@ -7,31 +7,26 @@ so deployment files never use them.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
+from lockstep.core.distribution import is_loopback
 from lockstep.core.errors import BadInput
+
+__all__ = [
+    "DIGEST",
+    "Pinned",
+    "Target",
+    "is_loopback",
+    "parse_pinned",
+    "parse_target",
+    "pin_problem",
+]
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # The distribution spec's repository name grammar, one path component.
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _HOST = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?$")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (``name[:port]`` or ``[v6]:port``) is a loopback address."""
-    name = host
-    if name.startswith("["):
-        name = name[1:].split("]", 1)[0]
-    elif name.count(":") == 1:
-        name = name.rsplit(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import sys
 from typing import Any
 
 from lockstep.core.errors import LockstepError
-from lockstep.runtime import bundle_env, bundle_store
+from lockstep.runtime import bundle_env, bundle_pull, bundle_store
 from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
@@ -85,6 +85,7 @@ async def dask_setup(worker: Any) -> None:
     }
     bundle_store.install(worker, runtime.bundles, runtime.envs)
     bundle_env.install(worker, runtime.bundles, runtime.envs)
+    bundle_pull.install(worker, runtime.bundles, runtime.envs)
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)
     task.add_done_callback(_background.discard)

@@ -1,0 +1,269 @@
+"""A job bundle as an OCI artifact: its format, shared by the runner and the workers.
+
+One image manifest (``application/vnd.oci.image.manifest.v1+json``) whose
+``artifactType`` is ``application/vnd.lockstep.bundle.v1+json``; the config is
+the OCI empty descriptor (``{}``), so the manifest's digest is decided by its
+layers alone and names the bundle (``HOST/REPO@sha256:…``). Layers, in order:
+
+- the code: ``application/vnd.lockstep.bundle.code.v1.tar``, a deterministic
+  tar of every file of the bundle (``code_tar``), the lock included;
+- the lock, if the bundle has one: ``application/vnd.lockstep.bundle.lock.v1+json``,
+  the same bytes as the tar's ``lockstep.lock.json`` (so a reader sees the
+  wheels without unpacking the code);
+- one ``application/vnd.lockstep.wheel.v1+zip`` per locked wheel, whose digest
+  is the wheel's own sha256: bundles that share a wheel share its blob, and a
+  re-push after a code change uploads only the code (and the manifest).
+
+The manifest's annotations carry the bundle's tree digest
+(``io.lockstep.bundle.digest``), which the worker checks again from the files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from typing import Any
+
+from lockstep.core.digests import TreeFile, canonical_json, sha256_digest
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+ARTIFACT_TYPE = "application/vnd.lockstep.bundle.v1+json"
+CODE_MEDIA_TYPE = "application/vnd.lockstep.bundle.code.v1.tar"
+LOCK_MEDIA_TYPE = "application/vnd.lockstep.bundle.lock.v1+json"
+WHEEL_MEDIA_TYPE = "application/vnd.lockstep.wheel.v1+zip"
+EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY_CONFIG = b"{}"
+DIGEST_ANNOTATION = "io.lockstep.bundle.digest"
+TITLE_ANNOTATION = "org.opencontainers.image.title"
+CODE_TITLE = "bundle.tar"
+LOCK_TITLE = "lockstep.lock.json"
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_CODE_BYTES = 80 << 20  # the 64 MiB bundle limit plus tar headers
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HOST = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(?::[0-9]{1,5})?$")
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+
+
+class ArtifactRefused(ValueError):
+    """Not a lockstep bundle artifact, or one that breaks its own format."""
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    title: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+            "annotations": {TITLE_ANNOTATION: self.title},
+        }
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A bundle artifact's manifest, read: the tree digest and its blobs."""
+
+    digest: str  # the bundle's tree digest
+    code: Descriptor
+    lock: Descriptor | None
+    wheels: tuple[Descriptor, ...]
+
+    @property
+    def blobs(self) -> tuple[Descriptor, ...]:
+        config = Descriptor(EMPTY_MEDIA_TYPE, sha256_digest(EMPTY_CONFIG), 2, "config")
+        return (config, self.code, *((self.lock,) if self.lock else ()), *self.wheels)
+
+    @property
+    def size(self) -> int:
+        return sum(d.size for d in self.blobs)
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """``HOST[:PORT]/REPO@sha256:…``: a bundle pinned in a registry."""
+
+    host: str
+    name: str
+    digest: str
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.name}@{self.digest}"
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """``HOST[:PORT]/REPO`` → (host, repository); ``ArtifactRefused`` saying what is wrong."""
+    host, _, repository = text.strip().partition("/")
+    if (
+        not _HOST.match(host)
+        or not repository
+        or not all(_COMPONENT.match(p) for p in repository.split("/"))
+    ):
+        raise ArtifactRefused(
+            f"--registry {text!r}: use HOST[:PORT]/REPO with a lowercase repository "
+            "(a-z0-9._-), e.g. registry.example.com/bundles or 127.0.0.1:5000/team"
+        )
+    return host, repository
+
+
+def looks_like_reference(text: str) -> bool:
+    """Whether a spec's ``bundle`` names a registry (``@``, or a first path component that
+    is a host: a port, a dot inside it, or ``localhost``) rather than a directory."""
+    if "@" in text:
+        return True
+    first, slash, _rest = text.partition("/")
+    if not slash or first in (".", "..") or first.startswith("."):
+        return False
+    return bool(_HOST.match(first)) and (":" in first or "." in first or first == "localhost")
+
+
+def parse_reference(text: str) -> BundleRef:
+    """``HOST[:PORT]/REPO@sha256:<64 hex>``; ``ArtifactRefused`` saying how to pin it."""
+    head, at, digest = text.strip().partition("@")
+    host, _, name = head.partition("/")
+    tag = ""
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        tag = last.split(":", 1)[1]
+        name = name[: len(name) - len(tag) - 1]
+    problem = None
+    if not host or not _HOST.match(host) or not name:
+        problem = "it is not HOST[:PORT]/REPO@sha256:<64 hex>"
+    elif not all(_COMPONENT.match(part) for part in name.split("/")):
+        problem = f"repository {name!r} must be lowercase path components (a-z0-9._-)"
+    elif not at and tag:
+        problem = f"it names the tag :{tag}, which can move; a bundle is named by digest only"
+    elif not at:
+        problem = "it has no digest; a bundle is named by digest only"
+    elif not _DIGEST.match(digest):
+        problem = f"its digest {digest!r} is not sha256:<64 hex>"
+    if problem:
+        raise ArtifactRefused(
+            f"bundle reference {text!r}: {problem}; pin it as HOST/REPO@sha256:… "
+            "(`lockstep bundle push DIR --registry HOST/REPO` prints it)"
+        )
+    return BundleRef(host, name, digest)
+
+
+def code_tar(files: list[TreeFile] | tuple[TreeFile, ...]) -> bytes:
+    """A tar of ``files`` whose bytes depend only on their paths, exec bits and contents:
+    regular files only, sorted, no directory entries, uid/gid 0, no owner names, mtime 0,
+    mode 0644 or 0755, GNU format."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for f in sorted(files, key=lambda f: f.path):
+            info = tarfile.TarInfo(f.path)
+            info.size = len(f.data)
+            info.mode = 0o755 if f.executable else 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.type = tarfile.REGTYPE
+            tar.addfile(info, io.BytesIO(f.data))
+    return out.getvalue()
+
+
+def read_code_tar(data: bytes) -> list[TreeFile]:
+    """The files of a code tar; ``ArtifactRefused`` for anything but plain, relative,
+    distinct regular files. Nothing is written anywhere."""
+    files: dict[str, TreeFile] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                name = member.name
+                if (
+                    not member.isreg()
+                    or not name
+                    or name.startswith("/")
+                    or "\\" in name
+                    or "\0" in name
+                    or any(p in ("", ".", "..") for p in name.split("/"))
+                ):
+                    raise ArtifactRefused(
+                        f"the bundle's code holds {name!r}, not a plain relative file"
+                    )
+                if name in files:
+                    raise ArtifactRefused(f"the bundle's code holds {name!r} twice")
+                handle = tar.extractfile(member)
+                assert handle is not None  # a regular file
+                files[name] = TreeFile(name, bool(member.mode & 0o100), handle.read())
+    except tarfile.TarError as exc:
+        raise ArtifactRefused(f"the bundle's code is not a tar ({exc})") from exc
+    return sorted(files.values(), key=lambda f: f.path)
+
+
+def build_manifest(
+    tree: str, code: Descriptor, lock: Descriptor | None, wheels: list[Descriptor]
+) -> bytes:
+    """The artifact manifest's bytes (canonical JSON, so one bundle has one digest)."""
+    layers = [code, *((lock,) if lock else ()), *sorted(wheels, key=lambda d: d.title)]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {
+            "mediaType": EMPTY_MEDIA_TYPE,
+            "digest": sha256_digest(EMPTY_CONFIG),
+            "size": len(EMPTY_CONFIG),
+            "data": "e30=",
+        },
+        "layers": [d.to_json() for d in layers],
+        "annotations": {DIGEST_ANNOTATION: tree},
+    }
+    return canonical_json(manifest)
+
+
+def _descriptor(raw: Any, what: str) -> Descriptor:
+    if not isinstance(raw, dict):
+        raise ArtifactRefused(f"{what} is not a descriptor")
+    media, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
+    title = (raw.get("annotations") or {}).get(TITLE_ANNOTATION, "")
+    if (
+        not isinstance(media, str)
+        or not isinstance(digest, str)
+        or not _DIGEST.match(digest)
+        or not isinstance(size, int)
+        or isinstance(size, bool)
+        or size < 0
+        or not isinstance(title, str)
+    ):
+        raise ArtifactRefused(f"{what} has no valid mediaType, sha256 digest and size")
+    return Descriptor(media, digest, size, title)
+
+
+def parse_manifest(data: bytes) -> Artifact:
+    """Read a bundle artifact's manifest; ``ArtifactRefused`` if it is not one."""
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise ArtifactRefused(f"the manifest is not JSON ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("artifactType") != ARTIFACT_TYPE:
+        found = raw.get("artifactType") if isinstance(raw, dict) else None
+        raise ArtifactRefused(
+            f"it is not a lockstep bundle (artifactType {found!r}, not {ARTIFACT_TYPE!r}); "
+            "push the bundle with `lockstep bundle push`"
+        )
+    tree = (raw.get("annotations") or {}).get(DIGEST_ANNOTATION)
+    if not isinstance(tree, str) or not _DIGEST.match(tree):
+        raise ArtifactRefused(f"the manifest has no {DIGEST_ANNOTATION} annotation")
+    layers = raw.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise ArtifactRefused("the manifest has no layers")
+    descs = [_descriptor(layer, f"layer {i}") for i, layer in enumerate(layers)]
+    codes = [d for d in descs if d.media_type == CODE_MEDIA_TYPE]
+    locks = [d for d in descs if d.media_type == LOCK_MEDIA_TYPE]
+    wheels = [d for d in descs if d.media_type == WHEEL_MEDIA_TYPE]
+    if len(codes) != 1 or len(locks) > 1 or len(codes) + len(locks) + len(wheels) != len(descs):
+        raise ArtifactRefused(
+            "the manifest must have one code layer, at most one lock layer and wheel layers"
+        )
+    if codes[0].size > MAX_CODE_BYTES:
+        raise ArtifactRefused(f"its code is {codes[0].size} bytes, over {MAX_CODE_BYTES}")
+    return Artifact(tree, codes[0], locks[0] if locks else None, tuple(wheels))

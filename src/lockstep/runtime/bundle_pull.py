@@ -1,0 +1,232 @@
+"""Bundles pulled by the worker itself from an OCI registry, by digest.
+
+The runner sends only the reference (``HOST/REPO@sha256:…``, the digest of the
+artifact's manifest, ``lockstep.core.bundle_artifact``); the worker fetches
+what it lacks, straight from the registry, never through the scheduler:
+
+- the manifest, whose bytes must have the reference's digest (then kept under
+  ``LOCKSTEP_BUNDLE_DIR/manifests/<hex>``, so a worker holding everything asks
+  the registry nothing);
+- the code blob, if the bundle store lacks the manifest's tree digest: its
+  bytes must have the blob's digest, and the files the tree digest
+  (``BundleStore.put``); anything else is refused and nothing is cached;
+- the wheels its environment lacks (``EnvStore.status``), each checked against
+  its sha256 before it is kept (``EnvStore.put_wheel``).
+
+Credentials and TLS are those of ``lockstep release`` (``lockstep.core.distribution``):
+Docker's ``config.json`` (``DOCKER_CONFIG``, mounted from a Secret by the
+deployment files), the system CA store (or ``SSL_CERT_FILE``), plain HTTP only
+for a loopback registry that does not speak TLS.
+
+Handler: ``lockstep_bundle_pull(reference)`` → ``{"ok", "digest", "pulled",
+"wheels", "bytes", "seconds"}`` or ``{"ok": False, "error", "code"}`` (the exit
+code it means for the runner: 2 no or wrong credentials, or a lock this worker
+cannot use; 1 bytes that are not what they claim; 3 the registry failed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockstep.core.bundle_artifact import (
+    MAX_MANIFEST_BYTES,
+    Artifact,
+    ArtifactRefused,
+    BundleRef,
+    parse_manifest,
+    parse_reference,
+    read_code_tar,
+)
+from lockstep.core.digests import hex_of, sha256_digest
+from lockstep.core.distribution import MANIFEST_MEDIA_TYPES, RegistryClient
+from lockstep.core.docker_auth import credentials_for
+from lockstep.core.errors import CheckFailed, LockstepError, ServiceFailed
+from lockstep.runtime.bundle_store import BundleStore
+
+log = logging.getLogger("lockstep.runtime.bundle_pull")
+
+PULL_OP = "lockstep_bundle_pull"
+MAX_WHEEL_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Pulled:
+    digest: str  # the bundle's tree digest
+    pulled: bool  # the code came from the registry now
+    wheels: int
+    bytes: int
+    seconds: float
+
+
+def worker_login_hint(host: str) -> str:
+    return (
+        f"give this worker credentials for {host}: a Docker config.json in "
+        "$DOCKER_CONFIG (the deployment files mount it from the Secret "
+        "lockstep-registry-auth)"
+    )
+
+
+def fetch_manifest(client: RegistryClient, ref: BundleRef) -> bytes:
+    """The manifest bytes of ``ref``, checked against its digest; ``CheckFailed`` if absent."""
+    resp = client.request(
+        "GET",
+        f"/v2/{ref.name}/manifests/{ref.digest}",
+        scope=[client.scope(ref.name, "pull")],
+        headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+    )
+    if resp.status == 404:
+        raise CheckFailed(
+            f"registry {ref.host} has no bundle {ref}; push it (`lockstep bundle push DIR "
+            f"--registry {ref.host}/{ref.name}`) or fix the reference"
+        )
+    if resp.status != 200:
+        raise ServiceFailed(
+            f"registry {ref.host}: GET manifest {ref.digest} of {ref.name} answered "
+            f"{resp.status} ({resp.error_text()})"
+        )
+    if len(resp.body) > MAX_MANIFEST_BYTES:
+        raise CheckFailed(f"registry {ref.host}: the manifest of {ref} is too large")
+    found = sha256_digest(resp.body)
+    if found != ref.digest:
+        raise CheckFailed(
+            f"registry {ref.host} served {found} for the manifest {ref}: refused, nothing "
+            "kept; the registry's storage is corrupt or something between rewrote it"
+        )
+    return resp.body
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:12]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+class Puller:
+    """Pulls bundles into a worker's ``BundleStore`` (and wheels into its ``EnvStore``)."""
+
+    def __init__(self, bundles: BundleStore, envs: Any, where: str = "this worker") -> None:
+        self.bundles = bundles
+        self.envs = envs
+        self.where = where
+        self.manifests = bundles.root / "manifests"
+        self._clients: dict[tuple[str, Any], RegistryClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, host: str) -> RegistryClient:
+        """One client per registry host and credentials, read from config.json each time
+        (a Secret updated in place is used at the next pull)."""
+        creds = credentials_for(host)
+        with self._lock:
+            key = (host, creds)
+            if key not in self._clients:
+                self._clients[key] = RegistryClient(host, creds, login_hint=worker_login_hint(host))
+            return self._clients[key]
+
+    def manifest(self, ref: BundleRef) -> tuple[Artifact, bool]:
+        """The artifact of ``ref``: from this worker's copy (re-checked) or the registry."""
+        path = self.manifests / hex_of(ref.digest)
+        with contextlib.suppress(OSError):
+            data = path.read_bytes()
+            if sha256_digest(data) == ref.digest:
+                return parse_manifest(data), False
+            path.unlink()
+        data = fetch_manifest(self.client(ref.host), ref)
+        artifact = parse_manifest(data)
+        _write_once(path, data)
+        return artifact, True
+
+    def pull(self, reference: str) -> Pulled:
+        start = time.monotonic()
+        ref = parse_reference(reference)
+        artifact, _fetched = self.manifest(ref)
+        got = 0
+        pulled = False
+        path = self.bundles.has(artifact.digest)
+        if path is None:
+            data = self.client(ref.host).get_blob(ref.name, artifact.code.digest, 80 << 20)
+            got += len(data)
+            path = self.bundles.put(artifact.digest, read_code_tar(data))
+            pulled = True
+        wheels = 0
+        if self.envs is not None and artifact.wheels:
+            status = self.envs.status(path)
+            by_digest = {w.digest: w for w in artifact.wheels}
+            for digest in [] if status["ready"] else status["missing"]:
+                if digest not in by_digest:
+                    raise ArtifactRefused(
+                        f"the bundle's lock names wheel {digest}, which {ref} does not hold"
+                    )
+                data = self.client(ref.host).get_blob(ref.name, digest, MAX_WHEEL_BYTES)
+                self.envs.put_wheel(digest, data)
+                got += len(data)
+                wheels += 1
+        seconds = time.monotonic() - start
+        if pulled or wheels:
+            log.info(
+                "lockstep pulled bundle %s (%s): code %s, %d wheel(s), %d bytes in %.2f s",
+                ref,
+                artifact.digest,
+                "pulled" if pulled else "cached",
+                wheels,
+                got,
+                seconds,
+            )
+        return Pulled(artifact.digest, pulled, wheels, got, seconds)
+
+
+def install(worker: Any, bundles: BundleStore, envs: Any) -> None:
+    """Register ``lockstep_bundle_pull`` on a Dask ``worker`` (pickle-free)."""
+    import asyncio
+
+    from lockstep.runtime.bundle_env import EnvRefused, WheelRefused
+    from lockstep.runtime.bundle_store import BundleRefused
+
+    where = f"worker {worker.address}"
+    puller = Puller(bundles, envs, where)
+
+    async def pull(reference: str) -> dict[str, Any]:
+        try:
+            done = await asyncio.to_thread(puller.pull, str(reference))
+        except LockstepError as exc:
+            log.error("lockstep could not pull %s: %s", reference, exc.message)
+            return {"ok": False, "error": f"{where}: {exc.message}", "code": exc.exit_code}
+        except (ArtifactRefused, BundleRefused, WheelRefused) as exc:
+            log.error("lockstep refused bundle %s: %s", reference, exc)
+            code = 2 if isinstance(exc, ArtifactRefused) and "pin it" in str(exc) else 1
+            return {"ok": False, "error": f"{where}: {reference}: {exc}; refused", "code": code}
+        except EnvRefused as exc:
+            return {"ok": False, "error": f"{where}: {exc}", "code": 2}
+        except OSError as exc:
+            from lockstep.core.settings import BUNDLE_DIR
+
+            return {
+                "ok": False,
+                "error": f"{where} cannot cache bundle {reference} under {bundles.root} "
+                f"({exc.strerror or exc}); give the worker a writable {BUNDLE_DIR}",
+                "code": 2,
+            }
+        return {
+            "ok": True,
+            "digest": done.digest,
+            "pulled": done.pulled,
+            "wheels": done.wheels,
+            "bytes": done.bytes,
+            "seconds": round(done.seconds, 3),
+        }
+
+    worker.handlers[PULL_OP] = pull
