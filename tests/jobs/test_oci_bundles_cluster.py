@@ -11,6 +11,7 @@ code (for preflight's checks); the workers pull code and wheels themselves.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,7 +36,17 @@ from tests.release.test_release import AuthRegistry, auth_entry
 from tests.release.test_release_tls import make_pki
 
 SIR = EXAMPLES / "sir"
-_FIXED = Path(tempfile.mkdtemp(prefix="lockstep-oci-cluster-"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_fixed() -> Iterator[None]:
+    yield
+    shutil.rmtree(_FIXED, ignore_errors=True)
+
+
+# Fixed before the module's cluster starts (its workers' env names them); made by the
+# fixtures below and removed after the module (see _remove_fixed).
+_FIXED = Path(tempfile.gettempdir()) / f"lockstep-oci-cluster-{os.getpid()}"
 CREDS = _FIXED / "creds"  # the cold worker's DOCKER_CONFIG
 NO_CREDS = _FIXED / "no-creds"  # the isolated_warm worker's
 PKI = _FIXED / "pki"

@@ -51,6 +51,10 @@ class ArtifactRefused(ValueError):
     """Not a lockstep bundle artifact, or one that breaks its own format."""
 
 
+class ReferenceRefused(ArtifactRefused):
+    """A bundle reference that is not pinned by digest (bad input, not a bad artifact)."""
+
+
 @dataclass(frozen=True)
 class Descriptor:
     media_type: str
@@ -145,7 +149,7 @@ def parse_reference(text: str) -> BundleRef:
     elif not _DIGEST.match(digest):
         problem = f"its digest {digest!r} is not sha256:<64 hex>"
     if problem:
-        raise ArtifactRefused(
+        raise ReferenceRefused(
             f"bundle reference {text!r}: {problem}; pin it as HOST/REPO@sha256:… "
             "(`lockstep bundle push DIR --registry HOST/REPO` prints it)"
         )

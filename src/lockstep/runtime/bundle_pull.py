@@ -41,6 +41,7 @@ from lockstep.core.bundle_artifact import (
     Artifact,
     ArtifactRefused,
     BundleRef,
+    ReferenceRefused,
     parse_manifest,
     parse_reference,
     read_code_tar,
@@ -207,7 +208,7 @@ def install(worker: Any, bundles: BundleStore, envs: Any) -> None:
             return {"ok": False, "error": f"{where}: {exc.message}", "code": exc.exit_code}
         except (ArtifactRefused, BundleRefused, WheelRefused) as exc:
             log.error("lockstep refused bundle %s: %s", reference, exc)
-            code = 2 if isinstance(exc, ArtifactRefused) and "pin it" in str(exc) else 1
+            code = 2 if isinstance(exc, ReferenceRefused) else 1
             return {"ok": False, "error": f"{where}: {reference}: {exc}; refused", "code": code}
         except EnvRefused as exc:
             return {"ok": False, "error": f"{where}: {exc}", "code": 2}
