@@ -343,9 +343,9 @@ def _rewrite(data: bytes, change: dict[str, bytes | None], extra: dict[str, byte
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("content", r"toolz/__init__\.py does not match its RECORD"),
-        ("unlisted", r"toolz/extra\.py is not listed"),
-        ("missing", r"RECORD lists toolz/__init__\.py, which it lacks"),
+        ("content", r"member toolz/__init__\.py does not have the hash its RECORD lists"),
+        ("unlisted", r"member toolz/extra\.py is not listed with a hash in its RECORD"),
+        ("missing", r"its RECORD lists toolz/__init__\.py, which it does not contain"),
         ("escape", r"member '\.\./\.\./etc/evil' has an empty, '\.' or '\.\.' path part"),
     ],
 )

@@ -19,8 +19,6 @@ version of one small wheel rebuilds one bucket and nothing else moves.
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,7 +31,6 @@ from lockstep.inputs.python.lock import LockedWheel
 LARGE_WHEEL = 512 << 10  # a wheel this big (compressed) gets a layer of its own
 MAX_LARGE = 24  # at most this many such layers; the smallest of any others join the buckets
 SMALL_GROUPS = 8
-_SIGNATURES = ("RECORD.jws", "RECORD.p7s")
 
 
 @dataclass(frozen=True)
@@ -48,61 +45,17 @@ class WheelGroup:
         return ", ".join(f"{w.project} {w.version}" for w in self.wheels)
 
 
-def _safe(path: str, where: str) -> str:
-    problem = wheels.unsafe_member(path)
-    if problem:
-        raise CheckFailed(f"{where}: member {path!r} {problem}; refusing the wheel")
-    return path
-
-
 def wheel_entries(wheel: LockedWheel, data: bytes) -> list[Entry]:
     """The files ``wheel`` installs, as entries under ``SITE_DIR``, each checked against the
-    wheel's ``RECORD``; CheckFailed naming the wheel and file otherwise."""
-    where = wheel.filename
+    wheel's ``RECORD`` (``core.wheels.verified_members``); CheckFailed naming the wheel."""
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise CheckFailed(
-            f"{where}: not a zip archive ({exc}); re-lock or clear the cache"
-        ) from exc
-    with zf:
-        names = [i.filename for i in zf.infolist() if not i.is_dir()]
-        records = [n for n in names if n.count("/") == 1 and n.endswith(".dist-info/RECORD")]
-        if len(records) != 1:
-            raise CheckFailed(f"{where}: expected one .dist-info/RECORD, found {len(records)}")
-        record_name = records[0]
-        record = zf.read(record_name)
-        try:
-            hashes = {path: digest for path, digest, _ in wheels.parse_record(record)}
-        except ValueError as exc:
-            raise CheckFailed(f"{where}: {exc}") from None
-        data_dir = record_name.split("/")[0].removesuffix(".dist-info") + ".data"
-        entries: list[Entry] = []
-        for info in zf.infolist():
-            name = info.filename
-            if info.is_dir():
-                continue
-            _safe(name, where)
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise CheckFailed(f"{where}: member {name!r} is a symlink; wheels hold files only")
-            target = wheels.installed_path(name, data_dir)
-            if target is None:
-                continue
-            content = record if name == record_name else zf.read(info)
-            if name != record_name and not name.endswith(tuple(f"/{s}" for s in _SIGNATURES)):
-                want = hashes.get(name)
-                if not want:
-                    raise CheckFailed(f"{where}: {name} is not listed (with a hash) in its RECORD")
-                if wheels.record_hash(content) != want:
-                    raise CheckFailed(
-                        f"{where}: {name} does not match its RECORD: the wheel is corrupt"
-                    )
-            mode = 0o755 if (info.external_attr >> 16) & 0o100 else 0o644
-            entries.append(Entry.file(f"{SITE_DIR}/{_safe(target, where)}", content, mode))
-        listed = {n for n, h in hashes.items() if h} - set(names)
-        if listed:
-            raise CheckFailed(f"{where}: RECORD lists {sorted(listed)[0]}, which it lacks")
-    return entries
+        members = wheels.verified_members(data, wheel.project)
+    except wheels.WheelRejected as exc:
+        raise CheckFailed(f"{wheel.filename}: {exc}; refusing the wheel (re-lock)") from None
+    return [
+        Entry.file(f"{SITE_DIR}/{m.target}", m.content, 0o755 if m.executable else 0o644)
+        for m in members
+    ]
 
 
 def group_of(project: str) -> int:

@@ -13,6 +13,9 @@ import csv
 import hashlib
 import io
 import re
+import stat
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # PEP 427: {distribution}-{version}(-{build tag})?-{python tag}-{abi tag}-{platform tag}.whl
@@ -105,3 +108,90 @@ def installed_path(member: str, data_dir: str) -> str | None:
     if scheme in ("purelib", "platlib") and rest:
         return rest
     return None
+
+
+class WheelRejected(ValueError):
+    """A wheel whose members are not what its ``RECORD`` says, or not plain files."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file a wheel installs: where in the site directory, its bytes, its exec bit."""
+
+    target: str
+    content: bytes
+    executable: bool
+
+
+def verified_members(
+    data: bytes, project: str | None = None, take: Callable[[int], None] | None = None
+) -> list[Member]:
+    """The files the wheel ``data`` installs in a flat site directory, each checked: every
+    member a plain relative path (no ``..``, absolute path, link or device), in the archive
+    once and of the size its header says, listed in the ``RECORD`` with the hash of its
+    bytes, and every hashed ``RECORD`` row present. ``project``: the name the lock gives it.
+    ``take(size)`` is called per member first (a budget may refuse). ``WheelRejected`` with
+    what is wrong. The build's layers and the workers' environments both install by this."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise WheelRejected(f"not a zip archive ({exc})") from None
+    with zf:
+        infos = zf.infolist()
+        tops = {i.filename.split("/")[0] for i in infos if "/" in i.filename}
+        dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
+        if len(dist_infos) != 1:
+            raise WheelRejected(f"expected one top-level .dist-info, found {len(dist_infos)}")
+        dist_info = dist_infos[0]
+        dist_name = normalize_name(dist_info.removesuffix(".dist-info").rsplit("-", 1)[0])
+        if project is not None and dist_name != normalize_name(project):
+            raise WheelRejected(f"it is {dist_name}, the lock says {project}")
+        data_dir = dist_info.removesuffix(".dist-info") + ".data"
+        record_name = f"{dist_info}/RECORD"
+        try:
+            rows = parse_record(zf.read(record_name))
+        except KeyError:
+            raise WheelRejected(f"it has no {record_name}") from None
+        except ValueError as exc:
+            raise WheelRejected(f"its RECORD does not read ({exc})") from None
+        record: dict[str, str] = {}
+        for path, digest, _size in rows:
+            if path in record:
+                raise WheelRejected(f"its RECORD lists {path} twice")
+            record[path] = digest
+        seen: set[str] = set()
+        members: list[Member] = []
+        for info in infos:
+            name = info.filename
+            problem = unsafe_member(name)
+            if problem:
+                raise WheelRejected(f"member {name!r} {problem}")
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise WheelRejected(f"member {name} is a symbolic link")
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise WheelRejected(f"member {name} is not a regular file")
+            if info.is_dir():
+                continue
+            if name in seen:
+                raise WheelRejected(f"member {name} is in it twice")
+            seen.add(name)
+            if take is not None:
+                take(info.file_size)
+            with zf.open(info) as opened:
+                content = opened.read(info.file_size + 1)
+            if len(content) != info.file_size:
+                raise WheelRejected(f"member {name} is not the size its header says")
+            if not (name == record_name or name.startswith(f"{dist_info}/RECORD.")):
+                want = record.get(name)  # the RECORD (and its signature) cannot list itself
+                if not want:
+                    raise WheelRejected(f"member {name} is not listed with a hash in its RECORD")
+                if record_hash(content) != want:
+                    raise WheelRejected(f"member {name} does not have the hash its RECORD lists")
+            target = installed_path(name, data_dir)
+            if target is not None:
+                members.append(Member(target, content, bool(mode & 0o111)))
+        missing = sorted(p for p, h in record.items() if h and p not in seen)
+        if missing:
+            raise WheelRejected(f"its RECORD lists {missing[0]}, which it does not contain")
+    return members

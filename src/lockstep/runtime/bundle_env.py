@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -50,7 +49,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +56,7 @@ from typing import Any
 
 from lockstep.core.bundle_lock import LOCK_FILE, BundleLock, env_key, parse_lock
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
-from lockstep.core.wheels import (
-    installed_path,
-    normalize_name,
-    parse_record,
-    record_hash,
-    unsafe_member,
-)
+from lockstep.core.wheels import WheelRejected, verified_members
 
 log = logging.getLogger("lockstep.runtime.bundle_env")
 
@@ -438,89 +430,32 @@ class _Budget:
 
 
 def install_wheel(data: bytes, filename: str, project: str, site: Path, budget: _Budget) -> int:
-    """Unpack one wheel into ``site`` checking every member against its ``RECORD``; the
-    number of files written. ``WheelRefused`` naming the wheel and the member."""
+    """Unpack one wheel into ``site``, every member checked by ``core.wheels``; the number
+    of files written. ``WheelRefused`` naming the wheel and the member."""
 
     def refuse(what: str) -> WheelRefused:
         return WheelRefused(f"wheel {filename}: {what}; refused, the environment is not made")
 
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise refuse(f"not a zip archive ({exc})") from None
-    with zf:
-        infos = zf.infolist()
-        tops = {i.filename.split("/")[0] for i in infos if "/" in i.filename}
-        dist_infos = sorted(t for t in tops if t.endswith(".dist-info"))
-        if len(dist_infos) != 1:
-            raise refuse(f"expected one top-level .dist-info, found {len(dist_infos)}")
-        dist_info = dist_infos[0]
-        dist_name = normalize_name(dist_info.removesuffix(".dist-info").rsplit("-", 1)[0])
-        if dist_name != project:
-            raise refuse(f"it is {dist_name}, the lock says {project}")
-        data_dir = dist_info.removesuffix(".dist-info") + ".data"
-        record_name = f"{dist_info}/RECORD"
+        members = verified_members(
+            data, project, lambda size: budget.take(size, f"wheel {filename}")
+        )
+    except WheelRejected as exc:
+        raise refuse(str(exc)) from None
+    for member in members:
+        dest = site / member.target
         try:
-            rows = parse_record(zf.read(record_name))
-        except KeyError:
-            raise refuse(f"it has no {record_name}") from None
-        except ValueError as exc:
-            raise refuse(f"its RECORD does not read ({exc})") from None
-        record: dict[str, str] = {}
-        for path, digest, _size in rows:
-            if path in record:
-                raise refuse(f"its RECORD lists {path} twice")
-            record[path] = digest
-        seen: set[str] = set()
-        written = 0
-        for info in infos:
-            name = info.filename
-            problem = unsafe_member(name)
-            if problem:
-                raise refuse(f"member {name!r} {problem}")
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise refuse(f"member {name} is a symbolic link")
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise refuse(f"member {name} is not a regular file")
-            if info.is_dir():
-                continue
-            if name in seen:
-                raise refuse(f"member {name} is in it twice")
-            seen.add(name)
-            budget.take(info.file_size, f"wheel {filename}")
-            with zf.open(info) as member:
-                content = member.read(info.file_size + 1)
-            if len(content) != info.file_size:
-                raise refuse(f"member {name} is not the size its header says")
-            if name == record_name or name.startswith(f"{dist_info}/RECORD."):
-                pass  # the RECORD (and its signature) cannot list its own hash
-            else:
-                want = record.get(name)
-                if not want:
-                    raise refuse(f"member {name} is not listed with a hash in its RECORD")
-                if record_hash(content) != want:
-                    raise refuse(f"member {name} does not have the hash its RECORD lists")
-            target = installed_path(name, data_dir)
-            if target is None:
-                continue
-            dest = site / target
-            try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            except FileExistsError:
-                raise refuse(f"member {name} would overwrite {target}, installed already") from None
-            except (NotADirectoryError, FileNotFoundError):
-                raise refuse(f"member {name} is below a file of the same name") from None
-            with os.fdopen(fd, "wb") as out:
-                out.write(content)
-            if mode & 0o111:
-                os.chmod(dest, 0o755)
-            written += 1
-        missing = sorted(p for p, h in record.items() if h and p not in seen)
-        if missing:
-            raise refuse(f"its RECORD lists {missing[0]}, which it does not contain")
-    return written
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            raise refuse(f"{member.target} is installed already (by another wheel)") from None
+        except (NotADirectoryError, FileNotFoundError):
+            raise refuse(f"{member.target} is below a file of the same name") from None
+        with os.fdopen(fd, "wb") as out:
+            out.write(member.content)
+        if member.executable:
+            os.chmod(dest, 0o755)
+    return len(members)
 
 
 def _compile(site: Path) -> None:
