@@ -400,3 +400,30 @@ def test_rendered_kubernetes_manifests_match_the_schemas(tmp_path: Path) -> None
     assert len(docs) == 4
     for doc in docs:
         kubernetes_validate.validate(doc, "1.29.0", strict=True)
+
+
+def test_the_admission_policy_names_the_key_and_every_repository(tmp_path: Path) -> None:
+    import yaml
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from lockstep.release import signing
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = signing.public_pem(key).decode()
+    repos = ["127.0.0.1:5000/team/lockstep-worker", "127.0.0.1:5000/team/lockstep-runner"]
+    text = render.admission_policy("My_Project", repos, pem)
+    assert text == render.admission_policy("My_Project", list(reversed(repos)), pem)  # pure
+    doc = yaml.safe_load(text)
+    assert (doc["apiVersion"], doc["kind"]) == ("policy.sigstore.dev/v1beta1", "ClusterImagePolicy")
+    assert doc["metadata"]["name"] == "my-project-signed"  # a Kubernetes (DNS-1123) name
+    assert [i["glob"] for i in doc["spec"]["images"]] == sorted(r + "**" for r in repos)
+    [authority] = doc["spec"]["authorities"]
+    assert authority["key"]["data"] == pem
+    path = tmp_path / render.POLICY_FILE
+    path.write_text(text)
+    (tmp_path / "k.pub").write_text(authority["key"]["data"])
+    public = signing.load_public_key(tmp_path / "k.pub")
+    assert signing.verify(public, b"payload", signing.sign(key, b"payload"))
+    assert pins.check_pins([path]) == []  # `lockstep check-pins release/` stays clean
+    with pytest.raises(ValueError, match="without tag or digest"):
+        render.admission_policy("p", [repos[0] + "@sha256:" + "0" * 64], pem)

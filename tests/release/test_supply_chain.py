@@ -348,3 +348,33 @@ def test_inspect_shows_what_is_attached_and_the_signature_status(
     assert "signature  not signed by " in other
     listing = inspect("--packages")
     assert "pkg:pypi/distributed@2026.8.0" in listing and "pkg:deb/debian/libc6@" in listing
+
+
+def test_the_signed_release_carries_its_admission_policy(signed: Signed) -> None:
+    import yaml
+
+    policy = signed.root / "release" / VERSION / "image-policy.yaml"
+    doc = yaml.safe_load(policy.read_text())
+    assert doc["kind"] == "ClusterImagePolicy"
+    [authority] = doc["spec"]["authorities"]
+    assert authority["key"]["data"].encode() == signed.key.with_suffix(".pub").read_bytes()
+    globs = {image["glob"] for image in doc["spec"]["images"]}
+    for role in ROLES:
+        repository = signed.out["images"][role]["reference"].split("@")[0]
+        assert f"{repository}**" in globs
+    assert str(policy) in signed.out["deploy_files"]
+    proc = lockstep(["check-pins", str(policy.parent)], cwd=signed.root, cache=signed.root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_template_named_like_the_policy_is_refused_before_anything_is_built(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    root = make_repo(tmp_path)
+    (root / "images" / "deploy" / "image-policy.yaml").write_text("kind: Mine\n")
+    key = make_key(tmp_path / "k.pem")
+    proc = release(root, cache_dir, "127.0.0.1:9/none", "--sign-key", str(key))
+    assert proc.returncode == 2, proc.stderr
+    assert "images/deploy/image-policy.yaml: a signed release writes this file" in proc.stderr
+    assert not (root / "release" / VERSION).exists()
+    assert not (root / "release" / f"{VERSION}.json").exists()

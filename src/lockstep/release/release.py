@@ -9,7 +9,8 @@ In order, so a failure at any step leaves no release behind:
    build made (layer blobs from the build's cache), skipping what the registry
    has (so a run after a failure resumes);
 4. every pushed manifest checked by digest (``HEAD``);
-5. deployment files rendered into ``release/<version>/`` and the release
+5. deployment files rendered into ``release/<version>/`` (with the admission
+   policy for the signing key when signed) and the release
    manifest ``release/<version>.json``, each written under a temporary name
    and renamed into place;
 6. the annotated tag, last.
@@ -103,6 +104,11 @@ def release(
     ``sign_key``: an ECDSA P-256 PEM key; each image and its SBOM and provenance
     artifacts are signed in the cosign format (``release.attach``)."""
     key = signing.load_private_key(sign_key) if sign_key else None
+    if key is not None and (project.root / render.TEMPLATES_DIR / render.POLICY_FILE).exists():
+        raise BadInput(
+            f"{render.TEMPLATES_DIR}/{render.POLICY_FILE}: a signed release writes this "
+            "file itself (the admission policy for the key); rename the template"
+        )
     check_version(project, version)
     repo = vcs.open_repo(project.root, "a release")
     check_clean(repo)
@@ -170,6 +176,14 @@ def release(
     deploy_dir = release_dir / version
     with staging_dir(deploy_dir) as staged:
         files = render.render(project.root, values, staged, result.manifest.executors)
+        if key is not None:
+            policy = render.admission_policy(
+                project.name,
+                [f"{target.host}/{target.name(image_name(project.name, role))}" for role in ROLES],
+                signing.public_pem(key).decode(),
+            )
+            (staged / render.POLICY_FILE).write_text(policy)
+            files.append(staged / render.POLICY_FILE)
     write_bytes(manifest_path, record.to_json())
     log.debug("wrote %s and %s/", manifest_path, deploy_dir)
 

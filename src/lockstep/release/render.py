@@ -5,6 +5,10 @@ workspace file); ``{{ name }}`` placeholders are replaced by the release's
 values, and an unknown placeholder is an error naming its file and line. A
 rendered file must parse, name every image by digest, and set only executors
 that the build really contains.
+
+A signed release also gets ``image-policy.yaml``, made here rather than from a
+template: a Sigstore policy-controller ``ClusterImagePolicy`` that admits the
+project's image repositories only with a signature by the release's public key.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
 from lockstep.release import pins
 
 TEMPLATES_DIR = "images/deploy"
+POLICY_FILE = "image-policy.yaml"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -97,3 +102,41 @@ def render(
         check_rendered(out, executors)
         written.append(out)
     return written
+
+
+def admission_policy(name: str, repositories: Sequence[str], public_pem: str) -> str:
+    """A Sigstore policy-controller ``ClusterImagePolicy`` requiring a signature by
+    ``public_pem`` on every image of ``repositories`` (``HOST/PATH/NAME``, no tag or
+    digest). The signatures are made offline, with no transparency-log entry, so the
+    authority names no ``ctlog``. Pure: the same inputs give the same bytes."""
+    import yaml
+
+    if not repositories or any("@" in r or r.endswith("/") for r in repositories):
+        raise ValueError(f"repositories without tag or digest expected, got {repositories}")
+    document = {
+        "apiVersion": "policy.sigstore.dev/v1beta1",
+        "kind": "ClusterImagePolicy",
+        "metadata": {
+            "name": (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:48] or "lockstep")
+            + "-signed"
+        },
+        "spec": {
+            "images": [{"glob": f"{repository}**"} for repository in sorted(repositories)],
+            "authorities": [{"name": "release-key", "key": {"data": public_pem}}],
+        },
+    }
+    header = (
+        "# Made by `lockstep release --sign-key`: admits these images only when signed\n"
+        "# by the release key. Apply it where the Sigstore policy-controller runs.\n"
+    )
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:  # a PEM as a literal block
+        return dumper.represent_scalar(
+            "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+        )
+
+    Dumper.add_representer(str, text)
+    return header + yaml.dump(document, Dumper=Dumper, sort_keys=False)
