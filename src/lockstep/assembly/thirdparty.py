@@ -49,7 +49,7 @@ def wheel_entries(wheel: LockedWheel, data: bytes) -> list[Entry]:
     """The files ``wheel`` installs, as entries under ``SITE_DIR``, each checked against the
     wheel's ``RECORD`` (``core.wheels.verified_members``); CheckFailed naming the wheel."""
     try:
-        members = wheels.verified_members(data, wheel.project)
+        members = list(wheels.verified_members(data, wheel.project))
     except wheels.WheelRejected as exc:
         raise CheckFailed(f"{wheel.filename}: {exc}; refusing the wheel (re-lock)") from None
     return [

@@ -15,7 +15,7 @@ import io
 import re
 import stat
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # PEP 427: {distribution}-{version}(-{build tag})?-{python tag}-{abi tag}-{platform tag}.whl
@@ -125,13 +125,15 @@ class Member:
 
 def verified_members(
     data: bytes, project: str | None = None, take: Callable[[int], None] | None = None
-) -> list[Member]:
+) -> Iterator[Member]:
     """The files the wheel ``data`` installs in a flat site directory, each checked: every
     member a plain relative path (no ``..``, absolute path, link or device), in the archive
     once and of the size its header says, listed in the ``RECORD`` with the hash of its
     bytes, and every hashed ``RECORD`` row present. ``project``: the name the lock gives it.
-    ``take(size)`` is called per member first (a budget may refuse). ``WheelRejected`` with
-    what is wrong. The build's layers and the workers' environments both install by this."""
+    ``take(size)`` is called per member first (a budget may refuse). Members come one at a
+    time (a wheel is never held unpacked); ``WheelRejected``, with what is wrong, may come
+    after some, so a caller installs into a place it discards on failure. The build's
+    layers and the workers' environments both install by this."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -160,7 +162,6 @@ def verified_members(
                 raise WheelRejected(f"its RECORD lists {path} twice")
             record[path] = digest
         seen: set[str] = set()
-        members: list[Member] = []
         for info in infos:
             name = info.filename
             problem = unsafe_member(name)
@@ -190,8 +191,7 @@ def verified_members(
                     raise WheelRejected(f"member {name} does not have the hash its RECORD lists")
             target = installed_path(name, data_dir)
             if target is not None:
-                members.append(Member(target, content, bool(mode & 0o111)))
+                yield Member(target, content, bool(mode & 0o111))
         missing = sorted(p for p, h in record.items() if h and p not in seen)
         if missing:
             raise WheelRejected(f"its RECORD lists {missing[0]}, which it does not contain")
-    return members

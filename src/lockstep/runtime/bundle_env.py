@@ -436,13 +436,15 @@ def install_wheel(data: bytes, filename: str, project: str, site: Path, budget: 
     def refuse(what: str) -> WheelRefused:
         return WheelRefused(f"wheel {filename}: {what}; refused, the environment is not made")
 
-    try:
-        members = verified_members(
-            data, project, lambda size: budget.take(size, f"wheel {filename}")
-        )
-    except WheelRejected as exc:
-        raise refuse(str(exc)) from None
-    for member in members:
+    written = 0
+    members = verified_members(data, project, lambda size: budget.take(size, f"wheel {filename}"))
+    while True:
+        try:
+            member = next(members, None)
+        except WheelRejected as exc:
+            raise refuse(str(exc)) from None
+        if member is None:
+            return written
         dest = site / member.target
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -455,7 +457,7 @@ def install_wheel(data: bytes, filename: str, project: str, site: Path, budget: 
             out.write(member.content)
         if member.executable:
             os.chmod(dest, 0o755)
-    return len(members)
+        written += 1
 
 
 def _compile(site: Path) -> None:
