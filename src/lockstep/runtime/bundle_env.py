@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.atomic import remove_read_only, write_bytes
 from lockstep.core.bundle_lock import LOCK_FILE, BundleLock, env_key, parse_lock
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.core.wheels import WheelRejected, verified_members
@@ -123,21 +123,6 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _remove(path: Path) -> None:
-    """Remove a tree whose files and directories we made read-only."""
-
-    def unlock(func: Any, name: str, _exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(name), 0o700)
-            os.chmod(name, 0o700)
-        func(name)
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, onerror=unlock)
-
-
 class EnvStore:
     """The wheels and environments of one worker, under ``root`` (``LOCKSTEP_BUNDLE_DIR``).
 
@@ -178,16 +163,7 @@ class EnvStore:
             )
         if path.is_file():
             return
-        self.wheels.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.wheels, prefix=f".{path.name[:12]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        write_bytes(path, data, 0o444)
 
     # --- environments -------------------------------------------------------------------
 
@@ -313,7 +289,7 @@ class EnvStore:
             self._by_bundle = {k: v for k, v in self._by_bundle.items() if not v or v.key != key}
         with contextlib.nullcontext() if locked else self._flock(key):
             if final.exists() and self._verify(final, key):  # still broken
-                _remove(final)
+                remove_read_only(final)
 
     def _verify(self, final: Path, key: str, deep: bool = False) -> str:
         """Why ``final`` is not exactly the environment its ``ENV.json`` lists; ``""`` if it is.
@@ -358,9 +334,9 @@ class EnvStore:
         final = self._dir(key)
         for stale in self.envs.glob(f".{final.name}.*.tmp"):  # a maker that died part-way
             log.warning("lockstep environment %s: removing %s left by a stopped maker", key, stale)
-            _remove(stale)
+            remove_read_only(stale)
         if final.exists():
-            _remove(final)
+            remove_read_only(final)
         missing = self.missing([w.digest for w in lock.wheels])
         if missing:
             raise WheelsMissing(missing)
@@ -373,7 +349,7 @@ class EnvStore:
                 path = self.wheel_path(wheel.digest)
                 data = path.read_bytes()
                 if sha256_digest(data) != wheel.digest:
-                    _remove(path)
+                    remove_read_only(path)
                     raise WheelsMissing([wheel.digest])  # corrupt on disk: removed, send again
                 install_wheel(data, wheel.filename, wheel.project, site, budget)
             shadowing = sorted(
@@ -409,7 +385,7 @@ class EnvStore:
             os.replace(tmp, final)
         finally:
             if tmp.exists():
-                _remove(tmp)
+                remove_read_only(tmp)
 
 
 @dataclass

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from lockstep.core.atomic import write_bytes
 from lockstep.core.bundle_artifact import (
     MAX_MANIFEST_BYTES,
     Artifact,
@@ -104,19 +102,6 @@ def fetch_manifest(client: RegistryClient, ref: BundleRef) -> bytes:
     return resp.body
 
 
-def _write_once(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:12]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 class Puller:
     """Pulls bundles into a worker's ``BundleStore`` (and wheels into its ``EnvStore``)."""
 
@@ -148,7 +133,7 @@ class Puller:
             path.unlink()
         data = fetch_manifest(self.client(ref.host), ref)
         artifact = parse_manifest(data)
-        _write_once(path, data)
+        write_bytes(path, data, 0o444)
         return artifact, True
 
     def pull(self, reference: str) -> Pulled:

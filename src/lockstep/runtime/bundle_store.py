@@ -24,11 +24,9 @@ Handlers (on every lockstep worker; see ``install``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
-import shutil
 import stat
 import tempfile
 import threading
@@ -36,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.atomic import remove_read_only
 from lockstep.core.digests import TreeFile, tree_digest
 
 log = logging.getLogger("lockstep.runtime.bundle_store")
@@ -182,7 +181,7 @@ class BundleStore:
             )
             with self._lock:
                 self._verified.discard(digest)
-            _remove(final)
+            remove_read_only(final)
             return None
         with self._lock:
             self._verified.add(digest)
@@ -219,7 +218,7 @@ class BundleStore:
                     raise
         finally:
             if tmp.exists():
-                _remove(tmp)
+                remove_read_only(tmp)
         with self._lock:
             self._verified.add(digest)
         log.info("lockstep bundle %s cached at %s (%d file(s))", digest, final, len(files))
@@ -241,18 +240,6 @@ class BundleStore:
                 "to each worker before its tasks (lockstep run does)"
             )
         return found
-
-
-def _remove(path: Path) -> None:
-    """Remove a cache entry whose files we made read-only."""
-
-    def unlock(func: Any, name: str, _exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(name), 0o700)
-            os.chmod(name, 0o700)
-        func(name)
-
-    shutil.rmtree(path, onerror=unlock)
 
 
 def install(worker: Any, store: BundleStore, envs: Any = None) -> None:
