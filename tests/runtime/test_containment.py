@@ -32,7 +32,7 @@ from lockstep.runtime.executors import (
     _wire,
     load_executor,
 )
-from tests.fixtures.procs import HERE, make_manifest
+from tests.fixtures.procs import HERE, make_manifest, on_task_path
 
 A = make_manifest("a")
 T = "lockstep_test_tasks"
@@ -68,17 +68,8 @@ def pids_in(*files: Path) -> set[int]:
 
 @pytest.fixture(autouse=True)
 def task_path() -> Iterator[None]:
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), old]))
-    sys.path.insert(0, str(HERE))
-    try:
+    with on_task_path():
         yield
-    finally:
-        sys.path.remove(str(HERE))
-        if old is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 def make_executor(name: str, slots: int = 1, **env: str) -> Executor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from lockstep.runtime.identity import (
     admission_refusal,
     format_table,
 )
-from tests.fixtures.procs import HERE, make_manifest
+from tests.fixtures.procs import HERE, make_manifest, on_task_path
 
 A = make_manifest("a")
 B = make_manifest("b", version="0.0.9")
@@ -213,18 +212,8 @@ def test_gate_hook_fits_the_pinned_distributed() -> None:
 
 @pytest.fixture
 def task_path() -> Iterator[None]:
-    """Task modules importable here and (through PYTHONPATH) in executor children."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), old]))
-    sys.path.insert(0, str(HERE))
-    try:
+    with on_task_path():
         yield
-    finally:
-        sys.path.remove(str(HERE))
-        if old is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 def make_executor(name: str) -> Executor:
