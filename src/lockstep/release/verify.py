@@ -10,9 +10,11 @@ released manifest bytes under each pinned reference.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,16 +155,29 @@ def signed_by(client: RegistryClient, name: str, reference: str, digest: str, ke
     return False
 
 
+@contextlib.contextmanager
+def _clients(plain_http: bool) -> Iterator[Callable[[str], RegistryClient]]:
+    """``client_for(host)``: one client per registry host, all closed at the end."""
+    clients: dict[str, RegistryClient] = {}
+
+    def client_for(host: str) -> RegistryClient:
+        if host not in clients:
+            clients[host] = RegistryClient(host, credentials_for(host), plain_http=plain_http)
+        return clients[host]
+
+    try:
+        yield client_for
+    finally:
+        for client in clients.values():
+            client.close()
+
+
 def check_signatures(release: ReleaseManifest, key: Any, plain_http: bool) -> None:
     """Each image, and each attachment the release records, must be signed by ``key``."""
-    clients: dict[str, RegistryClient] = {}
-    try:
+    with _clients(plain_http) as client_for:
         for role in ROLES:
             pinned = parse_pinned(release.images[role].reference)
-            client = clients.get(pinned.host) or RegistryClient(
-                pinned.host, credentials_for(pinned.host), plain_http=plain_http
-            )
-            clients[pinned.host] = client
+            client = client_for(pinned.host)
             reference = f"{pinned.host}/{pinned.name}"
             found = release.attachments.get(role, {})
             wanted = {"image": pinned.digest}
@@ -174,27 +189,17 @@ def check_signatures(release: ReleaseManifest, key: Any, plain_http: bool) -> No
                         "signature by the given public key in the registry; release it "
                         "with --sign-key, or check that you have the right key"
                     )
-    finally:
-        for client in clients.values():
-            client.close()
 
 
 def check_registry(release: ReleaseManifest, manifests: dict[str, bytes], plain_http: bool) -> None:
     """Each pinned reference must serve exactly the rebuilt manifest bytes."""
-    clients: dict[str, RegistryClient] = {}
-    try:
+    with _clients(plain_http) as client_for:
         for role in ROLES:
             pinned = parse_pinned(release.images[role].reference)
-            client = clients.get(pinned.host) or RegistryClient(
-                pinned.host, credentials_for(pinned.host), plain_http=plain_http
-            )
-            clients[pinned.host] = client
+            client = client_for(pinned.host)
             served = client.get_manifest(pinned.name, pinned.digest)
             if served != manifests[role]:
                 raise CheckFailed(
                     f"registry {pinned.host} serves {sha256_digest(served)} for "
                     f"{release.images[role].reference}, not the rebuilt manifest"
                 )
-    finally:
-        for client in clients.values():
-            client.close()
