@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lockstep.core.digests import sha256_digest
-from lockstep.runtime import bundle_env
+from lockstep.runtime import bundle_env, env_install
 from lockstep.runtime.bundle_env import EnvRefused, EnvStore, WheelRefused, WheelsMissing
 from tests.fixtures.procs import PYTHON_LOCK
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
@@ -56,7 +56,9 @@ def test_an_environment_is_made_once_from_sent_wheels_and_imports(tmp_path: Path
     env = s.ensure(bundle)
     assert env is not None and env.built
     assert env.site == s.envs / env.key.removeprefix("sha256:") / "site"
-    assert (env.site / "demo" / "__pycache__").is_dir()  # compiled by this interpreter
+    assert s.wait_compiled(env.key, 60)  # compiled by this interpreter, in the background
+    assert (env.site / "demo" / "__pycache__").is_dir()
+    assert s.verify_deep(env.key) == ""  # the .pyc files are listed now
     again = s.ensure(bundle)
     assert again is not None and not again.built and again.key == env.key
     assert s.status(bundle) == {"env": env.key, "ready": True, "missing": []}
@@ -155,7 +157,7 @@ def test_two_wheels_writing_one_file_are_refused(tmp_path: Path) -> None:
 
 
 def test_too_much_to_unpack_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bundle_env, "MAX_ENV_BYTES", 1000)
+    monkeypatch.setattr(env_install, "MAX_ENV_BYTES", 1000)
     big = make_wheel(files={"demo/__init__.py": b"#" * 5000})
     bundle = bundle_with(tmp_path, (big, "demo"))
     s = store(tmp_path)
@@ -216,14 +218,14 @@ def test_a_partial_environment_is_never_used(tmp_path: Path) -> None:
 
 def _make_slowly(root: str, bundle: str) -> None:
     """In a child process: make the environment, stalling after the first file."""
-    real = bundle_env.install_wheel
+    real = bundle_env.install_all
 
-    def slow(*args: object, **kwargs: object) -> int:
-        n = real(*args, **kwargs)  # type: ignore[arg-type]
+    def slow(*args: object, **kwargs: object) -> object:
+        written = real(*args, **kwargs)  # type: ignore[arg-type]
         time.sleep(60)
-        return n
+        return written
 
-    bundle_env.install_wheel = slow  # type: ignore[assignment]
+    bundle_env.install_all = slow  # type: ignore[assignment]
     EnvStore(Path(root), BUILD, PYTHON_LOCK).ensure(Path(bundle))
 
 
@@ -269,3 +271,104 @@ def test_concurrent_processes_share_one_materialisation(tmp_path: Path) -> None:
         m.join(60)
     built = [out.get(timeout=5) for _ in makers]
     assert sorted(built) == [False, False, False, True]
+
+
+def _pyc(site: Path, module: str) -> Path:
+    import importlib.util
+
+    return Path(importlib.util.cache_from_source(str(site / module)))
+
+
+def test_an_environment_is_used_before_it_is_compiled_and_sealed_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_wheel(files={"demo/__init__.py": b"VALUE = 7\n"})
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    monkeypatch.setattr(EnvStore, "compile_soon", lambda self, key: None)  # a compile not run
+    env = s.ensure(bundle)
+    assert env is not None and not _pyc(env.site, "demo/__init__.py").exists()
+    out = subprocess.run(
+        [sys.executable, "-I", "-B", "-c", f"import sys; sys.path.insert(0, {str(env.site)!r}); "
+         "import demo; print(demo.VALUE)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout == "7\n"  # usable now, imported from source
+    # while it is not compiled, a .pyc is the only file it may gain; one planted there
+    # is not trusted: the compiler removes it and compiles the module itself
+    planted = _pyc(env.site, "demo/__init__.py")
+    planted.parent.mkdir()
+    planted.write_bytes(b"planted")
+    assert s.status(bundle)["ready"] is True
+    other = env.site / "demo" / "planted.py"
+    other.write_text("")
+    assert store(tmp_path).status(bundle)["ready"] is False  # anything else: made again
+    assert not env.site.parent.exists() or not other.exists()
+    monkeypatch.undo()
+    s2 = store(tmp_path)
+    made = s2.ensure(bundle)
+    assert made is not None and made.built
+    planted = _pyc(made.site, "demo/__init__.py")
+    planted.parent.mkdir()
+    planted.write_bytes(b"planted before the compiler ran")  # a race the compiler wins
+    assert s2.wait_compiled(made.key, 60)
+    assert planted.read_bytes()[:4] == importlib_magic()
+    assert s2.verify_deep(made.key) == ""
+    assert (made.site / "demo").stat().st_mode & 0o777 == 0o555  # sealed: read-only
+    planted.parent.chmod(0o755)
+    (planted.parent / "extra.cpython-311.pyc").write_bytes(b"")  # sealed: no more .pyc
+    assert store(tmp_path).status(bundle)["ready"] is False
+    assert not made.site.parent.exists()  # removed, to be made again
+
+
+def importlib_magic() -> bytes:
+    import importlib.util
+
+    return importlib.util.MAGIC_NUMBER
+
+
+def test_a_compile_that_died_is_done_by_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_wheel(files={"demo/__init__.py": b"VALUE = 1\n", "demo/more.py": b"X = 2\n"})
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    with monkeypatch.context() as m:
+        m.setattr(EnvStore, "compile_soon", lambda self, key: None)
+        env = s.ensure(bundle)
+    assert env is not None
+    # what a compile killed part-way leaves: one .pyc done, one temporary
+    done = _pyc(env.site, "demo/__init__.py")
+    done.parent.mkdir()
+    done.write_bytes(b"half a compile")
+    (done.parent / f"{done.name}.123456").write_bytes(b"partial")
+    later = store(tmp_path)  # another worker process finds it uncompiled: compiles it
+    assert later.status(bundle)["ready"] is True
+    assert later.wait_compiled(env.key, 60)
+    assert not (done.parent / f"{done.name}.123456").exists()
+    assert done.read_bytes()[:4] == importlib_magic()
+    assert _pyc(env.site, "demo/more.py").is_file()
+    assert later.verify_deep(env.key) == ""
+
+
+def test_a_pyc_a_wheel_ships_is_kept_as_installed(tmp_path: Path) -> None:
+    import importlib.util
+
+    shipped_pyc = importlib.util.cache_from_source("demo/tool.py")
+    data = make_wheel(
+        files={
+            "demo/__init__.py": b"VALUE = 1\n",
+            "demo/tool.py": b"Y = 1\n",
+            shipped_pyc: b"what the wheel ships",  # numpy 2.3.5 ships one
+        }
+    )
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    env = s.ensure(bundle)
+    assert env is not None and s.wait_compiled(env.key, 60)
+    assert (env.site / shipped_pyc).read_bytes() == b"what the wheel ships"
+    assert _pyc(env.site, "demo/__init__.py").is_file()
+    assert s.verify_deep(env.key) == ""

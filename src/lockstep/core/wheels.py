@@ -15,7 +15,7 @@ import io
 import re
 import stat
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 # PEP 427: {distribution}-{version}(-{build tag})?-{python tag}-{abi tag}-{platform tag}.whl
@@ -62,7 +62,11 @@ def parse_wheel_name(filename: str) -> WheelName | None:
 
 def record_hash(data: bytes) -> str:
     """A ``RECORD`` hash field: ``sha256=<urlsafe base64, no padding>``."""
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return _record_field(hashlib.sha256(data).digest())
+
+
+def _record_field(digest: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def parse_record(data: bytes) -> list[tuple[str, str, str]]:
@@ -116,24 +120,37 @@ class WheelRejected(ValueError):
 
 @dataclass(frozen=True)
 class Member:
-    """One file a wheel installs: where in the site directory, its bytes, its exec bit."""
+    """One file a wheel installs: where in the site directory, its bytes, its exec bit and
+    the sha256 (hex) of its bytes."""
 
     target: str
     content: bytes
     executable: bool
+    sha256: str
 
 
-def verified_members(
-    data: bytes, project: str | None = None, take: Callable[[int], None] | None = None
-) -> Iterator[Member]:
-    """The files the wheel ``data`` installs in a flat site directory, each checked: every
-    member a plain relative path (no ``..``, absolute path, link or device), in the archive
-    once and of the size its header says, listed in the ``RECORD`` with the hash of its
-    bytes, and every hashed ``RECORD`` row present. ``project``: the name the lock gives it.
-    ``take(size)`` is called per member first (a budget may refuse). Members come one at a
-    time (a wheel is never held unpacked); ``WheelRejected``, with what is wrong, may come
-    after some, so a caller installs into a place it discards on failure. The build's
-    layers and the workers' environments both install by this."""
+@dataclass(frozen=True)
+class WheelPlan:
+    """A wheel whose structure was checked (``plan_wheel``): its file members, each with
+    the ``RECORD`` hash it must have ("" for the ``RECORD`` itself) and where it installs
+    (None: not installed). Only the members' bytes are left to check (``read_members``)."""
+
+    data: bytes
+    files: tuple[zipfile.ZipInfo, ...]
+    hashes: tuple[str, ...]
+    targets: tuple[str | None, ...]
+
+    @property
+    def unpacked_size(self) -> int:
+        return sum(i.file_size for i in self.files)
+
+
+def plan_wheel(data: bytes, project: str | None = None) -> WheelPlan:
+    """Check everything about the wheel ``data`` that its directory tells: one
+    ``.dist-info`` (of ``project``, the name the lock gives it, if given), a ``RECORD``
+    that reads, every member a plain relative path (no ``..``, absolute path, link or
+    device) in the archive once and listed with a hash, and every hashed ``RECORD`` row
+    present. ``WheelRejected`` with what is wrong; nothing is unpacked."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -156,42 +173,69 @@ def verified_members(
             raise WheelRejected(f"it has no {record_name}") from None
         except ValueError as exc:
             raise WheelRejected(f"its RECORD does not read ({exc})") from None
-        record: dict[str, str] = {}
-        for path, digest, _size in rows:
-            if path in record:
-                raise WheelRejected(f"its RECORD lists {path} twice")
-            record[path] = digest
-        seen: set[str] = set()
-        for info in infos:
-            name = info.filename
-            problem = unsafe_member(name)
-            if problem:
-                raise WheelRejected(f"member {name!r} {problem}")
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise WheelRejected(f"member {name} is a symbolic link")
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise WheelRejected(f"member {name} is not a regular file")
-            if info.is_dir():
-                continue
-            if name in seen:
-                raise WheelRejected(f"member {name} is in it twice")
-            seen.add(name)
-            if take is not None:
-                take(info.file_size)
+    record: dict[str, str] = {}
+    for path, digest, _size in rows:
+        if path in record:
+            raise WheelRejected(f"its RECORD lists {path} twice")
+        record[path] = digest
+    files: list[zipfile.ZipInfo] = []
+    hashes: list[str] = []
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        problem = unsafe_member(name)
+        if problem:
+            raise WheelRejected(f"member {name!r} {problem}")
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise WheelRejected(f"member {name} is a symbolic link")
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise WheelRejected(f"member {name} is not a regular file")
+        if info.is_dir():
+            continue
+        if name in seen:
+            raise WheelRejected(f"member {name} is in it twice")
+        seen.add(name)
+        want = ""
+        if not (name == record_name or name.startswith(f"{dist_info}/RECORD.")):
+            want = record.get(name, "")  # the RECORD (and its signature) cannot list itself
+            if not want:
+                raise WheelRejected(f"member {name} is not listed with a hash in its RECORD")
+        files.append(info)
+        hashes.append(want)
+    missing = sorted(p for p, h in record.items() if h and p not in seen)
+    if missing:
+        raise WheelRejected(f"its RECORD lists {missing[0]}, which it does not contain")
+    targets = tuple(installed_path(i.filename, data_dir) for i in files)
+    return WheelPlan(data, tuple(files), tuple(hashes), targets)
+
+
+def read_members(plan: WheelPlan, which: Iterable[int] | None = None) -> Iterator[Member]:
+    """The installed members of ``plan`` (indexes into ``plan.files``; all if None), one at
+    a time, each of the size its header says and with the hash its ``RECORD`` lists;
+    ``WheelRejected`` may come after some. Each call reads the archive on its own, so
+    threads may read parts of one wheel at once."""
+    with zipfile.ZipFile(io.BytesIO(plan.data)) as zf:
+        for index in range(len(plan.files)) if which is None else which:
+            info, want, target = plan.files[index], plan.hashes[index], plan.targets[index]
+            if target is None and not want:
+                continue  # neither installed nor hashed (a RECORD signature outside site)
             with zf.open(info) as opened:
                 content = opened.read(info.file_size + 1)
             if len(content) != info.file_size:
-                raise WheelRejected(f"member {name} is not the size its header says")
-            if not (name == record_name or name.startswith(f"{dist_info}/RECORD.")):
-                want = record.get(name)  # the RECORD (and its signature) cannot list itself
-                if not want:
-                    raise WheelRejected(f"member {name} is not listed with a hash in its RECORD")
-                if record_hash(content) != want:
-                    raise WheelRejected(f"member {name} does not have the hash its RECORD lists")
-            target = installed_path(name, data_dir)
+                raise WheelRejected(f"member {info.filename} is not the size its header says")
+            digest = hashlib.sha256(content).digest()
+            if want and want != _record_field(digest):
+                raise WheelRejected(
+                    f"member {info.filename} does not have the hash its RECORD lists"
+                )
             if target is not None:
-                yield Member(target, content, bool(mode & 0o111))
-        missing = sorted(p for p, h in record.items() if h and p not in seen)
-        if missing:
-            raise WheelRejected(f"its RECORD lists {missing[0]}, which it does not contain")
+                yield Member(target, content, bool((info.external_attr >> 16) & 0o111),
+                             digest.hex())  # fmt: skip
+
+
+def verified_members(data: bytes, project: str | None = None) -> Iterator[Member]:
+    """The files the wheel ``data`` installs in a flat site directory, every one checked
+    (``plan_wheel``, then ``read_members``), one at a time: a wheel is never held
+    unpacked. The build's layers and the workers' environments both install by this."""
+    yield from read_members(plan_wheel(data, project))

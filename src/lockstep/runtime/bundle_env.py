@@ -16,21 +16,29 @@ Making an environment (``EnvStore.ensure``):
   (an ``flock`` on ``envs/<key>.lock``), in a temporary directory renamed into
   place only when complete; a leftover of a maker that died is removed;
 - every wheel's sha256 is checked before it is opened; no pip runs: each wheel
-  is unpacked here, and every member must be a plain relative path (no ``..``,
-  no absolute path, no link or device), listed in the wheel's ``RECORD`` with
-  the hash of its bytes, and every hashed ``RECORD`` row must be in the wheel;
-  ``purelib`` and ``platlib`` go into ``site/``, scripts, headers and data are
-  left out; no two wheels may write one file, none may shadow a standard
-  module, and sizes are bounded;
-- its ``.py`` files are compiled by this interpreter (unchecked-hash ``.pyc``,
-  as in the image), then ``ENV.json`` records every file with its sha256.
+  is unpacked here (``env_install``), and every member must be a plain
+  relative path (no ``..``, no absolute path, no link or device), listed in the
+  wheel's ``RECORD`` with the hash of its bytes, and every hashed ``RECORD``
+  row must be in the wheel; ``purelib`` and ``platlib`` go into ``site/``,
+  scripts, headers and data are left out; no two wheels may write one file,
+  none may shadow a standard module, and sizes are bounded;
+- ``ENV.json`` records every file with its sha256 (the ``RECORD``'s, checked
+  as it was written), size and mtime, and ``"compiled": false``: the
+  environment is in use from here;
+- then, in the background, its ``.py`` files are compiled by this interpreter
+  (unchecked-hash ``.pyc``, as in the image; ``env_compile``) and ``ENV.json``
+  is replaced by one that lists the ``.pyc`` files too, ``"compiled": true``.
+  One compiler at a time per environment (an ``flock`` on
+  ``envs/<key>.compile.lock``); one that died is followed by the next process
+  that finds the environment uncompiled.
 
 An environment is used only if ``ENV.json`` is there and every file under it
 is what ``ENV.json`` lists, with its size and modification time (checked once
 per job, and by each worker process before its first task there; a write
 changes them, and ``verify_deep`` compares the sha256 ``ENV.json`` records
-too); anything else (a partial or edited environment) is removed and made
-again.
+too) — until it is compiled, ``.pyc`` files in ``__pycache__`` are the only
+files it may hold beyond the list; anything else (a partial or edited
+environment) is removed and made again.
 """
 
 from __future__ import annotations
@@ -41,10 +49,7 @@ import hashlib
 import json
 import logging
 import os
-import re
 import stat
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -56,7 +61,13 @@ from typing import Any
 from lockstep.core.atomic import remove_read_only, write_bytes
 from lockstep.core.bundle_lock import LOCK_FILE, BundleLock, env_key, parse_lock
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
-from lockstep.core.wheels import WheelRejected, verified_members
+from lockstep.runtime.env_compile import compile_site, is_pyc, is_pyc_temp
+from lockstep.runtime.env_install import (
+    EnvRefused,
+    WheelRefused,
+    install_all,
+    plan_all,
+)
 
 log = logging.getLogger("lockstep.runtime.bundle_env")
 
@@ -64,19 +75,11 @@ ENV_STATUS_OP = "lockstep_env_status"
 WHEEL_PUT_OP = "lockstep_wheel_put"
 ENV_MAKE_OP = "lockstep_env_make"
 MARKER = "ENV.json"
-ENV_SCHEMA = "lockstep.env/v1"
+ENV_SCHEMA = "lockstep.env/v2"
 MAX_WHEEL_BYTES = 1 << 30  # one wheel, as sent
-MAX_ENV_BYTES = 4 << 30  # everything unpacked into one environment
-MAX_MEMBERS = 200_000  # files in one environment
 _CHUNK = 1 << 20
 
-
-class EnvRefused(ValueError):
-    """The lock or a wheel cannot make an environment here (a bad input: exit 2 on the runner)."""
-
-
-class WheelRefused(EnvRefused):
-    """A wheel's bytes are not what the lock says, or it is not a safe, honest wheel."""
+__all__ = ["Env", "EnvRefused", "EnvStore", "WheelRefused", "WheelsMissing", "install"]
 
 
 class WheelsMissing(RuntimeError):
@@ -140,6 +143,7 @@ class EnvStore:
         self._verified: dict[str, float] = {}  # env key -> ENV.json's mtime when verified
         self._key_locks: dict[str, threading.Lock] = {}
         self._by_bundle: dict[str, Env | None] = {}
+        self._compiling: set[str] = set()
 
     # --- wheels -------------------------------------------------------------------------
 
@@ -225,6 +229,7 @@ class EnvStore:
                 start = time.monotonic()
                 self._make(key, lock)
                 seconds = time.monotonic() - start
+        self.compile_soon(key)
         log.info(
             "lockstep environment %s made for lock %s: %d wheel(s) in %.2f s",
             key,
@@ -255,7 +260,8 @@ class EnvStore:
             os.close(fd)  # releases the lock
 
     def _ready(self, key: str, verify: bool, locked: bool = False) -> bool:
-        """Whether the environment ``key`` is complete and intact; a broken one is removed."""
+        """Whether the environment ``key`` is complete and intact; a broken one is removed.
+        One found not yet compiled is compiled (in the background) if nobody is at it."""
         final = self._dir(key)
         marker = final / MARKER
         try:
@@ -268,17 +274,19 @@ class EnvStore:
             known = self._verified.get(key)
         if not verify and known == mtime:
             return True
-        problem = self._verify(final, key)
+        problem, compiled = self._verify(final, key)
         if problem:
             self._discard(key, problem, locked)
             return False
         with self._lock:
             self._verified[key] = mtime
+        if not compiled:
+            self.compile_soon(key)
         return True
 
     def verify_deep(self, key: str) -> str:
         """Compare every file of the environment ``key`` with the sha256 ``ENV.json`` lists."""
-        return self._verify(self._dir(key), key, deep=True)
+        return self._verify(self._dir(key), key, deep=True)[0]
 
     def _discard(self, key: str, why: str, locked: bool = False) -> None:
         """Remove a broken environment, holding its flock (``locked``: held already)."""
@@ -288,191 +296,216 @@ class EnvStore:
             self._verified.pop(key, None)
             self._by_bundle = {k: v for k, v in self._by_bundle.items() if not v or v.key != key}
         with contextlib.nullcontext() if locked else self._flock(key):
-            if final.exists() and self._verify(final, key):  # still broken
-                remove_read_only(final)
+            if final.exists() and self._verify(final, key)[0]:  # still broken
+                self._remove(final)
 
-    def _verify(self, final: Path, key: str, deep: bool = False) -> str:
-        """Why ``final`` is not exactly the environment its ``ENV.json`` lists; ``""`` if it is.
+    def _remove(self, final: Path) -> None:
+        """Remove an environment directory: first renamed out of the way (atomically, so no
+        one finds it half removed), then deleted; what a compile still writing there
+        keeps, the next maker removes (a ``.*.tmp`` leftover)."""
+        gone = final.with_name(f".{final.name}.{os.getpid()}-{time.time_ns()}.tmp")
+        os.rename(final, gone)
+        try:
+            remove_read_only(gone)
+        except OSError as exc:
+            log.warning("lockstep environment at %s: %s is left for the next maker", final, exc)
+
+    def _verify(self, final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
+        """``(why final is not exactly the environment its ENV.json lists, "" if it is;
+        whether it is compiled)``.
 
         Every file must be listed, with its size and modification time (any write
-        changes them); ``deep`` also compares every file's sha256 (``verify_deep``)."""
+        changes them); ``deep`` also compares every file's sha256 (``verify_deep``).
+        Until it is compiled, unlisted ``.pyc`` files in ``__pycache__`` are allowed."""
         try:
             marker = json.loads((final / MARKER).read_bytes())
             files = {str(p): (str(h), int(n), int(m)) for p, h, n, m in marker["files"]}
+            compiled = marker["compiled"] is True
             if marker.get("schema") != ENV_SCHEMA or marker.get("key") != key:
-                return "its ENV.json is for another environment"
+                return "its ENV.json is for another environment", False
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"its ENV.json does not read ({exc})"
+            return f"its ENV.json does not read ({exc})", False
         seen = 0
-        for dirpath, dirnames, filenames in os.walk(final, followlinks=False):
-            here = Path(dirpath)
-            for name in dirnames:
-                if (here / name).is_symlink():
-                    return f"{(here / name).relative_to(final)} is a symlink"
-            for name in filenames:
-                path = here / name
-                rel = path.relative_to(final).as_posix()
-                if rel == MARKER:
-                    continue
-                st = path.lstat()
-                if not stat.S_ISREG(st.st_mode):
-                    return f"{rel} is not a regular file"
-                want = files.get(rel)
-                if want is None:
-                    return f"{rel} is not part of it"
-                if st.st_size != want[1] or st.st_mtime_ns != want[2]:
-                    return f"{rel} was changed"
-                if deep and _file_sha256(path) != want[0]:
-                    return f"{rel} was changed"
-                seen += 1
+        pending = [("", str(final))]  # (path under final, with a trailing /; real path)
+        while pending:
+            under, real = pending.pop()
+            with os.scandir(real) as entries:
+                for entry in entries:
+                    rel = under + entry.name
+                    if entry.is_symlink():
+                        return f"{rel} is a symlink", compiled
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((rel + "/", entry.path))
+                        continue
+                    if rel == MARKER:
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode):
+                        return f"{rel} is not a regular file", compiled
+                    want = files.get(rel)
+                    if want is None:
+                        if not compiled and (is_pyc(rel) or is_pyc_temp(rel)):
+                            continue  # being compiled
+                        return f"{rel} is not part of it", compiled
+                    if st.st_size != want[1] or st.st_mtime_ns != want[2]:
+                        return f"{rel} was changed", compiled
+                    if deep and _file_sha256(Path(entry.path)) != want[0]:
+                        return f"{rel} was changed", compiled
+                    seen += 1
         if seen != len(files):
-            return f"{len(files) - seen} of its file(s) are missing"
-        return ""
+            return f"{len(files) - seen} of its file(s) are missing", compiled
+        return "", compiled
 
     def _make(self, key: str, lock: BundleLock) -> None:
         """Install ``lock``'s wheels into a fresh ``envs/<key>`` (holding its flock)."""
         final = self._dir(key)
         for stale in self.envs.glob(f".{final.name}.*.tmp"):  # a maker that died part-way
             log.warning("lockstep environment %s: removing %s left by a stopped maker", key, stale)
-            remove_read_only(stale)
+            try:
+                remove_read_only(stale)
+            except OSError as exc:  # a compile still writing there: the next maker's
+                log.warning("lockstep environment %s: %s is left (%s)", key, stale, exc)
         if final.exists():
-            remove_read_only(final)
+            self._remove(final)
         missing = self.missing([w.digest for w in lock.wheels])
         if missing:
             raise WheelsMissing(missing)
+        wheels = []
+        for wheel in lock.wheels:
+            path = self.wheel_path(wheel.digest)
+            data = path.read_bytes()
+            if sha256_digest(data) != wheel.digest:
+                remove_read_only(path)
+                raise WheelsMissing([wheel.digest])  # corrupt on disk: removed, send again
+            wheels.append((data, wheel.filename, wheel.project))
+        plans = plan_all(wheels)  # every check a wheel's directory allows, before writing
         tmp = Path(tempfile.mkdtemp(dir=self.envs, prefix=f".{final.name}.", suffix=".tmp"))
         try:
             site = tmp / "site"
             site.mkdir()
-            budget = _Budget()
-            for wheel in lock.wheels:
-                path = self.wheel_path(wheel.digest)
-                data = path.read_bytes()
-                if sha256_digest(data) != wheel.digest:
-                    remove_read_only(path)
-                    raise WheelsMissing([wheel.digest])  # corrupt on disk: removed, send again
-                install_wheel(data, wheel.filename, wheel.project, site, budget)
-            shadowing = sorted(
-                p.name
-                for p in site.iterdir()
-                if p.name.split(".")[0] in sys.stdlib_module_names
-                and not p.name.endswith((".dist-info", ".pth"))
-            )
-            if shadowing:
-                raise WheelRefused(
-                    f"the lock's wheels install {', '.join(shadowing)}, which would shadow "
-                    "the standard library; remove that requirement"
-                )
-            _compile(site)
-            _read_only(tmp)
-            files = []
-            for dirpath, _dirs, filenames in os.walk(tmp):
-                for name in filenames:
-                    path = Path(dirpath) / name
-                    rel = path.relative_to(tmp).as_posix()
-                    st = path.stat()
-                    files.append([rel, _file_sha256(path), st.st_size, st.st_mtime_ns])
+            written = install_all(plans, site)
             marker = {
                 "schema": ENV_SCHEMA,
                 "key": key,
                 "build_id": self.build_id,
                 "lock": lock.digest,
                 "wheels": [w.filename for w in lock.wheels],
-                "files": sorted(files),
+                "made": f"{os.getpid()}-{time.time_ns()}",
+                "compiled": False,
+                "files": sorted(
+                    [f"site/{w.target}", w.sha256, w.size, w.mtime_ns] for w in written
+                ),
             }
             (tmp / MARKER).write_bytes(canonical_json(marker))
             (tmp / MARKER).chmod(0o444)
+            tmp.chmod(0o755)  # the environment's own directory: renamed and removed as one
             os.replace(tmp, final)
         finally:
             if tmp.exists():
                 remove_read_only(tmp)
 
+    # --- compiling, after the environment is in use -------------------------------------
 
-@dataclass
-class _Budget:
-    """What one environment may unpack in all."""
+    def compile_soon(self, key: str) -> None:
+        """Compile the environment ``key`` in a background thread, unless this process is
+        at it already (another process at it is found by ``_compile``)."""
+        with self._lock:
+            if key in self._compiling:
+                return
+            self._compiling.add(key)
+        threading.Thread(
+            target=self._compile, args=(key,), name=f"lockstep-compile-{key[7:19]}", daemon=True
+        ).start()
 
-    bytes: int = 0
-    files: int = 0
-
-    def take(self, size: int, what: str) -> None:
-        self.bytes += size
-        self.files += 1
-        if self.bytes > MAX_ENV_BYTES or self.files > MAX_MEMBERS:
-            raise WheelRefused(
-                f"{what}: the environment would hold more than {MAX_ENV_BYTES} bytes or "
-                f"{MAX_MEMBERS} files; refusing it"
+    def _compile(self, key: str) -> None:
+        """Compile ``key``'s ``.py`` files, then seal: every new ``.pyc`` read-only and listed
+        in a new ``ENV.json`` (``"compiled": true``), its directories read-only."""
+        start = time.monotonic()
+        final = self._dir(key)
+        fd = -1
+        try:
+            self.envs.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.envs / f"{hex_of(key)}.compile.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another worker process compiles it
+            before = json.loads((final / MARKER).read_bytes())
+            if before.get("compiled") is not False:
+                return
+            _remove_unlisted_pycs(final, before)  # a compile's that died, or planted: redone
+            compile_site(final / "site")
+            with self._flock(key):
+                marker = json.loads((final / MARKER).read_bytes())
+                if marker.get("made") != before.get("made") or marker.get("compiled"):
+                    return  # made again meanwhile: its own maker compiles it
+                sealed = _seal(final, marker)
+                if sealed is None:
+                    return  # something else appeared: the next check removes it
+                write_bytes(final / MARKER, canonical_json(sealed), 0o444)
+            log.info(
+                "lockstep environment %s compiled: %d file(s) in %.2f s",
+                key,
+                len(sealed["files"]) - len(marker["files"]),
+                time.monotonic() - start,
             )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("lockstep environment %s was not compiled (%s)", key, exc)
+        finally:
+            if fd >= 0:
+                os.close(fd)  # releases the compile lock
+            with self._lock:
+                self._compiling.discard(key)
+
+    def wait_compiled(self, key: str, timeout: float) -> bool:
+        """Whether the environment ``key`` was compiled within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if json.loads((self._dir(key) / MARKER).read_bytes()).get("compiled") is True:
+                    return True
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
 
 
-def install_wheel(data: bytes, filename: str, project: str, site: Path, budget: _Budget) -> int:
-    """Unpack one wheel into ``site``, every member checked by ``core.wheels``; the number
-    of files written. ``WheelRefused`` naming the wheel and the member."""
-
-    def refuse(what: str) -> WheelRefused:
-        return WheelRefused(f"wheel {filename}: {what}; refused, the environment is not made")
-
-    written = 0
-    members = verified_members(data, project, lambda size: budget.take(size, f"wheel {filename}"))
-    while True:
-        try:
-            member = next(members, None)
-        except WheelRejected as exc:
-            raise refuse(str(exc)) from None
-        if member is None:
-            return written
-        dest = site / member.target
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        except FileExistsError:
-            raise refuse(f"{member.target} is installed already (by another wheel)") from None
-        except (NotADirectoryError, FileNotFoundError):
-            raise refuse(f"{member.target} is below a file of the same name") from None
-        with os.fdopen(fd, "wb") as out:
-            out.write(member.content)
-        if member.executable:
-            os.chmod(dest, 0o755)
-        written += 1
+def _remove_unlisted_pycs(final: Path, marker: dict[str, Any]) -> None:
+    """Remove the ``.pyc`` files (and their temporaries) ``marker`` does not list."""
+    listed = {str(row[0]) for row in marker["files"]}
+    for dirpath, _dirs, filenames in os.walk(final, followlinks=False):
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(final).as_posix()
+            if rel not in listed and (is_pyc(rel) or is_pyc_temp(rel)):
+                (Path(dirpath) / name).unlink()
 
 
-def _compile(site: Path) -> None:
-    """Compile the ``.py`` files under ``site`` with this interpreter (unchecked-hash
-    ``.pyc``: task processes import without compiling, and write nothing), but for the
-    wheels' test directories."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-m",
-            "compileall",
-            "-q",
-            "-j",
-            "0",
-            "--invalidation-mode",
-            "unchecked-hash",
-            "-x",  # a wheel's own test suites: never imported by a task, many files
-            f"^{re.escape(str(site))}/(.*/)?tests?/",
-            str(site),
-        ],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if proc.returncode not in (0, 1):  # 1: a file that does not compile (a wheel's test data)
-        raise OSError(f"compileall failed with code {proc.returncode}: {proc.stderr[-500:]}")
-
-
-def _read_only(tree: Path) -> None:
-    """Files 0444 (0555 if executable), then directories 0555, bottom up."""
-    for dirpath, dirnames, filenames in os.walk(tree, topdown=False):
+def _seal(final: Path, marker: dict[str, Any]) -> dict[str, Any] | None:
+    """``marker`` with the ``.pyc`` files compiled under ``final`` added (each made
+    read-only; a killed compile's temporaries removed) and ``"compiled": true``, every
+    directory made read-only; None if a file other than a ``.pyc`` is not listed."""
+    listed = {str(row[0]) for row in marker["files"]}
+    added = []
+    for dirpath, _dirs, filenames in os.walk(final, followlinks=False):
         for name in filenames:
             path = Path(dirpath) / name
-            path.chmod(0o555 if path.stat().st_mode & 0o100 else 0o444)
+            rel = path.relative_to(final).as_posix()
+            if rel in listed or rel == MARKER:
+                continue
+            if is_pyc_temp(rel):
+                path.unlink()
+                continue
+            if not is_pyc(rel) or path.is_symlink():
+                log.warning("lockstep environment at %s holds %s, not listed", final, rel)
+                return None
+            path.chmod(0o444)
+            st = path.stat()
+            added.append([rel, _file_sha256(path), st.st_size, st.st_mtime_ns])
+    for dirpath, dirnames, _files in os.walk(final, topdown=False):
         for name in dirnames:
             (Path(dirpath) / name).chmod(0o555)
-    tree.chmod(0o755)  # the environment's own directory: renamed and removed as one
+    return {**marker, "compiled": True, "files": sorted(marker["files"] + added)}
 
 
 def install(worker: Any, bundles: Any, envs: EnvStore) -> None:

@@ -76,6 +76,7 @@ class ChildProcess:
             self._proc = subprocess.Popen(
                 [
                     sys.executable,
+                    "-B",  # a task writes no .pyc (an environment's come from its compiler)
                     "-m",
                     "lockstep.runtime.executors._child",
                     mode,
