@@ -39,6 +39,7 @@ from lockstep.core.digests import TreeFile, canonical_json, of_hex, sha256_diges
 from lockstep.core.errors import BadInput
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
+from lockstep.core.wheels import in_test_dir
 from lockstep.inputs import declared
 from lockstep.inputs.debian import fetch
 from lockstep.inputs.debian import lock as debian_lock
@@ -203,10 +204,13 @@ class Builder:
                     e for w in group.wheels for e in thirdparty.wheel_entries(w, data[w.sha256])
                 ]
                 pycs = pycompile.compile_pycs(
-                    StagedPython(self.layers.staged(base_record)), entries
+                    StagedPython(self.layers.staged(base_record)), entries, in_test_dir
                 )
                 cached = self.layers.put(
-                    "wheels", key, make_layer([*entries, *pycs]), {"holds": group.describe()}
+                    "wheels",
+                    key,
+                    make_layer([*entries, *pycs]),
+                    {"holds": group.describe(), **importable(entries)},
                 )
             out[f"python:{group.name}"] = cached
         return out
@@ -231,26 +235,47 @@ class Builder:
         staged_python = StagedPython(self.layers.staged(base_record))
         with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
             materialize(entries, Path(tmp))
-            sites = [self.layers.staged(r) / layout.SITE_DIR for r in third_party]
-            self.check_executors(staged_python, [Path(tmp) / layout.SITE_DIR, *sites])
+            self.check_executors(staged_python, Path(tmp) / layout.SITE_DIR, third_party)
         pycs = pycompile.compile_pycs(staged_python, entries)
         return self.layers.put("app", key, make_layer([*entries, *pycs]))
 
-    def check_executors(self, staged_python: StagedPython, sites: Sequence[Path]) -> None:
-        """Import every registered executor from the image's own files (``sites``: the app's
-        site directory first, then the third-party layers'), with its python
-        (``lockstep.core.registry`` run as a script)."""
-        proc = staged_python.run(
-            ["-P", registry.__file__, *map(str, sites)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise BadInput(
-                f"executor check failed to run in the image's python: "
-                f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+    def check_executors(
+        self, staged_python: StagedPython, app_site: Path, third_party: Sequence[LayerRecord]
+    ) -> None:
+        """Import every registered executor from the image's own files (the app's site
+        directory first, then the third-party layers'), with its python
+        (``lockstep.core.registry`` run as a script).
+
+        A third-party layer is put on disk (staged: its files written out, the slow part
+        of a cold build) only if the check needs it: it registers an executor, or an
+        import asked for one of its top-level names (the check is run again with it)."""
+        staged: list[LayerRecord] = []
+        unstaged: dict[str, list[LayerRecord]] = {}
+        for record in third_party:
+            tops = record.facts.get("tops")
+            if record.facts.get("executors", True) or not isinstance(tops, list):
+                staged.append(record)
+            else:
+                for top in tops:
+                    unstaged.setdefault(str(top), []).append(record)
+        while True:
+            sites = [app_site, *(self.layers.staged(r) / layout.SITE_DIR for r in staged)]
+            absent = ",".join(sorted(unstaged))
+            proc = staged_python.run(
+                ["-P", registry.__file__, *map(str, sites), f"--absent={absent}"],
+                capture_output=True,
+                text=True,
             )
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
+            if proc.returncode != 0:
+                raise BadInput(
+                    f"executor check failed to run in the image's python: "
+                    f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+                )
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            wanted = [r for top in result.get("absent", []) for r in unstaged.pop(top, [])]
+            if not wanted:
+                break
+            staged += [r for r in dict.fromkeys(wanted) if r not in staged]
         expected = dict(self.project.executors)
         if result["found"] != expected:
             raise BadInput(
@@ -533,6 +558,23 @@ class Builder:
             history=history,
             created=created,
         )
+
+
+def importable(entries: Sequence[Entry]) -> dict[str, Any]:
+    """What a third-party layer offers to imports, for ``check_executors``: ``tops``, the
+    top-level names in its site directory, and ``executors``, whether a wheel in it
+    registers one (an ``entry_points.txt`` with the group)."""
+    prefix = layout.SITE_DIR + "/"
+    tops: set[str] = set()
+    executors = False
+    for entry in entries:
+        if not entry.path.startswith(prefix):
+            continue
+        first, sep, _rest = entry.path[len(prefix) :].partition("/")
+        tops.add(first if sep else first.split(".")[0])
+        if entry.path.endswith(".dist-info/entry_points.txt") and entry.kind == "file":
+            executors |= f"[{registry.GROUP}]".encode() in entry.data
+    return {"tops": sorted(tops), "executors": executors}
 
 
 def _short(image: oci.Image) -> str:

@@ -11,9 +11,11 @@ give the same bytes on any machine.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lockstep.assembly.entries import Entry
@@ -21,6 +23,10 @@ from lockstep.assembly.stage import StagedPython
 from lockstep.core.errors import CheckFailed
 
 DRIVER = Path(__file__).with_name("pyc_driver.py")  # run by the image's python
+# Sources per driver process: a fixed number, so which process compiled a file (and so
+# the bytes) never depends on how many cores this machine has; the chunks run on all.
+CHUNK = 200
+WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _source_of(entry: Entry, by_path: dict[str, Entry]) -> Entry | None:
@@ -44,23 +50,36 @@ def pyc_path(source_path: str, tag: str) -> str:
     return f"{head + '/' if head else ''}__pycache__/{stem}.{tag}.pyc"
 
 
-def compile_pycs(python: StagedPython, entries: Sequence[Entry]) -> list[Entry]:
-    """One ``.pyc`` entry per ``.py`` entry that compiles, made by ``python`` in one process.
+def compile_pycs(
+    python: StagedPython, entries: Sequence[Entry], skip: Callable[[str], bool] | None = None
+) -> list[Entry]:
+    """One ``.pyc`` entry per ``.py`` entry that compiles, made by ``python``: the sources
+    in path order, ``CHUNK`` at a time, each chunk by a process of its own, on every core.
 
     Symlinked ``.py`` files whose target is in ``entries`` are compiled under
-    the link's name. Sources that do not compile (Python 2 test data in some
-    packages) are skipped. CheckFailed if the interpreter itself fails.
+    the link's name; ``skip(path)`` leaves a source uncompiled. Sources that do not
+    compile (Python 2 test data in some packages) are skipped. CheckFailed if the
+    interpreter itself fails.
     """
     by_path = {e.path: e for e in entries}
     sources: list[tuple[str, bytes]] = []
     for entry in sorted(entries, key=lambda e: e.path):
         if not entry.path.endswith(".py") or entry.kind == "dir":
             continue
+        if skip is not None and skip(entry.path):
+            continue
         src = _source_of(entry, by_path)
         if src is not None:
             sources.append((entry.path, src.data))
     if not sources:
         return []
+    chunks = [sources[i : i + CHUNK] for i in range(0, len(sources), CHUNK)]
+    with ThreadPoolExecutor(min(len(chunks), WORKERS), thread_name_prefix="pyc") as pool:
+        return [e for part in pool.map(lambda c: _compile_chunk(python, c), chunks) for e in part]
+
+
+def _compile_chunk(python: StagedPython, sources: Sequence[tuple[str, bytes]]) -> list[Entry]:
+    """``sources`` compiled by one fresh process of ``python``, in their order."""
     with tempfile.TemporaryDirectory(prefix="lockstep-pyc-") as tmp:
         root = Path(tmp)
         (root / "src").mkdir()

@@ -3,8 +3,8 @@
 One place for the group's name, for listing what an installation registers,
 and for resolving a ``module:qualified.name`` reference. The build's executor
 check runs this file with the *image's* python against the image's own files
-(``python registry.py SITE…`` prints ``{"found": …, "errors": …}``); the
-worker, ``lockstep self-check``, the executors and jobs import it.
+(``python registry.py SITE… [--absent=NAME,…]`` prints ``{"found": …, "errors": …,
+"absent": …}``); the worker, ``lockstep self-check``, the executors and jobs import it.
 
 Standard library only: it runs as a script in a Python that has nothing else.
 """
@@ -54,14 +54,35 @@ def import_errors(found: dict[str, str]) -> dict[str, str]:
     return errors
 
 
+class _Absent:
+    """A meta path finder that notes each import of a top-level name in ``names`` (modules
+    the image holds in layers not put on ``sys.path`` for the check) and finds nothing."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.wanted: set[str] = set()
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        top = name.partition(".")[0]
+        if top in self.names:
+            self.wanted.add(top)
+
+
 def main(argv: list[str]) -> int:
-    """Put ``argv`` first on ``sys.path``; print the registry and its import errors as JSON."""
+    """Put the sites in ``argv`` first on ``sys.path``; print the registry and its import
+    errors as JSON, and ``absent``: which of the top-level names given as
+    ``--absent=NAME,…`` an import asked for (the builder then adds their layers)."""
     here = Path(__file__).resolve().parent
+    sites = [a for a in argv if not a.startswith("--absent=")]
+    absent = {n for a in argv if a.startswith("--absent=") for n in a[9:].split(",") if n}
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != here]
-    sys.path[:0] = argv
+    sys.path[:0] = sites
+    finder = _Absent(absent)
+    sys.meta_path.insert(0, finder)
     importlib.invalidate_caches()
     found = registered()
-    print(json.dumps({"found": found, "errors": import_errors(found)}))
+    errors = import_errors(found)
+    print(json.dumps({"found": found, "errors": errors, "absent": sorted(finder.wanted)}))
     return 0
 
 

@@ -114,6 +114,16 @@ def installed_path(member: str, data_dir: str) -> str | None:
     return None
 
 
+TEST_DIRS = frozenset({"test", "tests"})
+
+
+def in_test_dir(path: str) -> bool:
+    """Whether ``path`` (``/``-separated) is inside a wheel's own test suite: a directory
+    named ``test`` or ``tests``. Its modules are installed but not compiled (a task never
+    imports them; in the heavy stack they are half of all ``.py`` files)."""
+    return not TEST_DIRS.isdisjoint(path.split("/")[:-1])
+
+
 class WheelRejected(ValueError):
     """A wheel whose members are not what its ``RECORD`` says, or not plain files."""
 

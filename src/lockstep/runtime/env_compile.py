@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from lockstep.core.reap import supervised
+from lockstep.core.wheels import TEST_DIRS
 
 _PYC = re.compile(r"(^|/)__pycache__/[^/]+\.pyc$")
 _PYC_TEMP = re.compile(r"(^|/)__pycache__/[^/]+\.pyc\.\d+$")  # importlib's _write_atomic
@@ -62,7 +63,7 @@ def sources(site: Path) -> list[str]:
     ``.pyc`` there yet."""
     found = []
     for dirpath, dirnames, filenames in os.walk(site):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("test", "tests", "__pycache__"))
+        dirnames[:] = sorted(d for d in dirnames if d not in TEST_DIRS and d != "__pycache__")
         for name in sorted(filenames):
             if name.endswith(".py"):
                 path = os.path.join(dirpath, name)
