@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 from lockstep.assembly import oci
+from lockstep.assembly.pycompile import pyc_path
 from lockstep.core.digests import sha256_digest as sha256
+from lockstep.core.wheels import in_test_dir
 from tests.fixtures.build import ROOT, Built, build, clone, lockstep
 from tests.fixtures.support import require
 
@@ -101,6 +103,11 @@ def test_python_files_are_precompiled(built: Built) -> None:
         if name.startswith("python:"):
             third.update(layer_files(archive.blob(digest)))
     assert f"{site}/distributed/__pycache__/worker.cpython-311.pyc" in third
+    # the wheels' own test suites are installed but not compiled; every other module is
+    tests = [p for p in third if p.endswith(".py") and in_test_dir(p)]
+    assert tests and not [p for p in tests if pyc_path(p, "cpython-311") in third]
+    modules = [p for p in third if p.endswith(".py") and not in_test_dir(p)]
+    assert [p for p in modules if pyc_path(p, "cpython-311") not in third] == []
     base = layer_files(archive.blob(layers["base"]))
     assert "usr/lib/python3.11/__pycache__/os.cpython-311.pyc" in base
     assert base["tmp"].mode == 0o1777

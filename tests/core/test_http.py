@@ -20,7 +20,7 @@ BODY = b"locked bytes " * 1000
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         if self.path != "/file":
             self.send_error(404)
             return

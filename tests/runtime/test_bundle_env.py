@@ -305,13 +305,14 @@ def test_an_environment_is_used_before_it_is_compiled_and_sealed_after(
     other.write_text("")
     assert store(tmp_path).status(bundle)["ready"] is False  # anything else: made again
     assert not env.site.parent.exists() or not other.exists()
-    monkeypatch.undo()
     s2 = store(tmp_path)
     made = s2.ensure(bundle)
     assert made is not None and made.built
     planted = _pyc(made.site, "demo/__init__.py")
     planted.parent.mkdir()
-    planted.write_bytes(b"planted before the compiler ran")  # a race the compiler wins
+    planted.write_bytes(b"planted before the compiler ran")
+    monkeypatch.undo()
+    s2.compile_soon(made.key)
     assert s2.wait_compiled(made.key, 60)
     assert planted.read_bytes()[:4] == importlib_magic()
     assert s2.verify_deep(made.key) == ""
@@ -372,3 +373,27 @@ def test_a_pyc_a_wheel_ships_is_kept_as_installed(tmp_path: Path) -> None:
     assert (env.site / shipped_pyc).read_bytes() == b"what the wheel ships"
     assert _pyc(env.site, "demo/__init__.py").is_file()
     assert s.verify_deep(env.key) == ""
+
+
+def test_sealing_keeps_only_the_pycs_the_compiler_wrote(tmp_path: Path) -> None:
+    import json
+
+    data = make_wheel(files={"demo/__init__.py": b"A = 1\n", "demo/b.py": b"B = 2\n"})
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    env = s.ensure(bundle)
+    assert env is not None and s.wait_compiled(env.key, 60)
+    final = env.site.parent
+    marker = json.loads((final / "ENV.json").read_bytes())
+    listed = {row[0]: row[1] for row in marker["files"]}
+    a, b = (f"site/{p}" for p in ("demo/__pycache__/__init__.cpython-311.pyc",
+                                   "demo/__pycache__/b.cpython-311.pyc"))  # fmt: skip
+    assert a in listed and b in listed
+    # as if the compiler had just written them and a task then replaced b's
+    unsealed = {**marker, "compiled": False, "files": [r for r in marker["files"]
+                                                       if r[0] not in (a, b)]}  # fmt: skip
+    sealed = bundle_env._seal(final, unsealed, {a: listed[a], b: "0" * 64})
+    assert sealed is not None and sealed["compiled"] is True
+    kept = {row[0] for row in sealed["files"]}
+    assert a in kept and b not in kept and not (final / b).exists()

@@ -46,6 +46,45 @@ def _open_dir(root_fd: int, parts: Sequence[str], path: str) -> int:
     return fd
 
 
+class _DirChain:
+    """The open directories from the root to the last entry's directory, each opened
+    relative to its parent with ``O_NOFOLLOW``: the next entry reopens only the part of
+    its path that differs (a layer of 20 000 files: 20 000 opens instead of 120 000)."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.chain: list[tuple[str, int]] = []
+
+    def open(self, parts: Sequence[str], path: str) -> int:
+        """The fd of ``root/parts…``, refusing a symlink anywhere on the way."""
+        same = 0
+        while same < min(len(self.chain), len(parts)) and self.chain[same][0] == parts[same]:
+            same += 1
+        self._close_from(same)
+        for part in parts[same:]:
+            parent = self.chain[-1][1] if self.chain else self.root_fd
+            try:
+                fd = os.open(part, _DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                raise BadInput(
+                    f"materialize: cannot open the directory of {path!r} without "
+                    f"following a symlink ({exc.strerror})"
+                ) from exc
+            self.chain.append((part, fd))
+        return self.chain[-1][1] if self.chain else self.root_fd
+
+    def _close_from(self, depth: int) -> None:
+        for _name, fd in self.chain[depth:]:
+            os.close(fd)
+        del self.chain[depth:]
+
+    def __enter__(self) -> _DirChain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close_from(0)
+
+
 def materialize(entries: Iterable[Entry], dest: Path) -> None:
     """Write ``entries`` under ``dest`` (absent or empty), never following a symlink.
 
@@ -64,12 +103,12 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
     root_fd = os.open(dest, _DIR_FLAGS)
     try:
         for kind in ("dir", "file", "symlink"):
-            for e in items:
-                if e.kind != kind:
-                    continue
-                *parents, name = e.path.split("/")
-                fd = _open_dir(root_fd, parents, e.path)
-                try:
+            with _DirChain(root_fd) as chain:  # entries come sorted: siblings share it
+                for e in items:
+                    if e.kind != kind:
+                        continue
+                    *parents, name = e.path.split("/")
+                    fd = chain.open(parents, e.path)
                     if kind == "dir":
                         os.mkdir(name, 0o700, dir_fd=fd)
                     elif kind == "file":
@@ -83,8 +122,6 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
                             os.close(out)
                     else:
                         os.symlink(e.target, name, dir_fd=fd)
-                finally:
-                    os.close(fd)
         for e in reversed(items):  # children before parents
             if e.kind == "dir":
                 fd = _open_dir(root_fd, e.path.split("/"), e.path)

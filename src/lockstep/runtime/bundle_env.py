@@ -36,9 +36,12 @@ An environment is used only if ``ENV.json`` is there and every file under it
 is what ``ENV.json`` lists, with its size and modification time (checked once
 per job, and by each worker process before its first task there; a write
 changes them, and ``verify_deep`` compares the sha256 ``ENV.json`` records
-too) — until it is compiled, ``.pyc`` files in ``__pycache__`` are the only
-files it may hold beyond the list; anything else (a partial or edited
-environment) is removed and made again.
+too; a worker walks its environments when it starts, and between walks
+``inotify`` tells it whether anything under one changed: if nothing did, a
+job's check is one read, else the walk again — ``env_watch``). Until it is
+compiled, ``.pyc`` files in ``__pycache__`` are the only files it may hold
+beyond the list; anything else (a partial or edited environment) is removed
+and made again.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from lockstep.runtime.env_install import (
     install_all,
     plan_all,
 )
+from lockstep.runtime.env_watch import TreeWatch
 
 log = logging.getLogger("lockstep.runtime.bundle_env")
 
@@ -144,6 +148,7 @@ class EnvStore:
         self._key_locks: dict[str, threading.Lock] = {}
         self._by_bundle: dict[str, Env | None] = {}
         self._compiling: set[str] = set()
+        self._watches: dict[str, TreeWatch] = {}  # env key -> inotify since its last walk
 
     # --- wheels -------------------------------------------------------------------------
 
@@ -272,17 +277,43 @@ class EnvStore:
             return False
         with self._lock:
             known = self._verified.get(key)
-        if not verify and known == mtime:
-            return True
+            watch = self._watches.get(key)
+        if known == mtime and (not verify or (watch is not None and not watch.changed())):
+            return True  # verified, and (per inotify) nothing under it changed since
+        watch = TreeWatch.start(final)  # first: a change during the walk is seen next time
         problem, compiled = self._verify(final, key)
         if problem:
+            if watch is not None:
+                watch.close()
             self._discard(key, problem, locked)
             return False
         with self._lock:
             self._verified[key] = mtime
+            old = self._watches.pop(key, None)
+            if watch is not None:
+                self._watches[key] = watch
+        if old is not None:
+            old.close()
         if not compiled:
             self.compile_soon(key)
         return True
+
+    def check_all(self) -> int:
+        """Verify every environment of this build on disk (a worker does, in the background,
+        when it starts: a job's first check then finds it verified and watched); how many
+        are ready. A broken one is removed."""
+        ready = 0
+        for marker in sorted(self.envs.glob("*/" + MARKER)):
+            try:
+                facts = json.loads(marker.read_bytes())
+                key = str(facts["key"])
+                if facts.get("build_id") != self.build_id or self._dir(key) != marker.parent:
+                    continue
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # removed or made meanwhile, or another build's: not ours to judge
+            with self._key_lock(key):
+                ready += self._ready(key, verify=True)
+        return ready
 
     def verify_deep(self, key: str) -> str:
         """Compare every file of the environment ``key`` with the sha256 ``ENV.json`` lists."""
@@ -294,7 +325,10 @@ class EnvStore:
         log.warning("lockstep environment %s at %s is broken (%s); removing it", key, final, why)
         with self._lock:
             self._verified.pop(key, None)
+            watch = self._watches.pop(key, None)
             self._by_bundle = {k: v for k, v in self._by_bundle.items() if not v or v.key != key}
+        if watch is not None:
+            watch.close()
         with contextlib.nullcontext() if locked else self._flock(key):
             if final.exists() and self._verify(final, key)[0]:  # still broken
                 self._remove(final)
@@ -434,12 +468,13 @@ class EnvStore:
             if before.get("compiled") is not False:
                 return
             _remove_unlisted_pycs(final, before)  # a compile's that died, or planted: redone
-            compile_site(final / "site")
+            installed = {str(r[0])[5:] for r in before["files"] if is_pyc(str(r[0]))}
+            written = compile_site(final / "site", installed)
             with self._flock(key):
                 marker = json.loads((final / MARKER).read_bytes())
                 if marker.get("made") != before.get("made") or marker.get("compiled"):
                     return  # made again meanwhile: its own maker compiles it
-                sealed = _seal(final, marker)
+                sealed = _seal(final, marker, {f"site/{k}": v for k, v in written.items()})
                 if sealed is None:
                     return  # something else appeared: the next check removes it
                 write_bytes(final / MARKER, canonical_json(sealed), 0o444)
@@ -481,10 +516,11 @@ def _remove_unlisted_pycs(final: Path, marker: dict[str, Any]) -> None:
                 (Path(dirpath) / name).unlink()
 
 
-def _seal(final: Path, marker: dict[str, Any]) -> dict[str, Any] | None:
-    """``marker`` with the ``.pyc`` files compiled under ``final`` added (each made
-    read-only; a killed compile's temporaries removed) and ``"compiled": true``, every
-    directory made read-only; None if a file other than a ``.pyc`` is not listed."""
+def _seal(final: Path, marker: dict[str, Any], written: dict[str, str]) -> dict[str, Any] | None:
+    """``marker`` with the ``.pyc`` files the compiler ``written`` added (each made
+    read-only; any other unlisted ``.pyc``, or one whose bytes are not what was written,
+    and a killed compile's temporaries removed) and ``"compiled": true``, every directory
+    made read-only; None if a file other than a ``.pyc`` is not listed."""
     listed = {str(row[0]) for row in marker["files"]}
     added = []
     for dirpath, _dirs, filenames in os.walk(final, followlinks=False):
@@ -493,15 +529,15 @@ def _seal(final: Path, marker: dict[str, Any]) -> dict[str, Any] | None:
             rel = path.relative_to(final).as_posix()
             if rel in listed or rel == MARKER:
                 continue
-            if is_pyc_temp(rel):
-                path.unlink()
-                continue
-            if not is_pyc(rel) or path.is_symlink():
+            if not (is_pyc(rel) or is_pyc_temp(rel)) or path.is_symlink():
                 log.warning("lockstep environment at %s holds %s, not listed", final, rel)
                 return None
+            if is_pyc_temp(rel) or written.get(rel) != _file_sha256(path):
+                path.unlink()  # not what this compile wrote: a task imports from source
+                continue
             path.chmod(0o444)
             st = path.stat()
-            added.append([rel, _file_sha256(path), st.st_size, st.st_mtime_ns])
+            added.append([rel, written[rel], st.st_size, st.st_mtime_ns])
     for dirpath, dirnames, _files in os.walk(final, topdown=False):
         for name in dirnames:
             (Path(dirpath) / name).chmod(0o555)

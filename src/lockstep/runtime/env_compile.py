@@ -14,12 +14,15 @@ through.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import marshal
 import os
-import py_compile
 import re
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -40,62 +43,98 @@ def is_pyc_temp(rel: str) -> bool:
     return bool(_PYC_TEMP.search(rel))
 
 
-def compile_site(site: Path) -> None:
+def compile_site(site: Path, keep: set[str]) -> dict[str, str]:
     """Compile the ``.py`` files under ``site`` with this interpreter (unchecked-hash
     ``.pyc``: task processes import without compiling, and write nothing), but for the
-    wheels' test directories and the modules a wheel ships a ``.pyc`` for (what a wheel
-    installed is never overwritten); ``OSError`` if the compile itself fails. Run under
-    ``core.reap``: if this process dies, the compile dies with it."""
-    proc = subprocess.run(
-        supervised([sys.executable, "-I", "-m", "lockstep.runtime.env_compile", str(site)]),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise OSError(f"compiling failed with code {proc.returncode}: {proc.stderr[-500:]}")
+    wheels' test directories and the modules whose ``.pyc`` is in ``keep`` (paths under
+    ``site``: the ones a wheel installed, never overwritten). What was written:
+    ``{pyc path under site: sha256 of the bytes written}``. ``OSError`` if the compile
+    itself fails. Run under ``core.reap``: if this process dies, the compile dies too."""
+    with tempfile.TemporaryDirectory(prefix="lockstep-compile-") as tmp:
+        jobs = Path(tmp) / "jobs.json"
+        out = Path(tmp) / "written.json"
+        jobs.write_text(json.dumps({"site": str(site), "sources": sources(site, keep)}))
+        proc = subprocess.run(
+            supervised(
+                [sys.executable, "-I", "-m", "lockstep.runtime.env_compile", str(jobs), str(out)]
+            ),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise OSError(f"compiling failed with code {proc.returncode}: {proc.stderr[-500:]}")
+        written: dict[str, str] = json.loads(out.read_text())
+        return written
 
 
-def sources(site: Path) -> list[str]:
-    """The ``.py`` files under ``site`` to compile: not in a ``test``/``tests`` directory
-    (a wheel's own test suites: never imported by a task, many files), and with no
-    ``.pyc`` there yet."""
+def sources(site: Path, keep: set[str]) -> list[str]:
+    """The ``.py`` files under ``site`` (paths under it) to compile: not in a wheel's test
+    suite (``core.wheels.TEST_DIRS``: never imported by a task, many files), and with no
+    ``.pyc`` in ``keep``."""
     found = []
     for dirpath, dirnames, filenames in os.walk(site):
         dirnames[:] = sorted(d for d in dirnames if d not in TEST_DIRS and d != "__pycache__")
         for name in sorted(filenames):
             if name.endswith(".py"):
-                path = os.path.join(dirpath, name)
-                if not os.path.exists(importlib.util.cache_from_source(path)):
-                    found.append(path)
+                rel = os.path.relpath(os.path.join(dirpath, name), site)
+                if os.path.relpath(importlib.util.cache_from_source(rel)) not in keep:
+                    found.append(rel)
     return found
 
 
-def _compile(paths: list[str]) -> int:
-    """Compile ``paths``; how many did not compile (a wheel's test data, Python 2 code)."""
-    failed = 0
-    for path in paths:
-        done = py_compile.compile(
-            path,
-            doraise=False,
-            quiet=2,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
-        failed += done is None
-    return failed
+def pyc_bytes(source: bytes, path: str) -> bytes:
+    """An unchecked-hash ``.pyc`` (PEP 552) of ``source``, its code named ``path``; what
+    ``py_compile`` writes with ``UNCHECKED_HASH``. ``SyntaxError`` (and others) if the
+    source does not compile."""
+    code = compile(source, path, "exec", dont_inherit=True)
+    flags = 0b01  # hash-based, not checked against the source
+    return (
+        importlib.util.MAGIC_NUMBER
+        + flags.to_bytes(4, "little")
+        + importlib.util.source_hash(source)
+        + marshal.dumps(code)
+    )
+
+
+def _compile(site: str, paths: list[str]) -> dict[str, str]:
+    """Compile ``paths`` (under ``site``); ``{pyc path: sha256}`` of those that compiled
+    (a wheel's test data or Python 2 code does not: skipped). Each ``.pyc`` is written to
+    a temporary name and renamed into place."""
+    written = {}
+    for rel in paths:
+        path = os.path.join(site, rel)
+        try:
+            with open(path, "rb") as f:
+                data = pyc_bytes(f.read(), path)
+        except (SyntaxError, ValueError, OSError):
+            continue
+        pyc_rel = os.path.relpath(importlib.util.cache_from_source(rel))
+        target = os.path.join(site, pyc_rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.{os.getpid()}"
+        with open(tmp, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+        written[pyc_rel] = hashlib.sha256(data).hexdigest()
+    return written
 
 
 def main(argv: list[str]) -> int:
-    """``python -m lockstep.runtime.env_compile SITE``: compile with every core."""
-    if len(argv) != 1:
-        print("usage: python -m lockstep.runtime.env_compile SITE", file=sys.stderr)
+    """``python -m lockstep.runtime.env_compile JOBS OUT``: compile with every core."""
+    if len(argv) != 2:
+        print("usage: python -m lockstep.runtime.env_compile JOBS.json OUT.json", file=sys.stderr)
         return 2
-    paths = sources(Path(argv[0]))
+    jobs = json.loads(Path(argv[0]).read_text())
+    site, paths = str(jobs["site"]), list(jobs["sources"])
     cores = os.cpu_count() or 1
-    chunks = [paths[i :: cores * 4] for i in range(cores * 4)]
+    chunks = [c for c in (paths[i :: cores * 4] for i in range(cores * 4)) if c]
+    written: dict[str, str] = {}
     with ProcessPoolExecutor(cores) as pool:
-        sum(pool.map(_compile, [c for c in chunks if c]))
+        for part in pool.map(_compile, [site] * len(chunks), chunks):
+            written.update(part)
+    Path(argv[1]).write_text(json.dumps(written))
     return 0
 
 

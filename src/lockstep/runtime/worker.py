@@ -58,6 +58,17 @@ class WorkerRuntime:
         self.bundles.prepare()
         self.executor.start()
         self.ready = True
+        threading.Thread(target=self._check_envs, name="lockstep-envs", daemon=True).start()
+
+    def _check_envs(self) -> None:
+        """Verify (and watch) the environments already on disk, so a job does not wait."""
+        try:
+            ready = self.envs.check_all()
+        except OSError as exc:
+            log.warning("lockstep: the bundle environments were not checked (%s)", exc)
+            return
+        if ready:
+            log.info("lockstep: %d bundle environment(s) on disk checked", ready)
 
     def run(self, call: TaskCall) -> TaskResult:
         with self._lock:
