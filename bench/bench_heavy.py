@@ -405,7 +405,6 @@ def main() -> None:
         registry = start_registry(work)
         if registry is not None:
             atexit.register(registry.stop)  # on any way out of this bench
-            push(heavy.root, cache, registry, out, "bench/heavy")
         before = archive_layers(out / "worker.tar")
         rows["noop"] = median([timed(lambda: heavy.build("--out", str(out))) for _ in range(n)])
         heavy.build("--layout", str(layout), "--no-archives")
@@ -442,6 +441,8 @@ def main() -> None:
         drift_a = {k: (pins.get(k), v) for k, v in heavy.pins().items() if pins.get(k) != v}
         locks["A"] = (heavy.root / "images/python.lock.json").read_bytes()
         blobs_before = archive_blobs(out)
+        if registry is not None:  # the release before the change: what the registry holds
+            push(heavy.root, cache, registry, out, "bench/heavy")
         rows["wheel_archives"] = timed(lambda: heavy.build("--out", str(out)))
         changed_a = changed(archive_before, archive_layers(out / "worker.tar"))
         rerelease: dict[str, Any] = {}

@@ -113,6 +113,31 @@ def test_python_files_are_precompiled(built: Built) -> None:
     assert base["tmp"].mode == 0o1777
 
 
+def test_a_pyc_does_not_depend_on_what_else_its_process_compiled(built: Built) -> None:
+    """What lets a build reuse the app's .pyc files across builds (a one-line change
+    compiles one file) without changing a digest: the image's python gives a source the
+    same bytes alone as among others."""
+    from lockstep.assembly import pycompile
+    from lockstep.assembly.builder import Builder
+    from lockstep.assembly.entries import Entry
+    from lockstep.assembly.stage import StagedPython
+    from lockstep.core.store import Cache
+    from lockstep.project import load_project
+
+    builder = Builder(load_project(built.root), Cache(built.cache))
+    python = StagedPython(builder.layers.staged(builder.base_layer()))
+    sources = sorted((built.root / "src/lockstep").rglob("*.py"))[::4]  # a spread of modules
+    entries = [Entry.file(f"app/{p.name}-{i}.py", p.read_bytes(), 0o644)
+               for i, p in enumerate(sources)]  # fmt: skip
+    together = {e.path: e.data for e in pycompile.compile_pycs(python, entries)}
+    assert len(together) == len(entries) >= 20
+    memo: pycompile.Memo = {}
+    pycompile.compile_pycs(python, entries[::-1][:5], memo=memo)  # another company, reversed
+    for entry in entries:
+        alone = pycompile.compile_pycs(python, [entry], memo=dict(memo))
+        assert [e.data for e in alone] == [together[pycompile.pyc_path(entry.path, "cpython-311")]]
+
+
 def test_two_clones_two_environments_same_digests(built: Built, tmp_path: Path) -> None:
     """A second clone elsewhere, other mtimes, umask, TZ and locale, and an empty cache."""
     other = clone(tmp_path / "deeper" / "path" / "elsewhere")

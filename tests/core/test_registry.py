@@ -75,3 +75,32 @@ def test_the_script_reads_the_registry_of_the_site_dirs_it_is_given(tmp_path: Pa
     result = json.loads(proc.stdout)
     assert result["found"] == {"broken": "demo_ex:Missing", "quick": "demo_ex:Quick"}
     assert list(result["errors"]) == ["broken"]
+
+
+def test_the_script_names_the_absent_modules_an_import_asked_for(tmp_path: Path) -> None:
+    """The build puts a heavy layer on disk for the check only if an import asks for it."""
+    site, heavy = tmp_path / "site", tmp_path / "heavy"
+    info = site / "demo-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{registry.GROUP}]\nquick = demo_ex:Quick\n")
+    (site / "demo_ex.py").write_text(
+        "try:\n    import heavypkg.sub\nexcept ImportError:\n    heavypkg = None\n"
+        "import json\nclass Quick: pass\n"
+    )  # an import that falls back quietly is still seen
+    (heavy / "heavypkg").mkdir(parents=True)
+    (heavy / "heavypkg" / "__init__.py").write_text("")
+    (heavy / "heavypkg" / "sub.py").write_text("")
+
+    def check(*args: str) -> dict[str, object]:
+        proc = subprocess.run(
+            [sys.executable, "-s", "-S", "-P", registry.__file__, *args],
+            capture_output=True, text=True, check=True, cwd=tmp_path,
+        )  # fmt: skip
+        result: dict[str, object] = json.loads(proc.stdout)
+        return result
+
+    first = check(str(site), "--absent=heavypkg,otherpkg")
+    assert first["absent"] == ["heavypkg"] and first["errors"] == {}
+    second = check(str(site), str(heavy), "--absent=otherpkg")
+    assert second["absent"] == [] and second["errors"] == {}

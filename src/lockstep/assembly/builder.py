@@ -236,8 +236,32 @@ class Builder:
         with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
             materialize(entries, Path(tmp))
             self.check_executors(staged_python, Path(tmp) / layout.SITE_DIR, third_party)
-        pycs = pycompile.compile_pycs(staged_python, entries)
+        memo_key = self.layers.key("app-pycs", base=base_record.digest)
+        memo = self.pyc_memo(memo_key)
+        pycs = pycompile.compile_pycs(staged_python, entries, memo=memo)
+        current = {e.path for e in entries}  # this build's sources only are remembered
+        self.layers.put_fact(
+            "app-pycs",
+            memo_key,
+            {
+                source: [sha, pyc.path, self.cache.put_blob(pyc.data)]
+                for source, (sha, pyc) in memo.items()
+                if source in current
+            },
+        )
         return self.layers.put("app", key, make_layer([*entries, *pycs]))
+
+    def pyc_memo(self, key: str) -> pycompile.Memo:
+        """The app's ``.pyc`` entries of the last build (with this base and builder), by
+        source path: a one-line change compiles one file."""
+        known = self.layers.get_fact("app-pycs", key)
+        memo: pycompile.Memo = {}
+        if isinstance(known, dict):
+            for source, (sha, path, digest) in known.items():
+                data = self.cache.get_blob(digest)
+                if data is not None:
+                    memo[source] = (sha, Entry.file(path, data, 0o644))
+        return memo
 
     def check_executors(
         self, staged_python: StagedPython, app_site: Path, third_party: Sequence[LayerRecord]

@@ -10,6 +10,7 @@ give the same bytes on any machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -23,9 +24,10 @@ from lockstep.assembly.stage import StagedPython
 from lockstep.core.errors import CheckFailed
 
 DRIVER = Path(__file__).with_name("pyc_driver.py")  # run by the image's python
-# Sources per driver process: a fixed number, so which process compiled a file (and so
-# the bytes) never depends on how many cores this machine has; the chunks run on all.
+# Sources per driver process (at most); the chunks run on every core.
 CHUNK = 200
+MIN_CHUNK = 32
+WIDTH = 2  # a layer of a few hundred sources (the app) still uses two cores
 WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -50,8 +52,14 @@ def pyc_path(source_path: str, tag: str) -> str:
     return f"{head + '/' if head else ''}__pycache__/{stem}.{tag}.pyc"
 
 
+Memo = dict[str, tuple[str, Entry]]  # source path -> (sha256 of its bytes, its .pyc entry)
+
+
 def compile_pycs(
-    python: StagedPython, entries: Sequence[Entry], skip: Callable[[str], bool] | None = None
+    python: StagedPython,
+    entries: Sequence[Entry],
+    skip: Callable[[str], bool] | None = None,
+    memo: Memo | None = None,
 ) -> list[Entry]:
     """One ``.pyc`` entry per ``.py`` entry that compiles, made by ``python``: the sources
     in path order, ``CHUNK`` at a time, each chunk by a process of its own, on every core.
@@ -59,7 +67,11 @@ def compile_pycs(
     Symlinked ``.py`` files whose target is in ``entries`` are compiled under
     the link's name; ``skip(path)`` leaves a source uncompiled. Sources that do not
     compile (Python 2 test data in some packages) are skipped. CheckFailed if the
-    interpreter itself fails.
+    interpreter itself fails. ``memo``: ``.pyc`` entries made before for the same
+    path and source bytes, reused, and updated with the ones made now (a one-line
+    change compiles one file). A ``.pyc``'s bytes depend only on its source, its
+    path and the interpreter, not on what else its process compiled (a test holds
+    this).
     """
     by_path = {e.path: e for e in entries}
     sources: list[tuple[str, bytes]] = []
@@ -71,15 +83,44 @@ def compile_pycs(
         src = _source_of(entry, by_path)
         if src is not None:
             sources.append((entry.path, src.data))
-    if not sources:
+    found: dict[str, Entry] = {}
+    todo: list[tuple[str, bytes]] = []
+    digests: dict[str, str] = {}
+    for path, data in sources:
+        if memo is not None:
+            digests[path] = hashlib.sha256(data).hexdigest()
+            known = memo.get(path)
+            if known is not None and known[0] == digests[path]:
+                found[path] = known[1]
+                continue
+        todo.append((path, data))
+    chunks = chunked(todo)
+    if chunks:
+        with ThreadPoolExecutor(min(len(chunks), WORKERS), thread_name_prefix="pyc") as pool:
+            for part in pool.map(lambda c: _compile_chunk(python, c), chunks):
+                for path, entry in part:
+                    found[path] = entry
+                    if memo is not None:
+                        memo[path] = (digests[path], entry)
+    return [found[path] for path, _ in sources if path in found]
+
+
+def chunked(sources: Sequence[tuple[str, bytes]]) -> list[Sequence[tuple[str, bytes]]]:
+    """``sources`` cut into consecutive chunks: as many as ``CHUNK`` needs, and at least
+    ``WIDTH`` when there are enough (``MIN_CHUNK`` each) to share."""
+    n = len(sources)
+    if n == 0:
         return []
-    chunks = [sources[i : i + CHUNK] for i in range(0, len(sources), CHUNK)]
-    with ThreadPoolExecutor(min(len(chunks), WORKERS), thread_name_prefix="pyc") as pool:
-        return [e for part in pool.map(lambda c: _compile_chunk(python, c), chunks) for e in part]
+    parts = max(-(-n // CHUNK), min(WIDTH, n // MIN_CHUNK), 1)
+    size = -(-n // parts)
+    return [sources[i : i + size] for i in range(0, n, size)]
 
 
-def _compile_chunk(python: StagedPython, sources: Sequence[tuple[str, bytes]]) -> list[Entry]:
-    """``sources`` compiled by one fresh process of ``python``, in their order."""
+def _compile_chunk(
+    python: StagedPython, sources: Sequence[tuple[str, bytes]]
+) -> list[tuple[str, Entry]]:
+    """``sources`` compiled by one fresh process of ``python``, in their order: ``(source
+    path, .pyc entry)`` for each that compiled."""
     with tempfile.TemporaryDirectory(prefix="lockstep-pyc-") as tmp:
         root = Path(tmp)
         (root / "src").mkdir()
@@ -102,10 +143,10 @@ def _compile_chunk(python: StagedPython, sources: Sequence[tuple[str, bytes]]) -
             failed = {int(i) for i in result["failed"]}
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise CheckFailed(f"compiling .pyc: unexpected driver output {proc.stdout!r}") from exc
-        out: list[Entry] = []
+        out: list[tuple[str, Entry]] = []
         for i, (path, _) in enumerate(sources):
             if i in failed:
                 continue
             data = (root / "out" / f"{i}.pyc").read_bytes()
-            out.append(Entry.file(pyc_path(path, tag), data, 0o644))
+            out.append((path, Entry.file(pyc_path(path, tag), data, 0o644)))
     return out

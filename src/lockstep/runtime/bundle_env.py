@@ -81,6 +81,7 @@ ENV_MAKE_OP = "lockstep_env_make"
 MARKER = "ENV.json"
 ENV_SCHEMA = "lockstep.env/v2"
 MAX_WHEEL_BYTES = 1 << 30  # one wheel, as sent
+MAX_WATCHED = 4  # environments watched (inotify instances and watches are per-user limits)
 _CHUNK = 1 << 20
 
 __all__ = ["Env", "EnvRefused", "EnvStore", "WheelRefused", "WheelsMissing", "install"]
@@ -280,7 +281,10 @@ class EnvStore:
             watch = self._watches.get(key)
         if known == mtime and (not verify or (watch is not None and not watch.changed())):
             return True  # verified, and (per inotify) nothing under it changed since
-        watch = TreeWatch.start(final)  # first: a change during the walk is seen next time
+        with self._lock:
+            room = key in self._watches or len(self._watches) < MAX_WATCHED
+        # first: a change during the walk is seen next time
+        watch = TreeWatch.start(final) if room else None
         problem, compiled = self._verify(final, key)
         if problem:
             if watch is not None:
