@@ -108,7 +108,7 @@ def _compile(site: str, paths: list[str]) -> dict[str, str]:
         try:
             with open(path, "rb") as f:
                 data = pyc_bytes(f.read(), path)
-        except (SyntaxError, ValueError, OSError):
+        except Exception:  # any source the compiler rejects stays a source
             continue
         pyc_rel = os.path.relpath(importlib.util.cache_from_source(rel))
         target = os.path.join(site, pyc_rel)
@@ -126,6 +126,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m lockstep.runtime.env_compile JOBS.json OUT.json", file=sys.stderr)
         return 2
+    os.nice(10)  # the tasks that import from source meanwhile come first
     jobs = json.loads(Path(argv[0]).read_text())
     site, paths = str(jobs["site"]), list(jobs["sources"])
     cores = os.cpu_count() or 1
