@@ -72,7 +72,7 @@ def compile_site(site: Path, keep: set[str]) -> dict[str, str]:
 def sources(site: Path, keep: set[str]) -> list[str]:
     """The ``.py`` files under ``site`` (paths under it) to compile: not in a wheel's test
     suite (``core.wheels.TEST_DIRS``: never imported by a task, many files), and with no
-    ``.pyc`` in ``keep``."""
+    ``.pyc`` in ``keep``; shallowest first."""
     found = []
     for dirpath, dirnames, filenames in os.walk(site):
         dirnames[:] = sorted(d for d in dirnames if d not in TEST_DIRS and d != "__pycache__")
@@ -81,7 +81,9 @@ def sources(site: Path, keep: set[str]) -> list[str]:
                 rel = os.path.relpath(os.path.join(dirpath, name), site)
                 if os.path.relpath(importlib.util.cache_from_source(rel)) not in keep:
                     found.append(rel)
-    return found
+    # packages' __init__ and shallow modules first: what a first task imports early, so
+    # the compile gets ahead of it
+    return sorted(found, key=lambda rel: (rel.count("/"), not rel.endswith("__init__.py"), rel))
 
 
 def pyc_bytes(source: bytes, path: str) -> bytes:
@@ -130,7 +132,8 @@ def main(argv: list[str]) -> int:
     jobs = json.loads(Path(argv[0]).read_text())
     site, paths = str(jobs["site"]), list(jobs["sources"])
     cores = os.cpu_count() or 1
-    chunks = [c for c in (paths[i :: cores * 4] for i in range(cores * 4)) if c]
+    size = max(1, -(-len(paths) // (cores * 4)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]  # in that order
     written: dict[str, str] = {}
     with ProcessPoolExecutor(cores) as pool:
         for part in pool.map(_compile, [site] * len(chunks), chunks):
