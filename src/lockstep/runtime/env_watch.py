@@ -107,3 +107,6 @@ class TreeWatch:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:  # an inotify instance is a scarce per-user resource
+        self.close()
