@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lockstep.assembly.builder import importable
 from lockstep.assembly.entries import Entry
+from lockstep.assembly.executor_check import importable
 from lockstep.assembly.layout import SITE_DIR
 from lockstep.core import registry
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lockstep.core.digests import sha256_digest
-from lockstep.runtime import bundle_env, env_install
+from lockstep.runtime import bundle_env, env_compile, env_install
 from lockstep.runtime.bundle_env import EnvRefused, EnvStore, WheelRefused, WheelsMissing
 from tests.fixtures.procs import PYTHON_LOCK
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
@@ -393,7 +393,7 @@ def test_sealing_keeps_only_the_pycs_the_compiler_wrote(tmp_path: Path) -> None:
     # as if the compiler had just written them and a task then replaced b's
     unsealed = {**marker, "compiled": False, "files": [r for r in marker["files"]
                                                        if r[0] not in (a, b)]}  # fmt: skip
-    sealed = bundle_env._seal(final, unsealed, {a: listed[a], b: "0" * 64})
+    sealed = env_compile.seal(final / "site", unsealed, {a: listed[a], b: "0" * 64})
     assert sealed is not None and sealed["compiled"] is True
     kept = {row[0] for row in sealed["files"]}
     assert a in kept and b not in kept and not (final / b).exists()

@@ -22,6 +22,7 @@ from lockstep.assembly import (
     app,
     base,
     compress,
+    executor_check,
     layout,
     oci,
     ocidir,
@@ -33,10 +34,9 @@ from lockstep.assembly import (
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerCache, LayerRecord, builder_code_digest
 from lockstep.assembly.stage import StagedPython, materialize
-from lockstep.core import registry, settings, vcs
+from lockstep.core import settings, vcs
 from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import TreeFile, canonical_json, of_hex, sha256_digest
-from lockstep.core.errors import BadInput
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.core.wheels import in_test_dir
@@ -210,7 +210,7 @@ class Builder:
                     "wheels",
                     key,
                     make_layer([*entries, *pycs]),
-                    {"holds": group.describe(), **importable(entries)},
+                    {"holds": group.describe(), **executor_check.importable(entries)},
                 )
             out[f"python:{group.name}"] = cached
         return out
@@ -235,7 +235,9 @@ class Builder:
         staged_python = StagedPython(self.layers.staged(base_record))
         with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
             materialize(entries, Path(tmp))
-            self.check_executors(staged_python, Path(tmp) / layout.SITE_DIR, third_party)
+            executor_check.check_executors(
+                self.project, self.layers, staged_python, Path(tmp) / layout.SITE_DIR, third_party
+            )
         memo_key = self.layers.key("app-pycs", base=base_record.digest)
         memo = self.pyc_memo(memo_key)
         pycs = pycompile.compile_pycs(staged_python, entries, memo=memo)
@@ -262,57 +264,6 @@ class Builder:
                 if data is not None:
                     memo[source] = (sha, Entry.file(path, data, 0o644))
         return memo
-
-    def check_executors(
-        self, staged_python: StagedPython, app_site: Path, third_party: Sequence[LayerRecord]
-    ) -> None:
-        """Import every registered executor from the image's own files (the app's site
-        directory first, then the third-party layers'), with its python
-        (``lockstep.core.registry`` run as a script).
-
-        A third-party layer is put on disk (staged: its files written out, the slow part
-        of a cold build) only if the check needs it: it registers an executor, or an
-        import asked for one of its top-level names (the check is run again with it)."""
-        staged: list[LayerRecord] = []
-        unstaged: dict[str, list[LayerRecord]] = {}
-        for record in third_party:
-            tops = record.facts.get("tops")
-            if record.facts.get("executors", True) or not isinstance(tops, list):
-                staged.append(record)
-            else:
-                for top in tops:
-                    unstaged.setdefault(str(top), []).append(record)
-        while True:
-            sites = [app_site, *(self.layers.staged(r) / layout.SITE_DIR for r in staged)]
-            absent = ",".join(sorted(unstaged))
-            proc = staged_python.run(
-                ["-P", registry.__file__, *map(str, sites), f"--absent={absent}"],
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                raise BadInput(
-                    f"executor check failed to run in the image's python: "
-                    f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
-                )
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            wanted = [r for top in result.get("absent", []) for r in unstaged.pop(top, [])]
-            if not wanted:
-                break
-            staged += [r for r in dict.fromkeys(wanted) if r not in staged]
-        expected = dict(self.project.executors)
-        if result["found"] != expected:
-            raise BadInput(
-                f"{self.project.pyproject}: the image's executor registry "
-                f"{sorted(result['found'])} differs from the declared "
-                f"{sorted(expected)}"
-            )
-        for name, message in sorted(result["errors"].items()):
-            raise BadInput(
-                f"{self.project.pyproject}: executor {name!r} does not import from "
-                f"the image's own files ({message}); fix the module or remove the "
-                "entry point"
-            )
 
     def complete_platform(self) -> bytes:
         """The platform file of the image's python, asked in the cached base layer."""
@@ -582,23 +533,6 @@ class Builder:
             history=history,
             created=created,
         )
-
-
-def importable(entries: Sequence[Entry]) -> dict[str, Any]:
-    """What a third-party layer offers to imports, for ``check_executors``: ``tops``, the
-    top-level names in its site directory, and ``executors``, whether a wheel in it
-    registers one (an ``entry_points.txt`` with the group)."""
-    prefix = layout.SITE_DIR + "/"
-    tops: set[str] = set()
-    executors = False
-    for entry in entries:
-        if not entry.path.startswith(prefix):
-            continue
-        first, sep, _rest = entry.path[len(prefix) :].partition("/")
-        tops.add(first if sep else first.split(".")[0])
-        if entry.path.endswith(".dist-info/entry_points.txt") and entry.kind == "file":
-            executors |= f"[{registry.GROUP}]".encode() in entry.data
-    return {"tops": sorted(tops), "executors": executors}
 
 
 def _short(image: oci.Image) -> str:

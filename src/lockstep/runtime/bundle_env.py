@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -64,7 +63,14 @@ from typing import Any
 from lockstep.core.atomic import remove_read_only, write_bytes
 from lockstep.core.bundle_lock import LOCK_FILE, BundleLock, env_key, parse_lock
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
-from lockstep.runtime.env_compile import compile_site, is_pyc, is_pyc_temp
+from lockstep.runtime.env_compile import (
+    compile_site,
+    file_sha256,
+    is_pyc,
+    is_pyc_temp,
+    remove_unlisted_pycs,
+    seal,
+)
 from lockstep.runtime.env_install import (
     EnvRefused,
     WheelRefused,
@@ -121,14 +127,6 @@ def read_bundle_lock(bundle: Path) -> BundleLock | None:
     if lock is None or problems:
         raise EnvRefused(f"{LOCK_FILE} of bundle {bundle.name[:12]}: {problems[0]}")
     return lock
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class EnvStore:
@@ -387,7 +385,7 @@ class EnvStore:
                         return f"{rel} is not part of it", compiled
                     if st.st_size != want[1] or st.st_mtime_ns != want[2]:
                         return f"{rel} was changed", compiled
-                    if deep and _file_sha256(Path(entry.path)) != want[0]:
+                    if deep and file_sha256(Path(entry.path)) != want[0]:
                         return f"{rel} was changed", compiled
                     seen += 1
         if seen != len(files):
@@ -471,14 +469,15 @@ class EnvStore:
             before = json.loads((final / MARKER).read_bytes())
             if before.get("compiled") is not False:
                 return
-            _remove_unlisted_pycs(final, before)  # a compile's that died, or planted: redone
+            site = final / "site"
+            remove_unlisted_pycs(site, before)  # a dead compile's, or planted: redone
             installed = {str(r[0])[5:] for r in before["files"] if is_pyc(str(r[0]))}
-            written = compile_site(final / "site", installed)
+            written = compile_site(site, installed)
             with self._flock(key):
                 marker = json.loads((final / MARKER).read_bytes())
                 if marker.get("made") != before.get("made") or marker.get("compiled"):
                     return  # made again meanwhile: its own maker compiles it
-                sealed = _seal(final, marker, {f"site/{k}": v for k, v in written.items()})
+                sealed = seal(site, marker, {f"site/{k}": v for k, v in written.items()})
                 if sealed is None:
                     return  # something else appeared: the next check removes it
                 write_bytes(final / MARKER, canonical_json(sealed), 0o444)
@@ -508,44 +507,6 @@ class EnvStore:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
-
-
-def _remove_unlisted_pycs(final: Path, marker: dict[str, Any]) -> None:
-    """Remove the ``.pyc`` files (and their temporaries) ``marker`` does not list."""
-    listed = {str(row[0]) for row in marker["files"]}
-    for dirpath, _dirs, filenames in os.walk(final, followlinks=False):
-        for name in filenames:
-            rel = (Path(dirpath) / name).relative_to(final).as_posix()
-            if rel not in listed and (is_pyc(rel) or is_pyc_temp(rel)):
-                (Path(dirpath) / name).unlink()
-
-
-def _seal(final: Path, marker: dict[str, Any], written: dict[str, str]) -> dict[str, Any] | None:
-    """``marker`` with the ``.pyc`` files the compiler ``written`` added (each made
-    read-only; any other unlisted ``.pyc``, or one whose bytes are not what was written,
-    and a killed compile's temporaries removed) and ``"compiled": true``, every directory
-    made read-only; None if a file other than a ``.pyc`` is not listed."""
-    listed = {str(row[0]) for row in marker["files"]}
-    added = []
-    for dirpath, _dirs, filenames in os.walk(final, followlinks=False):
-        for name in filenames:
-            path = Path(dirpath) / name
-            rel = path.relative_to(final).as_posix()
-            if rel in listed or rel == MARKER:
-                continue
-            if not (is_pyc(rel) or is_pyc_temp(rel)) or path.is_symlink():
-                log.warning("lockstep environment at %s holds %s, not listed", final, rel)
-                return None
-            if is_pyc_temp(rel) or written.get(rel) != _file_sha256(path):
-                path.unlink()  # not what this compile wrote: a task imports from source
-                continue
-            path.chmod(0o444)
-            st = path.stat()
-            added.append([rel, written[rel], st.st_size, st.st_mtime_ns])
-    for dirpath, dirnames, _files in os.walk(final, topdown=False):
-        for name in dirnames:
-            (Path(dirpath) / name).chmod(0o555)
-    return {**marker, "compiled": True, "files": sorted(marker["files"] + added)}
 
 
 def install(worker: Any, bundles: Any, envs: EnvStore) -> None:

@@ -8,8 +8,8 @@ with ``-B``). Compiling scipy and numpy takes longer than unpacking them
 background (``EnvStore`` in ``bundle_env`` seals the result into ``ENV.json``).
 
 This module is the compile itself and what it may leave: ``.pyc`` files in
-``__pycache__`` directories, and the temporaries ``importlib`` writes them
-through.
+``__pycache__`` directories and their temporaries; ``seal`` keeps only the
+``.pyc`` files whose bytes the compile wrote and lists them for ``ENV.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import marshal
 import os
 import re
@@ -25,10 +26,12 @@ import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from lockstep.core.reap import supervised
 from lockstep.core.wheels import TEST_DIRS
 
+log = logging.getLogger(__name__)
 _PYC = re.compile(r"(^|/)__pycache__/[^/]+\.pyc$")
 _PYC_TEMP = re.compile(r"(^|/)__pycache__/[^/]+\.pyc\.\d+$")  # importlib's _write_atomic
 
@@ -41,6 +44,53 @@ def is_pyc(rel: str) -> bool:
 def is_pyc_temp(rel: str) -> bool:
     """Whether ``rel`` is a ``.pyc`` being written (or left by a compile that was killed)."""
     return bool(_PYC_TEMP.search(rel))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of the file at ``path``."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def remove_unlisted_pycs(site: Path, marker: dict[str, Any]) -> None:
+    """Remove the ``.pyc`` files (and their temporaries) under an environment's ``site``
+    that its ``marker`` (``ENV.json``, paths relative to ``site``'s parent) does not list."""
+    listed = {str(row[0]) for row in marker["files"]}
+    for dirpath, _dirs, filenames in os.walk(site, followlinks=False):
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(site.parent).as_posix()
+            if rel not in listed and (is_pyc(rel) or is_pyc_temp(rel)):
+                (Path(dirpath) / name).unlink()
+
+
+def seal(site: Path, marker: dict[str, Any], written: dict[str, str]) -> dict[str, Any] | None:
+    """``marker`` with the ``.pyc`` files the compile ``written`` under ``site`` added (each
+    made read-only; any other unlisted ``.pyc``, or one whose bytes are not what was
+    written, and a killed compile's temporaries removed) and ``"compiled": true``, every
+    directory made read-only; None if a file other than a ``.pyc`` is not listed.
+    Paths, in ``marker`` and ``written``, are relative to ``site``'s parent."""
+    listed = {str(row[0]) for row in marker["files"]}
+    added = []
+    for dirpath, _dirs, filenames in os.walk(site, followlinks=False):
+        for name in filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(site.parent).as_posix()
+            if rel in listed:
+                continue
+            if not (is_pyc(rel) or is_pyc_temp(rel)) or path.is_symlink():
+                log.warning("lockstep environment at %s holds %s, not listed", site.parent, rel)
+                return None
+            if is_pyc_temp(rel) or written.get(rel) != file_sha256(path):
+                path.unlink()  # not what this compile wrote: a task imports from source
+                continue
+            path.chmod(0o444)
+            st = path.stat()
+            added.append([rel, written[rel], st.st_size, st.st_mtime_ns])
+    for dirpath, dirnames, _files in os.walk(site, topdown=False):
+        for name in dirnames:
+            (Path(dirpath) / name).chmod(0o555)
+    site.chmod(0o555)
+    return {**marker, "compiled": True, "files": sorted(marker["files"] + added)}
 
 
 def compile_site(site: Path, keep: set[str]) -> dict[str, str]:
