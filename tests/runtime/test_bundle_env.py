@@ -397,3 +397,20 @@ def test_sealing_keeps_only_the_pycs_the_compiler_wrote(tmp_path: Path) -> None:
     assert sealed is not None and sealed["compiled"] is True
     kept = {row[0] for row in sealed["files"]}
     assert a in kept and b not in kept and not (final / b).exists()
+
+
+def test_checks_while_it_compiles_find_it_ready(tmp_path: Path) -> None:
+    """The compiler's .pyc files and their temporaries come and go under a check's walk."""
+    files = {f"demo/m{i}.py": f"X = {i}\n".encode() * 50 for i in range(300)}
+    data = make_wheel(files={"demo/__init__.py": b"", **files})
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    maker = store(tmp_path)
+    put_all(maker, data)
+    env = maker.ensure(bundle)  # compiling in the background from here
+    assert env is not None
+    checks = 0
+    while not maker.wait_compiled(env.key, 0):
+        assert store(tmp_path).status(bundle)["ready"] is True  # a fresh walk each time
+        checks += 1
+    assert store(tmp_path).status(bundle)["ready"] is True
+    assert maker.verify_deep(env.key) == "" and checks >= 1

@@ -88,7 +88,6 @@ MARKER = "ENV.json"
 ENV_SCHEMA = "lockstep.env/v2"
 MAX_WHEEL_BYTES = 1 << 30  # one wheel, as sent
 MAX_WATCHED = 4  # environments watched (inotify instances and watches are per-user limits)
-_CHUNK = 1 << 20
 
 __all__ = ["Env", "EnvRefused", "EnvStore", "WheelRefused", "WheelsMissing", "install"]
 
@@ -340,7 +339,10 @@ class EnvStore:
         one finds it half removed), then deleted; what a compile still writing there
         keeps, the next maker removes (a ``.*.tmp`` leftover)."""
         gone = final.with_name(f".{final.name}.{os.getpid()}-{time.time_ns()}.tmp")
-        os.rename(final, gone)
+        try:
+            os.rename(final, gone)
+        except FileNotFoundError:
+            return  # removed meanwhile
         try:
             remove_read_only(gone)
         except OSError as exc:
@@ -365,29 +367,38 @@ class EnvStore:
         pending = [("", str(final))]  # (path under final, with a trailing /; real path)
         while pending:
             under, real = pending.pop()
-            with os.scandir(real) as entries:
-                for entry in entries:
-                    rel = under + entry.name
-                    if entry.is_symlink():
-                        return f"{rel} is a symlink", compiled
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append((rel + "/", entry.path))
-                        continue
-                    if rel == MARKER:
-                        continue
+            try:
+                entries = list(os.scandir(real))
+            except OSError as exc:  # removed or made unreadable meanwhile
+                return f"{under or '.'} does not read ({exc.strerror})", compiled
+            for entry in entries:
+                rel = under + entry.name
+                if entry.is_symlink():
+                    return f"{rel} is a symlink", compiled
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((rel + "/", entry.path))
+                    continue
+                if rel == MARKER:
+                    continue
+                being_compiled = not compiled and (is_pyc(rel) or is_pyc_temp(rel))
+                try:
                     st = entry.stat(follow_symlinks=False)
-                    if not stat.S_ISREG(st.st_mode):
-                        return f"{rel} is not a regular file", compiled
-                    want = files.get(rel)
-                    if want is None:
-                        if not compiled and (is_pyc(rel) or is_pyc_temp(rel)):
-                            continue  # being compiled
-                        return f"{rel} is not part of it", compiled
-                    if st.st_size != want[1] or st.st_mtime_ns != want[2]:
-                        return f"{rel} was changed", compiled
-                    if deep and file_sha256(Path(entry.path)) != want[0]:
-                        return f"{rel} was changed", compiled
-                    seen += 1
+                except OSError as exc:
+                    if being_compiled:
+                        continue  # a compile's temporary, renamed meanwhile
+                    return f"{rel} does not read ({exc.strerror})", compiled
+                if not stat.S_ISREG(st.st_mode):
+                    return f"{rel} is not a regular file", compiled
+                want = files.get(rel)
+                if want is None:
+                    if being_compiled:
+                        continue
+                    return f"{rel} is not part of it", compiled
+                if st.st_size != want[1] or st.st_mtime_ns != want[2]:
+                    return f"{rel} was changed", compiled
+                if deep and file_sha256(Path(entry.path)) != want[0]:
+                    return f"{rel} was changed", compiled
+                seen += 1
         if seen != len(files):
             return f"{len(files) - seen} of its file(s) are missing", compiled
         return "", compiled
