@@ -414,3 +414,15 @@ def test_checks_while_it_compiles_find_it_ready(tmp_path: Path) -> None:
         checks += 1
     assert store(tmp_path).status(bundle)["ready"] is True
     assert maker.verify_deep(env.key) == "" and checks >= 1
+
+
+def test_the_compiler_writes_what_py_compile_writes(tmp_path: Path) -> None:
+    import py_compile
+
+    source = tmp_path / "m.py"
+    source.write_bytes(b"import os\nX = {'a', 'b'}\ndef f(y):\n    return [y for _ in X]\n")
+    out = tmp_path / "m.pyc"
+    py_compile.compile(
+        str(source), cfile=str(out), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+    )
+    assert env_compile.pyc_bytes(source.read_bytes(), str(source)) == out.read_bytes()

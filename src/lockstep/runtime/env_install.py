@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,19 +129,14 @@ def install_all(plans: Sequence[tuple[str, WheelPlan]], site: Path) -> list[Writ
                 raise _refuse(filename, str(exc)) from None
         return out
 
-    written: list[Written] = []
     with ThreadPoolExecutor(THREADS, thread_name_prefix="lockstep-unpack") as pool:
         futures = [pool.submit(run, share) for share in shares if share]
-        error: BaseException | None = None
-        for future in futures:
-            try:
-                written += future.result()
-            except BaseException as exc:  # the first one is raised below
-                stop.set()
-                error = error or exc
-    if error is not None:
-        raise error
-    return written
+        wait(futures, return_when=FIRST_EXCEPTION)
+        stop.set()  # a refusal stops the other threads at their next member
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]  # type: ignore[misc]
+    return [w for f in futures for w in f.result()]
 
 
 def _write(site: Path, target: str, content: bytes, executable: bool, sha256: str,
