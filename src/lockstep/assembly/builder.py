@@ -258,11 +258,16 @@ class Builder:
         source path: a one-line change compiles one file."""
         known = self.layers.get_fact("app-pycs", key)
         memo: pycompile.Memo = {}
-        if isinstance(known, dict):
-            for source, (sha, path, digest) in known.items():
-                data = self.cache.get_blob(digest)
-                if data is not None:
-                    memo[source] = (sha, Entry.file(path, data, 0o644))
+        if not isinstance(known, dict):
+            return memo
+        for source, row in known.items():
+            try:
+                sha, path, digest = (str(x) for x in row)
+            except (TypeError, ValueError):
+                return {}  # not what this builder writes: compile everything
+            data = self.cache.get_blob(digest)  # checked against its sha256
+            if data is not None:
+                memo[source] = (sha, Entry.file(path, data, 0o644))
         return memo
 
     def complete_platform(self) -> bytes:
