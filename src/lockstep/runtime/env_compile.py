@@ -166,7 +166,8 @@ def _compile(site: str, paths: list[str]) -> dict[str, str]:
         target = os.path.join(site, pyc_rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{target}.{os.getpid()}"
-        with open(tmp, "wb") as out:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, target)
         written[pyc_rel] = hashlib.sha256(data).hexdigest()
