@@ -68,7 +68,6 @@ from lockstep.runtime.env_compile import (
     file_sha256,
     is_pyc,
     is_pyc_temp,
-    remove_unlisted_pycs,
     seal,
 )
 from lockstep.runtime.env_install import (
@@ -343,10 +342,7 @@ class EnvStore:
             os.rename(final, gone)
         except FileNotFoundError:
             return  # removed meanwhile
-        try:
-            remove_read_only(gone)
-        except OSError as exc:
-            log.warning("lockstep environment at %s: %s is left for the next maker", final, exc)
+        _delete(gone)
 
     def _verify(self, final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
         """``(why final is not exactly the environment its ENV.json lists, "" if it is;
@@ -408,10 +404,7 @@ class EnvStore:
         final = self._dir(key)
         for stale in self.envs.glob(f".{final.name}.*.tmp"):  # a maker that died part-way
             log.warning("lockstep environment %s: removing %s left by a stopped maker", key, stale)
-            try:
-                remove_read_only(stale)
-            except OSError as exc:  # a compile still writing there: the next maker's
-                log.warning("lockstep environment %s: %s is left (%s)", key, stale, exc)
+            _delete(stale)
         if final.exists():
             self._remove(final)
         missing = self.missing([w.digest for w in lock.wheels])
@@ -480,8 +473,7 @@ class EnvStore:
             before = json.loads((final / MARKER).read_bytes())
             if before.get("compiled") is not False:
                 return
-            site = final / "site"
-            remove_unlisted_pycs(site, before)  # a dead compile's, or planted: redone
+            site = final / "site"  # a .pyc there not listed is compiled again, or removed by seal
             installed = {str(r[0])[5:] for r in before["files"] if is_pyc(str(r[0]))}
             written = compile_site(site, installed)
             with self._flock(key):
@@ -518,6 +510,15 @@ class EnvStore:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
+
+
+def _delete(path: Path) -> None:
+    """Remove a renamed-away environment or a maker's leftover; what a compile still
+    writing there keeps is the next maker's to remove (a ``.*.tmp`` leftover)."""
+    try:
+        remove_read_only(path)
+    except OSError as exc:
+        log.warning("lockstep environment: %s is left for the next maker (%s)", path, exc)
 
 
 def install(worker: Any, bundles: Any, envs: EnvStore) -> None:

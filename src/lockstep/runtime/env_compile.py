@@ -28,12 +28,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.atomic import write_bytes
 from lockstep.core.reap import supervised
 from lockstep.core.wheels import TEST_DIRS
 
 log = logging.getLogger(__name__)
 _PYC = re.compile(r"(^|/)__pycache__/[^/]+\.pyc$")
-_PYC_TEMP = re.compile(r"(^|/)__pycache__/[^/]+\.pyc\.\d+$")  # importlib's _write_atomic
+# a .pyc being written: core.atomic's temporary (``.<name>.<pid>.<random>.tmp``, this
+# compiler's) or importlib's (``<name>.<id>``, a python that writes bytecode)
+_PYC_TEMP = re.compile(r"(^|/)__pycache__/(\.[^/]+\.pyc\.\d+\.[^/]+\.tmp|[^/]+\.pyc\.\d+)$")
 
 
 def is_pyc(rel: str) -> bool:
@@ -50,17 +53,6 @@ def file_sha256(path: Path) -> str:
     """The sha256 (hex) of the file at ``path``."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def remove_unlisted_pycs(site: Path, marker: dict[str, Any]) -> None:
-    """Remove the ``.pyc`` files (and their temporaries) under an environment's ``site``
-    that its ``marker`` (``ENV.json``, paths relative to ``site``'s parent) does not list."""
-    listed = {str(row[0]) for row in marker["files"]}
-    for dirpath, _dirs, filenames in os.walk(site, followlinks=False):
-        for name in filenames:
-            rel = (Path(dirpath) / name).relative_to(site.parent).as_posix()
-            if rel not in listed and (is_pyc(rel) or is_pyc_temp(rel)):
-                (Path(dirpath) / name).unlink()
 
 
 def seal(site: Path, marker: dict[str, Any], written: dict[str, str]) -> dict[str, Any] | None:
@@ -153,7 +145,7 @@ def pyc_bytes(source: bytes, path: str) -> bytes:
 def _compile(site: str, paths: list[str]) -> dict[str, str]:
     """Compile ``paths`` (under ``site``); ``{pyc path: sha256}`` of those that compiled
     (a wheel's test data or Python 2 code does not: skipped). Each ``.pyc`` is written to
-    a temporary name and renamed into place."""
+    a temporary name and renamed into place (``core.atomic``)."""
     written = {}
     for rel in paths:
         path = os.path.join(site, rel)
@@ -163,13 +155,9 @@ def _compile(site: str, paths: list[str]) -> dict[str, str]:
         except Exception:  # any source the compiler rejects stays a source
             continue
         pyc_rel = os.path.relpath(importlib.util.cache_from_source(rel))
-        target = os.path.join(site, pyc_rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{target}.{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, target)
+        target = Path(site, pyc_rel)
+        target.parent.mkdir(exist_ok=True)
+        write_bytes(target, data)
         written[pyc_rel] = hashlib.sha256(data).hexdigest()
     return written
 
