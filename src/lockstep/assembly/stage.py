@@ -29,23 +29,6 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _open_dir(root_fd: int, parts: Sequence[str], path: str) -> int:
-    """An fd for ``root/parts…``, refusing a symlink anywhere on the way."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except OSError as exc:
-        os.close(fd)
-        raise BadInput(
-            f"materialize: cannot open the directory of {path!r} without "
-            f"following a symlink ({exc.strerror})"
-        ) from exc
-    return fd
-
-
 class _DirChain:
     """The open directories from the root to the last entry's directory, each opened
     relative to its parent with ``O_NOFOLLOW``: the next entry reopens only the part of
@@ -122,13 +105,10 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
                             os.close(out)
                     else:
                         os.symlink(e.target, name, dir_fd=fd)
-        for e in reversed(items):  # children before parents
-            if e.kind == "dir":
-                fd = _open_dir(root_fd, e.path.split("/"), e.path)
-                try:
-                    os.fchmod(fd, e.mode)
-                finally:
-                    os.close(fd)
+        with _DirChain(root_fd) as chain:
+            for e in reversed(items):  # children before parents
+                if e.kind == "dir":
+                    os.fchmod(chain.open(e.path.split("/"), e.path), e.mode)
     finally:
         os.close(root_fd)
 
