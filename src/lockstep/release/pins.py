@@ -163,7 +163,7 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
                         )
                         continue
                 if key == "uses" and isinstance(value_node, yaml.ScalarNode):
-                    add_action(value_node)
+                    add(value_node, ACTION)
                     continue
                 if is_image_key(key) and isinstance(value_node, yaml.ScalarNode):
                     add(value_node)
@@ -180,26 +180,12 @@ def _scan_yaml(path: Path, text: str) -> list[Reference]:
             for item in node.value:
                 walk(item)
 
-    def add(node: yaml.ScalarNode) -> None:
+    def add(node: yaml.ScalarNode, kind: str = IMAGE) -> None:
         value = _construct(node)
+        problem = action_problem(value) if kind == ACTION else pin_problem(value)
         found.append(
             Reference(
-                path,
-                node.start_mark.line + 1,
-                "" if value is None else str(value),
-                pin_problem(value),
-            )
-        )
-
-    def add_action(node: yaml.ScalarNode) -> None:
-        value = _construct(node)
-        found.append(
-            Reference(
-                path,
-                node.start_mark.line + 1,
-                "" if value is None else str(value),
-                action_problem(value),
-                ACTION,
+                path, node.start_mark.line + 1, "" if value is None else str(value), problem, kind
             )
         )
 
