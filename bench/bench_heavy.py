@@ -343,26 +343,10 @@ def archive_blobs(out: Path) -> dict[str, int]:
 
 def push(root: Path, cache: Path, registry: Any, out: Path, repo: str) -> Any:
     """Push both archives in ``out`` as ``lockstep release`` does; its ``PushStats``."""
-    from lockstep.assembly.oci import read_archive
-    from lockstep.core.store import Cache
-    from lockstep.project import load_project
-    from lockstep.release.reference import parse_target
-    from lockstep.release.registry import PushStats
-    from lockstep.release.release import push_release
+    from bench_release import Bench  # this directory is on sys.path: it holds this script
 
-    images = {role: read_archive(out / f"{role}.tar").image for role in ("runner", "worker")}
-    stats = PushStats()
-    push_release(
-        load_project(root),
-        parse_target(f"{registry.address}/{repo}"),
-        images,
-        Cache(cache),
-        "0.1.0",
-        stats,
-        False,
-        lambda _: None,
-    )
-    return stats
+    paths = {role: out / f"{role}.tar" for role in ("runner", "worker")}
+    return Bench(root, registry, cache).lockstep_push(paths, repo)
 
 
 # -- main ---------------------------------------------------------------------------------
