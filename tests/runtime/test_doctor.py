@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from lockstep.runtime.doctor import REFUSED, Diagnosis, Row, _refused_rows, diagnose
+from lockstep.runtime.identity import admission_refusal
 from tests.fixtures.cluster import Cluster, ClusterOptions
 from tests.fixtures.procs import (
     base_env,
     lockstep,
+    make_manifest,
     start_plain_scheduler,
     start_worker,
     write_manifest,
@@ -166,22 +168,26 @@ def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:
 # --- units -----------------------------------------------------------------------------------
 
 
-def test_refused_rows_parse_the_gate_message_and_keep_the_last_per_address() -> None:
-    build = "sha256:" + "b" * 64
-    message = (
-        f"lockstep refused worker tcp://w:1: it is build {build} version 0.0.9 but the "
-        "scheduler is build sha256:… version 0.1.0. Start workers from the scheduler's "
-        "image"
-    )
+def test_refused_rows_read_the_refusal_fields_and_keep_the_last_per_address() -> None:
+    a, b = make_manifest("a"), make_manifest("b", version="0.0.9")
+    refusal = admission_refusal(a, "tcp://w:1", b.to_json().decode())
+    unreadable = admission_refusal(a, "tcp://x:2", None)
+    assert refusal is not None and unreadable is not None
     refused = [
         {"address": "tcp://w:1", "message": "first", "time": 0, "executor": "cold"},
-        {"address": "tcp://w:1", "message": message, "time": 86400, "executor": "cold"},
-        {"address": "tcp://x:2", "message": "no manifest", "executor": "-"},
-        {"address": "tcp://live:3", "message": message},
+        {
+            "address": "tcp://w:1",
+            "message": "prose the doctor does not parse",
+            "refusal": refusal.to_wire(),
+            "time": 86400,
+            "executor": "cold",
+        },
+        {"address": "tcp://x:2", "refusal": unreadable.to_wire(), "executor": "-"},
+        {"address": "tcp://live:3", "refusal": refusal.to_wire()},
     ]
     found = _refused_rows(refused, ["tcp://live:3"])
     assert [(r.address, r.build_id, r.version, r.executor, r.status) for r in found] == [
-        ("tcp://w:1", build, "0.0.9", "cold", f"{REFUSED} 1970-01-02T00:00:00Z"),
+        ("tcp://w:1", b.build_id, "0.0.9", "cold", f"{REFUSED} 1970-01-02T00:00:00Z"),
         ("tcp://x:2", "?", "?", "-", REFUSED),
     ]
 

@@ -19,10 +19,15 @@ from lockstep.runtime.config import RuntimeConfig, scheduler_settings
 from lockstep.runtime.dask_handlers import check_hook
 from lockstep.runtime.executors import Executor, TaskCall, TaskCrashed, TaskFailed, load_executor
 from lockstep.runtime.identity import (
+    ALTERED,
+    OTHER_BUILD,
+    UNREADABLE,
     IncompatibleClusterError,
     Member,
+    Refusal,
     admission_refusal,
     format_table,
+    hello_refusal,
 )
 from tests.fixtures.procs import HERE, make_manifest, on_task_path
 
@@ -115,8 +120,11 @@ def test_the_scheduler_refuses_an_altered_executor_list_of_its_own_build() -> No
     )  # fmt: skip
     assert altered.build_id == A.build_id
     refusal = admission_refusal(A, "tcp://w:3", altered.to_json().decode())
-    assert refusal is not None and "lists executors cold, direct, turbo" in refusal
-    assert "the manifest was altered" in refusal
+    assert refusal is not None and refusal.reason == ALTERED
+    assert refusal.executors == ("cold", "direct", "turbo")
+    assert refusal.scheduler_executors == A.executors
+    assert "lists executors cold, direct, turbo" in refusal.text
+    assert "the manifest was altered" in refusal.text
 
 
 @pytest.mark.parametrize("raw", ["", "abc", "0", "-1", "nan", "inf", "1e999"])
@@ -164,12 +172,67 @@ def test_registry_matches_the_entry_points_and_settings_table() -> None:
 def test_admission_admits_same_build_only() -> None:
     assert admission_refusal(A, "tcp://w:1", A.to_json().decode()) is None
     other = admission_refusal(A, "tcp://w:1", B.to_json().decode())
-    assert other is not None
-    assert B.build_id in other and A.build_id in other and "tcp://w:1" in other
-    assert "version 0.0.9" in other and "version 0.1.0" in other
-    for announced in (None, 42, "{", B.to_json().decode().replace("0.0.9", "0.0.8")):
+    assert other is not None and other.reason == OTHER_BUILD
+    assert (other.who, other.subject, other.build_id, other.version) == (
+        "worker",
+        "tcp://w:1",
+        B.build_id,
+        "0.0.9",
+    )
+    assert (other.scheduler_build_id, other.scheduler_version) == (A.build_id, "0.1.0")
+    assert other.text == (
+        f"lockstep refused worker tcp://w:1: it is build {B.build_id} version 0.0.9 but the "
+        f"scheduler is build {A.build_id} version 0.1.0. Start workers from the scheduler's image"
+    )
+    assert admission_refusal(A, "tcp://w:2", B.to_json().decode().replace("0.0.9", "0.0.8"))
+    for announced in (None, 42, "{", "x" * (64 * 1024 + 1)):
         refusal = admission_refusal(A, "tcp://w:2", announced)
-        assert refusal is not None and A.build_id in refusal, announced
+        assert refusal is not None and refusal.reason == UNREADABLE, announced
+        assert refusal.build_id == "?" and refusal.problem, announced
+        assert A.build_id in refusal.text and refusal.problem in refusal.text, announced
+
+
+def test_hello_refusal_names_the_client_and_both_builds() -> None:
+    assert hello_refusal(A, "Client-1", A.to_json().decode()) is None
+    other = hello_refusal(A, "Client-1", B.to_json().decode())
+    assert other is not None and (other.who, other.subject) == ("client", "Client-1")
+    assert other.text == (
+        f"lockstep refused client Client-1: it is build {B.build_id} version 0.0.9 but the "
+        f"scheduler is build {A.build_id} version 0.1.0. Run the runner from the scheduler's build"
+    )
+    unreadable = hello_refusal(A, "Client-1", None)
+    assert unreadable is not None and unreadable.reason == UNREADABLE
+    assert "Connect with lockstep.runtime.connect()" in unreadable.text
+
+
+def test_refusal_crosses_the_wire_as_fields() -> None:
+    import msgpack
+
+    refusal = admission_refusal(A, "tcp://w:1", B.to_json().decode())
+    assert refusal is not None
+    sent = msgpack.unpackb(msgpack.packb(refusal.to_wire()))
+    assert Refusal.from_wire(sent) == refusal
+    for bad in (None, "text", {}, {**sent, "extra": 1}, {**sent, "executors": "cold"},
+                {**sent, "version": 9}):  # fmt: skip
+        assert Refusal.from_wire(bad) is None, bad
+
+
+def test_lockstep_worker_shows_the_refusal_from_its_fields() -> None:
+    """Dask raises the repr of the scheduler's answer; the text comes from its ``refusal``."""
+    from lockstep.runtime.commands import _refusal
+
+    refusal = admission_refusal(A, "tcp://w:1", B.to_json().decode())
+    assert refusal is not None
+    answer = {"status": "error", "message": "not read", "refusal": refusal.to_wire()}
+    try:
+        try:
+            raise ValueError(f"Unexpected response from register: {answer!r}")
+        except ValueError as inner:
+            raise RuntimeError("worker failed to start") from inner
+    except RuntimeError as exc:
+        assert _refusal(exc) == refusal.text
+    assert _refusal(ValueError("Unexpected response from register: {'status': 'x'}")) is None
+    assert _refusal(ValueError("something else")) is None
 
 
 def test_incompatible_error_has_a_table_and_pickles() -> None:

@@ -13,8 +13,9 @@ that the scheduler's client gate lets this client submit tasks (a plain
 scheduler answers a token (``admission_token``) that the runner adds to the
 job bundle messages it relays.
 
-With ``LOCKSTEP_TLS_*`` set (``lockstep.runtime.config``), every client opened
-here uses mutual TLS and only a ``tls://`` address.
+It reads the cluster through ``lockstep.runtime.cluster_view`` (as the doctor
+does); with ``LOCKSTEP_TLS_*`` set (``lockstep.runtime.config``), every client
+it opens uses mutual TLS and only a ``tls://`` address.
 """
 
 from __future__ import annotations
@@ -25,22 +26,27 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lockstep.core.errors import BadInput, LockstepError, ServiceFailed
-from lockstep.core.settings import TLS_CA_FILE
+from lockstep.core.errors import BadInput, ServiceFailed
 from lockstep.manifest import BuildManifest, load_manifest
-from lockstep.runtime.config import TLS_ENVS, tls_from_env
+from lockstep.runtime.cluster_view import (
+    WRONG,
+    ask_workers,
+    call,
+    listed_member,
+    open_client,
+    scheduler_member,
+    worker_member,
+)
 from lockstep.runtime.identity import (
     HELLO_OP,
-    IDENTITY_OP,
     TOKEN_KEY,
     ClusterNotReady,
     ClusterReport,
     IncompatibleClusterError,
     Member,
-    read_announced,
+    Refusal,
 )
 
 log = logging.getLogger(__name__)
@@ -48,43 +54,6 @@ POLL_SECONDS = 0.1
 
 
 _TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-def open_client(address: str, timeout: float) -> Any:
-    """A ``distributed.Client`` for ``address``; ``ServiceFailed`` if it is unreachable in time.
-
-    Mutual TLS if ``LOCKSTEP_TLS_*`` are set (``BadInput`` if they are bad, or the address
-    is not ``tls://``).
-    """
-    from distributed import Client
-
-    tls = tls_from_env()
-    kwargs: dict[str, Any] = {}
-    if tls is not None:
-        if not address.startswith("tls://"):
-            raise BadInput(
-                f"scheduler address {address!r}: {', '.join(TLS_ENVS)} are set, so "
-                "the cluster speaks mutual TLS only; write it like "
-                "tls://host:8786"
-            )
-        kwargs["security"] = tls.client_security()
-    try:
-        return Client(address, timeout=timeout, **kwargs)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as exc:
-        hint = (
-            f" (with TLS: is the scheduler's certificate signed by {TLS_CA_FILE}, "
-            "and ours by the scheduler's CA?)"
-            if tls is not None
-            else ""
-        )
-        raise ServiceFailed(
-            f"scheduler {address} unreachable after {timeout:g} s ({exc}){hint}; "
-            "check the address and that `lockstep scheduler` runs there"
-        ) from exc
-    except ValueError as exc:
-        raise BadInput(
-            f"scheduler address {address!r}: {exc}; write it like tcp://host:8786"
-        ) from exc
 
 
 def connect(
@@ -127,7 +96,7 @@ def hello(client: Any, manifest: BuildManifest, timeout: float = 30.0) -> str:
     deadline = time.monotonic() + timeout
     try:
         say = functools.partial(client.scheduler.lockstep_hello, client=client.id)
-        answer = _call(client, say, deadline, address, manifest=manifest.to_json().decode())
+        answer = call(client, say, deadline, address, manifest=manifest.to_json().decode())
     except PermissionError as exc:
         raise IncompatibleClusterError(
             f"scheduler {address} refused this runner's hello: {exc}"
@@ -178,10 +147,10 @@ def check_cluster(
     runner = Member.of(f"{socket.gethostname()} pid {os.getpid()}", "runner", manifest)
     address = str(client.scheduler.address)
     while True:
-        info = _call(client, client.scheduler.lockstep_identity, deadline, address)
-        scheduler = _scheduler_member(address, info, manifest)
+        info = call(client, client.scheduler.lockstep_identity, deadline, address)
+        scheduler = scheduler_member(address, info, manifest)
         listed = info.get("workers", []) if isinstance(info, dict) else []
-        workers = [_listed_member(w, manifest) for w in listed]
+        workers = [listed_member(w, manifest) for w in listed]
         if not scheduler.ok:
             raise IncompatibleClusterError(
                 _mismatch_summary(manifest, scheduler, address), [runner, scheduler, *workers]
@@ -190,10 +159,10 @@ def check_cluster(
             addresses = [str(w["address"]) for w in listed]
             answers = ask_workers(client, addresses, deadline, address)
             workers = [
-                _worker_member(w, answers.get(w.address), manifest) if w.ok else w for w in workers
+                worker_member(w, answers.get(w.address), manifest) if w.ok else w for w in workers
             ]
         members = (runner, scheduler, *workers)
-        wrong = [w for w in workers if w.status.startswith(_WRONG)]
+        wrong = [w for w in workers if w.status.startswith(WRONG)]
         if wrong:
             named = ", ".join(
                 f"{w.address} ({w.status}: build {w.build_id} version {w.version})" for w in wrong
@@ -221,84 +190,6 @@ def check_cluster(
         time.sleep(POLL_SECONDS)
 
 
-_WRONG = ("other build", "bad manifest", "no manifest")
-
-
-def _call(client: Any, fn: Callable[..., Any], deadline: float, address: str, **kwargs: Any) -> Any:
-    remaining = deadline - time.monotonic()
-    try:
-        return client.sync(fn, callback_timeout=max(remaining, 1.0), **kwargs)
-    except LockstepError:
-        raise
-    except (OSError, TimeoutError) as exc:
-        raise ServiceFailed(
-            f"scheduler {address} did not answer the lockstep handshake "
-            f"({type(exc).__name__}: {exc}); check that it runs "
-            "`lockstep scheduler`"
-        ) from exc
-
-
-def ask_workers(client: Any, addresses: Sequence[str], deadline: float, address: str) -> Any:
-    """Each worker's own ``lockstep_identity`` answer, by address, through the scheduler at
-    ``address`` (a worker that does not answer is left out)."""
-    return _call(
-        client,
-        client.scheduler.broadcast,
-        deadline,
-        address,
-        msg={"op": IDENTITY_OP},
-        workers=list(addresses),
-        on_error="ignore",
-    )
-
-
-def _scheduler_member(address: str, info: Any, own: BuildManifest) -> Member:
-    if not isinstance(info, dict) or "manifest" not in info:
-        return Member.unknown(
-            address, "scheduler", "no lockstep gate (not started with `lockstep scheduler`)"
-        )
-    try:
-        theirs = read_announced(info["manifest"], f"scheduler {address}")
-    except BadInput as exc:
-        return Member.unknown(address, "scheduler", f"bad manifest: {exc.message}")
-    status = "ok" if theirs.build_id == own.build_id else "other build"
-    return Member.of(address, "scheduler", theirs, status=status)
-
-
-def _listed_member(entry: Mapping[str, Any], own: BuildManifest) -> Member:
-    """A worker as the scheduler lists it, with the manifest it announced at registration."""
-    address = str(entry.get("address"))
-    executor = str(entry.get("executor") or "-")
-    try:
-        theirs = read_announced(entry.get("manifest"), f"worker {address}")
-    except BadInput:
-        return Member.unknown(address, "worker", "no manifest", executor)
-    if theirs.build_id != own.build_id:
-        return Member.of(address, "worker", theirs, executor, "other build")
-    state = str(entry.get("status", "running"))
-    status = "ok" if state == "running" else f"not ready ({state})"
-    return Member.of(address, "worker", theirs, executor, status)
-
-
-def _worker_member(listed: Member, answer: Any, own: BuildManifest) -> Member:
-    """A worker as it answered ``lockstep_identity`` itself (``probe_workers``)."""
-    address = listed.address
-    if not isinstance(answer, dict) or "manifest" not in answer:
-        return Member.unknown(
-            address, "worker", "not ready (no answer to lockstep_identity)", listed.executor
-        )
-    executor = str(answer.get("executor") or "-")
-    try:
-        theirs = read_announced(answer["manifest"], f"worker {address}")
-    except BadInput as exc:
-        return Member.unknown(address, "worker", f"bad manifest: {exc.message}", executor)
-    if theirs.build_id != own.build_id:
-        return Member.of(address, "worker", theirs, executor, "other build")
-    if not answer.get("ready"):
-        return Member.of(address, "worker", theirs, executor, "not ready (executor starting)")
-    return Member.of(address, "worker", theirs, executor)
-
-
 def _mismatch_summary(own: BuildManifest, scheduler: Member, address: str) -> str:
     if scheduler.status == "other build":
         return (
@@ -321,6 +212,12 @@ def _not_ready_summary(
     if waiting:
         text += "; not ready: " + ", ".join(waiting)
     if refused:
-        shown = [str(r.get("message", r)) if isinstance(r, dict) else str(r) for r in refused[-3:]]
+        shown = [_refusal_text(r) for r in refused[-3:]]
         text += f"; the scheduler refused {len(refused)} worker(s), last: " + " | ".join(shown)
     return text + "; start more workers of this build or raise the timeout"
+
+
+def _refusal_text(entry: Any) -> str:
+    """One refusal the scheduler recorded, as the gate rendered it."""
+    refusal = Refusal.from_wire(entry.get("refusal") if isinstance(entry, dict) else None)
+    return refusal.text if refusal is not None else str(entry)

@@ -160,27 +160,27 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
 
 
 def _refusal(exc: BaseException | None) -> str | None:
-    """The scheduler's refusal message, if the chain of ``exc`` holds one.
+    """The text of the scheduler's refusal, if the chain of ``exc`` holds one.
 
     Dask raises ``ValueError("Unexpected response from register: {response!r}")``,
-    the repr of the scheduler's answer, whose ``message`` starts with
-    ``identity.REFUSED_WORKER``.
+    the repr of the scheduler's answer, whose ``refusal`` holds the fields of
+    an ``identity.Refusal`` (the gate's, ``lockstep.runtime.gate``).
     """
     import ast
 
-    from lockstep.runtime.identity import REFUSED_WORKER
+    from lockstep.runtime.identity import Refusal
 
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         _, _, response = str(exc).partition("Unexpected response from register: ")
-        if response:
-            try:
-                message = ast.literal_eval(response).get("message", "")
-            except (ValueError, SyntaxError, AttributeError):
-                message = response
-            if REFUSED_WORKER in str(message):
-                return str(message)
+        try:
+            answer = ast.literal_eval(response) if response else None
+        except (ValueError, SyntaxError):
+            answer = None
+        refusal = Refusal.from_wire(answer.get("refusal") if isinstance(answer, dict) else None)
+        if refusal is not None:
+            return refusal.text
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -212,7 +212,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_runner(args: argparse.Namespace) -> int:
     from lockstep.manifest import load_manifest
-    from lockstep.runtime.cluster import check_cluster, open_client
+    from lockstep.runtime.cluster import check_cluster
+    from lockstep.runtime.cluster_view import open_client
 
     manifest = load_manifest()
     client = open_client(args.scheduler, args.timeout)

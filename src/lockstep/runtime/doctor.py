@@ -37,7 +37,6 @@ scheduler has no such handler, so its image is ``-``.
 from __future__ import annotations
 
 import datetime
-import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -46,19 +45,18 @@ from typing import Any
 
 from lockstep.core.errors import BadInput
 from lockstep.manifest import BuildManifest
-from lockstep.runtime.cluster import (
-    _call,
-    _listed_member,
-    _scheduler_member,
-    _worker_member,
+from lockstep.runtime.cluster_view import (
     ask_workers,
+    call,
+    listed_member,
     open_client,
+    scheduler_member,
+    worker_member,
 )
-from lockstep.runtime.identity import Member, read_announced
+from lockstep.runtime.identity import Member, Refusal, read_announced
 
 REFUSED = "refused at registration"
 REFUSED_CLIENT = "refused client request"
-_REFUSED_BUILD = re.compile(r"it is build (sha256:[0-9a-f]{64}) version (\S+) but")
 _COLUMNS = ("address", "role", "version", "build id", "executor", "image", "status")
 
 
@@ -182,7 +180,7 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
     deadline = time.monotonic() + timeout
     client = open_client(address, timeout)
     try:
-        info = _call(client, client.scheduler.lockstep_identity, deadline, address)
+        info = call(client, client.scheduler.lockstep_identity, deadline, address)
         gated = isinstance(info, dict) and "manifest" in info
         if gated:
             listed = [dict(w) for w in info.get("workers", [])]
@@ -228,7 +226,7 @@ def _scheduler(
             return _majority(answers), Member.unknown(
                 address, "scheduler", f"bad manifest: {exc.message}"
             )
-        return own, _scheduler_member(address, info, own)
+        return own, scheduler_member(address, info, own)
     return _majority(answers), Member.unknown(
         address, "scheduler", "no lockstep gate (not started with `lockstep scheduler`)"
     )
@@ -256,13 +254,13 @@ def _worker_row(
         return Row.of(
             Member.unknown(address, "worker", "no manifest", str(entry["executor"])), image
         )
-    member = _listed_member(entry, reference)
+    member = listed_member(entry, reference)
     if (
         isinstance(answer, dict)
         and "manifest" in answer
         and (member.ok or entry.get("manifest") is None)
     ):
-        member = _worker_member(member, answer, reference)
+        member = worker_member(member, answer, reference)
     pid = answer.get("pid") if isinstance(answer, dict) else None
     tasks = answer.get("tasks") if isinstance(answer, dict) else None
     return Row.of(
@@ -282,8 +280,7 @@ def _refused_rows(refused: Sequence[Any], seen: Sequence[str]) -> list[Row]:
             last[str(entry.get("address"))] = entry
     rows = []
     for address, entry in last.items():
-        found = _REFUSED_BUILD.search(str(entry.get("message", "")))
-        build, version = (found.group(1), found.group(2)) if found else ("?", "?")
+        build, version = _claimed(entry) or ("?", "?")
         when = entry.get("time")
         status = REFUSED
         if isinstance(when, int | float):
@@ -309,9 +306,9 @@ def _refused_client_rows(refused: Sequence[Any]) -> list[Row]:
         counts[key] += 1
         last.pop(key, None)
         last[key] = entry
-        found = _REFUSED_BUILD.search(str(entry.get("message", "")))
+        found = _claimed(entry)
         if found:
-            claimed[key] = (found.group(1), found.group(2))
+            claimed[key] = found
     rows = []
     for key, entry in last.items():
         build, version = claimed.get(key, ("?", "?"))
@@ -326,6 +323,14 @@ def _refused_client_rows(refused: Sequence[Any]) -> list[Row]:
             )
         rows.append(Row(str(entry.get("address", "?")), "client", version, build, "-", "-", status))
     return rows
+
+
+def _claimed(entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The build id and version a refused process announced (the gate's ``Refusal``), if any."""
+    refusal = Refusal.from_wire(entry.get("refusal"))
+    if refusal is None or refusal.build_id == "?":
+        return None
+    return refusal.build_id, refusal.version
 
 
 def _image(answer: Any) -> str:

@@ -8,7 +8,8 @@ cannot smuggle in a stale object; every reader re-validates the manifest.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
 from lockstep.manifest import BuildManifest
@@ -114,49 +115,120 @@ def read_announced(announced: object, where: str) -> BuildManifest:
     return BuildManifest.from_json(announced, f"manifest announced by {where}")
 
 
-REFUSED_WORKER = "lockstep refused worker"  # starts every refusal; ``lockstep worker`` finds it
+UNREADABLE = "unreadable manifest"  # Refusal.reason: nothing usable was announced
+OTHER_BUILD = "other build"  # Refusal.reason: another build id
+ALTERED = "altered manifest"  # Refusal.reason: this build id with other executors
 
 
-def admission_refusal(own: BuildManifest, address: str, announced: object) -> str | None:
-    """Why the scheduler of build ``own`` must refuse the worker at ``address``; None to admit."""
-    scheduler = f"the scheduler is build {own.build_id} version {own.version}"
+@dataclass(frozen=True)
+class Refusal:
+    """Why the gate refused a worker or a client: one field per fact, rendered once (``text``).
+
+    ``who`` is "worker" (``subject`` is its address) or "client" (its client id).
+    ``build_id``, ``version`` and ``executors`` are what it announced ("?" and
+    ``()`` when ``reason`` is ``UNREADABLE``; ``problem`` then says why). It
+    crosses the wire as plain fields (``to_wire``/``from_wire``), never prose.
+    """
+
+    who: str
+    subject: str
+    reason: str
+    scheduler_build_id: str
+    scheduler_version: str
+    scheduler_executors: tuple[str, ...]
+    build_id: str = "?"
+    version: str = "?"
+    executors: tuple[str, ...] = ()
+    problem: str = ""
+
+    @property
+    def text(self) -> str:
+        """The one line the scheduler logs and the refused process shows."""
+        scheduler = (
+            f"the scheduler is build {self.scheduler_build_id} version {self.scheduler_version}"
+        )
+        head = f"lockstep refused {self.who} {self.subject}"
+        if self.who == "client":
+            if self.reason == UNREADABLE:
+                return (
+                    f"{head}: {self.problem}; {scheduler}. Connect with "
+                    "lockstep.runtime.connect() from the scheduler's build"
+                )
+            return (
+                f"{head}: it is build {self.build_id} version {self.version} but {scheduler}. "
+                "Run the runner from the scheduler's build"
+            )
+        if self.reason == UNREADABLE:
+            return (
+                f"{head}: {self.problem}; {scheduler}. "
+                "Start workers from the scheduler's image with `lockstep worker`"
+            )
+        if self.reason == ALTERED:
+            return (
+                f"{head}: its manifest names build {self.build_id} but lists executors "
+                f"{', '.join(self.executors) or 'none'}, while that build has "
+                f"{', '.join(self.scheduler_executors)}; the manifest was altered. Start "
+                "workers from the scheduler's image"
+            )
+        return (
+            f"{head}: it is build {self.build_id} version {self.version} but {scheduler}. "
+            "Start workers from the scheduler's image"
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain msgpack-able fields (lists for tuples)."""
+        fields = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+    @classmethod
+    def from_wire(cls, data: object) -> Refusal | None:
+        """The value ``to_wire`` sent; None if ``data`` is not one (absent, or another shape)."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            return None
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = data[f.name]
+            if f.name.endswith("executors"):
+                if not isinstance(value, list | tuple) or any(
+                    not isinstance(v, str) for v in value
+                ):
+                    return None
+                value = tuple(value)
+            elif not isinstance(value, str):
+                return None
+            values[f.name] = value
+        return cls(**values)
+
+
+def _refusal(
+    own: BuildManifest, who: str, subject: str, announced: object
+) -> tuple[Refusal, BuildManifest | None]:
+    """A refusal template (``OTHER_BUILD``) and what was announced; ``UNREADABLE`` if nothing."""
+    base = Refusal(who, subject, OTHER_BUILD, own.build_id, own.version, own.executors)
     try:
-        theirs = read_announced(announced, f"worker {address}")
+        theirs = read_announced(announced, f"{who} {subject}")
     except BadInput as exc:
-        return (
-            f"{REFUSED_WORKER} {address}: {exc.message}; {scheduler}. "
-            "Start workers from the scheduler's image with `lockstep worker`"
-        )
-    if theirs.build_id != own.build_id:
-        return (
-            f"{REFUSED_WORKER} {address}: it is build {theirs.build_id} version "
-            f"{theirs.version} but {scheduler}. Start workers from the scheduler's image"
-        )
+        return replace(base, reason=UNREADABLE, problem=exc.message), None
+    return replace(
+        base, build_id=theirs.build_id, version=theirs.version, executors=theirs.executors
+    ), theirs
+
+
+def admission_refusal(own: BuildManifest, address: str, announced: object) -> Refusal | None:
+    """Why the scheduler of build ``own`` must refuse the worker at ``address``; None to admit."""
+    refusal, theirs = _refusal(own, "worker", address, announced)
+    if theirs is None or theirs.build_id != own.build_id:
+        return refusal
     if theirs.executors != own.executors:  # same inputs, other claims: not this build's
-        return (
-            f"{REFUSED_WORKER} {address}: its manifest names build {theirs.build_id} but lists "
-            f"executors {', '.join(theirs.executors) or 'none'}, while that build has "
-            f"{', '.join(own.executors)}; the manifest was altered. Start workers from the "
-            "scheduler's image"
-        )
+        return replace(refusal, reason=ALTERED)
     return None
 
 
-def hello_refusal(own: BuildManifest, client: str, announced: object) -> str | None:
+def hello_refusal(own: BuildManifest, client: str, announced: object) -> Refusal | None:
     """Why the scheduler of build ``own`` must refuse the hello of ``client``; None to admit."""
-    scheduler = f"the scheduler is build {own.build_id} version {own.version}"
-    try:
-        theirs = read_announced(announced, f"client {client}")
-    except BadInput as exc:
-        return (
-            f"lockstep refused client {client}: {exc.message}; {scheduler}. Connect "
-            "with lockstep.runtime.connect() from the scheduler's build"
-        )
-    if theirs.build_id != own.build_id:
-        return (
-            f"lockstep refused client {client}: it is build {theirs.build_id} version "
-            f"{theirs.version} but {scheduler}. Run the runner from the scheduler's build"
-        )
+    refusal, theirs = _refusal(own, "client", client, announced)
+    if theirs is None or theirs.build_id != own.build_id:
+        return refusal
     return None
 
 
