@@ -18,6 +18,12 @@ def test_readme_shows_exactly_the_settings_table() -> None:
     assert settings_table() in section, "regenerate the README's table from settings_table()"
 
 
+def test_design_shows_exactly_the_settings_table() -> None:
+    design = (ROOT / "docs" / "design.md").read_text()
+    section = design[design.index("### 4.4 Settings") : design.index("### 4.5")]
+    assert settings_table() in section, "regenerate docs/design.md §4.4 from settings_table()"
+
+
 def test_every_variable_the_code_mentions_is_in_the_table() -> None:
     known = {s.name for s in SETTINGS}
     for path in sorted(SRC.rglob("*.py")):

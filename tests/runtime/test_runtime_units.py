@@ -127,6 +127,20 @@ def test_the_scheduler_refuses_an_altered_executor_list_of_its_own_build() -> No
     assert "the manifest was altered" in refusal.text
 
 
+@pytest.mark.parametrize(
+    "env", [{}, {"LOCKSTEP_MANIFEST": ""}, {"LOCKSTEP_MANIFEST": "/elsewhere/m.json"}]
+)
+def test_one_function_says_which_manifest_file(env: dict[str, str]) -> None:
+    from lockstep.manifest import manifest_path
+
+    expected = Path(env.get("LOCKSTEP_MANIFEST") or "/etc/lockstep/manifest.json")
+    assert manifest_path(env) == expected
+    assert (
+        RuntimeConfig.from_env({**env, "LOCKSTEP_EXECUTOR": "direct"}, A).manifest_path == expected
+    )
+    assert f"LOCKSTEP_MANIFEST={expected} " in scheduler_settings(env)
+
+
 @pytest.mark.parametrize("raw", ["", "abc", "0", "-1", "nan", "inf", "1e999"])
 def test_wrong_typed_start_timeout_is_refused(raw: str) -> None:
     env = {"LOCKSTEP_EXECUTOR": "direct", "LOCKSTEP_EXECUTOR_START_TIMEOUT": raw}

@@ -34,7 +34,6 @@ from lockstep.core.settings import (
     DEFAULT_START_TIMEOUT,
     DEFAULT_TASK_TIMEOUT,
     DEFAULT_WARM_ENVIRONMENTS,
-    MANIFEST_PATH,
 )
 from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
 from lockstep.core.settings import IMAGE as IMAGE_ENV
@@ -47,7 +46,7 @@ from lockstep.core.settings import TLS_CA_FILE as TLS_CA_ENV
 from lockstep.core.settings import TLS_CERT as TLS_CERT_ENV
 from lockstep.core.settings import TLS_KEY as TLS_KEY_ENV
 from lockstep.core.settings import WARM_ENVIRONMENTS as WARM_ENVIRONMENTS_ENV
-from lockstep.manifest import BuildManifest, load_manifest
+from lockstep.manifest import BuildManifest, load_manifest, manifest_path
 
 TLS_ENVS = (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)
 
@@ -67,7 +66,7 @@ def scheduler_settings(environ: Mapping[str, str] | None = None) -> str:
     """The scheduler's one start-up log line of its settings."""
     env = os.environ if environ is None else environ
     return (
-        f"lockstep settings: {MANIFEST_ENV}={env.get(MANIFEST_ENV) or MANIFEST_PATH} "
+        f"lockstep settings: {MANIFEST_ENV}={manifest_path(env)} "
         f"{IMAGE_ENV}={image_from_env(env) or '(unset)'} "
         f"{ROLE_ENV}={env.get(ROLE_ENV) or '(unset)'} {_tls_settings(env)}"
     )
@@ -183,7 +182,7 @@ class RuntimeConfig:
         ``manifest`` defaults to this process's own (``$LOCKSTEP_MANIFEST``).
         """
         env = os.environ if environ is None else environ
-        path = Path(env.get(MANIFEST_ENV) or MANIFEST_PATH)
+        path = manifest_path(env)
         if manifest is None:
             manifest = load_manifest(path)
         return cls(
