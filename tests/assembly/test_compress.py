@@ -53,10 +53,22 @@ def test_the_ratio_is_that_of_one_stream() -> None:
     assert len(compress.gzip_bytes(data)) < 1.02 * len(one_stream)
 
 
-def test_the_compressor_is_part_of_the_builder_identity() -> None:
+def test_another_compressor_is_another_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers compressed otherwise are other bytes: the build id must change with the compressor."""
     from lockstep.assembly.builder import builder_identity
+    from lockstep.manifest import BuildManifest
 
-    assert compress.IDENTITY.startswith("zlib-ng/") and compress.IDENTITY in builder_identity()
+    def build_id() -> str:
+        inputs = {"builder": builder_identity()} | {
+            key: "sha256:" + "0" * 64 for key in ("debian_lock", "python_lock", "sources")
+        }
+        return BuildManifest(
+            name="x", version="1", inputs=inputs, executors=("cold",), python="3.11.2"
+        ).build_id
+
+    ours = build_id()
+    monkeypatch.setattr(compress, "IDENTITY", "zlib-ng/0.0.0 (python-zlib-ng 0.0.0)")
+    assert build_id() != ours
 
 
 def _shim(tmp_path: Path) -> dict[str, str]:

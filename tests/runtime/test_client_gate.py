@@ -27,7 +27,7 @@ from lockstep.runtime import IncompatibleClusterError, connect, submit_task
 from lockstep.runtime.bundle_store import PUT_OP
 from lockstep.runtime.dask_handlers import KNOWN_RPC_OPS, check_hooks
 from lockstep.runtime.doctor import REFUSED_CLIENT
-from lockstep.runtime.identity import HELLO_OP, IDENTITY_OP
+from lockstep.runtime.identity import IDENTITY_OP, Refusal
 from tests.fixtures.procs import (
     Proc,
     base_env,
@@ -219,6 +219,9 @@ def test_hello_with_another_build_or_a_bad_manifest_is_refused(
         f"but the scheduler is build {cluster.a.build_id}",
     ):
         hello(cluster.b.to_json().decode())
+    recorded = Refusal.from_wire(refusals(cluster, plain.id)[-1]["refusal"])
+    assert recorded is not None and (recorded.who, recorded.subject) == ("client", plain.id)
+    assert (recorded.build_id, recorded.version) == (cluster.b.build_id, "0.0.9")
     with pytest.raises(PermissionError, match="not valid JSON"):
         hello("{not json")
     with pytest.raises(PermissionError, match="more than the 65536"):
@@ -362,5 +365,14 @@ def test_check_hooks_accepts_this_dask_and_refuses_a_changed_one() -> None:
     asyncio.run(main())
 
 
-def test_hello_op_name_is_what_connect_calls() -> None:
-    assert HELLO_OP == "lockstep_hello"
+def test_the_hello_the_runner_says_is_the_one_the_gate_answers(
+    cluster: Cluster, plain: Any
+) -> None:
+    """``cluster.hello`` (what ``connect`` calls) on a plain client: admitted, token kept."""
+    from lockstep.runtime.cluster import admission_token, hello
+
+    token = hello(plain, cluster.a, timeout=60)
+    assert admission_token(plain) == token
+    admitted = {c["client"] for c in cluster.identity()["clients"]}
+    assert plain.id in admitted
+    assert plain.submit(__import__(T).add, 1, 2, pure=False).result(timeout=60) == 3

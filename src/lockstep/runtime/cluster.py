@@ -41,6 +41,7 @@ from lockstep.runtime.cluster_view import (
 )
 from lockstep.runtime.identity import (
     HELLO_OP,
+    IDENTITY_OP,
     TOKEN_KEY,
     ClusterNotReady,
     ClusterReport,
@@ -95,7 +96,7 @@ def hello(client: Any, manifest: BuildManifest, timeout: float = 30.0) -> str:
     address = str(client.scheduler.address)
     deadline = time.monotonic() + timeout
     try:
-        say = functools.partial(client.scheduler.lockstep_hello, client=client.id)
+        say = functools.partial(getattr(client.scheduler, HELLO_OP), client=client.id)
         answer = call(client, say, deadline, address, manifest=manifest.to_json().decode())
     except PermissionError as exc:
         raise IncompatibleClusterError(
@@ -147,7 +148,7 @@ def check_cluster(
     runner = Member.of(f"{socket.gethostname()} pid {os.getpid()}", "runner", manifest)
     address = str(client.scheduler.address)
     while True:
-        info = call(client, client.scheduler.lockstep_identity, deadline, address)
+        info = call(client, getattr(client.scheduler, IDENTITY_OP), deadline, address)
         scheduler = scheduler_member(address, info, manifest)
         listed = info.get("workers", []) if isinstance(info, dict) else []
         workers = [listed_member(w, manifest) for w in listed]

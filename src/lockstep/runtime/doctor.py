@@ -53,7 +53,7 @@ from lockstep.runtime.cluster_view import (
     scheduler_member,
     worker_member,
 )
-from lockstep.runtime.identity import Member, Refusal, read_announced
+from lockstep.runtime.identity import IDENTITY_OP, Member, Refusal, read_announced
 
 REFUSED = "refused at registration"
 REFUSED_CLIENT = "refused client request"
@@ -180,7 +180,7 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
     deadline = time.monotonic() + timeout
     client = open_client(address, timeout)
     try:
-        info = call(client, client.scheduler.lockstep_identity, deadline, address)
+        info = call(client, getattr(client.scheduler, IDENTITY_OP), deadline, address)
         gated = isinstance(info, dict) and "manifest" in info
         if gated:
             listed = [dict(w) for w in info.get("workers", [])]
