@@ -125,6 +125,7 @@ def main() -> None:
         work = Path(tmp)
         result = build_worker(work)
         engine = DockerEngine.start()
+        engine_seconds = engine.startup_seconds
         try:
             with open(result["images"]["worker"]["path"], "rb") as f:
                 engine.client.images.load(f.read())
@@ -154,6 +155,7 @@ def main() -> None:
             f"| {name} | {until} | {median:.2f} s ({min(started):.2f}-{max(started):.2f}) | "
             f"{median / plain:.2f}x | {statistics.median(called):.2f} s |"
         )
+    print(f"\nthe private dockerd (tests.fixtures.engine) started in {engine_seconds:.2f} s")
 
 
 def measure(replay: Replay, image: str, repeat: int) -> dict[str, tuple[str, Samples]]:

@@ -6,7 +6,10 @@
    ``multiprocessing`` spawn and a fresh ``python -c`` process;
    also a task's round trip through Dask under each executor;
 3. ``lockstep worker`` start to its ready line, and refusals of a worker of
-   another build.
+   another build;
+4. how long ``connect`` and ``lockstep doctor`` take to give up on a
+   scheduler that is not there (``--timeout 2``; target: under 15 s and 30 s,
+   the limits the tests used to assert).
 
 Real processes on 127.0.0.1, all stopped by pid at the end.
 Run: ``.venv/bin/python bench/bench_runtime.py [--workers 2,8,32] [--repeat 15]``.
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +362,28 @@ def connect_report(client: Any, a: BuildManifest) -> Any:
     return check_cluster(client, a, n_workers=3, timeout=30).workers
 
 
+def bench_unreachable() -> list[tuple[str, ...]]:
+    """Seconds until ``connect`` and ``lockstep doctor`` give up on a closed port (timeout 2 s)."""
+    import socket
+
+    from lockstep.core.errors import ServiceFailed
+    from lockstep.runtime.cluster import connect
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    rows: list[tuple[str, ...]] = []
+    start = time.monotonic()
+    with suppress(ServiceFailed):
+        connect(address, n_workers=1, timeout=2, manifest=manifest("a"))
+    rows.append(("connect(timeout=2)", f"{time.monotonic() - start:.2f} s", "< 15 s"))
+    start = time.monotonic()
+    doctor = [sys.executable, "-m", "lockstep", "doctor", "--scheduler", address]
+    subprocess.run([*doctor, "--timeout", "2"], capture_output=True, check=False)
+    rows.append(("lockstep doctor --timeout 2", f"{time.monotonic() - start:.2f} s", "< 30 s"))
+    return rows
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -393,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_connect(counts, args.repeat),
         )
     )
+    print("\nGiving up on a scheduler that is not there:\n")
+    print(table(("what", "took", "target"), bench_unreachable()))
     return 0
 
 

