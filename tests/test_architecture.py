@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
 import json
 import subprocess
 import sys
@@ -31,20 +30,173 @@ def imported_lockstep_modules(code: str) -> list[str]:
     return list(json.loads(proc.stdout.splitlines()[-1]))
 
 
-def test_core_imports_nothing_of_the_project_above_it() -> None:
-    for path in sorted((SRC / "core").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            for name in names:
-                if name.startswith("lockstep"):
-                    assert name.startswith("lockstep.core"), f"{path.name} imports {name}"
+# docs/design.md §3, as data: the rooms each room may import (its own always). ``cli`` is the
+# top: it loads the command modules its COMMANDS table names, and nothing else above core.
+MAY_IMPORT: dict[str, frozenset[str]] = {
+    "core": frozenset(),
+    "manifest": frozenset({"core"}),
+    "project": frozenset({"core"}),
+    "inputs": frozenset({"core", "manifest", "project"}),
+    "assembly": frozenset({"core", "manifest", "project", "inputs"}),
+    "release": frozenset({"core", "manifest", "project", "inputs", "assembly"}),
+    "runtime": frozenset({"core", "manifest"}),
+    "jobs": frozenset({"core", "manifest", "runtime"}),
+    "cli": frozenset({"core"}),
+    "__main__": frozenset({"cli"}),
+    "lockstep": frozenset(),  # the package itself: its version
+}
+# Modules that import a module named at run time by something other than a string of their
+# own source, and why that is no arrow of the house.
+RUNTIME_NAMED = {
+    "lockstep.core.registry": "executor entry points: targets checked by test_entry_points_*",
+    "lockstep.runtime.probe": "a job's task module: the user's code, not lockstep's",
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def room(module: str) -> str:
+    """``lockstep.runtime.cluster`` → ``runtime``; ``lockstep.manifest`` → ``manifest``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _target(name: str) -> str | None:
+    """The lockstep module ``name`` (a module, or an attribute of one) lives in; None if none."""
+    name = name.split(":")[0]  # an entry point's "module:attr"
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(module: str) -> set[str]:
+    """Every lockstep module ``module`` imports: at the top, in functions, and through
+    ``importlib.import_module``/``__import__`` (a string argument, or when the argument is
+    computed, every string of the module that names a lockstep module)."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    dynamic = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([node.module] if node.module else []))
+            names.update(f"{base}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("import_module", "__import__") and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    names.add(arg.value)
+                else:
+                    dynamic = True
+    if dynamic:
+        strings = {
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        }
+        named = {s for s in strings if s.startswith("lockstep.") and _target(s)}
+        assert named or module in RUNTIME_NAMED, (
+            f"{module} imports a module named at run time that no string of it names; "
+            "name it, or say why in RUNTIME_NAMED"
+        )
+        names |= named
+    found = {t for t in map(_target, (n for n in names if n.startswith("lockstep"))) if t}
+    return found - {module}
+
+
+GRAPH = {m: imports_of(m) for m in MODULES}
+
+
+def test_every_room_is_in_the_table() -> None:
+    rooms = {room(m) for m in MODULES}
+    assert rooms == set(MAY_IMPORT), "add the room to MAY_IMPORT and to docs/design.md §3"
+
+
+@pytest.mark.parametrize("source", sorted(MAY_IMPORT))
+def test_each_room_imports_only_the_rooms_below_it(source: str) -> None:
+    allowed = MAY_IMPORT[source] | {source, "lockstep"}  # the package: its version, its path
+    wrong = sorted(
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if room(m) == source
+        for t in targets
+        if room(t) not in allowed
+        and not (source == "cli" and t in cli.COMMANDS)  # the command table, by name
+    )
+    assert not wrong, wrong
+
+
+def test_no_command_module_imports_another_stage_s() -> None:
+    commands = [m for m in MODULES if m.rpartition(".")[2].endswith("commands")]
+    wrong = [
+        f"{m} imports {t}"
+        for m in commands
+        for t in GRAPH[m]
+        if t.rpartition(".")[2].endswith("commands") and room(t) != room(m)
+    ]
+    assert not wrong, wrong
+
+
+def test_there_are_no_import_cycles() -> None:
+    """Between modules, lazy and dynamic imports included (Tarjan's strongly connected parts)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
+            if len(part) > 1:
+                cycles.append(sorted(part))
+
+    for module in sorted(GRAPH):
+        if module not in index:
+            visit(module)
+    assert not cycles, cycles
+
+
+def test_the_import_graph_sees_lazy_and_dynamic_imports() -> None:
+    """The checks above would pass vacuously if the parser missed these kinds of import."""
+    assert "lockstep.jobs.bundle_commands" in GRAPH["lockstep.cli"]  # COMMANDS, by name
+    assert "lockstep.runtime.cluster" in GRAPH["lockstep.runtime"]  # _EXPORTS, by name
+    assert "lockstep.runtime.cluster" in GRAPH["lockstep.runtime.commands"]  # in a function
+
+
+def test_entry_points_name_the_runtime_s_executors() -> None:
+    from lockstep.core.registry import registered
+
+    for name, target in registered().items():
+        found = _target(target)
+        assert found and found.startswith("lockstep.runtime.executors"), (name, target)
 
 
 @pytest.mark.parametrize(
@@ -67,10 +219,21 @@ def test_what_runs_in_the_image_loads_no_build_code(code: str) -> None:
 
 def test_the_command_table_names_each_module_s_commands() -> None:
     for module, names in cli.COMMANDS.items():
-        parser = argparse.ArgumentParser()
-        sub = parser.add_subparsers()
-        importlib.import_module(module).add_commands(sub)
+        parser = cli.make_parser([module])
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         assert tuple(sub.choices) == names, module
+
+
+def test_a_command_of_several_stages_has_each_stage_s_actions() -> None:
+    """``bundle lock`` is the build's, ``bundle push|pull|inspect`` the jobs'; cli joins them."""
+    args = cli.make_parser().parse_args(["bundle", "lock", "some-dir"])
+    assert args.func.__module__ == "lockstep.assembly.commands"
+    args = cli.make_parser().parse_args(["bundle", "inspect", "host/repo@sha256:" + "0" * 64])
+    assert args.func.__module__ == "lockstep.jobs.bundle_commands"
+    assert cli.modules_for(["bundle", "push", "d"]) == [
+        "lockstep.assembly.commands",
+        "lockstep.jobs.bundle_commands",
+    ]
 
 
 def test_a_command_line_loads_only_its_module() -> None:

@@ -14,12 +14,11 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 from lockstep import __version__
-from lockstep.core import limits
-from lockstep.core.errors import BadInput, LockstepError
+from lockstep.core.errors import LockstepError
 
 # Which module adds which subcommands (each module has add_commands(subparsers)). A
 # command line names one, so only its module is imported: ``lockstep worker`` in an
@@ -28,42 +27,16 @@ COMMANDS = {
     "lockstep.assembly.commands": ("build", "load", "lock", "bundle"),
     "lockstep.runtime.commands": ("scheduler", "worker", "runner", "doctor", "self-check"),
     "lockstep.jobs.commands": ("preflight", "run"),
+    "lockstep.jobs.bundle_commands": ("bundle",),
     "lockstep.release.commands": ("release", "check-pins", "verify", "inspect"),
 }
-
-
-def add_project_arg(parser: argparse.ArgumentParser) -> None:
-    """``--project``: the project root, for commands that read ``pyproject.toml``."""
-    parser.add_argument("--project", type=Path, help="project root (default: found from the cwd)")
-
-
-def seconds_option(flag: str) -> Callable[[str], float]:
-    """An argparse ``type`` for ``flag``: seconds > 0; one clear line (exit 2) otherwise."""
-
-    def parse(text: str) -> float:
-        value = limits.parse_seconds(text)
-        if value is None:
-            raise BadInput(
-                f"{flag} {text!r}: not a number of seconds > 0 and at most "
-                f"{limits.MAX_SECONDS:g}; give e.g. {flag} 30"
-            )
-        return value
-
-    return parse
-
-
-def count_option(flag: str, minimum: int = 1) -> Callable[[str], int]:
-    """An argparse ``type`` for ``flag``: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = limits.parse_count(text, minimum)
-        if value is None:
-            raise BadInput(
-                f"{flag} {text!r}: not a whole number from {minimum} to {limits.MAX_COUNT}"
-            )
-        return value
-
-    return parse
+# Commands whose actions belong to several stages: made here, and each owning module adds its
+# actions with add_<command>_actions(actions), so that no command module imports another's.
+GROUPS = {
+    "bundle": "job bundles: `bundle lock DIR` locks its requirements for the worker image "
+    "(wheels only, constrained to the image's pins); `bundle push|pull|inspect` keep "
+    "bundles in an OCI registry, by digest",
+}
 
 
 def modules_for(argv: Sequence[str]) -> list[str]:
@@ -82,8 +55,17 @@ def make_parser(modules: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentPa
     parser.add_argument("--version", action="version", version=f"lockstep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, Any] = {}
     for name in modules:  # a module that fails to import is a broken install: it raises
-        importlib.import_module(name).add_commands(sub)
+        module = importlib.import_module(name)
+        if hasattr(module, "add_commands"):
+            module.add_commands(sub)
+        for group in (g for g in GROUPS if g in COMMANDS[name]):
+            if group not in groups:
+                groups[group] = sub.add_parser(group, help=GROUPS[group]).add_subparsers(
+                    dest=f"{group}_command", metavar="ACTION", required=True
+                )
+            getattr(module, f"add_{group}_actions")(groups[group])
     return parser
 
 

@@ -5,6 +5,7 @@ One place for every fact about the images; the CLI and Bazel both read it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import tomllib
@@ -203,3 +204,8 @@ def find_root(start: Path | None = None) -> Path:
         f"{here}: no pyproject.toml with [tool.lockstep] here or above; "
         "run from the project root or pass --project"
     )
+
+
+def add_project_arg(parser: argparse.ArgumentParser) -> None:
+    """``--project``: the project root, for commands that read ``pyproject.toml``."""
+    parser.add_argument("--project", type=Path, help="project root (default: found from the cwd)")

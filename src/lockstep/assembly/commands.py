@@ -1,4 +1,4 @@
-"""CLI subcommands of the build: ``build``, ``inspect``, ``load``, ``lock``, ``bundle lock``."""
+"""CLI subcommands of the build: ``build``, ``load``, ``lock``, and the ``bundle lock`` action."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from lockstep.cli import add_project_arg
 from lockstep.core.errors import BadInput
 from lockstep.core.progress import to_stderr as progress
+from lockstep.project import add_project_arg
 
 TARGETS = {
     "all": ("runner", "worker"),
@@ -64,14 +64,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_project_arg(p)
     p.set_defaults(func=cmd_lock)
 
-    p = sub.add_parser(
-        "bundle",
-        help="job bundles: `bundle lock DIR` locks its requirements for the worker image "
-        "(wheels only, constrained to the image's pins); `bundle push|pull|inspect` "
-        "keep bundles in an OCI registry, by digest",
-    )
-    bundle_sub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
-    q = bundle_sub.add_parser(
+
+def add_bundle_actions(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``bundle lock``: the build's action of the ``bundle`` command (``cli.GROUPS``)."""
+    q = actions.add_parser(
         "lock",
         help="resolve DIR's pyproject.toml [project] dependencies (or requirements.txt) "
         "for the image's python and platform and write DIR/lockstep.lock.json",
@@ -79,9 +75,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("dir", type=Path, help="the bundle directory")
     add_project_arg(q)
     q.set_defaults(func=cmd_bundle_lock)
-    from lockstep.jobs.bundle_commands import add_bundle_actions  # push, pull, inspect
-
-    add_bundle_actions(bundle_sub)
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """``lockstep bundle push|pull|inspect``: bundles in an OCI registry (``jobs/oci_bundle.py``).
 
-Added to the ``bundle`` command (whose ``lock`` action is the build's); imports
-stay lazy, as in every command module.
+The actions this stage adds to the ``bundle`` command (``cli.GROUPS``; its ``lock``
+action is the build's, ``assembly/commands.py``); imports stay lazy, as in every
+command module.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 
 def add_bundle_actions(bundle_sub: Any) -> None:
+    """``bundle push``, ``pull`` and ``inspect``."""
     p = bundle_sub.add_parser(
         "push",
         help="push DIR to a registry as an OCI artifact (code, lock, one blob per wheel); "

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lockstep.cli import count_option, seconds_option
+from lockstep.core.limits import count_option, seconds_option
 from lockstep.core.progress import to_stderr as progress
 from lockstep.runtime.probe import DEFAULT_TIMEOUT
 

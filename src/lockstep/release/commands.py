@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lockstep.cli import add_project_arg
 from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.progress import to_stderr as progress
+from lockstep.project import add_project_arg
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

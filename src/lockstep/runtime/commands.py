@@ -18,7 +18,7 @@ import argparse
 import logging
 from typing import Any
 
-from lockstep.cli import count_option, seconds_option
+from lockstep.core.limits import count_option, seconds_option
 
 log = logging.getLogger(__name__)
 
