@@ -145,6 +145,8 @@ def test_good_timeouts_are_read(tmp_path: Path) -> None:
 def test_failing_simulation_fails_the_run_in_one_line(
     tmp_path: Path, cluster: tuple[Path, str, list[Proc]], executor: str, code: str, cause: str
 ) -> None:
+    """Not the containment itself (tests/runtime/test_containment*.py): what ``lockstep run``
+    makes of each executor's kind of failure, its one line, and that nothing is written."""
     a_path, address, procs = cluster
     proc = worker(tmp_path, address, a_path, executor, f"w-{executor}", procs)
     proc.wait_for("lockstep worker ready", 60)
