@@ -5,10 +5,11 @@
 **Workers.** Wraps ``scheduler.handlers["register-worker"]`` so that a worker
 is admitted only if the manifest it announces
 (``startup_information["lockstep"]``, canonical JSON) has the scheduler's own
-build id. A refused worker gets ``{"status": "error", "message": …}`` naming
-both builds: Dask makes it log the message and exit non-zero, and it never
-joins, so it never gets a task — also when it arrives long after the runner
-connected.
+build id. A refused worker gets ``{"status": "error", "message": …,
+"refusal": …}``: the ``identity.Refusal`` as text (naming both builds) and as
+fields. Dask makes it log the message and exit non-zero (``lockstep worker``
+shows the refusal's text), and it never joins, so it never gets a task — also
+when it arrives long after the runner connected.
 
 **Clients.** A ``distributed.Client`` can do more than submit tasks: run any
 function on every worker (``Client.run``: the ``broadcast`` op with
@@ -47,7 +48,7 @@ an old image swapped the workers' executor through a pickled plugin). So:
 Each refusal reaches the client as a ``PermissionError`` that says what was
 refused, why, and what to do (for a submission: the futures' exception). The
 scheduler keeps the last 100 refused clients (client id, address, what it
-tried, when) and answers them in ``lockstep_identity`` (``refused_clients``);
+tried, when, and a refused hello's ``Refusal`` fields) and answers them in ``lockstep_identity`` (``refused_clients``);
 ``lockstep doctor`` lists them and exits 1.
 
 **What this is not.** The hello checks a *claim*: a build's manifest is no
