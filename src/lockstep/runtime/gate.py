@@ -48,8 +48,9 @@ an old image swapped the workers' executor through a pickled plugin). So:
 Each refusal reaches the client as a ``PermissionError`` that says what was
 refused, why, and what to do (for a submission: the futures' exception). The
 scheduler keeps the last 100 refused clients (client id, address, what it
-tried, when, and a refused hello's ``Refusal`` fields) and answers them in ``lockstep_identity`` (``refused_clients``);
-``lockstep doctor`` lists them and exits 1.
+tried, when, and a refused hello's ``Refusal`` fields) and answers them in
+``lockstep_identity`` (``refused_clients``); ``lockstep doctor`` lists them
+and exits 1.
 
 **What this is not.** The hello checks a *claim*: a build's manifest is no
 secret (``lockstep_identity`` answers it), and a worker also unpickles what
