@@ -30,12 +30,12 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lockstep.bundles.env import EnvStore  # noqa: E402
+from lockstep.bundles.format import load_bundle  # noqa: E402
+from lockstep.bundles.lock import lock_bundle  # noqa: E402
+from lockstep.bundles.ship import ship_bundle  # noqa: E402
 from lockstep.core.store import default_cache_dir  # noqa: E402
-from lockstep.inputs.python.bundle_lock import lock_bundle  # noqa: E402
-from lockstep.jobs.bundle import load_bundle  # noqa: E402
-from lockstep.jobs.ship import ship_bundle  # noqa: E402
 from lockstep.runtime import connect, submit_task  # noqa: E402
-from lockstep.runtime.bundle_env import EnvStore  # noqa: E402
 from lockstep.runtime.executors import TaskCall  # noqa: E402
 from lockstep.runtime.executors.cold import ColdExecutor  # noqa: E402
 from lockstep.runtime.executors.warm import IsolatedWarmExecutor  # noqa: E402

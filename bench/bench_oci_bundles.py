@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_bundles import make_bundle  # noqa: E402
 
-from lockstep.jobs.bundle import load_bundle  # noqa: E402
-from lockstep.jobs.oci_bundle import push_bundle, resolve  # noqa: E402
-from lockstep.jobs.ship import ship_bundle  # noqa: E402
+from lockstep.bundles.format import load_bundle  # noqa: E402
+from lockstep.bundles.remote import push_bundle, resolve  # noqa: E402
+from lockstep.bundles.ship import ship_bundle  # noqa: E402
 from lockstep.runtime import connect, submit_task  # noqa: E402
 from tests.fixtures.procs import start_scheduler, start_worker, write_manifest  # noqa: E402
 from tests.fixtures.registry import OciRegistry  # noqa: E402

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 from lockstep.assembly import oci  # noqa: E402
 from lockstep.assembly.layout import image_name  # noqa: E402
 from lockstep.core.store import Cache  # noqa: E402
+from lockstep.oci.client import PushStats  # noqa: E402
+from lockstep.oci.reference import parse_target  # noqa: E402
 from lockstep.project import ROLES, load_project  # noqa: E402
-from lockstep.release.reference import parse_target  # noqa: E402
-from lockstep.release.registry import PushStats  # noqa: E402
 from lockstep.release.release import push_release  # noqa: E402
 from tests.fixtures.registry import OciRegistry  # noqa: E402
 

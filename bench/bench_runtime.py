@@ -32,7 +32,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.registry import registered
+from lockstep.core.entrypoints import registered
 from lockstep.manifest import BuildManifest
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import Executor, TaskCall, load_executor

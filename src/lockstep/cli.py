@@ -24,10 +24,10 @@ from lockstep.core.errors import LockstepError
 # command line names one, so only its module is imported: ``lockstep worker`` in an
 # image loads nothing of the build. A test checks this table against the modules.
 COMMANDS = {
-    "lockstep.assembly.commands": ("build", "load", "lock", "bundle"),
+    "lockstep.assembly.commands": ("build", "load", "lock"),
+    "lockstep.bundles.commands": ("bundle",),
     "lockstep.runtime.commands": ("scheduler", "worker", "runner", "doctor", "self-check"),
     "lockstep.jobs.commands": ("preflight", "run"),
-    "lockstep.jobs.bundle_commands": ("bundle",),
     "lockstep.release.commands": ("release", "check-pins", "verify", "inspect"),
 }
 # Commands whose actions belong to several stages: made here, and each owning module adds its

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.core import settings
+from lockstep.core.entrypoints import GROUP as EXECUTOR_GROUP
 from lockstep.core.errors import BadInput
-from lockstep.core.registry import GROUP as EXECUTOR_GROUP
 
 ROLES = ("runner", "worker")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lockstep.assembly.entries import Entry
 from lockstep.assembly.executor_check import importable
 from lockstep.assembly.layout import SITE_DIR
-from lockstep.core import registry
+from lockstep.core import entrypoints
 
 
 def test_a_layer_records_what_it_offers_to_imports() -> None:
@@ -22,5 +22,7 @@ def test_a_layer_records_what_it_offers_to_imports() -> None:
         "tops": ["_cffi", "numpy", "numpy-2.dist-info", "six"],
         "executors": False,
     }
-    registers = [f("ext-1.dist-info/entry_points.txt", f"[{registry.GROUP}]\nx = ext:X\n".encode())]
+    registers = [
+        f("ext-1.dist-info/entry_points.txt", f"[{entrypoints.GROUP}]\nx = ext:X\n".encode())
+    ]
     assert importable(registers)["executors"] is True

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from lockstep.core import http as lhttp
-from tests.release.test_release_tls import make_pki
+from tests.oci.test_client_tls import make_pki
 
 BODY = b"locked bytes " * 1000
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from lockstep.bundles.format import load_bundle
+from lockstep.bundles.ship import ShipFailed, check_on_worker, ship_bundle
+from lockstep.bundles.store import PUT_OP, to_wire
 from lockstep.core.errors import CheckFailed
-from lockstep.jobs.bundle import load_bundle
 from lockstep.jobs.preflight import preflight
 from lockstep.jobs.run import run_job
-from lockstep.jobs.ship import ShipFailed, check_on_worker, ship_bundle
 from lockstep.jobs.spec import PreflightFailed
 from lockstep.runtime import submit_task
-from lockstep.runtime.bundle_store import PUT_OP, to_wire
 from lockstep.runtime.cluster import with_token
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.procs import (

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.core.registry import registered
+from lockstep.core.entrypoints import registered
 from lockstep.jobs.spec import read_spec
 from tests.fixtures.procs import (
     Proc,

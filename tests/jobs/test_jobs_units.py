@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from lockstep.bundles.format import load_bundle, shadowing_problems, syntax_problems
+from lockstep.bundles.probe import run_probe
+from lockstep.bundles.store import BundleRefused, BundleStore, from_wire, read_tree, to_wire
 from lockstep.core.digests import TreeFile, tree_digest
+from lockstep.core.entrypoints import registered
 from lockstep.core.errors import BadInput
-from lockstep.core.registry import registered
-from lockstep.jobs.bundle import load_bundle, shadowing_problems, syntax_problems
 from lockstep.jobs.preflight import preflight
 from lockstep.jobs.spec import PreflightFailed, read_spec
-from lockstep.runtime.bundle_store import BundleRefused, BundleStore, from_wire, read_tree, to_wire
-from lockstep.runtime.probe import run_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from lockstep.core.errors import BadInput
+from lockstep.oci.auth import credentials_for
+from lockstep.oci.reference import is_loopback, parse_pinned, parse_target, pin_problem
 from lockstep.release import pins, render
-from lockstep.release.auth import credentials_for
 from lockstep.release.record import ReleaseManifest
-from lockstep.release.reference import is_loopback, parse_pinned, parse_target, pin_problem
 from tests.fixtures.build import ROOT, lockstep
 from tests.fixtures.support import require
 

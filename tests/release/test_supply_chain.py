@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from lockstep.oci.client import PushStats, RegistryClient
 from lockstep.release import attach, signing
-from lockstep.release.registry import PushStats, RegistryClient
 from tests.fixtures.build import lockstep, make_repo
 from tests.fixtures.registry import OciRegistry
 from tests.fixtures.support import require

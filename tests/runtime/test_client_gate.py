@@ -22,9 +22,9 @@ import pytest
 from distributed import Client
 from distributed.protocol.pickle import dumps
 
+from lockstep.bundles.store import PUT_OP
 from lockstep.manifest import BuildManifest
 from lockstep.runtime import IncompatibleClusterError, connect, submit_task
-from lockstep.runtime.bundle_store import PUT_OP
 from lockstep.runtime.dask_handlers import KNOWN_RPC_OPS, check_hooks
 from lockstep.runtime.doctor import REFUSED_CLIENT
 from lockstep.runtime.identity import IDENTITY_OP, Refusal

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lockstep.core import reap as _reap
-from lockstep.core.registry import registered
+from lockstep.core.entrypoints import registered
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import (
     Executor,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lockstep.core.entrypoints import registered
 from lockstep.core.errors import BadInput, CheckFailed
-from lockstep.core.registry import registered
 from lockstep.core.settings import settings_table
 from lockstep.runtime.config import RuntimeConfig, scheduler_settings
 from lockstep.runtime.dask_handlers import check_hook

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from lockstep.assembly.entries import Entry
 from lockstep.assembly.layout import BIN_DIR, PYTHON, SITE_DIR
-from lockstep.core import registry
+from lockstep.core import entrypoints
 from lockstep.core.digests import TreeFile
 from lockstep.project import Project
 
@@ -38,7 +38,7 @@ def metadata_txt(name: str, version: str, requires: Iterable[str]) -> bytes:
 
 
 def console_script(target: str) -> bytes:
-    module, attr = registry.split(target)
+    module, attr = entrypoints.split(target)
     return (f"#!/{PYTHON}\nimport sys\nfrom {module} import {attr}\nsys.exit({attr}())\n").encode()
 
 
@@ -54,7 +54,7 @@ def app_entries(project: Project, files: Iterable[TreeFile]) -> list[Entry]:
         packages.add(rel.split("/", 1)[0])
         entries.append(Entry.file(f"{SITE_DIR}/{rel}", f.data, 0o755 if f.executable else 0o644))
     dist_info = f"{SITE_DIR}/{dist_info_name(project.name, project.version)}"
-    groups: dict[str, Mapping[str, str]] = {registry.GROUP: project.executors}
+    groups: dict[str, Mapping[str, str]] = {entrypoints.GROUP: project.executors}
     scripts = project.scripts
     if scripts:
         groups["console_scripts"] = scripts

@@ -1,4 +1,4 @@
-"""CLI subcommands of the build: ``build``, ``load``, ``lock``, and the ``bundle lock`` action."""
+"""CLI subcommands of the build: ``build``, ``load``, ``lock``."""
 
 from __future__ import annotations
 
@@ -65,18 +65,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_lock)
 
 
-def add_bundle_actions(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``bundle lock``: the build's action of the ``bundle`` command (``cli.GROUPS``)."""
-    q = actions.add_parser(
-        "lock",
-        help="resolve DIR's pyproject.toml [project] dependencies (or requirements.txt) "
-        "for the image's python and platform and write DIR/lockstep.lock.json",
-    )
-    q.add_argument("dir", type=Path, help="the bundle directory")
-    add_project_arg(q)
-    q.set_defaults(func=cmd_bundle_lock)
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from lockstep.assembly.builder import Builder
     from lockstep.core.store import Cache, default_cache_dir
@@ -111,19 +99,6 @@ def cmd_load(args: argparse.Namespace) -> int:
 
     image_id = load_archive(args.archive, image=args.image)
     print(image_id)
-    return 0
-
-
-def cmd_bundle_lock(args: argparse.Namespace) -> int:
-    from lockstep.core.store import default_cache_dir
-    from lockstep.inputs.python.bundle_lock import describe, lock_bundle
-    from lockstep.project import find_root, load_project
-
-    project = load_project(find_root(args.project))
-    path = lock_bundle(
-        args.dir, project.python_lock, project.complete_platform, default_cache_dir(), progress
-    )
-    print(describe(path))
     return 0
 
 

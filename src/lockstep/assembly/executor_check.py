@@ -1,6 +1,6 @@
 """The build's executor check: every registered executor imports from the image's own files.
 
-Before the app layer is made, the image's python runs ``lockstep.core.registry``
+Before the app layer is made, the image's python runs ``lockstep.core.entrypoints``
 as a script over the app's site directory and the third-party layers' (staged:
 their files written out under the cache). Staging is the slow part of a cold
 build (a heavy stack's layers hold ~100 000 files), so a third-party layer is
@@ -21,7 +21,7 @@ from lockstep.assembly import layout
 from lockstep.assembly.entries import Entry
 from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.assembly.stage import StagedPython
-from lockstep.core import registry
+from lockstep.core import entrypoints
 from lockstep.core.errors import BadInput
 from lockstep.project import Project
 
@@ -39,7 +39,7 @@ def importable(entries: Sequence[Entry]) -> dict[str, Any]:
         first, sep, _rest = entry.path[len(prefix) :].partition("/")
         tops.add(first if sep else first.split(".")[0])
         if entry.path.endswith(".dist-info/entry_points.txt") and entry.kind == "file":
-            executors |= f"[{registry.GROUP}]".encode() in entry.data
+            executors |= f"[{entrypoints.GROUP}]".encode() in entry.data
     return {"tops": sorted(tops), "executors": executors}
 
 
@@ -65,7 +65,12 @@ def check_executors(
     while True:
         sites = [app_site, *(layers.staged(r) / layout.SITE_DIR for r in staged)]
         proc = python.run(
-            ["-P", registry.__file__, *map(str, sites), f"--absent={','.join(sorted(unstaged))}"],
+            [
+                "-P",
+                entrypoints.__file__,
+                *map(str, sites),
+                f"--absent={','.join(sorted(unstaged))}",
+            ],
             capture_output=True,
             text=True,
         )

@@ -26,11 +26,13 @@ from lockstep.assembly.layout import ARCHITECTURE, EPOCH, USER, WORKDIR
 from lockstep.core.atomic import remove_stale, temp_file
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
+from lockstep.oci.media import (
+    CONFIG_MEDIA_TYPE,
+    INDEX_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+)
 
-LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
-CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 BlobSource = Callable[[str], bytes]  # a layer's bytes by its digest
 

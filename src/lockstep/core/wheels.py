@@ -1,7 +1,7 @@
 """Wheels as plain facts: file names and their tags, ``RECORD`` rows and hashes, member paths.
 
 Pure functions, standard library only: the build (``lockstep bundle lock``),
-the runner (preflight) and the worker (``lockstep.runtime.bundle_env``, which
+the runner (preflight) and the worker (``lockstep.bundles.env``, which
 unpacks wheels itself: no pip in the image) read wheels through these, so all
 three agree on what a wheel is and where its files go.
 """

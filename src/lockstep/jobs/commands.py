@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lockstep.bundles.probe import DEFAULT_TIMEOUT
 from lockstep.core.limits import count_option, seconds_option
 from lockstep.core.progress import to_stderr as progress
-from lockstep.runtime.probe import DEFAULT_TIMEOUT
 
 
 def add_commands(sub: Any) -> None:

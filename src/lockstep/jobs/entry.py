@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lockstep.core import registry
+from lockstep.core import entrypoints
 
 
 def _json(value: Any, what: str) -> str:
@@ -28,7 +28,7 @@ def _json(value: Any, what: str) -> str:
 
 def simulate(model: str, params: Mapping[str, Any], seed: int) -> str:
     """``model(params, seed)`` as JSON text; ``TypeError`` unless it returns a mapping."""
-    out = registry.resolve(model)(dict(params), seed)
+    out = entrypoints.resolve(model)(dict(params), seed)
     if not isinstance(out, Mapping):
         raise TypeError(f"model {model} returned a {type(out).__name__}, not a mapping")
     return _json(dict(out), f"model {model}")
@@ -36,4 +36,4 @@ def simulate(model: str, params: Mapping[str, Any], seed: int) -> str:
 
 def aggregate(target: str, results_json: str) -> str:
     """``target(results)`` as JSON text, ``results`` being the list of simulation records."""
-    return _json(registry.resolve(target)(json.loads(results_json)), f"target {target}")
+    return _json(entrypoints.resolve(target)(json.loads(results_json)), f"target {target}")

@@ -13,7 +13,7 @@ file and the name it is about):
    names the cluster's Python lock, and the executor is not ``direct``;
 3. the model and target import and are callables that accept
    ``model(params, seed)`` and ``target(results)`` — in an isolated
-   interpreter (``lockstep.runtime.probe``), so the bundle's import side
+   interpreter (``lockstep.bundles.probe``), so the bundle's import side
    effects never touch the runner;
 4. with a scheduler: the handshake (``connect``), ready workers running the
    executor the job needs, and the same import check on one of them, in a
@@ -32,21 +32,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.errors import BadInput, LockstepError
-from lockstep.core.registry import registered
-from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
-from lockstep.core.settings import MANIFEST as MANIFEST_ENV
-from lockstep.jobs.bundle import (
+from lockstep.bundles.format import (
     Bundle,
     dependency_problems,
     load_bundle,
     shadowing_problems,
     syntax_problems,
 )
-from lockstep.jobs.ship import ShipFailed, check_on_worker, ship_bundle
+from lockstep.bundles.probe import DEFAULT_TIMEOUT, run_probe
+from lockstep.bundles.ship import ShipFailed, check_on_worker, ship_bundle
+from lockstep.core.entrypoints import registered
+from lockstep.core.errors import BadInput, LockstepError
+from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
+from lockstep.core.settings import MANIFEST as MANIFEST_ENV
 from lockstep.jobs.spec import JobSpec, PreflightFailed, Problem, read_spec, spec_from_fields
 from lockstep.manifest import BuildManifest, load_manifest
-from lockstep.runtime.probe import DEFAULT_TIMEOUT, run_probe
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def preflight(
     fields, problems = read_spec(spec_path, registered())
     bundle: Bundle | None = None
     if isinstance(fields.get("bundle"), str):  # HOST/REPO@sha256:…, checked in its registry
-        from lockstep.jobs.oci_bundle import resolve
+        from lockstep.bundles.remote import resolve
 
         try:
             bundle, found = resolve(fields["bundle"])

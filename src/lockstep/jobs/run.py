@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from lockstep.bundles.probe import DEFAULT_TIMEOUT
+from lockstep.bundles.ship import ship_bundle
 from lockstep.core.errors import CheckFailed, ServiceFailed
 from lockstep.jobs.preflight import Checked, preflight
-from lockstep.jobs.ship import ship_bundle
 from lockstep.manifest import BuildManifest
-from lockstep.runtime.probe import DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
 RESULT_SCHEMA = "lockstep.result/v1"
@@ -284,7 +284,7 @@ class _Tasks:
                     "done; nothing was written"
                 )
             return futures
-        from lockstep.jobs.ship import ship_bundle
+        from lockstep.bundles.ship import ship_bundle
 
         self._lost_since = None
         ship_bundle(self.checked.client, self.checked.bundle, current)

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.bundle_artifact import ArtifactRefused, looks_like_reference, parse_reference
+from lockstep.bundles.artifact import parse_bundle_reference
 from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.limits import MAX_SECONDS, seconds_value
+from lockstep.oci.reference import ReferenceRefused, looks_like_reference
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli is the fallback for older Pythons
     import tomllib
@@ -166,8 +167,8 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
         bundle = data["bundle"]
         if isinstance(bundle, str) and bundle and looks_like_reference(bundle):
             try:
-                fields["bundle"] = str(parse_reference(bundle))
-            except ArtifactRefused as exc:
+                fields["bundle"] = str(parse_bundle_reference(bundle))
+            except ReferenceRefused as exc:
                 bad("bundle", str(exc))
         elif isinstance(bundle, str) and bundle:
             fields["bundle"] = (path.parent / bundle).resolve()

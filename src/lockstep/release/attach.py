@@ -21,16 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lockstep.assembly import oci
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.core.errors import CheckFailed
-from lockstep.release.registry import PushStats, RegistryClient
+from lockstep.oci import media
+from lockstep.oci.artifact import artifact_manifest as oci_artifact_manifest
+from lockstep.oci.artifact import descriptor
+from lockstep.oci.client import PushStats, RegistryClient
 
 log = logging.getLogger(__name__)
 
-EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY = b"{}"
-SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIGNATURE_TYPE = "cosign container image signature"
 CREATED = "org.opencontainers.image.created"
@@ -47,25 +46,17 @@ class Artifact:
         return sha256_digest(self.manifest)
 
 
-def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data), **extra}
-
-
 def artifact_manifest(
     artifact_type: str, document: bytes, subject: bytes, created: str
 ) -> Artifact:
     """The manifest of a document (SBOM, provenance) that refers to the image ``subject``."""
     return Artifact(
-        canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": oci.MANIFEST_MEDIA_TYPE,
-                "artifactType": artifact_type,
-                "config": descriptor(EMPTY_MEDIA_TYPE, EMPTY),
-                "layers": [descriptor(artifact_type, document)],
-                "subject": descriptor(oci.MANIFEST_MEDIA_TYPE, subject),
-                "annotations": {CREATED: created},
-            }
+        oci_artifact_manifest(
+            artifact_type,
+            [descriptor(artifact_type, document)],
+            config=descriptor(media.EMPTY_MEDIA_TYPE, media.EMPTY_CONFIG),
+            subject=descriptor(media.MANIFEST_MEDIA_TYPE, subject),
+            annotations={CREATED: created},
         )
     )
 
@@ -85,7 +76,7 @@ def referrers_index(descriptors: Sequence[Mapping[str, Any]]) -> bytes:
     return canonical_json(
         {
             "schemaVersion": 2,
-            "mediaType": oci.INDEX_MEDIA_TYPE,
+            "mediaType": media.INDEX_MEDIA_TYPE,
             "manifests": [unique[k] for k in sorted(unique)],
         }
     )
@@ -116,7 +107,7 @@ def push_artifact(
     for blob in blobs:
         client.push_blob(name, sha256_digest(blob), blob, stats)
     client.put_manifest(
-        name, artifact.digest, artifact.manifest, oci.MANIFEST_MEDIA_TYPE, artifact.digest, stats
+        name, artifact.digest, artifact.manifest, media.MANIFEST_MEDIA_TYPE, artifact.digest, stats
     )
 
 
@@ -129,7 +120,7 @@ def add_referrers(
 ) -> str:
     """Merge the artifacts into the ``sha256-<hex>`` referrers index; its digest."""
     tag = referrers_tag(subject)
-    existing = get_optional(client, name, tag, oci.INDEX_MEDIA_TYPE)
+    existing = get_optional(client, name, tag, media.INDEX_MEDIA_TYPE)
     descriptors: list[Mapping[str, Any]] = []
     if existing is not None:
         try:
@@ -142,7 +133,7 @@ def add_referrers(
         manifest = json.loads(artifact.manifest)
         descriptors.append(
             descriptor(
-                oci.MANIFEST_MEDIA_TYPE,
+                media.MANIFEST_MEDIA_TYPE,
                 artifact.manifest,
                 artifactType=artifact_type,
                 annotations=manifest.get("annotations", {}),
@@ -150,7 +141,7 @@ def add_referrers(
         )
     index = referrers_index(descriptors)
     digest = sha256_digest(index)
-    client.put_manifest(name, tag, index, oci.INDEX_MEDIA_TYPE, digest, stats)
+    client.put_manifest(name, tag, index, media.INDEX_MEDIA_TYPE, digest, stats)
     return digest
 
 
@@ -187,11 +178,13 @@ def signature_manifest(payloads: Sequence[tuple[bytes, str]]) -> tuple[bytes, by
     manifest = canonical_json(
         {
             "schemaVersion": 2,
-            "mediaType": oci.MANIFEST_MEDIA_TYPE,
-            "config": descriptor(oci.CONFIG_MEDIA_TYPE, config),
+            "mediaType": media.MANIFEST_MEDIA_TYPE,
+            "config": descriptor(media.CONFIG_MEDIA_TYPE, config),
             "layers": [
                 descriptor(
-                    SIMPLE_SIGNING_MEDIA_TYPE, p, annotations={SIGNATURE_ANNOTATION: signature}
+                    media.SIMPLE_SIGNING_MEDIA_TYPE,
+                    p,
+                    annotations={SIGNATURE_ANNOTATION: signature},
                 )
                 for p, signature in payloads
             ],
@@ -202,12 +195,12 @@ def signature_manifest(payloads: Sequence[tuple[bytes, str]]) -> tuple[bytes, by
 
 def read_signatures(client: RegistryClient, name: str, digest: str) -> list[tuple[bytes, str]]:
     """(payload, base64 signature) of every simple-signing layer at ``sha256-<hex>.sig``."""
-    raw = get_optional(client, name, signature_tag(digest), oci.MANIFEST_MEDIA_TYPE)
+    raw = get_optional(client, name, signature_tag(digest), media.MANIFEST_MEDIA_TYPE)
     if raw is None:
         return []
     out = []
     for layer in json.loads(raw).get("layers", []):
-        if layer.get("mediaType") != SIMPLE_SIGNING_MEDIA_TYPE:
+        if layer.get("mediaType") != media.SIMPLE_SIGNING_MEDIA_TYPE:
             continue
         signature = layer.get("annotations", {}).get(SIGNATURE_ANNOTATION)
         if not isinstance(signature, str):
@@ -238,6 +231,6 @@ def push_signature(
         client.push_blob(name, sha256_digest(blob), blob, stats)
     manifest_digest = sha256_digest(manifest)
     client.put_manifest(
-        name, signature_tag(digest), manifest, oci.MANIFEST_MEDIA_TYPE, manifest_digest, stats
+        name, signature_tag(digest), manifest, media.MANIFEST_MEDIA_TYPE, manifest_digest, stats
     )
     return manifest_digest

@@ -145,8 +145,8 @@ def _relative(path: Path) -> str:
 
 def cmd_release(args: argparse.Namespace) -> int:
     from lockstep.core.store import Cache, default_cache_dir
+    from lockstep.oci.reference import parse_target
     from lockstep.project import find_root, load_project
-    from lockstep.release.reference import parse_target
     from lockstep.release.release import release
 
     target = parse_target(args.registry)

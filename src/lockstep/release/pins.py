@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.digests import is_digest
 from lockstep.core.errors import BadInput
-from lockstep.release.reference import DIGEST, pin_problem
+from lockstep.oci.reference import pin_problem
 
 SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
@@ -101,7 +102,7 @@ def is_image_env(entry: object) -> bool:
 
 def _helm_problem(table: dict[str, Any]) -> str | None:
     digest = table.get("digest")
-    if isinstance(digest, str) and DIGEST.match(digest):
+    if is_digest(digest):
         return None
     tag = table.get("tag")
     return f"uses the tag :{tag} and no digest" if tag else "has no digest"

@@ -41,12 +41,13 @@ from lockstep.core.atomic import staging_dir, write_bytes
 from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
+from lockstep.oci.auth import credentials_for
+from lockstep.oci.client import PushStats, RegistryClient
+from lockstep.oci.media import EMPTY_CONFIG, MANIFEST_MEDIA_TYPE
+from lockstep.oci.reference import Target
 from lockstep.project import ROLES, Project
 from lockstep.release import attach, render, signing
-from lockstep.release.auth import credentials_for
 from lockstep.release.record import ImageRecord, ReleaseManifest
-from lockstep.release.reference import Target
-from lockstep.release.registry import PushStats, RegistryClient
 from lockstep.release.tagging import (
     RELEASE_DIR,
     build_stamped,
@@ -284,7 +285,7 @@ def attach_release(
             name = target.name(image_name(project.name, role))
             for kind, artifact in artifacts[role].items():
                 attach.push_artifact(
-                    client, name, artifact, [attach.EMPTY, documents[role][kind]], stats
+                    client, name, artifact, [EMPTY_CONFIG, documents[role][kind]], stats
                 )
             found[role]["referrers"] = attach.add_referrers(
                 client,
@@ -345,7 +346,7 @@ def push_release(
                 ]
             for future in futures:
                 future.result()
-            media_type = oci.MANIFEST_MEDIA_TYPE
+            media_type = MANIFEST_MEDIA_TYPE
             client.put_manifest(name, image.digest, image.manifest, media_type, image.digest, stats)
             client.put_manifest(name, version, image.manifest, media_type, image.digest, stats)
             pushed_to = name

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.assembly import provenance, sbom
-from lockstep.assembly.oci import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import CheckFailed
+from lockstep.oci.auth import credentials_for
+from lockstep.oci.client import RegistryClient
+from lockstep.oci.media import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+from lockstep.oci.reference import parse_pinned
 from lockstep.release import attach, signing
-from lockstep.release.auth import credentials_for
-from lockstep.release.reference import parse_pinned
-from lockstep.release.registry import RegistryClient
 
 KINDS = {sbom.MEDIA_TYPE: "sbom", provenance.MEDIA_TYPE: "provenance"}
 

@@ -26,12 +26,12 @@ from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.manifest import Stamp
+from lockstep.oci.auth import credentials_for
+from lockstep.oci.client import RegistryClient
+from lockstep.oci.reference import parse_pinned
 from lockstep.project import ROLES, load_project
 from lockstep.release import attach, signing
-from lockstep.release.auth import credentials_for
 from lockstep.release.record import ReleaseManifest
-from lockstep.release.reference import parse_pinned
-from lockstep.release.registry import RegistryClient
 from lockstep.release.tagging import build_stamped
 
 log = logging.getLogger(__name__)

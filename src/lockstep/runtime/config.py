@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockstep.core import registry
+from lockstep.core import entrypoints
 from lockstep.core.errors import BadInput
 from lockstep.core.limits import MAX_SECONDS, parse_seconds
 from lockstep.core.settings import BUNDLE_DIR as BUNDLE_DIR_ENV
@@ -241,12 +241,12 @@ def _bundle_dir(env: Mapping[str, str]) -> Path:
 def _executor(env: Mapping[str, str], manifest: BuildManifest) -> str:
     valid = ", ".join(manifest.executors) or "(none: the manifest lists no executors)"
     build = f"build {manifest.build_id} version {manifest.version}"
-    found = registry.registered()
+    found = entrypoints.registered()
     lacking = sorted(set(manifest.executors) - set(found))
     if lacking:  # a manifest that is not this code's: never join a cluster with it
         raise BadInput(
             f"the manifest of {build} lists executor(s) {', '.join(lacking)} that this "
-            f"installation does not contain (its {registry.GROUP} entry points: "
+            f"installation does not contain (its {entrypoints.GROUP} entry points: "
             f"{', '.join(sorted(found)) or 'none'}); the manifest does not belong to this "
             "image's code: rebuild the image"
         )

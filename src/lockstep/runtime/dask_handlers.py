@@ -12,9 +12,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from lockstep.runtime.bundle_env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
-from lockstep.runtime.bundle_pull import PULL_OP
-from lockstep.runtime.bundle_store import CHECK_OP, HAS_OP, PUT_OP
+from lockstep.bundles.env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
+from lockstep.bundles.pull import PULL_OP
+from lockstep.bundles.store import CHECK_OP, HAS_OP, PUT_OP
 from lockstep.runtime.identity import HELLO_OP, IDENTITY_OP
 
 REGISTER_OP = "register-worker"
@@ -49,7 +49,7 @@ REFUSED_WHAT = {
 # Worker ops that broadcast/proxy relay for anyone: pickle-free and read-only.
 OPEN_RELAY_OPS = frozenset({IDENTITY_OP, HAS_OP, "identity", "versions", "ping"})
 # Worker ops relayed only with the token of a hello: they store or import code.
-# A bundle's wheels and environment (``lockstep.runtime.bundle_env``) too.
+# A bundle's wheels and environment (``lockstep.bundles.env``) too.
 TOKEN_RELAY_OPS = frozenset({PUT_OP, CHECK_OP, ENV_STATUS_OP, WHEEL_PUT_OP, ENV_MAKE_OP, PULL_OP})
 
 # Every scheduler handler of distributed 2026.8.0 (with its default extensions). A handler

@@ -7,7 +7,7 @@ In the worker process, before it registers with the scheduler:
 3. announce the manifest (canonical JSON) and the executor type through
    ``worker.startup_information``, which the scheduler's gate checks;
 4. answer ``lockstep_identity`` (a pickle-free handler) for ``connect``, and
-   the job bundle handlers (``lockstep.runtime.bundle_store``);
+   the job bundle handlers (``lockstep.bundles.store``);
 5. refuse, to every caller, the worker handlers that run a client's function
    or change the worker's plugins (``run``, ``run_coroutine``, ``plugin-add``,
    ``plugin-remove``, ``upload_file``): the scheduler's gate never relays them

@@ -6,7 +6,7 @@ registry, checks the registry lists exactly those, and prints the manifest.
 
 from __future__ import annotations
 
-from lockstep.core import registry
+from lockstep.core import entrypoints
 from lockstep.core.errors import CheckFailed
 from lockstep.manifest import BuildManifest, load_manifest
 
@@ -14,13 +14,13 @@ from lockstep.manifest import BuildManifest, load_manifest
 def self_check() -> BuildManifest:
     """The validated manifest; CheckFailed if the image's executors differ from it."""
     manifest = load_manifest()
-    found = registry.registered()
+    found = entrypoints.registered()
     if sorted(found) != list(manifest.executors):
         raise CheckFailed(
             f"this image registers executors {sorted(found)} but its manifest "
             f"lists {list(manifest.executors)}; rebuild the image"
         )
-    errors = registry.import_errors({name: found[name] for name in manifest.executors})
+    errors = entrypoints.import_errors({name: found[name] for name in manifest.executors})
     for name, message in sorted(errors.items()):
         raise CheckFailed(f"executor {name!r} does not import in this image: {message}")
     return manifest

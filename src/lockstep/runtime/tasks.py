@@ -66,9 +66,9 @@ def run_task(
     """Run ``target(*args, **kwargs)`` under this worker's executor (runs on the worker).
 
     ``bundle`` is the digest of a job bundle this worker holds
-    (``lockstep.runtime.bundle_store``): its directory comes first on the task
+    (``lockstep.bundles.store``): its directory comes first on the task
     process's ``sys.path``, after its environment's site directory if it locks
-    dependencies (``lockstep.runtime.bundle_env``). ``timeout``: seconds the task
+    dependencies (``lockstep.bundles.env``). ``timeout``: seconds the task
     may run (default: the worker's ``LOCKSTEP_TASK_TIMEOUT``). Returns ``{"value",
     "executor", "pid", "worker", "build_id", "bundle", "environment"}``; raises a
     ``TaskError`` naming this worker.
@@ -147,7 +147,7 @@ def submit_task(
     """``client.submit(run_task, …)``: a Future of ``run_task``'s dict.
 
     ``bundle``: a job bundle's digest, shipped to the workers beforehand
-    (``lockstep.jobs.ship``); the task imports ``target`` from it. ``timeout``:
+    (``lockstep.bundles.ship``); the task imports ``target`` from it. ``timeout``:
     seconds it may run (default: the worker's ``LOCKSTEP_TASK_TIMEOUT``).
 
     ``submit_options`` go to ``Client.submit`` (``key``, ``workers``,

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lockstep.core.registry import registered
-from lockstep.runtime.bundle_env import EnvStore
-from lockstep.runtime.bundle_store import BundleStore
+from lockstep.bundles.env import EnvStore
+from lockstep.bundles.store import BundleStore
+from lockstep.core.entrypoints import registered
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_executor
 

@@ -28,7 +28,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lockstep.core import registry
+from lockstep.core import entrypoints
 
 if TYPE_CHECKING:
     from lockstep.runtime.config import RuntimeConfig
@@ -172,7 +172,7 @@ class Executor(abc.ABC):
 
 def load_executor(name: str, targets: dict[str, str]) -> type[Executor]:
     """The executor class registered as ``name`` in ``targets`` (name -> ``module:attr``)."""
-    cls: Any = registry.resolve(targets[name])
+    cls: Any = entrypoints.resolve(targets[name])
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
         raise TypeError(f"executor entry point {name} = {targets[name]} is not an Executor class")
     return cls

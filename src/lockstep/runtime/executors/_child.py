@@ -2,7 +2,7 @@
 
 ``MODE`` is ``warm`` or ``template``.
 ``SITE``, if given, is a bundle environment's site directory
-(``lockstep.runtime.bundle_env``): the process serves that environment only,
+(``lockstep.bundles.env``): the process serves that environment only,
 with it on ``sys.path``; a ``PING`` is answered ``READY`` (a health check before
 the worker reuses the process).
 

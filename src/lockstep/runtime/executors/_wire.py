@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from lockstep.core import registry
+from lockstep.core import entrypoints
 
 HEADER = struct.Struct(">cII")
 LIMIT = struct.Struct(">Q")  # a call payload starts with the answer's size limit, in bytes
@@ -273,7 +273,7 @@ def use_paths(paths: tuple[str, ...]) -> None:
 
 def resolve(target: str) -> Callable[..., Any]:
     """The callable named ``module:qualified.name``, importing its module here."""
-    obj: Any = registry.resolve(target)
+    obj: Any = entrypoints.resolve(target)
     if not callable(obj):
         raise TypeError(f"{target} is not callable")
     return obj  # type: ignore[no-any-return]

@@ -133,11 +133,11 @@ def _check(role: str, ref: str, arg_names: list[str]) -> dict[str, Any]:
     import importlib
     import inspect
 
-    from lockstep.core import registry
+    from lockstep.core import entrypoints
 
     result: dict[str, Any] = {"role": role, "ref": ref, "ok": False, "problem": None, "file": None}
     try:
-        module_name, qualname = registry.split(ref)
+        module_name, qualname = entrypoints.split(ref)
     except ValueError as exc:
         result["problem"] = str(exc)
         return result

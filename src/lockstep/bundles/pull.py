@@ -1,7 +1,7 @@
 """Bundles pulled by the worker itself from an OCI registry, by digest.
 
 The runner sends only the reference (``HOST/REPO@sha256:…``, the digest of the
-artifact's manifest, ``lockstep.core.bundle_artifact``); the worker fetches
+artifact's manifest, ``lockstep.bundles.artifact``); the worker fetches
 what it lacks, straight from the registry, never through the scheduler:
 
 - the manifest, whose bytes must have the reference's digest (then kept under
@@ -13,7 +13,7 @@ what it lacks, straight from the registry, never through the scheduler:
 - the wheels its environment lacks (``EnvStore.status``), each checked against
   its sha256 before it is kept (``EnvStore.put_wheel``).
 
-Credentials and TLS are those of ``lockstep release`` (``lockstep.core.distribution``):
+Credentials and TLS are those of ``lockstep release`` (``lockstep.oci.client``):
 Docker's ``config.json`` (``DOCKER_CONFIG``, mounted from a Secret by the
 deployment files), the system CA store (or ``SSL_CERT_FILE``), plain HTTP only
 for a loopback registry that does not speak TLS.
@@ -33,24 +33,24 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lockstep.core.atomic import write_bytes
-from lockstep.core.bundle_artifact import (
+from lockstep.bundles.artifact import (
     MAX_MANIFEST_BYTES,
     Artifact,
     ArtifactRefused,
-    BundleRef,
-    ReferenceRefused,
+    parse_bundle_reference,
     parse_manifest,
-    parse_reference,
     read_code_tar,
 )
+from lockstep.bundles.store import BundleStore
+from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import hex_of, sha256_digest
-from lockstep.core.distribution import MANIFEST_MEDIA_TYPES, RegistryClient
-from lockstep.core.docker_auth import credentials_for
 from lockstep.core.errors import CheckFailed, LockstepError, ServiceFailed
-from lockstep.runtime.bundle_store import BundleStore
+from lockstep.oci.auth import credentials_for
+from lockstep.oci.client import RegistryClient
+from lockstep.oci.media import MANIFEST_MEDIA_TYPES
+from lockstep.oci.reference import Pinned, ReferenceRefused
 
-log = logging.getLogger("lockstep.runtime.bundle_pull")
+log = logging.getLogger("lockstep.bundles.pull")
 
 PULL_OP = "lockstep_bundle_pull"
 MAX_WHEEL_BYTES = 1 << 30
@@ -73,7 +73,7 @@ def worker_login_hint(host: str) -> str:
     )
 
 
-def fetch_manifest(client: RegistryClient, ref: BundleRef) -> bytes:
+def fetch_manifest(client: RegistryClient, ref: Pinned) -> bytes:
     """The manifest bytes of ``ref``, checked against its digest; ``CheckFailed`` if absent."""
     resp = client.request(
         "GET",
@@ -123,7 +123,7 @@ class Puller:
                 self._clients[key] = RegistryClient(host, creds, login_hint=worker_login_hint(host))
             return self._clients[key]
 
-    def manifest(self, ref: BundleRef) -> tuple[Artifact, bool]:
+    def manifest(self, ref: Pinned) -> tuple[Artifact, bool]:
         """The artifact of ``ref``: from this worker's copy (re-checked) or the registry."""
         path = self.manifests / hex_of(ref.digest)
         with contextlib.suppress(OSError):
@@ -138,7 +138,7 @@ class Puller:
 
     def pull(self, reference: str) -> Pulled:
         start = time.monotonic()
-        ref = parse_reference(reference)
+        ref = parse_bundle_reference(reference)
         artifact, _fetched = self.manifest(ref)
         got = 0
         pulled = False
@@ -179,8 +179,8 @@ def install(worker: Any, bundles: BundleStore, envs: Any) -> None:
     """Register ``lockstep_bundle_pull`` on a Dask ``worker`` (pickle-free)."""
     import asyncio
 
-    from lockstep.runtime.bundle_env import EnvRefused, WheelRefused
-    from lockstep.runtime.bundle_store import BundleRefused
+    from lockstep.bundles.env import EnvRefused, WheelRefused
+    from lockstep.bundles.store import BundleRefused
 
     where = f"worker {worker.address}"
     puller = Puller(bundles, envs, where)
@@ -191,7 +191,7 @@ def install(worker: Any, bundles: BundleStore, envs: Any) -> None:
         except LockstepError as exc:
             log.error("lockstep could not pull %s: %s", reference, exc.message)
             return {"ok": False, "error": f"{where}: {exc.message}", "code": exc.exit_code}
-        except (ArtifactRefused, BundleRefused, WheelRefused) as exc:
+        except (ArtifactRefused, ReferenceRefused, BundleRefused, WheelRefused) as exc:
             log.error("lockstep refused bundle %s: %s", reference, exc)
             code = 2 if isinstance(exc, ReferenceRefused) else 1
             return {"ok": False, "error": f"{where}: {reference}: {exc}; refused", "code": code}

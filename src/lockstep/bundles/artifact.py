@@ -22,37 +22,32 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-from lockstep.core.digests import TreeFile, canonical_json, sha256_digest
+from lockstep.core.digests import TreeFile, is_digest, sha256_digest
+from lockstep.oci.artifact import artifact_manifest, empty_config
+from lockstep.oci.media import (
+    BUNDLE_ARTIFACT_TYPE,
+    BUNDLE_CODE_MEDIA_TYPE,
+    BUNDLE_LOCK_MEDIA_TYPE,
+    EMPTY_CONFIG,
+    EMPTY_MEDIA_TYPE,
+    WHEEL_MEDIA_TYPE,
+)
+from lockstep.oci.reference import Pinned, ReferenceRefused, parse_reference
 
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-ARTIFACT_TYPE = "application/vnd.lockstep.bundle.v1+json"
-CODE_MEDIA_TYPE = "application/vnd.lockstep.bundle.code.v1.tar"
-LOCK_MEDIA_TYPE = "application/vnd.lockstep.bundle.lock.v1+json"
-WHEEL_MEDIA_TYPE = "application/vnd.lockstep.wheel.v1+zip"
-EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY_CONFIG = b"{}"
 DIGEST_ANNOTATION = "io.lockstep.bundle.digest"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 CODE_TITLE = "bundle.tar"
 LOCK_TITLE = "lockstep.lock.json"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_CODE_BYTES = 80 << 20  # the 64 MiB bundle limit plus tar headers
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(?::[0-9]{1,5})?$")
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 
 
 class ArtifactRefused(ValueError):
     """Not a lockstep bundle artifact, or one that breaks its own format."""
-
-
-class ReferenceRefused(ArtifactRefused):
-    """A bundle reference that is not pinned by digest (bad input, not a bad artifact)."""
 
 
 @dataclass(frozen=True)
@@ -90,70 +85,16 @@ class Artifact:
         return sum(d.size for d in self.blobs)
 
 
-@dataclass(frozen=True)
-class BundleRef:
-    """``HOST[:PORT]/REPO@sha256:…``: a bundle pinned in a registry."""
-
-    host: str
-    name: str
-    digest: str
-
-    def __str__(self) -> str:
-        return f"{self.host}/{self.name}@{self.digest}"
-
-
-def parse_target(text: str) -> tuple[str, str]:
-    """``HOST[:PORT]/REPO`` → (host, repository); ``ArtifactRefused`` saying what is wrong."""
-    host, _, repository = text.strip().partition("/")
-    if (
-        not _HOST.match(host)
-        or not repository
-        or not all(_COMPONENT.match(p) for p in repository.split("/"))
-    ):
-        raise ArtifactRefused(
-            f"--registry {text!r}: use HOST[:PORT]/REPO with a lowercase repository "
-            "(a-z0-9._-), e.g. registry.example.com/bundles or 127.0.0.1:5000/team"
-        )
-    return host, repository
-
-
-def looks_like_reference(text: str) -> bool:
-    """Whether a spec's ``bundle`` names a registry (``@``, or a first path component that
-    is a host: a port, a dot inside it, or ``localhost``) rather than a directory."""
-    if "@" in text:
-        return True
-    first, slash, _rest = text.partition("/")
-    if not slash or first in (".", "..") or first.startswith("."):
-        return False
-    return bool(_HOST.match(first)) and (":" in first or "." in first or first == "localhost")
-
-
-def parse_reference(text: str) -> BundleRef:
-    """``HOST[:PORT]/REPO@sha256:<64 hex>``; ``ArtifactRefused`` saying how to pin it."""
-    head, at, digest = text.strip().partition("@")
-    host, _, name = head.partition("/")
-    tag = ""
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        tag = last.split(":", 1)[1]
-        name = name[: len(name) - len(tag) - 1]
-    problem = None
-    if not host or not _HOST.match(host) or not name:
-        problem = "it is not HOST[:PORT]/REPO@sha256:<64 hex>"
-    elif not all(_COMPONENT.match(part) for part in name.split("/")):
-        problem = f"repository {name!r} must be lowercase path components (a-z0-9._-)"
-    elif not at and tag:
-        problem = f"it names the tag :{tag}, which can move; a bundle is named by digest only"
-    elif not at:
-        problem = "it has no digest; a bundle is named by digest only"
-    elif not _DIGEST.match(digest):
-        problem = f"its digest {digest!r} is not sha256:<64 hex>"
-    if problem:
+def parse_bundle_reference(text: str) -> Pinned:
+    """A bundle's ``HOST[:PORT]/REPO@sha256:<64 hex>``; ``ReferenceRefused`` saying how to
+    pin it."""
+    try:
+        return parse_reference(text)
+    except ReferenceRefused as exc:
         raise ReferenceRefused(
-            f"bundle reference {text!r}: {problem}; pin it as HOST/REPO@sha256:… "
-            "(`lockstep bundle push DIR --registry HOST/REPO` prints it)"
-        )
-    return BundleRef(host, name, digest)
+            f"bundle reference {text!r}: {exc}; a bundle is named by digest only; pin it as "
+            "HOST/REPO@sha256:… (`lockstep bundle push DIR --registry HOST/REPO` prints it)"
+        ) from exc
 
 
 def code_tar(files: list[TreeFile] | tuple[TreeFile, ...]) -> bytes:
@@ -208,20 +149,12 @@ def build_manifest(
 ) -> bytes:
     """The artifact manifest's bytes (canonical JSON, so one bundle has one digest)."""
     layers = [code, *((lock,) if lock else ()), *sorted(wheels, key=lambda d: d.title)]
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {
-            "mediaType": EMPTY_MEDIA_TYPE,
-            "digest": sha256_digest(EMPTY_CONFIG),
-            "size": len(EMPTY_CONFIG),
-            "data": "e30=",
-        },
-        "layers": [d.to_json() for d in layers],
-        "annotations": {DIGEST_ANNOTATION: tree},
-    }
-    return canonical_json(manifest)
+    return artifact_manifest(
+        BUNDLE_ARTIFACT_TYPE,
+        [d.to_json() for d in layers],
+        config=empty_config(),
+        annotations={DIGEST_ANNOTATION: tree},
+    )
 
 
 def _descriptor(raw: Any, what: str) -> Descriptor:
@@ -232,7 +165,7 @@ def _descriptor(raw: Any, what: str) -> Descriptor:
     if (
         not isinstance(media, str)
         or not isinstance(digest, str)
-        or not _DIGEST.match(digest)
+        or not is_digest(digest)
         or not isinstance(size, int)
         or isinstance(size, bool)
         or size < 0
@@ -248,21 +181,21 @@ def parse_manifest(data: bytes) -> Artifact:
         raw = json.loads(data)
     except ValueError as exc:
         raise ArtifactRefused(f"the manifest is not JSON ({exc})") from exc
-    if not isinstance(raw, dict) or raw.get("artifactType") != ARTIFACT_TYPE:
+    if not isinstance(raw, dict) or raw.get("artifactType") != BUNDLE_ARTIFACT_TYPE:
         found = raw.get("artifactType") if isinstance(raw, dict) else None
         raise ArtifactRefused(
-            f"it is not a lockstep bundle (artifactType {found!r}, not {ARTIFACT_TYPE!r}); "
+            f"it is not a lockstep bundle (artifactType {found!r}, not {BUNDLE_ARTIFACT_TYPE!r}); "
             "push the bundle with `lockstep bundle push`"
         )
     tree = (raw.get("annotations") or {}).get(DIGEST_ANNOTATION)
-    if not isinstance(tree, str) or not _DIGEST.match(tree):
+    if not isinstance(tree, str) or not is_digest(tree):
         raise ArtifactRefused(f"the manifest has no {DIGEST_ANNOTATION} annotation")
     layers = raw.get("layers")
     if not isinstance(layers, list) or not layers:
         raise ArtifactRefused("the manifest has no layers")
     descs = [_descriptor(layer, f"layer {i}") for i, layer in enumerate(layers)]
-    codes = [d for d in descs if d.media_type == CODE_MEDIA_TYPE]
-    locks = [d for d in descs if d.media_type == LOCK_MEDIA_TYPE]
+    codes = [d for d in descs if d.media_type == BUNDLE_CODE_MEDIA_TYPE]
+    locks = [d for d in descs if d.media_type == BUNDLE_LOCK_MEDIA_TYPE]
     wheels = [d for d in descs if d.media_type == WHEEL_MEDIA_TYPE]
     if len(codes) != 1 or len(locks) > 1 or len(codes) + len(locks) + len(wheels) != len(descs):
         raise ArtifactRefused(

@@ -3,7 +3,7 @@
 The runner asks each worker whether it holds the digest
 (``lockstep_bundle_has``) and sends the files (plain bytes in msgpack, through
 the scheduler's ``broadcast``) only to those that do not. A bundle with a lock
-then gets its environment (``lockstep.runtime.bundle_env``): the runner asks
+then gets its environment (``lockstep.bundles.env``): the runner asks
 which wheels each worker lacks (none where the environment is ready), sends
 those, one wheel at a time from its verified cache, and has the workers make
 the environment. The files are read
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lockstep.bundles.env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
+from lockstep.bundles.format import Bundle
+from lockstep.bundles.pull import PULL_OP
+from lockstep.bundles.store import CHECK_OP, HAS_OP, PUT_OP, read_tree, to_wire
 from lockstep.core.errors import CheckFailed, ServiceFailed
-from lockstep.jobs.bundle import Bundle
-from lockstep.runtime.bundle_env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
-from lockstep.runtime.bundle_pull import PULL_OP
-from lockstep.runtime.bundle_store import CHECK_OP, HAS_OP, PUT_OP, read_tree, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def ship_environment(
 ) -> Shipped:
     """Send each worker the wheels it lacks (one wheel at a time, plain bytes, from the
     runner's verified cache) and have it make the bundle's environment."""
-    from lockstep.core.bundle_lock import relock_hint
+    from lockstep.bundles.lockfile import relock_hint
     from lockstep.core.fetch import fetch_verified
     from lockstep.core.store import Cache, default_cache_dir
 

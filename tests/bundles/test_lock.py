@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.core.bundle_lock import parse_lock
+from lockstep.bundles.lock import _conflict, lock_bundle
+from lockstep.bundles.lockfile import parse_lock
 from lockstep.core.errors import BadInput
 from lockstep.core.store import Cache
-from lockstep.inputs.python.bundle_lock import _conflict, lock_bundle
 from tests.fixtures.procs import PYTHON_LOCK
 from tests.fixtures.support import require
 from tests.inputs.test_python_lock import LOCK, PLATFORM, ROOT, _index_reachable

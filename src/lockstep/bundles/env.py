@@ -1,6 +1,6 @@
 """Bundle environments on a worker: locked wheels installed offline, shared, verified.
 
-A bundle with dependencies carries ``lockstep.lock.json`` (``lockstep.core.bundle_lock``).
+A bundle with dependencies carries ``lockstep.lock.json`` (``lockstep.bundles.lockfile``).
 The worker turns it into an *environment*: a directory of installed wheels,
 named by ``env_key(build id, lock digest)``, under ``LOCKSTEP_BUNDLE_DIR/envs``
 (the worker's writable directory, never the image's root). Nothing is
@@ -60,25 +60,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.atomic import remove_read_only, write_bytes
-from lockstep.core.bundle_lock import LOCK_FILE, BundleLock, env_key, parse_lock
-from lockstep.core.digests import canonical_json, hex_of, sha256_digest
-from lockstep.runtime.env_compile import (
+from lockstep.bundles.env_compile import (
     compile_site,
     file_sha256,
     is_pyc,
     is_pyc_temp,
     seal,
 )
-from lockstep.runtime.env_install import (
+from lockstep.bundles.env_install import (
     EnvRefused,
     WheelRefused,
     install_all,
     plan_all,
 )
-from lockstep.runtime.env_watch import TreeWatch
+from lockstep.bundles.env_watch import TreeWatch
+from lockstep.bundles.lockfile import LOCK_FILE, BundleLock, env_key, parse_lock
+from lockstep.core.atomic import remove_read_only, write_bytes
+from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 
-log = logging.getLogger("lockstep.runtime.bundle_env")
+log = logging.getLogger("lockstep.bundles.env")
 
 ENV_STATUS_OP = "lockstep_env_status"
 WHEEL_PUT_OP = "lockstep_wheel_put"

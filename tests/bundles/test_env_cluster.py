@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from lockstep.core.bundle_lock import lock_body, lock_bytes, read_declared
+from lockstep.bundles.env import WHEEL_PUT_OP
+from lockstep.bundles.format import load_bundle
+from lockstep.bundles.lockfile import lock_body, lock_bytes, read_declared
+from lockstep.bundles.ship import EnvFailed, ship_bundle
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import CheckFailed
-from lockstep.jobs.bundle import load_bundle
 from lockstep.jobs.preflight import preflight
 from lockstep.jobs.run import run_job
-from lockstep.jobs.ship import EnvFailed, ship_bundle
 from lockstep.jobs.spec import PreflightFailed
 from lockstep.runtime import submit_task
-from lockstep.runtime.bundle_env import WHEEL_PUT_OP
 from lockstep.runtime.cluster import with_token
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.support import require
@@ -137,7 +137,7 @@ def _relock(bundle: Path, **wheel: str) -> None:
     data["wheels"][0].update(wheel)
     declared, _ = read_declared(bundle)
     assert declared is not None
-    from lockstep.core.bundle_lock import LockedWheel
+    from lockstep.bundles.lockfile import LockedWheel
 
     wheels = [LockedWheel(**w) for w in data["wheels"]]
     body = lock_body(
@@ -216,7 +216,7 @@ def test_dependency_problems_are_reported_at_once_with_exit_codes(
 def test_two_jobs_with_different_locks_on_one_worker_at_once(
     index: None, cluster: Cluster, tmp_path: Path, cache_dir: Path
 ) -> None:
-    from lockstep.inputs.python.bundle_lock import lock_bundle
+    from lockstep.bundles.lock import lock_bundle
 
     first = copy(NUMPY, tmp_path / "one", executor='"isolated_warm"')
     second = copy(NUMPY, tmp_path / "two", executor='"isolated_warm"')

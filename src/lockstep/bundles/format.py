@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockstep.core.bundle_lock import (
+from lockstep.bundles.lockfile import (
     LOCK_FILE,
     BundleLock,
     parse_lock,
@@ -23,8 +23,8 @@ from lockstep.core.bundle_lock import (
     relock_hint,
     stale_problem,
 )
+from lockstep.bundles.store import read_tree
 from lockstep.core.digests import TreeFile, tree_digest
-from lockstep.runtime.bundle_store import read_tree
 
 MAX_BUNDLE_BYTES = 64 * 2**20  # code and small data; ship large inputs another way
 

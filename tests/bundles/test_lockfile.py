@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.core.bundle_lock import env_key, parse_lock, read_declared, stale_problem
+from lockstep.bundles.lockfile import env_key, parse_lock, read_declared, stale_problem
 from lockstep.core.wheels import parse_wheel_name, unsafe_member
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
 

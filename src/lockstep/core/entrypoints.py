@@ -1,9 +1,9 @@
-"""The executor registry: the ``lockstep.executors`` entry-point group, and ``module:attr``.
+"""The executor entry points: the ``lockstep.executors`` group, and ``module:attr``.
 
 One place for the group's name, for listing what an installation registers,
 and for resolving a ``module:qualified.name`` reference. The build's executor
 check runs this file with the *image's* python against the image's own files
-(``python registry.py SITE… [--absent=NAME,…]`` prints ``{"found": …, "errors": …,
+(``python entrypoints.py SITE… [--absent=NAME,…]`` prints ``{"found": …, "errors": …,
 "absent": …}``); the worker, ``lockstep self-check``, the executors and jobs import it.
 
 Standard library only: it runs as a script in a Python that has nothing else.

@@ -1,8 +1,9 @@
-"""``lockstep bundle push|pull|inspect``: bundles in an OCI registry (``jobs/oci_bundle.py``).
+"""``lockstep bundle lock|push|pull|inspect``: a bundle's lock, and bundles in a registry.
 
-The actions this stage adds to the ``bundle`` command (``cli.GROUPS``; its ``lock``
-action is the build's, ``assembly/commands.py``); imports stay lazy, as in every
-command module.
+The ``bundle`` command (made by ``cli.GROUPS``) is this room's alone: ``lock``
+resolves a bundle's requirements (``bundles/lock.py``); ``push``, ``pull`` and
+``inspect`` keep bundles in an OCI registry (``bundles/remote.py``). Imports stay
+lazy, as in every command module.
 """
 
 from __future__ import annotations
@@ -12,9 +13,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lockstep.project import add_project_arg
+
 
 def add_bundle_actions(bundle_sub: Any) -> None:
-    """``bundle push``, ``pull`` and ``inspect``."""
+    """``bundle lock``, ``push``, ``pull`` and ``inspect``."""
+    q = bundle_sub.add_parser(
+        "lock",
+        help="resolve DIR's pyproject.toml [project] dependencies (or requirements.txt) "
+        "for the image's python and platform and write DIR/lockstep.lock.json",
+    )
+    q.add_argument("dir", type=Path, help="the bundle directory")
+    add_project_arg(q)
+    q.set_defaults(func=cmd_bundle_lock)
+
     p = bundle_sub.add_parser(
         "push",
         help="push DIR to a registry as an OCI artifact (code, lock, one blob per wheel); "
@@ -56,22 +68,20 @@ def _plain_http(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from lockstep.core.bundle_artifact import ArtifactRefused, parse_target
-    from lockstep.core.errors import BadInput
+    from lockstep.bundles.remote import push_bundle
     from lockstep.core.progress import to_stderr as progress
-    from lockstep.jobs.oci_bundle import push_bundle
+    from lockstep.oci.reference import parse_target
 
-    try:
-        host, repository = parse_target(args.registry)
-    except ArtifactRefused as exc:
-        raise BadInput(str(exc)) from exc
-    pushed = push_bundle(args.dir, host, repository, plain_http=args.plain_http, progress=progress)
+    target = parse_target(args.registry)
+    pushed = push_bundle(
+        args.dir, target.host, target.repository, plain_http=args.plain_http, progress=progress
+    )
     print(json.dumps(pushed.to_json(), indent=2) if args.json else pushed.reference)
     return 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from lockstep.jobs.oci_bundle import pull_bundle
+    from lockstep.bundles.remote import pull_bundle
 
     info = pull_bundle(args.ref, args.dir, args.plain_http)
     if args.json:
@@ -85,8 +95,22 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from lockstep.jobs.oci_bundle import describe_inspect, inspect_bundle
+    from lockstep.bundles.remote import describe_inspect, inspect_bundle
 
     info = inspect_bundle(args.ref, args.plain_http)
     print(json.dumps(info, indent=2) if args.json else describe_inspect(info))
+    return 0
+
+
+def cmd_bundle_lock(args: argparse.Namespace) -> int:
+    from lockstep.bundles.lock import describe, lock_bundle
+    from lockstep.core.progress import to_stderr as progress
+    from lockstep.core.store import default_cache_dir
+    from lockstep.project import find_root, load_project
+
+    project = load_project(find_root(args.project))
+    path = lock_bundle(
+        args.dir, project.python_lock, project.complete_platform, default_cache_dir(), progress
+    )
+    print(describe(path))
     return 0

@@ -19,17 +19,13 @@ from typing import Any
 
 import pytest
 
-from lockstep.core.bundle_artifact import (
-    ARTIFACT_TYPE,
-    CODE_MEDIA_TYPE,
-    WHEEL_MEDIA_TYPE,
-    code_tar,
-    parse_reference,
-    read_code_tar,
-)
+from lockstep.bundles.artifact import code_tar, parse_bundle_reference, read_code_tar
 from lockstep.core.digests import TreeFile, tree_digest
 from lockstep.core.store import Cache
 from lockstep.jobs.spec import read_spec
+from lockstep.oci.media import BUNDLE_ARTIFACT_TYPE as ARTIFACT_TYPE
+from lockstep.oci.media import BUNDLE_CODE_MEDIA_TYPE as CODE_MEDIA_TYPE
+from lockstep.oci.media import WHEEL_MEDIA_TYPE
 from tests.fixtures.registry import OciRegistry, find_registry, free_port
 from tests.fixtures.support import require
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
@@ -136,7 +132,7 @@ def test_a_spec_naming_a_tag_or_no_digest_is_refused_with_how_to_pin(
 
 
 def test_a_directory_stays_a_directory(tmp_path: Path) -> None:
-    ref = parse_reference("localhost:5000/a/b@sha256:" + "0" * 64)
+    ref = parse_bundle_reference("localhost:5000/a/b@sha256:" + "0" * 64)
     assert str(ref) == "localhost:5000/a/b@sha256:" + "0" * 64
     spec = tmp_path / "job.toml"
     spec.write_text((SIR / "job.toml").read_text())

@@ -17,7 +17,7 @@ Handlers (on every lockstep worker; see ``install``):
 - ``lockstep_bundle_put(digest, files=[[path, executable, data], …])`` →
   ``{"ok", "path"}`` or ``{"ok": False, "error"}``
 - ``lockstep_bundle_check(digest, checks, timeout)`` → ``{"ok", "results"}``:
-  the import check of ``lockstep.runtime.probe`` in a fresh interpreter of
+  the import check of ``lockstep.bundles.probe`` in a fresh interpreter of
   this worker's image, with the cached bundle on its path.
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -35,14 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.core.atomic import remove_read_only
-from lockstep.core.digests import TreeFile, tree_digest
+from lockstep.core.digests import TreeFile, is_digest, tree_digest
 
-log = logging.getLogger("lockstep.runtime.bundle_store")
+log = logging.getLogger("lockstep.bundles.store")
 
 HAS_OP = "lockstep_bundle_has"
 PUT_OP = "lockstep_bundle_put"
 CHECK_OP = "lockstep_bundle_check"
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Written by Python when a bundle's modules are imported: never part of a bundle.
 _SKIPPED_DIRS = ("__pycache__",)
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -57,7 +55,7 @@ class BundleMissing(RuntimeError):
 
 
 def check_digest(digest: object) -> str:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not is_digest(digest):
         raise BundleRefused(f"bundle digest {digest!r} is not sha256:<64 hex digits>")
     return digest
 
@@ -247,7 +245,7 @@ def install(worker: Any, store: BundleStore, envs: Any = None) -> None:
 
     ``envs``: the worker's ``bundle_env.EnvStore``; the import check of a bundle that
     locks dependencies runs in its environment."""
-    from lockstep.runtime.probe import DEFAULT_TIMEOUT, run_probe
+    from lockstep.bundles.probe import DEFAULT_TIMEOUT, run_probe
 
     async def has(digest: str) -> dict[str, Any]:
         try:
@@ -271,7 +269,7 @@ def install(worker: Any, store: BundleStore, envs: Any = None) -> None:
         return {"ok": True, "path": str(path)}
 
     async def check(digest: str, checks: Any, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        from lockstep.runtime.bundle_env import EnvRefused, WheelsMissing
+        from lockstep.bundles.env import EnvRefused, WheelsMissing
 
         try:
             path = await asyncio.to_thread(store.path, digest, f"worker {worker.address}")

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from lockstep.bundles import env as bundle_env
+from lockstep.bundles import env_compile, env_install
+from lockstep.bundles.env import EnvRefused, EnvStore, WheelRefused, WheelsMissing
 from lockstep.core.digests import sha256_digest
-from lockstep.runtime import bundle_env, env_compile, env_install
-from lockstep.runtime.bundle_env import EnvRefused, EnvStore, WheelRefused, WheelsMissing
 from tests.fixtures.procs import PYTHON_LOCK
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
 

@@ -1,7 +1,7 @@
 """Bundles in an OCI registry, on the runner's side: push, resolve, pull, inspect.
 
 ``push_bundle`` uploads a bundle directory as the artifact of
-``lockstep.core.bundle_artifact``: every blob the repository lacks (``HEAD``
+``lockstep.bundles.artifact``: every blob the repository lacks (``HEAD``
 first, so a re-push, or a push run again after the registry died in the
 middle, uploads only what is missing), wheels from the runner's verified
 cache (``core/fetch.py``) and only when they must be uploaded, the manifest
@@ -22,32 +22,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.bundle_artifact import (
-    CODE_MEDIA_TYPE,
+from lockstep.bundles.artifact import (
     CODE_TITLE,
-    EMPTY_CONFIG,
-    LOCK_MEDIA_TYPE,
     LOCK_TITLE,
-    MANIFEST_MEDIA_TYPE,
     MAX_CODE_BYTES,
-    WHEEL_MEDIA_TYPE,
     Artifact,
     ArtifactRefused,
-    BundleRef,
     Descriptor,
     build_manifest,
     code_tar,
+    parse_bundle_reference,
     parse_manifest,
-    parse_reference,
     read_code_tar,
 )
+from lockstep.bundles.format import Bundle, load_bundle
+from lockstep.bundles.pull import fetch_manifest
+from lockstep.bundles.store import BundleStore
 from lockstep.core.digests import sha256_digest
-from lockstep.core.distribution import PushStats, RegistryClient
-from lockstep.core.docker_auth import credentials_for
 from lockstep.core.errors import BadInput, CheckFailed
-from lockstep.jobs.bundle import Bundle, load_bundle
-from lockstep.runtime.bundle_pull import fetch_manifest
-from lockstep.runtime.bundle_store import BundleStore
+from lockstep.oci.auth import credentials_for
+from lockstep.oci.client import PushStats, RegistryClient
+from lockstep.oci.media import (
+    BUNDLE_CODE_MEDIA_TYPE,
+    BUNDLE_LOCK_MEDIA_TYPE,
+    EMPTY_CONFIG,
+    MANIFEST_MEDIA_TYPE,
+    WHEEL_MEDIA_TYPE,
+)
+from lockstep.oci.reference import Pinned, ReferenceRefused
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +78,10 @@ def client_for(host: str, plain_http: bool = False) -> RegistryClient:
     return RegistryClient(host, credentials_for(host), plain_http=plain_http)
 
 
-def ref_of(text: str) -> BundleRef:
+def ref_of(text: str) -> Pinned:
     try:
-        return parse_reference(text)
-    except ArtifactRefused as exc:
+        return parse_bundle_reference(text)
+    except ReferenceRefused as exc:
         raise BadInput(str(exc)) from exc
 
 
@@ -92,7 +94,7 @@ def push_bundle(
     progress: Callable[[str], None] = lambda _line: None,
 ) -> Pushed:
     """Push the bundle at ``root`` to ``host/repository``; its pinned reference."""
-    from lockstep.core.bundle_lock import relock_hint
+    from lockstep.bundles.lockfile import relock_hint
     from lockstep.core.fetch import fetch_verified
     from lockstep.core.store import Cache, default_cache_dir
 
@@ -106,11 +108,13 @@ def push_bundle(
         raise BadInput(f"{root}/{LOCK_TITLE} does not read; {relock_hint(bundle.root)}")
     code = code_tar(bundle.files)
     blobs: list[tuple[Descriptor, bytes | Callable[[], bytes]]] = []
-    code_desc = Descriptor(CODE_MEDIA_TYPE, sha256_digest(code), len(code), CODE_TITLE)
+    code_desc = Descriptor(BUNDLE_CODE_MEDIA_TYPE, sha256_digest(code), len(code), CODE_TITLE)
     blobs.append((code_desc, code))
     lock_desc = None
     if raw_lock is not None:
-        lock_desc = Descriptor(LOCK_MEDIA_TYPE, sha256_digest(raw_lock), len(raw_lock), LOCK_TITLE)
+        lock_desc = Descriptor(
+            BUNDLE_LOCK_MEDIA_TYPE, sha256_digest(raw_lock), len(raw_lock), LOCK_TITLE
+        )
         blobs.append((lock_desc, raw_lock))
     wheels: list[Descriptor] = []
     cache = Cache(default_cache_dir())
@@ -152,13 +156,13 @@ def push_bundle(
 
 def _reader(cache: Any, url: str, sha256: str, name: str, root: Path) -> Callable[[], bytes]:
     """The wheel's bytes, read again (and verified) only when it must be uploaded."""
-    from lockstep.core.bundle_lock import relock_hint
+    from lockstep.bundles.lockfile import relock_hint
     from lockstep.core.fetch import fetch_verified
 
     return lambda: fetch_verified(cache, url, sha256, f"{root}: {name}", relock_hint(root))
 
 
-def read_artifact(ref: BundleRef, plain_http: bool = False) -> tuple[Artifact, RegistryClient]:
+def read_artifact(ref: Pinned, plain_http: bool = False) -> tuple[Artifact, RegistryClient]:
     client = client_for(ref.host, plain_http)
     try:
         return parse_manifest(fetch_manifest(client, ref)), client
@@ -166,7 +170,7 @@ def read_artifact(ref: BundleRef, plain_http: bool = False) -> tuple[Artifact, R
         raise CheckFailed(f"{ref}: {exc}") from exc
 
 
-def missing_blobs(client: RegistryClient, ref: BundleRef, artifact: Artifact) -> list[str]:
+def missing_blobs(client: RegistryClient, ref: Pinned, artifact: Artifact) -> list[str]:
     """``"<title> <digest>"`` of every blob of the artifact the registry does not have."""
     return [
         f"{d.title} {d.digest}"
@@ -175,9 +179,7 @@ def missing_blobs(client: RegistryClient, ref: BundleRef, artifact: Artifact) ->
     ]
 
 
-def fetch_code(
-    client: RegistryClient, ref: BundleRef, artifact: Artifact, store: BundleStore
-) -> Path:
+def fetch_code(client: RegistryClient, ref: Pinned, artifact: Artifact, store: BundleStore) -> Path:
     """The bundle's files in ``store`` (pulled and verified if not there yet)."""
     path = store.has(artifact.digest)
     if path is not None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lockstep.bundles.env import EnvStore
+from lockstep.bundles.env_watch import TreeWatch
 from lockstep.core.digests import sha256_digest
-from lockstep.runtime.bundle_env import EnvStore
-from lockstep.runtime.env_watch import TreeWatch
 from tests.fixtures.procs import PYTHON_LOCK
 from tests.fixtures.support import require
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock

@@ -3,7 +3,7 @@
 The test makes a throwaway CA and a server certificate for 127.0.0.1 (IP SAN)
 and localhost with the openssl CLI, and runs Debian's docker-registry on
 127.0.0.1 with ``http: tls:``. A loopback registry is probed for TLS first
-(src/lockstep/core/distribution.py), so ``--registry 127.0.0.1:PORT/team``
+(src/lockstep/oci/transport.py), so ``--registry 127.0.0.1:PORT/team``
 reaches it over HTTPS; the client verifies with ``ssl.create_default_context()``,
 so ``SSL_CERT_FILE=ca.pem`` trusts the CA. skopeo, verifying TLS with the CA,
 is the independent client that must report our digests. The probe itself is
@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from lockstep.core import distribution as client_module
 from lockstep.core.errors import ServiceFailed
-from lockstep.release.registry import RegistryClient
+from lockstep.oci import transport
+from lockstep.oci.client import RegistryClient
 from tests.fixtures.build import Built, git, lockstep, make_repo
 from tests.fixtures.registry import OciRegistry, TlsFiles, find_registry
 from tests.fixtures.support import require
@@ -402,7 +402,7 @@ def test_loopback_server_silent_to_a_client_hello_gets_http(
 ) -> None:
     held: list[socket.socket] = []
     _serve(listener, held.append)  # accepts, never answers
-    monkeypatch.setattr(client_module, "PROBE_SECONDS", 0.3)
+    monkeypatch.setattr(transport, "PROBE_SECONDS", 0.3)
     assert RegistryClient(_address(listener)).scheme == "http"
 
 

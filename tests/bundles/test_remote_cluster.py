@@ -20,20 +20,20 @@ from typing import Any
 
 import pytest
 
-from lockstep.core.bundle_artifact import CODE_MEDIA_TYPE
+from lockstep.bundles.remote import push_bundle, resolve
+from lockstep.bundles.ship import EnvFailed, ship_bundle
 from lockstep.core.digests import hex_of
-from lockstep.jobs.oci_bundle import push_bundle, resolve
 from lockstep.jobs.run import run_job
-from lockstep.jobs.ship import EnvFailed, ship_bundle
 from lockstep.jobs.spec import PreflightFailed
+from lockstep.oci.media import BUNDLE_CODE_MEDIA_TYPE as CODE_MEDIA_TYPE
+from tests.bundles.test_remote import blob_file
 from tests.fixtures.cluster import Cluster, ClusterOptions
 from tests.fixtures.registry import OciRegistry, TlsFiles, find_registry
 from tests.fixtures.support import require
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
 from tests.jobs.test_jobs_units import EXAMPLES, edit_spec
-from tests.jobs.test_oci_bundles import blob_file
+from tests.oci.test_client_tls import make_pki
 from tests.release.test_release import AuthRegistry, auth_entry
-from tests.release.test_release_tls import make_pki
 
 SIR = EXAMPLES / "sir"
 

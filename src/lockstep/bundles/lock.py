@@ -8,7 +8,7 @@ left out of the bundle's lock (the image provides it). A requirement the
 image's versions cannot meet is an error naming both sides. Every wheel is
 then downloaded once into the lockstep cache (checked against its sha256),
 where the runner finds it to send it to the workers. The lock is written
-atomically as ``DIR/lockstep.lock.json`` (``lockstep.core.bundle_lock``).
+atomically as ``DIR/lockstep.lock.json`` (``lockstep.bundles.lockfile``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from lockstep.core.atomic import write_bytes
-from lockstep.core.bundle_lock import (
+from lockstep.bundles.lockfile import (
     LOCK_FILE,
     Declared,
     LockedWheel,
@@ -29,6 +28,7 @@ from lockstep.core.bundle_lock import (
     read_declared,
     relock_hint,
 )
+from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput, LockstepError, ServiceFailed
 from lockstep.core.fetch import fetch_verified

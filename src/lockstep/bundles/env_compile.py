@@ -98,7 +98,7 @@ def compile_site(site: Path, keep: set[str]) -> dict[str, str]:
         jobs.write_text(json.dumps({"site": str(site), "sources": sources(site, keep)}))
         proc = subprocess.run(
             supervised(
-                [sys.executable, "-I", "-m", "lockstep.runtime.env_compile", str(jobs), str(out)]
+                [sys.executable, "-I", "-m", "lockstep.bundles.env_compile", str(jobs), str(out)]
             ),
             capture_output=True,
             text=True,
@@ -163,9 +163,9 @@ def _compile(site: str, paths: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m lockstep.runtime.env_compile JOBS OUT``: compile with every core."""
+    """``python -m lockstep.bundles.env_compile JOBS OUT``: compile with every core."""
     if len(argv) != 2:
-        print("usage: python -m lockstep.runtime.env_compile JOBS.json OUT.json", file=sys.stderr)
+        print("usage: python -m lockstep.bundles.env_compile JOBS.json OUT.json", file=sys.stderr)
         return 2
     os.nice(10)  # the tasks that import from source meanwhile come first
     jobs = json.loads(Path(argv[0]).read_text())
