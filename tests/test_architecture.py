@@ -207,6 +207,7 @@ def test_entry_points_name_the_runtime_s_executors() -> None:
         "import lockstep.runtime.tasks, lockstep.runtime.cluster, lockstep.runtime.doctor",
         "import lockstep.runtime.executors.cold, lockstep.runtime.executors._child",
         "import lockstep.runtime.selfcheck, lockstep.jobs.entry",
+        "import lockstep.bundles.handlers, lockstep.runtime.worker",
         "from lockstep import cli; cli.make_parser(cli.modules_for(['worker']))",
     ],
 )
@@ -268,3 +269,72 @@ def test_bazel_watches_every_file_its_describe_step_reads() -> None:
         package = (SRC.parent / path).is_dir()
         loaded.add(f"src/{path}/__init__.py" if package else f"src/{path}.py")
     assert loaded <= watched, f"add to _WATCHED in images/repo.bzl: {sorted(loaded - watched)}"
+
+
+# --- the oci and bundles rooms ------------------------------------------------------------------
+
+# The bundles room has two sides: the worker's (below runtime: a running worker imports it)
+# and the runner's (these, beside jobs: they may use runtime's client side and inputs).
+BUNDLES_RUNNER_SIDE = frozenset(
+    f"lockstep.bundles.{m}" for m in ("format", "lock", "ship", "remote", "commands")
+)
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def lockstep_import_graph() -> dict[str, set[str]]:
+    """Every lockstep module → the lockstep modules it imports anywhere (lazy ones too)."""
+    modules = {_module_of(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[module] = {m for m in found if m in modules and m != module}
+    return graph
+
+
+def test_oci_imports_only_core() -> None:
+    for module, deps in lockstep_import_graph().items():
+        if module.startswith("lockstep.oci"):
+            upper = [d for d in deps if not d.startswith(("lockstep.core", "lockstep.oci"))]
+            assert not upper, f"{module} imports {upper}"
+
+
+def test_the_bundles_worker_side_imports_only_core_oci_and_itself() -> None:
+    for module, deps in lockstep_import_graph().items():
+        if module.startswith("lockstep.bundles") and module not in BUNDLES_RUNNER_SIDE:
+            allowed = ("lockstep.core", "lockstep.oci", "lockstep.bundles")
+            upper = [d for d in deps if not d.startswith(allowed) or d in BUNDLES_RUNNER_SIDE]
+            assert not upper, f"{module} (the worker's side) imports {upper}"
+
+
+def test_runtime_uses_only_the_bundles_worker_side() -> None:
+    for module, deps in lockstep_import_graph().items():
+        if module.startswith("lockstep.runtime"):
+            runner = sorted(deps & BUNDLES_RUNNER_SIDE)
+            assert not runner, f"{module} imports the runner's side of bundles: {runner}"
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    graph = lockstep_import_graph()
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join((*path, module)))
+        if module in done:
+            return
+        for dep in sorted(graph[module]):
+            visit(dep, (*path, module))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())

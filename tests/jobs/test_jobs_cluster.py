@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from lockstep.bundles.format import load_bundle
-from lockstep.bundles.ship import ShipFailed, check_on_worker, ship_bundle
-from lockstep.bundles.store import PUT_OP, to_wire
+from lockstep.bundles.protocol import Op
+from lockstep.bundles.ship import check_on_worker, ship_bundle
+from lockstep.bundles.store import to_wire
 from lockstep.core.errors import CheckFailed
 from lockstep.jobs.preflight import preflight
 from lockstep.jobs.run import run_job
@@ -154,7 +155,7 @@ def test_worker_import_check_reports_what_does_not_import_there(
 # --- bundles on workers -----------------------------------------------------------------------
 
 
-def test_bundle_changed_after_its_digest_was_taken_is_refused_by_the_worker(
+def test_a_bundle_changed_after_preflight_ships_the_checked_bytes_and_a_partial_one_is_refused(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     spec = with_executor(tmp_path, "cold")
@@ -163,38 +164,39 @@ def test_bundle_changed_after_its_digest_was_taken_is_refused_by_the_worker(
     bundle, _ = load_bundle(root)
     assert bundle is not None
     model = root / "sir" / "model.py"
-    model.write_text(model.read_text().replace("beta * infected", "2 * beta * infected"))
+    checked = model.read_text()
+    model.write_text(checked.replace("beta * infected", "2 * beta * infected"))
     changed, _ = load_bundle(root)
     assert changed is not None and changed.digest != bundle.digest
     worker = cluster.addresses["cold"]
-    with pytest.raises(ShipFailed) as refused:
-        ship_bundle(cluster.client, bundle, [worker])
-    [line] = refused.value.lines
-    assert line.startswith(
-        f"worker {worker}: bundle sent as {bundle.digest} arrived as "
-        f"{changed.digest} (5 file(s)): its files changed after its digest "
-        "was taken, or it is partial; refusing it"
-    ), line
+    # What ships is what was read and checked (``Bundle.files``), not the tree as it is now.
+    shipped = ship_bundle(cluster.client, bundle, [worker])
+    assert shipped.sent == (worker,)
     cache = cluster.caches["cold"]
-    assert not (cache / bundle.digest.removeprefix("sha256:")).exists()
-    # A partial bundle, sent straight to the handler, is refused the same way.
+    stored = cache / bundle.digest.removeprefix("sha256:") / "sir" / "model.py"
+    assert stored.read_text() == checked
+    # Files that are not those of their digest (here: one missing) are refused by the worker.
     # (With the runner's token: the scheduler relays bundle puts only for a handshaken client.)
     answers = cluster.client.sync(
         cluster.client.scheduler.broadcast,
         workers=[worker],
         msg=with_token(
             cluster.client,
-            {"op": PUT_OP, "digest": bundle.digest, "files": to_wire(bundle.files[:-1])},
+            {"op": Op.PUT.value, "digest": changed.digest, "files": to_wire(changed.files[:-1])},
         ),
     )
-    assert answers[worker]["ok"] is False and "4 file(s)" in answers[worker]["error"]
+    error = answers[worker]["error"]
+    assert answers[worker]["ok"] is False
+    assert error.startswith(f"worker {worker}: bundle sent as {changed.digest} arrived as "), error
+    assert "(4 file(s)): its files changed after its digest was taken, or it is partial" in error
+    assert not (cache / changed.digest.removeprefix("sha256:")).exists()
     # And a task naming the refused bundle does not run.
-    with pytest.raises(Exception, match=f"bundle {bundle.digest} is not on worker {worker}"):
+    with pytest.raises(Exception, match=f"bundle {changed.digest} is not on worker {worker}"):
         submit_task(
             cluster.client,
             "sir.model:simulate",
             ({}, 1),
-            bundle=bundle.digest,
+            bundle=changed.digest,
             workers=[worker],
             allow_other_workers=False,
         ).result(timeout=60)

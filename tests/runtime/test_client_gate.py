@@ -22,7 +22,7 @@ import pytest
 from distributed import Client
 from distributed.protocol.pickle import dumps
 
-from lockstep.bundles.store import PUT_OP
+from lockstep.bundles.protocol import Op
 from lockstep.manifest import BuildManifest
 from lockstep.runtime import IncompatibleClusterError, connect, submit_task
 from lockstep.runtime.dask_handlers import KNOWN_RPC_OPS, check_hooks
@@ -286,8 +286,8 @@ def test_after_the_hello_submit_works_but_functions_and_plugins_stay_refused(
 
 
 def test_bundle_put_and_scatter_need_the_handshake(cluster: Cluster, plain: Any) -> None:
-    msg = {"op": PUT_OP, "digest": "sha256:" + "0" * 64, "files": []}
-    with pytest.raises(PermissionError, match=f"refused broadcast of {PUT_OP} .* needs the token"):
+    msg = {"op": Op.PUT.value, "digest": "sha256:" + "0" * 64, "files": []}
+    with pytest.raises(PermissionError, match=f"refused broadcast of {Op.PUT} .* needs the token"):
         plain.sync(plain.scheduler.broadcast, msg=msg)
     with pytest.raises(PermissionError, match="needs the token"):
         plain.sync(plain.scheduler.broadcast, msg={**msg, "lockstep_token": "0" * 32})

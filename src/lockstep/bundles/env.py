@@ -5,8 +5,8 @@ The worker turns it into an *environment*: a directory of installed wheels,
 named by ``env_key(build id, lock digest)``, under ``LOCKSTEP_BUNDLE_DIR/envs``
 (the worker's writable directory, never the image's root). Nothing is
 downloaded here: the runner sends the wheels, plain bytes named by their
-sha256 (``WHEEL_PUT_OP``), and only those the worker lacks
-(``ENV_STATUS_OP``); they are kept under ``LOCKSTEP_BUNDLE_DIR/wheels``.
+sha256 (``protocol.Op.WHEEL_PUT``), and only those the worker lacks
+(``Op.ENV_STATUS``); they are kept under ``LOCKSTEP_BUNDLE_DIR/wheels``.
 
 Making an environment (``EnvStore.ensure``):
 
@@ -51,7 +51,6 @@ import fcntl
 import json
 import logging
 import os
-import stat
 import tempfile
 import threading
 import time
@@ -60,13 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockstep.bundles.env_compile import (
-    compile_site,
-    file_sha256,
-    is_pyc,
-    is_pyc_temp,
-    seal,
-)
+from lockstep.bundles.env_check import ENV_SCHEMA, MARKER, verify
+from lockstep.bundles.env_compile import compile_site, is_pyc, seal
 from lockstep.bundles.env_install import (
     EnvRefused,
     WheelRefused,
@@ -80,15 +74,10 @@ from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 
 log = logging.getLogger("lockstep.bundles.env")
 
-ENV_STATUS_OP = "lockstep_env_status"
-WHEEL_PUT_OP = "lockstep_wheel_put"
-ENV_MAKE_OP = "lockstep_env_make"
-MARKER = "ENV.json"
-ENV_SCHEMA = "lockstep.env/v2"
 MAX_WHEEL_BYTES = 1 << 30  # one wheel, as sent
 MAX_WATCHED = 4  # environments watched (inotify instances and watches are per-user limits)
 
-__all__ = ["Env", "EnvRefused", "EnvStore", "WheelRefused", "WheelsMissing", "install"]
+__all__ = ["Env", "EnvRefused", "EnvStore", "WheelRefused", "WheelsMissing"]
 
 
 class WheelsMissing(RuntimeError):
@@ -345,59 +334,7 @@ class EnvStore:
         _delete(gone)
 
     def _verify(self, final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
-        """``(why final is not exactly the environment its ENV.json lists, "" if it is;
-        whether it is compiled)``.
-
-        Every file must be listed, with its size and modification time (any write
-        changes them); ``deep`` also compares every file's sha256 (``verify_deep``).
-        Until it is compiled, unlisted ``.pyc`` files in ``__pycache__`` are allowed."""
-        try:
-            marker = json.loads((final / MARKER).read_bytes())
-            files = {str(p): (str(h), int(n), int(m)) for p, h, n, m in marker["files"]}
-            compiled = marker["compiled"] is True
-            if marker.get("schema") != ENV_SCHEMA or marker.get("key") != key:
-                return "its ENV.json is for another environment", False
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"its ENV.json does not read ({exc})", False
-        seen = 0
-        pending = [("", str(final))]  # (path under final, with a trailing /; real path)
-        while pending:
-            under, real = pending.pop()
-            try:
-                entries = list(os.scandir(real))
-            except OSError as exc:  # removed or made unreadable meanwhile
-                return f"{under or '.'} does not read ({exc.strerror})", compiled
-            for entry in entries:
-                rel = under + entry.name
-                if entry.is_symlink():
-                    return f"{rel} is a symlink", compiled
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((rel + "/", entry.path))
-                    continue
-                if rel == MARKER:
-                    continue
-                being_compiled = not compiled and (is_pyc(rel) or is_pyc_temp(rel))
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError as exc:
-                    if being_compiled:
-                        continue  # a compile's temporary, renamed meanwhile
-                    return f"{rel} does not read ({exc.strerror})", compiled
-                if not stat.S_ISREG(st.st_mode):
-                    return f"{rel} is not a regular file", compiled
-                want = files.get(rel)
-                if want is None:
-                    if being_compiled:
-                        continue
-                    return f"{rel} is not part of it", compiled
-                if st.st_size != want[1] or st.st_mtime_ns != want[2]:
-                    return f"{rel} was changed", compiled
-                if deep and file_sha256(Path(entry.path)) != want[0]:
-                    return f"{rel} was changed", compiled
-                seen += 1
-        if seen != len(files):
-            return f"{len(files) - seen} of its file(s) are missing", compiled
-        return "", compiled
+        return verify(final, key, deep)
 
     def _make(self, key: str, lock: BundleLock) -> None:
         """Install ``lock``'s wheels into a fresh ``envs/<key>`` (holding its flock)."""
@@ -519,79 +456,3 @@ def _delete(path: Path) -> None:
         remove_read_only(path)
     except OSError as exc:
         log.warning("lockstep environment: %s is left for the next maker (%s)", path, exc)
-
-
-def install(worker: Any, bundles: Any, envs: EnvStore) -> None:
-    """Register the environment handlers on a Dask ``worker`` (pickle-free: plain data).
-
-    - ``lockstep_env_status(digest)`` → ``{"ok", "env", "ready", "missing"}``: for the
-      stored bundle ``digest``, whether its environment is ready here and, if not,
-      which of its wheels (``sha256:`` digests) this worker lacks;
-    - ``lockstep_wheel_put(digest, data)`` → ``{"ok"}``: one wheel, as bytes;
-    - ``lockstep_env_make(digest)`` → ``{"ok", "env", "built", "seconds"}``.
-
-    A failure answers ``{"ok": False, "error", "code"}`` (``code``: the exit code
-    it means for the runner: 2 for a lock this worker cannot use or a bundle
-    directory it cannot write; 1 for a wheel whose bytes or files are not what they
-    claim, and otherwise), with ``missing`` if wheels are lacking.
-    """
-    import asyncio
-
-    from lockstep.core.settings import BUNDLE_DIR
-
-    where = f"worker {worker.address}"
-
-    def failure(exc: Exception) -> dict[str, Any]:
-        if isinstance(exc, WheelsMissing):
-            return {"ok": False, "error": f"{where}: {exc}", "code": 1, "missing": exc.digests}
-        if isinstance(exc, WheelRefused):  # bytes or files not what they claim: a failed check
-            return {"ok": False, "error": f"{where}: {exc}", "code": 1}
-        if isinstance(exc, EnvRefused):  # a lock this worker cannot use: bad input
-            return {"ok": False, "error": f"{where}: {exc}", "code": 2}
-        if isinstance(exc, OSError):
-            return {
-                "ok": False,
-                "error": f"{where} cannot make the environment under {BUNDLE_DIR}="
-                f"{envs.root} ({exc.strerror or exc}); give the worker a writable "
-                f"{BUNDLE_DIR}",
-                "code": 2,
-            }
-        return {"ok": False, "error": f"{where}: {exc}", "code": 1}
-
-    async def status(digest: str) -> dict[str, Any]:
-        try:
-            path = await asyncio.to_thread(bundles.path, digest, where)
-            found = await asyncio.to_thread(envs.status, path)
-        except (ValueError, RuntimeError, OSError) as exc:
-            return failure(exc)
-        return {"ok": True, **found}
-
-    async def put(digest: str, data: Any) -> dict[str, Any]:
-        if not isinstance(digest, str) or not isinstance(data, bytes | bytearray | memoryview):
-            return {
-                "ok": False,
-                "error": f"{where}: a wheel is sent as digest and bytes",
-                "code": 2,
-            }
-        try:
-            await asyncio.to_thread(envs.put_wheel, hex_of(digest) and digest, bytes(data))
-        except (ValueError, OSError) as exc:
-            log.error("lockstep refused a wheel on %s: %s", worker.address, exc)
-            return failure(exc)
-        return {"ok": True}
-
-    async def make(digest: str) -> dict[str, Any]:
-        try:
-            path = await asyncio.to_thread(bundles.path, digest, where)
-            env = await asyncio.to_thread(envs.ensure, path)
-        except (ValueError, RuntimeError, OSError) as exc:
-            if not isinstance(exc, WheelsMissing):
-                log.error("lockstep environment for bundle %s on %s: %s", digest, where, exc)
-            return failure(exc)
-        if env is None:
-            return {"ok": True, "env": None, "built": False, "seconds": 0.0}
-        return {"ok": True, "env": env.key, "built": env.built, "seconds": round(env.seconds, 3)}
-
-    worker.handlers[ENV_STATUS_OP] = status
-    worker.handlers[WHEEL_PUT_OP] = put
-    worker.handlers[ENV_MAKE_OP] = make

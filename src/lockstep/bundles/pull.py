@@ -44,15 +44,14 @@ from lockstep.bundles.artifact import (
 from lockstep.bundles.store import BundleStore
 from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import hex_of, sha256_digest
-from lockstep.core.errors import CheckFailed, LockstepError, ServiceFailed
+from lockstep.core.errors import CheckFailed, ServiceFailed
 from lockstep.oci.auth import credentials_for
 from lockstep.oci.client import RegistryClient
 from lockstep.oci.media import MANIFEST_MEDIA_TYPES
-from lockstep.oci.reference import Pinned, ReferenceRefused
+from lockstep.oci.reference import Pinned
 
 log = logging.getLogger("lockstep.bundles.pull")
 
-PULL_OP = "lockstep_bundle_pull"
 MAX_WHEEL_BYTES = 1 << 30
 
 
@@ -173,46 +172,3 @@ class Puller:
                 seconds,
             )
         return Pulled(artifact.digest, pulled, wheels, got, seconds)
-
-
-def install(worker: Any, bundles: BundleStore, envs: Any) -> None:
-    """Register ``lockstep_bundle_pull`` on a Dask ``worker`` (pickle-free)."""
-    import asyncio
-
-    from lockstep.bundles.env import EnvRefused, WheelRefused
-    from lockstep.bundles.store import BundleRefused
-
-    where = f"worker {worker.address}"
-    puller = Puller(bundles, envs, where)
-
-    async def pull(reference: str) -> dict[str, Any]:
-        try:
-            done = await asyncio.to_thread(puller.pull, str(reference))
-        except LockstepError as exc:
-            log.error("lockstep could not pull %s: %s", reference, exc.message)
-            return {"ok": False, "error": f"{where}: {exc.message}", "code": exc.exit_code}
-        except (ArtifactRefused, ReferenceRefused, BundleRefused, WheelRefused) as exc:
-            log.error("lockstep refused bundle %s: %s", reference, exc)
-            code = 2 if isinstance(exc, ReferenceRefused) else 1
-            return {"ok": False, "error": f"{where}: {reference}: {exc}; refused", "code": code}
-        except EnvRefused as exc:
-            return {"ok": False, "error": f"{where}: {exc}", "code": 2}
-        except OSError as exc:
-            from lockstep.core.settings import BUNDLE_DIR
-
-            return {
-                "ok": False,
-                "error": f"{where} cannot cache bundle {reference} under {bundles.root} "
-                f"({exc.strerror or exc}); give the worker a writable {BUNDLE_DIR}",
-                "code": 2,
-            }
-        return {
-            "ok": True,
-            "digest": done.digest,
-            "pulled": done.pulled,
-            "wheels": done.wheels,
-            "bytes": done.bytes,
-            "seconds": round(done.seconds, 3),
-        }
-
-    worker.handlers[PULL_OP] = pull

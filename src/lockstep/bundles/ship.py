@@ -6,10 +6,10 @@ the scheduler's ``broadcast``) only to those that do not. A bundle with a lock
 then gets its environment (``lockstep.bundles.env``): the runner asks
 which wheels each worker lacks (none where the environment is ready), sends
 those, one wheel at a time from its verified cache, and has the workers make
-the environment. The files are read
-from disk when they are sent and labelled with the digest that preflight
-checked; the worker recomputes the digest and refuses the bundle if it
-differs, so a bundle changed after preflight never runs.
+the environment. The files sent are the bytes preflight checked
+(``Bundle.files``), labelled with their digest; the worker recomputes the
+digest and refuses a bundle that differs or is partial. Operations, replies
+and exit codes are ``bundles/protocol.py``'s.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lockstep.bundles.env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
 from lockstep.bundles.format import Bundle
-from lockstep.bundles.pull import PULL_OP
-from lockstep.bundles.store import CHECK_OP, HAS_OP, PUT_OP, read_tree, to_wire
+from lockstep.bundles.protocol import Code, Failure, Op, exit_code, message, read_failures
+from lockstep.bundles.store import to_wire
 from lockstep.core.errors import CheckFailed, ServiceFailed
 
 log = logging.getLogger(__name__)
@@ -56,9 +55,9 @@ class EnvFailed(ShipFailed):
     """A worker could not make the bundle's environment; exit 2 when every cause is bad
     input (a bad lock or wheel, a bundle directory it cannot write), else 1."""
 
-    def __init__(self, lines: Sequence[str], codes: Sequence[int]) -> None:
-        super().__init__(lines)
-        self.exit_code = 2 if codes and all(c == 2 for c in codes) else 1
+    def __init__(self, failures: Sequence[Failure]) -> None:
+        super().__init__([f.error for f in failures])
+        self.exit_code = exit_code(failures)
 
 
 def broadcast(
@@ -97,21 +96,17 @@ def ship_bundle(
     if bundle.reference is not None:
         return pull_on_workers(client, bundle, workers, timeout)
     start = time.monotonic()
-    answers = broadcast(client, workers, {"op": HAS_OP, "digest": bundle.digest}, timeout)
-    errors = [f"worker {w}: did not answer {HAS_OP}" for w in workers if w not in answers]
+    answers = broadcast(client, workers, message(Op.HAS, digest=bundle.digest), timeout)
+    errors = [f"worker {w}: did not answer {Op.HAS}" for w in workers if w not in answers]
     errors += [f"{w}: {a.get('error')}" for w, a in answers.items() if not a.get("ok")]
     cached = tuple(w for w, a in answers.items() if a.get("ok") and a.get("cached"))
     missing = [w for w, a in answers.items() if a.get("ok") and not a.get("cached")]
     if missing and not errors:
-        files, _odd = read_tree(bundle.root)  # as it is now: the worker checks the digest
+        files = to_wire(bundle.files)  # the bytes preflight checked; the worker checks again
         put = broadcast(
-            client,
-            missing,
-            {"op": PUT_OP, "digest": bundle.digest, "files": to_wire(files)},
-            timeout,
+            client, missing, message(Op.PUT, digest=bundle.digest, files=files), timeout
         )
-        errors += [f"worker {w}: did not answer {PUT_OP}" for w in missing if w not in put]
-        errors += [str(a.get("error")) for a in put.values() if not a.get("ok")]
+        errors += [f.error for f in read_failures(Op.PUT, missing, put)]
     if errors:
         raise ShipFailed(errors)
     log.info(
@@ -133,21 +128,19 @@ def pull_on_workers(
     """Have each worker pull ``bundle.reference`` (what it lacks: code, wheels) from the
     registry; the scheduler relays only the reference. Then make its environment."""
     start = time.monotonic()
-    msg = {"op": PULL_OP, "reference": bundle.reference}
+    msg = message(Op.PULL, reference=bundle.reference)
     answers = broadcast(client, workers, msg, timeout + 600)
-    errors = [f"worker {w}: did not answer {PULL_OP}" for w in workers if w not in answers]
-    failed = [a for a in answers.values() if not a.get("ok")]
-    wrong = [
-        f"worker {w}: {bundle.reference} holds bundle {a.get('digest')}, preflight checked "
-        f"{bundle.digest}"
+    failures = read_failures(Op.PULL, workers, answers)
+    failures += [
+        Failure(
+            f"worker {w}: {bundle.reference} holds bundle {a.get('digest')}, preflight checked "
+            f"{bundle.digest}"
+        )
         for w, a in answers.items()
         if a.get("ok") and a.get("digest") != bundle.digest
     ]
-    if errors or failed or wrong:
-        raise EnvFailed(
-            errors + [str(a.get("error")) for a in failed] + wrong,
-            [1] * len(errors) + [int(a.get("code", 1)) for a in failed] + [1] * len(wrong),
-        )
+    if failures:
+        raise EnvFailed(failures)
     pulled = tuple(w for w, a in answers.items() if a.get("pulled"))
     cached = tuple(w for w, a in answers.items() if not a.get("pulled"))
     wheels = sum(int(a.get("wheels", 0)) for a in answers.values())
@@ -179,14 +172,10 @@ def wheels_lacking(
 
     A separate step, so that wheels may come from elsewhere (a registry) later.
     """
-    answers = broadcast(client, workers, {"op": ENV_STATUS_OP, "digest": bundle.digest}, timeout)
-    errors = [f"worker {w}: did not answer {ENV_STATUS_OP}" for w in workers if w not in answers]
-    failed = [a for a in answers.values() if not a.get("ok")]
-    if errors or failed:
-        raise EnvFailed(
-            errors + [str(a.get("error")) for a in failed],
-            [1] * len(errors) + [int(a.get("code", 1)) for a in failed],
-        )
+    answers = broadcast(client, workers, message(Op.ENV_STATUS, digest=bundle.digest), timeout)
+    failures = read_failures(Op.ENV_STATUS, workers, answers)
+    if failures:
+        raise EnvFailed(failures)
     env = next((a.get("env") for a in answers.values() if a.get("env")), None)
     lacking = {w: list(a.get("missing") or []) for w, a in answers.items() if not a.get("ready")}
     return lacking, env
@@ -203,7 +192,9 @@ def ship_environment(
 
     lock = bundle.lock()
     if lock is None:
-        raise EnvFailed([f"{bundle.root}: its lock does not read; run preflight"], [2])
+        raise EnvFailed(
+            [Failure(f"{bundle.root}: its lock does not read; run preflight", Code.BAD_INPUT)]
+        )
     if not lock.wheels:
         return shipped
     start = time.monotonic()
@@ -220,16 +211,18 @@ def ship_environment(
         for worker, digests in lacking.items():
             for digest in digests:
                 if digest not in by_digest:
-                    raise EnvFailed([f"worker {worker} asks for {digest}, not in the lock"], [1])
+                    raise EnvFailed(
+                        [Failure(f"worker {worker} asks for {digest}, not in the lock")]
+                    )
                 needed.setdefault(digest, []).append(worker)
         if bundle.reference is not None:  # a wheel found corrupt was removed: pull again
             again = broadcast(
                 client, sorted({w for t in needed.values() for w in t}),
-                {"op": PULL_OP, "reference": bundle.reference}, timeout + 600,
+                message(Op.PULL, reference=bundle.reference), timeout + 600,
             )  # fmt: skip
-            bad = [str(a.get("error")) for a in again.values() if not a.get("ok")]
+            bad = [Failure.from_wire(a) for a in again.values() if not a.get("ok")]
             if bad:
-                raise EnvFailed(bad, [int(a.get("code", 1)) for a in again.values()])
+                raise EnvFailed(bad)
             needed = {}
         for digest, targets in sorted(needed.items()):
             wheel = by_digest[digest]
@@ -238,28 +231,21 @@ def ship_environment(
                 relock_hint(bundle.root),
             )  # fmt: skip
             put = broadcast(
-                client, targets, {"op": WHEEL_PUT_OP, "digest": digest, "data": data}, timeout
+                client, targets, message(Op.WHEEL_PUT, digest=digest, data=data), timeout
             )
-            errors = [f"worker {w}: did not answer {WHEEL_PUT_OP}" for w in targets if w not in put]
-            failed = [a for a in put.values() if not a.get("ok")]
-            if errors or failed:
-                raise EnvFailed(
-                    errors + [str(a.get("error")) for a in failed],
-                    [1] * len(errors) + [int(a.get("code", 1)) for a in failed],
-                )
+            failures = read_failures(Op.WHEEL_PUT, targets, put)
+            if failures:
+                raise EnvFailed(failures)
             sent += len(targets)
             sent_bytes += len(data) * len(targets)
         made = broadcast(
-            client, list(lacking), {"op": ENV_MAKE_OP, "digest": bundle.digest}, timeout + 600
+            client, list(lacking), message(Op.ENV_MAKE, digest=bundle.digest), timeout + 600
         )
-        retry = [a for a in made.values() if not a.get("ok") and a.get("missing")]
-        failed = [a for a in made.values() if not a.get("ok") and not a.get("missing")]
-        errors = [f"worker {w}: did not answer {ENV_MAKE_OP}" for w in lacking if w not in made]
-        if errors or failed or (retry and attempt):
-            raise EnvFailed(
-                errors + [str(a.get("error")) for a in failed + retry],
-                [1] * len(errors) + [int(a.get("code", 1)) for a in failed + retry],
-            )
+        failures = read_failures(Op.ENV_MAKE, lacking, made)
+        retry = [f for f in failures if f.missing]
+        failed = [f for f in failures if not f.missing]
+        if failed or (retry and attempt):
+            raise EnvFailed(failed + retry)
         built += [w for w, a in made.items() if a.get("ok") and a.get("built")]
         if not retry:
             break
@@ -284,12 +270,12 @@ def check_on_worker(
     answers = broadcast(
         client,
         [worker],
-        {"op": CHECK_OP, "digest": digest, "checks": list(checks), "timeout": timeout},
+        message(Op.CHECK, digest=digest, checks=list(checks), timeout=timeout),
         timeout + 30,
     )
     answer = answers.get(worker)
     if answer is None:
-        raise ServiceFailed(f"worker {worker} did not answer {CHECK_OP}")
+        raise ServiceFailed(f"worker {worker} did not answer {Op.CHECK}")
     if not answer.get("ok"):
         raise ShipFailed([str(answer.get("error"))])
     return list(answer["results"])

@@ -23,7 +23,6 @@ Handlers (on every lockstep worker; see ``install``):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import stat
@@ -38,9 +37,6 @@ from lockstep.core.digests import TreeFile, is_digest, tree_digest
 
 log = logging.getLogger("lockstep.bundles.store")
 
-HAS_OP = "lockstep_bundle_has"
-PUT_OP = "lockstep_bundle_put"
-CHECK_OP = "lockstep_bundle_check"
 # Written by Python when a bundle's modules are imported: never part of a bundle.
 _SKIPPED_DIRS = ("__pycache__",)
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -238,51 +234,3 @@ class BundleStore:
                 "to each worker before its tasks (lockstep run does)"
             )
         return found
-
-
-def install(worker: Any, store: BundleStore, envs: Any = None) -> None:
-    """Register the bundle handlers on a Dask ``worker`` (pickle-free: plain data in and out).
-
-    ``envs``: the worker's ``bundle_env.EnvStore``; the import check of a bundle that
-    locks dependencies runs in its environment."""
-    from lockstep.bundles.probe import DEFAULT_TIMEOUT, run_probe
-
-    async def has(digest: str) -> dict[str, Any]:
-        try:
-            path = await asyncio.to_thread(store.has, digest)
-        except BundleRefused as exc:
-            return {"ok": False, "error": str(exc)}
-        return {"ok": True, "cached": path is not None, "path": str(path or "")}
-
-    async def put(digest: str, files: Any) -> dict[str, Any]:
-        try:
-            path = await asyncio.to_thread(store.put, digest, from_wire(files))
-        except BundleRefused as exc:
-            log.error("lockstep refused a bundle on %s: %s", worker.address, exc)
-            return {"ok": False, "error": f"worker {worker.address}: {exc}"}
-        except OSError as exc:
-            return {
-                "ok": False,
-                "error": f"worker {worker.address} cannot cache bundle "
-                f"{digest} under {store.root}: {exc}",
-            }
-        return {"ok": True, "path": str(path)}
-
-    async def check(digest: str, checks: Any, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-        from lockstep.bundles.env import EnvRefused, WheelsMissing
-
-        try:
-            path = await asyncio.to_thread(store.path, digest, f"worker {worker.address}")
-            env = await asyncio.to_thread(envs.for_bundle, path) if envs is not None else None
-        except (BundleRefused, BundleMissing, EnvRefused, WheelsMissing) as exc:
-            return {"ok": False, "error": f"worker {worker.address}: {exc}"}
-        rows = [
-            {"role": str(c["role"]), "ref": str(c["ref"]), "args": list(c["args"])} for c in checks
-        ]
-        paths = [str(env.site), str(path)] if env is not None else [str(path)]
-        results = await asyncio.to_thread(run_probe, paths, rows, float(timeout))
-        return {"ok": True, "results": results, "path": str(path)}
-
-    worker.handlers[HAS_OP] = has
-    worker.handlers[PUT_OP] = put
-    worker.handlers[CHECK_OP] = check

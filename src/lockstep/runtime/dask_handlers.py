@@ -12,9 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from lockstep.bundles.env import ENV_MAKE_OP, ENV_STATUS_OP, WHEEL_PUT_OP
-from lockstep.bundles.pull import PULL_OP
-from lockstep.bundles.store import CHECK_OP, HAS_OP, PUT_OP
+from lockstep.bundles.protocol import STORING_OPS, Op
 from lockstep.runtime.identity import HELLO_OP, IDENTITY_OP
 
 REGISTER_OP = "register-worker"
@@ -47,10 +45,10 @@ REFUSED_WHAT = {
     "dump_cluster_state_to_url": "writing the cluster state to a URL",
 }
 # Worker ops that broadcast/proxy relay for anyone: pickle-free and read-only.
-OPEN_RELAY_OPS = frozenset({IDENTITY_OP, HAS_OP, "identity", "versions", "ping"})
+OPEN_RELAY_OPS = frozenset({IDENTITY_OP, Op.HAS.value, "identity", "versions", "ping"})
 # Worker ops relayed only with the token of a hello: they store or import code.
-# A bundle's wheels and environment (``lockstep.bundles.env``) too.
-TOKEN_RELAY_OPS = frozenset({PUT_OP, CHECK_OP, ENV_STATUS_OP, WHEEL_PUT_OP, ENV_MAKE_OP, PULL_OP})
+# A bundle's wheels and environment too (``lockstep.bundles.protocol``).
+TOKEN_RELAY_OPS = STORING_OPS
 
 # Every scheduler handler of distributed 2026.8.0 (with its default extensions). A handler
 # the gate does not know may be a new way to run code: the scheduler refuses to start.
