@@ -299,6 +299,6 @@ def test_preflight_cli_stale_lock_and_direct_one_line_each_exit_2(tmp_path: Path
         "['numpy>=2,<3'], pyproject.toml now declares ['numpy>=2,<3', 'scipy']; run "
         f"`lockstep bundle lock {spec.parent / 'bundle'}`",
         f"{lock}: dependencies: the bundle has dependencies (1 locked wheel(s)) and the "
-        "direct executor runs tasks in the worker process, where they cannot be isolated; "
-        "use executor isolated_warm or cold",
+        "direct executor runs tasks in the worker process, where a bundle's dependencies "
+        "cannot be isolated; use executor isolated_warm or cold",
     ]

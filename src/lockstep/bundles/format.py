@@ -25,6 +25,7 @@ from lockstep.bundles.lockfile import (
 )
 from lockstep.bundles.store import read_tree
 from lockstep.core.digests import TreeFile, tree_digest
+from lockstep.runtime.executors import no_environment
 
 MAX_BUNDLE_BYTES = 64 * 2**20  # code and small data; ship large inputs another way
 
@@ -189,13 +190,13 @@ def dependency_problems(
                 2,
             )
         )
-    if executor == "direct" and lock.wheels:
+    refused = no_environment(executor) if executor and lock.wheels else None
+    if refused:
         problems.append(
             (
                 lock_path,
-                f"the bundle has dependencies ({len(lock.wheels)} locked wheel(s)) and the "
-                "direct executor runs tasks in the worker process, where they cannot be "
-                "isolated; use executor isolated_warm or cold",
+                f"the bundle has dependencies ({len(lock.wheels)} locked wheel(s)) and "
+                f"{refused}; use executor isolated_warm or cold",
                 2,
             )
         )

@@ -33,6 +33,21 @@ from lockstep.core import entrypoints
 if TYPE_CHECKING:
     from lockstep.runtime.config import RuntimeConfig
 
+# Executors that run a task in the worker process itself, where a bundle's dependencies
+# cannot be isolated: they take no bundle environment. Preflight refuses such a job
+# (``bundles/format.py``) and the executor refuses such a task (``no_environment``).
+IN_PROCESS = frozenset({"direct"})
+
+
+def no_environment(executor: str) -> str | None:
+    """Why ``executor`` takes no bundle environment, or None if it takes one."""
+    if executor not in IN_PROCESS:
+        return None
+    return (
+        f"the {executor} executor runs tasks in the worker process, where a bundle's "
+        "dependencies cannot be isolated"
+    )
+
 
 @dataclass(frozen=True)
 class TaskCall:

@@ -30,6 +30,7 @@ from lockstep.runtime.executors import (
     TaskResultRefused,
     TaskTimedOut,
     _wire,
+    no_environment,
 )
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ class DirectExecutor(Executor):
 
     def run(self, call: TaskCall) -> TaskResult:
         where: dict[str, Any] = {"executor": self.name, "pid": os.getpid(), "target": call.target}
-        if call.env:
+        refused = no_environment(self.name) if call.env else None
+        if refused:
             raise TaskFailed(
-                "EnvironmentRefused: the direct executor runs tasks in the worker process "
-                "itself and cannot isolate a bundle's dependencies; run a bundle with "
-                "dependencies under isolated_warm or cold",
+                f"EnvironmentRefused: {refused}; run a bundle with dependencies under "
+                "isolated_warm or cold",
                 **where,
             )
         if self.retired:
