@@ -1,8 +1,7 @@
-"""Job specs, bundle digests, the worker's bundle store and the isolated probe, without Dask."""
+"""Job specs and local preflight, without Dask."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -10,10 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.bundles.format import load_bundle, shadowing_problems, syntax_problems
-from lockstep.bundles.probe import run_probe
-from lockstep.bundles.store import BundleRefused, BundleStore, from_wire, read_tree, to_wire
-from lockstep.core.digests import TreeFile, tree_digest
 from lockstep.core.entrypoints import registered
 from lockstep.core.errors import BadInput
 from lockstep.jobs.preflight import preflight
@@ -102,155 +97,7 @@ def test_spec_not_toml_and_unreadable(tmp_path: Path) -> None:
 # --- bundles ----------------------------------------------------------------------------------
 
 
-def test_bundle_digest_is_the_sources_tree_digest_and_ignores_mtimes_and_pycache(
-    tmp_path: Path,
-) -> None:
-    spec = copy_example(tmp_path)
-    root = spec.parent / "bundle"
-    bundle, problems = load_bundle(root)
-    assert bundle is not None and problems == []
-    files = [
-        TreeFile(p.relative_to(root).as_posix(), False, p.read_bytes())
-        for p in sorted(root.rglob("*.py"))
-    ]
-    assert bundle.digest == tree_digest(files)
-    (root / "sir" / "__pycache__").mkdir()
-    (root / "sir" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"junk")
-    os.utime(root / "sir" / "model.py", (1, 1))
-    again, _ = load_bundle(root)
-    assert again is not None and again.digest == bundle.digest
-    (root / "sir" / "model.py").chmod(0o755)
-    exec_bit, _ = load_bundle(root)
-    assert exec_bit is not None and exec_bit.digest != bundle.digest
-    with (root / "sir" / "model.py").open("a") as f:
-        f.write("# changed\n")
-    changed, _ = load_bundle(root)
-    assert changed is not None and changed.digest not in (bundle.digest, exec_bit.digest)
-
-
-def test_bundle_well_formedness(tmp_path: Path) -> None:
-    root = tmp_path / "b"
-    root.mkdir()
-    missing, problems = load_bundle(tmp_path / "nope")
-    assert missing is None and "does not exist" in problems[0][1]
-    empty, problems = load_bundle(root)
-    assert empty is not None and problems == [(str(root), "the bundle has no files")]
-    (root / "ok.py").write_text("x = 1\n")
-    (root / "broken.py").write_text("def f(:\n    pass\n")
-    (root / "json.py").write_text("")
-    (root / "link.py").symlink_to(root / "ok.py")
-    bundle, problems = load_bundle(root)
-    assert bundle is not None
-    assert problems == [
-        (
-            str(root / "link.py"),
-            "is a symlink; a bundle holds only regular files "
-            "(its digest covers contents, not links): replace it with the file",
-        )
-    ]
-    assert syntax_problems(bundle) == [
-        (str(root / "broken.py"), "syntax error at line 1: invalid syntax")
-    ]
-    shadow = shadowing_problems(bundle)
-    assert [p[0] for p in shadow] == [str(root / "json.py")]
-    assert "shadows json of the standard library" in shadow[0][1]
-
-
-def test_store_verifies_caches_and_refuses(tmp_path: Path) -> None:
-    spec = copy_example(tmp_path)
-    bundle, _ = load_bundle(spec.parent / "bundle")
-    assert bundle is not None
-    store = BundleStore(tmp_path / "cache")
-    store.prepare()
-    files = from_wire(to_wire(bundle.files))
-    with pytest.raises(BundleRefused) as partial:
-        store.put(bundle.digest, files[:-1])
-    assert bundle.digest in str(partial.value) and "partial" in str(partial.value)
-    tampered = [*files[:-1], TreeFile(files[-1].path, False, files[-1].data + b"#")]
-    with pytest.raises(BundleRefused, match="changed after its digest was taken"):
-        store.put(bundle.digest, tampered)
-    assert store.has(bundle.digest) is None and not any((tmp_path / "cache").iterdir())
-    path = store.put(bundle.digest, files)
-    assert path == store.path(bundle.digest) == store.has(bundle.digest)
-    assert tree_digest(read_tree(path)[0]) == bundle.digest
-    assert store.put(bundle.digest, files) == path  # a second put is a no-op
-    # A cached copy changed on disk is noticed when a runner asks, removed, and sent again.
-    model = path / "sir" / "model.py"
-    model.chmod(0o644)
-    model.write_text("def simulate(params, seed):\n    return {}\n")
-    assert store.has(bundle.digest) is None and not path.exists()
-    for bad in (
-        [["../evil.py", False, b""]],
-        [["/abs.py", False, b""]],
-        "nope",
-        [["a.py", False, "text, not bytes"]],
-    ):
-        with pytest.raises(BundleRefused):
-            from_wire(bad)
-    with pytest.raises(BundleRefused, match="not sha256"):
-        store.has("sha256:xyz")
-
-
 # --- the isolated probe -----------------------------------------------------------------------
-
-
-def test_probe_runs_bundle_code_in_another_process(tmp_path: Path) -> None:
-    root = tmp_path / "b"
-    (root / "noisy").mkdir(parents=True)
-    marker = tmp_path / "imported-by"
-    (root / "noisy" / "__init__.py").write_text(
-        "import os\n"
-        f"open({str(marker)!r}, 'w').write(str(os.getpid()))\n"
-        "print('side effect on stdout')\n"
-        "def model(params, seed):\n    return {}\n"
-        "def target(results, *, scale=1):\n    return 0\n"
-        "async def later(params, seed):\n    return {}\n"
-        "NOT_CALLABLE = 3\n"
-    )
-    results = run_probe(
-        [str(root)],
-        [
-            {"role": "model", "ref": "noisy:model", "args": ["params", "seed"]},
-            {"role": "target", "ref": "noisy:target", "args": ["results"]},
-            {"role": "model", "ref": "noisy:later", "args": ["params", "seed"]},
-            {"role": "model", "ref": "noisy:NOT_CALLABLE", "args": ["params", "seed"]},
-            {"role": "target", "ref": "noisy:model", "args": ["results"]},
-        ],
-    )
-    assert [r["ok"] for r in results] == [True, True, False, False, False]
-    assert "is async" in results[2]["problem"]
-    assert "is a int, not a function" in results[3]["problem"]
-    assert "cannot be called as model(results)" in results[4]["problem"]
-    assert results[0]["file"] == str(root / "noisy" / "__init__.py")
-    assert int(marker.read_text()) != os.getpid()
-    assert "noisy" not in sys.modules
-
-
-def test_probe_survives_exit_crash_and_hang(tmp_path: Path) -> None:
-    root = tmp_path / "b"
-    root.mkdir()
-    (root / "exits.py").write_text("import sys\nsys.exit(3)\n")
-    (root / "crashes.py").write_text("import os\nos._exit(9)\n")
-    (root / "hangs.py").write_text("import time\ntime.sleep(60)\n")
-    (root / "needs.py").write_text("import numpy_not_here\n")
-    check = [
-        {"role": "model", "ref": "exits:f", "args": ["params", "seed"]},
-        {"role": "model", "ref": "needs:f", "args": ["params", "seed"]},
-        {"role": "target", "ref": "nowhere.mod:f", "args": ["results"]},
-    ]
-    exits, needs, nowhere = run_probe([str(root)], check)
-    assert "calls sys.exit(3) when imported" in exits["problem"]
-    assert (
-        "does not import: ModuleNotFoundError: No module named 'numpy_not_here'" in needs["problem"]
-        and "needs.py line 1" in needs["problem"]
-    )
-    assert "module nowhere.mod not found" in nowhere["problem"]
-    [crash] = run_probe([str(root)], [{"role": "model", "ref": "crashes:f", "args": ["p", "s"]}])
-    assert "ended with code 9 before answering" in crash["problem"]
-    [hang] = run_probe(
-        [str(root)], [{"role": "model", "ref": "hangs:f", "args": ["p", "s"]}], timeout=2
-    )
-    assert "did not finish within 2 s" in hang["problem"]
 
 
 def test_local_preflight_of_the_incident_names_module_and_function() -> None:

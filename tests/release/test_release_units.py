@@ -1,9 +1,8 @@
-"""Release parts that need no registry and no build: pins, references, credentials,
-rendering, the release manifest."""
+"""Release parts that need no registry and no build: pins, rendering, the release
+manifest."""
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 from pathlib import Path
@@ -11,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from lockstep.core.errors import BadInput
-from lockstep.oci.auth import credentials_for
-from lockstep.oci.reference import is_loopback, parse_pinned, parse_target, pin_problem
 from lockstep.release import pins, render
 from lockstep.release.record import ReleaseManifest
 from tests.fixtures.build import ROOT, lockstep
@@ -177,23 +174,6 @@ def test_action_problem(uses: object, problem: str | None) -> None:
     assert found == problem if problem is None else found and found.startswith(problem)
 
 
-@pytest.mark.parametrize(
-    ("ref", "problem"),
-    [
-        (f"r.io/a/b@{D}", None),
-        (f"127.0.0.1:5000/a/b:1.0@{D}", None),
-        ("r.io/a/b:latest", "uses the tag :latest and no digest"),
-        ("127.0.0.1:5000/a/b", "has no tag and no digest (it means :latest)"),
-        ("r.io/a/b@sha256:abc", "has a malformed digest 'sha256:abc' (expected sha256:<64 hex>)"),
-        ("{{ runner_image }}", "is a template placeholder, not a reference"),
-        ("", "is empty"),
-        (None, "is empty"),
-    ],
-)
-def test_pin_problem(ref: object, problem: str | None) -> None:
-    assert pin_problem(ref) == problem
-
-
 def test_bad_files_are_bad_input(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("a: [\n")
     with pytest.raises(BadInput, match=r"bad.yaml: not valid YAML"):
@@ -203,52 +183,6 @@ def test_bad_files_are_bad_input(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("image: a:latest\n")
     with pytest.raises(BadInput, match="not a deployment file"):
         pins.check_pins([tmp_path / "x.txt"])
-
-
-def test_targets_and_references() -> None:
-    t = parse_target("127.0.0.1:5000/team/sim")
-    assert (t.host, t.repository) == ("127.0.0.1:5000", "team/sim")
-    assert t.pinned("lockstep-worker", D) == f"127.0.0.1:5000/team/sim/lockstep-worker@{D}"
-    for bad in ("127.0.0.1:5000", "127.0.0.1:5000/Team", "/x", "a b/c"):
-        with pytest.raises(BadInput, match="use HOST"):
-            parse_target(bad)
-    p = parse_pinned(f"r.io:443/a/b:tag@{D}")
-    assert (p.host, p.name, p.digest) == ("r.io:443", "a/b", D)
-    with pytest.raises(BadInput, match="not pinned"):
-        parse_pinned("r.io/a/b:latest")
-    assert is_loopback("127.0.0.1:5000") and is_loopback("localhost") and is_loopback("[::1]:80")
-    assert not is_loopback("registry.example.com:5000") and not is_loopback("10.0.0.1")
-
-
-def _config(tmp_path: Path, data: object) -> dict[str, str]:
-    (tmp_path / "config.json").write_text(json.dumps(data))
-    return {"DOCKER_CONFIG": str(tmp_path)}
-
-
-def test_credentials_from_docker_config(tmp_path: Path) -> None:
-    auth = base64.b64encode(b"ci:s3cret:with:colons").decode()
-    env = _config(
-        tmp_path,
-        {
-            "auths": {
-                "https://r.io:5000/v1/": {"auth": auth},
-                "other.io": {"username": "u", "password": "p"},
-            }
-        },
-    )
-    creds = credentials_for("r.io:5000", env)
-    assert creds is not None and (creds.username, creds.password) == ("ci", "s3cret:with:colons")
-    assert "s3cret" not in repr(creds)
-    other = credentials_for("other.io", env)
-    assert other is not None and other.username == "u"
-    assert credentials_for("nowhere.io", env) is None
-    assert credentials_for("r.io", {"DOCKER_CONFIG": str(tmp_path / "none")}) is None
-    env = _config(tmp_path, {"auths": {"r.io": {"auth": "not base64!"}}})
-    with pytest.raises(BadInput, match=r"docker login r.io"):
-        credentials_for("r.io", env)
-    env = _config(tmp_path, {"credHelpers": {"r.io": "lockstep-test-missing"}})
-    with pytest.raises(BadInput, match="docker-credential-lockstep-test-missing"):
-        credentials_for("r.io", env)
 
 
 VALUES = {
