@@ -30,8 +30,9 @@ COMMANDS = {
     "lockstep.jobs.commands": ("preflight", "run"),
     "lockstep.release.commands": ("release", "check-pins", "verify", "inspect"),
 }
-# Commands whose actions belong to several stages: made here, and each owning module adds its
-# actions with add_<command>_actions(actions), so that no command module imports another's.
+# Commands made here, whose actions each owning module adds with add_<command>_actions(actions)
+# (so that actions of several stages never make one command module import another's; today
+# every ``bundle`` action is lockstep.bundles.commands').
 GROUPS = {
     "bundle": "job bundles: `bundle lock DIR` locks its requirements for the worker image "
     "(wheels only, constrained to the image's pins); `bundle push|pull|inspect` keep "
