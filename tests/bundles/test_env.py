@@ -427,3 +427,26 @@ def test_the_compiler_writes_what_py_compile_writes(tmp_path: Path) -> None:
         str(source), cfile=str(out), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
     )
     assert env_compile.pyc_bytes(source.read_bytes(), str(source)) == out.read_bytes()
+
+
+def test_the_seal_writing_env_json_is_not_taken_for_tampering(tmp_path: Path) -> None:
+    """The seal renames a temporary onto ENV.json; a check walking meanwhile sees it.
+
+    Seen under load: a check called the environment broken for
+    ``.ENV.json.<pid>.<random>.tmp`` and removed it while it was being sealed."""
+    data = make_wheel(files={"demo/__init__.py": b"VALUE = 1\n"})
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    s = store(tmp_path)
+    put_all(s, data)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(EnvStore, "compile_soon", lambda self, key: None)
+        env = s.ensure(bundle)
+    assert env is not None
+    final = env.site.parent
+    sealing = final / f".ENV.json.{os.getpid()}.abc123.tmp"
+    sealing.write_bytes(b"{}")
+    assert store(tmp_path).status(bundle)["ready"] is True
+    sealing.unlink()
+    stranger = final / ".ENV.json.tmp"  # not a temporary of the marker: not part of it
+    stranger.write_bytes(b"{}")
+    assert store(tmp_path).status(bundle)["ready"] is False

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from lockstep.bundles.env_compile import file_sha256, is_pyc, is_pyc_temp
+from lockstep.core.atomic import temp_owner
 
 MARKER = "ENV.json"
 ENV_SCHEMA = "lockstep.env/v2"
@@ -26,7 +27,8 @@ def verify(final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
 
     Every file must be listed, with its size and modification time (any write
     changes them); ``deep`` also compares every file's sha256 (``verify_deep``).
-    Until it is compiled, unlisted ``.pyc`` files in ``__pycache__`` are allowed."""
+    Until it is compiled, unlisted ``.pyc`` files in ``__pycache__`` are allowed, and so
+    is the seal's temporary of ``ENV.json``."""
     try:
         marker = json.loads((final / MARKER).read_bytes())
         files = {str(p): (str(h), int(n), int(m)) for p, h, n, m in marker["files"]}
@@ -50,8 +52,8 @@ def verify(final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
             if entry.is_dir(follow_symlinks=False):
                 pending.append((rel + "/", entry.path))
                 continue
-            if rel == MARKER:
-                continue
+            if rel == MARKER or (not compiled and temp_owner(rel, MARKER) is not None):
+                continue  # the marker, or the seal writing its compiled form right now
             being_compiled = not compiled and (is_pyc(rel) or is_pyc_temp(rel))
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -24,6 +24,15 @@ def temp_prefix(stem: str) -> str:
     return f".{stem}.{os.getpid()}."
 
 
+def temp_owner(name: str, stem: str) -> int | None:
+    """The pid whose temporary of ``stem`` the file ``name`` is, or None if it is none."""
+    head = f".{stem}."
+    if not (name.startswith(head) and name.endswith(SUFFIX)):
+        return None
+    pid = name[len(head) :].split(".", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -38,17 +47,14 @@ def _alive(pid: int) -> bool:
 
 def remove_stale(directory: Path, stem: str) -> list[Path]:
     """Remove the temporaries of ``stem`` in ``directory`` whose process is gone; them."""
-    head = f".{stem}."
     removed: list[Path] = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
     for name in names:
-        if not (name.startswith(head) and name.endswith(SUFFIX)):
-            continue
-        pid = name[len(head) :].split(".", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        pid = temp_owner(name, stem)
+        if pid is None or _alive(pid):
             continue
         path = directory / name
         if path.is_dir() and not path.is_symlink():
