@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.digests import canonical_json, sha256_digest
+from lockstep.core.digests import canonical_json, sha256_digest, short_id
 from lockstep.core.errors import BadInput
 from lockstep.core.settings import MANIFEST as MANIFEST_ENV
 from lockstep.core.settings import MANIFEST_PATH
@@ -64,7 +64,7 @@ class BuildManifest:
     @property
     def short_id(self) -> str:
         """The first 12 hex digits of the build id, for humans."""
-        return self.build_id.removeprefix("sha256:")[:12]
+        return short_id(self.build_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -227,7 +227,8 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     """Both images into ``out`` plus ``<role>.json`` and ``build.json``; the build.json data."""
-    from lockstep.assembly.builder import Builder
+    from lockstep.assembly import sinks
+    from lockstep.assembly.builder import Builder, read_inputs
     from lockstep.core.store import Cache
     from lockstep.project import ROLES, load_project
 
@@ -235,8 +236,9 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     check_declared(
         root, project.sources, [project.python_lock, project.debian_lock, project.complete_platform]
     )
-    result = Builder(project, Cache(cache_root), progress).build(ROLES, out_dir=out)
-    data = result.to_json()
+    builder = Builder(Cache(cache_root), progress)
+    result = builder.build(read_inputs(project), ROLES)
+    data = sinks.build_json(result, sinks.write_outputs(result, out, builder.blob))
     for role, image in data["images"].items():
         # relative to the JSON: Bazel's sandbox paths are gone after the action
         image["path"] = f"{role}.tar"
@@ -251,18 +253,19 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
 
 def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> dict[str, Any]:
     """The base layer's gzip blob at ``blob_out`` and its digests at ``json_out``."""
-    from lockstep.assembly.builder import Builder
+    from lockstep.assembly.layers import LayerMaker
     from lockstep.core.store import Cache
+    from lockstep.inputs.declared import DebianInput
     from lockstep.project import load_project
 
     project = load_project(root)
     check_declared(root, (), [project.debian_lock])
-    builder = Builder(project, Cache(cache_root), progress)
-    record = builder.base_layer()
-    blob = builder.cache.get_blob(record.digest)
+    maker = LayerMaker(Cache(cache_root), progress)
+    record = maker.base_layer(DebianInput.read(project.debian_lock), project.mirror())
+    blob = maker.cache.get_blob(record.digest)
     if blob is None:
         raise CheckFailed(
-            f"{builder.cache.blob_path(record.digest)}: the base layer vanished "
+            f"{maker.cache.blob_path(record.digest)}: the base layer vanished "
             "from the cache while building; build again"
         )
     write_bytes(blob_out, blob)

@@ -59,37 +59,45 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("lock", help="refresh a lock: python (pex) or debian (base packages)")
-    p.add_argument("which", choices=["python", "debian"])
+    p = sub.add_parser(
+        "lock",
+        help="refresh a lock: python (pex, for images/complete-platform.json), debian (the "
+        "base packages), or platform (complete-platform.json from the Debian lock's python)",
+    )
+    p.add_argument("which", choices=["python", "debian", "platform"])
     add_project_arg(p)
     p.set_defaults(func=cmd_lock)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from lockstep.assembly.builder import Builder
+    from lockstep.assembly import sinks
+    from lockstep.assembly.builder import Builder, read_inputs
     from lockstep.core.store import Cache, default_cache_dir
+    from lockstep.inputs.stamp import git_stamp
     from lockstep.project import find_root, load_project
 
     project = load_project(find_root(args.project))
-    out = args.out.resolve() if args.out else None
-    builder = Builder(project, Cache(default_cache_dir()), progress)
+    out = args.out.resolve() if args.out else project.root / "out"
     if args.layout and args.layout.exists() and not args.layout.is_dir():
         raise BadInput(f"--layout {args.layout}: exists and is not a directory; name a directory")
     if args.no_archives and not args.layout:
         raise BadInput("--no-archives needs --layout DIR: a build must write its images somewhere")
-    result = builder.build(
-        TARGETS[args.target],
-        out_dir=out,
-        stamp=args.stamp,
-        layout_dir=args.layout.resolve() if args.layout else None,
+    inputs = read_inputs(project, git_stamp(project.root) if args.stamp else None)
+    builder = Builder(Cache(default_cache_dir()), progress)
+    result = builder.build(inputs, TARGETS[args.target])
+    written = sinks.write_outputs(
+        result,
+        out,
+        builder.blob,
         archives=not args.no_archives,
+        layout=args.layout.resolve() if args.layout else None,
     )
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        print(json.dumps(sinks.build_json(result, written), indent=2, sort_keys=True))
     else:
         print(f"build_id {result.build_id}")
         for role, image in sorted(result.images.items()):
-            where = image.path or f"{result.layout_dir} {image.ref}"
+            where = written.archives.get(role) or f"{written.layout} {image.ref}"
             print(f"{role:<7} {image.digest}  {where}")
     return 0
 
@@ -103,17 +111,25 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from lockstep.core.store import Cache, default_cache_dir
+    from lockstep.core.store import default_cache_dir
     from lockstep.project import find_root, load_project
 
     project = load_project(find_root(args.project))
     if args.which == "python":
-        from lockstep.assembly.builder import write_complete_platform
         from lockstep.inputs.python.lock import lock
 
-        write_complete_platform(project, Cache(default_cache_dir()), progress)
         lock(project, project.python_lock, default_cache_dir(), progress)
         print(project.python_lock)
+    elif args.which == "platform":
+        from lockstep.assembly.layers import LayerMaker
+        from lockstep.core.atomic import write_bytes
+        from lockstep.core.store import Cache
+        from lockstep.inputs.declared import DebianInput
+
+        maker = LayerMaker(Cache(default_cache_dir()), progress)
+        platform = maker.complete_platform(DebianInput.read(project.debian_lock), project.mirror())
+        write_bytes(project.complete_platform, platform)
+        print(project.complete_platform)
     elif args.which == "debian":
         from lockstep.inputs.debian import lock as debian_lock
         from lockstep.inputs.debian.resolve import resolve

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lockstep.core import settings
+from lockstep.core.digests import short_id
 
 PYTHON = "usr/bin/python3.11"  # the image's interpreter, relative to its root
 LOADER = "usr/lib64/ld-linux-x86-64.so.2"
@@ -72,7 +73,7 @@ def base_labels(
             f"Debian bookworm base of {project_name} images, from the Debian lock {debian_lock}"
         ),
         "org.opencontainers.image.title": image_name(project_name, BASE_NAME),
-        "org.opencontainers.image.version": base_digest.removeprefix("sha256:")[:12],
+        "org.opencontainers.image.version": short_id(base_digest),
     }
 
 

@@ -39,6 +39,15 @@ def hex_of(digest: str) -> str:
     return hexpart
 
 
+SHORT = 12  # hex digits of a digest shown to humans and in names
+
+
+def short_id(digest: str) -> str:
+    """The first 12 hex digits of a ``sha256:`` digest: a build's or image's short id, as in
+    ``lockstep-worker:0.1.0-<12 hex>``."""
+    return digest.removeprefix(PREFIX)[:SHORT]
+
+
 def is_digest(value: object) -> bool:
     """Whether ``value`` is a ``sha256:<64 lowercase hex>`` string."""
     if not isinstance(value, str):

@@ -4,10 +4,11 @@ In order, so a failure at any step leaves no release behind:
 
 1. checks: the version is the project's, the tree is clean, the tag is free
    (or already at HEAD: a re-run), no other release of this version exists;
-2. the stamped build of both images (docs/design.md §4.1), into a temporary directory;
-3. the push: every blob and both manifests, the exact bytes of the images the
-   build made (layer blobs from the build's cache), skipping what the registry
-   has (so a run after a failure resumes);
+2. the stamped build of both images (docs/design.md §4.1), as values: nothing is written;
+3. the push: every blob and both manifests, the exact bytes of the image values
+   the build returned (layer blobs from the build's cache), skipping what the
+   registry has (so a run after a failure resumes); then each image's SBOM and
+   the provenance, also the build's values (no file is read back);
 4. every pushed manifest checked by digest (``HEAD``);
 5. deployment files rendered into ``release/<version>/`` (with the admission
    policy for the signing key when signed) and the release
@@ -25,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -127,43 +127,37 @@ def release(
                 "version, or remove that file if that release never happened"
             )
 
-    with tempfile.TemporaryDirectory(prefix="lockstep-release-") as tmp:
-        stamp = release_stamp(project.root, tag)
-        if stamp.commit != commit or stamp.dirty:
-            raise CheckFailed(
-                f"{project.root}: HEAD moved or the tree changed during the release; run it again"
-            )
-        progress(f"building {version} (stamped {tag} at {commit[:12]})")
-        result = build_stamped(project, cache, Path(tmp) / "out", stamp, progress)
-        images = {role: result.images[role].image for role in ROLES}
-        references = {
-            role: target.pinned(image_name(project.name, role), images[role].digest)
-            for role in ROLES
-        }
-        stats = PushStats()
-        documents = {
-            role: {
-                "sbom": (result.images[role].sbom or Path("/nonexistent")).read_bytes(),
-                "provenance": (result.provenance or Path("/nonexistent")).read_bytes(),
-            }
-            for role in ROLES
-        }
-        if not dry_run:
-            push_release(project, target, images, cache, version, stats, plain_http, progress)
-        attachments = attach_release(
-            project,
-            target,
-            images,
-            documents,
-            result.created,
-            stats,
-            plain_http,
-            progress,
-            key=key,
-            dry_run=dry_run,
+    stamp = release_stamp(project.root, tag)
+    if stamp.commit != commit or stamp.dirty:
+        raise CheckFailed(
+            f"{project.root}: HEAD moved or the tree changed during the release; run it again"
         )
-        record = make_record(project, version, tag, commit, target, result, references)
-        record = dataclasses.replace(record, attachments=attachments)
+    progress(f"building {version} (stamped {tag} at {commit[:12]})")
+    result = build_stamped(project, cache, stamp, progress)
+    images = {role: result.images[role].image for role in ROLES}
+    references = {
+        role: target.pinned(image_name(project.name, role), images[role].digest) for role in ROLES
+    }
+    stats = PushStats()
+    documents = {
+        role: {"sbom": result.images[role].sbom, "provenance": result.provenance} for role in ROLES
+    }
+    if not dry_run:
+        push_release(project, target, images, cache, version, stats, plain_http, progress)
+    attachments = attach_release(
+        project,
+        target,
+        images,
+        documents,
+        result.created,
+        stats,
+        plain_http,
+        progress,
+        key=key,
+        dry_run=dry_run,
+    )
+    record = make_record(project, version, tag, commit, target, result, references)
+    record = dataclasses.replace(record, attachments=attachments)
 
     values = {
         "version": version,

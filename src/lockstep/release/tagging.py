@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly.builder import Builder, BuildResult, git_stamp
+from lockstep.assembly.builder import Builder, BuildResult, read_inputs
 from lockstep.core import vcs
 from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress
 from lockstep.core.store import Cache
+from lockstep.inputs.stamp import git_stamp
 from lockstep.manifest import Stamp
 from lockstep.project import ROLES, Project
 
@@ -60,8 +61,6 @@ def release_stamp(root: Path, tag: str) -> Stamp:
     return Stamp(commit=found.commit, tag=tag, dirty=found.dirty)
 
 
-def build_stamped(
-    project: Project, cache: Cache, out_dir: Path, stamp: Stamp, progress: Progress
-) -> BuildResult:
-    """Both images of ``project`` with exactly ``stamp``, archives in ``out_dir``."""
-    return Builder(project, cache, progress).build(ROLES, out_dir, stamp=stamp)
+def build_stamped(project: Project, cache: Cache, stamp: Stamp, progress: Progress) -> BuildResult:
+    """Both images of ``project`` with exactly ``stamp``, as values (nothing written)."""
+    return Builder(cache, progress).build(read_inputs(project, stamp), ROLES)

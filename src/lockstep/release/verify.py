@@ -111,7 +111,7 @@ def verify(
             progress(f"rebuilding {release.tag} ({release.commit[:12]}) in a fresh worktree")
             project = load_project(tree)
             stamp = Stamp(commit=release.commit, tag=release.tag, dirty=False)
-            result = build_stamped(project, cache, Path(tmp) / "out", stamp, progress)
+            result = build_stamped(project, cache, stamp, progress)
         finally:
             repo.git.worktree("remove", "--force", str(tree))
         manifests = {role: result.images[role].image.manifest for role in ROLES}

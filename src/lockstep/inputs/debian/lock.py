@@ -195,11 +195,16 @@ def read_lock(path: Path) -> DebianLock:
         raise BadInput(
             f"{path}: cannot read the Debian lock ({exc.strerror}); {RELOCK_HINT}"
         ) from exc
+    return parse_lock(raw, str(path))
+
+
+def parse_lock(raw: bytes, where: str) -> DebianLock:
+    """The lock in ``raw`` (the bytes of ``where``); BadInput naming ``where`` if malformed."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: not valid JSON ({exc}); {RELOCK_HINT}") from exc
-    return _lock_from_dict(data, str(path))
+        raise BadInput(f"{where}: not valid JSON ({exc}); {RELOCK_HINT}") from exc
+    return _lock_from_dict(data, where)
 
 
 def write_lock(path: Path, lock: DebianLock) -> None:

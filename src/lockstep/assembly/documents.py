@@ -1,0 +1,124 @@
+"""The build's documents as values: each image's SPDX SBOM and the in-toto provenance.
+
+Both are computed from the input values (the locks' packages, with the licences
+read once from the base layer's files and the wheels, cached under a key of their
+inputs) and the images' digests; nothing is written here (``assembly.sinks``
+writes them, ``release`` attaches them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from lockstep.assembly import layout, provenance, sbom
+from lockstep.assembly.layercache import LayerCache, LayerRecord, builder_code_digest
+from lockstep.core.digests import canonical_json, of_hex, sha256_digest
+from lockstep.core.progress import Progress
+from lockstep.inputs.declared import BuildInputs
+from lockstep.inputs.python import fetch as pyfetch
+from lockstep.manifest import BuildManifest
+
+SBOM_SUFFIX = ".spdx.json"  # <role>.spdx.json beside the archives
+
+
+def sbom_file_name(role: str) -> str:
+    return role + SBOM_SUFFIX
+
+
+def inventory(
+    inputs: BuildInputs, layers: LayerCache, base_record: LayerRecord, progress: Progress
+) -> dict[str, Any]:
+    """The packages of both locks with their licences (cached under its inputs' key)."""
+    key = layers.key(
+        "sbom",
+        base=base_record.digest,
+        python_lock=inputs.python.digest,
+        mirror=inputs.mirror,
+    )
+    known = layers.get_fact("sbom", key)
+    if isinstance(known, dict):
+        return known
+    wheels = list(inputs.python.wheels)
+    found = {
+        "debian": sbom.debian_inventory(
+            inputs.debian.lock, inputs.mirror, layers.staged(base_record)
+        ),
+        "python": sbom.python_inventory(
+            wheels, pyfetch.fetch_wheels(wheels, layers.cache, progress)
+        ),
+    }
+    layers.put_fact("sbom", key, found)
+    return dict(json.loads(canonical_json(found)))  # as a cached one reads back
+
+
+def sbom_documents(
+    inputs: BuildInputs,
+    manifest: BuildManifest,
+    digests: Mapping[str, str],
+    created: str,
+    found: Mapping[str, Any],
+) -> dict[str, bytes]:
+    """Each role's SPDX document (``digests``: role -> image manifest digest)."""
+    project = inputs.project
+    out = {}
+    for role, digest in digests.items():
+        facts = sbom.ImageFacts(
+            project=project.name,
+            version=project.version,
+            role=role,
+            image_name=layout.image_name(project.name, role),
+            digest=digest,
+            created=created,
+            build_id=manifest.build_id,
+            sources=manifest.inputs["sources"],
+            license=project.license,
+            source_url=project.source_url,
+            commit=manifest.stamp.commit if manifest.stamp else None,
+            dependencies=sbom.requirement_names(project.dependencies),
+        )
+        out[role] = sbom.document(facts, found)
+    return out
+
+
+def provenance_statement(
+    inputs: BuildInputs,
+    manifest: BuildManifest,
+    digests: Mapping[str, str],
+    sboms: Mapping[str, bytes],
+    created: str,
+    found: Mapping[str, Any],
+) -> bytes:
+    """The in-toto statement (SLSA v1 provenance) of the images (``digests``: role -> image
+    manifest digest), naming each SBOM as a byproduct."""
+    project = inputs.project
+    facts = provenance.BuildFacts(
+        project=project.name,
+        version=project.version,
+        source_url=project.source_url,
+        builder_format=manifest.inputs["builder"],
+        builder_code=builder_code_digest(),
+        build_id=manifest.build_id,
+        inputs=manifest.inputs,
+        stamp=manifest.stamp.to_dict() if manifest.stamp else None,
+        created=created,
+        python_lock=inputs.python.path.relative_to(project.root).as_posix(),
+        debian_lock=inputs.debian.path.relative_to(project.root).as_posix(),
+    )
+    deps = [
+        provenance.Dependency(f"deb:{r['name']}", of_hex(r["sha256"]), r["url"])
+        for r in found["debian"]
+    ] + [
+        provenance.Dependency(f"pypi:{r['name']}", of_hex(r["sha256"]), r["url"])
+        for r in found["python"]
+    ]
+    subjects = [
+        provenance.Subject(layout.image_name(project.name, role), digest)
+        for role, digest in digests.items()
+    ]
+    byproducts = [
+        provenance.Dependency(sbom_file_name(role), sha256_digest(data))
+        for role, data in sboms.items()
+    ]
+    return provenance.statement(facts, subjects, deps, byproducts)
