@@ -310,11 +310,13 @@ def docker_side(work: Path, src: Path, base_tar: Path, locks: dict[str, bytes], 
 
 def seed_base(root: Path, cache: Path) -> None:
     """A cache holding the base layer of ``root``'s project (and its .debs), nothing else."""
-    from lockstep.assembly.builder import Builder
+    from lockstep.assembly.layers import LayerMaker
     from lockstep.core.store import Cache
+    from lockstep.inputs.declared import DebianInput
     from lockstep.project import load_project
 
-    Builder(load_project(root), Cache(cache)).base_layer()
+    project = load_project(root)
+    LayerMaker(Cache(cache)).base_layer(DebianInput.read(project.debian_lock), project.mirror())
 
 
 def start_registry(work: Path) -> Any:

@@ -25,13 +25,12 @@ import pytest
 from lockstep.assembly import oci
 from lockstep.core.digests import sha256_digest as sha256
 from lockstep.inputs import declared as sources
-from lockstep.project import load_project
+from lockstep.project import ROLES, load_project
 from tests.fixtures.build import Built, build, lockstep
 from tests.fixtures.support import require
 
 pytestmark = pytest.mark.slow
 
-ROLES = ("runner", "worker")
 # What Bazel itself may set up under external/: its own embedded tools and our
 # local repository rule. Anything else would be a fetch.
 LOCAL_REPOSITORIES = {"bazel_tools", "local_config_platform", "platforms", "lockstep_project"}

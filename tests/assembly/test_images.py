@@ -118,14 +118,17 @@ def test_a_pyc_does_not_depend_on_what_else_its_process_compiled(built: Built) -
     compiles one file) without changing a digest: the image's python gives a source the
     same bytes alone as among others."""
     from lockstep.assembly import pycompile
-    from lockstep.assembly.builder import Builder
     from lockstep.assembly.entries import Entry
+    from lockstep.assembly.layers import LayerMaker
     from lockstep.assembly.stage import StagedPython
     from lockstep.core.store import Cache
+    from lockstep.inputs.declared import DebianInput
     from lockstep.project import load_project
 
-    builder = Builder(load_project(built.root), Cache(built.cache))
-    python = StagedPython(builder.layers.staged(builder.base_layer()))
+    project = load_project(built.root)
+    maker = LayerMaker(Cache(built.cache))
+    base = maker.base_layer(DebianInput.read(project.debian_lock), project.mirror())
+    python = StagedPython(maker.layers.staged(base))
     sources = sorted((built.root / "src/lockstep").rglob("*.py"))[::4]  # a spread of modules
     entries = [Entry.file(f"app/{p.name}-{i}.py", p.read_bytes(), 0o644)
                for i, p in enumerate(sources)]  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lockstep.assembly import sbom
+from lockstep.assembly import licenses, sbom
 from lockstep.inputs.debian.lock import read_lock as read_debian_lock
 from lockstep.inputs.python.lock import read_lock as read_python_lock
 from tests.fixtures.build import ROOT, Built
@@ -36,15 +36,15 @@ License: odd-one
 
 
 def test_dep5_copyright_becomes_an_spdx_expression() -> None:
-    lic = sbom.copyright_license(DEP5, "/usr/share/doc/demo/copyright")
+    lic = licenses.copyright_license(DEP5, "/usr/share/doc/demo/copyright")
     assert (
         lic.expression
         == "GPL-2.0-or-later AND LicenseRef-BSD-3-clause-or-Artistic AND LicenseRef-odd-one"
     )
     assert lic.refs["LicenseRef-odd-one"] == "The full text of the odd licence."
     assert "see /usr/share/doc/demo/copyright" in lic.refs["LicenseRef-BSD-3-clause-or-Artistic"]
-    assert sbom.copyright_license("free-form text\n", "x") == sbom.NOASSERTION
-    known = sbom.expression_of(["GPL-2+ or LGPL-2.1+"], {}, "x")
+    assert licenses.copyright_license("free-form text\n", "x") == licenses.NOASSERTION
+    known = licenses.expression_of(["GPL-2+ or LGPL-2.1+"], {}, "x")
     assert known.expression == "(GPL-2.0-or-later OR LGPL-2.1-or-later)"
 
 
@@ -53,15 +53,16 @@ def meta(text: str) -> Any:
 
 
 def test_wheel_licence_from_metadata() -> None:
-    assert sbom.wheel_license(
+    assert licenses.wheel_license(
         meta("License-Expression: Apache-2.0 OR BSD-2-Clause\n"), "w"
     ).expression == ("Apache-2.0 OR BSD-2-Clause")
-    assert sbom.wheel_license(meta("License: Apache 2.0\n"), "w").expression == "Apache-2.0"
+    assert licenses.wheel_license(meta("License: Apache 2.0\n"), "w").expression == "Apache-2.0"
     by_classifier = meta("Classifier: License :: OSI Approved :: MIT License\n")
-    assert sbom.wheel_license(by_classifier, "w").expression == "MIT"
-    vague = sbom.wheel_license(meta("Classifier: License :: OSI Approved :: BSD License\n"), "w")
+    assert licenses.wheel_license(by_classifier, "w").expression == "MIT"
+    bsd = meta("Classifier: License :: OSI Approved :: BSD License\n")
+    vague = licenses.wheel_license(bsd, "w")
     assert vague.expression == "LicenseRef-BSD-License"
-    assert sbom.wheel_license(meta("Name: x\n"), "w") == sbom.NOASSERTION
+    assert licenses.wheel_license(meta("Name: x\n"), "w") == licenses.NOASSERTION
 
 
 def test_purls() -> None:

@@ -144,12 +144,14 @@ def test_committed_platform_is_the_image_python_without_host_facts() -> None:
 
 
 def test_lock_digest() -> None:
-    assert declared.lock_digest(LOCK, pex.RELOCK) == sha256_digest(LOCK.read_bytes())
+    python = declared.PythonInput.read(LOCK)
+    assert python.digest == sha256_digest(LOCK.read_bytes())
+    assert python.wheels == tuple(pylock.read_lock(LOCK))
     assert sha256_digest(b"") == (
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
     with pytest.raises(BadInput, match="lockstep lock python"):
-        declared.lock_digest(ROOT / "no-such.lock.json", pex.RELOCK)
+        declared.PythonInput.read(ROOT / "no-such.lock.json")
 
 
 def test_normalize_platform_drops_path_and_kernel() -> None:

@@ -30,12 +30,12 @@ import pytest
 from lockstep.core.errors import ServiceFailed
 from lockstep.oci import transport
 from lockstep.oci.client import RegistryClient
+from lockstep.project import ROLES
 from tests.fixtures.build import Built, git, lockstep, make_repo
 from tests.fixtures.registry import OciRegistry, TlsFiles, find_registry
 from tests.fixtures.support import require
 
 VERSION = "0.1.0"
-ROLES = ("runner", "worker")
 
 
 # -- a throwaway CA ------------------------------------------------------------------

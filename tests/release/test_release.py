@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from lockstep.project import ROLES
 from tests.fixtures.build import ROOT, git, lockstep, make_repo
 from tests.fixtures.registry import OciRegistry, find_registry, free_port
 from tests.fixtures.support import require
@@ -37,7 +38,6 @@ from tests.fixtures.support import require
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
 VERSION = "0.1.0"
-ROLES = ("runner", "worker")
 
 
 # -- helpers -------------------------------------------------------------------------

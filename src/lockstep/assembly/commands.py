@@ -8,14 +8,13 @@ from pathlib import Path
 
 from lockstep.core.errors import BadInput
 from lockstep.core.progress import to_stderr as progress
-from lockstep.project import add_project_arg
+from lockstep.project import ROLES, add_project_arg
 
+# What `lockstep build TARGET` builds: every role, one role, or one by its Bazel label.
 TARGETS = {
-    "all": ("runner", "worker"),
-    "runner": ("runner",),
-    "worker": ("worker",),
-    "//images:runner": ("runner",),
-    "//images:worker": ("worker",),
+    "all": ROLES,
+    **{role: (role,) for role in ROLES},
+    **{f"//images:{role}": (role,) for role in ROLES},
 }
 
 

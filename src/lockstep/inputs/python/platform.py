@@ -5,8 +5,9 @@
 build host with another python can lock and install for Debian bookworm's
 python3.11. Host facts (the interpreter's path, the kernel's release and
 version) are left out, so the file is the same on every machine. The python
-asked is the image's own, run from the cached base layer
-(``lockstep.assembly.builder.write_complete_platform``).
+asked is the image's own, run from the cached base layer, by ``lockstep lock
+platform`` (a function of the Debian lock); ``lockstep lock python`` reads the
+committed file and builds nothing.
 """
 
 from __future__ import annotations
@@ -102,12 +103,12 @@ def read_platform(path: Path) -> dict[str, Any]:
         raise BadInput(
             f"{path}: cannot read the complete platform ({exc.strerror}); restore it "
             "from version control or regenerate it from the image's python "
-            "with `lockstep lock python`"
+            "with `lockstep lock platform`"
         ) from exc
     except ValueError as exc:
         raise BadInput(
             f"{path}: not valid JSON ({exc}); regenerate it from the image's python "
-            "with `lockstep lock python`"
+            "with `lockstep lock platform`"
         ) from exc
     if (
         not isinstance(data, dict)
@@ -116,6 +117,6 @@ def read_platform(path: Path) -> dict[str, Any]:
     ):
         raise BadInput(
             f"{path}: not a pex complete platform (needs marker_environment and "
-            "compatible_tags); regenerate it from the image's python"
+            "compatible_tags); regenerate it from the image's python with `lockstep lock platform`"
         )
     return data

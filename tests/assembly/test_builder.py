@@ -1,0 +1,118 @@
+"""The builder's contract: inputs read once into one value, a build that returns values and
+writes nothing, and the sinks that write them."""
+
+from __future__ import annotations
+
+import collections
+import json
+import pathlib
+from pathlib import Path
+
+import pytest
+
+from lockstep.assembly import sinks
+from lockstep.assembly.builder import Builder, read_inputs
+from lockstep.core.digests import sha256_digest
+from lockstep.core.store import Cache
+from lockstep.inputs.debian import lock as debian_lock
+from lockstep.inputs.python import lock as python_lock
+from lockstep.project import load_project
+from tests.fixtures.build import Built, build
+
+pytestmark = pytest.mark.slow
+
+
+def test_each_lock_is_read_and_parsed_once_and_the_build_reads_none(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before BuildInputs, a warm build read each lock file 5 times (hashing the Debian lock
+    3 times and the Python lock 3) and parsed the Debian lock twice."""
+    project = load_project(built.root)
+    locks = {project.debian_lock: "debian", project.python_lock: "python"}
+    reads: collections.Counter[str] = collections.Counter()
+    parses: collections.Counter[str] = collections.Counter()
+    read_bytes = pathlib.Path.read_bytes
+
+    def counting_read(path: Path) -> bytes:
+        if path in locks:
+            reads[locks[path]] += 1
+        return read_bytes(path)
+
+    def counting(name: str, parse):  # type: ignore[no-untyped-def]
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            parses[name] += 1
+            return parse(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", counting_read)
+    for module, name in ((debian_lock, "debian"), (python_lock, "python")):
+        monkeypatch.setattr(module, "parse_lock", counting(name, module.parse_lock))
+        monkeypatch.setattr(module, "read_lock", counting(name, module.read_lock))
+
+    inputs = read_inputs(project)
+    assert reads == {"debian": 1, "python": 1} and parses == {"debian": 1, "python": 1}
+    assert inputs.debian.digest == sha256_digest(read_bytes(project.debian_lock))
+    assert inputs.python.digest == sha256_digest(read_bytes(project.python_lock))
+    assert inputs.platform == "linux/amd64"
+
+    reads.clear()
+    parses.clear()
+    result = Builder(Cache(built.cache)).build(inputs)
+    assert reads == {} and parses == {}
+    assert result.build_id == built.build_id
+    assert {r: b.digest for r, b in result.images.items()} == {
+        r: built.digest(r) for r in ("runner", "worker")
+    }
+
+
+def test_the_build_writes_nothing_and_the_sinks_write_its_values(
+    built: Built, tmp_path: Path
+) -> None:
+    project = load_project(built.root)
+    builder = Builder(Cache(built.cache))
+    before = {p: p.stat().st_mtime_ns for p in built.root.rglob("*") if ".git" not in p.parts}
+    result = builder.build(read_inputs(project))
+    after = {p: p.stat().st_mtime_ns for p in built.root.rglob("*") if ".git" not in p.parts}
+    assert after == before
+    out = tmp_path / "out"
+    assert not out.exists()
+    written = sinks.write_outputs(result, out, builder.blob, layout=tmp_path / "layout")
+    data = sinks.build_json(result, written)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "provenance.intoto.json",
+        "runner.spdx.json",
+        "runner.tar",
+        "worker.spdx.json",
+        "worker.tar",
+    ]
+    for role, image in result.images.items():
+        assert written.sboms[role].read_bytes() == image.sbom
+        assert written.archives[role].read_bytes() == built.path(role).read_bytes()
+    assert written.provenance is not None
+    assert written.provenance.read_bytes() == result.provenance
+    assert data["layout"] == str(tmp_path / "layout")
+    assert {k: v for k, v in data.items() if k not in ("layout", "provenance")} == {
+        "build_id": built.build_id,
+        "images": {
+            role: {
+                **image,
+                "path": str(out / f"{role}.tar"),
+                "sbom": str(out / f"{role}.spdx.json"),
+            }
+            for role, image in built.result["images"].items()
+        },
+    }
+
+
+def test_the_build_honours_the_debian_mirror_variable(built: Built, tmp_path: Path) -> None:
+    """The base is cached, so nothing is fetched; the SBOM names where a .deb comes from."""
+    mirror = "http://mirror.invalid/debian"
+    env = {"LOCKSTEP_DEBIAN_MIRROR": mirror + "/"}
+    again = build(built.root, tmp_path / "out", built.cache, env=env)
+    assert again.build_id == built.build_id
+    sbom = json.loads(Path(again.result["images"]["worker"]["sbom"]).read_bytes())
+    debs = [
+        p["downloadLocation"] for p in sbom["packages"] if p["SPDXID"].startswith("SPDXRef-deb-")
+    ]
+    assert debs and all(url.startswith("http://mirror.invalid/debian") for url in debs), debs[:3]
