@@ -312,7 +312,7 @@ def seed_base(root: Path, cache: Path) -> None:
     """A cache holding the base layer of ``root``'s project (and its .debs), nothing else."""
     from lockstep.assembly.layers import LayerMaker
     from lockstep.core.store import Cache
-    from lockstep.inputs.declared import DebianInput
+    from lockstep.inputs.build_inputs import DebianInput
     from lockstep.project import load_project
 
     project = load_project(root)

@@ -37,8 +37,6 @@ _WATCHED = [
     "//:src/lockstep/core/reap.py",
     "//:src/lockstep/core/settings.py",
     "//:src/lockstep/inputs/__init__.py",
-    "//:src/lockstep/inputs/debian/__init__.py",
-    "//:src/lockstep/inputs/debian/lock.py",
     "//:src/lockstep/inputs/declared.py",
     "//:src/lockstep/inputs/python/__init__.py",
     "//:src/lockstep/inputs/python/pex.py",

@@ -122,7 +122,7 @@ def test_a_pyc_does_not_depend_on_what_else_its_process_compiled(built: Built) -
     from lockstep.assembly.layers import LayerMaker
     from lockstep.assembly.stage import StagedPython
     from lockstep.core.store import Cache
-    from lockstep.inputs.declared import DebianInput
+    from lockstep.inputs.build_inputs import DebianInput
     from lockstep.project import load_project
 
     project = load_project(built.root)

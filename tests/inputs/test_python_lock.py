@@ -29,7 +29,7 @@ from lockstep.assembly.layout import SITE_DIR
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
 from lockstep.core.store import Cache
-from lockstep.inputs import declared
+from lockstep.inputs import build_inputs
 from lockstep.inputs.python import fetch as pyfetch
 from lockstep.inputs.python import lock as pylock
 from lockstep.inputs.python import pex, platform
@@ -144,14 +144,14 @@ def test_committed_platform_is_the_image_python_without_host_facts() -> None:
 
 
 def test_lock_digest() -> None:
-    python = declared.PythonInput.read(LOCK)
+    python = build_inputs.PythonInput.read(LOCK)
     assert python.digest == sha256_digest(LOCK.read_bytes())
     assert python.wheels == tuple(pylock.read_lock(LOCK))
     assert sha256_digest(b"") == (
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
     with pytest.raises(BadInput, match="lockstep lock python"):
-        declared.PythonInput.read(ROOT / "no-such.lock.json")
+        build_inputs.PythonInput.read(ROOT / "no-such.lock.json")
 
 
 def test_normalize_platform_drops_path_and_kernel() -> None:

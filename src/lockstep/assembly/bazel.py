@@ -255,7 +255,7 @@ def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> 
     """The base layer's gzip blob at ``blob_out`` and its digests at ``json_out``."""
     from lockstep.assembly.layers import LayerMaker
     from lockstep.core.store import Cache
-    from lockstep.inputs.declared import DebianInput
+    from lockstep.inputs.build_inputs import DebianInput
     from lockstep.project import load_project
 
     project = load_project(root)

@@ -20,8 +20,8 @@ from lockstep.assembly.layercache import LayerRecord
 from lockstep.assembly.layers import LayerMaker
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
-from lockstep.inputs.declared import BuildInputs
-from lockstep.inputs.declared import read_inputs as read_declared
+from lockstep.inputs.build_inputs import BuildInputs
+from lockstep.inputs.build_inputs import read_inputs as read_declared
 from lockstep.manifest import BUILDER, BuildManifest, Stamp
 from lockstep.project import ROLES, Project
 

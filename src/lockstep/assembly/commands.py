@@ -123,7 +123,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         from lockstep.assembly.layers import LayerMaker
         from lockstep.core.atomic import write_bytes
         from lockstep.core.store import Cache
-        from lockstep.inputs.declared import DebianInput
+        from lockstep.inputs.build_inputs import DebianInput
 
         maker = LayerMaker(Cache(default_cache_dir()), progress)
         platform = maker.complete_platform(DebianInput.read(project.debian_lock), project.mirror())

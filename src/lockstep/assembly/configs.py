@@ -12,7 +12,7 @@ from lockstep.assembly import layout, oci
 from lockstep.assembly.layercache import LayerRecord
 from lockstep.core import settings
 from lockstep.core.digests import short_id
-from lockstep.inputs.declared import BuildInputs, DebianInput
+from lockstep.inputs.build_inputs import BuildInputs, DebianInput
 from lockstep.manifest import BuildManifest
 
 

@@ -16,7 +16,7 @@ from lockstep.assembly import layout, provenance, sbom
 from lockstep.assembly.layercache import LayerCache, LayerRecord, builder_code_digest
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.progress import Progress
-from lockstep.inputs.declared import BuildInputs
+from lockstep.inputs.build_inputs import BuildInputs
 from lockstep.inputs.python import fetch as pyfetch
 from lockstep.manifest import BuildManifest
 

@@ -22,8 +22,8 @@ from lockstep.assembly.stage import StagedPython, materialize
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.core.wheels import in_test_dir
+from lockstep.inputs.build_inputs import BuildInputs, DebianInput, PythonInput
 from lockstep.inputs.debian import fetch
-from lockstep.inputs.declared import BuildInputs, DebianInput, PythonInput
 from lockstep.inputs.python import fetch as pyfetch
 from lockstep.inputs.python import platform
 
