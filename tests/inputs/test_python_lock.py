@@ -450,3 +450,27 @@ def test_pex_trusts_the_same_ca_bundle_as_the_rest_of_the_build(
         _lock_six(tmp_path / "cache-b", tmp_path / "none.lock.json")
     assert str(stranger) in str(info.value)
     assert not (tmp_path / "none.lock.json").exists()
+
+
+def test_lock_python_reads_the_committed_platform_and_builds_no_base(tmp_path: Path) -> None:
+    """Before, ``lock python`` built the base layer (fetching every .deb) to ask the image's
+    python for the platform file; it now takes the committed file. An empty cache and an
+    unreachable mirror: the platform file's problem is the first thing said (exit 2)."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "images", tmp_path / "images")
+    (tmp_path / "images/complete-platform.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockstep", "lock", "python"],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "LOCKSTEP_CACHE_DIR": str(tmp_path / "cache"),
+            "LOCKSTEP_DEBIAN_MIRROR": "http://127.0.0.1:9/debian",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "complete-platform.json" in proc.stderr and "lockstep lock platform" in proc.stderr
+    assert not (tmp_path / "cache/blobs").exists()  # not a .deb fetched, no layer made

@@ -58,7 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         DEBIAN_MIRROR,
-        "build, `lock debian`",
+        "build, `lock debian`, `lock platform`",
         f"`[tool.lockstep] debian_mirror`, else `{DEFAULT_MIRROR}`",
         "the Debian mirror; the security archive is its sibling `…/debian-security`",
     ),
