@@ -20,12 +20,6 @@ from lockstep.inputs.build_inputs import BuildInputs
 from lockstep.inputs.python import fetch as pyfetch
 from lockstep.manifest import BuildManifest
 
-SBOM_SUFFIX = ".spdx.json"  # <role>.spdx.json beside the archives
-
-
-def sbom_file_name(role: str) -> str:
-    return role + SBOM_SUFFIX
-
 
 def inventory(
     inputs: BuildInputs, layers: LayerCache, base_record: LayerRecord, progress: Progress
@@ -118,7 +112,7 @@ def provenance_statement(
         for role, digest in digests.items()
     ]
     byproducts = [
-        provenance.Dependency(sbom_file_name(role), sha256_digest(data))
+        provenance.Dependency(sbom.file_name(role), sha256_digest(data))
         for role, data in sboms.items()
     ]
     return provenance.statement(facts, subjects, deps, byproducts)

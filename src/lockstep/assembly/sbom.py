@@ -39,6 +39,11 @@ MEDIA_TYPE = "application/spdx+json"
 DEBIAN_DISTRO = "debian-12"
 
 
+def file_name(role: str) -> str:
+    """Where a build writes a role's SBOM, beside its archive: ``<role>.spdx.json``."""
+    return f"{role}.spdx.json"
+
+
 def spdx_id(*parts: str) -> str:
     """``SPDXRef-`` + the parts, with every character SPDX does not allow made ``-``."""
     return "SPDXRef-" + "-".join(re.sub(r"[^A-Za-z0-9.]+", "-", p).strip("-") for p in parts)

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly import oci, ocidir, provenance
+from lockstep.assembly import oci, ocidir, provenance, sbom
 from lockstep.assembly.builder import BuildResult
-from lockstep.assembly.documents import sbom_file_name
 from lockstep.core.atomic import write_bytes
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
 def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Path]:
     """Each image's SBOM (``<role>.spdx.json``) and the provenance statement in ``out``."""
     sboms = {
-        role: _write_if_changed(out / sbom_file_name(role), b.sbom)
+        role: _write_if_changed(out / sbom.file_name(role), b.sbom)
         for role, b in result.images.items()
     }
     return sboms, _write_if_changed(out / provenance.FILE_NAME, result.provenance)

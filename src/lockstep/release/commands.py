@@ -112,6 +112,7 @@ def add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from lockstep.assembly.inspection import describe, inspect_archive
+    from lockstep.assembly.sbom import file_name as sbom_file_name
     from lockstep.release import remote
 
     if "@sha256:" in args.image and not Path(args.image).exists():
@@ -121,7 +122,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info = inspect_archive(Path(args.image))
         text = describe(info)
         if args.packages:
-            sbom_path = Path(args.image).parent / f"{info['role']}.spdx.json"
+            sbom_path = Path(args.image).parent / sbom_file_name(info["role"])
             try:
                 document = json.loads(sbom_path.read_bytes())
             except (OSError, ValueError) as exc:
