@@ -1,11 +1,11 @@
 """The layers of the images, each made from its inputs once and kept in the layer cache.
 
-Bottom to top: the Debian base (the Debian lock's ``.deb``\\ s, the standard
+Bottom to top: the Debian base (the Debian lock's packages, the standard
 library compiled by the image's own python); the locked third-party packages,
 one ``python:<name>`` layer per ``WheelGroup``; the app (the declared sources,
 checked by the executor check). Each is cached under a key made of what it
 depends on (``layercache``), so a change to ``src/`` rewrites only the app.
-Every input comes from the values of ``lockstep.inputs.declared``: no lock file
+Every input comes from the values of ``lockstep.inputs.build_inputs``: no lock file
 is read or hashed here.
 """
 
