@@ -36,13 +36,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lockstep.bundles.probe import DEFAULT_TIMEOUT
-from lockstep.bundles.ship import ship_bundle
-from lockstep.core.errors import CheckFailed, ServiceFailed
+from lockstep.jobs.follow import ClusterFailed, JobFailed, Tasks, WorkersLost
 from lockstep.jobs.preflight import Checked, preflight
 from lockstep.manifest import BuildManifest
 
@@ -50,18 +49,14 @@ log = logging.getLogger(__name__)
 RESULT_SCHEMA = "lockstep.result/v1"
 SIMULATE = "lockstep.jobs.entry:simulate"
 AGGREGATE = "lockstep.jobs.entry:aggregate"
-
-
-POLL_SECONDS = 1.0  # how often the runner looks at the cluster while tasks run
-
-
-class JobFailed(CheckFailed):
-    """A simulation or the target failed, or ran somewhere it must not have, or the run
-    deadline passed (exit 1)."""
-
-
-class WorkersLost(ServiceFailed):
-    """No worker running the job's executor was left, nor came back in time (exit 3)."""
+__all__ = [
+    "ClusterFailed",
+    "JobFailed",
+    "WorkersLost",
+    "describe_processes",
+    "processes",
+    "run_job",
+]
 
 
 def run_job(
@@ -98,7 +93,7 @@ def run_job(
     try:
         spec, bundle = checked.spec, checked.bundle
         seconds = deadline if deadline is not None else spec.run_deadline
-        tasks_of = _Tasks(
+        tasks_of = Tasks(
             checked, progress, timeout, None if seconds is None else (started + seconds, seconds)
         )
         progress(
@@ -106,7 +101,7 @@ def run_job(
             f"model {spec.model}, target {spec.target}, {len(checked.workers)} worker(s) "
             f"running {spec.executor}"
         )
-        shipped = ship_bundle(checked.client, bundle, checked.workers)
+        shipped = tasks_of.ship()
         if bundle.reference is not None:
             progress(
                 f"bundle {bundle.reference} pulled by {len(shipped.sent)} worker(s) from the "
@@ -180,154 +175,7 @@ def describe_processes(found: Iterable[Mapping[str, Any]]) -> str:
     return f"{count} process(es) on {len(by_worker)} worker(s): {named}"
 
 
-class _Tasks:
-    """Submits a job's tasks and waits for them, re-checking the cluster (see the module)."""
-
-    def __init__(
-        self,
-        checked: Checked,
-        progress: Callable[[str], None],
-        worker_wait: float,
-        deadline: tuple[float, float] | None,
-    ) -> None:
-        self.checked = checked
-        self.progress = progress
-        self.worker_wait = worker_wait
-        self.deadline = deadline  # (monotonic time, seconds as given)
-        self.workers = list(checked.workers)
-        self._checked_at = time.monotonic()
-        self._lost_since: float | None = None
-        self._gone: list[str] = []
-
-    def submit(self, target: str, args: tuple[Any, ...], key: str) -> Any:
-        from lockstep.runtime.tasks import submit_task
-
-        checked = self.checked
-        return submit_task(
-            checked.client,
-            target,
-            args,
-            bundle=checked.bundle.digest,
-            timeout=checked.spec.task_timeout,
-            workers=list(self.workers),
-            allow_other_workers=False,
-            key=f"{key}-{time.time_ns()}",
-        )
-
-    def run(
-        self, calls: dict[str, tuple[str, str, tuple[Any, ...]]]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``calls``: key -> (what, target, args). Yields ``(key, answer)`` as tasks finish."""
-        from distributed import wait
-
-        futures = {self.submit(target, args, key): key for key, (_, target, args) in calls.items()}
-        try:
-            while futures:
-                try:
-                    done, _ = wait(
-                        list(futures),
-                        timeout=POLL_SECONDS,  # type: ignore[no-untyped-call]
-                        return_when="FIRST_COMPLETED",
-                    )
-                except TimeoutError:
-                    done = set()
-                for future in done:
-                    key = futures.pop(future)
-                    yield key, _result(future, calls[key][0])
-                if futures:
-                    self._check_deadline([calls[k][0] for k in futures.values()], len(calls))
-                    futures = self._follow_workers(futures, calls)
-        finally:
-            for future in futures:
-                future.cancel()
-
-    def _check_deadline(self, pending: list[str], total: int) -> None:
-        if self.deadline is None or time.monotonic() < self.deadline[0]:
-            return
-        shown = "; ".join(pending[:3]) + (
-            f"; and {len(pending) - 3} more" if len(pending) > 3 else ""
-        )
-        raise JobFailed(
-            f"run deadline of {self.deadline[1]:g} s passed with "
-            f"{total - len(pending)} of {total} task(s) of this stage done; not "
-            f"done: {shown}; nothing was written"
-        )
-
-    def _follow_workers(
-        self, futures: dict[Any, str], calls: dict[str, tuple[str, str, tuple[Any, ...]]]
-    ) -> dict[Any, str]:
-        """Resubmit ``futures`` to the compatible workers there are if none of theirs is left;
-        ``WorkersLost`` once none has been there for ``worker_wait`` seconds."""
-        now = time.monotonic()
-        if now - self._checked_at < POLL_SECONDS:
-            return futures
-        self._checked_at = now
-        current = self._compatible_workers()
-        if set(self.workers) & set(current):
-            self._lost_since = None
-            return futures
-        gone = [w for w in self.workers if w not in self._gone]
-        self._gone += gone
-        if not current:
-            if self._lost_since is None:
-                self._lost_since = now
-                self.progress(
-                    f"worker(s) {', '.join(gone) or ', '.join(self.workers)} gone: "
-                    f"no worker running {self.checked.spec.executor} is left; "
-                    f"waiting up to {self.worker_wait:g} s for one"
-                )
-            if now - self._lost_since >= self.worker_wait:
-                raise WorkersLost(
-                    f"no worker running executor {self.checked.spec.executor} of build "
-                    f"{self._build()} is left (gone: {', '.join(self._gone)}); waited "
-                    f"{self.worker_wait:g} s (--timeout) for one; {len(futures)} task(s) not "
-                    "done; nothing was written"
-                )
-            return futures
-        from lockstep.bundles.ship import ship_bundle
-
-        self._lost_since = None
-        ship_bundle(self.checked.client, self.checked.bundle, current)
-        self.progress(
-            f"worker(s) {', '.join(gone)} gone; sending {len(futures)} unfinished "
-            f"task(s) to {', '.join(current)}"
-        )
-        self.workers = current
-        moved = {}
-        for future, key in futures.items():
-            future.cancel()
-            _, target, args = calls[key]
-            moved[self.submit(target, args, key)] = key
-        return moved
-
-    def _compatible_workers(self) -> list[str]:
-        """Ready workers of the runner's build running the job's executor, per the scheduler
-        (whose gate admits only workers of its build); [] if it cannot be asked."""
-        from lockstep.core.errors import LockstepError
-        from lockstep.runtime.cluster import check_cluster
-
-        assert self.checked.manifest is not None
-        try:
-            report = check_cluster(
-                self.checked.client,
-                self.checked.manifest,
-                n_workers=0,
-                timeout=max(POLL_SECONDS, 5.0),
-                log_ready=False,
-            )
-        except (LockstepError, OSError, TimeoutError) as exc:
-            log.info("run: cannot check the cluster now: %s", exc)
-            return []
-        return [
-            w.address for w in report.workers if w.ok and w.executor == self.checked.spec.executor
-        ]
-
-    def _build(self) -> str:
-        assert self.checked.manifest is not None
-        return self.checked.manifest.build_id
-
-
-def _simulate(tasks: _Tasks, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+def _simulate(tasks: Tasks, progress: Callable[[str], None]) -> list[dict[str, Any]]:
     checked = tasks.checked
     spec = checked.spec
     runs = spec.runs()
@@ -368,7 +216,7 @@ def _simulate(tasks: _Tasks, progress: Callable[[str], None]) -> list[dict[str, 
     return [done[(index, seed)] for index, _, seed in runs]
 
 
-def _aggregate(tasks: _Tasks, simulations: list[dict[str, Any]]) -> dict[str, Any]:
+def _aggregate(tasks: Tasks, simulations: list[dict[str, Any]]) -> dict[str, Any]:
     checked = tasks.checked
     spec = checked.spec
     records = [{k: s[k] for k in ("params_index", "params", "seed", "output")} for s in simulations]
@@ -377,28 +225,6 @@ def _aggregate(tasks: _Tasks, simulations: list[dict[str, Any]]) -> dict[str, An
     [(_, answer)] = list(tasks.run({key: (what, AGGREGATE, (spec.target, json.dumps(records)))}))
     _check_ran_right(checked, answer, what)
     return {**answer, "value": json.loads(answer["value"])}
-
-
-def _result(future: Any, what: str) -> dict[str, Any]:
-    """The task's answer; ``JobFailed`` in one line naming it, the cause and the process."""
-    from lockstep.runtime.executors import TaskError
-
-    try:
-        answer: dict[str, Any] = future.result()
-    except TaskError as exc:
-        process = (
-            f"{exc.executor} process {exc.pid}"
-            if exc.pid is not None
-            else f"{exc.executor} executor"
-        )
-        raise JobFailed(
-            f"{what} failed: {exc.cause} ({process} on worker "
-            f"{exc.worker or '?'}); nothing was written"
-        ) from exc
-    except Exception as exc:
-        cause = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise JobFailed(f"{what} failed: {cause}; nothing was written") from exc
-    return answer
 
 
 def _check_ran_right(checked: Checked, answer: dict[str, Any], what: str) -> None:
