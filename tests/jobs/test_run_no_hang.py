@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.procs import Proc, base_env, lockstep
-from tests.jobs.test_jobs_contain import cluster, error_line, sabotage, worker
-from tests.jobs.test_jobs_units import copy_example
+from tests.jobs.test_jobs_contain import add_keys, cluster, error_line, sabotage, worker
+from tests.jobs.test_jobs_units import copy_example, edit_spec
+from tests.runtime.test_containment import wait_gone
 
 __all__ = ["cluster"]  # the fixture, shared with test_jobs_contain
 
@@ -131,3 +132,69 @@ def test_a_replacement_worker_finishes_the_run(
     assert cli.returncode == 0, stderr
     assert "gone; sending" in stderr and "unfinished task(s) to tcp://127.0.0.1:" in stderr
     assert (spec.parent / "out.json").exists()
+
+
+# --- an abandoned task ends with its run ----------------------------------------------------
+
+
+def hanging(tmp_path: Path, executor: str, pids: Path) -> Path:
+    """The example under ``executor`` whose seed-2 tasks write their pid to ``pids`` and
+    then hang (task timeout 900 s: only the run's end may stop them)."""
+    pids.mkdir()
+    spec = sabotage(
+        copy_example(tmp_path),
+        "if seed == 2:\n"
+        f"    import os, pathlib, time; pathlib.Path({str(pids)!r}, str(os.getpid())).touch()\n"
+        "    time.sleep(900)",
+        executor=f'"{executor}"',
+    )
+    return add_keys(spec, task_timeout="900")
+
+
+@pytest.mark.parametrize("executor", ["cold", "isolated_warm"])
+@pytest.mark.parametrize("end", ["deadline", "runner killed"])
+def test_a_run_that_ends_ends_its_tasks(
+    tmp_path: Path, cluster: tuple[Path, str, list[Proc]], executor: str, end: str
+) -> None:
+    a_path, address, procs = cluster
+    proc = worker(tmp_path, address, a_path, executor, f"w-{executor}", procs)
+    proc.wait_for("lockstep worker ready", 60)
+    pids = tmp_path / "pids"
+    spec = hanging(tmp_path, executor, pids)
+    log = tmp_path / "run.log"
+    deadline = ["--deadline", "4"] if end == "deadline" else []
+    cli = run_logged(address, a_path, spec, log, *deadline)
+    try:
+        wait_until(lambda: any(pids.iterdir()), cli, log)
+        if end == "runner killed":
+            os.kill(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=90)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    if end == "deadline":
+        assert cli.returncode == 1 and "run deadline of 4 s passed" in error_line(log.read_text())
+    hung = {int(p.name) for p in pids.iterdir()}
+    assert wait_gone(hung) == set(), f"task process(es) {hung} outlived the run"
+    # the worker is free for the next run at once (not after the 900 s task timeout)
+    good = edit_spec(copy_example(tmp_path / "next"), executor=f'"{executor}"')
+    again = run_logged(address, a_path, good, tmp_path / "next.log", "--deadline", "60")
+    assert again.wait(timeout=120) == 0, (tmp_path / "next.log").read_text()
+    assert proc.popen.poll() is None
+
+
+def test_a_direct_worker_retires_when_its_task_is_abandoned(
+    tmp_path: Path, cluster: tuple[Path, str, list[Proc]]
+) -> None:
+    a_path, address, procs = cluster
+    proc = worker(tmp_path, address, a_path, "direct", "w-direct", procs)
+    proc.wait_for("lockstep worker ready", 60)
+    pids = tmp_path / "pids"
+    spec = hanging(tmp_path, "direct", pids)
+    log = tmp_path / "run.log"
+    cli = run_logged(address, a_path, spec, log, "--deadline", "4")
+    assert cli.wait(timeout=90) == 1, log.read_text()
+    # its thread cannot be stopped: the worker retires (no nanny here: it exits 4)
+    assert proc.wait(timeout=60) == 4, proc.text()
+    assert "lockstep worker retiring: a task" in proc.text()
