@@ -192,7 +192,7 @@ def test_the_workers_own_port_refuses_run_and_plugins(cluster: Cluster, plain: A
         with pytest.raises(PermissionError, match=f"lockstep worker {worker} refused {op} from"):
             plain.sync(_direct, worker, op, msg)
     assert not marker.exists()
-    assert list(cluster.worker_identity()["plugins"]) == ["shuffle"]
+    assert list(cluster.worker_identity()["plugins"]) == ["lockstep-cancel", "shuffle"]
 
 
 async def _direct(address: str, op: str, msg: dict[str, Any]) -> Any:
@@ -298,7 +298,7 @@ def test_bundle_put_and_scatter_need_the_handshake(cluster: Cluster, plain: Any)
 def test_the_worker_is_unchanged_and_the_doctor_reports_refused_clients(cluster: Cluster) -> None:
     ident = cluster.worker_identity()
     assert ident["executor"] == "isolated_warm" and ident["ready"]
-    assert list(ident["plugins"]) == ["shuffle"]
+    assert list(ident["plugins"]) == ["lockstep-cancel", "shuffle"]
     result = submit_task(cluster.runner, f"{T}:pid").result(timeout=60)
     assert result["executor"] == "isolated_warm" and result["build_id"] == cluster.a.build_id
     assert result["pid"] != ident["pid"]  # a warm child, not the worker process

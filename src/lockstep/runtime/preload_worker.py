@@ -7,7 +7,8 @@ In the worker process, before it registers with the scheduler:
 3. announce the manifest (canonical JSON) and the executor type through
    ``worker.startup_information``, which the scheduler's gate checks;
 4. answer ``lockstep_identity`` (a pickle-free handler) for ``connect``, and
-   the job bundle handlers (``lockstep.bundles.handlers``);
+   the job bundle handlers (``lockstep.bundles.handlers``); stop a task Dask
+   abandons (``lockstep.runtime.cancel``, a plugin the worker adds to itself);
 5. refuse, to every caller, the worker handlers that run a client's function
    or change the worker's plugins (``run``, ``run_coroutine``, ``plugin-add``,
    ``plugin-remove``, ``upload_file``): the scheduler's gate never relays them
@@ -35,6 +36,7 @@ from typing import Any
 
 from lockstep.bundles import handlers as bundle_handlers
 from lockstep.core.errors import LockstepError
+from lockstep.runtime import cancel
 from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
@@ -83,6 +85,7 @@ async def dask_setup(worker: Any) -> None:
         **runtime.identity(),
         "plugins": sorted(map(str, worker.plugins)),
     }
+    cancel.install(worker, runtime.cancels)
     bundle_handlers.install(worker, runtime.bundles, runtime.envs)
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)

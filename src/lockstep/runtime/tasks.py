@@ -37,6 +37,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lockstep.runtime.cancel import current_key
 from lockstep.runtime.executors import TaskCall, TaskError
 from lockstep.runtime.worker import EXTENSION, WorkerRuntime
 
@@ -98,7 +99,8 @@ def run_task(
                 paths,
                 check_timeout(timeout),
                 env.key if env else "",
-            )
+            ),
+            current_key(),
         )
     except TaskError as exc:
         failed = exc.on_worker(worker.address)

@@ -16,6 +16,7 @@ from typing import Any
 from lockstep.bundles.env import EnvStore
 from lockstep.bundles.store import BundleStore
 from lockstep.core.entrypoints import registered
+from lockstep.runtime.cancel import Cancels
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_executor
 
@@ -36,6 +37,7 @@ class WorkerRuntime:
         self.envs = EnvStore(
             config.bundle_dir, config.manifest.build_id, config.manifest.inputs["python_lock"]
         )
+        self.cancels = Cancels()
         self.ready = False
         self.retiring = ""  # why the executor asked the worker to stop, if it did
         self._tasks = 0
@@ -70,10 +72,13 @@ class WorkerRuntime:
         if ready:
             log.info("lockstep: %d bundle environment(s) on disk checked", ready)
 
-    def run(self, call: TaskCall) -> TaskResult:
+    def run(self, call: TaskCall, key: Any = None) -> TaskResult:
+        """Run ``call`` under the executor; ``key`` (its Dask key) is stopped if Dask
+        abandons it (``cancel.Cancels``)."""
         with self._lock:
             self._tasks += 1
-        return self.executor.run(call)
+        with self.cancels.running(key) as stop:
+            return self.executor.run(call, stop)
 
     def announce(self) -> str:
         """The manifest, as canonical JSON: what the scheduler's gate checks."""

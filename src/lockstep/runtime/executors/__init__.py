@@ -25,6 +25,7 @@ Kept light: the executors' child processes import this package.
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -148,6 +149,11 @@ class TaskTimedOut(TaskError):
     """The task ran past its deadline; its process group was killed."""
 
 
+class TaskCancelled(TaskError):
+    """The task was abandoned (its run ended) while it ran; its process group was killed, or
+    (``direct``) its worker retires."""
+
+
 class TaskResultRefused(TaskError):
     """The task's value is not plain data, or over ``LOCKSTEP_RESULT_MAX_BYTES``."""
 
@@ -174,8 +180,12 @@ class Executor(abc.ABC):
         """Make the executor ready; raise ``ExecutorStartFailed`` if it cannot be."""
 
     @abc.abstractmethod
-    def run(self, call: TaskCall) -> TaskResult:
-        """Run ``call``; a ``TaskError`` if it failed in any way (never another exception)."""
+    def run(self, call: TaskCall, stop: threading.Event | None = None) -> TaskResult:
+        """Run ``call``; a ``TaskError`` if it failed in any way (never another exception).
+
+        ``stop``, once set while the call runs, ends it as a timeout does
+        (``TaskCancelled``): nobody wants its result any more (``runtime/cancel.py``).
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook: nothing to stop by default
         """Stop any process the executor started."""

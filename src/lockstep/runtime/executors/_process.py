@@ -28,6 +28,7 @@ from lockstep.runtime.executors import (
     Executor,
     ExecutorStartFailed,
     TaskCall,
+    TaskCancelled,
     TaskCrashed,
     TaskError,
     TaskFailed,
@@ -142,8 +143,11 @@ class ChildProcess:
             return False
         return kind == _wire.READY
 
-    def call(self, payload: bytes, timeout: float, max_bytes: int) -> Outcome:
-        """Send one call and wait for its answer, at most ``timeout`` seconds."""
+    def call(
+        self, payload: bytes, timeout: float, max_bytes: int, stop: threading.Event | None = None
+    ) -> Outcome:
+        """Send one call and wait for its answer, at most ``timeout`` seconds, or until
+        ``stop`` is set (then it ends as on a timeout)."""
         try:
             _wire.write_frame(self._to_child, _wire.CALL, 0, payload)
         except OSError as exc:
@@ -153,6 +157,8 @@ class ChildProcess:
         task_pid: int | None = None
         killing = False  # told the template to kill the task; waiting for its answer
         while True:
+            if stop is not None and stop.is_set() and not killing:
+                deadline = min(deadline, time.monotonic())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if self.mode == "template" and task_pid is not None and not killing:
@@ -374,14 +380,14 @@ class ProcessExecutor(Executor):
             live = {c.key for c in self._all()}
             return tuple(k for k in self._used if k in live)
 
-    def run(self, call: TaskCall) -> TaskResult:
+    def run(self, call: TaskCall, stop: threading.Event | None = None) -> TaskResult:
         timeout = call.timeout if call.timeout is not None else self.config.task_timeout
         max_bytes = int(self.config.result_max_bytes)
         payload = _wire.call_payload(call.target, call.args, call.kwargs, call.paths, max_bytes)
         replaced = ""
         with self._free_slots:
             child = self._take(call.env, call.paths[0] if call.env else "")
-            outcome = child.call(payload, timeout, max_bytes)
+            outcome = child.call(payload, timeout, max_bytes, stop)
             if outcome.healthy:
                 self._give_back(child)
             else:
@@ -392,8 +398,16 @@ class ProcessExecutor(Executor):
         task = outcome.task_pid if outcome.task_pid is not None else child.pid
         with self._lock:
             closed = self._closed
-        if outcome.status == "timeout":
-            error: TaskError = TaskTimedOut(
+        if outcome.status == "timeout" and stop is not None and stop.is_set():
+            error: TaskError = TaskCancelled(
+                "TaskCancelled: its run ended while it ran (deadline passed or runner gone); "
+                "its process group was killed",
+                executor=self.name,
+                pid=task,
+                target=call.target,
+            )
+        elif outcome.status == "timeout":
+            error = TaskTimedOut(
                 f"TaskTimedOut: did not finish within its timeout of {timeout:g} s; its "
                 "process group was killed",
                 executor=self.name,

@@ -5,7 +5,8 @@ too) fails only that task, and its value must be plain data within
 ``LOCKSTEP_RESULT_MAX_BYTES``, like under the other executors. But a thread
 cannot be killed: a task that runs past its timeout keeps running, and keeps
 its slot, however long it runs. So on a timeout the task fails with
-``TaskTimedOut`` and the executor *retires its worker*: it refuses further
+``TaskTimedOut`` (``TaskCancelled`` if its run ended first: nobody waits for it)
+and the executor *retires its worker*: it refuses further
 tasks and asks the worker to stop (``on_retire``), so that a nanny starts a
 fresh one (without a nanny the worker is gone; its tasks go to other workers).
 A task that calls ``os._exit``, gets a fatal signal or forks and leaves its
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 from lockstep.runtime.executors import (
     Executor,
     TaskCall,
+    TaskCancelled,
     TaskFailed,
     TaskResult,
     TaskResultRefused,
@@ -34,6 +37,7 @@ from lockstep.runtime.executors import (
 )
 
 log = logging.getLogger(__name__)
+POLL = 0.5  # seconds between looks at the stop event while a task runs
 
 
 class DirectExecutor(Executor):
@@ -46,7 +50,7 @@ class DirectExecutor(Executor):
         self.on_retire: Callable[[str], None] = lambda _reason: None
         self.retired = ""  # why, once a task has timed out
 
-    def run(self, call: TaskCall) -> TaskResult:
+    def run(self, call: TaskCall, stop: threading.Event | None = None) -> TaskResult:
         where: dict[str, Any] = {"executor": self.name, "pid": os.getpid(), "target": call.target}
         refused = no_environment(self.name) if call.env else None
         if refused:
@@ -81,18 +85,31 @@ class DirectExecutor(Executor):
 
         thread = threading.Thread(target=target, daemon=True, name=f"lockstep-direct {call.target}")
         thread.start()
-        thread.join(min(timeout, threading.TIMEOUT_MAX))
+        ends = time.monotonic() + timeout
+        while thread.is_alive() and not (stop is not None and stop.is_set()):
+            remaining = ends - time.monotonic()
+            if remaining <= 0:
+                break
+            thread.join(min(remaining, POLL))
         if thread.is_alive():
+            cancelled = stop is not None and stop.is_set()
             self.retired = (
-                f"a task ({call.target}) ran past its timeout of {timeout:g} s and "
-                "its thread cannot be stopped"
-            )
+                f"a task ({call.target}) was abandoned by its run while it ran"
+                if cancelled
+                else f"a task ({call.target}) ran past its timeout of {timeout:g} s"
+            ) + " and its thread cannot be stopped"
             log.critical(
                 "direct executor: %s; retiring worker pid %d so that a fresh one takes its place",
                 self.retired,
                 os.getpid(),
             )
             self.on_retire(self.retired)
+            if cancelled:
+                raise TaskCancelled(
+                    "TaskCancelled: its run ended while it ran; the direct executor cannot "
+                    "stop a thread, so its worker retires (a nanny starts a fresh one)",
+                    **where,
+                )
             raise TaskTimedOut(
                 f"TaskTimedOut: did not finish within its timeout of "
                 f"{timeout:g} s; the direct executor cannot stop a thread, so "
