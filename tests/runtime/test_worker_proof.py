@@ -18,16 +18,17 @@ from typing import Any
 
 import pytest
 
+from lockstep.bundles.protocol import Op
+from lockstep.bundles.store import to_wire
 from lockstep.core.digests import TreeFile, tree_digest
-from lockstep.runtime.bundle_env import ENV_MAKE_OP, WHEEL_PUT_OP
-from lockstep.runtime.bundle_pull import PULL_OP
-from lockstep.runtime.bundle_store import CHECK_OP, HAS_OP, PUT_OP, to_wire
 from lockstep.runtime.cluster import with_token
 from lockstep.runtime.identity import IDENTITY_OP
 from tests.fixtures.cluster import Cluster, ClusterOptions
 from tests.fixtures.procs import base_env, lockstep, scheduler_args, start_worker
 
 CLUSTER = ClusterOptions(executors=("isolated_warm",))
+PUT_OP, CHECK_OP, HAS_OP = Op.PUT.value, Op.CHECK.value, Op.HAS.value
+WHEEL_PUT_OP, ENV_MAKE_OP, PULL_OP = Op.WHEEL_PUT.value, Op.ENV_MAKE.value, Op.PULL.value
 
 
 def send(address: str, op: str, **msg: Any) -> Any:
@@ -69,7 +70,7 @@ def test_lockstep_ops_on_a_workers_own_port_need_the_proof(
         with pytest.raises(PermissionError, match=f"lockstep worker {worker} refused {op} from"):
             send(worker, op, **msg)
     assert not marker.exists()
-    assert send(worker, HAS_OP, digest=digest) is False or not send(worker, HAS_OP, digest=digest)
+    assert send(worker, HAS_OP, digest=digest)["cached"] is False
     assert not any(cluster.caches["isolated_warm"].rglob("evil.py"))
     # read-only identity stays open (the doctor and connect() read it)
     assert send(worker, IDENTITY_OP)["executor"] == "isolated_warm"
@@ -92,7 +93,7 @@ def test_the_runner_still_ships_through_the_scheduler(cluster: Cluster, tmp_path
     stored = cluster.client.sync(
         cluster.client.scheduler.broadcast, msg={"op": HAS_OP, "digest": digest}
     )
-    assert list(stored.values()) == [True]
+    assert [a["cached"] for a in stored.values()] == [True]
 
 
 # --- protected mode: beyond loopback only with TLS or --insecure ---------------------------

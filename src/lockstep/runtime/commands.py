@@ -6,7 +6,8 @@ through to Dask (``lockstep worker --help`` shows Dask's options). Each checks
 its settings before Dask starts, so a bad manifest or executor is one line on
 stderr and exit 2. With ``LOCKSTEP_TLS_*`` set, both get Dask's
 ``--tls-ca-file/--tls-cert/--tls-key`` (and the scheduler ``--protocol tls``),
-with encryption required, so they speak mutual TLS only. ``runner``
+with encryption required, so they speak mutual TLS only. Without TLS they
+listen on loopback only unless ``--insecure`` is given (``runtime/protected.py``). ``runner``
 connects, runs the handshake and prints the cluster's table. ``doctor``
 shows the live cluster behind a scheduler (``lockstep.runtime.doctor``).
 Imports stay lazy so ``lockstep --help`` does not load Dask.
@@ -141,8 +142,12 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     import importlib
 
     from lockstep.core.errors import CheckFailed, ServiceFailed
+    from lockstep.runtime import protected
+    from lockstep.runtime.config import tls_from_env
 
     main = importlib.import_module(module).main
+    if not {"--help", "--version"} & set(args):
+        args = protected.check(args, prog, tls_from_env() is not None)
     args = _with_tls(args, scheduler=module.endswith("dask_scheduler"))
     try:
         main.main(args=["--preload", preload, *args], prog_name=prog, standalone_mode=True)

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockstep.manifest import BuildManifest
+from lockstep.runtime import worker_proof
 from lockstep.runtime.dask_handlers import (
     MAX_CLIENT_ID,
     MAX_REFUSALS,
@@ -142,16 +143,20 @@ class Gate:
         self.refused_clients: deque[dict[str, Any]] = deque(maxlen=MAX_REFUSALS)
         self.admitted: dict[str, Admission] = {}
         self.originals: dict[str, Callable[..., Any]] = {}
+        self.proofs: dict[str, str] = {}  # worker address -> its secret (``worker_proof``)
 
     # --- workers ------------------------------------------------------------------------------
 
     async def register_worker(self, comm: Any, **msg: Any) -> Any:
         """Dask's handler signature: ``comm`` first, the message's fields as keywords."""
         address = str(msg.get("address"))
+        secret = worker_proof.take_secret(msg)
         extra = msg.get("extra") or {}
         announced = extra.get(ANNOUNCE_KEY) if isinstance(extra, dict) else None
         refusal = admission_refusal(self.manifest, address, announced)
         if refusal is None:
+            if secret is not None:
+                self.proofs[address] = secret
             return await self.original(comm, **msg)
         log.warning("%s", refusal.text)
         self.refused.append(
@@ -375,6 +380,10 @@ class Gate:
         if refusal is not None:
             raise self._refuse("-", address, "broadcast", refusal)
         kwargs["msg"] = {k: v for k, v in msg.items() if k != TOKEN_KEY}
+        if msg.get("op") in TOKEN_RELAY_OPS:
+            return await worker_proof.relay(
+                self.originals["broadcast"], self.proofs, self.scheduler, kwargs
+            )
         return await self.originals["broadcast"](**kwargs)
 
     async def proxy(self, comm: Any = None, **kwargs: Any) -> Any:
@@ -384,6 +393,9 @@ class Gate:
         if refusal is not None:
             raise self._refuse("-", address, "proxy", refusal)
         kwargs["msg"] = {k: v for k, v in msg.items() if k != TOKEN_KEY}
+        if msg.get("op") in TOKEN_RELAY_OPS:
+            proof = self.proofs.get(str(kwargs.get("worker")), "")
+            kwargs["msg"][worker_proof.PROOF_FIELD] = proof
         return await self.originals["proxy"](**kwargs)
 
     async def scatter(self, comm: Any = None, **kwargs: Any) -> Any:

@@ -9,13 +9,14 @@ In the worker process, before it registers with the scheduler:
 4. answer ``lockstep_identity`` (a pickle-free handler) for ``connect``, and
    the job bundle handlers (``lockstep.bundles.handlers``); stop a task Dask
    abandons (``lockstep.runtime.cancel``, a plugin the worker adds to itself);
-5. refuse, to every caller, the worker handlers that run a client's function
-   or change the worker's plugins (``run``, ``run_coroutine``, ``plugin-add``,
-   ``plugin-remove``, ``upload_file``): the scheduler's gate never relays them
+5. refuse, to every caller, the worker handlers that run a client's function,
+   change the worker's plugins or stop it (``run``, ``run_coroutine``, ``plugin-add``,
+   ``plugin-remove``, ``upload_file``, ``terminate``): the scheduler's gate never relays them
    (``lockstep.runtime.preload_scheduler``), and this also closes them to a
    process that connects to the worker's own port. The plugins Dask gives a
    worker when it registers (``shuffle``) are added by the worker itself, not
-   through these handlers.
+   through these handlers. The lockstep handlers that store or import code run
+   only with the proof the scheduler adds (``lockstep.runtime.worker_proof``).
 
 If the executor asks to retire (``direct``, after a task outlived its
 timeout: its thread cannot be stopped), the worker closes itself a second
@@ -36,7 +37,7 @@ from typing import Any
 
 from lockstep.bundles import handlers as bundle_handlers
 from lockstep.core.errors import LockstepError
-from lockstep.runtime import cancel
+from lockstep.runtime import cancel, worker_proof
 from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
@@ -69,6 +70,8 @@ async def dask_setup(worker: Any) -> None:
     worker.extensions[EXTENSION] = runtime
     worker.startup_information[ANNOUNCE_KEY] = lambda _w: runtime.announce()
     worker.startup_information[EXECUTOR_KEY] = lambda _w: config.executor
+    secret = worker_proof.new_secret()
+    worker.startup_information[worker_proof.PROOF_KEY] = lambda _w: secret
     try:
         refuse_client_code(worker)
     except RuntimeError as exc:
@@ -87,6 +90,7 @@ async def dask_setup(worker: Any) -> None:
     }
     cancel.install(worker, runtime.cancels)
     bundle_handlers.install(worker, runtime.bundles, runtime.envs)
+    worker_proof.guard(worker, worker_proof.GUARDED_OPS, secret)
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)
     task.add_done_callback(_background.discard)
@@ -117,6 +121,7 @@ REFUSED_WORKER_OPS = {
     "plugin-add": "plugin_add",
     "plugin-remove": "plugin_remove",
     "upload_file": "upload_file",
+    "terminate": "close",  # the scheduler stops a worker on its own stream, never this way
 }
 
 
@@ -133,6 +138,14 @@ def refuse_client_code(worker: Any) -> None:
 def _refuser(op: str, worker: Any) -> Any:
     async def refuse(comm: Any = None, **_msg: Any) -> Any:
         peer = getattr(comm, "peer_address", None) or "?"
+        if op == "terminate":
+            message = (
+                f"lockstep worker {worker.address} refused terminate from {peer}: a "
+                "lockstep worker is stopped by its scheduler or its process manager, "
+                "never by a caller of its port"
+            )
+            log.warning("%s", message)
+            raise PermissionError(message)
         message = (
             f"lockstep worker {worker.address} refused {op} from {peer}: functions and "
             "plugins never run on a lockstep worker from a client; the worker is "
