@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.bounded import MANIFEST_MAX, read_regular
 from lockstep.core.digests import canonical_json, sha256_digest, short_id
 from lockstep.core.errors import BadInput
 from lockstep.core.settings import MANIFEST as MANIFEST_ENV
@@ -166,7 +167,7 @@ def load_manifest(path: Path | None = None) -> BuildManifest:
     """Read and validate a manifest file; ``BadInput`` naming the path if it is absent or bad."""
     path = path or manifest_path()
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MANIFEST_MAX)
     except OSError as exc:
         raise BadInput(
             f"{path}: cannot read the build manifest ({exc.strerror}); run inside a "

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.bounded import LOCK_MAX, read_regular
 from lockstep.core.digests import canonical_json, is_digest, sha256_digest
 from lockstep.core.wheels import normalize_name, parse_wheel_name
 
@@ -104,7 +105,7 @@ def read_declared(root: Path) -> tuple[Declared | None, list[tuple[str, str]]]:
     pyproject = root / PYPROJECT
     if pyproject.is_file():
         try:
-            data = tomllib.loads(pyproject.read_text())
+            data = tomllib.loads(read_regular(pyproject, LOCK_MAX).decode())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             return None, [(str(pyproject), f"cannot read it ({exc}); fix the file")]
         project = data.get("project", {})
@@ -119,7 +120,7 @@ def read_declared(root: Path) -> tuple[Declared | None, list[tuple[str, str]]]:
     requirements = root / REQUIREMENTS
     if requirements.is_file():
         try:
-            text = requirements.read_text()
+            text = read_regular(requirements, LOCK_MAX).decode()
         except (OSError, UnicodeDecodeError) as exc:
             return None, [(str(requirements), f"cannot read it ({exc}); fix the file")]
         found.append(Declared(REQUIREMENTS, tuple(_requirements_txt(text))))

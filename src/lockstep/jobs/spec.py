@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.bundles.artifact import parse_bundle_reference
+from lockstep.core.bounded import SPEC_MAX, read_regular
 from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.core.limits import MAX_SECONDS, seconds_value
 from lockstep.oci.reference import ReferenceRefused, looks_like_reference
@@ -135,7 +136,7 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
     """
     where = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, SPEC_MAX)
     except OSError as exc:
         raise BadInput(
             f"{path}: cannot read the job spec ({exc.strerror}); check the path"

@@ -13,6 +13,7 @@ import binascii
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.bounded import KEY_MAX, read_regular
 from lockstep.core.errors import BadInput
 
 
@@ -29,7 +30,7 @@ def load_private_key(path: Path, password: bytes | None = None) -> Any:
     """An ECDSA P-256 private key from PEM; BadInput naming the file otherwise."""
     _, serialization, ec = _crypto()
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=password)
+        key = serialization.load_pem_private_key(read_regular(path, KEY_MAX), password=password)
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the signing key ({exc.strerror})") from exc
     except (ValueError, TypeError) as exc:
@@ -53,7 +54,7 @@ def public_pem(private_key: Any) -> bytes:
 def load_public_key(path: Path) -> Any:
     _, serialization, ec = _crypto()
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = serialization.load_pem_public_key(read_regular(path, KEY_MAX))
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the public key ({exc.strerror})") from exc
     except ValueError as exc:
