@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lockstep.jobs.bundle import MAX_BUNDLE_BYTES
+from lockstep.bundles.format import MAX_BUNDLE_BYTES
 
 PROBE = """
 import json, resource, sys
 from pathlib import Path
-from lockstep.jobs.bundle import load_bundle
+from lockstep.bundles.format import load_bundle
 bundle, problems = load_bundle(Path(sys.argv[1]))
 print(json.dumps({"problems": problems,
                   "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
@@ -38,7 +38,7 @@ def test_a_bundle_over_the_limit_is_refused_without_reading_it(tmp_path: Path) -
 
 
 def test_a_fifo_in_a_bundle_is_named_not_read(tmp_path: Path) -> None:
-    from lockstep.jobs.bundle import load_bundle
+    from lockstep.bundles.format import load_bundle
 
     root = tmp_path / "bundle"
     root.mkdir()

@@ -10,6 +10,7 @@ job, in another process.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -76,8 +77,16 @@ def load_bundle(root: Path) -> tuple[Bundle | None, list[tuple[str, str]]]:
         what = "does not exist" if not root.exists() else "is not a directory"
         return None, [(str(root), f"the bundle directory {what}; fix `bundle` in the job spec")]
     try:
-        files, odd = read_tree(root)
+        files, odd = read_tree(root, MAX_BUNDLE_BYTES)
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            return None, [
+                (
+                    str(root),
+                    f"the bundle is more than {MAX_BUNDLE_BYTES} bytes (found while reading "
+                    "it): keep code and small data in it and ship large inputs another way",
+                )
+            ]
         return None, [(str(exc.filename or root), f"cannot read it ({exc.strerror})")]
     bundle = Bundle(root, tree_digest(files), tuple(files))
     problems = [
@@ -90,15 +99,6 @@ def load_bundle(root: Path) -> tuple[Bundle | None, list[tuple[str, str]]]:
     ]
     if not files:
         problems.append((str(root), "the bundle has no files"))
-    if bundle.size > MAX_BUNDLE_BYTES:
-        problems.append(
-            (
-                str(root),
-                f"the bundle is {bundle.size} bytes, more than "
-                f"{MAX_BUNDLE_BYTES}: keep code and small data in it and "
-                "ship large inputs another way",
-            )
-        )
     return bundle, problems
 
 

@@ -23,6 +23,7 @@ Handlers (on every lockstep worker; see ``install``):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.core.atomic import remove_read_only
+from lockstep.core.bounded import read_regular
 from lockstep.core.digests import TreeFile, is_digest, tree_digest
 
 log = logging.getLogger("lockstep.bundles.store")
@@ -76,12 +78,15 @@ def check_rel_path(path: object) -> str:
     return path
 
 
-def read_tree(root: Path) -> tuple[list[TreeFile], list[tuple[str, str]]]:
+def read_tree(root: Path, limit: int | None = None) -> tuple[list[TreeFile], list[tuple[str, str]]]:
     """The files under ``root``, and ``(path, what it is)`` for the rest (symlinks, devices…).
 
-    Byte-code caches are skipped; directories are implied by their files.
+    Byte-code caches are skipped; directories are implied by their files. With ``limit``,
+    an ``OSError`` (``EFBIG``) as soon as the files' sizes add up to more than it, before
+    they are read; each file is read only if regular, and within what is left.
     """
     files: list[TreeFile] = []
+    left = limit
     odd: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
@@ -101,8 +106,14 @@ def read_tree(root: Path) -> tuple[list[TreeFile], list[tuple[str, str]]]:
                 odd.append((rel, "a symlink"))
             elif not stat.S_ISREG(st.st_mode):
                 odd.append((rel, "not a regular file"))
-            else:
+            elif left is None:
                 files.append(TreeFile(rel, bool(st.st_mode & stat.S_IXUSR), path.read_bytes()))
+            else:
+                if st.st_size > left:
+                    raise OSError(errno.EFBIG, f"more than {limit} bytes", str(root))
+                data = read_regular(path, left)
+                left -= len(data)
+                files.append(TreeFile(rel, bool(st.st_mode & stat.S_IXUSR), data))
     return sorted(files, key=lambda f: f.path), odd
 
 
