@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 
 from lockstep.core.errors import BadInput
+from lockstep.core.settings import TLS_CA_FILE, TLS_CERT, TLS_KEY
 
 log = logging.getLogger(__name__)
 INSECURE = "--insecure"
@@ -78,8 +79,8 @@ def check(args: list[str], prog: str, tls: bool) -> list[str]:
     if not insecure:
         raise BadInput(
             f"{prog} would listen on {where} without TLS: anyone who reaches its port could "
-            "run code in the cluster; set LOCKSTEP_TLS_CA_FILE, LOCKSTEP_TLS_CERT and "
-            "LOCKSTEP_TLS_KEY, or listen on loopback (--host 127.0.0.1), or pass "
+            f"run code in the cluster; set {TLS_CA_FILE}, {TLS_CERT} and {TLS_KEY}, or "
+            "listen on loopback (--host 127.0.0.1), or pass "
             f"{INSECURE} to run it so on purpose"
         )
     log.warning(
