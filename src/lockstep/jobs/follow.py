@@ -105,6 +105,7 @@ class Tasks:
     def run(self, calls: Calls) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yields ``(key, answer)`` as the tasks of ``calls`` finish."""
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
         futures = {self.submit(target, args, key): key for key, (_, target, args) in calls.items()}
         reading: dict[str, float] = {}  # key -> how long its result may take to read
@@ -118,6 +119,8 @@ class Tasks:
                     )
                 except TimeoutError:
                     done = set()
+                except FuturesCancelledError as exc:  # not by us: the scheduler went
+                    raise self._cluster_failed(ConnectionError("connection lost")) from exc
                 for future in done:
                     key = futures[future]
                     bound = reading.get(key, POLL_SECONDS)
@@ -196,6 +199,14 @@ class Tasks:
             moved[self.submit(target, args, key)] = key
         return moved
 
+    def _cluster_failed(self, exc: BaseException) -> ClusterFailed:
+        cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        return ClusterFailed(
+            f"the cluster failed during the run: lost the scheduler {self.checked.address} "
+            f"({cause}); no task failed; check the scheduler (lockstep doctor) and run "
+            "again; nothing was written"
+        )
+
     def _compatible_workers(self) -> list[str]:
         """Ready workers of the runner's build running the job's executor, per the scheduler
         (whose gate admits only workers of its build); [] if it cannot be asked."""
@@ -203,6 +214,9 @@ class Tasks:
         from lockstep.runtime.cluster import check_cluster
 
         assert self.checked.manifest is not None
+        status = str(getattr(self.checked.client, "status", "running"))
+        if status not in ("running", "newly-created"):
+            raise self._cluster_failed(ConnectionError(f"client {status}"))
         try:
             report = check_cluster(
                 self.checked.client,

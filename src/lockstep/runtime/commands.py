@@ -202,7 +202,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.config import RuntimeConfig
-    from lockstep.runtime.worker import EXIT_RETIRED, RETIRED
+    from lockstep.runtime.worker import EXIT_RETIRED, EXIT_SCHEDULER_LOST, LOST, RETIRED
 
     if not {"--help", "--version"} & set(args.dask_args):
         RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files too)
@@ -212,6 +212,9 @@ def run_worker(args: argparse.Namespace) -> int:
     if RETIRED:  # without a nanny: the worker ran in this process
         log.error("lockstep worker retired: %s", RETIRED[0])
         return EXIT_RETIRED
+    if LOST:  # without a nanny: the worker ran in this process
+        log.error("lockstep worker stopped: it lost its scheduler (%s); exit 3", LOST[0])
+        return EXIT_SCHEDULER_LOST
     return code
 
 

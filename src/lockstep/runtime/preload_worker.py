@@ -18,6 +18,10 @@ In the worker process, before it registers with the scheduler:
    through these handlers. The lockstep handlers that store or import code run
    only with the proof the scheduler adds (``lockstep.runtime.worker_proof``).
 
+If the worker closes because its scheduler went (Dask's scheduler-connection and
+heartbeat reasons), ``lockstep worker`` exits 3, not 0: an orchestrator must not
+take it for a requested stop.
+
 If the executor asks to retire (``direct``, after a task outlived its
 timeout: its thread cannot be stopped), the worker closes itself a second
 later without closing its nanny, so a nanny starts a fresh worker; without a
@@ -42,7 +46,13 @@ from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
 from lockstep.runtime.identity import ANNOUNCE_KEY, EXECUTOR_KEY, IDENTITY_OP
-from lockstep.runtime.worker import EXTENSION, RETIRED, WorkerRuntime
+from lockstep.runtime.worker import (
+    EXTENSION,
+    LOST,
+    RETIRED,
+    SCHEDULER_LOST_REASONS,
+    WorkerRuntime,
+)
 
 log = logging.getLogger("lockstep.runtime.worker")
 
@@ -67,6 +77,7 @@ async def dask_setup(worker: Any) -> None:
         loop.call_soon_threadsafe(_start_retiring, worker, reason)
 
     runtime.on_retire(stop)
+    _note_scheduler_loss(worker)
     worker.extensions[EXTENSION] = runtime
     worker.startup_information[ANNOUNCE_KEY] = lambda _w: runtime.announce()
     worker.startup_information[EXECUTOR_KEY] = lambda _w: config.executor
@@ -94,6 +105,20 @@ async def dask_setup(worker: Any) -> None:
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)
     task.add_done_callback(_background.discard)
+
+
+def _note_scheduler_loss(worker: Any) -> None:
+    """Record (``LOST``) that the worker closes because its scheduler went, so that
+    ``lockstep worker`` exits ``EXIT_SCHEDULER_LOST``, not 0 as after a requested stop."""
+    close = worker.close
+
+    async def closing(*args: Any, reason: str = "worker-close", **kwargs: Any) -> Any:
+        if reason in SCHEDULER_LOST_REASONS and not LOST:
+            LOST.append(reason)
+            log.error("lockstep worker lost its scheduler (%s); stopping", reason)
+        return await close(*args, reason=reason, **kwargs)
+
+    worker.close = closing
 
 
 _background: set[asyncio.Task[None]] = set()

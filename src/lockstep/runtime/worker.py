@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 EXTENSION = "lockstep"
 RETIRED: list[str] = []  # why this process's worker retired, if it did (``preload_worker``)
 EXIT_RETIRED = 4  # ``lockstep worker``'s exit code after its worker retired
+LOST: list[str] = []  # why this process's worker closed on losing its scheduler, if it did
+EXIT_SCHEDULER_LOST = 3  # ``lockstep worker``'s exit code then (an outside service failed)
+# Dask's close reasons (distributed 2026.8.0) when the scheduler connection goes.
+SCHEDULER_LOST_REASONS = frozenset(
+    {
+        "worker-handle-scheduler-connection-broken",
+        "worker-heartbeat-missing",
+        "worker-heartbeat-error",
+    }
+)
 
 
 class WorkerRuntime:
