@@ -11,6 +11,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from lockstep.runtime.worker import EXIT_SCHEDULER_LOST
 from tests.fixtures.procs import start_scheduler, start_worker, write_manifest
 from tests.jobs.test_jobs_contain import error_line, sabotage
@@ -18,10 +20,11 @@ from tests.jobs.test_jobs_units import copy_example
 from tests.jobs.test_run_no_hang import run_logged, wait_until
 
 
-def test_a_worker_that_loses_its_scheduler_exits_non_zero(tmp_path: Path) -> None:
+@pytest.mark.parametrize("nanny", [False, True])
+def test_a_worker_that_loses_its_scheduler_exits_non_zero(tmp_path: Path, nanny: bool) -> None:
     a_path, _ = write_manifest(tmp_path, "a")
     scheduler, address = start_scheduler(tmp_path, a_path)
-    worker = start_worker(tmp_path, address, a_path, "cold", "w-lost",
+    worker = start_worker(tmp_path, address, a_path, "cold", "w-lost", nanny=nanny,
                           env={"LOCKSTEP_BUNDLE_DIR": str(tmp_path / "cache")})  # fmt: skip
     try:
         worker.wait_for("lockstep worker ready", 60)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_PRELOAD = "lockstep.runtime.preload_scheduler"
 WORKER_PRELOAD = "lockstep.runtime.preload_worker"
+NANNY_PRELOAD = "lockstep.runtime.preload_nanny"
 
 
 def add_commands(sub: Any) -> None:
@@ -150,7 +151,10 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
         args = protected.check(args, prog, tls_from_env() is not None)
     args = _with_tls(args, scheduler=module.endswith("dask_scheduler"))
     try:
-        main.main(args=["--preload", preload, *args], prog_name=prog, standalone_mode=True)
+        first = ["--preload", preload]
+        if preload == WORKER_PRELOAD:
+            first += ["--preload-nanny", NANNY_PRELOAD]
+        main.main(args=[*first, *args], prog_name=prog, standalone_mode=True)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
@@ -212,7 +216,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if RETIRED:  # without a nanny: the worker ran in this process
         log.error("lockstep worker retired: %s", RETIRED[0])
         return EXIT_RETIRED
-    if LOST:  # without a nanny: the worker ran in this process
+    if LOST:  # noted by the worker's preload, or by the nanny's (preload_nanny)
         log.error("lockstep worker stopped: it lost its scheduler (%s); exit 3", LOST[0])
         return EXIT_SCHEDULER_LOST
     return code
