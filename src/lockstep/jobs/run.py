@@ -28,7 +28,10 @@ A run never waits for ever:
   seconds (``--timeout``) for one, then fails (``WorkersLost``, exit 3);
 - a run deadline (``--deadline`` or the spec's ``run_deadline``), if set,
   bounds the whole run: past it the run fails (exit 1) naming what had not
-  finished. Tasks still running on workers end at their own timeout.
+  finished. Its tasks still running are cancelled, and their workers end them
+  (``lockstep.runtime.cancel``);
+- no wait is unbounded, also when a worker dies holding results not yet read
+  or the scheduler goes (exit 3): ``lockstep.jobs.follow``.
 """
 
 from __future__ import annotations
