@@ -63,3 +63,26 @@ def test_a_run_whose_scheduler_dies_exits_3_blaming_the_cluster(tmp_path: Path) 
             cli.wait()
         worker.stop()
         scheduler.stop()
+
+
+def test_a_second_scheduler_on_a_taken_port_names_the_port(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.fixtures.procs import base_env, lockstep
+
+    a_path, _ = write_manifest(tmp_path, "a")
+    scheduler, address = start_scheduler(tmp_path, a_path)
+    port = address.rsplit(":", 1)[1]
+    try:
+        done = subprocess.run(
+            lockstep("scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"),
+            env=base_env(a_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        scheduler.stop()
+    assert done.returncode == 3, done.stderr[-3000:]
+    line = error_line(done.stderr)
+    assert f"127.0.0.1:{port}" in line and "in use" in line, line
