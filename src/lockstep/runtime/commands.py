@@ -162,10 +162,32 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
         refusal = _refusal(exc)
         if refusal:
             raise CheckFailed(refusal.removeprefix("lockstep ")) from exc
+        taken = _address_in_use(exc)
+        if taken is not None:
+            host = protected.option(args, "--host") or "all interfaces"
+            port = protected.option(args, "--port") or "?"
+            raise ServiceFailed(
+                f"{prog} cannot listen on {host}:{port}: address already in use ({taken}); "
+                "another process (a second scheduler?) holds that port: stop it or choose "
+                "another --port"
+            ) from exc
         raise ServiceFailed(
             f"{prog} stopped: {type(exc).__name__}: {exc}; its log above says why"
         ) from exc
     return 0
+
+
+def _address_in_use(exc: BaseException | None) -> str | None:
+    """The text of an ``EADDRINUSE`` ``OSError`` in the chain of ``exc``, if there is one."""
+    import errno
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            return str(exc.strerror or exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _refusal(exc: BaseException | None) -> str | None:

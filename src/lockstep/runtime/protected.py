@@ -25,7 +25,7 @@ INSECURE = "--insecure"
 LOOPBACK_NAMES = frozenset({"localhost", "lo", "lo0"})  # host names and interface names
 
 
-def _option(args: Sequence[str], *names: str) -> str | None:
+def option(args: Sequence[str], *names: str) -> str | None:
     """The value of the last of ``names`` in ``args`` (``--x V`` or ``--x=V``)."""
     found = None
     for i, arg in enumerate(args):
@@ -58,11 +58,11 @@ def is_loopback(host: str) -> bool:
 
 def listening_on(args: Sequence[str]) -> str | None:
     """Where Dask will listen per ``args``, if beyond loopback (None if loopback only)."""
-    where = _option(args, "--listen-address", "--host")
+    where = option(args, "--listen-address", "--host")
     if where is not None:
         host = _host(where)
         return None if is_loopback(host) else host or "all interfaces"
-    interface = _option(args, "--interface")
+    interface = option(args, "--interface")
     if interface is not None:
         return None if interface in LOOPBACK_NAMES else f"interface {interface}"
     return "all interfaces (no --host)"
