@@ -231,7 +231,13 @@ def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.worker import EXIT_RETIRED, EXIT_SCHEDULER_LOST, LOST, RETIRED
 
     if not {"--help", "--version"} & set(args.dask_args):
-        RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files too)
+        config = RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files)
+        if config.tls is not None:
+            from lockstep.runtime.tls_check import check_scheduler_tls
+
+            scheduler = next((a for a in args.dask_args if a.startswith("tls://")), None)
+            if scheduler is not None:
+                check_scheduler_tls(scheduler, config.tls)  # who refuses whom, exit 3
     code = _dask_main(
         "distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args, "lockstep worker"
     )
