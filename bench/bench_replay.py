@@ -162,7 +162,7 @@ def measure(replay: Replay, image: str, repeat: int) -> dict[str, tuple[str, Sam
     scheduler = replay.start(
         "scheduler",
         image,
-        ["--host", "0.0.0.0", "--port", "8786", "--no-dashboard"],
+        ["--host", "0.0.0.0", "--port", "8786", "--no-dashboard", "--insecure"],
         entrypoint=[*LOCKSTEP, "scheduler"],
         alias="scheduler",
     )
@@ -189,7 +189,7 @@ def measure(replay: Replay, image: str, repeat: int) -> dict[str, tuple[str, Sam
             return replay.start(
                 f"w-{executor}-{len(extra)}-{i}",
                 image,
-                ["tcp://scheduler:8786", "--nthreads", "1", "--no-dashboard", *extra],
+                ["tcp://scheduler:8786", "--nthreads", "1", "--no-dashboard", "--insecure", *extra],
                 env={"LOCKSTEP_EXECUTOR": executor},
             )
 

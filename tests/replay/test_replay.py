@@ -51,6 +51,9 @@ COLD_LINE = re.compile(
 )
 READY = r"lockstep worker ready: build (sha256:[0-9a-f]{64}) version (\S+) executor (\S+) pid"
 WORKER_ARGS = [SCHEDULER, "--nthreads", "1", "--no-dashboard"]
+# The new build listens beyond loopback without TLS only when told so (protected mode):
+# here a private Docker network, on purpose. Old builds do not know the switch.
+INSECURE = "--insecure"
 # A job long enough (~5 s on two workers) for a worker to try to join while it runs.
 LONG_JOB = """\
 name = "sir-long"
@@ -176,7 +179,7 @@ def cluster(images: Images, docker_engine: DockerEngine, examples: Path) -> Iter
         scheduler = replay.start(
             "scheduler",
             new.config("worker"),
-            ["--host", "0.0.0.0", "--port", "8786", "--no-dashboard"],
+            ["--host", "0.0.0.0", "--port", "8786", "--no-dashboard", INSECURE],
             entrypoint=[*LOCKSTEP, "scheduler"],
             alias="scheduler",
             env={"LOCKSTEP_IMAGE": Images.reference(new, "worker")},
@@ -186,7 +189,7 @@ def cluster(images: Images, docker_engine: DockerEngine, examples: Path) -> Iter
             replay.start(
                 f"worker-{i}",
                 new.config("worker"),
-                WORKER_ARGS,
+                [*WORKER_ARGS, INSECURE],
                 env={
                     "LOCKSTEP_EXECUTOR": "cold",
                     "LOCKSTEP_IMAGE": Images.reference(new, "worker"),
