@@ -50,10 +50,10 @@ COLD_LINE = re.compile(
     r'^cold\s*=\s*"lockstep\.runtime\.executors\.cold:ColdExecutor"\n', re.MULTILINE
 )
 READY = r"lockstep worker ready: build (sha256:[0-9a-f]{64}) version (\S+) executor (\S+) pid"
-WORKER_ARGS = [SCHEDULER, "--nthreads", "1", "--no-dashboard"]
-# The new build listens beyond loopback without TLS only when told so (protected mode):
-# here a private Docker network, on purpose. Old builds do not know the switch.
+# Both builds (the old one is this tree with an executor removed) listen beyond loopback
+# without TLS only when told so (protected mode): here a private Docker network, on purpose.
 INSECURE = "--insecure"
+WORKER_ARGS = [SCHEDULER, "--nthreads", "1", "--no-dashboard", INSECURE]
 # A job long enough (~5 s on two workers) for a worker to try to join while it runs.
 LONG_JOB = """\
 name = "sir-long"
@@ -189,7 +189,7 @@ def cluster(images: Images, docker_engine: DockerEngine, examples: Path) -> Iter
             replay.start(
                 f"worker-{i}",
                 new.config("worker"),
-                [*WORKER_ARGS, INSECURE],
+                WORKER_ARGS,
                 env={
                     "LOCKSTEP_EXECUTOR": "cold",
                     "LOCKSTEP_IMAGE": Images.reference(new, "worker"),
