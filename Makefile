@@ -9,16 +9,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements/dev.lock.txt
+# checkov pins packaging<24, which dev.lock.txt cannot take: its own hash-checked lock and
+# environment, inside .venv so that removing .venv removes it too.
+CHECKOV := $(VENV)/checkov/bin/checkov
 
 .PHONY: images test lint format bench clean lock-builder
 
-$(BIN)/lockstep: pyproject.toml $(LOCK)
+$(BIN)/lockstep: pyproject.toml $(LOCK) $(CHECKOV)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
 	  { echo "make: $(PYTHON) is not Python 3.11, which $(LOCK) is for; run make PYTHON=python3.11" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
 	$(BIN)/python -m pip check
+	touch $@
+
+$(CHECKOV): requirements/checkov.lock.txt
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet --require-hashes --no-deps -r $<
+	$(VENV)/checkov/bin/python -m pip check
 	touch $@
 
 # Re-resolve requirements/build.lock.txt and dev.lock.txt from PyPI (tools/lock-builder says

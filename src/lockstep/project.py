@@ -1,6 +1,7 @@
 """The project definition: ``[project]`` and ``[tool.lockstep]`` of ``pyproject.toml``.
 
-One place for every fact about the images; the CLI and Bazel both read it.
+One place for every fact about the images; the CLI and Bazel both read it. The
+deployment settings (``[tool.lockstep.deploy]``) are checked by ``deployment``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockstep import deployment
 from lockstep.core import settings
 from lockstep.core.entrypoints import GROUP as EXECUTOR_GROUP
 from lockstep.core.errors import BadInput
@@ -52,6 +54,7 @@ class Project:
     dependencies: tuple[str, ...] = ()  # [project] dependencies
     description: str = ""  # [project] description
     license: str = ""  # [project] license: an SPDX expression (or {text = …})
+    deploy: deployment.DeploySettings = deployment.DEFAULTS  # [tool.lockstep.deploy]
 
     @property
     def pyproject(self) -> Path:
@@ -168,6 +171,7 @@ def load_project(root: Path) -> Project:
         images=images,
         scripts=_scripts(project, f"{path} [project]"),
         dependencies=tuple(_str_list(project, "dependencies", f"{path} [project]", [])),
+        deploy=deployment.load(tool.get("deploy"), f"{path} [tool.lockstep.deploy]", group),
     )
 
 

@@ -170,7 +170,9 @@ def release(
     }
     deploy_dir = release_dir / version
     with staging_dir(deploy_dir) as staged:
-        files = render.render(project.root, values, staged, result.manifest.executors)
+        files = render.render(
+            project.root, values, staged, result.manifest.executors, project.deploy
+        )
         if key is not None:
             policy = render.admission_policy(
                 project.name,
@@ -204,7 +206,7 @@ def release(
         record,
         manifest_path,
         deploy_dir,
-        tuple(deploy_dir / f.name for f in files),
+        tuple(deploy_dir / f.relative_to(staged) for f in files),
         stats,
         tagged,
         dry_run,
