@@ -96,7 +96,7 @@ def cpu_millis(text: str, key: str = "cpu", where: str = "cpu") -> int:
     number, unit = _number(text, key, where)
     if unit not in ("", "m"):
         raise BadInput(
-            f"{where}: {key} = {text!r} has the unit {unit!r}; CPU is cores (\"2\") or "
+            f'{where}: {key} = {text!r} has the unit {unit!r}; CPU is cores ("2") or '
             'millicores ("500m")'
         )
     millis = number if unit == "m" else number * 1000
@@ -134,7 +134,7 @@ def _resources(table: Any, where: str, default: Resources) -> Resources:
         sub = table.get(part)
         if sub is None:
             raise BadInput(
-                f"{where}: {part} is missing; write {part} = {{cpu = \"1\", memory = \"2Gi\"}}"
+                f'{where}: {part} is missing; write {part} = {{cpu = "1", memory = "2Gi"}}'
             )
         if not isinstance(sub, dict) or set(sub) - {"cpu", "memory"}:
             raise BadInput(f"{where}: {part} must be a table of cpu and memory")
@@ -144,7 +144,7 @@ def _resources(table: Any, where: str, default: Resources) -> Resources:
                 raise BadInput(
                     f"{where}: {part}.{kind} is "
                     + ("missing" if value is None else f"{value!r}, not a string")
-                    + f'; write it as a quoted quantity, e.g. {kind} = '
+                    + f"; write it as a quoted quantity, e.g. {kind} = "
                     + ('"1"' if kind == "cpu" else '"2Gi"')
                 )
             values[f"{kind}_{part[:-1]}"] = value.strip()
