@@ -115,7 +115,7 @@ def problems(pod: dict[str, Any]) -> list[str]:
             found.append(f"{name}: privileged")
         if ctx.get("allowPrivilegeEscalation") is not False:
             found.append(f"{name}: allowPrivilegeEscalation is not false")
-        if not (ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True):
+        if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
             found.append(f"{name}: runAsNonRoot is not true")
         if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
             found.append(f"{name}: runAsUser 0")
