@@ -353,7 +353,7 @@ def test_inspect_shows_what_is_attached_and_the_signature_status(
 def test_the_signed_release_carries_its_admission_policy(signed: Signed) -> None:
     import yaml
 
-    policy = signed.root / "release" / VERSION / "image-policy.yaml"
+    policy = signed.root / "release" / VERSION / "admission" / "image-policy.yaml"
     doc = yaml.safe_load(policy.read_text())
     assert doc["kind"] == "ClusterImagePolicy"
     [authority] = doc["spec"]["authorities"]

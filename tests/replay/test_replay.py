@@ -442,12 +442,18 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     files = [Path(p) for p in record["deploy_files"]]
-    docs = k8s_documents(files)
+    plain = src / "release" / "0.1.0"
+    docs = k8s_documents([f for f in files if f.parent == plain])
     assert sorted((p.name, d["kind"]) for p, d in docs) == [
-        ("runner-job.yaml", "Job"),
-        ("scheduler.yaml", "Deployment"),
-        ("scheduler.yaml", "Service"),
-        ("workers.yaml", "Deployment"),
+        ("10-network.yaml", "NetworkPolicy"),
+        ("10-network.yaml", "NetworkPolicy"),
+        ("10-network.yaml", "NetworkPolicy"),
+        ("20-scheduler.yaml", "Deployment"),
+        ("20-scheduler.yaml", "Service"),
+        ("30-workers-warm.yaml", "Deployment"),
+        ("30-workers-warm.yaml", "PodDisruptionBudget"),
+        ("40-workspace.yaml", "ConfigMap"),
+        ("50-runner-job.yaml", "Job"),
     ]
     for path, doc in docs:
         for version in K8S_VERSIONS:
@@ -461,8 +467,9 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
 
     pins = lockstep(["check-pins", str(src / "release" / "0.1.0")], cwd=src, cache=built.cache)
     assert pins.returncode == 0, pins.stdout + pins.stderr
-    # 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace file
-    assert pins.stdout.strip() == "ok: 8 image references in 4 files, all pinned by digest"
+    # Plain: 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace; the operator's set:
+    # 4 pods x 2, 2 in its workspace.
+    assert pins.stdout.strip() == "ok: 18 image references in 7 files, all pinned by digest"
 
     # The pods run as the replay's containers do: same images, commands and lockdown.
     images = {role: record["images"][role]["reference"] for role in ("runner", "worker")}
@@ -473,7 +480,7 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     }
     assert set(pods) == {
         "lockstep-scheduler",
-        "lockstep-worker",
+        "lockstep-worker-warm",
         f"lockstep-runner-{record['build_id'][7:19]}",
     }, sorted(pods)
     for name, pod in pods.items():
@@ -489,7 +496,7 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     scheduler = pods["lockstep-scheduler"]["containers"][0]
     assert scheduler["command"] == [*LOCKSTEP, "scheduler"]
     assert scheduler["args"][:4] == ["--host", "0.0.0.0", "--port", "8786"]
-    worker = pods["lockstep-worker"]["containers"][0]
+    worker = pods["lockstep-worker-warm"]["containers"][0]
     assert {e["name"]: e["value"] for e in worker["env"]}["LOCKSTEP_EXECUTOR"] in record[
         "executors"
     ]

@@ -10,8 +10,9 @@ In order, so a failure at any step leaves no release behind:
    registry has (so a run after a failure resumes); then each image's SBOM and
    the provenance, also the build's values (no file is read back);
 4. every pushed manifest checked by digest (``HEAD``);
-5. deployment files rendered into ``release/<version>/`` (with the admission
-   policy for the signing key when signed) and the release
+5. deployment files rendered into ``release/<version>/`` (the Dask operator's
+   form in ``operator/``; when signed, the admission policy for the signing key in
+   ``admission/``) and the release
    manifest ``release/<version>.json``, each written under a temporary name
    and renamed into place;
 6. the annotated tag, last.
@@ -179,8 +180,10 @@ def release(
                 [f"{target.host}/{target.name(image_name(project.name, role))}" for role in ROLES],
                 signing.public_pem(key).decode(),
             )
-            (staged / render.POLICY_FILE).write_text(policy)
-            files.append(staged / render.POLICY_FILE)
+            policy_path = staged / render.POLICY_DIR / render.POLICY_FILE
+            policy_path.parent.mkdir()
+            policy_path.write_text(policy)
+            files.append(policy_path)
     write_bytes(manifest_path, record.to_json())
     log.debug("wrote %s and %s/", manifest_path, deploy_dir)
 

@@ -32,6 +32,7 @@ from lockstep.runtime import health
 
 TEMPLATES_DIR = "images/deploy"
 POLICY_FILE = "image-policy.yaml"
+POLICY_DIR = "admission"  # cluster-wide, needs the policy-controller: not applied with the rest
 GROUP = "GROUP"  # in a template's name: rendered once per worker group
 OPERATOR_DIR = "operator"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
