@@ -469,7 +469,7 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     assert pins.returncode == 0, pins.stdout + pins.stderr
     # Plain: 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace; the operator's set:
     # 4 pods x 2, 2 in its workspace.
-    assert pins.stdout.strip() == "ok: 18 image references in 7 files, all pinned by digest"
+    assert pins.stdout.strip() == "ok: 18 image references in 6 files, all pinned by digest"
 
     # The pods run as the replay's containers do: same images, commands and lockdown.
     images = {role: record["images"][role]["reference"] for role in ("runner", "worker")}
