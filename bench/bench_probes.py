@@ -29,7 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lockstep.runtime import health  # noqa: E402
+from lockstep.core import health_probe as health  # noqa: E402
 from tests.fixtures.procs import start_scheduler, write_manifest  # noqa: E402
 
 

@@ -35,11 +35,14 @@ def imported_lockstep_modules(code: str) -> list[str]:
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "core": frozenset(),
     "manifest": frozenset({"core"}),
-    "project": frozenset({"core"}),
+    "deployment": frozenset({"core"}),
+    "project": frozenset({"core", "deployment"}),
     "inputs": frozenset({"core", "manifest", "project"}),
     "oci": frozenset({"core"}),
     "assembly": frozenset({"core", "manifest", "project", "inputs", "oci"}),
-    "release": frozenset({"core", "manifest", "project", "inputs", "assembly", "oci"}),
+    "release": frozenset(
+        {"core", "manifest", "deployment", "project", "inputs", "assembly", "oci"}
+    ),
     # bundles has two sides (BUNDLES_RUNNER_SIDE below): runtime may use only the worker's.
     "runtime": frozenset({"core", "manifest", "bundles"}),
     "bundles": frozenset({"core", "manifest", "project", "inputs", "oci", "runtime"}),

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from lockstep.core import health_probe as health
 from lockstep.core.errors import BadInput
 from lockstep.release import pins, podsecurity, render
-from lockstep.runtime import health
 from tests.fixtures.build import ROOT
 from tests.fixtures.deploy import (
     CHECKOV,

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lockstep.runtime import health
+from lockstep.core import health_probe as health
 from tests.fixtures.procs import (
     Proc,
     base_env,

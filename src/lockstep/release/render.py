@@ -24,11 +24,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lockstep.core import health_probe
 from lockstep.core.errors import BadInput
 from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
 from lockstep.deployment import DEFAULTS, DeploySettings, Resources, WorkerGroup
 from lockstep.release import operator, pins, podsecurity
-from lockstep.runtime import health
 
 TEMPLATES_DIR = "images/deploy"
 POLICY_FILE = "image-policy.yaml"
@@ -149,8 +149,8 @@ def deploy_values(deploy: DeploySettings, registry: str) -> dict[str, str]:
     return {
         "namespace": deploy.namespace,
         "registry_port": str(registry_port(registry)),
-        "probe_ready": health.probe_json("ready"),
-        "probe_live": health.probe_json("live"),
+        "probe_ready": health_probe.probe_json("ready"),
+        "probe_live": health_probe.probe_json("live"),
         "worker_replicas": str(sum(g.replicas for g in deploy.workers)),
         "worker_groups": ", ".join(
             f"{g.name}: {g.replicas} x {g.executor}" for g in deploy.workers

@@ -20,54 +20,26 @@ Unix socket from its own Dask event loop. A probe connects, writes ``live`` or
 The socket lives in the container's own ``/tmp`` (mode 0600, the process's
 user), so only processes inside the container reach it; it answers one word
 and carries no Dask message: no path around the gate and no port beside the
-mutual-TLS one. Kubernetes runs ``probe_command(…)`` (``exec``): a bare
-``python3.11 -I -S`` that imports only the built-in ``_socket``
-(docs/design.md §4.10 has its measured cost). Standard library only.
+mutual-TLS one. Kubernetes runs ``core.health_probe.probe_command(…)``
+(``exec``): a bare ``python3.11 -I -S`` that imports only the built-in
+``_socket`` (docs/design.md §4.10 has its measured cost).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lockstep.core.health_probe import TIMEOUT
 from lockstep.core.settings import HEALTH_SOCKET
 
 log = logging.getLogger(__name__)
-PYTHON = "/usr/bin/python3.11"  # the images' interpreter
-TIMEOUT = 5.0  # seconds a probe waits for its answer
-QUESTIONS = ("live", "ready")
-# The probe client: a bare interpreter (-I -S: no site, no user paths) and the built-in
-# _socket only, so a probe costs an interpreter's start and one round trip.
-CLIENT = (
-    "import _socket,os,sys\n"
-    "c=_socket.socket(_socket.AF_UNIX,_socket.SOCK_STREAM)\n"
-    f"c.settimeout({TIMEOUT})\n"
-    f"c.connect(os.environ[{HEALTH_SOCKET!r}])\n"
-    "c.sendall(sys.argv[1].encode()+b'\\n')\n"
-    "a=c.recv(512)\n"
-    "sys.stdout.write(a.decode('utf-8','replace'))\n"
-    "sys.exit(a[:3]!=b'ok\\n')\n"
-)
-
 Check = Callable[[], str | None]  # None: fine; else why not
-
-
-def probe_command(question: str) -> list[str]:
-    """The argv Kubernetes runs for ``question`` (``live`` or ``ready``)."""
-    if question not in QUESTIONS:
-        raise ValueError(f"probe question {question!r} is not one of {QUESTIONS}")
-    return [PYTHON, "-I", "-S", "-c", CLIENT, question]
-
-
-def probe_json(question: str) -> str:
-    """``probe_command(question)`` as a JSON list, for a deployment template."""
-    return json.dumps(probe_command(question))
 
 
 HTTP_CONFIG = "lockstep.http-server"  # dask config, set by runtime.commands; False: close it
