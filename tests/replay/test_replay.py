@@ -240,6 +240,16 @@ def pods(built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict[str, di
     }
 
 
+def probe_env(pods: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The probe socket's setting, as the rendered scheduler and worker pods set it."""
+    envs = [
+        {e["name"]: e["value"] for e in pods[name]["containers"][0]["env"]}
+        for name in ("scheduler", "worker")
+    ]
+    assert envs[0]["LOCKSTEP_HEALTH_SOCKET"] == envs[1]["LOCKSTEP_HEALTH_SOCKET"]
+    return {"LOCKSTEP_HEALTH_SOCKET": envs[0]["LOCKSTEP_HEALTH_SOCKET"]}
+
+
 @pytest.fixture(scope="module")
 def cluster(
     images: Images, docker_engine: DockerEngine, examples: Path, pods: dict[str, dict[str, Any]]
@@ -253,7 +263,7 @@ def cluster(
             ["--host", "0.0.0.0", "--port", "8786"],
             entrypoint=[*LOCKSTEP, "scheduler"],
             alias="scheduler",
-            env={"LOCKSTEP_IMAGE": Images.reference(new, "worker")},
+            env={"LOCKSTEP_IMAGE": Images.reference(new, "worker"), **probe_env(pods)},
             constraints=pod_constraints(pods["scheduler"]),
         )
         wait_for_log(scheduler, "lockstep scheduler ready", 90)
@@ -265,6 +275,7 @@ def cluster(
                 env={
                     "LOCKSTEP_EXECUTOR": "cold",
                     "LOCKSTEP_IMAGE": Images.reference(new, "worker"),
+                    **probe_env(pods),
                 },
                 constraints=pod_constraints(pods["worker"]),
             )
@@ -345,6 +356,21 @@ def test_every_container_runs_under_its_pods_constraints(
             rf"container limits \(cgroup v[12]\): memory {memory} bytes, cpu 1 CPUs", log
         )
         assert f"--memory-limit {memory} --nthreads 1" in log, log[-3000:]
+
+
+def test_the_rendered_probes_answer_inside_the_images(
+    cluster: Cluster, pods: dict[str, dict[str, Any]]
+) -> None:
+    """The pods' exec probes, run in the real images as the kubelet runs them (exec in the
+    container, its environment): the image's python and its built-in ``_socket`` suffice."""
+    for container, pod in [(cluster.scheduler, pods["scheduler"])] + [
+        (w, pods["worker"]) for w in cluster.workers
+    ]:
+        spec = pod["containers"][0]
+        for kind in ("readinessProbe", "livenessProbe"):
+            command = spec[kind]["exec"]["command"]
+            code, output = container.exec_run(command, user="65532:65532")
+            assert (code, output) == (0, b"ok\n"), (container.name, kind, output)
 
 
 def test_a_simulation_over_the_memory_limit_fails_naming_its_task(
