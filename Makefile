@@ -15,7 +15,7 @@ CHECKOV := $(VENV)/checkov/bin/checkov
 
 .PHONY: images test lint format bench clean lock-builder
 
-$(BIN)/lockstep: pyproject.toml $(LOCK) $(CHECKOV)
+$(BIN)/lockstep: pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
 	  { echo "make: $(PYTHON) is not Python 3.11, which $(LOCK) is for; run make PYTHON=python3.11" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ lock-builder: $(BIN)/lockstep
 images: $(BIN)/lockstep
 	$(BIN)/lockstep build all --out out
 
-test: $(BIN)/lockstep
+test: $(BIN)/lockstep $(CHECKOV)
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 lint: $(BIN)/lockstep
