@@ -46,7 +46,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     # bundles has two sides (BUNDLES_RUNNER_SIDE below): runtime may use only the worker's.
     "runtime": frozenset({"core", "manifest", "bundles"}),
     "bundles": frozenset({"core", "manifest", "project", "inputs", "oci", "runtime"}),
-    "jobs": frozenset({"core", "manifest", "runtime", "oci", "bundles"}),
+    "results": frozenset({"core"}),
+    "jobs": frozenset({"core", "manifest", "runtime", "oci", "bundles", "results"}),
     "cli": frozenset({"core"}),
     "__main__": frozenset({"cli"}),
     "lockstep": frozenset(),  # the package itself: its version
