@@ -311,7 +311,15 @@ def test_new_cluster_is_one_build_and_runs_the_job_cold(cluster: Cluster) -> Non
     main_pids = {m["address"]: m["pid"] for m in members[1:]}
 
     done = cluster.run(
-        "run-sir", "run", f"{JOBS}/sir/job.toml", "--scheduler", SCHEDULER, "--workers", "2"
+        "run-sir",
+        "run",
+        f"{JOBS}/sir/job.toml",
+        "--scheduler",
+        SCHEDULER,
+        "--workers",
+        "2",
+        "--store",
+        "/tmp/sir.results",  # the examples are mounted read-only
     )
     assert done.code == 0, done.describe()
     result = json.loads(done.stdout)
@@ -448,7 +456,16 @@ def test_old_worker_is_refused_at_registration_while_a_job_runs(cluster: Cluster
     runner = cluster.replay.start(
         "run-long",
         new.config("runner"),
-        ["run", f"{JOBS}/sir/long.toml", "--scheduler", SCHEDULER, "--workers", "2"],
+        [
+            "run",
+            f"{JOBS}/sir/long.toml",
+            "--scheduler",
+            SCHEDULER,
+            "--workers",
+            "2",
+            "--store",
+            "/tmp/long.results",
+        ],  # the examples are mounted read-only
         entrypoint=LOCKSTEP,
         mount_examples=True,
     )

@@ -133,6 +133,9 @@ def test_the_store_refuses_a_directory_that_is_not_one(tmp_path: Path) -> None:
         ResultStore.open(other)
     with pytest.raises(BadInput, match="no result store there"):
         ResultStore.open(tmp_path / "missing", create=False)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(BadInput, match=r"a-file/store: cannot use it as the result store \("):
+        ResultStore.open(tmp_path / "a-file" / "store")  # as on a read-only mount: OSError
     made = ResultStore.open(tmp_path / "new")
     assert json.loads((made.root / "STORE.json").read_text()) == {"schema": "lockstep.store/v1"}
     assert ResultStore.open(made.root).segment_names() == []  # opens again

@@ -105,7 +105,18 @@ class ResultStore:
     @classmethod
     def open(cls, root: Path, create: bool = True) -> ResultStore:
         """The store at ``root``, made if ``create`` and it is new or empty; ``BadInput`` if
-        ``root`` is something else (a file, a directory with other things in it)."""
+        ``root`` is something else (a file, a directory with other things in it) or cannot
+        be made (a read-only file system)."""
+        try:
+            return cls._open(root, create)
+        except OSError as exc:
+            raise BadInput(
+                f"{root}: cannot use it as the result store ({exc.strerror or exc}); give a "
+                "writable directory with --store DIR"
+            ) from None
+
+    @classmethod
+    def _open(cls, root: Path, create: bool) -> ResultStore:
         marker = root / MARKER
         if marker.is_file():
             try:
