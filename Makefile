@@ -13,6 +13,10 @@ LOCK   := requirements/dev.lock.txt
 # environment, inside .venv so that removing .venv removes it too.
 CHECKOV := $(VENV)/checkov/bin/checkov
 
+# The tests' independent verifiers from npm (tests/node: @sigstore/verify), exactly the
+# versions and integrity hashes of tests/node/package-lock.json.
+NODE_MODULES := tests/node/node_modules/.package-lock.json
+
 .PHONY: images test lint format bench clean lock-builder
 
 $(BIN)/lockstep: pyproject.toml $(LOCK)
@@ -38,7 +42,15 @@ lock-builder: $(BIN)/lockstep
 images: $(BIN)/lockstep
 	$(BIN)/lockstep build all --out out
 
-test: $(BIN)/lockstep $(CHECKOV)
+# Without npm the tests that need it skip (and fail under LOCKSTEP_REQUIRE_ALL=1, as in CI).
+$(NODE_MODULES): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  cd tests/node && npm ci --ignore-scripts --no-audit --no-fund && touch node_modules/.package-lock.json; \
+	else \
+	  echo "make: npm not found: tests/node is not installed, its tests will skip" >&2; \
+	fi
+
+test: $(BIN)/lockstep $(CHECKOV) $(NODE_MODULES)
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 lint: $(BIN)/lockstep

@@ -55,6 +55,8 @@ class Project:
     description: str = ""  # [project] description
     license: str = ""  # [project] license: an SPDX expression (or {text = …})
     deploy: deployment.DeploySettings = deployment.DEFAULTS  # [tool.lockstep.deploy]
+    # [project] maintainers, then authors (PEP 621): (name, email) pairs, either may be ""
+    people: tuple[tuple[str, str], ...] = ()
 
     @property
     def pyproject(self) -> Path:
@@ -114,6 +116,13 @@ def load_project(root: Path) -> Project:
     if isinstance(license_value, dict):
         license_value = license_value.get("text", "")
 
+    people = tuple(
+        (str(p.get("name", "")), str(p.get("email", "")))
+        for key in ("maintainers", "authors")
+        for p in (project.get(key) or [])
+        if isinstance(p, dict)
+    )
+
     group = project.get("entry-points", {}).get(EXECUTOR_GROUP, {})
     if not isinstance(group, dict) or not group:
         raise BadInput(
@@ -158,6 +167,7 @@ def load_project(root: Path) -> Project:
         source_url=source_url,
         description=description if isinstance(description, str) else "",
         license=license_value if isinstance(license_value, str) else "",
+        people=people,
         sources=tuple(sources),
         package_root=_str(tool, "package_root", where, "src"),
         python_lock=root / _str(tool, "python_lock", where),

@@ -47,7 +47,7 @@ from lockstep.oci.client import PushStats, RegistryClient
 from lockstep.oci.media import EMPTY_CONFIG, MANIFEST_MEDIA_TYPE
 from lockstep.oci.reference import Target
 from lockstep.project import ROLES, Project
-from lockstep.release import attach, render, signing
+from lockstep.release import attach, render, sign_release, signing
 from lockstep.release.record import ImageRecord, ReleaseManifest
 from lockstep.release.tagging import (
     RELEASE_DIR,
@@ -262,8 +262,8 @@ def attach_release(
 ) -> dict[str, dict[str, str]]:
     """Push each image's SBOM and provenance as artifacts whose ``subject`` is the image,
     list them in the ``sha256-<hex>`` referrers index, and with ``key`` sign the image and
-    both artifacts (cosign format). The digests, per role. A dry run only computes the
-    artifacts' digests."""
+    both artifacts and attest the provenance (``release.sign_release``). The digests, per
+    role. A dry run only computes the artifacts' digests."""
     found: dict[str, dict[str, str]] = {}
     artifacts = {
         role: {
@@ -286,26 +286,37 @@ def attach_release(
                 attach.push_artifact(
                     client, name, artifact, [EMPTY_CONFIG, documents[role][kind]], stats
                 )
+            signed = (
+                sign_release.sign_image(
+                    client,
+                    name,
+                    images[role].manifest,
+                    artifacts[role],
+                    documents[role]["provenance"],
+                    key,
+                    created,
+                    stats,
+                )
+                if key is not None
+                else sign_release.UNSIGNED
+            )
+            found[role].update(signed.fields)
             found[role]["referrers"] = attach.add_referrers(
                 client,
                 name,
                 images[role].digest,
-                [(ARTIFACT_TYPES[k], a) for k, a in sorted(artifacts[role].items())],
+                [(ARTIFACT_TYPES[k], a) for k, a in sorted(artifacts[role].items())]
+                + list(signed.image_referrers),
                 stats,
             )
-            if key is None:
-                continue
-            reference = f"{target.host}/{name}"
-            signed = {"signature": images[role].digest}
-            signed.update({f"{k}_signature": a.digest for k, a in artifacts[role].items()})
-            for field_name, digest in sorted(signed.items()):
-                payload = attach.simple_signing_payload(reference, digest)
-                found[role][field_name] = attach.push_signature(
-                    client, name, digest, payload, signing.sign(key, payload), stats
-                )
         progress(
             "attached SBOM and provenance to both images"
-            + (" and signed images and attachments" if key is not None else "")
+            + (
+                " and signed images and attachments (cosign signatures, Sigstore bundles, "
+                "a signed provenance attestation)"
+                if key is not None
+                else ""
+            )
         )
     finally:
         client.close()
