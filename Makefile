@@ -9,6 +9,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements/dev.lock.txt
+# checkov pins packaging<24, which dev.lock.txt cannot take: its own hash-checked lock and
+# environment, inside .venv so that removing .venv removes it too.
+CHECKOV := $(VENV)/checkov/bin/checkov
+
+# The tests' independent verifiers from npm (tests/node: @sigstore/verify), exactly the
+# versions and integrity hashes of tests/node/package-lock.json.
+NODE_MODULES := tests/node/node_modules/.package-lock.json
 
 .PHONY: images test lint format bench clean lock-builder
 
@@ -21,6 +28,12 @@ $(BIN)/lockstep: pyproject.toml $(LOCK)
 	$(BIN)/python -m pip check
 	touch $@
 
+$(CHECKOV): requirements/checkov.lock.txt
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet --require-hashes --no-deps -r $<
+	$(VENV)/checkov/bin/python -m pip check
+	touch $@
+
 # Re-resolve requirements/build.lock.txt and dev.lock.txt from PyPI (tools/lock-builder says
 # how): `make lock-builder`, or with LOCK_ARGS=--upgrade / LOCK_ARGS='-P docker'.
 lock-builder: $(BIN)/lockstep
@@ -29,7 +42,15 @@ lock-builder: $(BIN)/lockstep
 images: $(BIN)/lockstep
 	$(BIN)/lockstep build all --out out
 
-test: $(BIN)/lockstep
+# Without npm the tests that need it skip (and fail under LOCKSTEP_REQUIRE_ALL=1, as in CI).
+$(NODE_MODULES): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  cd tests/node && npm ci --ignore-scripts --no-audit --no-fund && touch node_modules/.package-lock.json; \
+	else \
+	  echo "make: npm not found: tests/node is not installed, its tests will skip" >&2; \
+	fi
+
+test: $(BIN)/lockstep $(CHECKOV) $(NODE_MODULES)
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 lint: $(BIN)/lockstep

@@ -36,6 +36,7 @@ _WATCHED = [
     "//:src/lockstep/core/progress.py",
     "//:src/lockstep/core/reap.py",
     "//:src/lockstep/core/settings.py",
+    "//:src/lockstep/deployment.py",
     "//:src/lockstep/inputs/__init__.py",
     "//:src/lockstep/inputs/declared.py",
     "//:src/lockstep/inputs/python/__init__.py",

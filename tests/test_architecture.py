@@ -35,15 +35,19 @@ def imported_lockstep_modules(code: str) -> list[str]:
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "core": frozenset(),
     "manifest": frozenset({"core"}),
-    "project": frozenset({"core"}),
+    "deployment": frozenset({"core"}),
+    "project": frozenset({"core", "deployment"}),
     "inputs": frozenset({"core", "manifest", "project"}),
     "oci": frozenset({"core"}),
     "assembly": frozenset({"core", "manifest", "project", "inputs", "oci"}),
-    "release": frozenset({"core", "manifest", "project", "inputs", "assembly", "oci"}),
+    "release": frozenset(
+        {"core", "manifest", "deployment", "project", "inputs", "assembly", "oci"}
+    ),
     # bundles has two sides (BUNDLES_RUNNER_SIDE below): runtime may use only the worker's.
     "runtime": frozenset({"core", "manifest", "bundles"}),
     "bundles": frozenset({"core", "manifest", "project", "inputs", "oci", "runtime"}),
-    "jobs": frozenset({"core", "manifest", "runtime", "oci", "bundles"}),
+    "results": frozenset({"core"}),
+    "jobs": frozenset({"core", "manifest", "runtime", "oci", "bundles", "results"}),
     "cli": frozenset({"core"}),
     "__main__": frozenset({"cli"}),
     "lockstep": frozenset(),  # the package itself: its version

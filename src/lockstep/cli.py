@@ -28,6 +28,7 @@ COMMANDS = {
     "lockstep.bundles.commands": ("bundle",),
     "lockstep.runtime.commands": ("scheduler", "worker", "runner", "doctor", "self-check"),
     "lockstep.jobs.commands": ("preflight", "run"),
+    "lockstep.results.commands": ("results",),
     "lockstep.release.commands": ("release", "check-pins", "verify", "inspect"),
 }
 # Commands made here, whose actions each owning module adds with add_<command>_actions(actions)

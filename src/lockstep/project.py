@@ -1,6 +1,7 @@
 """The project definition: ``[project]`` and ``[tool.lockstep]`` of ``pyproject.toml``.
 
-One place for every fact about the images; the CLI and Bazel both read it.
+One place for every fact about the images; the CLI and Bazel both read it. The
+deployment settings (``[tool.lockstep.deploy]``) are checked by ``deployment``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockstep import deployment
 from lockstep.core import settings
 from lockstep.core.entrypoints import GROUP as EXECUTOR_GROUP
 from lockstep.core.errors import BadInput
@@ -52,6 +54,9 @@ class Project:
     dependencies: tuple[str, ...] = ()  # [project] dependencies
     description: str = ""  # [project] description
     license: str = ""  # [project] license: an SPDX expression (or {text = …})
+    deploy: deployment.DeploySettings = deployment.DEFAULTS  # [tool.lockstep.deploy]
+    # [project] maintainers, then authors (PEP 621): (name, email) pairs, either may be ""
+    people: tuple[tuple[str, str], ...] = ()
 
     @property
     def pyproject(self) -> Path:
@@ -111,6 +116,13 @@ def load_project(root: Path) -> Project:
     if isinstance(license_value, dict):
         license_value = license_value.get("text", "")
 
+    people = tuple(
+        (str(p.get("name", "")), str(p.get("email", "")))
+        for key in ("maintainers", "authors")
+        for p in (project.get(key) or [])
+        if isinstance(p, dict)
+    )
+
     group = project.get("entry-points", {}).get(EXECUTOR_GROUP, {})
     if not isinstance(group, dict) or not group:
         raise BadInput(
@@ -155,6 +167,7 @@ def load_project(root: Path) -> Project:
         source_url=source_url,
         description=description if isinstance(description, str) else "",
         license=license_value if isinstance(license_value, str) else "",
+        people=people,
         sources=tuple(sources),
         package_root=_str(tool, "package_root", where, "src"),
         python_lock=root / _str(tool, "python_lock", where),
@@ -168,6 +181,7 @@ def load_project(root: Path) -> Project:
         images=images,
         scripts=_scripts(project, f"{path} [project]"),
         dependencies=tuple(_str_list(project, "dependencies", f"{path} [project]", [])),
+        deploy=deployment.load(tool.get("deploy"), f"{path} [tool.lockstep.deploy]", group),
     )
 
 

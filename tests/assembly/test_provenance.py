@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from lockstep.assembly import oci
+from lockstep.assembly.builder import builder_identity
 from lockstep.inputs.debian.lock import read_lock as read_debian_lock
 from lockstep.inputs.python.lock import read_lock as read_python_lock
 from tests.fixtures.build import Built, build
@@ -81,3 +83,40 @@ def test_stamped_provenance_names_the_commit(built: Built, tmp_path: Path) -> No
         Path(again.result["provenance"]).read_bytes()
         == Path(stamped.result["provenance"]).read_bytes()
     )
+
+
+# RFC 3986 §3: scheme ":" then only unreserved, reserved and percent-encoded characters.
+URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+
+
+def parse_with_in_toto(data: bytes) -> Any:
+    """The statement parsed and validated by in-toto's own attestation library (protobuf:
+    an unknown field or a wrong type is an error), and its SLSA v1 predicate likewise."""
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+    from in_toto_attestation.v1.statement import Statement
+
+    pb = json_format.Parse(data, statement_pb2.Statement())  # type: ignore[attr-defined]
+    Statement.copy_from_pb(pb).validate()
+    doc = json.loads(data)
+    predicate = json_format.ParseDict(doc["predicate"], provenance_pb2.Provenance())  # type: ignore[attr-defined]
+    for dep in predicate.build_definition.resolved_dependencies:
+        ResourceDescriptor.copy_from_pb(dep).validate()
+    return predicate
+
+
+def test_in_toto_parses_the_statement_and_its_uris_are_uris(built: Built) -> None:
+    data = Path(built.result["provenance"]).read_bytes()
+    predicate = parse_with_in_toto(data)
+    build_type = predicate.build_definition.build_type
+    builder_id = predicate.run_details.builder.id
+    for uri in (build_type, builder_id):
+        assert URI.fullmatch(uri), uri
+    assert build_type == "https://github.com/lockstep-dev/lockstep/build-types/lockstep-build/2"
+    assert builder_id == "https://github.com/lockstep-dev/lockstep/builders/lockstep-build/2"
+    toolchain = builder_identity()
+    assert " " in toolchain  # the exact toolchain, which is not a URI, is still named:
+    assert predicate.run_details.builder.version["toolchain"] == toolchain
+    assert predicate.build_definition.internal_parameters["builder"] == toolchain

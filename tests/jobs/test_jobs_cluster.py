@@ -291,7 +291,16 @@ def test_example_job_gives_the_same_aggregate_under_every_executor(
 def test_lockstep_run_end_to_end_writes_the_result(cluster: Cluster, tmp_path: Path) -> None:
     spec = EXAMPLES / "sir" / "job.toml"
     out = tmp_path / "out" / "result.json"
-    cli = cluster.cli("run", str(spec), "--scheduler", cluster.address, "--out", str(out))
+    cli = cluster.cli(
+        "run",
+        str(spec),
+        "--scheduler",
+        cluster.address,
+        "--out",
+        str(out),
+        "--store",
+        str(tmp_path / "store"),
+    )
     assert cli.returncode == 0, cli.stderr
     result = json.loads(out.read_text())
     bundle, _ = load_bundle(spec.parent / "bundle")

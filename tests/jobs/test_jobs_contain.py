@@ -161,7 +161,8 @@ def test_failing_simulation_fails_the_run_in_one_line(
     assert line.startswith(
         f"lockstep: error: simulation params[1] seed 3 (sir.model:simulate) failed: {cause}"
     ), line
-    assert " on worker tcp://127.0.0.1:" in line and line.endswith("; nothing was written")
+    assert " on worker tcp://127.0.0.1:" in line and line.endswith("; run it again to resume")
+    assert f" of 8 simulation(s) are stored in {spec.parent / 'job.results'};" in line
     assert f"{executor} process " in line
     assert not out.exists()
     assert proc.popen.poll() is None  # the worker survived, and serves the next run
@@ -224,7 +225,7 @@ def test_run_fails_in_bounded_time_when_no_worker_is_left(
     assert cli.returncode == 3, stderr
     line = error_line(stderr)
     assert line.startswith("lockstep: error: no worker running executor cold of build sha256:")
-    assert "waited 3 s (--timeout) for one" in line and line.endswith("nothing was written")
+    assert "waited 3 s (--timeout) for one" in line and line.endswith("run it again to resume")
     assert not out.exists()
     assert wait_gone(pids_in(child)) == set()  # the SIGKILLed worker's task went with it
 

@@ -85,6 +85,19 @@ def test_spec_reports_every_schema_problem(tmp_path: Path) -> None:
     assert len(problems) == 9
 
 
+@pytest.mark.parametrize("value", ["-1", "1.5", "true", '"3"'])
+def test_max_failures_is_a_whole_number_of_at_least_zero(tmp_path: Path, value: str) -> None:
+    spec = edit_spec(copy_example(tmp_path), name='"sir"')
+    text = spec.read_text().replace("[[params]]", f"max_failures = {value}\n[[params]]", 1)
+    spec.write_text(text)
+    _, problems = read_spec(spec, EXECUTORS)
+    assert [(p.name, p.exit_code) for p in problems] == [("max_failures", 2)]
+    assert "a whole number >= 0 (default 0)" in problems[0].message
+    spec.write_text(text.replace(f"max_failures = {value}", "max_failures = 3"))
+    fields, problems = read_spec(spec, EXECUTORS)
+    assert problems == [] and fields["max_failures"] == 3
+
+
 def test_spec_not_toml_and_unreadable(tmp_path: Path) -> None:
     spec = tmp_path / "job.toml"
     spec.write_text("bundle = [")

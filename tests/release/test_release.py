@@ -149,11 +149,15 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
     assert out["push"]["blobs_uploaded"] == layers + 2 + 2 * 3
     assert sorted(out["attachments"]["worker"]) == ["provenance", "referrers", "sbom"]
     assert out["push"]["blobs_mounted"] == layers  # the worker mounts the runner's layers
-    assert sorted(Path(p).name for p in out["deploy_files"]) == [
-        "runner-job.yaml",
-        "scheduler.yaml",
-        "workers.yaml",
-        "workspace.yaml",
+    deploy = root / "release" / VERSION
+    assert sorted(str(Path(p).relative_to(deploy)) for p in out["deploy_files"]) == [
+        "10-network.yaml",
+        "20-scheduler.yaml",
+        "30-workers-warm.yaml",
+        "40-workspace.yaml",
+        "50-runner-job.yaml",
+        "operator/dask-cluster.yaml",
+        "operator/lockstep.yaml",
     ]
     # The annotated tag, at the commit that was built, names the build and both digests.
     assert git(root, "cat-file", "-t", "v0.1.0") == "tag"
@@ -203,7 +207,7 @@ def test_rendered_files_pass_check_pins_and_the_old_workspace_fails(released: Re
     deploy = released.root / "release" / VERSION
     proc = lockstep(["check-pins", str(deploy)], cwd=released.root, cache=released.root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "8 image references in 4 files, all pinned by digest" in proc.stdout
+    assert "18 image references in 6 files, all pinned by digest" in proc.stdout
     old = ROOT / "tests" / "release" / "data" / "release" / "workspace-old.yaml"
     proc = lockstep(["check-pins", str(deploy), str(old)], cwd=released.root, cache=released.root)
     assert proc.returncode == 1
@@ -297,7 +301,7 @@ def test_dry_run_needs_no_registry_and_makes_no_tag(tmp_path: Path, cache_dir: P
     assert out["dry_run"] is True and out["tagged"] is False
     assert out["push"]["blobs_uploaded"] == 0 and out["push"]["manifests_put"] == 0
     assert (root / "release" / f"{VERSION}.json").exists()
-    assert len(out["deploy_files"]) == 4
+    assert len(out["deploy_files"]) == 7
     assert tags(root) == []
 
 

@@ -202,30 +202,37 @@ def test_render_the_project_templates(tmp_path: Path) -> None:
     import yaml
 
     files = render.render(ROOT, VALUES, tmp_path, EXECUTORS)
-    assert sorted(f.name for f in files) == [
-        "runner-job.yaml",
-        "scheduler.yaml",
-        "workers.yaml",
-        "workspace.yaml",
+    assert sorted(str(f.relative_to(tmp_path)) for f in files) == [
+        "10-network.yaml",
+        "20-scheduler.yaml",
+        "30-workers-warm.yaml",
+        "40-workspace.yaml",
+        "50-runner-job.yaml",
+        "operator/dask-cluster.yaml",
+        "operator/lockstep.yaml",
     ]
-    docs = [
-        d for f in files if f.name != "workspace.yaml" for d in yaml.safe_load_all(f.read_text())
-    ]
+    docs = [d for f in files if f.parent == tmp_path for d in yaml.safe_load_all(f.read_text())]
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
     assert kinds == [
+        ("ConfigMap", "lockstep-workspace"),
         ("Deployment", "lockstep-scheduler"),
-        ("Deployment", "lockstep-worker"),
+        ("Deployment", "lockstep-worker-warm"),
         ("Job", "lockstep-runner-abababababab"),
+        ("NetworkPolicy", "lockstep-runner"),
+        ("NetworkPolicy", "lockstep-scheduler"),
+        ("NetworkPolicy", "lockstep-worker"),
+        ("PodDisruptionBudget", "lockstep-worker-warm"),
         ("Service", "lockstep-scheduler"),
     ]
+    workspace = next(d for d in docs if d["kind"] == "ConfigMap")
+    docs = [d for d in docs if d["kind"] in ("Deployment", "Job")]
     images = {
         d["metadata"]["name"]: [c["image"] for c in d["spec"]["template"]["spec"]["containers"]]
         for d in docs
-        if d["kind"] != "Service"
     }
-    assert images["lockstep-worker"] == [VALUES["worker_image"]]
+    assert images["lockstep-worker-warm"] == [VALUES["worker_image"]]
     assert images["lockstep-runner-abababababab"] == [VALUES["runner_image"]]
-    worker = next(d for d in docs if d["metadata"]["name"] == "lockstep-worker")
+    worker = next(d for d in docs if d["metadata"]["name"] == "lockstep-worker-warm")
     env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "LOCKSTEP_EXECUTOR", "value": "isolated_warm"} in env
     # Every pod says which pinned reference it pulled: the same as its image.
@@ -266,15 +273,17 @@ def test_render_the_project_templates(tmp_path: Path) -> None:
             assert volume["secret"]["items"] == [
                 {"key": ".dockerconfigjson", "path": "config.json"}
             ]
-    workspace = yaml.safe_load((tmp_path / "workspace.yaml").read_text())
-    assert workspace["scheduler"]["address"] == "tls://lockstep-scheduler:8786"
-    assert workspace["images"] == {
-        "runner": VALUES["runner_image"],
-        "worker": VALUES["worker_image"],
-    }
+    data = workspace["data"]
+    assert data["scheduler_address"] == "tls://lockstep-scheduler:8786"
+    assert (data["runner_image"], data["worker_image"]) == (
+        VALUES["runner_image"],
+        VALUES["worker_image"],
+    )
     found = pins.check_pins([tmp_path])
     assert not [r for r in found if r.problem]
-    assert len(found) == 8  # 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace
+    # Plain: 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace; the operator's set:
+    # 4 pods (the cluster's 2, one group, the runner) x 2, 2 in its workspace.
+    assert len(found) == 8 + 10
 
 
 def test_render_refuses_unknown_placeholders_and_executors(tmp_path: Path) -> None:
@@ -284,11 +293,12 @@ def test_render_refuses_unknown_placeholders_and_executors(tmp_path: Path) -> No
     with pytest.raises(BadInput, match=r"w.yaml:2: unknown placeholder \{\{ worker_img \}\}"):
         render.render(tmp_path, VALUES, tmp_path / "out1", EXECUTORS)
     (tmp_path / "out2").mkdir()
-    template.write_text("image: '{{ worker_image }}'\nexecutor: turbo\n")
+    obj = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: w}\n"
+    template.write_text(obj + "image: '{{ worker_image }}'\nexecutor: turbo\n")
     with pytest.raises(BadInput, match="executor 'turbo' is not in this build"):
         render.render(tmp_path, VALUES, tmp_path / "out2", EXECUTORS)
     (tmp_path / "out3").mkdir()
-    template.write_text("image: '{{ worker_image }}'\nsidecar_image: busybox:latest\n")
+    template.write_text(obj + "image: '{{ worker_image }}'\nsidecar_image: busybox:latest\n")
     with pytest.raises(BadInput, match="busybox:latest"):
         render.render(tmp_path, VALUES, tmp_path / "out3", EXECUTORS)
 
@@ -328,12 +338,10 @@ def test_rendered_kubernetes_manifests_match_the_schemas(tmp_path: Path) -> None
     import yaml
 
     files = render.render(ROOT, VALUES, tmp_path, EXECUTORS)
-    docs = [
-        d for f in files if f.name != "workspace.yaml" for d in yaml.safe_load_all(f.read_text())
-    ]
-    assert len(docs) == 4
+    docs = [d for f in files if f.parent == tmp_path for d in yaml.safe_load_all(f.read_text())]
+    assert len(docs) == 9
     for doc in docs:
-        kubernetes_validate.validate(doc, "1.29.0", strict=True)
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
 
 
 def test_the_admission_policy_names_the_key_and_every_repository(tmp_path: Path) -> None:

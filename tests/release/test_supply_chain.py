@@ -2,15 +2,19 @@
 
 The release goes to Debian's docker-registry 2.8 on 127.0.0.1 (no referrers
 API, so the ``sha256-<hex>`` referrers tag scheme), signed with an ECDSA
-P-256 key made here. skopeo, with a ``policy.json`` requiring
-``sigstoreSigned`` by our public key and ``use-sigstore-attachments``, must
-accept the release and refuse an unsigned copy, a copy signed by another key,
-and a tampered signature.
+P-256 key made here. The independent checks: the Sigstore project's own
+verifier, ``@sigstore/verify`` (Node, pinned in tests/node), walks the
+registry and verifies every bundle and attestation, and refuses a tampered
+bundle, a stranger's key and an unsigned attestation; in-toto's library
+parses the provenance; openssl verifies the cosign signatures. (Debian's
+skopeo and podman have sigstore verification patched out, so they cannot
+be used for this: docs/design.md §6.)
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -22,7 +26,8 @@ from typing import Any
 import pytest
 
 from lockstep.oci.client import PushStats, RegistryClient
-from lockstep.release import attach, signing
+from lockstep.oci.media import EMPTY_CONFIG
+from lockstep.release import attach, dsse, signing, sigstore_bundle
 from tests.fixtures.build import lockstep, make_repo
 from tests.fixtures.registry import OciRegistry
 from tests.fixtures.support import require
@@ -81,6 +86,14 @@ def signed(
     return Signed(root, oci_registry, json.loads(proc.stdout), key, other)
 
 
+def blob_of(signed: Signed, name: str, artifact: str) -> bytes:
+    """The one layer's bytes of the artifact manifest ``name@artifact``."""
+    [layer] = manifest(signed, name, artifact)["layers"]
+    status, data = signed.get(f"/v2/{name}/blobs/{layer['digest']}")
+    assert status == 200
+    return data
+
+
 def manifest(signed: Signed, name: str, reference: str) -> dict[str, Any]:
     status, body = signed.get(f"/v2/{name}/manifests/{reference}")
     assert status == 200, (name, reference)
@@ -94,20 +107,27 @@ def test_release_records_and_attaches_sbom_and_provenance(signed: Signed) -> Non
         image = signed.out["images"][role]
         found = record["attachments"][role]
         assert sorted(found) == [
+            "attestation",
+            "bundle",
+            "legacy_attestation",
             "provenance",
+            "provenance_bundle",
             "provenance_signature",
             "referrers",
             "sbom",
+            "sbom_bundle",
             "sbom_signature",
             "signature",
         ]
         name = f"sig/main/lockstep-{role}"
         index = manifest(signed, name, "sha256-" + image["digest"][7:])
         assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
-        listed = {d["artifactType"]: d["digest"] for d in index["manifests"]}
+        listed = {(d["artifactType"], d["digest"]) for d in index["manifests"]}
         assert listed == {
-            "application/spdx+json": found["sbom"],
-            "application/vnd.in-toto+json": found["provenance"],
+            ("application/spdx+json", found["sbom"]),
+            ("application/vnd.in-toto+json", found["provenance"]),
+            (BUNDLE, found["bundle"]),
+            (BUNDLE, found["attestation"]),
         }
         documents = {}
         for kind in ("sbom", "provenance"):
@@ -122,133 +142,243 @@ def test_release_records_and_attaches_sbom_and_provenance(signed: Signed) -> Non
             s["name"]: "sha256:" + s["digest"]["sha256"] for s in documents["provenance"]["subject"]
         }
         assert subjects == {f"lockstep-{r}": signed.out["images"][r]["digest"] for r in ROLES}
+        att = manifest(signed, name, "sha256-" + image["digest"][7:] + ".att")
+        [layer] = att["layers"]
+        assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+        assert layer["annotations"] == {"predicateType": "https://slsa.dev/provenance/v1"}
+        status, envelope = signed.get(f"/v2/{name}/blobs/{layer['digest']}")
+        assert json.loads(envelope)["payloadType"] == "application/vnd.in-toto+json"
+        assert base64.b64decode(json.loads(envelope)["payload"]) == blob_of(
+            signed, name, found["provenance"]
+        )
         commit = documents["provenance"]["predicate"]["buildDefinition"]["resolvedDependencies"][0]
         assert commit["digest"]["gitCommit"] == signed.out["commit"]
 
 
-# -- skopeo with a sigstoreSigned policy -------------------------------------------------
+# -- the Sigstore project's own verifier (@sigstore/verify, Node) ------------------------
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+VERIFIER = NODE_DIR / "verify-release.mjs"
+BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+SLSA = "https://slsa.dev/provenance/v1"
 
 
-def skopeo_copy(
-    signed: Signed, tmp: Path, reference: str, public_key: Path
-) -> subprocess.CompletedProcess[str]:
-    require(shutil.which("skopeo") is not None, "skopeo is not installed (Debian package skopeo)")
-    host = signed.registry.address
-    policy = {
-        "default": [{"type": "reject"}],
-        "transports": {
-            "docker": {
-                f"{host}/sig": [
-                    {
-                        "type": "sigstoreSigned",
-                        "keyPath": str(public_key),
-                        "signedIdentity": {"type": "matchRepoDigestOrExact"},
-                    }
-                ]
-            }
-        },
-    }
-    (tmp / "policy.json").write_text(json.dumps(policy))
-    registries = tmp / "registries.d"
-    registries.mkdir(exist_ok=True)
-    (registries / "lockstep.yaml").write_text(
-        f"docker:\n  {host}:\n    use-sigstore-attachments: true\n"
+def node_verify(*args: str) -> tuple[int, dict[str, Any]]:
+    """Run tests/node/verify-release.mjs (installed by `make`: npm ci); (exit code, report)."""
+    require(shutil.which("node") is not None, "node is not installed (Debian package nodejs)")
+    require(
+        (NODE_DIR / "node_modules" / "@sigstore" / "verify").is_dir(),
+        "tests/node/node_modules is missing: run `make tests/node/node_modules` (npm ci)",
     )
-    dest = tmp / "copy"
-    shutil.rmtree(dest, ignore_errors=True)
-    return subprocess.run(
-        [
-            "skopeo",
-            "--policy",
-            str(tmp / "policy.json"),
-            "--registries.d",
-            str(registries),
-            "copy",
-            "--src-tls-verify=false",
-            f"docker://{reference}",
-            f"dir:{dest}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = subprocess.run(
+        ["node", str(VERIFIER), *args], capture_output=True, text=True, timeout=120
     )
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, dict(json.loads(proc.stdout))
 
 
-SIGSTORE_DISABLED = "sigstore disabled"
+def images_of(signed: Signed, repo: str = "sig/main") -> list[str]:
+    return [f"{repo}/lockstep-{r}@{signed.out['images'][r]['digest']}" for r in ROLES]
 
 
-def require_sigstore(signed: Signed, tmp: Path) -> None:
-    """Skip where skopeo cannot verify sigstore signatures at all: Debian builds
-    containers/image with sigstore verification patched out ("Debian-local change:
-    sigstore disabled"), so such a skopeo refuses every image and proves nothing."""
-    reference = signed.out["images"]["worker"]["reference"]
-    proc = skopeo_copy(signed, tmp, reference, signed.key.with_suffix(".pub"))
-    if SIGSTORE_DISABLED in proc.stderr:
-        pytest.skip(f"this skopeo cannot verify sigstore signatures: {proc.stderr.strip()}")
-
-
-def copy_unchecked(signed: Signed, source: str, dest: str) -> None:
-    subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--insecure-policy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            f"docker://{source}",
-            f"docker://{dest}",
-        ],
-        capture_output=True,
-        check=True,
-        timeout=300,
-    )
-
-
-def test_skopeo_policy_accepts_the_signed_release(signed: Signed, tmp_path: Path) -> None:
-    require_sigstore(signed, tmp_path)
-    for role in ROLES:
-        reference = signed.out["images"][role]["reference"]
-        proc = skopeo_copy(signed, tmp_path, reference, signed.key.with_suffix(".pub"))
-        assert proc.returncode == 0, proc.stderr
-    # ... and refuses it under another key.
-    reference = signed.out["images"]["worker"]["reference"]
-    proc = skopeo_copy(signed, tmp_path, reference, signed.other.with_suffix(".pub"))
-    assert proc.returncode != 0
-    assert "signature" in proc.stderr.lower()
-
-
-def test_skopeo_policy_refuses_unsigned_other_key_and_tampered(
-    signed: Signed, tmp_path: Path
+def test_sigstore_verify_accepts_every_bundle_and_attestation_of_the_release(
+    signed: Signed,
 ) -> None:
-    require_sigstore(signed, tmp_path)
-    host = signed.registry.address
-    image = signed.out["images"]["worker"]
-    digest = image["digest"]
-    client = RegistryClient(host, None, plain_http=True)
+    """The independent check: @sigstore/verify walks the registry itself and verifies every
+    bundle (each image, SBOM and provenance signed; each image's provenance attestation)."""
+    code, report = node_verify(
+        "--key",
+        str(signed.key.with_suffix(".pub")),
+        "--registry",
+        signed.registry.url,
+        *(a for image in images_of(signed) for a in ("--image", image)),
+    )
+    assert code == 0, report
+    assert report["missing"] == []
+    by_subject: dict[str, set[str]] = {}
+    for row in report["checked"]:
+        assert row["ok"], row
+        if "bundle" in row:
+            by_subject.setdefault(row["subject"], set()).add(row["predicateType"])
+    for role in ROLES:
+        found = signed.out["attachments"][role]
+        name = f"sig/main/lockstep-{role}"
+        image = f"{name}@{signed.out['images'][role]['digest']}"
+        assert by_subject[image] == {"https://sigstore.dev/cosign/sign/v1", SLSA}
+        for kind in ("sbom", "provenance"):
+            assert by_subject[f"{name}@{found[kind]}"] == {"https://sigstore.dev/cosign/sign/v1"}
+    # 2 images x (image, attestation, SBOM, provenance bundles + the .att envelope)
+    assert len(report["checked"]) == 10
+    att = [r for r in report["checked"] if "attestationTag" in r]
+    assert len(att) == 2 and {r["predicateType"] for r in att} == {SLSA}
+    # ... and with a stranger's key nothing verifies.
+    code, report = node_verify(
+        "--key",
+        str(signed.other.with_suffix(".pub")),
+        "--registry",
+        signed.registry.url,
+        "--image",
+        images_of(signed)[1],
+    )
+    assert code == 1
+    assert report["checked"] and all(
+        not r["ok"] and r["error"].startswith("SIGNATURE_ERROR") for r in report["checked"]
+    ), report
+
+
+def test_the_attestation_is_the_signed_provenance_and_in_toto_parses_it(
+    signed: Signed,
+) -> None:
+    """The attestation's DSSE envelope holds exactly the provenance statement the release
+    attached, and in-toto's own library parses and validates it."""
+    from tests.assembly.test_provenance import parse_with_in_toto
+
+    client = RegistryClient(signed.registry.address, None, plain_http=True)
+    key = signing.load_public_key(signed.key.with_suffix(".pub"))
     try:
-        cases = {}
-        for case in ("unsigned", "otherkey", "tampered"):
-            name = f"sig/{case}/lockstep-worker"
-            copy_unchecked(signed, image["reference"], f"{host}/{name}:{VERSION}")
-            cases[case] = name
-        stats = PushStats()
-        payload = attach.simple_signing_payload(f"{host}/{cases['otherkey']}", digest)
-        other = signing.load_private_key(signed.other)
-        attach.push_signature(
-            client, cases["otherkey"], digest, payload, signing.sign(other, payload), stats
-        )
-        ours = signing.load_private_key(signed.key)
-        payload = attach.simple_signing_payload(f"{host}/{cases['tampered']}", digest)
-        signature = signing.sign(ours, payload)
-        tampered = payload.replace(b'"optional":null', b'"optional":{"x":1}')
-        attach.push_signature(client, cases["tampered"], digest, tampered, signature, stats)
+        for role in ROLES:
+            digest = signed.out["images"][role]["digest"]
+            name = f"sig/main/lockstep-{role}"
+            [attestation] = [
+                v
+                for v in sigstore_bundle.verified_bundles(client, name, digest, key)
+                if v.predicate_type == SLSA
+            ]
+            assert attestation.digest == signed.out["attachments"][role]["attestation"]
+            artifact = manifest(signed, name, signed.out["attachments"][role]["provenance"])
+            status, statement = signed.get(f"/v2/{name}/blobs/{artifact['layers'][0]['digest']}")
+            assert status == 200 and json.loads(statement) == attestation.statement
+            parse_with_in_toto(statement)
+            index = manifest(signed, name, "sha256-" + digest[7:])
+            [listed] = [m for m in index["manifests"] if m["digest"] == attestation.digest]
+            assert listed["artifactType"] == BUNDLE
+            assert listed["annotations"]["dev.sigstore.bundle.content"] == "dsse-envelope"
+            assert listed["annotations"]["dev.sigstore.bundle.predicateType"] == SLSA
     finally:
         client.close()
-    public = signed.key.with_suffix(".pub")
-    for case, name in cases.items():
-        proc = skopeo_copy(signed, tmp_path, f"{host}/{name}@{digest}", public)
-        assert proc.returncode != 0, case
-        assert "signature" in proc.stderr.lower(), (case, proc.stderr)
+
+
+def bundle_copy(signed: Signed, case: str, role: str = "worker") -> tuple[RegistryClient, str, str]:
+    """An image pushed (by our client, blobs mounted) to ``sig/<case>``, unsigned."""
+    host = signed.registry.address
+    client = RegistryClient(host, None, plain_http=True)
+    image = signed.out["images"][role]
+    source = f"sig/main/lockstep-{role}"
+    name = f"sig/{case}/lockstep-{role}"
+    raw = client.get_manifest(source, image["digest"])
+    stats = PushStats()
+    for d in [
+        json.loads(raw)["config"]["digest"],
+        *(x["digest"] for x in json.loads(raw)["layers"]),
+    ]:
+        client.push_blob(name, d, lambda d=d: client_get_blob(client, source, d), stats, source)
+    client.put_manifest(
+        name, image["digest"], raw, json.loads(raw)["mediaType"], image["digest"], stats
+    )
+    return client, name, image["digest"]
+
+
+def client_get_blob(client: RegistryClient, name: str, digest: str) -> bytes:
+    resp = client.request("GET", f"/v2/{name}/blobs/{digest}", scope=[client.scope(name, "pull")])
+    assert resp.status == 200
+    return resp.body
+
+
+def attach_bundle(
+    client: RegistryClient, name: str, digest: str, data: bytes, predicate: str
+) -> None:
+    stats = PushStats()
+    raw = client.get_manifest(name, digest)
+    artifact = sigstore_bundle.bundle_artifact(data, raw, predicate, "1970-01-01T00:00:00Z")
+    attach.push_artifact(client, name, artifact, [EMPTY_CONFIG, data], stats)
+    attach.add_referrers(client, name, digest, [(BUNDLE, artifact)], stats)
+
+
+def test_sigstore_verify_and_lockstep_refuse_tampered_stranger_and_unsigned(
+    signed: Signed,
+) -> None:
+    """Each case: a copy of the worker with a signature bundle and a provenance attestation,
+    one of them bad. @sigstore/verify must fail it, and lockstep's own check must agree."""
+    ours = signing.load_private_key(signed.key)
+    other = signing.load_private_key(signed.other)
+    public = signing.load_public_key(signed.key.with_suffix(".pub"))
+    statement = json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "lockstep-worker", "digest": {"sha256": "0" * 64}}],
+            "predicateType": SLSA,
+            "predicate": {"buildDefinition": {}, "runDetails": {}},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+    def tampered(data: bytes) -> bytes:
+        doc = json.loads(data)
+        payload = base64.b64decode(doc["dsseEnvelope"]["payload"])
+        doc["dsseEnvelope"]["payload"] = base64.b64encode(
+            payload.replace(b'"predicate":{', b'"predicate":{"x":1,', 1)
+        ).decode()
+        return json.dumps(doc).encode()
+
+    def unsigned(data: bytes) -> bytes:
+        doc = json.loads(data)
+        doc["dsseEnvelope"]["signatures"] = []
+        return json.dumps(doc).encode()
+
+    cases = {
+        "tampered": lambda s, k: tampered(sigstore_bundle.bundle(s, k)),
+        "stranger": lambda s, k: sigstore_bundle.bundle(s, other),
+        "unsigned": lambda s, k: unsigned(sigstore_bundle.bundle(s, k)),
+    }
+    for case, make in cases.items():
+        client, name, digest = bundle_copy(signed, case)
+        try:
+            reference = f"{signed.registry.address}/{name}"
+            image_statement = sigstore_bundle.sign_statement(reference, digest)
+            good = statement.replace(b"0" * 64, digest[7:].encode())
+            # The image's signature is fine; the attestation is the bad one...
+            attach_bundle(
+                client,
+                name,
+                digest,
+                sigstore_bundle.bundle(image_statement, ours),
+                sigstore_bundle.SIGN_PREDICATE_TYPE,
+            )
+            attach_bundle(client, name, digest, make(good, ours), SLSA)
+            code, report = node_verify(
+                "--key",
+                str(signed.key.with_suffix(".pub")),
+                "--registry",
+                signed.registry.url,
+                "--image",
+                f"{name}@{digest}",
+            )
+            assert code == 1, (case, report)
+            [bad] = [r for r in report["checked"] if not r["ok"]]
+            want = "not a Sigstore bundle" if case == "unsigned" else "SIGNATURE_ERROR"
+            assert bad["error"].startswith(want), (case, bad)
+            assert "no provenance attestation" in " ".join(report["missing"]), report
+            assert sigstore_bundle.has_verified(
+                client, name, digest, public, sigstore_bundle.SIGN_PREDICATE_TYPE, reference
+            )
+            assert not sigstore_bundle.has_verified(client, name, digest, public, SLSA)
+        finally:
+            client.close()
+    # A bundle file by itself, tampered, by --bundle: the same verdict.
+    data = tampered(
+        sigstore_bundle.bundle(sigstore_bundle.sign_statement("r", "sha256:" + "a" * 64), ours)
+    )
+    path = signed.root.parent / "tampered.sigstore.json"
+    path.write_bytes(data)
+    code, report = node_verify(
+        "--key",
+        str(signed.key.with_suffix(".pub")),
+        "--bundle",
+        str(path),
+        "--subject",
+        "sha256:" + "a" * 64,
+    )
+    assert code == 1 and report["checked"][0]["error"].startswith("SIGNATURE_ERROR"), report
 
 
 def test_openssl_verifies_our_signatures_of_the_payload_it_names(
@@ -343,9 +473,13 @@ def test_inspect_shows_what_is_attached_and_the_signature_status(
     names = {p["name"] for p in found["attached"]["sbom"]["packages"]}
     assert {"python3.11", "distributed", "numpy"} & names >= {"python3.11", "distributed"}
     assert found["signature"].startswith("verified with ")
+    assert found["bundles"].startswith("2 attached; verified with ")
+    assert found["bundles"].endswith(": provenance attestation, signature")
     assert inspect().splitlines()[2].startswith("signature  signed (1 signature(s); not verified")
+    assert inspect().splitlines()[3] == "bundles    2 attached (not verified: pass --public-key)"
     other = inspect("--public-key", str(signed.other.with_suffix(".pub")))
     assert "signature  not signed by " in other
+    assert "bundles    2 attached, none verified with " in other
     listing = inspect("--packages")
     assert "pkg:pypi/distributed@2026.8.0" in listing and "pkg:deb/debian/libc6@" in listing
 
@@ -353,7 +487,7 @@ def test_inspect_shows_what_is_attached_and_the_signature_status(
 def test_the_signed_release_carries_its_admission_policy(signed: Signed) -> None:
     import yaml
 
-    policy = signed.root / "release" / VERSION / "image-policy.yaml"
+    policy = signed.root / "release" / VERSION / "admission" / "image-policy.yaml"
     doc = yaml.safe_load(policy.read_text())
     assert doc["kind"] == "ClusterImagePolicy"
     [authority] = doc["spec"]["authorities"]
@@ -378,3 +512,75 @@ def test_a_template_named_like_the_policy_is_refused_before_anything_is_built(
     assert "images/deploy/image-policy.yaml: a signed release writes this file" in proc.stderr
     assert not (root / "release" / VERSION).exists()
     assert not (root / "release" / f"{VERSION}.json").exists()
+
+
+def test_verify_wants_the_bundles_and_the_attestation_too(signed: Signed) -> None:
+    """A release whose images carry only cosign signatures fails `verify --public-key`
+    (no Sigstore bundle), then one with bundles but no attestation, then it passes."""
+    from lockstep.core.errors import CheckFailed
+    from lockstep.release.record import ImageRecord, ReleaseManifest
+    from lockstep.release.verify import check_signatures
+
+    host = signed.registry.address
+    ours = signing.load_private_key(signed.key)
+    public = signing.load_public_key(signed.key.with_suffix(".pub"))
+    record = ReleaseManifest.read(signed.root / "release" / f"{VERSION}.json")
+    images = {}
+    clients = []
+    try:
+        for role in ROLES:
+            client, name, digest = bundle_copy(signed, "legacyonly", role)
+            clients.append((client, name, digest))
+            images[role] = ImageRecord(
+                f"{host}/{name}@{digest}", digest, record.images[role].config
+            )
+            payload = attach.simple_signing_payload(f"{host}/{name}", digest)
+            attach.push_signature(
+                client, name, digest, payload, signing.sign(ours, payload), PushStats()
+            )
+        copy = dataclasses.replace(record, images=images, attachments={})
+        with pytest.raises(CheckFailed, match="has no Sigstore bundle signed by the given"):
+            check_signatures(copy, public, plain_http=True)
+        for client, name, digest in clients:
+            statement = sigstore_bundle.sign_statement(f"{host}/{name}", digest)
+            attach_bundle(
+                client,
+                name,
+                digest,
+                sigstore_bundle.bundle(statement, ours),
+                sigstore_bundle.SIGN_PREDICATE_TYPE,
+            )
+        with pytest.raises(CheckFailed, match="no provenance attestation"):
+            check_signatures(copy, public, plain_http=True)
+        for client, name, digest in clients:
+            attestation = sigstore_bundle.bundle(
+                json.dumps(
+                    {
+                        "_type": "https://in-toto.io/Statement/v1",
+                        "subject": [{"name": "x", "digest": {"sha256": digest[7:]}}],
+                        "predicateType": SLSA,
+                        "predicate": {},
+                    }
+                ).encode(),
+                ours,
+            )
+            attach_bundle(client, name, digest, attestation, SLSA)
+        with pytest.raises(
+            CheckFailed, match=r"signed by the given public key in a sha256-.*\.att tag"
+        ):
+            check_signatures(copy, public, plain_http=True)
+        for client, name, digest in clients:
+            statement = json.dumps(
+                {
+                    "_type": "https://in-toto.io/Statement/v1",
+                    "subject": [{"name": "x", "digest": {"sha256": digest[7:]}}],
+                    "predicateType": SLSA,
+                    "predicate": {},
+                }
+            ).encode()
+            envelope = json.dumps(dsse.envelope(statement, ours)).encode()
+            attach.push_attestation(client, name, digest, envelope, SLSA, PushStats())
+        check_signatures(copy, public, plain_http=True)
+    finally:
+        for client, _, _ in clients:
+            client.close()

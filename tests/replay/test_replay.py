@@ -14,11 +14,15 @@ as the rendered Kubernetes files do) and two workers with
 ``LOCKSTEP_EXECUTOR=cold``. Runners and the doctor run as containers of a
 runner image on the same network, with ``examples/`` mounted read-only: the
 runner ships the job's bundle, it is not in the image. Every container runs
-as user 65532 with a read-only root and a tmpfs ``/tmp``.
+under the constraints of its pod in the files ``lockstep release`` renders
+(``pod_constraints``): user 65532, read-only root, ``--cap-drop ALL``,
+``no-new-privileges``, the default seccomp profile, the pod's CPU and memory
+limits, a tmpfs ``/tmp`` (the pod's ``emptyDir``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -29,6 +33,9 @@ from typing import Any
 
 import pytest
 
+from lockstep.deployment import Resources, WorkerGroup, cpu_millis, memory_bytes
+from lockstep.project import load_project
+from lockstep.release import render
 from tests.fixtures.build import ROOT, Built, build, clone, lockstep
 from tests.fixtures.engine import DockerEngine
 from tests.fixtures.replay import (
@@ -39,6 +46,7 @@ from tests.fixtures.replay import (
     Finished,
     Replay,
     line_instants,
+    pod_constraints,
     seconds_to_line,
     wait_exit,
     wait_for_log,
@@ -46,6 +54,7 @@ from tests.fixtures.replay import (
 
 pytestmark = pytest.mark.slow
 
+EXECUTORS = ("cold", "direct", "isolated_warm")
 COLD_LINE = re.compile(
     r'^cold\s*=\s*"lockstep\.runtime\.executors\.cold:ColdExecutor"\n', re.MULTILINE
 )
@@ -53,7 +62,8 @@ READY = r"lockstep worker ready: build (sha256:[0-9a-f]{64}) version (\S+) execu
 # Both builds (the old one is this tree with an executor removed) listen beyond loopback
 # without TLS only when told so (protected mode): here a private Docker network, on purpose.
 INSECURE = "--insecure"
-WORKER_ARGS = [SCHEDULER, "--nthreads", "1", "--no-dashboard", INSECURE]
+# threads and memory: from the container's limits
+WORKER_ARGS = [SCHEDULER, "--no-dashboard", INSECURE]
 # A job long enough (~5 s on two workers) for a worker to try to join while it runs.
 LONG_JOB = """\
 name = "sir-long"
@@ -79,6 +89,37 @@ beta = 0.12
 gamma = 0.1
 days = 100
 """
+
+
+HOG = """\
+def simulate(params, seed):
+    block = bytearray(params["mb"] * 2**20)
+    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+        block[i] = 1
+    return {"mb": params["mb"], "seed": seed}
+
+
+def total(results):
+    return sum(r["mb"] for r in results)
+"""
+HOG_JOB = """\
+name = "memory"
+bundle = "bundle"
+model = "hog:simulate"
+target = "hog:total"
+executor = "cold"
+seeds = [1]
+
+[[params]]
+name = "small"
+mb = 8
+
+[[params]]
+name = "greedy"
+mb = 1024
+"""
+# The replay's pods: the project's own settings, plus a small group for the memory test.
+SMALL = WorkerGroup("small", "cold", 1, Resources("250m", "1", "256Mi", "256Mi"))
 
 
 @dataclass(frozen=True)
@@ -166,23 +207,68 @@ def examples(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("examples") / "examples"
     shutil.copytree(built.root / "examples", dest)
     (dest / "sir" / "long.toml").write_text(LONG_JOB)
+    (dest / "memory" / "bundle" / "hog").mkdir(parents=True)
+    (dest / "memory" / "bundle" / "hog" / "__init__.py").write_text(HOG)
+    (dest / "memory" / "job.toml").write_text(HOG_JOB)
     for path in (dest, *dest.rglob("*")):  # readable by the containers' user 65532
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
 
 
 @pytest.fixture(scope="module")
-def cluster(images: Images, docker_engine: DockerEngine, examples: Path) -> Iterator[Cluster]:
-    replay = Replay(docker_engine, examples)
+def pods(built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The pod of each component in the files a release of ``built`` renders, by name."""
+    import yaml
+
+    project = load_project(built.root)
+    deploy = dataclasses.replace(project.deploy, workers=(*project.deploy.workers, SMALL))
+    digest = built.digest("worker")
+    values = {
+        "version": "0.1.0", "tag": "v0.1.0", "commit": "0" * 40, "build_id": built.build_id,
+        "short_id": built.build_id[7:19], "registry": "127.0.0.1:5000/replay",
+        "runner_image": f"127.0.0.1:5000/replay/lockstep-runner@{built.digest('runner')}",
+        "worker_image": f"127.0.0.1:5000/replay/lockstep-worker@{digest}",
+    }  # fmt: skip
+    dest = tmp_path_factory.mktemp("rendered")
+    found = {}
+    for path in render.render(built.root, values, dest, EXECUTORS, deploy):
+        if path.parent == dest:
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc["kind"] in ("Deployment", "Job"):
+                    found[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
+    return {
+        "scheduler": found["lockstep-scheduler"],
+        "worker": found["lockstep-worker-warm"],
+        "small": found["lockstep-worker-small"],
+        "runner": found[f"lockstep-runner-{values['short_id']}"],
+    }
+
+
+def probe_env(pods: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The probe socket's setting, as the rendered scheduler and worker pods set it."""
+    envs = [
+        {e["name"]: e["value"] for e in pods[name]["containers"][0]["env"]}
+        for name in ("scheduler", "worker")
+    ]
+    assert envs[0]["LOCKSTEP_HEALTH_SOCKET"] == envs[1]["LOCKSTEP_HEALTH_SOCKET"]
+    return {"LOCKSTEP_HEALTH_SOCKET": envs[0]["LOCKSTEP_HEALTH_SOCKET"]}
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    images: Images, docker_engine: DockerEngine, examples: Path, pods: dict[str, dict[str, Any]]
+) -> Iterator[Cluster]:
+    replay = Replay(docker_engine, examples, runner=pod_constraints(pods["runner"]))
     new = images.new
     try:
         scheduler = replay.start(
             "scheduler",
             new.config("worker"),
-            ["--host", "0.0.0.0", "--port", "8786", "--no-dashboard", INSECURE],
+            ["--host", "0.0.0.0", "--port", "8786", INSECURE],
             entrypoint=[*LOCKSTEP, "scheduler"],
             alias="scheduler",
-            env={"LOCKSTEP_IMAGE": Images.reference(new, "worker")},
+            env={"LOCKSTEP_IMAGE": Images.reference(new, "worker"), **probe_env(pods)},
+            constraints=pod_constraints(pods["scheduler"]),
         )
         wait_for_log(scheduler, "lockstep scheduler ready", 90)
         workers = [
@@ -193,7 +279,9 @@ def cluster(images: Images, docker_engine: DockerEngine, examples: Path) -> Iter
                 env={
                     "LOCKSTEP_EXECUTOR": "cold",
                     "LOCKSTEP_IMAGE": Images.reference(new, "worker"),
+                    **probe_env(pods),
                 },
+                constraints=pod_constraints(pods["worker"]),
             )
             for i in (1, 2)
         ]
@@ -227,7 +315,15 @@ def test_new_cluster_is_one_build_and_runs_the_job_cold(cluster: Cluster) -> Non
     main_pids = {m["address"]: m["pid"] for m in members[1:]}
 
     done = cluster.run(
-        "run-sir", "run", f"{JOBS}/sir/job.toml", "--scheduler", SCHEDULER, "--workers", "2"
+        "run-sir",
+        "run",
+        f"{JOBS}/sir/job.toml",
+        "--scheduler",
+        SCHEDULER,
+        "--workers",
+        "2",
+        "--store",
+        "/tmp/sir.results",  # the examples are mounted read-only
     )
     assert done.code == 0, done.describe()
     result = json.loads(done.stdout)
@@ -244,6 +340,85 @@ def test_new_cluster_is_one_build_and_runs_the_job_cold(cluster: Cluster) -> Non
     assert "pids" not in result
     assert result["processes"] == [{"worker": w, "pid": p} for w, p in sorted(set(ran_in))]
     assert "preflight ok" in done.stderr
+
+
+def test_every_container_runs_under_its_pods_constraints(
+    cluster: Cluster, pods: dict[str, dict[str, Any]]
+) -> None:
+    """What the engine enforces is what the rendered pods ask (the job above ran under it),
+    and each worker sized Dask from its container's limits."""
+    for container, pod in [(cluster.scheduler, pods["scheduler"])] + [
+        (w, pods["worker"]) for w in cluster.workers
+    ]:
+        container.reload()
+        host = container.attrs["HostConfig"]
+        limits = pod["containers"][0]["resources"]["limits"]
+        assert container.attrs["Config"]["User"] == "65532:65532"
+        assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert not [o for o in host["SecurityOpt"] if o.startswith("seccomp")]  # the default
+        assert host["Memory"] == memory_bytes(limits["memory"]) == host["MemorySwap"]
+        assert host["NanoCpus"] == cpu_millis(limits["cpu"]) * 1_000_000
+        assert set(host["Tmpfs"]) == {"/tmp"}
+    limits = pods["worker"]["containers"][0]["resources"]["limits"]
+    memory = memory_bytes(limits["memory"])
+    for worker in cluster.workers:
+        log = worker.logs().decode(errors="replace")
+        assert re.search(
+            rf"container limits \(cgroup v[12]\): memory {memory} bytes, cpu 1 CPUs", log
+        )
+        assert f"--memory-limit {memory} --nthreads 1" in log, log[-3000:]
+
+
+def test_the_rendered_probes_answer_inside_the_images(
+    cluster: Cluster, pods: dict[str, dict[str, Any]]
+) -> None:
+    """The pods' exec probes, run in the real images as the kubelet runs them (exec in the
+    container, its environment): the image's python and its built-in ``_socket`` suffice."""
+    for container, pod in [(cluster.scheduler, pods["scheduler"])] + [
+        (w, pods["worker"]) for w in cluster.workers
+    ]:
+        spec = pod["containers"][0]
+        for kind in ("readinessProbe", "livenessProbe"):
+            command = spec[kind]["exec"]["command"]
+            code, output = container.exec_run(command, user="65532:65532")
+            assert (code, output) == (0, b"ok\n"), (container.name, kind, output)
+
+
+def test_a_simulation_over_the_memory_limit_fails_naming_its_task(
+    cluster: Cluster, pods: dict[str, dict[str, Any]]
+) -> None:
+    """A worker of the small group (256Mi): a simulation that touches 1 GiB is killed by
+    the kernel (the largest process in the container's cgroup: the task's own, under
+    ``cold``); the run fails naming that simulation, and the worker serves on."""
+    replay, new = cluster.replay, cluster.new
+    scheduler = replay.start(
+        "scheduler-small",
+        new.config("worker"),
+        ["--host", "0.0.0.0", "--port", "8786", INSECURE],
+        entrypoint=[*LOCKSTEP, "scheduler"],
+        alias="scheduler-small",
+        constraints=pod_constraints(pods["scheduler"]),
+    )
+    wait_for_log(scheduler, "lockstep scheduler ready", 90)
+    worker = replay.start(
+        "worker-small",
+        new.config("worker"),
+        ["tcp://scheduler-small:8786", "--no-dashboard", INSECURE],
+        env={"LOCKSTEP_EXECUTOR": "cold"},
+        constraints=pod_constraints(pods["small"]),
+    )
+    wait_for_log(worker, READY, 90)
+    address = "tcp://scheduler-small:8786"
+    done = cluster.run(
+        "run-greedy", "run", f"{JOBS}/memory/job.toml", "--scheduler", address, "--workers", "1"
+    )
+    assert done.code == 1, done.describe()
+    assert "simulation params[1] seed 1 (hog:simulate) failed" in done.stderr, done.describe()
+    assert "killed by signal 9" in done.stderr, done.describe()
+    worker.reload()
+    assert worker.status == "running"  # the task's process died, not the worker
+    assert len(re.findall(READY, worker.logs().decode(errors="replace"))) == 1
 
 
 def test_worker_container_start_to_ready(cluster: Cluster) -> None:
@@ -285,7 +460,16 @@ def test_old_worker_is_refused_at_registration_while_a_job_runs(cluster: Cluster
     runner = cluster.replay.start(
         "run-long",
         new.config("runner"),
-        ["run", f"{JOBS}/sir/long.toml", "--scheduler", SCHEDULER, "--workers", "2"],
+        [
+            "run",
+            f"{JOBS}/sir/long.toml",
+            "--scheduler",
+            SCHEDULER,
+            "--workers",
+            "2",
+            "--store",
+            "/tmp/long.results",
+        ],  # the examples are mounted read-only
         entrypoint=LOCKSTEP,
         mount_examples=True,
     )
@@ -445,12 +629,18 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     files = [Path(p) for p in record["deploy_files"]]
-    docs = k8s_documents(files)
+    plain = src / "release" / "0.1.0"
+    docs = k8s_documents([f for f in files if f.parent == plain])
     assert sorted((p.name, d["kind"]) for p, d in docs) == [
-        ("runner-job.yaml", "Job"),
-        ("scheduler.yaml", "Deployment"),
-        ("scheduler.yaml", "Service"),
-        ("workers.yaml", "Deployment"),
+        ("10-network.yaml", "NetworkPolicy"),
+        ("10-network.yaml", "NetworkPolicy"),
+        ("10-network.yaml", "NetworkPolicy"),
+        ("20-scheduler.yaml", "Deployment"),
+        ("20-scheduler.yaml", "Service"),
+        ("30-workers-warm.yaml", "Deployment"),
+        ("30-workers-warm.yaml", "PodDisruptionBudget"),
+        ("40-workspace.yaml", "ConfigMap"),
+        ("50-runner-job.yaml", "Job"),
     ]
     for path, doc in docs:
         for version in K8S_VERSIONS:
@@ -464,8 +654,9 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
 
     pins = lockstep(["check-pins", str(src / "release" / "0.1.0")], cwd=src, cache=built.cache)
     assert pins.returncode == 0, pins.stdout + pins.stderr
-    # 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace file
-    assert pins.stdout.strip() == "ok: 8 image references in 4 files, all pinned by digest"
+    # Plain: 3 pods x (image + LOCKSTEP_IMAGE), 2 in the workspace; the operator's set:
+    # 4 pods x 2, 2 in its workspace.
+    assert pins.stdout.strip() == "ok: 18 image references in 6 files, all pinned by digest"
 
     # The pods run as the replay's containers do: same images, commands and lockdown.
     images = {role: record["images"][role]["reference"] for role in ("runner", "worker")}
@@ -476,7 +667,7 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     }
     assert set(pods) == {
         "lockstep-scheduler",
-        "lockstep-worker",
+        "lockstep-worker-warm",
         f"lockstep-runner-{record['build_id'][7:19]}",
     }, sorted(pods)
     for name, pod in pods.items():
@@ -492,7 +683,7 @@ def test_rendered_deployment_files_validate_and_are_pinned(built: Built, tmp_pat
     scheduler = pods["lockstep-scheduler"]["containers"][0]
     assert scheduler["command"] == [*LOCKSTEP, "scheduler"]
     assert scheduler["args"][:4] == ["--host", "0.0.0.0", "--port", "8786"]
-    worker = pods["lockstep-worker"]["containers"][0]
+    worker = pods["lockstep-worker-warm"]["containers"][0]
     assert {e["name"]: e["value"] for e in worker["env"]}["LOCKSTEP_EXECUTOR"] in record[
         "executors"
     ]

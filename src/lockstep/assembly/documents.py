@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lockstep.assembly import layout, provenance, sbom
+from lockstep.assembly import layout, provenance, sbom, suppliers
 from lockstep.assembly.layercache import LayerCache, LayerRecord, builder_code_digest
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.progress import Progress
@@ -27,6 +27,7 @@ def inventory(
     """The packages of both locks with their licences (cached under its inputs' key)."""
     key = layers.key(
         "sbom",
+        inventory=sbom.INVENTORY_FORMAT,
         base=base_record.digest,
         python_lock=inputs.python.digest,
         mirror=inputs.mirror,
@@ -71,6 +72,7 @@ def sbom_documents(
             source_url=project.source_url,
             commit=manifest.stamp.commit if manifest.stamp else None,
             dependencies=sbom.requirement_names(project.dependencies),
+            supplier=suppliers.project_supplier(project.people, project.source_url),
         )
         out[role] = sbom.document(facts, found)
     return out

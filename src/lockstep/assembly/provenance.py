@@ -11,6 +11,7 @@ random id, so a rebuild of the same inputs writes the same bytes.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ class BuildFacts:
     project: str
     version: str
     source_url: str
-    builder_format: str  # lockstep-build/1
+    builder_format: str  # the builder's identity: lockstep-build/2 zlib-ng/2.3.3 (…)
     builder_code: str  # digest of the running builder's code
     build_id: str
     inputs: Mapping[str, str]  # the build manifest's inputs
@@ -56,6 +57,14 @@ def _descriptor(dep: Dependency) -> dict[str, Any]:
     if dep.uri:
         out["uri"] = dep.uri
     return out
+
+
+def format_uri_part(identity: str) -> str:
+    """The builder format of an identity (``lockstep-build/2`` of ``lockstep-build/2
+    zlib-ng/2.3.3 (python-zlib-ng 1.1.0)``): the part ``buildType`` and ``builder.id`` name,
+    as they must be URIs (RFC 3986: no spaces); the whole identity goes into
+    ``internalParameters`` and ``builder.version``."""
+    return urllib.parse.quote(identity.split(" ", 1)[0], safe="/")
 
 
 def statement(
@@ -93,7 +102,7 @@ def statement(
         "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {
-                "buildType": f"{base}/build-types/{facts.builder_format}",
+                "buildType": f"{base}/build-types/{format_uri_part(facts.builder_format)}",
                 "externalParameters": {
                     "project": facts.project,
                     "version": facts.version,
@@ -105,8 +114,12 @@ def statement(
             },
             "runDetails": {
                 "builder": {
-                    "id": f"{base}/builders/{facts.builder_format}",
-                    "version": {facts.project: facts.version, "code": facts.builder_code},
+                    "id": f"{base}/builders/{format_uri_part(facts.builder_format)}",
+                    "version": {
+                        facts.project: facts.version,
+                        "code": facts.builder_code,
+                        "toolchain": facts.builder_format,
+                    },
                 },
                 "metadata": {"invocationId": facts.build_id},
                 "byproducts": [_descriptor(b) for b in byproducts],

@@ -4,8 +4,10 @@ Every Debian package of the Debian lock (name, version, source package, the
 ``.deb``'s sha256 and URL, the licence named by its ``copyright`` file — which
 the base keeps under ``usr/share/doc`` — and its ``Depends`` from the
 ``var/lib/dpkg/status.d`` stanza), every wheel of the Python lock (name,
-version, sha256, URL, the licence of its ``METADATA``, its ``Requires-Dist``),
-the app, and the image that contains them all (licences: ``licenses``).
+version, sha256, URL, the licence and supplier of its ``METADATA``, its
+``Requires-Dist``), the app, and the image that contains them all. Licences are
+normalised SPDX expressions (``licenses``), every package has a supplier
+(``suppliers``): the NTIA minimum elements hold.
 
 The bytes are reproducible: no clock (``created`` is the image's own created
 time: the epoch, or the stamped commit's time), no random ids (the namespace is
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockstep.assembly import suppliers
 from lockstep.assembly.licenses import NOASSERTION, copyright_license, paragraphs, wheel_license
 from lockstep.core.errors import BadInput
 from lockstep.inputs.debian.fetch import deb_url
@@ -37,6 +40,9 @@ from lockstep.inputs.python.lock import LockedWheel
 SPDX_VERSION = "SPDX-2.3"
 MEDIA_TYPE = "application/spdx+json"
 DEBIAN_DISTRO = "debian-12"
+# The inventory rows' format, part of their cache key: 2 added suppliers and licences
+# normalised by license-expression.
+INVENTORY_FORMAT = "2"
 
 
 def file_name(role: str) -> str:
@@ -152,6 +158,7 @@ def python_inventory(
                 "url": wheel.url,
                 "license": lic.expression,
                 "license_refs": dict(lic.refs),
+                "supplier": suppliers.wheel_supplier(meta, wheel.url),
                 "requires": sorted(requires & locked - {_normalize(wheel.project)}),
             }
         )
@@ -230,6 +237,7 @@ class ImageFacts:
     source_url: str
     commit: str | None  # when stamped
     dependencies: tuple[str, ...]  # the app's direct requirements (names)
+    supplier: str  # of the image and the app (assembly.suppliers.project_supplier)
 
 
 def document(facts: ImageFacts, inventory: Mapping[str, Any]) -> bytes:
@@ -262,6 +270,7 @@ def document(facts: ImageFacts, inventory: Mapping[str, Any]) -> bytes:
             facts.license or "NOASSERTION",
             f"pkg:oci/{facts.image_name}@{urllib.parse.quote(facts.digest, safe='')}",
             sha256=hexd,
+            supplier=facts.supplier,
             purpose="CONTAINER",
             extra={"comment": f"build {facts.build_id}; role {facts.role}"},
         )
@@ -282,6 +291,7 @@ def document(facts: ImageFacts, inventory: Mapping[str, Any]) -> bytes:
             download,
             facts.license or "NOASSERTION",
             app_purl,
+            supplier=facts.supplier,
             purpose="APPLICATION",
             extra={"comment": f"declared sources, tree digest {facts.sources}"},
         )
@@ -301,7 +311,7 @@ def document(facts: ImageFacts, inventory: Mapping[str, Any]) -> bytes:
                 row["license"],
                 deb_purl(row),
                 sha256=row["sha256"],
-                supplier="Organization: Debian",
+                supplier=suppliers.DEBIAN,
                 extra={
                     "sourceInfo": f"built package from: {row['source']} {row['source_version']}"
                 },
@@ -326,6 +336,7 @@ def document(facts: ImageFacts, inventory: Mapping[str, Any]) -> bytes:
                 row["license"],
                 pypi_purl(row),
                 sha256=row["sha256"],
+                supplier=row["supplier"],
             )
         )
         rel(image_id, "CONTAINS", wid)

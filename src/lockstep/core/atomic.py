@@ -12,9 +12,9 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SUFFIX = ".tmp"
 
@@ -76,10 +76,24 @@ def temp_file(final: Path) -> tuple[int, Path]:
 
 def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically: readers see the old file or the whole new one."""
+    write_chunks(path, (data,), mode)
+
+
+def write_chunks(path: Path, chunks: Iterable[bytes], mode: int = 0o644) -> None:
+    """``write_bytes`` of the concatenated ``chunks``, never all in memory at once."""
+    with open_atomic(path, mode) as out:
+        for chunk in chunks:
+            out.write(chunk)
+
+
+@contextlib.contextmanager
+def open_atomic(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write ``path``'s new content to: a temporary sibling, renamed onto
+    ``path`` only if the block succeeds (else removed)."""
     fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            yield out
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -26,6 +26,7 @@ REQUIRE_ALL = "LOCKSTEP_REQUIRE_ALL"
 TLS_CA_FILE = "LOCKSTEP_TLS_CA_FILE"
 TLS_CERT = "LOCKSTEP_TLS_CERT"
 TLS_KEY = "LOCKSTEP_TLS_KEY"
+HEALTH_SOCKET = "LOCKSTEP_HEALTH_SOCKET"
 SSL_CERT_FILE = "SSL_CERT_FILE"  # OpenSSL's own name; lockstep's build honours it everywhere
 DOCKER_CONFIG = "DOCKER_CONFIG"  # Docker's own name: the directory of config.json
 
@@ -128,6 +129,14 @@ SETTINGS: tuple[Setting, ...] = (
         str(DEFAULT_RESULT_MAX_BYTES),
         "the largest value (pickled, in bytes; an integer > 0) a task may return; a "
         "larger one fails that task",
+    ),
+    Setting(
+        HEALTH_SOCKET,
+        "scheduler, worker",
+        None,
+        "a Unix socket path (the deployment files: `/tmp/lockstep-health.sock`) where the "
+        "process answers its Kubernetes probes (`live`, `ready`) from its event loop; "
+        "unset: no probe socket",
     ),
     Setting(
         IMAGE,

@@ -7,7 +7,6 @@ goes to stderr; the result JSON to ``--out`` (written atomically) or stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,18 @@ def add_commands(sub: Any) -> None:
         type=Path,
         metavar="FILE",
         help="write the result JSON here (atomically); default: stdout",
+    )
+    run.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="the result store: each simulation's result is kept there as it arrives, and "
+        "a rerun computes only what it lacks (default: JOB's stem + .results beside it)",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="compute every simulation again, reusing nothing stored (still storing them)",
     )
     run.add_argument(
         "--deadline",
@@ -117,25 +128,30 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from lockstep.core.atomic import write_bytes
-    from lockstep.jobs.run import describe_processes, run_job
+    from lockstep.core.atomic import write_chunks
+    from lockstep.jobs.run import describe_processes, document_chunks, run_study
 
-    result = run_job(
+    with run_study(
         args.job,
         args.scheduler,
         n_workers=args.workers,
         timeout=args.timeout,
         probe_timeout=args.import_timeout,
         deadline=args.deadline,
+        store=args.store,
+        fresh=args.fresh,
         progress=progress,
-    )
-    data = (json.dumps(result, indent=2) + "\n").encode()
-    if args.out is None:
-        sys.stdout.write(data.decode())
-    else:
-        write_bytes(args.out, data)
-        progress(
-            f"wrote {args.out}: build {result['build_id']}, bundle {result['bundle']}, "
-            f"executor {result['executor']}, {describe_processes(result['processes'])}"
-        )
+    ) as ran:
+        chunks = (text.encode() for text in document_chunks(ran))
+        if args.out is None:
+            for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        else:
+            write_chunks(args.out, chunks)
+            head = ran.head
+            progress(
+                f"wrote {args.out}: build {head['build_id']}, bundle {head['bundle']}, "
+                f"executor {head['executor']}, {describe_processes(head['processes'])}"
+            )
     return 0

@@ -9,6 +9,7 @@ executor = "cold"                         # the executor the workers must run
 seeds = [1, 2, 3]                         # every parameter set runs once per seed
 task_timeout = 600                        # optional: seconds one task may run
 run_deadline = 3600                       # optional: seconds the whole run may take
+max_failures = 0                          # optional: failed simulations a run tolerates
 
 [[params]]                                # one table per parameter set
 beta = 0.3
@@ -54,6 +55,7 @@ KEYS = (
     "params",
     "task_timeout",
     "run_deadline",
+    "max_failures",
 )
 REQUIRED = ("bundle", "model", "target", "executor", "seeds", "params")
 _ENTRY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -107,6 +109,7 @@ class JobSpec:
     params: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     task_timeout: float | None = None  # None: the workers' LOCKSTEP_TASK_TIMEOUT
     run_deadline: float | None = None  # None: no deadline for the whole run
+    max_failures: int = 0  # failed simulations a run tolerates
 
     def runs(self) -> list[tuple[int, dict[str, Any], int]]:
         """Every simulation, in spec order: ``(params index, params, seed)``."""
@@ -125,6 +128,7 @@ class JobSpec:
             "params": [dict(p) for p in self.params],
             "task_timeout": self.task_timeout,
             "run_deadline": self.run_deadline,
+            "max_failures": self.max_failures,
         }
 
 
@@ -233,6 +237,16 @@ def read_spec(path: Path, executors: Mapping[str, str]) -> tuple[dict[str, Any],
                 )
             else:
                 fields[key] = seconds
+    if "max_failures" in data:
+        tolerated = data["max_failures"]
+        if isinstance(tolerated, int) and not isinstance(tolerated, bool) and tolerated >= 0:
+            fields["max_failures"] = tolerated
+        else:
+            bad(
+                "max_failures",
+                f"{tolerated!r} must be the number of failed simulations a run tolerates: "
+                "a whole number >= 0 (default 0)",
+            )
     if "params" in data:
         params = data["params"]
         if isinstance(params, list) and params and all(isinstance(p, dict) for p in params):
@@ -263,6 +277,7 @@ def spec_from_fields(path: Path, fields: Mapping[str, Any]) -> JobSpec:
         params=fields["params"],
         task_timeout=fields.get("task_timeout"),
         run_deadline=fields.get("run_deadline"),
+        max_failures=fields.get("max_failures", 0),
     )
 
 

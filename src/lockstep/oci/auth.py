@@ -2,8 +2,14 @@
 
 Looked up as ``docker login`` writes them: ``$DOCKER_CONFIG/config.json``,
 else ``~/.docker/config.json``; ``credHelpers``/``credsStore`` run
-``docker-credential-<helper> get``, else ``auths[HOST].auth`` is base64 of
-``user:password``. Passwords are never logged and never in a ``repr``.
+``docker-credential-<helper> get``, else ``auths[HOST]`` holds ``auth`` (base64 of
+``user:password``), ``username`` + ``password``, or ``identitytoken``: an OAuth2
+refresh token (Azure ACR's ``az acr login``; a helper answering the user
+``<token>``), which the registry client trades at the token service for an
+access token with the ``refresh_token`` grant (the distribution spec's OAuth2
+token authentication) — no vendor SDK. Any other credential an entry carries
+(``registrytoken``, anything unknown) is an error naming the registry and the
+form, never an anonymous request. Secrets are never logged and never in a ``repr``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import logging
 import os
 import subprocess
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +36,26 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     source: str = ""  # where they came from, for messages
+    # An OAuth2 refresh token (config.json ``identitytoken``); then username/password unused.
+    identity_token: str = field(default="", repr=False)
+
+
+# What an auths entry may carry beside its credentials (docker login writes these).
+_ENTRY_INFO = frozenset({"email", "serveraddress"})
+# docker-credential-helpers: a Username of "<token>" means the Secret is an identity token.
+TOKEN_USER = "<token>"
+
+
+def refresh_token_form(
+    identity_token: str, service: str | None, scope: list[str], client_id: str
+) -> bytes:
+    """The body of the OAuth2 ``refresh_token`` grant a token service takes at ``POST
+    realm`` (``application/x-www-form-urlencoded``); ``scope`` space-separated."""
+    fields = [("grant_type", "refresh_token"), ("client_id", client_id)]
+    fields += [("service", service)] if service else []
+    fields += [("scope", " ".join(scope))] if scope else []
+    fields.append(("refresh_token", identity_token))
+    return urllib.parse.urlencode(fields).encode()
 
 
 def docker_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -81,6 +108,8 @@ def credentials_for(host: str, environ: Mapping[str, str] | None = None) -> Cred
         return _from_helper(helper, host, path)
     if not isinstance(entry, dict):
         return None
+    if isinstance(entry.get("identitytoken"), str) and entry["identitytoken"]:
+        return Credentials(TOKEN_USER, "", str(path), identity_token=entry["identitytoken"])
     if isinstance(entry.get("auth"), str) and entry["auth"]:
         try:
             pair = base64.b64decode(entry["auth"], validate=True).decode()
@@ -95,6 +124,13 @@ def credentials_for(host: str, environ: Mapping[str, str] | None = None) -> Cred
         return Credentials(user, password, str(path))
     if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
         return Credentials(entry["username"], entry["password"], str(path))
+    forms = sorted(k for k, v in entry.items() if v and k not in _ENTRY_INFO)
+    if forms:
+        raise BadInput(
+            f"{path}: auths[{host!r}] holds {', '.join(forms)}, a credential form lockstep "
+            "does not support (it reads auth, username + password, or identitytoken); "
+            f"run `docker login {host}` with a user and password, or use a credential helper"
+        )
     return None
 
 
@@ -115,6 +151,8 @@ def _from_helper(helper: str, host: str, config: Path) -> Credentials:
         )
     try:
         data = json.loads(proc.stdout)
+        if data["Username"] == TOKEN_USER:
+            return Credentials(TOKEN_USER, "", program, identity_token=str(data["Secret"]))
         return Credentials(str(data["Username"]), str(data["Secret"]), program)
     except (ValueError, KeyError, TypeError) as exc:
         raise BadInput(

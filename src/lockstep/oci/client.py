@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
-from lockstep.oci.auth import Credentials, docker_config_path
+from lockstep.oci.auth import Credentials, docker_config_path, refresh_token_form
 from lockstep.oci.media import MANIFEST_MEDIA_TYPES
 from lockstep.oci.transport import Response, Transport
 
 log = logging.getLogger(__name__)
+CLIENT_ID = "lockstep"  # the OAuth2 client_id a token service is told
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -162,9 +163,13 @@ class RegistryClient:
                 f"registry {self.host} needs credentials and {where} has none "
                 f"for it; {self.login_hint or f'run `docker login {self.host}`'}"
             )
+        who = (
+            "the identitytoken"
+            if self.credentials.identity_token
+            else f"the credentials of {self.credentials.username!r}"
+        )
         return BadInput(
-            f"registry {self.host} rejected the credentials of "
-            f"{self.credentials.username!r} from {where}; "
+            f"registry {self.host} rejected {who} from {where}; "
             f"{self.login_hint or f'run `docker login {self.host}` or fix that file'}"
         )
 
@@ -178,6 +183,12 @@ class RegistryClient:
         kind, _, rest = challenge.strip().partition(" ")
         params = dict(_CHALLENGE_PARAM.findall(rest))
         if kind.lower() == "basic":
+            if self.credentials is not None and self.credentials.identity_token:
+                raise BadInput(
+                    f"registry {self.host} asks for basic auth, but the credentials from "
+                    f"{self.credentials.source} are an identitytoken, which only a token "
+                    f"service takes; run `docker login {self.host}` with a user and password"
+                )
             return self._basic()
         if kind.lower() != "bearer" or "realm" not in params:
             raise ServiceFailed(
@@ -192,8 +203,17 @@ class RegistryClient:
             + ("&" if "?" in params["realm"] else "?")
             + urllib.parse.urlencode(query)
         )
-        headers = {"Authorization": self._basic()} if self.credentials else {}
-        resp = self._transport.raw("GET", url, headers)
+        if self.credentials is not None and self.credentials.identity_token:
+            # OAuth2 refresh_token grant (docs/design.md §6 "Registry"), not GET + Basic.
+            url = params["realm"]
+            form = refresh_token_form(
+                self.credentials.identity_token, params.get("service"), list(scope), CLIENT_ID
+            )
+            form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+            resp = self._transport.raw("POST", url, form_type, form)
+        else:
+            headers = {"Authorization": self._basic()} if self.credentials else {}
+            resp = self._transport.raw("GET", url, headers)
         if resp.status in (401, 403):
             raise self._rejected()
         if resp.status != 200:

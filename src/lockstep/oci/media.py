@@ -2,7 +2,8 @@
 
 The image's own (manifest, index, config, gzip layer), the empty config an
 artifact carries, the manifest types a client accepts, cosign's simple-signing
-payload, and the job bundle artifact's types (``bundles/artifact.py``).
+payload, DSSE envelopes and Sigstore bundles, and the job bundle artifact's types
+(``bundles/artifact.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ DOCKER_MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+js
 MANIFEST_MEDIA_TYPES = (MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE)
 # cosign's signature payload (the simple-signing format containers/image reads too).
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+# A DSSE envelope (cosign's legacy ``.att`` layers) and a Sigstore bundle (cosign 3's referrers).
+DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+SIGSTORE_BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # A lockstep job bundle as an artifact: its type and its layers' types.
 BUNDLE_ARTIFACT_TYPE = "application/vnd.lockstep.bundle.v1+json"
 BUNDLE_CODE_MEDIA_TYPE = "application/vnd.lockstep.bundle.code.v1.tar"

@@ -165,6 +165,14 @@ def simple_signing_payload(docker_reference: str, digest: str) -> bytes:
 
 def signature_manifest(payloads: Sequence[tuple[bytes, str]]) -> tuple[bytes, bytes]:
     """(config, manifest) of a ``.sig`` image: one layer per (payload, base64 signature)."""
+    return cosign_image(
+        [(media.SIMPLE_SIGNING_MEDIA_TYPE, p, {SIGNATURE_ANNOTATION: s}) for p, s in payloads]
+    )
+
+
+def cosign_image(layers: Sequence[tuple[str, bytes, Mapping[str, str]]]) -> tuple[bytes, bytes]:
+    """(config, manifest) of the image cosign keeps signatures (``.sig``) and attestations
+    (``.att``) in: one layer per (media type, blob, annotations)."""
     config = canonical_json(
         {
             "architecture": "",
@@ -172,7 +180,7 @@ def signature_manifest(payloads: Sequence[tuple[bytes, str]]) -> tuple[bytes, by
             "created": "0001-01-01T00:00:00Z",
             "history": [{"created": "0001-01-01T00:00:00Z"}],
             "os": "",
-            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(p) for p, _ in payloads]},
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(b) for _, b, _ in layers]},
         }
     )
     manifest = canonical_json(
@@ -181,12 +189,8 @@ def signature_manifest(payloads: Sequence[tuple[bytes, str]]) -> tuple[bytes, by
             "mediaType": media.MANIFEST_MEDIA_TYPE,
             "config": descriptor(media.CONFIG_MEDIA_TYPE, config),
             "layers": [
-                descriptor(
-                    media.SIMPLE_SIGNING_MEDIA_TYPE,
-                    p,
-                    annotations={SIGNATURE_ANNOTATION: signature},
-                )
-                for p, signature in payloads
+                descriptor(media_type, blob, annotations=dict(annotations))
+                for media_type, blob, annotations in layers
             ],
         }
     )
@@ -234,3 +238,51 @@ def push_signature(
         name, signature_tag(digest), manifest, media.MANIFEST_MEDIA_TYPE, manifest_digest, stats
     )
     return manifest_digest
+
+
+# -- cosign attestations (the legacy ``.att`` tag) ---------------------------------------
+
+PREDICATE_ANNOTATION = "predicateType"
+
+
+def attestation_tag(digest: str) -> str:
+    """cosign's attestation tag for ``digest``: ``sha256-<hex>.att``."""
+    return referrers_tag(digest) + ".att"
+
+
+def push_attestation(
+    client: RegistryClient,
+    name: str,
+    digest: str,
+    envelope: bytes,
+    predicate_type: str,
+    stats: PushStats,
+) -> str:
+    """Put the DSSE ``envelope`` (JSON bytes) as the one layer of ``sha256-<hex>.att``, as
+    ``cosign attest`` without the bundle format does; the tag's digest."""
+    config, manifest = cosign_image(
+        [(media.DSSE_MEDIA_TYPE, envelope, {PREDICATE_ANNOTATION: predicate_type})]
+    )
+    for blob in (config, envelope):
+        client.push_blob(name, sha256_digest(blob), blob, stats)
+    manifest_digest = sha256_digest(manifest)
+    client.put_manifest(
+        name, attestation_tag(digest), manifest, media.MANIFEST_MEDIA_TYPE, manifest_digest, stats
+    )
+    return manifest_digest
+
+
+def read_attestations(client: RegistryClient, name: str, digest: str) -> list[tuple[str, bytes]]:
+    """(predicate type, envelope bytes) of every DSSE layer at ``sha256-<hex>.att``."""
+    raw = get_optional(client, name, attestation_tag(digest), media.MANIFEST_MEDIA_TYPE)
+    out = []
+    for layer in json.loads(raw).get("layers", []) if raw else []:
+        if layer.get("mediaType") != media.DSSE_MEDIA_TYPE:
+            continue
+        resp = client.request(
+            "GET", f"/v2/{name}/blobs/{layer['digest']}", scope=[client.scope(name, "pull")]
+        )
+        if resp.status == 200 and sha256_digest(resp.body) == layer["digest"]:
+            predicate = layer.get("annotations", {}).get(PREDICATE_ANNOTATION, "")
+            out.append((str(predicate), resp.body))
+    return out

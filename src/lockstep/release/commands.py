@@ -191,7 +191,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         )
     print(
         f"wrote   {_relative(result.manifest_path)}, {_relative(result.deploy_dir)}/ "
-        f"({', '.join(p.name for p in result.deploy_files)})"
+        f"({', '.join(str(p.relative_to(result.deploy_dir)) for p in result.deploy_files)})"
     )
     if result.tagged:
         print(f"tagged  {record.tag} at {record.commit[:12]}")

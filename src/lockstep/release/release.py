@@ -10,8 +10,9 @@ In order, so a failure at any step leaves no release behind:
    registry has (so a run after a failure resumes); then each image's SBOM and
    the provenance, also the build's values (no file is read back);
 4. every pushed manifest checked by digest (``HEAD``);
-5. deployment files rendered into ``release/<version>/`` (with the admission
-   policy for the signing key when signed) and the release
+5. deployment files rendered into ``release/<version>/`` (the Dask operator's
+   form in ``operator/``; when signed, the admission policy for the signing key in
+   ``admission/``) and the release
    manifest ``release/<version>.json``, each written under a temporary name
    and renamed into place;
 6. the annotated tag, last.
@@ -46,7 +47,7 @@ from lockstep.oci.client import PushStats, RegistryClient
 from lockstep.oci.media import EMPTY_CONFIG, MANIFEST_MEDIA_TYPE
 from lockstep.oci.reference import Target
 from lockstep.project import ROLES, Project
-from lockstep.release import attach, render, signing
+from lockstep.release import attach, render, sign_release, signing
 from lockstep.release.record import ImageRecord, ReleaseManifest
 from lockstep.release.tagging import (
     RELEASE_DIR,
@@ -170,15 +171,19 @@ def release(
     }
     deploy_dir = release_dir / version
     with staging_dir(deploy_dir) as staged:
-        files = render.render(project.root, values, staged, result.manifest.executors)
+        files = render.render(
+            project.root, values, staged, result.manifest.executors, project.deploy
+        )
         if key is not None:
             policy = render.admission_policy(
                 project.name,
                 [f"{target.host}/{target.name(image_name(project.name, role))}" for role in ROLES],
                 signing.public_pem(key).decode(),
             )
-            (staged / render.POLICY_FILE).write_text(policy)
-            files.append(staged / render.POLICY_FILE)
+            policy_path = staged / render.POLICY_DIR / render.POLICY_FILE
+            policy_path.parent.mkdir()
+            policy_path.write_text(policy)
+            files.append(policy_path)
     write_bytes(manifest_path, record.to_json())
     log.debug("wrote %s and %s/", manifest_path, deploy_dir)
 
@@ -204,7 +209,7 @@ def release(
         record,
         manifest_path,
         deploy_dir,
-        tuple(deploy_dir / f.name for f in files),
+        tuple(deploy_dir / f.relative_to(staged) for f in files),
         stats,
         tagged,
         dry_run,
@@ -257,8 +262,8 @@ def attach_release(
 ) -> dict[str, dict[str, str]]:
     """Push each image's SBOM and provenance as artifacts whose ``subject`` is the image,
     list them in the ``sha256-<hex>`` referrers index, and with ``key`` sign the image and
-    both artifacts (cosign format). The digests, per role. A dry run only computes the
-    artifacts' digests."""
+    both artifacts and attest the provenance (``release.sign_release``). The digests, per
+    role. A dry run only computes the artifacts' digests."""
     found: dict[str, dict[str, str]] = {}
     artifacts = {
         role: {
@@ -281,26 +286,37 @@ def attach_release(
                 attach.push_artifact(
                     client, name, artifact, [EMPTY_CONFIG, documents[role][kind]], stats
                 )
+            signed = (
+                sign_release.sign_image(
+                    client,
+                    name,
+                    images[role].manifest,
+                    artifacts[role],
+                    documents[role]["provenance"],
+                    key,
+                    created,
+                    stats,
+                )
+                if key is not None
+                else sign_release.UNSIGNED
+            )
+            found[role].update(signed.fields)
             found[role]["referrers"] = attach.add_referrers(
                 client,
                 name,
                 images[role].digest,
-                [(ARTIFACT_TYPES[k], a) for k, a in sorted(artifacts[role].items())],
+                [(ARTIFACT_TYPES[k], a) for k, a in sorted(artifacts[role].items())]
+                + list(signed.image_referrers),
                 stats,
             )
-            if key is None:
-                continue
-            reference = f"{target.host}/{name}"
-            signed = {"signature": images[role].digest}
-            signed.update({f"{k}_signature": a.digest for k, a in artifacts[role].items()})
-            for field_name, digest in sorted(signed.items()):
-                payload = attach.simple_signing_payload(reference, digest)
-                found[role][field_name] = attach.push_signature(
-                    client, name, digest, payload, signing.sign(key, payload), stats
-                )
         progress(
             "attached SBOM and provenance to both images"
-            + (" and signed images and attachments" if key is not None else "")
+            + (
+                " and signed images and attachments (cosign signatures, Sigstore bundles, "
+                "a signed provenance attestation)"
+                if key is not None
+                else ""
+            )
         )
     finally:
         client.close()

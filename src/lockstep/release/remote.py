@@ -1,5 +1,6 @@
 """``lockstep inspect HOST/REPO/NAME@sha256:…``: an image in a registry and what is attached
-to it — its SBOM and provenance (by the referrers tag scheme) and its signatures.
+to it — its SBOM and provenance (by the referrers tag scheme), its cosign signatures and
+its Sigstore bundles.
 
 Read-only: one manifest, the ``sha256-<hex>`` referrers index, the artifacts' manifests
 and the SBOM's blob, and the ``sha256-<hex>.sig`` signature manifest, each checked
@@ -20,7 +21,7 @@ from lockstep.oci.auth import credentials_for
 from lockstep.oci.client import RegistryClient
 from lockstep.oci.media import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from lockstep.oci.reference import parse_pinned
-from lockstep.release import attach, signing
+from lockstep.release import attach, signing, sigstore_bundle
 
 KINDS = {sbom.MEDIA_TYPE: "sbom", provenance.MEDIA_TYPE: "provenance"}
 
@@ -60,6 +61,7 @@ def inspect_remote(
                 document = json.loads(_blob(client, pinned.name, artifact["layers"][0]["digest"]))
                 attached[kind]["packages"] = packages_of(document)
         signatures = attach.read_signatures(client, pinned.name, pinned.digest)
+        bundles = bundle_status(client, pinned.name, pinned.digest, key, public_key)
     finally:
         client.close()
     return {
@@ -68,6 +70,7 @@ def inspect_remote(
         "layers": len(manifest.get("layers", [])),
         "attached": attached,
         "signature": signature_status(signatures, pinned.digest, key, public_key),
+        "bundles": bundles,
         "media_type": manifest.get("mediaType", MANIFEST_MEDIA_TYPE),
     }
 
@@ -88,6 +91,33 @@ def signature_status(
         ):
             return f"verified with {key_path}"
     return f"not signed by {key_path} ({len(signatures)} other signature(s))"
+
+
+BUNDLE_KINDS = {
+    sigstore_bundle.SIGN_PREDICATE_TYPE: "signature",
+    provenance.PREDICATE_TYPE: "provenance attestation",
+}
+
+
+def bundle_status(
+    client: RegistryClient, name: str, digest: str, key: Any, key_path: Path | None
+) -> str:
+    """The Sigstore bundles attached to ``name@digest``: how many, and with a key which
+    of them (signature, provenance attestation) it verifies."""
+    found = sigstore_bundle.bundles_for(client, name, digest)
+    if not found:
+        return "none"
+    if key is None:
+        return f"{len(found)} attached (not verified: pass --public-key)"
+    kinds = sorted(
+        {
+            BUNDLE_KINDS.get(v.predicate_type, v.predicate_type)
+            for v in sigstore_bundle.verified_bundles(client, name, digest, key)
+        }
+    )
+    if not kinds:
+        return f"{len(found)} attached, none verified with {key_path}"
+    return f"{len(found)} attached; verified with {key_path}: {', '.join(kinds)}"
 
 
 def packages_of(document: dict[str, Any]) -> list[dict[str, str]]:
@@ -115,6 +145,7 @@ def describe(info: dict[str, Any], packages: bool = False) -> str:
         f"image      {info['reference']}",
         f"layers     {info['layers']}",
         f"signature  {info['signature']}",
+        f"bundles    {info['bundles']}",
     ]
     for kind in ("sbom", "provenance"):
         found = info["attached"].get(kind)

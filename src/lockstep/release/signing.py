@@ -65,9 +65,11 @@ def load_public_key(path: Path) -> Any:
 
 
 def sign(private_key: Any, payload: bytes) -> str:
-    """base64 of the DER ECDSA-SHA256 signature of ``payload``."""
+    """base64 of the DER ECDSA-SHA256 signature of ``payload``; deterministic (RFC 6979),
+    so signing the same bytes again gives the same signature and a re-run of a release
+    pushes nothing new."""
     hashes, _, ec = _crypto()
-    der: bytes = private_key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    der: bytes = private_key.sign(payload, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     return base64.b64encode(der).decode()
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockstep.assembly import provenance
 from lockstep.assembly.builder import BuildResult
 from lockstep.core import vcs
 from lockstep.core.digests import sha256_digest
@@ -30,7 +31,7 @@ from lockstep.oci.auth import credentials_for
 from lockstep.oci.client import RegistryClient
 from lockstep.oci.reference import parse_pinned
 from lockstep.project import ROLES, load_project
-from lockstep.release import attach, signing
+from lockstep.release import attach, signing, sigstore_bundle
 from lockstep.release.record import ReleaseManifest
 from lockstep.release.tagging import build_stamped
 
@@ -126,7 +127,10 @@ def verify(
         progress("the registry serves exactly the released manifests")
     if key is not None:
         check_signatures(release, key, plain_http)
-        progress("every image, SBOM and provenance is signed by the given key")
+        progress(
+            "every image, SBOM and provenance is signed by the given key (cosign signature "
+            "and Sigstore bundle), and each image's provenance attestation verifies"
+        )
     return VerifyResult(
         release,
         {role: result.images[role].digest for role in ROLES},
@@ -173,7 +177,9 @@ def _clients(plain_http: bool) -> Iterator[Callable[[str], RegistryClient]]:
 
 
 def check_signatures(release: ReleaseManifest, key: Any, plain_http: bool) -> None:
-    """Each image, and each attachment the release records, must be signed by ``key``."""
+    """Each image, and each attachment the release records, must be signed by ``key`` in
+    both forms: a cosign signature (``.sig`` tag) and a Sigstore bundle referrer; and each
+    image must carry a provenance attestation (a signed DSSE envelope) by ``key``."""
     with _clients(plain_http) as client_for:
         for role in ROLES:
             pinned = parse_pinned(release.images[role].reference)
@@ -188,6 +194,29 @@ def check_signatures(release: ReleaseManifest, key: Any, plain_http: bool) -> No
                         f"{release.images[role].reference}: the {what} {digest} has no "
                         "signature by the given public key in the registry; release it "
                         "with --sign-key, or check that you have the right key"
+                    )
+                sign = sigstore_bundle.SIGN_PREDICATE_TYPE
+                if not sigstore_bundle.has_verified(
+                    client, pinned.name, digest, key, sign, reference
+                ):
+                    raise CheckFailed(
+                        f"{release.images[role].reference}: the {what} {digest} has no "
+                        "Sigstore bundle signed by the given public key attached; release "
+                        "it again with --sign-key, or check that you have the right key"
+                    )
+            predicate = provenance.PREDICATE_TYPE
+            for form, found_it in (
+                ("bundle", sigstore_bundle.has_verified),
+                (
+                    f"{attach.attestation_tag(pinned.digest)} tag",
+                    sigstore_bundle.has_legacy_attestation,
+                ),
+            ):
+                if not found_it(client, pinned.name, pinned.digest, key, predicate):
+                    raise CheckFailed(
+                        f"{release.images[role].reference}: no provenance attestation (a DSSE "
+                        f"envelope of {predicate}) signed by the given public key in a {form}; "
+                        "release it again with --sign-key, or check that you have the right key"
                     )
 
 

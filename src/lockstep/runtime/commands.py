@@ -7,7 +7,12 @@ its settings before Dask starts, so a bad manifest or executor is one line on
 stderr and exit 2. With ``LOCKSTEP_TLS_*`` set, both get Dask's
 ``--tls-ca-file/--tls-cert/--tls-key`` (and the scheduler ``--protocol tls``),
 with encryption required, so they speak mutual TLS only. Without TLS they
-listen on loopback only unless ``--insecure`` is given (``runtime/protected.py``). ``runner``
+listen on loopback only unless ``--insecure`` is given (``runtime/protected.py``). Dask's
+HTTP server (dashboard, ``/health``, ``/info``…) is off: bound to loopback and closed by
+the preload once the process runs, unless the command line asks for it
+(``--dashboard`` or ``--dashboard-address``: opt-in, plain HTTP without
+authentication). A worker's ``--memory-limit`` and ``--nthreads`` come from
+its container's limits (``runtime.sizing``) unless given. ``runner``
 connects, runs the handshake and prints the cluster's table. ``doctor``
 shows the live cluster behind a scheduler (``lockstep.runtime.doctor``).
 Imports stay lazy so ``lockstep --help`` does not load Dask.
@@ -138,6 +143,28 @@ def _with_tls(args: list[str], scheduler: bool) -> list[str]:
     return [*tls.dask_args(), *protocol, *args]
 
 
+DASHBOARD_OPTIONS = ("--dashboard", "--dashboard-address")
+
+
+def _without_dashboard(args: list[str]) -> list[str]:
+    """``args`` with Dask's HTTP server on loopback and marked for closing, unless the
+    command line opts in to it (``--dashboard`` or ``--dashboard-address``)."""
+    import dask
+
+    from lockstep.runtime.health import HTTP_CONFIG
+
+    if any(a == o or a.startswith(o + "=") for a in args for o in DASHBOARD_OPTIONS):
+        log.warning(
+            "lockstep: Dask's dashboard is on as asked (%s): plain HTTP without "
+            "authentication, beside the TLS port",
+            " ".join(a for a in args if a.startswith(DASHBOARD_OPTIONS)),
+        )
+        dask.config.set({HTTP_CONFIG: True})
+        return args
+    dask.config.set({HTTP_CONFIG: False})
+    return ["--no-dashboard", "--dashboard-address", "127.0.0.1:0", *args]
+
+
 def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     """Run Dask's click command ``module.main`` with our preload first; its exit code."""
     import importlib
@@ -150,6 +177,8 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     if not {"--help", "--version"} & set(args):
         args = protected.check(args, prog, tls_from_env() is not None)
     args = _with_tls(args, scheduler=module.endswith("dask_scheduler"))
+    if not {"--help", "--version"} & set(args):
+        args = _without_dashboard(args)
     try:
         first = ["--preload", preload]
         if preload == WORKER_PRELOAD:
@@ -230,17 +259,21 @@ def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.config import RuntimeConfig
     from lockstep.runtime.worker import EXIT_RETIRED, EXIT_SCHEDULER_LOST, LOST, RETIRED
 
-    if not {"--help", "--version"} & set(args.dask_args):
+    dask_args = list(args.dask_args)
+    if not {"--help", "--version"} & set(dask_args):
+        from lockstep.runtime import sizing
+
         config = RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files)
         if config.tls is not None:
             from lockstep.runtime.tls_check import check_scheduler_tls
 
-            scheduler = next((a for a in args.dask_args if a.startswith("tls://")), None)
+            scheduler = next((a for a in dask_args if a.startswith("tls://")), None)
             if scheduler is not None:
                 check_scheduler_tls(scheduler, config.tls)  # who refuses whom, exit 3
-    code = _dask_main(
-        "distributed.cli.dask_worker", WORKER_PRELOAD, args.dask_args, "lockstep worker"
-    )
+        limits = sizing.read_limits()
+        dask_args = sizing.worker_args(dask_args, limits)
+        log.info("lockstep worker: %s; dask %s", limits.describe(), " ".join(dask_args))
+    code = _dask_main("distributed.cli.dask_worker", WORKER_PRELOAD, dask_args, "lockstep worker")
     if RETIRED:  # without a nanny: the worker ran in this process
         log.error("lockstep worker retired: %s", RETIRED[0])
         return EXIT_RETIRED

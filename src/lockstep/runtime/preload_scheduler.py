@@ -22,6 +22,7 @@ from typing import Any
 
 from lockstep.core.errors import LockstepError
 from lockstep.manifest import BuildManifest, load_manifest
+from lockstep.runtime import health
 from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import image_from_env, scheduler_settings, tls_from_env
 from lockstep.runtime.dask_handlers import REFUSED_OPS, REGISTER_OP, SUBMIT_OP, check_hooks
@@ -80,8 +81,9 @@ def install(scheduler: Any, manifest: BuildManifest, image: str | None = None) -
     return gate
 
 
-def dask_setup(scheduler: Any) -> None:
-    """Dask's preload hook: exits the process unless the gate is in place."""
+async def dask_setup(scheduler: Any) -> None:
+    """Dask's preload hook: exits the process unless the gate is in place; then the
+    probes (``runtime.health``: ready = the gate is installed and Dask runs)."""
     ensure_visible()
     log.info("%s", scheduler_settings())
     try:
@@ -118,4 +120,7 @@ def dask_setup(scheduler: Any) -> None:
         manifest.version,
         os.getpid(),
         " over mutual TLS" if tls is not None else "",
+    )
+    await health.start(
+        scheduler, lambda: None if scheduler.status.name == "running" else scheduler.status.name
     )

@@ -41,7 +41,7 @@ from typing import Any
 
 from lockstep.bundles import handlers as bundle_handlers
 from lockstep.core.errors import LockstepError
-from lockstep.runtime import cancel, worker_proof
+from lockstep.runtime import cancel, health, worker_proof
 from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
@@ -105,6 +105,20 @@ async def dask_setup(worker: Any) -> None:
     task = asyncio.get_running_loop().create_task(_log_when_admitted(worker, runtime))
     _background.add(task)
     task.add_done_callback(_background.discard)
+    await health.start(worker, lambda: _not_ready(worker, runtime))
+
+
+def _not_ready(worker: Any, runtime: WorkerRuntime) -> str | None:
+    """Why the worker is not ready for tasks (its readiness probe), or None."""
+    from distributed.core import Status
+
+    if runtime.retiring:
+        return f"retiring: {runtime.retiring}"
+    if not runtime.ready:
+        return "executor not running"
+    if worker.status not in (Status.running, Status.paused):
+        return f"not admitted by the scheduler (status {worker.status.name})"
+    return None
 
 
 def _note_scheduler_loss(worker: Any) -> None:

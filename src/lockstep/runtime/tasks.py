@@ -165,3 +165,32 @@ def submit_task(
         check_timeout(timeout),
         **submit_options,
     )
+
+
+def map_tasks(
+    client: Any,
+    calls: Sequence[tuple[str, Sequence[Any]]],
+    keys: Sequence[str],
+    bundle: str | None = None,
+    timeout: float | None = None,
+    **map_options: Any,
+) -> list[Any]:
+    """``run_task`` for each ``(target, args)`` of ``calls`` in one ``client.map`` (one
+    message to the scheduler): their Futures, with the Dask ``keys`` given.
+
+    ``bundle`` and ``timeout`` as ``submit_task``; ``map_options`` go to ``Client.map``.
+    """
+    n = len(calls)
+    return list(
+        client.map(
+            run_task,
+            [check_target(target) for target, _ in calls],
+            [tuple(args) for _, args in calls],
+            [{}] * n,
+            [bundle] * n,
+            [check_timeout(timeout)] * n,
+            key=list(keys),
+            pure=False,
+            **map_options,
+        )
+    )
