@@ -185,7 +185,7 @@ def test_the_window_never_has_more_than_its_size_in_flight() -> None:
         sent.extend(futures)
         return futures
 
-    window = TaskWindow(submit, lambda fs: [{"value": f.key} for f in fs], size=700)
+    window = TaskWindow(submit, lambda fs, _seconds: [{"value": f.key} for f in fs], size=700)
     calls = iter(Call(i, f"call {i}", "m:f", (i,)) for i in range(2000))
     assert window.fill(calls) == 700 and len(window) == 700 and batches == [500, 200]
     assert window.done(0.01) == []
@@ -246,3 +246,55 @@ def test_lockstep_results_prints_a_summary_and_writes_parquet(tmp_path: Path) ->
         text=True,
     )
     assert missing.returncode == 2 and "no result store there" in missing.stderr
+
+
+def test_answers_not_read_in_time_stay_in_flight_and_a_lost_one_is_followed() -> None:
+    """A batch whose answers are not read within the bound is read again with twice the
+    time; an answer lost with its worker (Dask makes its future pending again) stays in
+    flight for the runner to move, and is answered when it finishes anew (issue 26)."""
+    sent: list[FakeFuture] = []
+    slow = [True]
+    bounds: list[float] = []
+
+    def submit(calls: Any, keys: Any) -> list[FakeFuture]:
+        sent.extend(FakeFuture(k) for k in keys)
+        return sent[-len(keys) :]
+
+    def gather(futures: list[Any], seconds: float) -> list[Any]:
+        bounds.append(seconds)
+        if slow[0]:
+            raise TimeoutError
+        return [{"value": f.key} for f in futures]
+
+    window = TaskWindow(submit, gather)
+    window.fill(iter(Call(i, f"call {i}", "m:f", (i,)) for i in range(3)))
+    for future in sent:
+        future.finish()
+    assert window.done(0.01) == [] and len(window) == 3  # not read: nothing lost
+    sent[2].status = "lost"  # its worker died before the answer was read
+    slow[0] = False
+    done = window.done(0.01)
+    assert [o.call.tag for o in done] == [0, 1] and len(window) == 1
+    assert bounds == [1.0, 2.0] and window.read_bound == 1.0
+    sent[2].finish()  # run again (the runner moved it) and answered
+    assert [o.call.tag for o in window.done(0.01)] == [2] and len(window) == 0
+
+
+def test_a_task_cancelled_by_the_cluster_is_the_clusters_failure() -> None:
+    from lockstep.jobs.stream import cluster_failure
+    from lockstep.runtime.executors import TaskError
+
+    sent: list[FakeFuture] = []
+
+    def submit(calls: Any, keys: Any) -> list[FakeFuture]:
+        sent.extend(FakeFuture(k) for k in keys)
+        return sent[-len(keys) :]
+
+    window = TaskWindow(submit, lambda fs, _seconds: [])
+    window.fill(iter([Call(0, "call 0", "m:f", ())]))
+    sent[0].status = "cancelled"  # the scheduler went: Dask cancels every future
+    for fn in sent[0].callbacks:
+        fn(sent[0])
+    [outcome] = window.done(0.01)
+    assert outcome.error is not None and cluster_failure(outcome.error)
+    assert not cluster_failure(TaskError("OSError: boom", executor="cold", pid=1))

@@ -156,6 +156,10 @@ class TaskWindow:
 
 
 def _exception(future: Any) -> BaseException:
+    if future.status == "cancelled":  # not by us (we forget a future before cancelling it)
+        from distributed.client import FutureCancelledError
+
+        return FutureCancelledError(future.key, "cancelled by the cluster, not by the run")
     try:
         error = future.exception(timeout=READ_SECONDS)
     except BaseException as exc:  # cancelled, or the scheduler is gone
