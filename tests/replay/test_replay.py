@@ -411,7 +411,15 @@ def test_a_simulation_over_the_memory_limit_fails_naming_its_task(
     wait_for_log(worker, READY, 90)
     address = "tcp://scheduler-small:8786"
     done = cluster.run(
-        "run-greedy", "run", f"{JOBS}/memory/job.toml", "--scheduler", address, "--workers", "1"
+        "run-greedy",
+        "run",
+        f"{JOBS}/memory/job.toml",
+        "--scheduler",
+        address,
+        "--workers",
+        "1",
+        "--store",
+        "/tmp/memory.results",  # the examples are mounted read-only
     )
     assert done.code == 1, done.describe()
     assert "simulation params[1] seed 1 (hog:simulate) failed" in done.stderr, done.describe()
