@@ -11,13 +11,16 @@ from pathlib import Path
 
 from lockstep.bundles.format import MAX_BUNDLE_BYTES
 
+# The peak is this process's own (VmHWM of its memory map): ru_maxrss would also count the
+# parent's peak, which Linux carries across the exec of a vforked child.
 PROBE = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from lockstep.bundles.format import load_bundle
 bundle, problems = load_bundle(Path(sys.argv[1]))
-print(json.dumps({"problems": problems,
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+peak = next(int(line.split()[1]) for line in open("/proc/self/status")
+            if line.startswith("VmHWM:"))
+print(json.dumps({"problems": problems, "maxrss_kib": peak}))
 """
 
 
