@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from lockstep.bundles.env import EnvRefused, read_bundle_lock
+from lockstep.bundles.lockfile import LOCK_FILE
 from lockstep.core.bounded import read_regular
-from tests.fixtures.procs import base_env, lockstep
+from tests.fixtures.procs import ROOT, base_env, lockstep
 
 
 def test_a_regular_file_within_the_bound_is_read(tmp_path: Path) -> None:
@@ -77,3 +79,61 @@ def test_a_special_job_spec_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "job.toml: cannot read the job spec (not a regular file" in done.stderr
+
+
+def _special_at(path: Path, kind: str) -> None:
+    """A FIFO at ``path``, or a link there to ``/dev/zero``."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize("which", ["LOCKSTEP_TLS_CA_FILE", "LOCKSTEP_TLS_CERT", "LOCKSTEP_TLS_KEY"])
+def test_a_special_tls_file_is_one_line_and_exit_2(tmp_path: Path, kind: str, which: str) -> None:
+    tls = {}
+    for name in ("LOCKSTEP_TLS_CA_FILE", "LOCKSTEP_TLS_CERT", "LOCKSTEP_TLS_KEY"):
+        path = tmp_path / f"{name.lower()}.pem"
+        if name == which:
+            _special_at(path, kind)
+        else:
+            path.write_text("-----BEGIN CERTIFICATE-----\n")
+        tls[name] = str(path)
+    done = subprocess.run(
+        lockstep("doctor", "--scheduler", "tls://127.0.0.1:1"),
+        env=base_env(None, extra=tls),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("lockstep: error:")]
+    assert f"{which}={tls[which]}: cannot read it (not a regular file" in line, line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize("name", ["requirements.txt", "pyproject.toml"])
+def test_a_special_requirements_file_is_one_line_and_exit_2(
+    tmp_path: Path, kind: str, name: str
+) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _special_at(bundle / name, kind)
+    done = subprocess.run(
+        lockstep("bundle", "lock", str(bundle), "--project", str(ROOT)),
+        env=base_env(None, extra={"LOCKSTEP_CACHE_DIR": str(tmp_path / "cache")}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("lockstep: error:")]
+    assert f"{bundle / name}: cannot read it (not a regular file" in line, line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_stored_bundle_s_special_lock_is_refused(tmp_path: Path, kind: str) -> None:
+    _special_at(tmp_path / LOCK_FILE, kind)
+    with pytest.raises(EnvRefused, match=f"{LOCK_FILE} of bundle .*: not a regular file"):
+        read_bundle_lock(tmp_path)

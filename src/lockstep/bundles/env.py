@@ -70,6 +70,7 @@ from lockstep.bundles.env_install import (
 from lockstep.bundles.env_watch import TreeWatch
 from lockstep.bundles.lockfile import LOCK_FILE, BundleLock, env_key, parse_lock
 from lockstep.core.atomic import remove_read_only, write_bytes
+from lockstep.core.bounded import LOCK_MAX, read_regular
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 
 log = logging.getLogger("lockstep.bundles.env")
@@ -107,9 +108,11 @@ def read_bundle_lock(bundle: Path) -> BundleLock | None:
     """The lock of the bundle stored at ``bundle``; None if it has none; ``EnvRefused`` if bad."""
     path = bundle / LOCK_FILE
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, LOCK_MAX)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise EnvRefused(f"{LOCK_FILE} of bundle {bundle.name[:12]}: {exc.strerror}") from exc
     lock, problems = parse_lock(raw, LOCK_FILE)
     if lock is None or problems:
         raise EnvRefused(f"{LOCK_FILE} of bundle {bundle.name[:12]}: {problems[0]}")

@@ -97,17 +97,27 @@ def _requirements_txt(text: str) -> list[str]:
     return lines
 
 
+def _present(path: Path) -> bool:
+    """Whether anything (a file, a FIFO, a device, a link) is at ``path``."""
+    return path.is_symlink() or path.exists()
+
+
+def _why(exc: Exception) -> str:
+    """An ``OSError``'s reason without its errno number; any other error as it reads."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
 def read_declared(root: Path) -> tuple[Declared | None, list[tuple[str, str]]]:
     """The requirements the bundle at ``root`` declares (None: it declares none), and
     ``(file, problem)`` for each thing wrong with them."""
     found: list[Declared] = []
     problems: list[tuple[str, str]] = []
     pyproject = root / PYPROJECT
-    if pyproject.is_file():
+    if _present(pyproject):  # a FIFO or a device there is refused, not skipped
         try:
             data = tomllib.loads(read_regular(pyproject, LOCK_MAX).decode())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            return None, [(str(pyproject), f"cannot read it ({exc}); fix the file")]
+            return None, [(str(pyproject), f"cannot read it ({_why(exc)}); fix the file")]
         project = data.get("project", {})
         deps = project.get("dependencies") if isinstance(project, dict) else None
         if deps is not None:
@@ -118,11 +128,11 @@ def read_declared(root: Path) -> tuple[Declared | None, list[tuple[str, str]]]:
             else:
                 found.append(Declared(PYPROJECT, tuple(" ".join(d.split()) for d in deps)))
     requirements = root / REQUIREMENTS
-    if requirements.is_file():
+    if _present(requirements):
         try:
             text = read_regular(requirements, LOCK_MAX).decode()
         except (OSError, UnicodeDecodeError) as exc:
-            return None, [(str(requirements), f"cannot read it ({exc}); fix the file")]
+            return None, [(str(requirements), f"cannot read it ({_why(exc)}); fix the file")]
         found.append(Declared(REQUIREMENTS, tuple(_requirements_txt(text))))
     if len(found) > 1:
         problems.append(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.core import entrypoints
+from lockstep.core.bounded import KEY_MAX, read_regular
 from lockstep.core.errors import BadInput
 from lockstep.core.limits import MAX_SECONDS, parse_seconds
 from lockstep.core.settings import BUNDLE_DIR as BUNDLE_DIR_ENV
@@ -129,10 +130,10 @@ def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsFiles | None:
             f"empty (set: {shown}); set all three to PEM files or unset all three"
         )
     paths = {name: Path(str(given[name])) for name in TLS_ENVS}
+    pem: dict[str, bytes] = {}
     for name, path in paths.items():
-        try:
-            with path.open("rb") as f:
-                f.read(1)
+        try:  # ssl would block on a FIFO and read /dev/zero for ever: check each first
+            pem[name] = read_regular(path, KEY_MAX)
         except OSError as exc:
             raise BadInput(
                 f"{name}={path}: cannot read it ({exc.strerror or exc}); mount the "
@@ -140,7 +141,7 @@ def tls_from_env(environ: Mapping[str, str] | None = None) -> TlsFiles | None:
             ) from exc
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        ctx.load_verify_locations(cafile=str(paths[TLS_CA_ENV]))
+        ctx.load_verify_locations(cadata=pem[TLS_CA_ENV].decode("ascii"))
     except (ssl.SSLError, ValueError) as exc:
         raise BadInput(
             f"{TLS_CA_ENV}={paths[TLS_CA_ENV]}: not a PEM CA certificate "
