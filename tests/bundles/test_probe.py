@@ -66,3 +66,29 @@ def test_probe_survives_exit_crash_and_hang(tmp_path: Path) -> None:
         [str(root)], [{"role": "model", "ref": "hangs:f", "args": ["p", "s"]}], timeout=2
     )
     assert "did not finish within 2 s" in hang["problem"]
+
+
+def test_a_hanging_import_blames_only_its_own_module(tmp_path: Path) -> None:
+    """Issue #26: a model whose import loops made the healthy target fail the check too."""
+    root = tmp_path / "b"
+    root.mkdir()
+    (root / "loops.py").write_text(
+        "while True:\n    pass\ndef model(params, seed):\n    return {}\n"
+    )
+    (root / "crashes.py").write_text("import os\nos._exit(9)\n")
+    (root / "fine.py").write_text("def target(results):\n    return 0\n")
+    results = run_probe(
+        [str(root)],
+        [
+            {"role": "model", "ref": "loops:model", "args": ["params", "seed"]},
+            {"role": "model", "ref": "loops:other", "args": ["params", "seed"]},
+            {"role": "target", "ref": "fine:target", "args": ["results"]},
+            {"role": "model", "ref": "crashes:f", "args": ["params", "seed"]},
+            {"role": "target", "ref": "fine:target", "args": ["results"]},
+        ],
+        timeout=2,
+    )
+    assert [r["ok"] for r in results] == [False, False, True, False, True]
+    assert all("did not finish within 2 s" in r["problem"] for r in results[:2])
+    assert "ended with code 9 before answering" in results[3]["problem"]
+    assert results[2]["file"] == str(root / "fine.py")

@@ -198,3 +198,25 @@ def test_a_direct_worker_retires_when_its_task_is_abandoned(
     # its thread cannot be stopped: the worker retires (no nanny here: it exits 4)
     assert proc.wait(timeout=60) == 4, proc.text()
     assert "lockstep worker retiring: a task" in proc.text()
+
+
+def test_a_model_whose_import_loops_is_the_only_one_blamed(
+    tmp_path: Path, cluster: tuple[Path, str, list[Proc]]
+) -> None:
+    """Issue #26 item 5: the healthy target was blamed too (one probe for both)."""
+    a_path, address, procs = cluster
+    worker(tmp_path, address, a_path, "cold", "w-one", procs).wait_for("lockstep worker ready", 60)
+    spec = copy_example(tmp_path)
+    model = spec.parent / "bundle" / "sir" / "model.py"
+    model.write_text(model.read_text() + "\nwhile True:\n    pass\n")
+    done = subprocess.run(
+        lockstep("run", str(spec), "--scheduler", address, "--import-timeout", "3"),
+        env=base_env(a_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "found 1 problem(s)" in done.stderr, done.stderr[-3000:]
+    assert "model sir.model:simulate" in done.stderr and "did not finish within 3 s" in done.stderr
+    assert "targets.incidence:incidence" not in done.stderr, done.stderr[-3000:]

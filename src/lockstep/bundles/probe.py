@@ -33,9 +33,29 @@ def run_probe(
     """Check every ``{"role", "ref": "module:callable", "args": [names]}`` in ``checks``.
 
     Returns one ``{"role", "ref", "ok", "problem", "file"}`` per check, in order
-    (``file``: the module's file, when it was found). A probe that crashes,
-    hangs or answers nothing makes every check fail with what is known.
+    (``file``: the module's file, when it was found). A probe that crashes or hangs
+    is blamed on the check it was doing (and on later checks of the same module);
+    the checks after it are probed again in a fresh process, so a healthy target
+    is not blamed for a model whose import loops.
     """
+    results: list[dict[str, Any]] = []
+    left = list(checks)
+    while left:
+        done, problem = _probe_once(paths, left, timeout)
+        results.extend(done)
+        left = left[len(done) :]
+        if left and problem:
+            stuck = _module(left[0])
+            while left and _module(left[0]) == stuck:
+                results.append(_failed(left.pop(0), problem))
+    return results
+
+
+def _probe_once(
+    paths: Sequence[str], checks: Sequence[dict[str, Any]], timeout: float
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The results of one probe process, in order, as far as it got; and why it stopped
+    early (None if it answered every check)."""
     with tempfile.TemporaryDirectory(prefix="lockstep-probe-") as tmp:
         answer = Path(tmp) / "answer.json"
         request = json.dumps({"paths": list(paths), "checks": list(checks)})
@@ -49,28 +69,41 @@ def run_probe(
                 cwd=tmp,
             )
         except subprocess.TimeoutExpired:
-            return _all_failed(
-                checks,
+            return _answered(answer), (
                 f"importing it did not finish within {timeout:g} s "
-                "(an import that waits or loops); fix the module",
+                "(an import that waits or loops); fix the module"
             )
-        try:
-            results: list[dict[str, Any]] = json.loads(answer.read_text())["results"]
-        except (OSError, ValueError, KeyError):
-            tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output"
-            return _all_failed(
-                checks,
-                f"the import check's process ended with code "
-                f"{proc.returncode} before answering ({tail})",
-            )
-        return results
+        results = _answered(answer)
+        if len(results) == len(checks):
+            return results, None
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output"
+        return results, (
+            f"the import check's process ended with code "
+            f"{proc.returncode} before answering ({tail})"
+        )
 
 
-def _all_failed(checks: Sequence[dict[str, Any]], problem: str) -> list[dict[str, Any]]:
-    return [
-        {"role": c["role"], "ref": c["ref"], "ok": False, "problem": problem, "file": None}
-        for c in checks
-    ]
+def _answered(answer: Path) -> list[dict[str, Any]]:
+    """The results the probe wrote to ``answer`` before it ended or was stopped."""
+    try:
+        results: list[dict[str, Any]] = json.loads(answer.read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return results
+
+
+def _module(check: dict[str, Any]) -> str:
+    return str(check["ref"]).partition(":")[0]
+
+
+def _failed(check: dict[str, Any], problem: str) -> dict[str, Any]:
+    return {
+        "role": check["role"],
+        "ref": check["ref"],
+        "ok": False,
+        "problem": problem,
+        "file": None,
+    }
 
 
 # --- the probe's side: runs in the fresh interpreter ---------------------------------------
@@ -209,10 +242,12 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, path)
     # A bundle's prints must not end up anywhere but our stderr.
     sys.stdout = io.StringIO()
-    results = [_check(c["role"], c["ref"], list(c["args"])) for c in request["checks"]]
-    with open(answer_path + ".tmp", "w", encoding="utf-8") as out:
-        json.dump({"results": results}, out)
-    os.replace(answer_path + ".tmp", answer_path)
+    results: list[dict[str, Any]] = []
+    for c in request["checks"]:  # each answer is written as it is known: a later hang keeps it
+        results.append(_check(c["role"], c["ref"], list(c["args"])))
+        with open(answer_path + ".tmp", "w", encoding="utf-8") as out:
+            json.dump({"results": results}, out)
+        os.replace(answer_path + ".tmp", answer_path)
     return 0
 
 
