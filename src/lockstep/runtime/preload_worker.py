@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import threading
 from typing import Any
 
 from lockstep.bundles import handlers as bundle_handlers
@@ -74,9 +73,8 @@ async def dask_setup(worker: Any) -> None:
         sys.exit(1)
     loop = asyncio.get_running_loop()
 
-    def stop(reason: str) -> None:  # called in the thread of the task that made it retire
-        key = worker.active_threads.get(threading.get_ident())
-        loop.call_soon_threadsafe(_start_retiring, worker, reason, key)
+    def stop(reason: str) -> None:
+        loop.call_soon_threadsafe(_start_retiring, worker, reason)
 
     runtime.on_retire(stop)
     _note_scheduler_loss(worker)
@@ -138,48 +136,21 @@ def _note_scheduler_loss(worker: Any) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
-REPORT_WAIT = 30.0  # seconds a retiring worker waits at most for its failed task's report
+RETIRE_DELAY = 1.0  # seconds for the failed task's report to reach the scheduler first
 
 
-def _start_retiring(worker: Any, reason: str, key: Any) -> None:
-    task = asyncio.get_running_loop().create_task(_retire(worker, reason, key))
+def _start_retiring(worker: Any, reason: str) -> None:
+    task = asyncio.get_running_loop().create_task(_retire(worker, reason))
     _background.add(task)
     task.add_done_callback(_background.discard)
 
 
-async def _retire(worker: Any, reason: str, key: Any) -> None:
-    """Close the worker but not its nanny (which then starts a fresh worker), once the
-    task ``key`` that made it retire has handed its report to the scheduler stream."""
+async def _retire(worker: Any, reason: str) -> None:
+    """Close the worker but not its nanny (which then starts a fresh worker)."""
     RETIRED.append(reason)
     log.critical("lockstep worker retiring: %s", reason)
-    if key is not None:
-        try:
-            await asyncio.wait_for(_reported(worker, key), REPORT_WAIT)
-        except TimeoutError:
-            log.error("lockstep worker retiring without the report of task %s", key)
+    await asyncio.sleep(RETIRE_DELAY)
     await worker.close(nanny=False, executor_wait=False, reason=f"lockstep retired: {reason}")
-
-
-async def _reported(worker: Any, key: Any) -> None:
-    """Return once the worker has given the scheduler stream a message about task ``key``
-    (its ``task-erred``); closing flushes that stream, and cancels a task still running,
-    whose report would then be lost (the runner waited out its own timeout)."""
-    ts = worker.state.tasks.get(key)
-    if ts is None or ts.state not in ("executing", "long-running", "cancelled", "resumed"):
-        return  # already reported: the state machine runs on this loop, as this check does
-    sent = asyncio.Event()
-    send = worker.batched_send
-
-    def watched(msg: dict[str, Any]) -> None:
-        send(msg)
-        if msg.get("key") == key:
-            sent.set()
-
-    worker.batched_send = watched
-    try:
-        await sent.wait()
-    finally:
-        worker.batched_send = send
 
 
 # Worker handler -> the Worker method distributed 2026.8.0 binds to it.
