@@ -13,11 +13,15 @@ LOCK   := requirements/dev.lock.txt
 # environment, inside .venv so that removing .venv removes it too.
 CHECKOV := $(VENV)/checkov/bin/checkov
 
+# MkDocs builds the site from docs/ (mkdocs.yml): its own hash-checked lock and environment,
+# like checkov's, so the site's tools never touch the dev lock.
+MKDOCS := $(VENV)/docs/bin/mkdocs
+
 # The tests' independent verifiers from npm (tests/node: @sigstore/verify), exactly the
 # versions and integrity hashes of tests/node/package-lock.json.
 NODE_MODULES := tests/node/node_modules/.package-lock.json
 
-.PHONY: images test lint format bench clean lock-builder
+.PHONY: images test lint format bench clean lock-builder docs
 
 $(BIN)/lockstep: pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
@@ -33,6 +37,16 @@ $(CHECKOV): requirements/checkov.lock.txt
 	$(VENV)/checkov/bin/python -m pip install --quiet --require-hashes --no-deps -r $<
 	$(VENV)/checkov/bin/python -m pip check
 	touch $@
+
+$(MKDOCS): requirements/docs.lock.txt
+	$(PYTHON) -m venv $(VENV)/docs
+	$(VENV)/docs/bin/python -m pip install --quiet --require-hashes --no-deps -r $<
+	$(VENV)/docs/bin/python -m pip check
+	touch $@
+
+# The site, into site/ (strict: a broken link or a page missing from nav fails).
+docs: $(MKDOCS)
+	$(MKDOCS) build --strict --site-dir site
 
 # Re-resolve requirements/build.lock.txt and dev.lock.txt from PyPI (tools/lock-builder says
 # how): `make lock-builder`, or with LOCK_ARGS=--upgrade / LOCK_ARGS='-P docker'.
@@ -50,7 +64,7 @@ $(NODE_MODULES): tests/node/package.json tests/node/package-lock.json
 	  echo "make: npm not found: tests/node is not installed, its tests will skip" >&2; \
 	fi
 
-test: $(BIN)/lockstep $(CHECKOV) $(NODE_MODULES)
+test: $(BIN)/lockstep $(CHECKOV) $(MKDOCS) $(NODE_MODULES)
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 lint: $(BIN)/lockstep
@@ -68,4 +82,4 @@ bench: $(BIN)/lockstep
 	$(BIN)/python bench/bench_replay.py
 
 clean:
-	rm -rf out
+	rm -rf out site

@@ -1,7 +1,7 @@
 """Every environment variable lockstep reads or sets: the one table of their names.
 
 ``SETTINGS`` is the only source of these names; ``settings_table()`` renders
-the README's table from it (a test keeps the two equal). Each setting is read
+docs/reference/environment.md and docs/design.md §4.4 from it (tests keep them equal). Each setting is read
 by the process that uses it: the worker's through ``lockstep.runtime.config``,
 the build's where the build reads it. Nothing here parses a value.
 """
@@ -189,7 +189,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 
 def settings_table() -> str:
-    """The README's settings table, as Markdown, from ``SETTINGS``."""
+    """The settings table of the docs, as Markdown, from ``SETTINGS``."""
     rows = ["| variable | read by | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         if s.default is None:

@@ -19,7 +19,7 @@ In order, so a failure at any step leaves no release behind:
 
 ``dry_run`` does all but steps 3, 4 and 6 and touches no network. The
 release files are outputs and are not committed: the tag points at the
-commit that was built, and CI publishes the files (see the README).
+commit that was built, and CI publishes the files (see docs/guides/releasing.md).
 """
 
 from __future__ import annotations

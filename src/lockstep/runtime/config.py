@@ -8,7 +8,7 @@ contain stops the process with an error that lists the valid values; there is
 no fallback.
 
 The settings' names, defaults and meanings are in ``lockstep.core.settings``
-(the one table, rendered into the README); this module reads and checks the
+(the one table, rendered into docs/reference/environment.md); this module reads and checks the
 ones a worker and a scheduler use.
 
 Each worker logs its settings once at start-up, then one line
