@@ -25,6 +25,7 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 BUILD_LOCK = ROOT / "requirements" / "build.lock.txt"
 DEV_LOCK = ROOT / "requirements" / "dev.lock.txt"
 CHECKOV_LOCK = ROOT / "requirements" / "checkov.lock.txt"  # its own: packaging<24
+DOCS_LOCK = ROOT / "requirements" / "docs.lock.txt"  # its own: the site's tools
 SEVERITIES = ("medium", "high")
 
 
@@ -145,7 +146,9 @@ def _pins(lock: Path) -> dict[str, str]:
     return dict(_PIN.findall(lock.read_text()))
 
 
-@pytest.mark.parametrize("lock", [BUILD_LOCK, DEV_LOCK, CHECKOV_LOCK], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "lock", [BUILD_LOCK, DEV_LOCK, CHECKOV_LOCK, DOCS_LOCK], ids=lambda p: p.name
+)
 def test_every_locked_package_has_hashes(lock: Path) -> None:
     """Each requirement is `name==version` followed by at least one sha256: `pip install
     --require-hashes` would refuse anything else, and nothing names a URL or a path."""
@@ -169,6 +172,7 @@ def test_the_locks_agree_with_each_other_and_the_code() -> None:
         assert tool in dev, tool
     assert "dask-kubernetes" in dev and "kubernetes-validate" in dev  # the deployment checks
     assert "checkov" in _pins(CHECKOV_LOCK)  # installed by make into .venv/checkov
+    assert "mkdocs" in _pins(DOCS_LOCK)  # installed by make into .venv/docs
 
 
 def test_the_workflows_install_from_the_lock_with_the_locks_python() -> None:

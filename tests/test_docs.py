@@ -1,0 +1,165 @@
+"""The documentation is true: a short README whose tour runs, a site that builds strict,
+reference pages generated from the code, and every command block either run or marked.
+
+The tour test clones the committed tree and runs the README's ``console`` blocks in it,
+then each guide's, checking every command's output against its page
+(``tests.fixtures.docs`` says how output is matched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.fixtures.build import ROOT, Built, clone
+from tests.fixtures.docs import RECORDED, RUN, Step, blocks, matches, run_session, steps
+from tests.fixtures.registry import OciRegistry
+from tests.fixtures.support import require
+
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+MKDOCS = ROOT / ".venv" / "docs" / "bin" / "mkdocs"
+SCHEMA = DOCS / "reference" / "result.schema.json"
+# The pages whose console blocks the tour test runs, in this order, in one scratch clone.
+RUN_PAGES = tuple(
+    [README]
+    + [
+        DOCS / "guides" / f"{name}.md"
+        for name in ("building", "local-cluster", "bundles", "releasing")
+    ]
+)
+PAGES = (README, *sorted(DOCS.rglob("*.md")))
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_readme_fits_on_a_few_screens() -> None:
+    lines = README.read_text().count("\n")
+    assert lines < 200, f"README.md has {lines} lines; move detail into docs/"
+
+
+def test_reference_pages_are_generated_from_the_code() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_site_builds_in_strict_mode(tmp_path: Path) -> None:
+    require(MKDOCS.exists(), f"{MKDOCS} is missing; run make (requirements/docs.lock.txt)")
+    proc = subprocess.run(
+        [str(MKDOCS), "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "site" / "reference" / "result.schema.json").exists()
+
+
+def _anchors(page: Path) -> set[str]:
+    """The ids MkDocs (Python-Markdown's toc) gives the page's headings."""
+    ids = set()
+    for block_free in _outside_fences(page.read_text()):
+        if m := re.match(r"#+\s+(.*)", block_free):
+            text = re.sub(r"[^\w\s-]", "", m.group(1).replace("`", "")).strip().lower()
+            ids.add(re.sub(r"[-\s]+", "-", text))
+    return ids
+
+
+def _outside_fences(text: str) -> list[str]:
+    inside, kept = False, []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif not inside:
+            kept.append(line)
+    return kept
+
+
+def test_readme_links_resolve() -> None:
+    """MkDocs checks the site's links; the README is outside it, so here."""
+    for target in LINK.findall("\n".join(_outside_fences(README.read_text()))):
+        if "://" in target:
+            continue
+        path, _, anchor = target.partition("#")
+        page = ROOT / path
+        assert page.exists(), f"README.md links to {target}, which does not exist"
+        if anchor:
+            assert anchor in _anchors(page), f"README.md links to {target}: no such heading"
+
+
+def test_every_command_block_is_run_or_marked_recorded() -> None:
+    """A block with a ``$`` prompt is ``console`` (run by the tour test) or ``recorded``."""
+    for page in PAGES:
+        for block in blocks(page.read_text()):
+            where = f"{page.relative_to(ROOT)}:{block.line}"
+            if block.has_prompt:
+                assert block.info in (RUN, RECORDED), (
+                    f"{where}: a block of commands is ```{RUN} (run by tests/test_docs.py) "
+                    f"or ```{RECORDED} (shown, not run: say why before it), not {block.info!r}"
+                )
+            if block.info == RUN:
+                assert page in RUN_PAGES, f"{where}: a {RUN} block on a page no test runs"
+
+
+def test_output_patterns() -> None:
+    digest = "sha256:" + "ab" * 32
+    shown = ("…", f"build {digest} in 0.25 s", "ok")
+    assert matches(shown, f"log\nlog\nbuild sha256:{'cd' * 32} in 12.5 s\nok\n")
+    assert matches(shown, f"build {digest}   in 1.0 s\nok\n")
+    assert not matches(shown, f"build sha256:{'cd' * 31} in 1.0 s\nok\n")
+    assert not matches(shown, f"build {digest} in 1.0 s\nok\nmore\n")
+    assert not matches(("ok",), "not ok\n")
+    assert matches(("tagged v0.1.0 at b9c1d905bb56",), "tagged v0.1.0 at 0123456789ab\n")
+
+
+def test_steps_read_commands_output_and_status(tmp_path: Path) -> None:
+    page = tmp_path / "p.md"
+    page.write_text("```console\n$ a \\\n  --b\nout\n$ c\n[exit 2]\n```\n```recorded\n$ d\n```\n")
+    assert steps(page) == [
+        Step("p.md:2", "a  --b", ("out",), 0),
+        Step("p.md:5", "c", (), 2),
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_tour_and_the_guides_run_on_a_scratch_clone(
+    tmp_path: Path, built: Built, registry_running: OciRegistry
+) -> None:
+    """The README's ten-minute tour end to end on a fresh clone (build, a local cluster, a
+    job, a release), then the guides' console blocks in the same clone."""
+    root = clone(tmp_path / "lockstep")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "LOCKSTEP_CACHE_DIR": str(built.cache),  # the session's downloads and layers
+        "PYTHONUNBUFFERED": "1",  # stdout and stderr in the order a terminal shows them
+        "GIT_COMMITTER_NAME": "Tour",
+        "GIT_COMMITTER_EMAIL": "tour@example.invalid",
+        "GIT_AUTHOR_NAME": "Tour",
+        "GIT_AUTHOR_EMAIL": "tour@example.invalid",
+    }
+    env.pop("LOCKSTEP_MANIFEST", None)
+    subs = {"8786": str(_free_port()), "127.0.0.1:5000": registry_running.address}
+    for page in RUN_PAGES:
+        page_steps = steps(page)
+        assert page_steps or page is not README, "the README's tour has no console block"
+        for outcome in run_session(page_steps, root, env, subs):
+            assert outcome.ok, outcome.explain()
+    document = json.loads((root / "out" / "result.json").read_text())
+    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(document)
