@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import pytest
 
 from tests.fixtures.build import ROOT, Built, clone
 from tests.fixtures.docs import RECORDED, RUN, Step, blocks, matches, run_session, steps
@@ -29,13 +28,8 @@ DOCS = ROOT / "docs"
 MKDOCS = ROOT / ".venv" / "docs" / "bin" / "mkdocs"
 SCHEMA = DOCS / "reference" / "result.schema.json"
 # The pages whose console blocks the tour test runs, in this order, in one scratch clone.
-RUN_PAGES = tuple(
-    [README]
-    + [
-        DOCS / "guides" / f"{name}.md"
-        for name in ("building", "local-cluster", "bundles", "releasing")
-    ]
-)
+GUIDES_RUN = ("building", "local-cluster", "bundles", "releasing")
+RUN_PAGES = (README, *(DOCS / "guides" / f"{name}.md" for name in GUIDES_RUN))
 PAGES = (README, *sorted(DOCS.rglob("*.md")))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 

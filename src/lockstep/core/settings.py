@@ -1,9 +1,9 @@
 """Every environment variable lockstep reads or sets: the one table of their names.
 
 ``SETTINGS`` is the only source of these names; ``settings_table()`` renders
-docs/reference/environment.md and docs/design.md §4.4 from it (tests keep them equal). Each setting is read
-by the process that uses it: the worker's through ``lockstep.runtime.config``,
-the build's where the build reads it. Nothing here parses a value.
+docs/reference/environment.md and docs/design.md §4.4 from it (tests keep them
+equal). Each setting is read by the process that uses it: the worker's through
+``lockstep.runtime.config``, the build's where the build reads it. Nothing here parses a value.
 """
 
 from __future__ import annotations
