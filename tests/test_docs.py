@@ -149,7 +149,12 @@ def test_the_tour_and_the_guides_run_on_a_scratch_clone(
         "GIT_AUTHOR_EMAIL": "tour@example.invalid",
     }
     env.pop("LOCKSTEP_MANIFEST", None)
-    subs = {"8786": str(_free_port()), "127.0.0.1:5000": registry_running.address}
+    port = _free_port()  # the pages' scheduler port, 8786, may be taken on a shared machine
+    subs = {
+        "127.0.0.1:8786": f"127.0.0.1:{port}",
+        "--port 8786": f"--port {port}",
+        "127.0.0.1:5000": registry_running.address,
+    }
     for page in RUN_PAGES:
         page_steps = steps(page)
         assert page_steps or page is not README, "the README's tour has no console block"
