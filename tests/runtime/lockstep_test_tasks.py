@@ -93,6 +93,12 @@ def hang(pid_file: str, ignore_term: bool = True) -> None:
         time.sleep(0.5)
 
 
+def busy() -> None:
+    """Loop for ever in C calls that hold the GIL (starving the worker's event loop)."""
+    while True:
+        sum(range(10**7))
+
+
 def _daemon(pid_file: str, detach: bool) -> None:
     """Fork a child (``detach``: double fork and setsid, a real daemon) that sleeps for
     ever ignoring SIGTERM and writes its pid; wait until the pid is written."""

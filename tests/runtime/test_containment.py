@@ -345,8 +345,8 @@ def test_sigkilled_worker_leaves_no_process(name: str, tmp_path: Path) -> None:
 def test_direct_timeout_fails_the_task_and_retires(tmp_path: Path) -> None:
     """A thread cannot be killed: the task fails, and the executor asks to be replaced."""
     direct = make_executor("direct")
-    reasons: list[str] = []
-    direct.on_retire = reasons.append  # type: ignore[attr-defined]
+    told: list[tuple[str, TaskError]] = []
+    direct.on_retire = lambda *said: told.append(said)  # type: ignore[attr-defined]
     try:
         with pytest.raises(TaskTimedOut) as err:
             direct.run(TaskCall(f"{T}:hang", (str(tmp_path / "pid"), False), timeout=0.5))
@@ -354,7 +354,9 @@ def test_direct_timeout_fails_the_task_and_retires(tmp_path: Path) -> None:
             "TaskTimedOut: did not finish within its timeout of 0.5 s; the direct executor "
             "cannot stop a thread, so its worker retires"
         )
-        assert len(reasons) == 1 and "lockstep_test_tasks:hang" in reasons[0]
+        ((reason, error),) = told
+        assert "lockstep_test_tasks:hang" in reason
+        assert error is err.value  # the worker reports it before it closes (runtime/retire.py)
         with pytest.raises(TaskFailed, match=r"^WorkerRetiring: this worker no longer takes"):
             direct.run(TaskCall(f"{T}:add", (1, 1)))
     finally:

@@ -251,3 +251,41 @@ def test_direct_timeout_retires_the_worker_and_its_nanny_replaces_it(
         alone.stop()
         nanny.stop()
     cluster.healthy("direct")
+
+
+RETIRES = 5
+
+
+def test_a_retiring_direct_worker_reports_its_busy_task_s_timeout_every_time(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Issue #26 item 5: a ``direct`` worker closed a fixed second after its task's timeout,
+    and a GIL-holding task starved the worker's threads so long that the close cancelled
+    Dask's ``execute`` before it reported the failure: the task went back to the scheduler
+    (no worker may run it) and the client waited out its own timeout (3 in 10 tries; every
+    try under load). The worker now reports the failure itself before it closes: every try
+    ends in TaskTimedOut, and the worker exits 4 without claiming it lost its scheduler."""
+    for attempt in range(RETIRES):
+        proc = start_worker(
+            tmp_path,
+            cluster.address,
+            cluster.a_path,
+            "direct",
+            f"busy-{attempt}",
+            env={"LOCKSTEP_TASK_TIMEOUT": "1"},
+        )
+        try:
+            proc.wait_for("lockstep worker ready", 90)
+            address = next(a for a, i in cluster.identities().items() if i["pid"] == proc.pid)
+            with pytest.raises(TaskTimedOut) as err:
+                cluster.submit(address, "busy").result(timeout=120)
+            assert str(err.value).startswith(
+                "TaskTimedOut: did not finish within its timeout of 1 s; the direct executor "
+                f"cannot stop a thread, so its worker retires (a nanny starts a fresh one) "
+                f"(direct process {proc.pid} on worker {address}"
+            ), str(err.value)
+            assert proc.wait(90) == 4, proc.text()[-3000:]
+            assert "lost its scheduler" not in proc.text(), proc.text()[-3000:]
+        finally:
+            proc.stop()
+    cluster.healthy("direct")

@@ -23,9 +23,9 @@ heartbeat reasons), ``lockstep worker`` exits 3, not 0: an orchestrator must not
 take it for a requested stop.
 
 If the executor asks to retire (``direct``, after a task outlived its
-timeout: its thread cannot be stopped), the worker closes itself a second
-later without closing its nanny, so a nanny starts a fresh worker; without a
-nanny ``lockstep worker`` exits 4.
+timeout: its thread cannot be stopped), the worker reports that task's failure
+and then closes itself without closing its nanny, so a nanny starts a fresh
+worker; without a nanny ``lockstep worker`` exits 4 (``lockstep.runtime.retire``).
 
 Any failure exits the worker process (Dask only logs an exception raised in
 ``dask_setup`` and runs on, docs/design.md §5). Once the scheduler has admitted
@@ -41,7 +41,7 @@ from typing import Any
 
 from lockstep.bundles import handlers as bundle_handlers
 from lockstep.core.errors import LockstepError
-from lockstep.runtime import cancel, health, worker_proof
+from lockstep.runtime import cancel, health, retire, worker_proof
 from lockstep.runtime._logging import ensure_visible
 from lockstep.runtime.config import RuntimeConfig
 from lockstep.runtime.executors import ExecutorStartFailed
@@ -49,7 +49,6 @@ from lockstep.runtime.identity import ANNOUNCE_KEY, EXECUTOR_KEY, IDENTITY_OP
 from lockstep.runtime.worker import (
     EXTENSION,
     LOST,
-    RETIRED,
     SCHEDULER_LOST_REASONS,
     WorkerRuntime,
 )
@@ -71,12 +70,7 @@ async def dask_setup(worker: Any) -> None:
     except (ExecutorStartFailed, ImportError, TypeError, OSError) as exc:
         log.critical("lockstep worker cannot start its executor: %s", exc)
         sys.exit(1)
-    loop = asyncio.get_running_loop()
-
-    def stop(reason: str) -> None:
-        loop.call_soon_threadsafe(_start_retiring, worker, reason)
-
-    runtime.on_retire(stop)
+    runtime.on_retire(retire.retirer(worker, asyncio.get_running_loop()))
     _note_scheduler_loss(worker)
     worker.extensions[EXTENSION] = runtime
     worker.startup_information[ANNOUNCE_KEY] = lambda _w: runtime.announce()
@@ -127,7 +121,12 @@ def _note_scheduler_loss(worker: Any) -> None:
     close = worker.close
 
     async def closing(*args: Any, reason: str = "worker-close", **kwargs: Any) -> Any:
-        if reason in SCHEDULER_LOST_REASONS and not LOST:
+        from distributed.core import Status
+
+        # A close already under way (the worker's own: the scheduler then closes its end
+        # of the stream) is no loss; Dask ignores this second close.
+        stopping = worker.status in (Status.closing, Status.closed, Status.failed)
+        if reason in SCHEDULER_LOST_REASONS and not LOST and not stopping:
             LOST.append(reason)
             log.error("lockstep worker lost its scheduler (%s); stopping", reason)
         return await close(*args, reason=reason, **kwargs)
@@ -136,21 +135,6 @@ def _note_scheduler_loss(worker: Any) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
-RETIRE_DELAY = 1.0  # seconds for the failed task's report to reach the scheduler first
-
-
-def _start_retiring(worker: Any, reason: str) -> None:
-    task = asyncio.get_running_loop().create_task(_retire(worker, reason))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-async def _retire(worker: Any, reason: str) -> None:
-    """Close the worker but not its nanny (which then starts a fresh worker)."""
-    RETIRED.append(reason)
-    log.critical("lockstep worker retiring: %s", reason)
-    await asyncio.sleep(RETIRE_DELAY)
-    await worker.close(nanny=False, executor_wait=False, reason=f"lockstep retired: {reason}")
 
 
 # Worker handler -> the Worker method distributed 2026.8.0 binds to it.

@@ -18,7 +18,7 @@ from lockstep.bundles.store import BundleStore
 from lockstep.core.entrypoints import registered
 from lockstep.runtime.cancel import Cancels
 from lockstep.runtime.config import RuntimeConfig
-from lockstep.runtime.executors import Executor, TaskCall, TaskResult, load_executor
+from lockstep.runtime.executors import Executor, TaskCall, TaskError, TaskResult, load_executor
 
 log = logging.getLogger(__name__)
 EXTENSION = "lockstep"
@@ -53,14 +53,15 @@ class WorkerRuntime:
         self._tasks = 0
         self._lock = threading.Lock()
 
-    def on_retire(self, stop: Callable[[str], None]) -> None:
-        """Call ``stop(reason)`` if the executor must have the worker replaced (``direct``
-        after a task outlived its timeout)."""
+    def on_retire(self, stop: Callable[[str, TaskError], None]) -> None:
+        """Call ``stop(reason, error)`` if the executor must have the worker replaced
+        (``direct`` after a task outlived its timeout), in the thread of that task before it
+        fails with ``error`` (``lockstep.runtime.retire``)."""
 
-        def retire(reason: str) -> None:
+        def retire(reason: str, error: TaskError) -> None:
             self.retiring = reason
             self.ready = False
-            stop(reason)
+            stop(reason, error)
 
         if hasattr(self.executor, "on_retire"):
             self.executor.on_retire = retire

@@ -7,8 +7,10 @@ cannot be killed: a task that runs past its timeout keeps running, and keeps
 its slot, however long it runs. So on a timeout the task fails with
 ``TaskTimedOut`` (``TaskCancelled`` if its run ended first: nobody waits for it)
 and the executor *retires its worker*: it refuses further
-tasks and asks the worker to stop (``on_retire``), so that a nanny starts a
-fresh one (without a nanny the worker is gone; its tasks go to other workers).
+tasks and asks the worker to stop (``on_retire``, given the error the task
+fails with, which the worker reports before it closes: ``runtime/retire.py``),
+so that a nanny starts a fresh one (without a nanny the worker is gone; its
+tasks go to other workers).
 A task that calls ``os._exit``, gets a fatal signal or forks and leaves its
 children running takes the worker down or leaves them behind: run untrusted
 code under ``cold`` or ``isolated_warm``.
@@ -28,6 +30,7 @@ from lockstep.runtime.executors import (
     Executor,
     TaskCall,
     TaskCancelled,
+    TaskError,
     TaskFailed,
     TaskResult,
     TaskResultRefused,
@@ -47,7 +50,7 @@ class DirectExecutor(Executor):
 
     def __init__(self, config: Any, slots: int = 1) -> None:
         super().__init__(config, slots)
-        self.on_retire: Callable[[str], None] = lambda _reason: None
+        self.on_retire: Callable[[str, TaskError], None] = lambda _reason, _error: None
         self.retired = ""  # why, once a task has timed out
 
     def run(self, call: TaskCall, stop: threading.Event | None = None) -> TaskResult:
@@ -103,19 +106,22 @@ class DirectExecutor(Executor):
                 self.retired,
                 os.getpid(),
             )
-            self.on_retire(self.retired)
-            if cancelled:
-                raise TaskCancelled(
+            error: TaskError = (
+                TaskCancelled(
                     "TaskCancelled: its run ended while it ran; the direct executor cannot "
                     "stop a thread, so its worker retires (a nanny starts a fresh one)",
                     **where,
                 )
-            raise TaskTimedOut(
-                f"TaskTimedOut: did not finish within its timeout of "
-                f"{timeout:g} s; the direct executor cannot stop a thread, so "
-                "its worker retires (a nanny starts a fresh one)",
-                **where,
+                if cancelled
+                else TaskTimedOut(
+                    f"TaskTimedOut: did not finish within its timeout of "
+                    f"{timeout:g} s; the direct executor cannot stop a thread, so "
+                    "its worker retires (a nanny starts a fresh one)",
+                    **where,
+                )
             )
+            self.on_retire(self.retired, error)
+            raise error
         if not outcome:  # the thread ended without a word: cannot happen, but never hang
             raise TaskFailed("TaskFailed: the task's thread ended without a result", **where)
         status, value = outcome[0]
