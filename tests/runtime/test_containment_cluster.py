@@ -265,8 +265,8 @@ def test_a_retiring_direct_worker_reports_its_busy_task_s_timeout_every_time(
     (no worker may run it) and the client waited out its own timeout (3 in 10 tries; every
     try under load). The worker now reports the failure itself before it closes: every try
     ends in TaskTimedOut, and the worker exits 4 without claiming it lost its scheduler."""
-    for attempt in range(RETIRES):
-        proc = start_worker(
+    procs = [
+        start_worker(
             tmp_path,
             cluster.address,
             cluster.a_path,
@@ -274,7 +274,10 @@ def test_a_retiring_direct_worker_reports_its_busy_task_s_timeout_every_time(
             f"busy-{attempt}",
             env={"LOCKSTEP_TASK_TIMEOUT": "1"},
         )
-        try:
+        for attempt in range(RETIRES)
+    ]
+    try:
+        for proc in procs:  # they start together; each retires in turn
             proc.wait_for("lockstep worker ready", 90)
             address = next(a for a, i in cluster.identities().items() if i["pid"] == proc.pid)
             with pytest.raises(TaskTimedOut) as err:
@@ -286,6 +289,7 @@ def test_a_retiring_direct_worker_reports_its_busy_task_s_timeout_every_time(
             ), str(err.value)
             assert proc.wait(90) == 4, proc.text()[-3000:]
             assert "lost its scheduler" not in proc.text(), proc.text()[-3000:]
-        finally:
+    finally:
+        for proc in procs:
             proc.stop()
     cluster.healthy("direct")
