@@ -57,11 +57,14 @@ def _start(worker: Any, reason: str, key: Any, error: TaskError) -> None:
 
 
 async def _retire(worker: Any, reason: str, key: Any, error: TaskError) -> None:
-    """Report task ``key``'s ``error``, then close the worker but not its nanny."""
+    """Report task ``key``'s ``error``, then close the worker but not its nanny (also if the
+    report failed: a worker that cannot run tasks must not stay)."""
     RETIRED.append(reason)
     log.critical("lockstep worker retiring: %s", reason)
-    report(worker, key, error.on_worker(worker.address))
-    await worker.close(nanny=False, executor_wait=False, reason=f"lockstep retired: {reason}")
+    try:
+        report(worker, key, error.on_worker(worker.address))
+    finally:
+        await worker.close(nanny=False, executor_wait=False, reason=f"lockstep retired: {reason}")
 
 
 def report(worker: Any, key: Any, error: TaskError) -> bool:
