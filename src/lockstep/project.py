@@ -27,11 +27,18 @@ _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """How one role's image differs from the other: its config only."""
+    """How one role's image differs from the other: its config, and what only it needs.
+
+    ``requirements`` (``[tool.lockstep.images.<role>] requirements``) are third-party
+    packages of this role alone, locked into ``python_lock`` with the shared lock's pins
+    as constraints (``inputs.python.lock``), so a wheel both need is the same wheel and
+    the same layer in both images."""
 
     role: str
     entrypoint: tuple[str, ...]
     cmd: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    python_lock: Path | None = None  # set exactly when requirements are
 
 
 @dataclass(frozen=True)
@@ -145,10 +152,19 @@ def load_project(root: Path) -> Project:
         if not isinstance(spec, dict):
             raise BadInput(f"{where}: missing [tool.lockstep.images.{role}]")
         iwhere = f"{path} [tool.lockstep.images.{role}]"
+        requirements = tuple(_str_list(spec, "requirements", iwhere, []))
+        role_lock = spec.get("python_lock")
+        if bool(requirements) != (role_lock is not None):
+            raise BadInput(
+                f"{iwhere}: requirements and python_lock go together (the role's own "
+                f'packages and their lock, e.g. python_lock = "images/python-{role}.lock.json")'
+            )
         images[role] = ImageSpec(
             role=role,
             entrypoint=tuple(_str_list(spec, "entrypoint", iwhere, [])) or _missing(iwhere),
             cmd=tuple(_str_list(spec, "cmd", iwhere, [])),
+            requirements=requirements,
+            python_lock=root / _relative(spec, "python_lock", iwhere) if requirements else None,
         )
     unknown = sorted(set(images_table) - set(ROLES))
     if unknown:
@@ -160,6 +176,10 @@ def load_project(root: Path) -> Project:
     for pattern in sources:
         if pattern.startswith("/") or ".." in pattern.split("/"):
             raise BadInput(f"{where}: source pattern {pattern!r} must be relative to the project")
+    # A role's own lock is a declared source: the build id covers it through ``sources``
+    # (the manifest's inputs stay the shared locks'), and Bazel watches it with the rest.
+    locks = [s.python_lock.relative_to(root).as_posix() for s in images.values() if s.python_lock]
+    sources += [lock for lock in locks if lock not in sources]
     return Project(
         root=root,
         name=name,
@@ -201,6 +221,14 @@ def _scripts(project: Mapping[str, Any], where: str) -> dict[str, str]:
                 f'{where}: script {name!r} = {target!r} must be name = "module:function"'
             )
     return dict(sorted(scripts.items()))
+
+
+def _relative(table: Mapping[str, Any], key: str, where: str) -> str:
+    """A path inside the project (relative, no ``..``); ``BadInput`` naming ``key``."""
+    value = _str(table, key, where)
+    if value.startswith("/") or ".." in value.split("/"):
+        raise BadInput(f"{where}: {key} {value!r} must be a path relative to the project")
+    return value
 
 
 def _missing(where: str) -> tuple[str, ...]:

@@ -48,17 +48,26 @@ def test_build_prints_the_json_contract(built: Built) -> None:
     assert built.digest("runner") != built.digest("worker")
 
 
-def test_images_share_layers_and_differ_only_in_config(built: Built) -> None:
+def test_images_share_every_layer_but_the_runners_own_wheels(built: Built) -> None:
     runner = oci.read_archive(built.path("runner"))
     worker = oci.read_archive(built.path("worker"))
-    assert runner.manifest["layers"] == worker.manifest["layers"]
+    ours, theirs = runner.manifest["layers"], worker.manifest["layers"]
+    # The runner: the worker's layers up to the app, then its own (pyarrow), then the same
+    # manifest layer; the worker has no layer the runner lacks.
+    assert ours[: len(theirs) - 1] == theirs[:-1] and ours[-1] == theirs[-1]
+    assert list(named_layers(runner))[len(theirs) - 1 : -1] == ["runner:pyarrow"]
+    assert set(named_layers(runner)) - set(named_layers(worker)) == {"runner:pyarrow"}
+    own = runner.config["history"][len(theirs) - 1]["created_by"]
+    assert own == "lockstep runner:pyarrow: pyarrow 26.0.1"
+    assert not any("pyarrow" in h["created_by"] for h in worker.config["history"])
     # One history entry per layer says what it is: base, the wheel groups, app, manifest.
     names = [h["created_by"].split(":")[0] for h in worker.config["history"]]
     assert len(names) == len(worker.manifest["layers"])
     assert names[0] == "lockstep base" and names[-2:] == ["lockstep app", "lockstep manifest"]
     assert names[1:-2] and all(n.startswith("lockstep python") for n in names[1:-2])
     assert any("distributed 2026.8.0" in h["created_by"] for h in worker.config["history"])
-    assert runner.config["rootfs"] == worker.config["rootfs"]
+    diff_ids = runner.config["rootfs"]["diff_ids"], worker.config["rootfs"]["diff_ids"]
+    assert diff_ids[0][: len(theirs) - 1] == diff_ids[1][:-1]
     assert runner.config["config"]["Entrypoint"][-1] == "runner"
     assert worker.config["config"]["Entrypoint"][-1] == "worker"
     labels = worker.config["config"]["Labels"]
@@ -86,7 +95,9 @@ def named_layers(archive: oci.Archive) -> dict[str, str]:
         h["created_by"].split(":")[0].removeprefix("lockstep ") for h in archive.config["history"]
     ]
     names = [
-        n if n != "python" else h["created_by"].split(": ")[0].removeprefix("lockstep ")
+        n
+        if n not in ("python", "runner")
+        else h["created_by"].split(": ")[0].removeprefix("lockstep ")
         for n, h in zip(names, archive.config["history"], strict=True)
     ]
     return {n: layer["digest"] for n, layer in zip(names, archive.manifest["layers"], strict=True)}
@@ -235,6 +246,10 @@ def test_each_role_has_its_own_name_history_and_annotations(built: Built) -> Non
         created_by = [h["created_by"] for h in archive.config["history"]]
         assert len(created_by) == len(archive.manifest["layers"])
         assert created_by[0].startswith("lockstep base: Debian bookworm")
+        own = ["lockstep runner:pyarrow: pyarrow 26.0.1"] if role == "runner" else []
+        if own:  # the runner's own wheels sit above the app
+            assert created_by[-1 - len(own) : -1] == own
+            created_by = [*created_by[: -1 - len(own)], created_by[-1]]
         assert all(c.startswith("lockstep python:") for c in created_by[1:-2])
         assert created_by[-2].startswith("lockstep app: lockstep 0.1.0")
         assert created_by[-1].startswith("lockstep manifest: the build manifest")
@@ -347,15 +362,25 @@ def test_umoci_unpacks_and_verifies(built: Built, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def loaded(built: Built, docker_engine: Any) -> Iterator[Any]:
-    proc = lockstep(
-        ["load", str(built.path("worker"))],
-        cwd=ROOT,
-        cache=built.cache,
-        env={"DOCKER_HOST": docker_engine.host},
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == built.config("worker")
+    for role in ("worker", "runner"):
+        proc = lockstep(
+            ["load", str(built.path(role))],
+            cwd=ROOT,
+            cache=built.cache,
+            env={"DOCKER_HOST": docker_engine.host},
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == built.config(role)
     yield docker_engine
+
+
+LOCKED_DOWN = {
+    "read_only": True,
+    "tmpfs": {"/tmp": ""},
+    "user": "65532",
+    "network_mode": "none",
+    "remove": True,
+}
 
 
 def test_docker_load_reports_the_config_digest(built: Built, loaded: Any) -> None:
@@ -405,6 +430,79 @@ def test_base_runs_python_with_its_promises(built: Built, loaded: Any) -> None:
         remove=True,
     )
     assert out.decode().split() == ["3.11.2", "65532"]
+
+
+def test_the_runner_image_has_pyarrow_and_the_worker_image_does_not(
+    built: Built, loaded: Any
+) -> None:
+    import docker.errors
+
+    script = "import pyarrow, pyarrow.parquet; print(pyarrow.__version__)"
+    run = ["/usr/bin/python3.11", "-c", script]
+    out = loaded.client.containers.run(built.config("runner"), entrypoint=run, **LOCKED_DOWN)
+    assert out.decode().strip() == "26.0.1"
+    with pytest.raises(docker.errors.ContainerError, match="No module named 'pyarrow'"):
+        loaded.client.containers.run(built.config("worker"), entrypoint=run, **LOCKED_DOWN)
+
+
+def test_lockstep_results_exports_parquet_in_the_runner_image(
+    built: Built, loaded: Any, tmp_path: Path
+) -> None:
+    """A store made on the host is exported by the runner image's own `lockstep results`
+    (its pyarrow), in a locked-down container; the host reads the Parquet back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lockstep.results.keys import Inputs
+    from lockstep.results.store import ResultStore
+
+    store = ResultStore.open(tmp_path / "store")
+    curve = pa.table({"t": [0.0, 0.5, 1.0], "v": [3, 2, 1]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, curve.schema) as writer:
+        writer.write_table(curve)
+    table = store.put_blob(sink.getvalue().to_pybytes())
+    inputs = Inputs("sha256:" + "a" * 64, "sha256:" + "b" * 64, "direct", "m:f")
+    records = [
+        {
+            "key": inputs.key({"beta": 0.5}, seed),
+            "build_id": inputs.build_id,
+            "bundle": inputs.bundle,
+            "executor": inputs.executor,
+            "model": inputs.model,
+            "status": "ok",
+            "params": {"beta": 0.5},
+            "seed": seed,
+            "output": {"x": seed * 2.5},
+            "tables": {"curve": table},
+            "cause": None,
+            "worker": "tcp://127.0.0.1:1",
+            "pid": 100 + seed,
+            "environment": None,
+            "seconds": 0.01,
+        }
+        for seed in range(3)
+    ]
+    store.writer().write(records)
+    for path in [store.root, *store.root.rglob("*")]:  # the container's user writes there
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    out = loaded.client.containers.run(
+        built.config("runner"),
+        entrypoint=["/usr/bin/python3.11", "-m", "lockstep"],
+        command=["results", "/store"],
+        volumes={str(store.root): {"bind": "/store", "mode": "rw"}},
+        **LOCKED_DOWN,
+    )
+    assert out.decode().splitlines()[0] == (
+        "store /store: 3 simulation(s), 3 ok, 0 failed; 1 segment(s), 0 corrupt entr(y/ies)"
+    )
+    rows = pq.read_table(store.root / "parquet" / "simulations.parquet").to_pylist()
+    assert [(r["key"], r["seed"], r["output"], r["pid"]) for r in rows] == [
+        (r["key"], r["seed"], r["output"], r["pid"]) for r in records
+    ]
+    curves = pq.read_table(store.root / "parquet" / "tables" / "curve.parquet")
+    assert curves.column("seed").to_pylist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert curves.select(["t", "v"]).slice(0, 3).equals(curve)
 
 
 # -- bad input: one clear line, the right exit code, nothing in --out ---------------------

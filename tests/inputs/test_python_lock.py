@@ -371,8 +371,9 @@ def test_a_wheel_that_disagrees_with_its_record_is_refused(
 def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: Path) -> None:
     """A fresh lock on this machine (whose pip config adds local find-links and file://
     indexes) records only https URLs, with sha256, for the image's platform."""
+    written = pylock.lock(PROJECT, shared_cache, into=tmp_path)
     out = tmp_path / "python.lock.json"
-    pylock.lock(PROJECT, out, shared_cache)
+    assert written[0] == out
     raw = out.read_text()
     assert "file:" not in raw and "/opt/" not in raw and str(tmp_path) not in raw
     wheels = pylock.read_lock(out)
@@ -380,6 +381,39 @@ def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: P
     assert all(w.url.startswith("https://") for w in wheels)
     data = json.loads(raw)
     assert data["locked_resolves"][0]["platform_tag"] == ["cp311", "cp311", "manylinux_2_36_x86_64"]
+    # the runner's own lock, made with the shared pins as constraints: pyarrow alone
+    assert written == [out, tmp_path / "python-runner.lock.json"]
+    own = pylock.read_lock(written[1])
+    assert [(w.project, w.version) for w in pylock.role_only(wheels, own, "x")] == [
+        ("pyarrow", "26.0.1")
+    ]
+
+
+def test_a_roles_lock_adds_its_own_wheels_and_must_agree_with_the_shared_lock(
+    tmp_path: Path,
+) -> None:
+    """The committed runner lock adds pyarrow only; a role lock holding a shared project
+    as another wheel (made against another shared lock) is refused, naming the file."""
+    inputs = build_inputs.read_roles(PROJECT, tuple(pylock.read_lock(PROJECT.python_lock)))
+    assert [w.project for w in inputs["runner"].wheels] == ["pyarrow"]
+    assert set(inputs) == {"runner"}
+    data = json.loads((ROOT / "images/python-runner.lock.json").read_text())
+    shared = json.loads((ROOT / "images/python.lock.json").read_text())
+    tornado = next(
+        r for r in shared["locked_resolves"][0]["locked_requirements"]
+        if r["project_name"] == "tornado"
+    )  # fmt: skip
+    other = {**tornado, "version": "6.0", "artifacts": [
+        {**tornado["artifacts"][0], "hash": "0" * 64}
+    ]}  # fmt: skip
+    data["locked_resolves"][0]["locked_requirements"].append(other)
+    bad = tmp_path / "python-runner.lock.json"
+    bad.write_text(json.dumps(data))
+    shared_wheels = pylock.read_lock(PROJECT.python_lock)
+    with pytest.raises(
+        BadInput, match=r"python-runner\.lock\.json: tornado 6\.0 is not the shared"
+    ):
+        pylock.role_only(shared_wheels, pylock.read_lock(bad), str(bad))
 
 
 def test_missing_pex_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -388,7 +422,7 @@ def test_missing_pex_is_bad_input(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     pex.pex3_argv.cache_clear()
     try:
         with pytest.raises(BadInput, match=r"pex3 is not installed.*lockstep\[build\]"):
-            pylock.lock(PROJECT, tmp_path / "lock.json", tmp_path / "cache")
+            pylock.lock(PROJECT, tmp_path / "cache", into=tmp_path)
     finally:
         pex.pex3_argv.cache_clear()
 

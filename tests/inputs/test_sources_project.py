@@ -75,6 +75,18 @@ def test_the_project_definition_loads() -> None:
     assert p.images["runner"].entrypoint[-1] == "runner"
 
 
+def test_a_roles_own_requirements_and_lock_and_the_lock_is_a_declared_source() -> None:
+    """The runner's own packages (pyarrow) are declared on its image; its lock counts as a
+    declared source, so the build id covers it without a new manifest input."""
+    p = load_project(ROOT)
+    runner, worker = p.images["runner"], p.images["worker"]
+    assert runner.requirements == ("pyarrow==26.0.1",)
+    assert runner.python_lock == ROOT / "images/python-runner.lock.json"
+    assert worker.requirements == () and worker.python_lock is None
+    assert "images/python-runner.lock.json" in p.sources
+    assert "images/python-runner.lock.json" in sources.select(ROOT, p.sources)
+
+
 @pytest.mark.parametrize(
     "old, new, message",
     [
@@ -92,6 +104,16 @@ def test_the_project_definition_loads() -> None:
             "must be name",
         ),
         ('python_lock = "images/python.lock.json"\n', "", "python_lock"),
+        (
+            'python_lock = "images/python-runner.lock.json"\n',
+            "",
+            r"images\.runner\]: requirements and python_lock go together",
+        ),
+        (
+            'python_lock = "images/python-runner.lock.json"',
+            'python_lock = "../runner.lock.json"',
+            "must be a path relative to the project",
+        ),
         ('lockstep = "lockstep.cli:main"', 'lockstep = "lockstep.cli"', "script 'lockstep'"),
     ],
 )

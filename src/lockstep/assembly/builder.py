@@ -6,7 +6,8 @@ as values (orchestration only).
 image (``configs``) and the documents (``documents``) and returns them in a
 ``BuildResult``. It writes no output: the archives, an OCI layout and the
 documents' files are sinks (``sinks``), a registry is another (``release``).
-Runner and worker share every layer and differ only in their config.
+Runner and worker share every layer but the wheels of a role's own lock (the runner's
+pyarrow), which sit above the app in that role's image only, and differ in their config.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class BuildResult:
 
     manifest: BuildManifest
     images: Mapping[str, BuiltImage]
-    layers: Mapping[str, LayerRecord]  # base, python:…, app, manifest: every blob is cached
+    # base, python:…, app, <role>:… (one role's own wheels), manifest: every blob is cached
+    layers: Mapping[str, LayerRecord]
     base: oci.Image  # the base-only image value (its digest: base.digest)
     created: str  # the images' ``created``: the epoch, or the stamped commit's time
     provenance: bytes  # the in-toto statement of the images
@@ -97,23 +99,22 @@ class Builder:
         )
         top = make_layer([Entry.file(layout.MANIFEST_FILE, manifest.to_json())])
         self.cache.put_blob(top.blob)
-        records = {
-            "base": base_record,
-            **third_party,
-            "app": app_record,
-            "manifest": LayerRecord(top.digest, top.diff_id, top.size),
-        }
-        refs = [r.ref() for r in records.values()]
-        history = [
-            configs.layer_history(inputs, name, record, manifest)
-            for name, record in records.items()
-        ]
+        shared = {"base": base_record, **third_party, "app": app_record}
+        own = {role: self.maker.role_layers(inputs, role, base_record) for role in roles}
+        top_record = LayerRecord(top.digest, top.diff_id, top.size)
+        records = {**shared, **{n: r for layers in own.values() for n, r in layers.items()}}
+        records["manifest"] = top_record
         created = inputs.created or layout.EPOCH
         base = configs.base_image(project.name, inputs.debian, base_record)
-        images = {
-            role: configs.role_image(inputs, role, manifest, refs, history, created, base)
-            for role in roles
-        }
+        images = {}
+        for role in roles:
+            stack = {**shared, **own[role], "manifest": top_record}
+            history = [
+                configs.layer_history(inputs, name, record, manifest)
+                for name, record in stack.items()
+            ]
+            refs = [r.ref() for r in stack.values()]
+            images[role] = configs.role_image(inputs, role, manifest, refs, history, created, base)
         digests = {role: image.digest for role, image in images.items()}
         found = documents.inventory(inputs, self.layers, base_record, self.progress)
         sboms = documents.sbom_documents(inputs, manifest, digests, created, found)

@@ -117,8 +117,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.which == "python":
         from lockstep.inputs.python.lock import lock
 
-        lock(project, project.python_lock, default_cache_dir(), progress)
-        print(project.python_lock)
+        for written in lock(project, default_cache_dir(), progress):
+            print(written)
     elif args.which == "platform":
         from lockstep.assembly.layers import LayerMaker
         from lockstep.core.atomic import write_bytes

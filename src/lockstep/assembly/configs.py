@@ -32,7 +32,7 @@ def layer_history(
     project = inputs.project
     if name == "base":
         what = base_holds(inputs.debian, manifest.python)
-    elif name.startswith("python:"):
+    elif name.startswith(("python:", *(f"{role}:" for role in inputs.roles))):
         what = str(record.facts.get("holds", "locked wheels"))
     elif name == "app":
         what = f"{project.name} {project.version} (sources {inputs.sources})"

@@ -24,13 +24,16 @@ from lockstep.manifest import BuildManifest
 def inventory(
     inputs: BuildInputs, layers: LayerCache, base_record: LayerRecord, progress: Progress
 ) -> dict[str, Any]:
-    """The packages of both locks with their licences (cached under its inputs' key)."""
+    """The packages of the locks with their licences (cached under its inputs' key):
+    ``debian``, ``python`` (the shared lock), and ``python:<role>`` for a role with a lock
+    of its own (the shared wheels and its own, as that role's image holds them)."""
     key = layers.key(
         "sbom",
         inventory=sbom.INVENTORY_FORMAT,
         base=base_record.digest,
         python_lock=inputs.python.digest,
         mirror=inputs.mirror,
+        **{f"{role}_lock": own.digest for role, own in inputs.roles.items()},
     )
     known = layers.get_fact("sbom", key)
     if isinstance(known, dict):
@@ -44,6 +47,11 @@ def inventory(
             wheels, pyfetch.fetch_wheels(wheels, layers.cache, progress)
         ),
     }
+    for role, own in inputs.roles.items():
+        held = [*wheels, *own.wheels]
+        found[_python(role)] = sbom.python_inventory(
+            held, pyfetch.fetch_wheels(held, layers.cache, progress)
+        )
     layers.put_fact("sbom", key, found)
     return dict(json.loads(canonical_json(found)))  # as a cached one reads back
 
@@ -74,7 +82,8 @@ def sbom_documents(
             dependencies=sbom.requirement_names(project.dependencies),
             supplier=suppliers.project_supplier(project.people, project.source_url),
         )
-        out[role] = sbom.document(facts, found)
+        held = {"debian": found["debian"], "python": found.get(_python(role), found["python"])}
+        out[role] = sbom.document(facts, held)
     return out
 
 
@@ -105,9 +114,11 @@ def provenance_statement(
     deps = [
         provenance.Dependency(f"deb:{r['name']}", of_hex(r["sha256"]), r["url"])
         for r in found["debian"]
-    ] + [
+    ]
+    wheels = {r["sha256"]: r for role in ("", *inputs.roles) for r in found[_python(role)]}
+    deps += [
         provenance.Dependency(f"pypi:{r['name']}", of_hex(r["sha256"]), r["url"])
-        for r in found["python"]
+        for r in wheels.values()
     ]
     subjects = [
         provenance.Subject(layout.image_name(project.name, role), digest)
@@ -118,3 +129,8 @@ def provenance_statement(
         for role, data in sboms.items()
     ]
     return provenance.statement(facts, subjects, deps, byproducts)
+
+
+def _python(role: str) -> str:
+    """The inventory's wheels of ``role``'s image (``""``: the shared lock's)."""
+    return f"python:{role}" if role else "python"

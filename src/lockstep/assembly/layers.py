@@ -3,7 +3,8 @@
 Bottom to top: the Debian base (the Debian lock's packages, the standard
 library compiled by the image's own python); the locked third-party packages,
 one ``python:<name>`` layer per ``WheelGroup``; the app (the declared sources,
-checked by the executor check). Each is cached under a key made of what it
+checked by the executor check); in one role's image only, the wheels of that role's
+own lock, grouped the same way (``runner:<name>``). Each is cached under a key made of what it
 depends on (``layercache``), so a change to ``src/`` rewrites only the app.
 Every input comes from the values of ``lockstep.inputs.build_inputs``: no lock file
 is read or hashed here.
@@ -26,6 +27,7 @@ from lockstep.inputs.build_inputs import BuildInputs, DebianInput, PythonInput
 from lockstep.inputs.debian import fetch
 from lockstep.inputs.python import fetch as pyfetch
 from lockstep.inputs.python import platform
+from lockstep.inputs.python.lock import LockedWheel
 
 
 def python_version(staged_python: StagedPython) -> str:
@@ -64,11 +66,11 @@ class LayerMaker:
             version = python_version(staged_python)
         return self.layers.put("base", key, make_layer([*entries, *pycs]), {"python": version})
 
-    def wheel_plan(self, python: PythonInput) -> list[thirdparty.WheelGroup]:
-        """The third-party layers of the Python lock (remembered per lock digest, so a no-op
-        build neither reads nor hashes a wheel)."""
-        wheels = list(python.wheels)
-        key = self.layers.key("wheel-plan", python_lock=python.digest)
+    def wheel_plan(self, wheels: Sequence[LockedWheel], **lock: str) -> list[thirdparty.WheelGroup]:
+        """The third-party layers of ``wheels``, from the lock(s) whose digests ``lock``
+        names (remembered per those digests, so a no-op build neither reads nor hashes a
+        wheel)."""
+        key = self.layers.key("wheel-plan", **lock)
         by_sha = {w.sha256: w for w in wheels}
         known = self.layers.get_fact("wheel-plan", key)
         if isinstance(known, list):
@@ -88,10 +90,28 @@ class LayerMaker:
     def python_layers(
         self, python: PythonInput, base_record: LayerRecord
     ) -> dict[str, LayerRecord]:
-        """One layer per ``WheelGroup`` (``python:<name>``), each cached under its wheels'
+        """The shared third-party layers: one per ``WheelGroup`` (``python:<name>``)."""
+        plan = self.wheel_plan(python.wheels, python_lock=python.digest)
+        return self._wheel_layers(plan, base_record, "python")
+
+    def role_layers(
+        self, inputs: BuildInputs, role: str, base_record: LayerRecord
+    ) -> dict[str, LayerRecord]:
+        """The layers of the wheels only ``role``'s image has (``<role>:<name>``), grouped
+        apart from the shared ones so that those stay the same layers in both images."""
+        own = inputs.roles.get(role)
+        if own is None or not own.wheels:
+            return {}
+        plan = self.wheel_plan(own.wheels, python_lock=inputs.python.digest, role_lock=own.digest)
+        return self._wheel_layers(plan, base_record, role)
+
+    def _wheel_layers(
+        self, plan: Sequence[thirdparty.WheelGroup], base_record: LayerRecord, prefix: str
+    ) -> dict[str, LayerRecord]:
+        """One layer per ``WheelGroup`` (``<prefix>:<name>``), each cached under its wheels'
         sha256s and the base it was compiled with: a changed wheel remakes only its layer."""
         out: dict[str, LayerRecord] = {}
-        for group in self.wheel_plan(python):
+        for group in plan:
             key = self.layers.key(
                 "wheels", base=base_record.digest, wheels=",".join(w.sha256 for w in group.wheels)
             )
@@ -111,7 +131,7 @@ class LayerMaker:
                     make_layer([*entries, *pycs]),
                     {"holds": group.describe(), **executor_check.importable(entries)},
                 )
-            out[f"python:{group.name}"] = cached
+            out[f"{prefix}:{group.name}"] = cached
         return out
 
     def app_layer(

@@ -9,7 +9,7 @@ input file again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockstep.core.digests import TreeFile, sha256_digest, tree_digest
@@ -83,6 +83,15 @@ class BuildInputs:
     mirror: str
     stamp: Stamp | None = None
     created: str | None = None  # the stamped commit's time (RFC 3339); None unstamped
+    # A role's own lock (``[tool.lockstep.images.<role>] python_lock``), read once, with
+    # only the wheels the shared lock lacks (``lock.role_only``); its bytes are also a
+    # declared source, so ``sources`` (and so the build id) covers it.
+    roles: Mapping[str, PythonInput] = field(default_factory=dict)
+
+    def role_wheels(self, role: str) -> tuple[python_lock.LockedWheel, ...]:
+        """The wheels only ``role``'s image has, on top of the shared lock's."""
+        own = self.roles.get(role)
+        return own.wheels if own is not None else ()
 
     @property
     def digests(self) -> dict[str, str]:
@@ -93,6 +102,20 @@ class BuildInputs:
             "python_lock": self.python.digest,
             "sources": self.sources,
         }
+
+
+def read_roles(
+    project: Project, shared: tuple[python_lock.LockedWheel, ...]
+) -> dict[str, PythonInput]:
+    """Each role's own lock, its wheels narrowed to those ``shared`` lacks (``BadInput`` if
+    the two locks disagree on a wheel both hold)."""
+    out = {}
+    for role, spec in sorted(project.images.items()):
+        if spec.python_lock is not None:
+            own = PythonInput.read(spec.python_lock)
+            wheels = python_lock.role_only(shared, own.wheels, str(spec.python_lock))
+            out[role] = PythonInput(own.path, own.digest, wheels)
+    return out
 
 
 def read_inputs(
@@ -108,6 +131,7 @@ def read_inputs(
     if platform != PLATFORM:
         raise BadInput(f"platform {platform!r}: lockstep builds {PLATFORM} only")
     files = declared.load(project.root, project.sources)
+    shared = PythonInput.read(project.python_lock)
     return BuildInputs(
         project=project,
         platform=platform,
@@ -115,8 +139,9 @@ def read_inputs(
         files=files,
         sources=tree_digest(files),
         debian=DebianInput.read(project.debian_lock),
-        python=PythonInput.read(project.python_lock),
+        python=shared,
         mirror=project.mirror(environ),
+        roles=read_roles(project, shared.wheels),
         stamp=stamp,
         created=stamping.commit_time(project.root, stamp.commit) if stamp else None,
     )

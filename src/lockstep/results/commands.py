@@ -42,8 +42,8 @@ def run_results(args: argparse.Namespace) -> int:
     except ImportError:
         raise BadInput(
             "lockstep results writes Parquet with pyarrow, which this python lacks (the "
-            "images do not carry it); run it where pyarrow is installed, e.g. "
-            "`pip install pyarrow==26.0.1` or lockstep's development environment"
+            "runner image carries it, the worker image does not); run it in the runner "
+            "image or where pyarrow is installed (`pip install pyarrow==26.0.1`)"
         ) from None
     out = args.parquet if args.parquet is not None else args.store / "parquet"
     summary = export(store, out)

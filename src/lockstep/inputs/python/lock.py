@@ -4,6 +4,11 @@
 wheels only, sha256 for every artifact, packages from the public index only
 (the host's pip configuration and pexrc files are ignored). ``read_lock``
 validates a lock: one resolve, https wheels only, a sha256 for each.
+
+A role may need packages the other does not (the runner: pyarrow, for
+``lockstep results``): they are locked into a lock of the role's own, with
+the shared lock's pins as constraints, and ``role_only`` is what that role's
+image adds on top of the shared wheels.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lockstep.core.atomic import write_bytes
 from lockstep.core.errors import BadInput, ServiceFailed
 from lockstep.core.progress import Progress, quiet
+from lockstep.core.wheels import normalize_name
 from lockstep.inputs.python.pex import LOCK_HINT, common_args, run_pex
 from lockstep.inputs.python.platform import read_platform
 from lockstep.project import Project
@@ -101,23 +108,75 @@ def read_lock(path: Path) -> list[LockedWheel]:
     return parse_lock(raw, str(path))
 
 
-def lock(
-    project: Project, out_path: Path | None, cache_dir: Path, progress: Progress = quiet
-) -> None:
-    """``lockstep lock python``: lock ``[tool.lockstep] requirements`` for the image's platform.
+def role_only(
+    shared: Sequence[LockedWheel], own: Sequence[LockedWheel], where: str
+) -> tuple[LockedWheel, ...]:
+    """The wheels of a role's lock (``own``, read from ``where``) that the shared lock
+    lacks; ``BadInput`` if a project both locks hold is another wheel in each (the role's lock
+    was made against another shared lock)."""
+    by_name = {normalize_name(w.project): w for w in shared}
+    extra = []
+    for wheel in own:
+        same = by_name.get(normalize_name(wheel.project))
+        if same is None:
+            extra.append(wheel)
+        elif same.sha256 != wheel.sha256:
+            raise BadInput(
+                f"{where}: {wheel.project} {wheel.version} is not the shared lock's "
+                f"{same.project} {same.version} (another wheel); {LOCK_HINT} to lock both again"
+            )
+    return tuple(extra)
 
-    The lock is checked (https URLs, sha256 everywhere, wheels only) before it
-    atomically replaces ``out_path`` (default: the project's ``python_lock``).
+
+def lock(
+    project: Project, cache_dir: Path, progress: Progress = quiet, *, into: Path | None = None
+) -> list[Path]:
+    """``lockstep lock python``: lock ``[tool.lockstep] requirements`` for the image's
+    platform into the project's ``python_lock``, then each role's own requirements
+    (``[tool.lockstep.images.<role>] requirements``) into its ``python_lock``, with the
+    shared lock's pins as constraints so that a project both need is locked once.
+
+    Each lock is checked (https URLs, sha256 everywhere, wheels only) before it
+    atomically replaces its file (in the directory ``into`` instead, by its file name,
+    if given); the paths written.
     """
-    out_path = out_path or project.python_lock
+
+    def where(path: Path) -> Path:
+        return path if into is None else into / path.name
+
     if not project.requirements:
         raise BadInput(
             f"{project.pyproject} [tool.lockstep]: requirements is empty; list the "
             "packages the image needs (e.g. distributed==2026.8.0)"
         )
+    read_platform(project.complete_platform)
+    written = [where(project.python_lock)]
+    shared = _lock_one(project, project.requirements, written[0], None, cache_dir, progress)
+    pins = "".join(f"{w.project}=={w.version}\n" for w in shared).encode()
+    for role, spec in sorted(project.images.items()):
+        if spec.python_lock is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
+            constraints = Path(tmp) / "shared-pins.txt"
+            constraints.write_bytes(pins)
+            out = where(spec.python_lock)
+            own = _lock_one(project, spec.requirements, out, constraints, cache_dir, progress)
+        progress(f"{role}: {len(role_only(shared, own, str(out)))} wheel(s) of its own")
+        written.append(out)
+    return written
+
+
+def _lock_one(
+    project: Project,
+    requirements: Sequence[str],
+    out_path: Path,
+    constraints: Path | None,
+    cache_dir: Path,
+    progress: Progress,
+) -> list[LockedWheel]:
+    """``pex3 lock create`` of ``requirements`` into ``out_path``; its wheels."""
     platform = project.complete_platform
-    read_platform(platform)
-    progress(f"locking {', '.join(project.requirements)} for {project.complete_platform.name}")
+    progress(f"locking {', '.join(requirements)} for {platform.name}")
     with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
         tmp_lock = Path(tmp) / "lock.json"
         run_pex(
@@ -129,9 +188,10 @@ def lock(
                 "strict",
                 "--complete-platform",
                 str(platform),
+                *(["--constraints", str(constraints)] if constraints else []),
                 "--output",
                 str(tmp_lock),
-                *project.requirements,
+                *requirements,
             ],
             cache_dir,
             "lock create",
@@ -147,3 +207,4 @@ def lock(
     wheels = parse_lock(raw, f"the new lock for {out_path}")
     write_bytes(out_path, raw)
     progress(f"locked {len(wheels)} wheels into {out_path}")
+    return wheels
