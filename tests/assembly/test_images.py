@@ -441,7 +441,7 @@ def test_the_runner_image_has_pyarrow_and_the_worker_image_does_not(
     run = ["/usr/bin/python3.11", "-c", script]
     out = loaded.client.containers.run(built.config("runner"), entrypoint=run, **LOCKED_DOWN)
     assert out.decode().strip() == "26.0.1"
-    with pytest.raises(docker.errors.ContainerError, match="No module named 'pyarrow'"):
+    with pytest.raises(docker.errors.ContainerError, match=r"No module named .{1,2}pyarrow"):
         loaded.client.containers.run(built.config("worker"), entrypoint=run, **LOCKED_DOWN)
 
 

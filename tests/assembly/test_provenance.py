@@ -47,7 +47,11 @@ def test_subjects_are_the_images_and_every_input_is_named(built: Built) -> None:
         found = resolved[f"deb:{deb.name}"]
         assert found["digest"] == {"sha256": deb.sha256}
         assert found["uri"].endswith(deb.filename)
-    for wheel in read_python_lock(root / "images/python.lock.json"):
+    wheels = [
+        *read_python_lock(root / "images/python.lock.json"),
+        *read_python_lock(root / "images/python-runner.lock.json"),  # the runner's pyarrow
+    ]
+    for wheel in wheels:
         assert resolved[f"pypi:{wheel.project}"] == {
             "name": f"pypi:{wheel.project}",
             "digest": {"sha256": wheel.sha256},

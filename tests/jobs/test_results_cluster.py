@@ -129,15 +129,50 @@ def test_a_killed_runner_keeps_its_results_and_the_rerun_computes_only_the_rest(
     assert resumed["aggregate"] == uninterrupted["aggregate"]
     assert resumed["aggregate"]["order"] == [[0, s] for s in range(SEEDS)]
     assert outputs(resumed) == outputs(uninterrupted)
-    # the same job again: everything reused, nothing submitted
+    # the same job again: everything reused, the aggregate too, nothing submitted
     before = cluster.tasks_run()
     again = run(cluster, spec, store)
-    assert (again["reused"], again["computed"]) == (SEEDS, 0)
+    assert (again["reused"], again["computed"], again["aggregate_reused"]) == (SEEDS, 0, True)
     assert again["aggregate"] == uninterrupted["aggregate"]
-    assert cluster.tasks_run() == before + 1  # the target only
+    assert cluster.tasks_run() == before
     # --fresh ignores the store
     fresh = run(cluster, spec, store, fresh=True)
     assert (fresh["reused"], fresh["computed"]) == (0, SEEDS)
+
+
+def test_a_fully_stored_rerun_computes_nothing_and_contacts_no_cluster(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Every simulation and the aggregate over them are stored: `lockstep run` answers
+    from the store with no scheduler there at all. An aggregate that fails its digest is
+    not used: the target runs again on the cluster (and only the target)."""
+    spec = study(tmp_path)
+    store = tmp_path / "store"
+    first = run(cluster, spec, store)
+    assert (first["computed"], first["aggregate_reused"]) == (SEEDS, False)
+    before = cluster.tasks_run()
+    nowhere = "tcp://127.0.0.1:1"  # nothing listens there
+    proc = subprocess.run(
+        lockstep("run", str(spec), "--scheduler", nowhere, "--store", str(store)),
+        env=base_env(cluster.a_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert (again["reused"], again["computed"], again["aggregate_reused"]) == (SEEDS, 0, True)
+    assert again["aggregate"] == first["aggregate"]
+    assert again["aggregated_by"] == first["aggregated_by"]
+    assert outputs(again) == outputs(first) and again["processes"] == first["processes"]
+    assert f"nothing to run, the cluster at {nowhere} was not contacted" in proc.stderr
+    assert cluster.tasks_run() == before
+    [stored_aggregate] = (store / "aggregates").iterdir()
+    stored_aggregate.write_bytes(stored_aggregate.read_bytes().replace(b'"sum":', b'"sum":1'))
+    recomputed = run(cluster, spec, store)
+    assert (recomputed["computed"], recomputed["aggregate_reused"]) == (0, False)
+    assert recomputed["aggregate"] == first["aggregate"]
+    assert cluster.tasks_run() == before + 1  # the target only
 
 
 def test_a_result_of_another_build_is_never_reused(cluster: Cluster, tmp_path: Path) -> None:

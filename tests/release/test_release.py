@@ -138,7 +138,13 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
     assert record["executors"] == ["cold", "direct", "isolated_warm"]
     assert sorted(record["inputs"]) == ["builder", "debian_lock", "python_lock", "sources"]
     names = sorted(record["layers"])
-    assert [n for n in names if not n.startswith("python:")] == ["app", "base", "manifest"]
+    own = [n for n in names if n.startswith("runner:")]  # the runner's own wheels
+    assert own == ["runner:pyarrow"]
+    assert [n for n in names if not n.startswith(("python:", "runner:"))] == [
+        "app",
+        "base",
+        "manifest",
+    ]
     assert any(n.startswith("python:") for n in names)  # the third-party layers, by group
     for role in ROLES:
         image = record["images"][role]
@@ -148,7 +154,8 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
     # the shared layers + 2 configs, and per image its SBOM, provenance and the empty config
     assert out["push"]["blobs_uploaded"] == layers + 2 + 2 * 3
     assert sorted(out["attachments"]["worker"]) == ["provenance", "referrers", "sbom"]
-    assert out["push"]["blobs_mounted"] == layers  # the worker mounts the runner's layers
+    # the worker mounts the runner's layers but the runner's own
+    assert out["push"]["blobs_mounted"] == layers - len(own)
     deploy = root / "release" / VERSION
     assert sorted(str(Path(p).relative_to(deploy)) for p in out["deploy_files"]) == [
         "10-network.yaml",
@@ -227,9 +234,10 @@ def test_second_release_of_an_unchanged_tree_pushes_no_blob(
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["push"]["blobs_uploaded"] == 0 and out["push"]["bytes_uploaded"] == 0
-    layers = len(json.loads(manifest)["layers"])
+    layers = json.loads(manifest)["layers"]
+    shared = len([n for n in layers if not n.startswith("runner:")])
     # each image's layers + config; per image, its SBOM and provenance each with the empty config
-    assert out["push"]["blobs_present"] == 2 * (layers + 1) + 2 * 4
+    assert out["push"]["blobs_present"] == (len(layers) + 1) + (shared + 1) + 2 * 4
     assert out["tagged"] is False
     assert blob_uploads(released.registry, released.repo) == before  # the registry agrees
     assert (released.root / "release" / f"{VERSION}.json").read_bytes() == manifest

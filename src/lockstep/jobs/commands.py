@@ -129,7 +129,8 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 def run_run(args: argparse.Namespace) -> int:
     from lockstep.core.atomic import write_chunks
-    from lockstep.jobs.run import describe_processes, document_chunks, run_study
+    from lockstep.jobs.result import describe_processes, document_chunks
+    from lockstep.jobs.run import run_study
 
     with run_study(
         args.job,

@@ -43,15 +43,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from lockstep.bundles.probe import DEFAULT_TIMEOUT
 from lockstep.bundles.ship import ShipFailed, Shipped, ship_bundle
 from lockstep.core.errors import ServiceFailed
+from lockstep.jobs import stored
 from lockstep.jobs.preflight import Checked, preflight
+from lockstep.jobs.result import STORED, Ran, default_store, result_head
 from lockstep.jobs.simulate import JobFailed, check_ran_right, failure_line, simulate_missing
 from lockstep.jobs.stream import Call, Outcome, TaskWindow, cluster_failure
 from lockstep.jobs.study import Study, Tally
@@ -60,7 +61,6 @@ from lockstep.results.keys import Inputs
 from lockstep.results.store import ResultStore
 
 log = logging.getLogger(__name__)
-RESULT_SCHEMA = "lockstep.result/v1"
 AGGREGATE = "lockstep.jobs.entry:aggregate"
 
 
@@ -78,11 +78,6 @@ class WorkersLost(ServiceFailed):
 class ClusterFailed(ServiceFailed):
     """The cluster failed under a task: the scheduler went away, or a worker's answer
     could not be read (exit 3)."""
-
-
-def default_store(spec_path: Path) -> Path:
-    """Where a job's results are stored unless told: ``<spec's stem>.results`` beside it."""
-    return spec_path.parent / f"{spec_path.stem}.results"
 
 
 def run_job(spec_path: Path, address: str, **options: Any) -> dict[str, Any]:
@@ -107,7 +102,9 @@ def run_study(
     progress: Callable[[str], None] = log.info,
 ) -> Iterator[Ran]:
     """Run the job at ``spec_path`` on the cluster at ``address``: the simulations the
-    store lacks, then the target over every stored one; yields the result.
+    store lacks, then the target over every stored one; yields the result. If the store
+    holds every simulation and the target's answer over them, that is the result, and
+    no cluster is contacted (``lockstep.jobs.stored``).
 
     ``manifest`` is the runner's own (default: ``$LOCKSTEP_MANIFEST``).
     ``deadline``: seconds the whole run may take (default: the spec's
@@ -122,27 +119,42 @@ def run_study(
     ``WorkersLost`` if no compatible worker is left. Whatever happens, every
     result that reached the runner is in the store.
     """
+    started = time.monotonic()
+    where = store if store is not None else default_store(spec_path)
+    early = None if fresh else stored.read_first(spec_path, where, manifest)
+    if early is not None and (ran := stored.answer(early, address, started, progress)):
+        try:
+            yield ran
+        finally:
+            early.study.close()
+        return
     import dask
     import distributed  # noqa: F401 - its config defaults first: the set below restores them
 
-    started = time.monotonic()
-    with dask.config.set(CLIENT_CONFIG):  # read when the client connects
-        checked = preflight(
-            spec_path,
-            address,
-            n_workers=n_workers,
-            timeout=timeout,
-            probe_timeout=probe_timeout,
-            manifest=manifest,
-        )
+    try:
+        with dask.config.set(CLIENT_CONFIG):  # read when the client connects
+            checked = preflight(
+                spec_path,
+                address,
+                n_workers=n_workers,
+                timeout=timeout,
+                probe_timeout=probe_timeout,
+                manifest=manifest,
+            )
+    except BaseException:
+        if early is not None:
+            early.study.close()
+        raise
     study = None
     try:
         spec, bundle = checked.spec, checked.bundle
         assert checked.manifest is not None
-        where = store if store is not None else default_store(spec_path)
         results = ResultStore.open(where)
         inputs = Inputs(checked.manifest.build_id, bundle.digest, spec.executor, spec.model)
-        study = Study(spec, inputs, results)
+        if early is not None and early.inputs == inputs:  # read before the cluster was asked
+            study, tally, early = early.study, early.tally, None
+        else:
+            study, tally = Study(spec, inputs, results), None
         seconds = deadline if deadline is not None else spec.run_deadline
         tasks_of = _Tasks(
             checked, progress, timeout, None if seconds is None else (started + seconds, seconds)
@@ -157,7 +169,8 @@ def run_study(
             f"running {spec.executor}"
         )
         shipped = _ship(tasks_of, progress)
-        tally = Tally() if fresh else study.read()
+        if tally is None:
+            tally = Tally() if fresh else study.read()
         if (line := tally.corrupt_line(results)) is not None:
             progress(line)
         todo = study.total - study.done
@@ -181,62 +194,26 @@ def run_study(
             f"({aggregate['executor']} pid {aggregate['pid']})"
         )
         checked.close()
-        workers, pairs = study.processes()
-        workers.add(aggregate["worker"])
-        pairs.add((str(aggregate["worker"]), int(aggregate["pid"])))
-        head = {
-            "schema": RESULT_SCHEMA,
-            "job": spec.to_dict(),
-            "build_id": checked.manifest.build_id,
-            "version": checked.manifest.version,
-            "bundle": bundle.digest,
-            "bundle_reference": bundle.reference,
-            "environment": shipped.env,
-            "executor": spec.executor,
-            "scheduler": address,
-            "store": str(where),
-            "reused": tally.reused,
-            "computed": todo,
-            "failed": [
-                {
-                    "params_index": f.simulation.params_index,
-                    "seed": f.simulation.seed,
-                    "key": f.simulation.key,
-                    "cause": f.cause,
-                }
-                for f in failures
-            ],
-            "workers": sorted(workers),
-            "processes": [{"worker": w, "pid": p} for w, p in sorted(pairs)],
-            "aggregate": aggregate["value"],
-            "aggregated_by": {k: aggregate[k] for k in ("worker", "executor", "pid")},
-            "elapsed_seconds": round(time.monotonic() - started, 3),
-        }
+        head = result_head(
+            study,
+            version=checked.manifest.version,
+            bundle_reference=bundle.reference,
+            environment=shipped.env,
+            address=address,
+            store=where,
+            reused=tally.reused,
+            computed=todo,
+            failures=failures,
+            aggregate=aggregate,
+            aggregate_reused=False,
+            started=started,
+        )
         yield Ran(head, study)
     finally:
         checked.close()
-        if study is not None:
-            study.close()
-
-
-def document_chunks(ran: Ran) -> Iterator[str]:
-    """The result document as JSON text, in pieces: its simulations are read from the
-    store's spool one at a time, never all in memory."""
-    head = json.dumps(ran.head, indent=2)
-    yield head[: -len("\n}")] + ',\n  "simulations": ['
-    sep = "\n    "
-    for text in ran.study.simulations():
-        yield sep + text
-        sep = ",\n    "
-    yield ("\n  ]" if sep != "\n    " else "]") + "\n}\n"
-
-
-@dataclass(frozen=True)
-class Ran:
-    """A finished run: the result document but its simulations, which ``study`` streams."""
-
-    head: dict[str, Any]
-    study: Study
+        for left in (study, early.study if early is not None else None):
+            if left is not None:
+                left.close()
 
 
 def _ship(tasks: _Tasks, progress: Callable[[str], None]) -> Any:
@@ -268,19 +245,6 @@ def _ship(tasks: _Tasks, progress: Callable[[str], None]) -> Any:
             f"made on {len(built)} worker(s), ready on {len(checked.workers)}"
         )
     return shipped
-
-
-def describe_processes(found: Iterable[Mapping[str, Any]]) -> str:
-    """``processes`` for a progress line: ``N process(es) on W worker(s): ADDR pids 1, 2; …``."""
-    by_worker: dict[str, list[int]] = {}
-    for p in found:
-        by_worker.setdefault(str(p["worker"]), []).append(int(p["pid"]))
-    count = sum(len(pids) for pids in by_worker.values())
-    named = "; ".join(
-        f"{worker} pid{'s' if len(pids) > 1 else ''} {', '.join(map(str, pids))}"
-        for worker, pids in sorted(by_worker.items())
-    )
-    return f"{count} process(es) on {len(by_worker)} worker(s): {named}"
 
 
 class _Tasks:
@@ -476,12 +440,17 @@ class _Tasks:
 
 
 def _aggregate(tasks: _Tasks, study: Study) -> dict[str, Any]:
+    """The target's answer over the stored results, kept in the store under their digest."""
     checked = tasks.checked
     spec = checked.spec
     what = f"target {spec.target}"
-    answer = tasks.run(Call(None, what, AGGREGATE, (spec.target, study.target_input())))
+    results, digest = study.target_input()
+    answer = tasks.run(Call(None, what, AGGREGATE, (spec.target, results)))
     check_ran_right(_expected(checked), answer, what)
-    return {**answer, "value": json.loads(answer["value"])}
+    aggregate = {**answer, "value": json.loads(answer["value"])}
+    key = study.inputs.aggregate_key(spec.target, digest)
+    study.store.put_aggregate(key, {k: aggregate.get(k) for k in STORED})
+    return aggregate
 
 
 def _expected(checked: Checked) -> dict[str, str]:

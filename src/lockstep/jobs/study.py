@@ -11,6 +11,7 @@ per position, so a study of 10⁵ simulations costs the runner a few MB.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import zlib
@@ -142,15 +143,14 @@ class Study:
             self.status[position] = FAILED
 
     def _spool_record(self, position: int, index: int, record: Mapping[str, Any]) -> None:
-        head = json.dumps(
-            {
-                "params_index": index,
-                "params": record["params"],
-                "seed": record["seed"],
-                "output": record["output"],
-            },
-            separators=(",", ":"),
-        ).encode()
+        # canonical inside, so a result computed now and one read from the store give the
+        # same bytes (the aggregate is stored under their digest)
+        head = b'{"params_index":%d,"params":%s,"seed":%s,"output":%s}' % (
+            index,
+            canonical_json(record["params"]),
+            canonical_json(record["seed"]),
+            canonical_json(record["output"]),
+        )
         rest = json.dumps(
             {
                 k: record.get(k)
@@ -175,18 +175,33 @@ class Study:
             head = spool.read(self._lengths[2 * position])
             yield head, spool.read(self._lengths[2 * position + 1])
 
-    def target_input(self) -> bytes:
+    def target_input(self) -> tuple[bytes, str]:
         """The stored results as zlib-compressed JSON text, in spec order: what
-        ``target(results)`` gets (``entry.aggregate`` inflates it). Compressed as it is
-        read, so the runner holds about a tenth of the JSON, never the whole text."""
-        deflate = zlib.compressobj(1)
-        out = [deflate.compress(b"[")]
+        ``target(results)`` gets (``entry.aggregate`` inflates it), and the ``sha256:`` of
+        that text (what the aggregate is stored under). Compressed as it is read, so the
+        runner holds about a tenth of the JSON, never the whole text."""
+        deflate, digest = zlib.compressobj(1), hashlib.sha256()
+        out = []
+        for chunk in self._target_text():
+            digest.update(chunk)
+            out.append(deflate.compress(chunk))
+        out.append(deflate.flush())
+        return b"".join(out), f"sha256:{digest.hexdigest()}"
+
+    def results_digest(self) -> str:
+        """``sha256:`` of the JSON text ``target_input`` compresses."""
+        digest = hashlib.sha256()
+        for chunk in self._target_text():
+            digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+
+    def _target_text(self) -> Iterator[bytes]:
+        yield b"["
         sep = b""
         for head, _ in self.texts():
-            out.append(deflate.compress(sep + head))
+            yield sep + head
             sep = b","
-        out.append(deflate.compress(b"]") + deflate.flush())
-        return b"".join(out)
+        yield b"]"
 
     def processes(self) -> tuple[set[str], set[tuple[str, int]]]:
         """The workers and ``(worker, pid)`` pairs that made the stored results (memory in

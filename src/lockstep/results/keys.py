@@ -5,7 +5,10 @@ A simulation's result is determined by the build that ran it, the bundle
 set and the seed; its key is ``sha256`` of the canonical JSON of exactly
 those six (docs/design.md §4.11). Two runs that agree on all six may share a
 result; a result of another build or bundle has another key and is never
-reused. Pure functions, fixed test vectors (``tests/results``).
+reused. The target's answer over a job's results is addressed the same way
+(``Inputs.aggregate_key``): the build, bundle, executor, the target, and the
+digest of exactly the results it was given. Pure functions, fixed test vectors
+(``tests/results``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,18 @@ class Inputs:
                 "seed": seed,
             }
         )
+
+    def aggregate_key(self, target: str, results: str) -> str:
+        """The key of ``target``'s answer over the results whose digest is ``results``
+        (``sha256:`` of the JSON text the target was given): 64 hex digits."""
+        fields = {
+            "build_id": self.build_id,
+            "bundle": self.bundle,
+            "executor": self.executor,
+            "target": target,
+            "results": results,
+        }
+        return hashlib.sha256(canonical_json(fields)).hexdigest()
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         """Whether ``record`` was made by this build, bundle, executor and model."""

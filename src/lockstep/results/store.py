@@ -5,6 +5,8 @@ A store is a directory (docs/design.md §4.11)::
     STORE.json                  {"schema": "lockstep.store/v1"}
     segments/<run>-<n>.jsonl    records, one per line: "<sha256 hex of payload> <payload>"
     blobs/<sha256 hex>          a named table's bytes (Arrow IPC stream), by content
+    aggregates/<key>.json       the target's answer over exactly a job's stored results,
+                                one line like a segment's ("<sha256 hex> <payload>")
 
 A run writes each batch of results that reaches it as one new segment,
 atomically (``core.atomic``: a temporary renamed into place), before it asks
@@ -101,6 +103,7 @@ class ResultStore:
         self.root = root
         self.segments_dir = root / "segments"
         self.blobs_dir = root / "blobs"
+        self.aggregates_dir = root / "aggregates"
 
     @classmethod
     def open(cls, root: Path, create: bool = True) -> ResultStore:
@@ -183,6 +186,24 @@ class ResultStore:
                     yield Corrupt(name, number, str(exc))
                     continue
                 yield Stored(name, number, match.group(1), record)
+
+    def put_aggregate(self, key: str, answer: Mapping[str, Any]) -> None:
+        """Store the target's ``answer`` (value, worker, executor, pid, environment) under
+        ``key`` (``Inputs.aggregate_key``), atomically."""
+        self.aggregates_dir.mkdir(exist_ok=True)
+        write_bytes(self.aggregates_dir / f"{key}.json", encode_line({**answer, "key": key}))
+
+    def aggregate(self, key: str) -> dict[str, Any] | None:
+        """The stored answer under ``key``, or None: missing, or not its digest or key
+        (then the target runs again, as a corrupt simulation does)."""
+        try:
+            digest, _, payload = (self.aggregates_dir / f"{key}.json").read_bytes().partition(b" ")
+            answer = json.loads(payload)
+        except (OSError, ValueError):
+            return None
+        if hashlib.sha256(payload.rstrip(b"\n")).hexdigest().encode() != digest:
+            return None
+        return answer if isinstance(answer, dict) and answer.get("key") == key else None
 
     def put_blob(self, data: bytes) -> str:
         """Store a table's bytes by their sha256; the ``sha256:…`` digest."""
