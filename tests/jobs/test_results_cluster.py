@@ -296,3 +296,26 @@ def test_the_parquet_export_reads_back_as_the_run_s_results(
     assert sorted((c["seed"], c["t"], c["v"]) for c in curves) == [
         (s, t, s * t * 1.5) for s in range(SEEDS) for t in range(3)
     ]
+
+
+def test_an_answer_the_cluster_cancels_before_it_is_read_is_the_clusters_failure(
+    cluster: Cluster,
+) -> None:
+    """A finished task that the cluster forgets before its answer is read (cancelled): the
+    run's read says the cluster failed (an OSError, so ClusterFailed, exit 3). Before, Dask's
+    FutureCancelledError (a BaseException) escaped every handler of the run, or was lost in
+    Dask's sync (UnboundLocalError) when it came while the read waited."""
+    from types import SimpleNamespace
+
+    from lockstep.jobs.preflight import Checked
+    from lockstep.jobs.run import _Tasks
+    from lockstep.runtime import submit_task
+    from tests.fixtures.cluster import TASKS
+
+    future = submit_task(cluster.client, f"{TASKS}:add", (1, 2))
+    assert future.result(timeout=60)["value"] == 3
+    cluster.client.cancel([future], force=True)
+    checked = Checked(spec=None, bundle=SimpleNamespace(digest=None), client=cluster.client)  # type: ignore[arg-type]
+    window = _Tasks(checked, lambda _: None, 1.0, None).window()
+    with pytest.raises(ConnectionError, match="cancelled by the cluster"):
+        window._gather([future], 30.0)

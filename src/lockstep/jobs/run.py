@@ -285,11 +285,20 @@ class _Tasks:
             )
 
         def gather(futures: list[Any], seconds: float) -> list[Any]:
+            from distributed.client import FutureCancelledError
+
             client = checked.client
-            answers: list[Any] = client.sync(
-                lambda: client.gather(futures, asynchronous=True), callback_timeout=seconds
-            )
-            return answers
+
+            async def read() -> list[Any]:
+                try:
+                    answers: list[Any] = await client.gather(futures, asynchronous=True)
+                except FutureCancelledError as exc:  # a BaseException, which Dask's sync
+                    # loses (UnboundLocalError): the cluster forgot a finished task
+                    raise ConnectionError(f"cancelled by the cluster: {exc}") from None
+                return answers
+
+            result: list[Any] = client.sync(read, callback_timeout=seconds)
+            return result
 
         return TaskWindow(submit, gather)
 
