@@ -28,7 +28,9 @@ def test_each_lock_is_read_and_parsed_once_and_the_build_reads_none(
     """Before BuildInputs, a warm build read each lock file 5 times (hashing the Debian lock
     3 times and the Python lock 3) and parsed the Debian lock twice."""
     project = load_project(built.root)
-    locks = {project.debian_lock: "debian", project.python_lock: "python"}
+    runner_lock = project.images["runner"].python_lock
+    assert runner_lock is not None
+    locks = {project.debian_lock: "debian", project.python_lock: "python", runner_lock: "runner"}
     reads: collections.Counter[str] = collections.Counter()
     parses: collections.Counter[str] = collections.Counter()
     read_bytes = pathlib.Path.read_bytes
@@ -51,7 +53,9 @@ def test_each_lock_is_read_and_parsed_once_and_the_build_reads_none(
         monkeypatch.setattr(module, "read_lock", counting(name, module.read_lock))
 
     inputs = read_inputs(project)
-    assert reads == {"debian": 1, "python": 1} and parses == {"debian": 1, "python": 1}
+    # the runner's own lock is read once too (as a declared source) and parsed once
+    assert reads == {"debian": 1, "python": 1, "runner": 1}
+    assert parses == {"debian": 1, "python": 2}
     assert inputs.debian.digest == sha256_digest(read_bytes(project.debian_lock))
     assert inputs.python.digest == sha256_digest(read_bytes(project.python_lock))
     assert inputs.platform == "linux/amd64"

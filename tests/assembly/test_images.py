@@ -536,6 +536,11 @@ def test_missing_lock_and_missing_input(built: Built, tmp_path: Path) -> None:
     (src / "images/python.lock.json").unlink()
     line = failing_build(src, tmp_path / "out", built.cache)
     assert "python.lock.json" in line and "lockstep lock python" in line
+    runnerless = clone(tmp_path / "norunnerlock")
+    (runnerless / "images/python-runner.lock.json").unlink()
+    line = failing_build(runnerless, tmp_path / "out1", built.cache)
+    assert "python-runner.lock.json: cannot read the lock" in line
+    assert "lockstep lock python" in line
     src2 = clone(tmp_path / "noinput")
     pyproject = src2 / "pyproject.toml"
     pyproject.write_text(

@@ -60,7 +60,10 @@ class PythonInput:
 
     @staticmethod
     def read(path: Path) -> PythonInput:
-        raw = read_lock_bytes(path, pex.RELOCK)
+        return PythonInput.of(path, read_lock_bytes(path, pex.RELOCK))
+
+    @staticmethod
+    def of(path: Path, raw: bytes) -> PythonInput:
         return PythonInput(path, sha256_digest(raw), tuple(python_lock.parse_lock(raw, str(path))))
 
 
@@ -105,14 +108,22 @@ class BuildInputs:
 
 
 def read_roles(
-    project: Project, shared: tuple[python_lock.LockedWheel, ...]
+    project: Project,
+    shared: tuple[python_lock.LockedWheel, ...],
+    files: tuple[TreeFile, ...] = (),
 ) -> dict[str, PythonInput]:
     """Each role's own lock, its wheels narrowed to those ``shared`` lacks (``BadInput`` if
-    the two locks disagree on a wheel both hold)."""
+    the two locks disagree on a wheel both hold). A role's lock is a declared source: its
+    bytes are taken from ``files`` (the declared files read) when there."""
+    read = {f.path: f.data for f in files}
     out = {}
     for role, spec in sorted(project.images.items()):
         if spec.python_lock is not None:
-            own = PythonInput.read(spec.python_lock)
+            raw = read.get(spec.python_lock.relative_to(project.root).as_posix())
+            if raw is None:
+                own = PythonInput.read(spec.python_lock)
+            else:
+                own = PythonInput.of(spec.python_lock, raw)
             wheels = python_lock.role_only(shared, own.wheels, str(spec.python_lock))
             out[role] = PythonInput(own.path, own.digest, wheels)
     return out
@@ -130,6 +141,9 @@ def read_inputs(
     version and what makes its bytes, so a change of either is a new build id)."""
     if platform != PLATFORM:
         raise BadInput(f"platform {platform!r}: lockstep builds {PLATFORM} only")
+    for spec in project.images.values():  # a declared source, but say how to make it
+        if spec.python_lock is not None and not spec.python_lock.is_file():
+            read_lock_bytes(spec.python_lock, pex.RELOCK)
     files = declared.load(project.root, project.sources)
     shared = PythonInput.read(project.python_lock)
     return BuildInputs(
@@ -141,7 +155,7 @@ def read_inputs(
         debian=DebianInput.read(project.debian_lock),
         python=shared,
         mirror=project.mirror(environ),
-        roles=read_roles(project, shared.wheels),
+        roles=read_roles(project, shared.wheels, files),
         stamp=stamp,
         created=stamping.commit_time(project.root, stamp.commit) if stamp else None,
     )

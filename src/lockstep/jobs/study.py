@@ -83,9 +83,10 @@ class Study:
         self.total = len(spec.params) * self.seeds
         self.status = bytearray(self.total)
         self.done = 0  # positions DONE
+        self._params_json = [canonical_json(params) for params in spec.params]
         self._params_at: dict[bytes, list[int]] = {}
-        for index, params in enumerate(spec.params):
-            self._params_at.setdefault(canonical_json(params), []).append(index)
+        for index, text in enumerate(self._params_json):
+            self._params_at.setdefault(text, []).append(index)
         self._seed_at = {seed: i for i, seed in enumerate(spec.seeds)}
         self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self._offset = array("q", [-1]) * self.total
@@ -145,10 +146,10 @@ class Study:
     def _spool_record(self, position: int, index: int, record: Mapping[str, Any]) -> None:
         # canonical inside, so a result computed now and one read from the store give the
         # same bytes (the aggregate is stored under their digest)
-        head = b'{"params_index":%d,"params":%s,"seed":%s,"output":%s}' % (
+        head = b'{"params_index":%d,"params":%s,"seed":%d,"output":%s}' % (
             index,
-            canonical_json(record["params"]),
-            canonical_json(record["seed"]),
+            self._params_json[index],  # the record's, canonical (it was found through it)
+            self.spec.seeds[position % self.seeds],
             canonical_json(record["output"]),
         )
         rest = json.dumps(
