@@ -9,7 +9,8 @@ On one cluster of real processes on 127.0.0.1 (``lockstep scheduler`` and two
 2. plain Dask on the same cluster and the same tasks: ``client.map`` of
    ``run_task(lockstep.jobs.entry:simulate, …)`` over the N simulations, then one
    ``client.gather`` (the bundle is on the workers already);
-3. the same ``lockstep run`` again on the full store (reuse: nothing computed);
+3. the same ``lockstep run`` again on the full store (reuse: nothing computed, the
+   aggregate stored too, so it is answered from the store and contacts no cluster);
 4. at the smallest size only: a run SIGKILLed once half its results are stored,
    then the rerun: simulations computed, and its aggregate against the
    uninterrupted run's.
@@ -175,6 +176,7 @@ def main() -> None:
                 dask = plain_dask(address, a, spec, n)
                 again, again_rss, reused = run(env, address, spec, store)
                 assert reused["reused"] == n and reused["computed"] == 0
+                assert reused["aggregate_reused"]
                 assert reused["aggregate"] == result["aggregate"]
                 rows.append((n, first, dask, first_rss, again, again_rss))
                 print(

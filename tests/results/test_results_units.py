@@ -74,6 +74,27 @@ def test_the_key_is_the_sha256_of_the_six_fields_canonical_json() -> None:
         assert simulation_key({**FIELDS, name: other}) != expected, name
 
 
+def test_the_aggregate_key_is_the_sha256_of_its_five_fields_canonical_json(
+    tmp_path: Path,
+) -> None:
+    # echo -n '{"build_id":"sha256:aaa…","bundle":"sha256:bbb…","executor":"cold",
+    #   "results":"sha256:ccc…","target":"m:total"}' | sha256sum
+    results = "sha256:" + "c" * 64
+    expected = "e6590884b0100919c7446d69fb0df995b41d18c1649f41235cd3f29793b9027d"
+    assert INPUTS.aggregate_key("m:total", results) == expected
+    assert INPUTS.aggregate_key("m:other", results) != expected
+    assert INPUTS.aggregate_key("m:total", "sha256:" + "d" * 64) != expected
+    # stored and read back; an edited byte or another key is not used
+    store = ResultStore.open(tmp_path / "store")
+    answer = {"value": {"n": 3}, "worker": "w", "executor": "cold", "pid": 1, "environment": None}
+    store.put_aggregate(expected, answer)
+    assert store.aggregate(expected) == {**answer, "key": expected}
+    assert store.aggregate("0" * 64) is None
+    path = store.root / "aggregates" / f"{expected}.json"
+    path.write_bytes(path.read_bytes().replace(b'"n":3', b'"n":4'))
+    assert store.aggregate(expected) is None
+
+
 def test_a_line_carries_its_digest_and_any_change_is_caught() -> None:
     line = encode_line(record(1))
     assert line.endswith(b"\n") and decode_line(line) == record(1)
