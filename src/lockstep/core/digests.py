@@ -16,9 +16,13 @@ from typing import Any
 PREFIX = "sha256:"
 
 
+# json.dumps with options makes a new encoder per call; one encoder, the same bytes
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(obj: Any) -> bytes:
     """Keys sorted, no whitespace, UTF-8: the one serialisation we hash."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(obj).encode()
 
 
 def sha256_digest(data: bytes) -> str:

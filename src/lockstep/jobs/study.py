@@ -28,6 +28,8 @@ from lockstep.results.store import Corrupt, ResultStore, Stored
 MISSING, DONE, FAILED = 0, 1, 2
 TARGET_FIELDS = ("params_index", "params", "seed", "output")  # what target(results) gets
 SHOWN = 3  # corrupt lines named in a progress line
+REST = ("key", "worker", "executor", "pid", "environment", "seconds", "tables")  # spooled too
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Study:
         for index, text in enumerate(self._params_json):
             self._params_at.setdefault(text, []).append(index)
         self._seed_at = {seed: i for i, seed in enumerate(spec.seeds)}
+        self._pairs: set[tuple[str, int]] = set()  # (worker, pid) of the results taken
         self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self._offset = array("q", [-1]) * self.total
         self._lengths = array("q", [0]) * (2 * self.total)
@@ -152,13 +155,8 @@ class Study:
             self.spec.seeds[position % self.seeds],
             canonical_json(record["output"]),
         )
-        rest = json.dumps(
-            {
-                k: record.get(k)
-                for k in ("key", "worker", "executor", "pid", "environment", "seconds", "tables")
-            },
-            separators=(",", ":"),
-        ).encode()
+        rest = _COMPACT.encode({k: record.get(k) for k in REST}).encode()
+        self._pairs.add((str(record["worker"]), int(record["pid"])))
         self._spool.seek(0, 2)
         self._offset[position] = self._spool.tell()
         self._lengths[2 * position] = len(head)
@@ -206,14 +204,8 @@ class Study:
 
     def processes(self) -> tuple[set[str], set[tuple[str, int]]]:
         """The workers and ``(worker, pid)`` pairs that made the stored results (memory in
-        the number of processes, not of simulations)."""
-        workers: set[str] = set()
-        pairs: set[tuple[str, int]] = set()
-        for _, rest in self.texts():
-            where = json.loads(rest)
-            workers.add(str(where["worker"]))
-            pairs.add((str(where["worker"]), int(where["pid"])))
-        return workers, pairs
+        the number of processes, not of simulations; counted as results are taken)."""
+        return {w for w, _ in self._pairs}, set(self._pairs)
 
     def simulations(self) -> Iterator[str]:
         """Each stored result as the result document's JSON object, in spec order."""
