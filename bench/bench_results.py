@@ -152,6 +152,9 @@ def kill_at_half(env: dict[str, str], address: str, spec: Path, store: Path, n: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument(
+        "--no-plain-dask", action="store_true", help="skip plain Dask (memory and reuse only)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
@@ -173,7 +176,7 @@ def main() -> None:
                 store = workdir / f"store-{n}"
                 first, first_rss, result = run(env, address, spec, store)
                 assert result["computed"] == n, result
-                dask = plain_dask(address, a, spec, n)
+                dask = float("nan") if args.no_plain_dask else plain_dask(address, a, spec, n)
                 again, again_rss, reused = run(env, address, spec, store)
                 assert reused["reused"] == n and reused["computed"] == 0
                 assert reused["aggregate_reused"]

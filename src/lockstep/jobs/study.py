@@ -5,8 +5,9 @@ A job's simulations are numbered in spec order (``position = params index *
 seeds + seed index``). Nothing here holds a list of the simulations: a stored
 record finds its positions through its parameter set and seed (memory in the
 number of parameter sets plus seeds), the status of each position is one byte,
-and the results read back are spooled to a temporary file with three numbers
-per position, so a study of 10⁵ simulations costs the runner a few MB.
+and the results read back are spooled to a temporary file found through three
+numbers per position (17 bytes: its offset and two lengths), so a study of 10⁵
+simulations costs the runner a few MB.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Study:
         self._pairs: set[tuple[str, int]] = set()  # (worker, pid) of the results taken
         self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self._offset = array("q", [-1]) * self.total
-        self._lengths = array("q", [0]) * (2 * self.total)
+        self._lengths = array("I", [0]) * (2 * self.total)  # a head or rest is < 4 GiB
 
     def close(self) -> None:
         self._spool.close()
