@@ -204,8 +204,10 @@ def main() -> None:
           "| rerun (all reused) | rerun / first |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for n, first, dask, rss, again, again_rss in rows:
+        plain = "—" if dask != dask else f"{dask:.1f} s"  # nan: --no-plain-dask
+        ratio = "—" if dask != dask else f"{first / dask:.2f}x"
         print(
-            f"| {n:,} | {first:.1f} s | {dask:.1f} s | {first / dask:.2f}x | {rss:.0f} MB | "
+            f"| {n:,} | {first:.1f} s | {plain} | {ratio} | {rss:.0f} MB | "
             f"{again:.2f} s ({again_rss:.0f} MB) | {again / first:.1%} |"
         )
     print()
