@@ -61,6 +61,7 @@ from typing import Any
 
 from lockstep.bundles.env_check import ENV_SCHEMA, MARKER, verify
 from lockstep.bundles.env_compile import compile_site, is_pyc, seal
+from lockstep.bundles.env_layer import LayerRefused, LayerSink
 from lockstep.bundles.env_install import (
     EnvRefused,
     WheelRefused,
@@ -383,6 +384,43 @@ class EnvStore:
         finally:
             if tmp.exists():
                 remove_read_only(tmp)
+
+    def layer_sink(self, bundle: Path, digest: str, size: int) -> LayerSink:
+        """A sink for the prebuilt environment layer ``digest`` of the bundle at ``bundle``
+        (``env_layer``), extracting into a temporary directory; ``adopt`` puts it in place."""
+        lock = read_bundle_lock(bundle)
+        if lock is None or not lock.wheels:
+            raise EnvRefused(f"bundle {bundle.name[:12]} locks no wheels: it has no environment")
+        self.check_lock(lock)
+        self.envs.mkdir(parents=True, exist_ok=True)
+        name = hex_of(env_key(self.build_id, lock.digest))
+        tmp = Path(tempfile.mkdtemp(dir=self.envs, prefix=f".{name}.layer-", suffix=".tmp"))
+        try:
+            return LayerSink(tmp, digest, size, lock.digest)
+        except LayerRefused:
+            remove_read_only(tmp)
+            raise
+
+    def adopt(self, sink: LayerSink) -> Env:
+        """The environment of a finished ``sink`` (verified, ``LayerRefused`` if not), renamed
+        into place with an ``ENV.json`` listing its files, compiled; one found ready is kept."""
+        done = sink.finish()
+        key = env_key(self.build_id, sink.lock)
+        final = self._dir(key)
+        with self._key_lock(key), self._flock(key):
+            if self._ready(key, verify=True, locked=True):
+                remove_read_only(sink.tmp)
+                return Env(key, final / "site", sink.lock)
+            if final.exists():
+                self._remove(final)
+            marker = {"schema": ENV_SCHEMA, "key": key, "build_id": self.build_id,
+                      "lock": sink.lock, "layer": done.digest,
+                      "made": f"{os.getpid()}-{time.time_ns()}", "compiled": True,
+                      "files": sorted([list(r) for r in done.rows])}  # fmt: skip
+            write_bytes(sink.tmp / MARKER, canonical_json(marker), 0o444)
+            sink.tmp.chmod(0o755)
+            os.replace(sink.tmp, final)
+        return Env(key, final / "site", sink.lock, built=True)
 
     # --- compiling, after the environment is in use -------------------------------------
 

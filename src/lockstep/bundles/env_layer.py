@@ -1,0 +1,283 @@
+"""A prebuilt environment arriving as one layer: extracted while it streams in, used only
+once its digest matched.
+
+A prebuilt environment (made on the runner's side by ``bundles/prebuilt.py``) is one
+gzip'd tar: first ``LAYER.json`` (``INDEX``: the lock it was made from, the Python
+cache tag and platform it was compiled for, and every file with its sha256, size and
+exec bit), then ``site/…``: the wheels' files, already checked against their
+``RECORD``, and their ``.pyc`` files. Every check a wheel needs was made where the
+layer was made; here the one check is the layer's digest.
+
+``LayerSink`` takes the bytes in order (``feed``) and a thread extracts them as they
+come into a temporary directory under the worker's ``envs/``; ``finish`` checks
+that the bytes were exactly ``size`` long with the digest they were sent as, that
+the index is for this lock, tag and platform, and that every file extracted is the
+index's, with its size. Only then does the store rename the directory into place
+(``EnvStore.adopt``); anything else removes it, and nothing of it is ever used.
+
+Refused, each with one line, the directory removed: a member that is not a plain
+relative path under ``site/`` (``..``, absolute, ``\\``, NUL), a link, a device, a
+FIFO, a hard link, one member twice, a file under a file, a layer over
+``MAX_LAYER_BYTES`` or unpacking to more than ``env_install.MAX_ENV_BYTES`` or
+``MAX_MEMBERS`` files, a truncated or over-long stream, a digest mismatch.
+
+Standard library only, worker's side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import queue
+import sys
+import tarfile
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockstep.bundles.env_install import MAX_ENV_BYTES, MAX_MEMBERS, WheelRefused
+from lockstep.core.atomic import remove_read_only
+
+INDEX = "LAYER.json"
+INDEX_SCHEMA = "lockstep.env-layer/v1"
+MAX_LAYER_BYTES = 2 << 30  # one layer, compressed, as sent
+MAX_INDEX_BYTES = 64 << 20
+_COPY = 1 << 20
+_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+class LayerRefused(WheelRefused):
+    """An environment layer that is not what it claims, or not safe to extract."""
+
+
+def host_platform() -> str:
+    """This worker's platform as an OCI platform (``linux/amd64``, ``linux/arm64``)."""
+    machine = platform.machine().lower()
+    return f"{sys.platform}/{_MACHINES.get(machine, machine)}"
+
+
+def host_tag() -> str:
+    """The cache tag of this worker's interpreter (what a layer's ``.pyc`` must be for)."""
+    return str(sys.implementation.cache_tag)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """A layer extracted and verified: its digest, its index and ``ENV.json``'s rows."""
+
+    digest: str
+    index: dict[str, Any]
+    rows: tuple[tuple[str, str, int, int], ...]  # path, sha256, size, mtime_ns
+
+
+class _Pipe:
+    """A file-like reader of the chunks ``feed`` queues: what ``tarfile``'s stream mode reads."""
+
+    def __init__(self) -> None:
+        self.chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.buffer = memoryview(b"")
+        self.ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        out = bytearray()
+        while (n < 0 or len(out) < n) and not self.ended:
+            if not self.buffer:
+                chunk = self.chunks.get()
+                if chunk is None:
+                    self.ended = True
+                    break
+                self.buffer = memoryview(chunk)
+            take = len(self.buffer) if n < 0 else min(len(self.buffer), n - len(out))
+            out += self.buffer[:take]
+            self.buffer = self.buffer[take:]
+        return bytes(out)
+
+
+class LayerSink:
+    """Extracts the layer ``digest`` (``size`` bytes) into ``tmp`` (new, empty) as its bytes
+    arrive; made for ``lock`` (a lock digest), this worker's tag and platform."""
+
+    def __init__(self, tmp: Path, digest: str, size: int, lock: str) -> None:
+        if not 0 < size <= MAX_LAYER_BYTES:
+            raise LayerRefused(
+                f"environment layer {digest} is {size} bytes; a layer is 1 to "
+                f"{MAX_LAYER_BYTES} bytes; refused, nothing written"
+            )
+        self.tmp, self.digest, self.size, self.lock = tmp, digest, size, lock
+        self.received = 0
+        self._hash = hashlib.sha256()
+        self._pipe = _Pipe()
+        self._error: str | None = None
+        self._index: dict[str, Any] | None = None
+        self._files: dict[str, tuple[int, int, bool]] = {}  # path -> size, mtime_ns, exec
+        self._dirs: list[str] = []
+        self._thread = threading.Thread(
+            target=self._extract, name=f"lockstep-layer-{digest[7:19]}", daemon=True
+        )
+        self._thread.start()
+
+    def feed(self, data: bytes) -> None:
+        """The next bytes of the layer; ``LayerRefused`` (the sink aborted) if extraction
+        failed already or the layer is longer than sent."""
+        if self._error is not None:
+            self._fail(self._error)
+        self.received += len(data)
+        if self.received > self.size:
+            self._fail(f"more than the {self.size} bytes it was sent as")
+        self._hash.update(data)
+        self._pipe.chunks.put(bytes(data))
+
+    def finish(self) -> Extracted:
+        """The extracted layer, once every byte arrived, the digest matched and the index
+        agrees with what was extracted; ``LayerRefused`` (the directory removed) if not."""
+        self._pipe.chunks.put(None)
+        self._thread.join()
+        if self.received != self.size:
+            self._fail(f"truncated: {self.received} of its {self.size} bytes arrived")
+        found = "sha256:" + self._hash.hexdigest()
+        if found != self.digest:
+            self._fail(f"its bytes have the digest {found}")
+        if self._error is not None:
+            self._fail(self._error)
+        index = self._index
+        if index is None:
+            self._fail(f"it has no {INDEX}")
+        assert index is not None
+        problem = _index_problem(index, self.lock, self._files)
+        if problem:
+            self._fail(problem)
+        for rel in reversed(self._dirs):  # children before parents, as the seal does
+            os.chmod(self.tmp / rel, 0o555)
+        rows = tuple(
+            (f"{p}", str(sha), self._files[p][0], self._files[p][1])
+            for p, sha, _size, _x in index["files"]
+        )
+        return Extracted(self.digest, index, rows)
+
+    def abort(self) -> None:
+        """Stop and remove what was extracted (the sender went, or another error)."""
+        if self._error is None:
+            self._error = "aborted"
+        self._pipe.chunks.put(None)
+        self._thread.join()
+        remove_read_only(self.tmp)
+
+    def _fail(self, what: str) -> None:
+        self.abort()
+        raise LayerRefused(
+            f"environment layer {self.digest}: {what}; refused, nothing of it is used"
+        )
+
+    # --- the extracting thread ----------------------------------------------------------
+
+    def _extract(self) -> None:
+        try:
+            with tarfile.open(fileobj=self._pipe, mode="r|gz") as tar:  # type: ignore[call-overload]
+                total = 0
+                for member in tar:
+                    if self._error is not None:
+                        return
+                    total += member.size
+                    if total > MAX_ENV_BYTES or len(self._files) >= MAX_MEMBERS:
+                        raise LayerRefused(
+                            f"it unpacks to more than {MAX_ENV_BYTES} bytes or "
+                            f"{MAX_MEMBERS} files"
+                        )
+                    self._member(tar, member)
+            self._pipe.read()  # the gzip trailer is read; drain what is left
+        except LayerRefused as exc:
+            self._error = str(exc)
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+            if self._error is None:
+                self._error = f"it does not read as a gzip'd tar ({type(exc).__name__}: {exc})"
+        finally:
+            if self._error is not None:  # let the feeder's queue run dry
+                while not self._pipe.ended:
+                    self._pipe.read(_COPY)
+
+    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = member.name.rstrip("/") if member.isdir() else member.name
+        if name == INDEX and member.isreg() and self._index is None and not self._files:
+            if member.size > MAX_INDEX_BYTES:
+                raise LayerRefused(f"its {INDEX} is {member.size} bytes")
+            handle = tar.extractfile(member)
+            assert handle is not None
+            try:
+                index = json.loads(handle.read())
+            except ValueError as exc:
+                raise LayerRefused(f"its {INDEX} does not read ({exc})") from None
+            if not isinstance(index, dict):
+                raise LayerRefused(f"its {INDEX} is not an object")
+            self._index = index
+            return
+        parts = name.split("/")
+        if (
+            parts[0] != "site"
+            or "\\" in name
+            or "\0" in name
+            or any(p in ("", ".", "..") for p in parts)
+        ):
+            raise LayerRefused(f"it holds {member.name!r}, not a plain relative path under site/")
+        if member.isdir():
+            if name in self._dirs:
+                raise LayerRefused(f"it holds the directory {name!r} twice")
+            try:
+                os.mkdir(self.tmp / name, 0o755)
+            except FileExistsError:
+                raise LayerRefused(f"it holds {name!r} twice") from None
+            except (FileNotFoundError, NotADirectoryError):
+                raise LayerRefused(f"its directory {name!r} comes before its parent") from None
+            self._dirs.append(name)
+            return
+        if not member.isreg():
+            kind = "a link" if member.issym() or member.islnk() else "not a regular file"
+            raise LayerRefused(f"it holds {member.name!r}, {kind}")
+        executable = bool(member.mode & 0o100)
+        try:
+            fd = os.open(
+                self.tmp / name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o555 if executable else 0o444,
+            )
+        except FileExistsError:
+            raise LayerRefused(f"it holds {name!r} twice") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise LayerRefused(f"it holds {name!r} below no directory of its own") from None
+        try:
+            handle = tar.extractfile(member)
+            assert handle is not None
+            while chunk := handle.read(_COPY):
+                os.write(fd, chunk)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if st.st_size != member.size:
+            raise LayerRefused(f"{name!r} is cut short")
+        self._files[name] = (st.st_size, st.st_mtime_ns, executable)
+
+
+def _index_problem(index: dict[str, Any], lock: str, files: dict[str, tuple[int, int, bool]]) -> str:
+    """Why ``index`` is not the index of these ``files`` made for ``lock`` here; "" if it is."""
+    if index.get("schema") != INDEX_SCHEMA:
+        return f"its {INDEX} is not {INDEX_SCHEMA}"
+    if index.get("lock") != lock:
+        return f"it was made for the lock {index.get('lock')}, the bundle's is {lock}"
+    if index.get("tag") != host_tag() or index.get("platform") != host_platform():
+        return (
+            f"it was compiled for {index.get('tag')} on {index.get('platform')}, this worker "
+            f"runs {host_tag()} on {host_platform()}"
+        )
+    try:
+        listed = {str(p): (int(n), bool(x)) for p, _sha, n, x in index["files"]}
+    except (KeyError, TypeError, ValueError):
+        return f"its {INDEX} has no valid file list"
+    if len(listed) != len(index["files"]) or listed.keys() != files.keys():
+        return f"what it holds is not what its {INDEX} lists"
+    for path, (size, executable) in listed.items():
+        if files[path][0] != size or files[path][2] != executable:
+            return f"{path} is not what its {INDEX} lists"
+    return ""

@@ -1,0 +1,127 @@
+"""A bundle's environment made once, where the bundle is shipped from: one reproducible layer.
+
+``env_layer`` turns a bundle's lock into the layer a worker extracts
+(``bundles/env_layer.py`` says its format and what the worker checks): every
+wheel checked as the worker's own installer checks it (``env_install.plan_all``,
+``core.wheels.read_members``: safe paths, the ``RECORD``'s hashes, no two wheels
+writing one file, nothing shadowing the standard library, the size budget), then
+compiled by the tasks' Python with the image builder's deterministic ``.pyc``
+(``assembly.pycompile``, the wheels' test directories left as sources) and written
+as the image builder writes a layer (``assembly.entries.make_layer``: sorted, mtime 0,
+the pinned deflate). The same lock and interpreter give the same bytes on any host.
+
+One layer per platform and Python cache tag: today the platform of the running
+host (``linux/amd64``). The layer is compiled by ``python``: the image's
+interpreter (``StagedPython`` of a build's base layer), or by default the running
+one (``RunningPython``) — on the runner image it is the workers' own. A worker
+whose tag or platform differs is sent the wheels instead.
+
+Kept in the runner's cache (``core.store``) under the lock's digest, the tag, the
+platform and the compressor: made once per lock, read back by later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockstep.assembly import compress
+from lockstep.assembly.entries import Entry, make_layer
+from lockstep.assembly.pycompile import compile_pycs
+from lockstep.assembly.stage import StagedPython
+from lockstep.bundles.env_install import WheelRefused, plan_all
+from lockstep.bundles.env_layer import INDEX, INDEX_SCHEMA, host_platform
+from lockstep.bundles.lockfile import BundleLock
+from lockstep.core.digests import canonical_json, sha256_digest
+from lockstep.core.store import Cache
+from lockstep.core.wheels import WheelRejected, in_test_dir, read_members
+
+NAMESPACE = "env-layer"
+
+
+class RunningPython(StagedPython):
+    """The running interpreter, driven like a ``StagedPython`` (what ``compile_pycs`` runs)."""
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-s", "-S", *args]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LC_ALL": "C.UTF-8",
+        }
+
+
+def running_python() -> RunningPython:
+    return RunningPython(Path(sys.prefix))
+
+
+@dataclass(frozen=True)
+class EnvLayer:
+    """A prebuilt environment layer in the runner's cache: its digest, size and target."""
+
+    digest: str
+    size: int
+    tag: str  # the Python cache tag its .pyc files are for
+    platform: str
+    lock: str  # the lock's digest
+
+
+def cache_tag(python: StagedPython) -> str:
+    """The ``sys.implementation.cache_tag`` of ``python``."""
+    proc = python.run(
+        ["-c", "import sys; print(sys.implementation.cache_tag)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(proc.stdout).strip()
+
+
+def env_layer(
+    lock: BundleLock, wheels: dict[str, bytes], cache: Cache, python: StagedPython | None = None
+) -> EnvLayer:
+    """The layer of ``lock``'s environment (``wheels``: each wheel's bytes by its
+    ``sha256:`` digest, already checked) for ``python``, from ``cache`` or made now;
+    ``WheelRefused`` naming the wheel if one is unsafe or dishonest."""
+    python = python or running_python()
+    tag, platform = cache_tag(python), host_platform()
+    key = sha256_digest(
+        canonical_json(
+            {"schema": INDEX_SCHEMA, "lock": lock.digest, "tag": tag, "platform": platform,
+             "compressor": compress.IDENTITY}  # fmt: skip
+        )
+    )
+    known = cache.get_key(NAMESPACE, key)
+    if known is not None:
+        return EnvLayer(known, cache.blob_path(known).stat().st_size, tag, platform, lock.digest)
+    blob = layer_blob(lock, wheels, python, tag, platform)
+    digest = cache.put_blob(blob)
+    cache.put_key(NAMESPACE, key, digest)
+    return EnvLayer(digest, len(blob), tag, platform, lock.digest)
+
+
+def layer_blob(
+    lock: BundleLock, wheels: dict[str, bytes], python: StagedPython, tag: str, platform: str
+) -> bytes:
+    """The layer's bytes: ``LAYER.json``, then ``site/`` with every wheel's files (checked
+    against their ``RECORD``) and their ``.pyc``."""
+    plans = plan_all([(wheels[w.digest], w.filename, w.project) for w in lock.wheels])
+    entries, files = [], []
+    for filename, plan in plans:
+        try:
+            for m in read_members(plan):
+                entries.append(Entry.file(f"site/{m.target}", m.content, 0o755 if m.executable else 0o644))
+                files.append([f"site/{m.target}", m.sha256, len(m.content), m.executable])
+        except WheelRejected as exc:
+            raise WheelRefused(f"wheel {filename}: {exc}; refused, no layer is made") from None
+    pycs = compile_pycs(python, entries, lambda path: in_test_dir(path[5:]))
+    files += [[e.path, hashlib.sha256(e.data).hexdigest(), len(e.data), False] for e in pycs]
+    files.sort()
+    index = {"schema": INDEX_SCHEMA, "lock": lock.digest, "tag": tag, "platform": platform,
+             "wheels": [w.filename for w in lock.wheels], "files": files}  # fmt: skip
+    return make_layer([Entry.file(INDEX, canonical_json(index)), *entries, *pycs]).blob

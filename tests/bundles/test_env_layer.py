@@ -1,0 +1,209 @@
+"""Prebuilt environment layers: made once on the runner's side, reproducible; on the worker,
+extracted as the bytes arrive and used only when the digest matched.
+
+The adversary's layers (``..``, absolute paths, links, devices, a wrong digest, a
+truncated stream, too much to unpack) are written here with ``tarfile`` and each is
+refused with one line, leaving nothing behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lockstep.bundles import env_layer
+from lockstep.bundles.env import EnvStore, WheelRefused
+from lockstep.bundles.env_layer import INDEX, INDEX_SCHEMA, LayerRefused, host_platform, host_tag
+from lockstep.bundles.format import load_bundle
+from lockstep.bundles.prebuilt import env_layer as make_env_layer
+from lockstep.core.digests import canonical_json, sha256_digest
+from lockstep.core.store import Cache
+from tests.bundles.test_env import bundle_with, nothing_made, store
+from tests.fixtures.wheels import make_wheel
+
+DEMO = {"demo/__init__.py": b"VALUE = 41 + 1\n", "demo/tests/test_x.py": b"X = 1\n"}
+
+
+def made(tmp_path: Path, files: dict[str, bytes] = DEMO) -> tuple[Path, bytes, str]:
+    """A bundle locking one wheel, and its prebuilt layer: (bundle, layer bytes, digest)."""
+    data = make_wheel(files=files)
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    loaded, _ = load_bundle(bundle)
+    assert loaded is not None
+    lock = loaded.lock()
+    assert lock is not None
+    layer = make_env_layer(lock, {sha256_digest(data): data}, Cache(tmp_path / "runner"))
+    blob = (tmp_path / "runner" / "blobs" / "sha256" / layer.digest[7:]).read_bytes()
+    return bundle, blob, layer.digest
+
+
+def send(s: EnvStore, bundle: Path, blob: bytes, digest: str | None = None, chunk: int = 7):
+    sink = s.layer_sink(bundle, digest or sha256_digest(blob), len(blob))
+    for i in range(0, len(blob), chunk):
+        sink.feed(blob[i : i + chunk])
+    return s.adopt(sink)
+
+
+def test_the_layer_is_reproducible_and_holds_checked_files_and_their_pyc(tmp_path: Path) -> None:
+    bundle, blob, digest = made(tmp_path / "a")
+    _b, again, digest2 = made(tmp_path / "b")
+    assert digest == digest2 and blob == again  # another cache, the same bytes
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        names = tar.getnames()
+        index = json.loads(tar.extractfile(INDEX).read())  # type: ignore[union-attr]
+    assert names[0] == INDEX
+    tag = sys.implementation.cache_tag
+    assert f"site/demo/__pycache__/__init__.{tag}.pyc" in names
+    assert not any("tests/__pycache__" in n for n in names)  # test suites stay sources
+    assert index["tag"] == tag and index["platform"] == host_platform() == "linux/amd64"
+
+
+def test_a_worker_extracts_it_as_it_streams_and_imports_compiled(tmp_path: Path) -> None:
+    bundle, blob, digest = made(tmp_path)
+    s = store(tmp_path)
+    env = send(s, bundle, blob)
+    assert env.built and s.status(bundle)["ready"] is True
+    marker = json.loads((env.site.parent / "ENV.json").read_bytes())
+    assert marker["compiled"] is True and marker["layer"] == digest
+    assert s.verify_deep(env.key) == ""  # every file's sha256 is the index's
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(env.site)!r}); "
+         "import demo; print(demo.VALUE, demo.__spec__.cached, demo.__file__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    value, cached, source = out.stdout.split()
+    assert value == "42" and Path(cached).is_file() and source == f"{env.site}/demo/__init__.py"
+    assert (env.site / "demo").stat().st_mode & 0o777 == 0o555
+    found = s.ensure(bundle)  # the per-wheel path finds it ready: nothing made
+    assert found is not None and not found.built and found.key == env.key
+
+
+def _layer(members: list[tuple[tarfile.TarInfo, bytes | None]], index: dict | None) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        if index is not None:
+            raw = canonical_json(index)
+            info = tarfile.TarInfo(INDEX)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def _file(name: str, data: bytes = b"x = 1\n") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    return info, data
+
+
+def _special(name: str, kind: bytes, target: str = "") -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info, None
+
+
+def _index(bundle: Path, files: list[list[object]]) -> dict:
+    loaded, _ = load_bundle(bundle)
+    assert loaded is not None and loaded.lock() is not None
+    return {"schema": INDEX_SCHEMA, "lock": loaded.lock().digest, "tag": host_tag(),  # type: ignore[union-attr]
+            "platform": host_platform(), "files": files}  # fmt: skip
+
+
+def _site_dir() -> tuple[tarfile.TarInfo, None]:
+    return _special("site", tarfile.DIRTYPE)
+
+
+@pytest.mark.parametrize(
+    ("members", "why"),
+    [
+        ([_site_dir(), _file("site/../escape.py")], r"'site/\.\./escape\.py', not a plain relative"),
+        ([_file("/etc/evil")], r"'/etc/evil', not a plain relative path"),
+        ([_file("elsewhere.py")], r"'elsewhere\.py', not a plain relative path under site/"),
+        ([_site_dir(), _special("site/out", tarfile.SYMTYPE, "/etc")], r"'site/out', a link"),
+        ([_site_dir(), _file("site/a"), _special("site/b", tarfile.LNKTYPE, "site/a")], "a link"),
+        ([_site_dir(), _special("site/dev", tarfile.CHRTYPE)], "not a regular file"),
+        ([_site_dir(), _special("site/fifo", tarfile.FIFOTYPE)], "not a regular file"),
+        ([_site_dir(), _file("site/a"), _file("site/a")], r"holds 'site/a' twice"),
+        ([_site_dir(), _file("site/a"), _file("site/a/b")], "below no directory of its own"),
+        ([_site_dir(), _file("site/a.py")], r"what it holds is not what its LAYER\.json lists"),
+    ],
+)
+def test_an_unsafe_layer_is_refused_and_nothing_is_left(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], why: str
+) -> None:
+    bundle = bundle_with(tmp_path, (make_wheel(), "demo"))
+    blob = _layer(members, _index(bundle, []))
+    s = store(tmp_path)
+    with pytest.raises(LayerRefused, match=why) as caught:
+        send(s, bundle, blob)
+    assert "\n" not in str(caught.value) and "refused, nothing of it is used" in str(caught.value)
+    assert nothing_made(s)
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_a_wrong_digest_a_truncated_or_long_stream_are_refused(tmp_path: Path) -> None:
+    bundle, blob, digest = made(tmp_path)
+    s = store(tmp_path)
+    with pytest.raises(LayerRefused, match=r"its bytes have the digest sha256:"):
+        send(s, bundle, blob, digest="sha256:" + "0" * 64)
+    assert nothing_made(s)
+    sink = s.layer_sink(bundle, digest, len(blob))
+    sink.feed(blob[: len(blob) // 2])
+    with pytest.raises(LayerRefused, match=r"truncated: \d+ of its \d+ bytes arrived"):
+        s.adopt(sink)
+    assert nothing_made(s)
+    sink = s.layer_sink(bundle, digest, len(blob) - 1)
+    with pytest.raises(LayerRefused, match="more than the"):
+        sink.feed(blob)
+    assert nothing_made(s)
+    tampered = bytearray(blob)
+    tampered[len(blob) // 2] ^= 0xFF  # the stream itself is broken: refused, with the digest
+    with pytest.raises(LayerRefused):
+        send(s, bundle, bytes(tampered), digest=digest)
+    assert nothing_made(s)
+    assert send(s, bundle, blob).built  # and the honest layer still goes in
+
+
+def test_a_huge_layer_is_refused_before_a_byte_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, blob, digest = made(tmp_path)
+    s = store(tmp_path)
+    with pytest.raises(LayerRefused, match="a layer is 1 to"):
+        s.layer_sink(bundle, digest, env_layer.MAX_LAYER_BYTES + 1)
+    monkeypatch.setattr(env_layer, "MAX_ENV_BYTES", 10)
+    with pytest.raises(LayerRefused, match="it unpacks to more than 10 bytes"):
+        send(s, bundle, blob)
+    assert nothing_made(s)
+
+
+def test_a_layer_for_another_lock_or_interpreter_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, blob, _digest = made(tmp_path / "one")
+    other = bundle_with(tmp_path, (make_wheel(files={"demo/__init__.py": b"X = 2\n"}), "demo"))
+    s = store(tmp_path)
+    with pytest.raises(LayerRefused, match="it was made for the lock sha256:"):
+        send(s, other, blob)
+    monkeypatch.setattr(env_layer, "host_tag", lambda: "cpython-399")
+    with pytest.raises(LayerRefused, match="this worker runs cpython-399 on linux/amd64"):
+        send(s, bundle, blob)
+    assert nothing_made(s)
+
+
+def test_an_unsafe_wheel_makes_no_layer(tmp_path: Path) -> None:
+    data = make_wheel(lie={"demo/evil.py": b"import os\n"})
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    loaded, _ = load_bundle(bundle)
+    assert loaded is not None and loaded.lock() is not None
+    with pytest.raises(WheelRefused, match="refused"):
+        make_env_layer(loaded.lock(), {sha256_digest(data): data}, Cache(tmp_path / "runner"))  # type: ignore[arg-type]
