@@ -45,7 +45,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     ),
     # bundles has two sides (BUNDLES_RUNNER_SIDE below): runtime may use only the worker's.
     "runtime": frozenset({"core", "manifest", "bundles"}),
-    "bundles": frozenset({"core", "manifest", "project", "inputs", "oci", "runtime"}),
+    # the runner's side makes prebuilt environments with the image builder's .pyc and layers
+    "bundles": frozenset({"core", "manifest", "project", "inputs", "oci", "runtime", "assembly"}),
     "results": frozenset({"core"}),
     "jobs": frozenset({"core", "manifest", "runtime", "oci", "bundles", "results"}),
     "cli": frozenset({"core"}),
@@ -278,7 +279,8 @@ def test_bazel_watches_every_file_its_describe_step_reads() -> None:
 # The worker's side sits below runtime (a running worker imports it); the runner's side (these)
 # beside jobs: it may use runtime's client side, and the lock inputs/.
 BUNDLES_RUNNER_SIDE = frozenset(
-    f"lockstep.bundles.{m}" for m in ("format", "lock", "ship", "remote", "commands")
+    f"lockstep.bundles.{m}"
+    for m in ("format", "lock", "ship", "ship_layer", "prebuilt", "remote", "commands")
 )
 
 

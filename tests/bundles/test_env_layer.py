@@ -38,7 +38,7 @@ def made(tmp_path: Path, files: dict[str, bytes] = DEMO) -> tuple[Path, bytes, s
     assert loaded is not None
     lock = loaded.lock()
     assert lock is not None
-    layer = make_env_layer(lock, {sha256_digest(data): data}, Cache(tmp_path / "runner"))
+    layer = make_env_layer(lock, lambda _w: data, Cache(tmp_path / "runner"))
     blob = (tmp_path / "runner" / "blobs" / "sha256" / layer.digest[7:]).read_bytes()
     return bundle, blob, layer.digest
 
@@ -51,7 +51,7 @@ def send(s: EnvStore, bundle: Path, blob: bytes, digest: str | None = None, chun
 
 
 def test_the_layer_is_reproducible_and_holds_checked_files_and_their_pyc(tmp_path: Path) -> None:
-    bundle, blob, digest = made(tmp_path / "a")
+    _bundle, blob, digest = made(tmp_path / "a")
     _b, again, digest2 = made(tmp_path / "b")
     assert digest == digest2 and blob == again  # another cache, the same bytes
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
@@ -125,7 +125,10 @@ def _site_dir() -> tuple[tarfile.TarInfo, None]:
 @pytest.mark.parametrize(
     ("members", "why"),
     [
-        ([_site_dir(), _file("site/../escape.py")], r"'site/\.\./escape\.py', not a plain relative"),
+        (
+            [_site_dir(), _file("site/../escape.py")],
+            r"'site/\.\./escape\.py', not a plain relative",
+        ),
         ([_file("/etc/evil")], r"'/etc/evil', not a plain relative path"),
         ([_file("elsewhere.py")], r"'elsewhere\.py', not a plain relative path under site/"),
         ([_site_dir(), _special("site/out", tarfile.SYMTYPE, "/etc")], r"'site/out', a link"),
@@ -206,4 +209,4 @@ def test_an_unsafe_wheel_makes_no_layer(tmp_path: Path) -> None:
     loaded, _ = load_bundle(bundle)
     assert loaded is not None and loaded.lock() is not None
     with pytest.raises(WheelRefused, match="refused"):
-        make_env_layer(loaded.lock(), {sha256_digest(data): data}, Cache(tmp_path / "runner"))  # type: ignore[arg-type]
+        make_env_layer(loaded.lock(), lambda _w: data, Cache(tmp_path / "runner"))  # type: ignore[arg-type]

@@ -61,13 +61,13 @@ from typing import Any
 
 from lockstep.bundles.env_check import ENV_SCHEMA, MARKER, verify
 from lockstep.bundles.env_compile import compile_site, is_pyc, seal
-from lockstep.bundles.env_layer import LayerRefused, LayerSink
 from lockstep.bundles.env_install import (
     EnvRefused,
     WheelRefused,
     install_all,
     plan_all,
 )
+from lockstep.bundles.env_layer import LayerRefused, LayerSink
 from lockstep.bundles.env_watch import TreeWatch
 from lockstep.bundles.lockfile import LOCK_FILE, BundleLock, env_key, parse_lock
 from lockstep.core.atomic import remove_read_only, write_bytes

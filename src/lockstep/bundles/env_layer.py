@@ -184,8 +184,7 @@ class LayerSink:
                     total += member.size
                     if total > MAX_ENV_BYTES or len(self._files) >= MAX_MEMBERS:
                         raise LayerRefused(
-                            f"it unpacks to more than {MAX_ENV_BYTES} bytes or "
-                            f"{MAX_MEMBERS} files"
+                            f"it unpacks to more than {MAX_ENV_BYTES} bytes or {MAX_MEMBERS} files"
                         )
                     self._member(tar, member)
             self._pipe.read()  # the gzip trailer is read; drain what is left
@@ -260,7 +259,9 @@ class LayerSink:
         self._files[name] = (st.st_size, st.st_mtime_ns, executable)
 
 
-def _index_problem(index: dict[str, Any], lock: str, files: dict[str, tuple[int, int, bool]]) -> str:
+def _index_problem(
+    index: dict[str, Any], lock: str, files: dict[str, tuple[int, int, bool]]
+) -> str:
     """Why ``index`` is not the index of these ``files`` made for ``lock`` here; "" if it is."""
     if index.get("schema") != INDEX_SCHEMA:
         return f"its {INDEX} is not {INDEX_SCHEMA}"

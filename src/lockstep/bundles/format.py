@@ -39,6 +39,7 @@ class Bundle:
     digest: str
     files: tuple[TreeFile, ...]
     reference: str | None = None  # HOST/REPO@sha256:… when the job names it in a registry
+    prebuilt: bool = False  # ship its environment as one prebuilt layer (bundles/prebuilt.py)
 
     @property
     def size(self) -> int:

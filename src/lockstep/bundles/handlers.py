@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from lockstep.bundles.artifact import ArtifactRefused
 from lockstep.bundles.env import EnvRefused, EnvStore, WheelRefused, WheelsMissing
+from lockstep.bundles.env_layer import LayerRefused, LayerSink, host_platform, host_tag
 from lockstep.bundles.probe import DEFAULT_TIMEOUT, run_probe
 from lockstep.bundles.protocol import Code, Failure, Op, ok
 from lockstep.bundles.pull import Puller
@@ -112,7 +115,7 @@ def install_env(worker: Any, bundles: BundleStore, envs: EnvStore) -> None:
             found = await asyncio.to_thread(envs.status, path)
         except (ValueError, RuntimeError, OSError) as exc:
             return failure(exc)
-        return ok(**found)
+        return ok(**found, tag=host_tag(), platform=host_platform())
 
     async def put(digest: str, data: Any) -> dict[str, Any]:
         if not isinstance(digest, str) or not isinstance(data, bytes | bytearray | memoryview):
@@ -141,6 +144,53 @@ def install_env(worker: Any, bundles: BundleStore, envs: EnvStore) -> None:
     worker.handlers[Op.ENV_STATUS.value] = status
     worker.handlers[Op.WHEEL_PUT.value] = put
     worker.handlers[Op.ENV_MAKE.value] = make
+    worker.handlers[Op.ENV_LAYER.value] = layer_handler(where, bundles, envs, failure)
+
+
+def layer_handler(
+    where: str, bundles: BundleStore, envs: EnvStore, failure: Callable[[Exception], Any]
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """``Op.ENV_LAYER(digest, layer, size, offset, data, last)``: the next bytes of the
+    prebuilt environment layer ``layer`` of the stored bundle ``digest``, in order from
+    offset 0; extracted as they come (``env_layer.LayerSink``). An answer comes as soon as
+    the bytes are queued (``received``); the last one's comes once the layer is verified
+    and in place (``env``, ``built``, ``seconds``). Bytes out of order abort the layer."""
+    sinks: dict[str, tuple[LayerSink, float]] = {}
+
+    async def layer(
+        digest: str, layer: str, size: int, offset: int, data: Any, last: bool = False
+    ) -> dict[str, Any]:
+        name = f"{digest} {layer}"
+        try:
+            if offset == 0:
+                old = sinks.pop(name, None)
+                if old is not None:
+                    await asyncio.to_thread(old[0].abort)
+                path = await asyncio.to_thread(bundles.path, digest, where)
+                made = await asyncio.to_thread(envs.layer_sink, path, layer, int(size))
+                sinks[name] = (made, time.monotonic())
+            found = sinks.get(name)
+            if found is None or found[0].received != offset:
+                raise LayerRefused(
+                    f"environment layer {layer}: bytes at offset {offset} came out of order; "
+                    "refused, nothing of it is used"
+                )
+            sink, started = found
+            await asyncio.to_thread(sink.feed, bytes(data))
+            if not last:
+                return ok(received=sink.received)
+            del sinks[name]
+            env = await asyncio.to_thread(envs.adopt, sink)
+        except (ValueError, RuntimeError, OSError) as exc:
+            left = sinks.pop(name, None)
+            if left is not None:
+                await asyncio.to_thread(left[0].abort)
+            log.error("lockstep environment layer %s on %s: %s", layer, where, exc)
+            return cast(dict[str, Any], failure(exc))
+        seconds = time.monotonic() - started
+        return ok(env=env.key, built=env.built, seconds=round(seconds, 3))
+
+    return layer
 
 
 def install_pull(worker: Any, bundles: BundleStore, envs: EnvStore) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from lockstep.assembly.pycompile import compile_pycs
 from lockstep.assembly.stage import StagedPython
 from lockstep.bundles.env_install import WheelRefused, plan_all
 from lockstep.bundles.env_layer import INDEX, INDEX_SCHEMA, host_platform
-from lockstep.bundles.lockfile import BundleLock
+from lockstep.bundles.lockfile import BundleLock, LockedWheel
 from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.store import Cache
 from lockstep.core.wheels import WheelRejected, in_test_dir, read_members
@@ -83,23 +84,31 @@ def cache_tag(python: StagedPython) -> str:
 
 
 def env_layer(
-    lock: BundleLock, wheels: dict[str, bytes], cache: Cache, python: StagedPython | None = None
+    lock: BundleLock,
+    wheel: Callable[[LockedWheel], bytes],
+    cache: Cache,
+    python: StagedPython | None = None,
 ) -> EnvLayer:
-    """The layer of ``lock``'s environment (``wheels``: each wheel's bytes by its
-    ``sha256:`` digest, already checked) for ``python``, from ``cache`` or made now;
+    """The layer of ``lock``'s environment for ``python``, from ``cache`` or made now from
+    the wheels' bytes (``wheel``: a wheel's, checked against its sha256);
     ``WheelRefused`` naming the wheel if one is unsafe or dishonest."""
     python = python or running_python()
     tag, platform = cache_tag(python), host_platform()
     key = sha256_digest(
         canonical_json(
-            {"schema": INDEX_SCHEMA, "lock": lock.digest, "tag": tag, "platform": platform,
-             "compressor": compress.IDENTITY}  # fmt: skip
+            {
+                "schema": INDEX_SCHEMA,
+                "lock": lock.digest,
+                "tag": tag,
+                "platform": platform,
+                "compressor": compress.IDENTITY,
+            }
         )
     )
     known = cache.get_key(NAMESPACE, key)
     if known is not None:
         return EnvLayer(known, cache.blob_path(known).stat().st_size, tag, platform, lock.digest)
-    blob = layer_blob(lock, wheels, python, tag, platform)
+    blob = layer_blob(lock, {w.digest: wheel(w) for w in lock.wheels}, python, tag, platform)
     digest = cache.put_blob(blob)
     cache.put_key(NAMESPACE, key, digest)
     return EnvLayer(digest, len(blob), tag, platform, lock.digest)
@@ -115,7 +124,9 @@ def layer_blob(
     for filename, plan in plans:
         try:
             for m in read_members(plan):
-                entries.append(Entry.file(f"site/{m.target}", m.content, 0o755 if m.executable else 0o644))
+                entries.append(
+                    Entry.file(f"site/{m.target}", m.content, 0o755 if m.executable else 0o644)
+                )
                 files.append([f"site/{m.target}", m.sha256, len(m.content), m.executable])
         except WheelRejected as exc:
             raise WheelRefused(f"wheel {filename}: {exc}; refused, no layer is made") from None

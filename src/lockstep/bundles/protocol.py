@@ -31,6 +31,8 @@ class Op(enum.StrEnum):
     ENV_STATUS = "lockstep_env_status"  # (digest) → env, ready, missing
     WHEEL_PUT = "lockstep_wheel_put"  # (digest, data) → nothing
     ENV_MAKE = "lockstep_env_make"  # (digest) → env, built, seconds
+    # (digest, layer, size, offset, data, last) → received | env, built, seconds
+    ENV_LAYER = "lockstep_env_layer"
 
 
 # Operations that store or import code: the scheduler relays them only with the token of

@@ -203,6 +203,16 @@ def ship_environment(
     sent = sent_bytes = 0
     built: list[str] = []
     env: str | None = None
+    if bundle.prebuilt:  # one layer to the workers that run its Python; wheels to the rest
+        from lockstep.bundles.ship_layer import LayerFailed, ship_layer
+
+        def ask(to: Sequence[str], msg: dict[str, Any], seconds: float) -> dict[str, Any]:
+            return broadcast(client, to, msg, seconds)
+
+        try:
+            built, sent_bytes = ship_layer(ask, bundle, lock, workers, timeout)
+        except LayerFailed as exc:
+            raise EnvFailed(exc.failures) from None
     for attempt in range(2):  # a wheel found corrupt on a worker is removed there: resend once
         lacking, env = wheels_lacking(client, bundle, workers, timeout)
         if not lacking:
