@@ -17,6 +17,7 @@ the pip baseline; the wheels are cached in ``$LOCKSTEP_CACHE_DIR``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -33,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 from lockstep.bundles.env import EnvStore  # noqa: E402
 from lockstep.bundles.format import load_bundle  # noqa: E402
 from lockstep.bundles.lock import lock_bundle  # noqa: E402
+from lockstep.bundles.prebuilt import env_layer  # noqa: E402
 from lockstep.bundles.ship import ship_bundle  # noqa: E402
-from lockstep.core.store import default_cache_dir  # noqa: E402
+from lockstep.core.store import Cache, default_cache_dir  # noqa: E402
 from lockstep.runtime import connect, submit_task  # noqa: E402
 from lockstep.runtime.executors import TaskCall  # noqa: E402
 from lockstep.runtime.executors.cold import ColdExecutor  # noqa: E402
@@ -81,79 +83,85 @@ def make_bundle(workdir: Path) -> Path:
     return bundle
 
 
-def first_task(workdir: Path, bundle: Path, repeat: int) -> list[tuple[str, float, str]]:
-    """Rows (what, seconds, note) for a fresh worker, then restarted workers (env on disk)."""
+def first_task(
+    workdir: Path, bundle: Path, repeat: int, runs: int = 3
+) -> list[tuple[str, float, str]]:
+    """Rows (what, median seconds of ``runs``, note) for a fresh worker, then a restarted
+    worker (environment on disk), for each executor and each form: the wheels sent and
+    unpacked on the worker, or the environment prebuilt into one layer (made once by the
+    runner beforehand, as ``lockstep bundle push --prebuilt`` does; its making is its own
+    row)."""
     rows = []
     a_path, a = write_manifest(workdir, "a")
     scheduler, address = start_scheduler(workdir, a_path)
     loaded, _ = load_bundle(bundle)
     assert loaded is not None
+    lock = loaded.lock()
+    assert lock is not None
+    cache = Cache(default_cache_dir())
+    t = time.perf_counter()
+    layer = env_layer(lock, lambda w: cache.get_blob(w.digest) or b"", Cache(workdir / "runner"))
+    rows.append((f"making the prebuilt layer once (runner side, {layer.size / 1e6:.1f} MB)",
+                 time.perf_counter() - t, "RECORD checks, .pyc compile, tar + gzip"))  # fmt: skip
+    os.environ["LOCKSTEP_CACHE_DIR"] = str(workdir / "runner")  # the layer, and the wheels:
+    for w in lock.wheels:
+        Cache(workdir / "runner").put_blob(cache.get_blob(w.digest) or b"")
     try:
         for executor in ("isolated_warm", "cold"):
-            cache = workdir / f"bundles-{executor}"
-            for attempt in ("fresh", "cached"):
-                worker = start_worker(
-                    workdir,
-                    address,
-                    a_path,
-                    executor,
-                    f"w-{executor}-{attempt}",
-                    env={"LOCKSTEP_BUNDLE_DIR": str(cache)},
-                )
-                try:
-                    worker.wait_for("lockstep worker ready", timeout=60)
-                    client = connect(address, n_workers=1, timeout=30, manifest=a)
-                    try:
-                        [addr] = list(client.scheduler_info()["workers"])
-                        start = time.perf_counter()
-                        shipped = ship_bundle(client, loaded, [addr])
-                        shipped_at = time.perf_counter()
-                        submit_task(
-                            client,
-                            "npmodel.model:simulate",
-                            ({}, 1),
-                            bundle=loaded.digest,
-                            workers=[addr],
-                        ).result(timeout=300)
-                        done = time.perf_counter()
-                        note = (
-                            f"{shipped.wheels_sent} wheels sent "
-                            f"({shipped.wheel_bytes / 1e6:.1f} MB), environment "
-                            f"{'made' if shipped.env_built else 'found'} in "
-                            f"{shipped_at - start:.2f} s, task {done - shipped_at:.2f} s"
-                        )
-                        if shipped.env_built and shipped.env:
-                            # the worker compiles the environment in the background
-                            EnvStore(cache, "", "").wait_compiled(shipped.env, 300)
-                            note += (
-                                f"; compiled in the background by "
-                                f"{time.perf_counter() - start:.2f} s"
-                            )
-                        rows.append((f"{executor}, {attempt} worker", done - start, note))
-                        # a second task in the same environment: the steady state
-                        times = []
-                        for seed in range(repeat):
-                            t = time.perf_counter()
-                            submit_task(
-                                client,
-                                "npmodel.model:simulate",
-                                ({}, seed),
-                                bundle=loaded.digest,
-                                workers=[addr],
-                            ).result(timeout=60)
-                            times.append(time.perf_counter() - t)
-                        if attempt == "cached":
-                            rows.append(
-                                (
-                                    f"{executor}, next tasks (Dask round trip)",
-                                    statistics.median(times),
-                                    f"median of {repeat}",
+            for form in ("wheels", "prebuilt"):
+                shipped_bundle = dataclasses.replace(loaded, prebuilt=form == "prebuilt")
+                samples: dict[str, list[float]] = {"fresh": [], "cached": []}
+                notes: dict[str, str] = {}
+                next_times: list[float] = []
+                for run in range(runs):
+                    store = workdir / f"bundles-{executor}-{form}-{run}"
+                    for attempt in ("fresh", "cached"):
+                        worker = start_worker(
+                            workdir, address, a_path, executor,
+                            f"w-{executor}-{form}-{run}-{attempt}",
+                            env={"LOCKSTEP_BUNDLE_DIR": str(store)},
+                        )  # fmt: skip
+                        try:
+                            worker.wait_for("lockstep worker ready", timeout=60)
+                            client = connect(address, n_workers=1, timeout=30, manifest=a)
+                            try:
+                                [addr] = list(client.scheduler_info()["workers"])
+                                start = time.perf_counter()
+                                shipped = ship_bundle(client, shipped_bundle, [addr])
+                                shipped_at = time.perf_counter()
+                                submit_task(client, "npmodel.model:simulate", ({}, 1),
+                                            bundle=loaded.digest, workers=[addr],
+                                            ).result(timeout=300)  # fmt: skip
+                                done = time.perf_counter()
+                                samples[attempt].append(done - start)
+                                notes[attempt] = (
+                                    f"{shipped.wheels_sent} wheels sent, "
+                                    f"{shipped.wheel_bytes / 1e6:.1f} MB; environment "
+                                    f"{'made' if shipped.env_built else 'found'} in "
+                                    f"{shipped_at - start:.2f} s, task {done - shipped_at:.2f} s"
                                 )
-                            )
-                    finally:
-                        client.close()
-                finally:
-                    worker.stop()
+                                if shipped.env_built and shipped.env and form == "wheels":
+                                    EnvStore(store, "", "").wait_compiled(shipped.env, 300)
+                                if attempt == "cached" and run == runs - 1:
+                                    for seed in range(repeat):
+                                        t = time.perf_counter()
+                                        submit_task(client, "npmodel.model:simulate",
+                                                    ({}, seed), bundle=loaded.digest,
+                                                    workers=[addr]).result(timeout=60)  # fmt: skip
+                                        next_times.append(time.perf_counter() - t)
+                            finally:
+                                client.close()
+                        finally:
+                            worker.stop()
+                for attempt in ("fresh", "cached"):
+                    rows.append((
+                        f"{executor}, {attempt} worker, {form}",
+                        statistics.median(samples[attempt]),
+                        f"median of {runs} ({', '.join(f'{x:.2f}' for x in samples[attempt])}); "
+                        f"last: {notes[attempt]}",
+                    ))  # fmt: skip
+                rows.append((f"{executor}, {form}, next tasks (Dask round trip)",
+                             statistics.median(next_times), f"median of {repeat}"))  # fmt: skip
     finally:
         scheduler.stop()
     return rows
@@ -166,7 +174,6 @@ def per_task(workdir: Path, bundle: Path, repeat: int) -> list[tuple[str, float]
     assert loaded is not None
     lock = loaded.lock()
     assert lock is not None
-    from lockstep.core.store import Cache
 
     cache = Cache(default_cache_dir())
     for w in lock.wheels:
@@ -261,6 +268,8 @@ def pip_baseline(workdir: Path) -> list[tuple[str, float, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=3, help="fresh/cached workers per row")
+    parser.add_argument("--no-pip", action="store_true", help="leave out the pip baseline")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lockstep-bench-bundles-") as tmp:
         workdir = Path(tmp)
@@ -273,13 +282,13 @@ def main() -> None:
             + ", ".join(f"{w.project} {w.version}" for w in wheels)
         )
         print("\n| first task on a worker (through Dask) | seconds | what |\n|---|---|---|")
-        for what, seconds, note in first_task(workdir, bundle, args.repeat):
+        for what, seconds, note in first_task(workdir, bundle, args.repeat, args.runs):
             print(f"| {what} | {seconds:.3f} | {note} |")
         print("\n| per task (executor only) | ms |\n|---|---|")
         for what, ms in per_task(workdir, bundle, args.repeat):
             print(f"| {what} | {ms:.2f} |")
         print("\n| the seed system's way | seconds | |\n|---|---|---|")
-        for what, seconds, note in pip_baseline(workdir):
+        for what, seconds, note in [] if args.no_pip else pip_baseline(workdir):
             print(f"| {what} | {seconds:.2f} | {note} |")
         shutil.rmtree(workdir / "venv", ignore_errors=True)
 
