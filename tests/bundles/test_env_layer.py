@@ -30,9 +30,11 @@ from tests.fixtures.wheels import make_wheel
 DEMO = {"demo/__init__.py": b"VALUE = 41 + 1\n", "demo/tests/test_x.py": b"X = 1\n"}
 
 
-def made(tmp_path: Path, files: dict[str, bytes] = DEMO) -> tuple[Path, bytes, str]:
+def made(
+    tmp_path: Path, files: dict[str, bytes] = DEMO, data: bytes | None = None
+) -> tuple[Path, bytes, str]:
     """A bundle locking one wheel, and its prebuilt layer: (bundle, layer bytes, digest)."""
-    data = make_wheel(files=files)
+    data = data or make_wheel(files=files)
     bundle = bundle_with(tmp_path, (data, "demo"))
     loaded, _ = load_bundle(bundle)
     assert loaded is not None
@@ -51,8 +53,9 @@ def send(s: EnvStore, bundle: Path, blob: bytes, digest: str | None = None, chun
 
 
 def test_the_layer_is_reproducible_and_holds_checked_files_and_their_pyc(tmp_path: Path) -> None:
-    _bundle, blob, digest = made(tmp_path / "a")
-    _b, again, digest2 = made(tmp_path / "b")
+    wheel = make_wheel(files=DEMO)  # its zip members carry the time: made once
+    _bundle, blob, digest = made(tmp_path / "a", data=wheel)
+    _b, again, digest2 = made(tmp_path / "b", data=wheel)
     assert digest == digest2 and blob == again  # another cache, the same bytes
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
         names = tar.getnames()

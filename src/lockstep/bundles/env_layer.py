@@ -26,6 +26,7 @@ Standard library only, worker's side.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -35,6 +36,8 @@ import sys
 import tarfile
 import threading
 import zlib
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,8 @@ INDEX_SCHEMA = "lockstep.env-layer/v1"
 MAX_LAYER_BYTES = 2 << 30  # one layer, compressed, as sent
 MAX_INDEX_BYTES = 64 << 20
 _COPY = 1 << 20
+_IN_FLIGHT = 64  # small files read and not yet written
+WRITERS = 3
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -111,10 +116,15 @@ class LayerSink:
         self.received = 0
         self._hash = hashlib.sha256()
         self._pipe = _Pipe()
+        self._inflate = zlib.decompressobj(wbits=31)  # one gzip member
         self._error: str | None = None
         self._index: dict[str, Any] | None = None
         self._files: dict[str, tuple[int, int, bool]] = {}  # path -> size, mtime_ns, exec
         self._dirs: list[str] = []
+        self._dir_set: set[str] = set()
+        # the kernel's file creation is most of an extraction: a few threads do it at once
+        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="lockstep-layer-write")
+        self._pending: collections.deque[Future[tuple[str, int, int]]] = collections.deque()
         self._thread = threading.Thread(
             target=self._extract, name=f"lockstep-layer-{digest[7:19]}", daemon=True
         )
@@ -129,13 +139,20 @@ class LayerSink:
         if self.received > self.size:
             self._fail(f"more than the {self.size} bytes it was sent as")
         self._hash.update(data)
-        self._pipe.chunks.put(bytes(data))
+        try:  # inflated here, written by the extracting thread: two cores at work
+            raw = self._inflate.decompress(data)
+        except zlib.error as exc:
+            self._fail(f"it does not inflate ({exc})")
+        if raw:
+            self._pipe.chunks.put(raw)
 
     def finish(self) -> Extracted:
         """The extracted layer, once every byte arrived, the digest matched and the index
         agrees with what was extracted; ``LayerRefused`` (the directory removed) if not."""
         self._pipe.chunks.put(None)
         self._thread.join()
+        if self.received == self.size and not self._inflate.eof:
+            self._fail("its gzip stream ends early")
         if self.received != self.size:
             self._fail(f"truncated: {self.received} of its {self.size} bytes arrived")
         found = "sha256:" + self._hash.hexdigest()
@@ -150,6 +167,9 @@ class LayerSink:
         problem = _index_problem(index, self.lock, self._files)
         if problem:
             self._fail(problem)
+        for rel, (_size, _mtime, executable) in self._files.items():
+            if executable:  # chmod keeps the mtime ENV.json records
+                os.chmod(self.tmp / rel, 0o555)
         for rel in reversed(self._dirs):  # children before parents, as the seal does
             os.chmod(self.tmp / rel, 0o555)
         rows = tuple(
@@ -176,7 +196,7 @@ class LayerSink:
 
     def _extract(self) -> None:
         try:
-            with tarfile.open(fileobj=self._pipe, mode="r|gz") as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=self._pipe, mode="r|") as tar:  # type: ignore[call-overload]
                 total = 0
                 for member in tar:
                     if self._error is not None:
@@ -187,13 +207,16 @@ class LayerSink:
                             f"it unpacks to more than {MAX_ENV_BYTES} bytes or {MAX_MEMBERS} files"
                         )
                     self._member(tar, member)
-            self._pipe.read()  # the gzip trailer is read; drain what is left
+                while self._pending:
+                    self._done(self._pending.popleft().result())
+            self._pipe.read()  # drain what is left
         except LayerRefused as exc:
             self._error = str(exc)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
             if self._error is None:
                 self._error = f"it does not read as a gzip'd tar ({type(exc).__name__}: {exc})"
         finally:
+            self._writers.shutdown(wait=True, cancel_futures=True)
             if self._error is not None:  # let the feeder's queue run dry
                 while not self._pipe.ended:
                     self._pipe.read(_COPY)
@@ -222,8 +245,10 @@ class LayerSink:
         ):
             raise LayerRefused(f"it holds {member.name!r}, not a plain relative path under site/")
         if member.isdir():
-            if name in self._dirs:
-                raise LayerRefused(f"it holds the directory {name!r} twice")
+            if name in self._dir_set or name in self._files:
+                raise LayerRefused(f"it holds {name!r} twice")
+            if name != "site" and name.rpartition("/")[0] not in self._dir_set:
+                raise LayerRefused(f"its directory {name!r} comes before its parent")
             try:
                 os.mkdir(self.tmp / name, 0o755)
             except FileExistsError:
@@ -231,32 +256,55 @@ class LayerSink:
             except (FileNotFoundError, NotADirectoryError):
                 raise LayerRefused(f"its directory {name!r} comes before its parent") from None
             self._dirs.append(name)
+            self._dir_set.add(name)
             return
         if not member.isreg():
             kind = "a link" if member.issym() or member.islnk() else "not a regular file"
             raise LayerRefused(f"it holds {member.name!r}, {kind}")
-        executable = bool(member.mode & 0o100)
-        try:
-            fd = os.open(
-                self.tmp / name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o555 if executable else 0o444,
-            )
-        except FileExistsError:
-            raise LayerRefused(f"it holds {name!r} twice") from None
-        except (FileNotFoundError, NotADirectoryError):
-            raise LayerRefused(f"it holds {name!r} below no directory of its own") from None
-        try:
-            handle = tar.extractfile(member)
-            assert handle is not None
-            while chunk := handle.read(_COPY):
-                os.write(fd, chunk)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if st.st_size != member.size:
+        parent = name.rpartition("/")[0]
+        if name in self._files or name in self._dir_set:
+            raise LayerRefused(f"it holds {name!r} twice")
+        if parent not in self._dir_set:
+            raise LayerRefused(f"it holds {name!r} below no directory of its own")
+        self._files[name] = (member.size, 0, bool(member.mode & 0o100))
+        handle = tar.extractfile(member)
+        assert handle is not None
+        if member.size > _COPY:  # a large file: copied here, piece by piece
+            self._done(_write(self.tmp / name, iter(lambda: handle.read(_COPY), b"")))
+            return
+        data = handle.read()  # a small one: written by a writer thread, while this reads on
+        self._pending.append(self._writers.submit(_write, self.tmp / name, (data,)))
+        while len(self._pending) > _IN_FLIGHT:
+            self._done(self._pending.popleft().result())
+
+    def _done(self, written: tuple[str, int, int]) -> None:
+        path, size, mtime_ns = written
+        name = path[len(str(self.tmp)) + 1 :]
+        want, _, executable = self._files[name]
+        if size != want:
             raise LayerRefused(f"{name!r} is cut short")
-        self._files[name] = (st.st_size, st.st_mtime_ns, executable)
+        self._files[name] = (size, mtime_ns, executable)
+
+
+def _write(path: Path, pieces: Iterable[bytes]) -> tuple[str, int, int]:
+    """Create ``path`` exclusively, read-only, never through a link, holding ``pieces``;
+    ``(path, size, mtime_ns)``. The mode is set after (the exec bit: ``finish``)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o444)  # fmt: skip
+    except FileExistsError:
+        raise LayerRefused(f"it holds {path.name!r} twice") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise LayerRefused(f"it holds {path.name!r} below no directory of its own") from None
+    try:
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view) :]
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return str(path), st.st_size, st.st_mtime_ns
 
 
 def _index_problem(
