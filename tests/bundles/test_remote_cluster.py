@@ -253,3 +253,68 @@ def test_tls_registry_trusted_through_the_ca_serves_runner_and_worker(
                      manifest=cluster.a, progress=said.append)  # fmt: skip
     assert result["bundle"] == pushed.bundle
     assert (cluster.caches["cold"] / "manifests" / hex_of(pushed.digest)).is_file()
+
+
+def _layer_of(registry: OciRegistry, repository: str, digest: str) -> dict[str, Any]:
+    from lockstep.oci.media import BUNDLE_ENV_MEDIA_TYPE
+
+    manifest = json.loads(registry.get(f"/v2/{repository}/manifests/{digest}",
+        {"Accept": "application/vnd.oci.image.manifest.v1+json"})[2])  # fmt: skip
+    [layer] = [x for x in manifest["layers"] if x["mediaType"] == BUNDLE_ENV_MEDIA_TYPE]
+    return dict(layer)
+
+
+@pytest.mark.registry
+def test_a_prebuilt_push_is_pulled_as_one_layer_and_imports_compiled(
+    registries: dict[str, OciRegistry], cluster: Cluster, tmp_path: Path, runner_env: Path
+) -> None:
+    from lockstep.bundles.remote import inspect_bundle
+
+    wheel = make_wheel("alpha", files={"alpha/__init__.py": b"VALUE = 11\n"})
+    bundle = job_bundle(tmp_path / "b", runner_env, wheel)
+    registry = registries["plain"]
+    pushed = push_bundle(bundle, registry.address, "team/prebuilt", prebuilt=True)
+    layer = _layer_of(registry, "team/prebuilt", pushed.digest)
+    assert layer["annotations"]["io.lockstep.env.platform"] == "linux/amd64"
+    [env_info] = inspect_bundle(pushed.reference)["environments"]
+    assert env_info["digest"] == layer["digest"]
+    again = push_bundle(bundle, registry.address, "team/prebuilt", prebuilt=True)
+    assert again.digest == pushed.digest and again.stats.uploaded == 0  # reproducible
+    spec = spec_for(tmp_path, pushed.reference, "cold", "withalpha:simulate")
+    result = run_job(spec, cluster.address, manifest=cluster.a)
+    env = cluster.caches["cold"] / "envs" / hex_of(result["environment"])
+    marker = json.loads((env / "ENV.json").read_bytes())
+    assert marker["layer"] == layer["digest"] and marker["compiled"] is True
+    assert any("__pycache__/__init__." in row[0] for row in marker["files"])
+    for sim in result["simulations"]:
+        assert sim["output"]["value"] == 11
+        assert sim["output"]["file"] == str(env / "site" / "alpha" / "__init__.py")
+    # no wheel was pulled: the layer held the environment
+    assert not (
+        cluster.caches["cold"] / "wheels" / hex_of(wheel_entry(wheel, "alpha").digest)
+    ).exists()
+
+
+@pytest.mark.registry
+def test_a_corrupt_prebuilt_layer_is_refused_and_nothing_of_it_is_left(
+    registries: dict[str, OciRegistry], cluster: Cluster, tmp_path: Path, runner_env: Path
+) -> None:
+    wheel = make_wheel("alpha", files={"alpha/__init__.py": b"VALUE = 12\n"})
+    bundle = job_bundle(tmp_path / "b", runner_env, wheel)
+    registry = registries["plain"]
+    pushed = push_bundle(bundle, registry.address, "team/badlayer", prebuilt=True)
+    path = blob_file(registry, _layer_of(registry, "team/badlayer", pushed.digest)["digest"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    envs = cluster.caches["cold"] / "envs"
+    before = sorted(envs.iterdir()) if envs.exists() else []
+    spec = spec_for(tmp_path, pushed.reference, "cold", "withalpha:simulate")
+    with pytest.raises(PreflightFailed) as failed:
+        run_job(spec, cluster.address, manifest=cluster.a)
+    text = str(failed.value)
+    assert failed.value.exit_code == 1, text
+    assert "refused, nothing of it is used" in text, text
+    after = sorted(envs.iterdir()) if envs.exists() else []
+    assert after == before

@@ -12,7 +12,11 @@ layers alone and names the bundle (``HOST/REPO@sha256:…``). Layers, in order:
   wheels without unpacking the code);
 - one ``application/vnd.lockstep.wheel.v1+zip`` per locked wheel, whose digest
   is the wheel's own sha256: bundles that share a wheel share its blob, and a
-  re-push after a code change uploads only the code (and the manifest).
+  re-push after a code change uploads only the code (and the manifest);
+- pushed with ``--prebuilt``, the environment as one layer per platform and Python
+  (``application/vnd.lockstep.bundle.env.v1.tar+gzip``, ``bundles/prebuilt.py``),
+  annotated ``io.lockstep.env.platform`` and ``io.lockstep.env.tag``: a worker of that
+  platform and tag pulls it instead of the wheels (which stay, for the others).
 
 The manifest's annotations carry the bundle's tree digest
 (``io.lockstep.bundle.digest``), which the worker checks again from the files.
@@ -31,6 +35,7 @@ from lockstep.oci.artifact import artifact_manifest, empty_config
 from lockstep.oci.media import (
     BUNDLE_ARTIFACT_TYPE,
     BUNDLE_CODE_MEDIA_TYPE,
+    BUNDLE_ENV_MEDIA_TYPE,
     BUNDLE_LOCK_MEDIA_TYPE,
     EMPTY_CONFIG,
     EMPTY_MEDIA_TYPE,
@@ -40,6 +45,8 @@ from lockstep.oci.reference import Pinned, ReferenceRefused, parse_reference
 
 DIGEST_ANNOTATION = "io.lockstep.bundle.digest"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
+PLATFORM_ANNOTATION = "io.lockstep.env.platform"
+TAG_ANNOTATION = "io.lockstep.env.tag"
 CODE_TITLE = "bundle.tar"
 LOCK_TITLE = "lockstep.lock.json"
 MAX_MANIFEST_BYTES = 4 << 20
@@ -56,13 +63,18 @@ class Descriptor:
     digest: str
     size: int
     title: str
+    platform: str = ""  # an environment layer's: the platform and Python tag it is for
+    tag: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        annotations = {TITLE_ANNOTATION: self.title}
+        if self.platform:
+            annotations |= {PLATFORM_ANNOTATION: self.platform, TAG_ANNOTATION: self.tag}
         return {
             "mediaType": self.media_type,
             "digest": self.digest,
             "size": self.size,
-            "annotations": {TITLE_ANNOTATION: self.title},
+            "annotations": annotations,
         }
 
 
@@ -74,11 +86,17 @@ class Artifact:
     code: Descriptor
     lock: Descriptor | None
     wheels: tuple[Descriptor, ...]
+    envs: tuple[Descriptor, ...] = ()  # prebuilt environment layers
 
     @property
     def blobs(self) -> tuple[Descriptor, ...]:
         config = Descriptor(EMPTY_MEDIA_TYPE, sha256_digest(EMPTY_CONFIG), 2, "config")
-        return (config, self.code, *((self.lock,) if self.lock else ()), *self.wheels)
+        lock = (self.lock,) if self.lock else ()
+        return (config, self.code, *lock, *self.wheels, *self.envs)
+
+    def env_for(self, platform: str, tag: str) -> Descriptor | None:
+        """The prebuilt environment layer for ``platform`` and Python ``tag``, if any."""
+        return next((d for d in self.envs if (d.platform, d.tag) == (platform, tag)), None)
 
     @property
     def size(self) -> int:
@@ -145,10 +163,15 @@ def read_code_tar(data: bytes) -> list[TreeFile]:
 
 
 def build_manifest(
-    tree: str, code: Descriptor, lock: Descriptor | None, wheels: list[Descriptor]
+    tree: str,
+    code: Descriptor,
+    lock: Descriptor | None,
+    wheels: list[Descriptor],
+    envs: list[Descriptor] | None = None,
 ) -> bytes:
     """The artifact manifest's bytes (canonical JSON, so one bundle has one digest)."""
     layers = [code, *((lock,) if lock else ()), *sorted(wheels, key=lambda d: d.title)]
+    layers += sorted(envs or [], key=lambda d: (d.platform, d.tag))
     return artifact_manifest(
         BUNDLE_ARTIFACT_TYPE,
         [d.to_json() for d in layers],
@@ -161,7 +184,10 @@ def _descriptor(raw: Any, what: str) -> Descriptor:
     if not isinstance(raw, dict):
         raise ArtifactRefused(f"{what} is not a descriptor")
     media, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
-    title = (raw.get("annotations") or {}).get(TITLE_ANNOTATION, "")
+    notes = raw.get("annotations") or {}
+    title = notes.get(TITLE_ANNOTATION, "") if isinstance(notes, dict) else None
+    platform = notes.get(PLATFORM_ANNOTATION, "") if isinstance(notes, dict) else None
+    tag = notes.get(TAG_ANNOTATION, "") if isinstance(notes, dict) else None
     if (
         not isinstance(media, str)
         or not isinstance(digest, str)
@@ -170,9 +196,11 @@ def _descriptor(raw: Any, what: str) -> Descriptor:
         or isinstance(size, bool)
         or size < 0
         or not isinstance(title, str)
+        or not isinstance(platform, str)
+        or not isinstance(tag, str)
     ):
         raise ArtifactRefused(f"{what} has no valid mediaType, sha256 digest and size")
-    return Descriptor(media, digest, size, title)
+    return Descriptor(media, digest, size, title, platform, tag)
 
 
 def parse_manifest(data: bytes) -> Artifact:
@@ -197,10 +225,19 @@ def parse_manifest(data: bytes) -> Artifact:
     codes = [d for d in descs if d.media_type == BUNDLE_CODE_MEDIA_TYPE]
     locks = [d for d in descs if d.media_type == BUNDLE_LOCK_MEDIA_TYPE]
     wheels = [d for d in descs if d.media_type == WHEEL_MEDIA_TYPE]
-    if len(codes) != 1 or len(locks) > 1 or len(codes) + len(locks) + len(wheels) != len(descs):
+    envs = [d for d in descs if d.media_type == BUNDLE_ENV_MEDIA_TYPE]
+    if (
+        len(codes) != 1
+        or len(locks) > 1
+        or len(codes) + len(locks) + len(wheels) + len(envs) != len(descs)
+        or any(not d.platform or not d.tag for d in envs)
+        or len({(d.platform, d.tag) for d in envs}) != len(envs)
+        or (envs and not locks)
+    ):
         raise ArtifactRefused(
-            "the manifest must have one code layer, at most one lock layer and wheel layers"
+            "the manifest must have one code layer, at most one lock layer, wheel layers "
+            "and at most one environment layer per platform and Python tag"
         )
     if codes[0].size > MAX_CODE_BYTES:
         raise ArtifactRefused(f"its code is {codes[0].size} bytes, over {MAX_CODE_BYTES}")
-    return Artifact(tree, codes[0], locks[0] if locks else None, tuple(wheels))
+    return Artifact(tree, codes[0], locks[0] if locks else None, tuple(wheels), tuple(envs))

@@ -37,6 +37,13 @@ def add_bundle_actions(bundle_sub: Any) -> None:
         "--registry", required=True, metavar="HOST[:PORT]/REPO", help="where the bundle goes"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--prebuilt",
+        action="store_true",
+        help="also push the environment unpacked and compiled by this Python, as one layer "
+        "for this platform: a worker running the same Python extracts it instead of "
+        "installing the wheels (run it where the runner image's Python is)",
+    )
     _plain_http(p)
     p.set_defaults(func=cmd_push)
 
@@ -74,7 +81,12 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     target = parse_target(args.registry)
     pushed = push_bundle(
-        args.dir, target.host, target.repository, plain_http=args.plain_http, progress=progress
+        args.dir,
+        target.host,
+        target.repository,
+        plain_http=args.plain_http,
+        progress=progress,
+        prebuilt=args.prebuilt,
     )
     print(json.dumps(pushed.to_json(), indent=2) if args.json else pushed.reference)
     return 0

@@ -10,6 +10,9 @@ what it lacks, straight from the registry, never through the scheduler:
 - the code blob, if the bundle store lacks the manifest's tree digest: its
   bytes must have the blob's digest, and the files the tree digest
   (``BundleStore.put``); anything else is refused and nothing is cached;
+- a prebuilt environment layer for this worker's platform and Python, if the
+  artifact has one and the environment is not ready: extracted as it streams in,
+  used only once its digest matched (``bundles/env_layer.py``); else
 - the wheels its environment lacks (``EnvStore.status``), each checked against
   its sha256 before it is kept (``EnvStore.put_wheel``).
 
@@ -31,16 +34,19 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lockstep.bundles.artifact import (
     MAX_MANIFEST_BYTES,
     Artifact,
     ArtifactRefused,
+    Descriptor,
     parse_bundle_reference,
     parse_manifest,
     read_code_tar,
 )
+from lockstep.bundles.env_layer import host_platform, host_tag
 from lockstep.bundles.store import BundleStore
 from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import hex_of, sha256_digest
@@ -135,6 +141,19 @@ class Puller:
         write_bytes(path, data, 0o444)
         return artifact, True
 
+    def pull_env(self, ref: Pinned, env: Descriptor, bundle: Path) -> int:
+        """Extract the prebuilt environment layer ``env`` as it streams from the registry
+        (``EnvStore.layer_sink``), used only once its digest matched; its size."""
+        assert self.envs is not None
+        sink = self.envs.layer_sink(bundle, env.digest, env.size)
+        try:
+            self.client(ref.host).stream_blob(ref.name, env.digest, sink.feed)
+        except BaseException:
+            sink.abort()
+            raise
+        self.envs.adopt(sink)
+        return env.size
+
     def pull(self, reference: str) -> Pulled:
         start = time.monotonic()
         ref = parse_bundle_reference(reference)
@@ -148,6 +167,9 @@ class Puller:
             path = self.bundles.put(artifact.digest, read_code_tar(data))
             pulled = True
         wheels = 0
+        env = artifact.env_for(host_platform(), host_tag())
+        if self.envs is not None and env is not None and not self.envs.status(path)["ready"]:
+            got += self.pull_env(ref, env, path)
         if self.envs is not None and artifact.wheels:
             status = self.envs.status(path)
             by_digest = {w.digest: w for w in artifact.wheels}

@@ -44,6 +44,7 @@ from lockstep.oci.auth import credentials_for
 from lockstep.oci.client import PushStats, RegistryClient
 from lockstep.oci.media import (
     BUNDLE_CODE_MEDIA_TYPE,
+    BUNDLE_ENV_MEDIA_TYPE,
     BUNDLE_LOCK_MEDIA_TYPE,
     EMPTY_CONFIG,
     MANIFEST_MEDIA_TYPE,
@@ -92,8 +93,11 @@ def push_bundle(
     *,
     plain_http: bool = False,
     progress: Callable[[str], None] = lambda _line: None,
+    prebuilt: bool = False,
 ) -> Pushed:
-    """Push the bundle at ``root`` to ``host/repository``; its pinned reference."""
+    """Push the bundle at ``root`` to ``host/repository``; its pinned reference.
+    ``prebuilt``: with its environment as one layer for this platform and Python
+    (``bundles/prebuilt.py``), beside the wheels."""
     from lockstep.bundles.lockfile import relock_hint
     from lockstep.core.fetch import fetch_verified
     from lockstep.core.store import Cache, default_cache_dir
@@ -126,8 +130,20 @@ def push_bundle(
         desc = Descriptor(WHEEL_MEDIA_TYPE, wheel.digest, len(data), wheel.filename)
         wheels.append(desc)
         blobs.append((desc, _reader(cache, wheel.url, wheel.sha256, wheel.filename, root)))
+    envs: list[Descriptor] = []
+    if prebuilt and lock is not None and lock.wheels:
+        from lockstep.bundles.prebuilt import env_layer
+
+        progress(f"making the prebuilt environment of {len(lock.wheels)} wheel(s)")
+        layer = env_layer(
+            lock, lambda w: _reader(cache, w.url, w.sha256, w.filename, root)(), cache
+        )
+        env = Descriptor(BUNDLE_ENV_MEDIA_TYPE, layer.digest, layer.size,
+                         f"env-{layer.tag}.tar.gz", layer.platform, layer.tag)  # fmt: skip
+        envs.append(env)
+        blobs.append((env, lambda: cache.blob_path(layer.digest).read_bytes()))
     blobs.append((Descriptor("config", sha256_digest(EMPTY_CONFIG), 2, "config"), EMPTY_CONFIG))
-    manifest = build_manifest(bundle.digest, code_desc, lock_desc, wheels)
+    manifest = build_manifest(bundle.digest, code_desc, lock_desc, wheels, envs)
     digest = sha256_digest(manifest)
     client = client_for(host, plain_http)
     stats = PushStats()
@@ -288,6 +304,10 @@ def inspect_bundle(text: str, plain_http: bool = False) -> dict[str, Any]:
         "wheels": [
             {"filename": w.title, "digest": w.digest, "size": w.size} for w in artifact.wheels
         ],
+        "environments": [
+            {"platform": e.platform, "tag": e.tag, "digest": e.digest, "size": e.size}
+            for e in artifact.envs
+        ],
     }
 
 
@@ -296,7 +316,7 @@ def _size(n: int) -> str:
 
 
 def describe_inspect(info: dict[str, Any]) -> str:
-    blobs = 2 + len(info["wheels"]) + bool(info["lock"])
+    blobs = 2 + len(info["wheels"]) + bool(info["lock"]) + len(info.get("environments", []))
     lines = [
         f"reference {info['reference']}",
         f"bundle    {info['bundle']}",
@@ -309,4 +329,8 @@ def describe_inspect(info: dict[str, Any]) -> str:
     if info["lock"]:
         lines.append(f"lock      {info['lock']['digest']} ({len(info['wheels'])} wheel(s))")
     lines += [f"  {w['size']:>10}  {w['digest'][:19]}…  {w['filename']}" for w in info["wheels"]]
+    lines += [
+        f"prebuilt  {e['platform']} {e['tag']}: {e['digest'][:19]}… {_size(e['size'])}"
+        for e in info.get("environments", [])
+    ]
     return "\n".join(lines)

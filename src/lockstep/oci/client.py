@@ -377,6 +377,29 @@ class RegistryClient:
             )
         return resp.body
 
+    def stream_blob(
+        self, name: str, digest: str, feed: Callable[[bytes], None], piece: int = 1 << 20
+    ) -> None:
+        """The bytes of blob ``digest`` in ``name`` to ``feed`` as they arrive; the caller
+        checks their length and digest before it uses them (``get_blob`` checks first).
+        ``CheckFailed`` if the registry does not have it."""
+        scope = [self.scope(name, "pull")]
+        path = f"/v2/{name}/blobs/{digest}"
+        if not self.has_blob(name, digest, actions="pull"):  # authenticates, too
+            raise CheckFailed(
+                f"registry {self.host} does not have blob {digest} in {name}; "
+                "push it again (lockstep bundle push)"
+            )
+        headers = (
+            {"Authorization": self._auth[" ".join(scope)]} if " ".join(scope) in self._auth else {}
+        )
+        resp = self._transport.stream(self.base + path, headers, feed, piece)
+        if resp.status in (301, 302, 303, 307, 308) and resp.header("location"):
+            target = urllib.parse.urljoin(self.base + "/", resp.header("location") or "")
+            resp = self._transport.stream(target, {}, feed, piece)
+        if resp.status != 200:
+            raise self._unexpected("GET", f"blob {digest} in {name}", resp)
+
     def _check_digest(self, resp: Response, digest: str, what: str) -> None:
         reported = resp.header("docker-content-digest")
         if reported is not None and reported != digest:

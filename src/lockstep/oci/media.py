@@ -29,3 +29,5 @@ BUNDLE_ARTIFACT_TYPE = "application/vnd.lockstep.bundle.v1+json"
 BUNDLE_CODE_MEDIA_TYPE = "application/vnd.lockstep.bundle.code.v1.tar"
 BUNDLE_LOCK_MEDIA_TYPE = "application/vnd.lockstep.bundle.lock.v1+json"
 WHEEL_MEDIA_TYPE = "application/vnd.lockstep.wheel.v1+zip"
+# a bundle's environment, prebuilt for one platform and Python (bundles/prebuilt.py)
+BUNDLE_ENV_MEDIA_TYPE = "application/vnd.lockstep.bundle.env.v1.tar+gzip"

@@ -33,7 +33,7 @@ import ssl
 import sys
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lockstep.core.errors import ServiceFailed
@@ -210,6 +210,33 @@ class Transport:
                 self._drop(parts.scheme, parts.netloc)
                 raise down(parts.netloc, exc) from exc
         raise AssertionError("unreachable")
+
+    def stream(
+        self, url: str, headers: Mapping[str, str], feed: Callable[[bytes], None], piece: int
+    ) -> Response:
+        """``GET url``: a 200's body goes to ``feed`` in pieces of up to ``piece`` bytes as
+        it arrives (the returned body is empty); any other answer is read whole."""
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn = self._conn(parts.scheme, parts.netloc)
+        try:
+            conn.request("GET", target, headers={"User-Agent": USER_AGENT, **headers})
+            resp = conn.getresponse()
+            found = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.status != 200:
+                return Response(resp.status, found, resp.read())
+            while data := resp.read(piece):  # read(n) closes the response at its end
+                feed(data)
+            return Response(resp.status, found, b"")
+        except ssl.SSLError as exc:
+            self._drop(parts.scheme, parts.netloc)
+            raise tls_failed(parts.netloc, exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(parts.scheme, parts.netloc)
+            raise down(parts.netloc, exc) from exc
+        except BaseException:
+            self._drop(parts.scheme, parts.netloc)  # the body was not read to its end
+            raise
 
     def _drop(self, scheme: str, netloc: str) -> None:
         conn = self._conns.pop((threading.get_ident(), scheme, netloc), None)
