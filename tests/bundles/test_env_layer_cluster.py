@@ -115,3 +115,34 @@ def test_a_layer_with_other_bytes_is_refused_through_the_scheduler(
     after = envs_of(cluster, "cold")
     assert not [p for p in after if p.name.startswith(".") and "layer" in p.name]
     assert len(after) == len(before) + 1  # the other bundle's own environment, nothing more
+
+
+def test_lockstep_run_prebuilt_ships_one_layer_and_the_result_names_its_environment(
+    cluster: Cluster, tmp_path: Path, runner_cache: Path
+) -> None:
+    import shutil
+
+    from lockstep.jobs.run import run_job
+    from tests.jobs.test_jobs_units import EXAMPLES, edit_spec
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(
+        EXAMPLES / "sir" / "bundle", bundle, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    data = make_wheel(files={"demo/__init__.py": b"VALUE = 5\n"})
+    Cache(runner_cache).put_blob(data)
+    from tests.fixtures.wheels import wheel_entry, write_lock
+
+    write_lock(bundle, [wheel_entry(data, "demo")])
+    (bundle / "withdemo.py").write_text(
+        "import demo\n\nfrom sir.model import simulate as sir\n\n\n"
+        "def simulate(params, seed):\n"
+        "    return {**sir(params, seed), 'value': demo.VALUE, 'file': demo.__file__}\n"
+    )
+    spec = tmp_path / "job.toml"
+    spec.write_text((EXAMPLES / "sir" / "job.toml").read_text())
+    edit_spec(spec, bundle='"bundle"', executor='"cold"', model='"withdemo:simulate"', seeds="[1]")
+    result = run_job(spec, cluster.address, manifest=cluster.a, prebuilt=True)
+    env = cluster.caches["cold"] / "envs" / result["environment"].removeprefix("sha256:")
+    assert json.loads((env / "ENV.json").read_bytes())["layer"].startswith("sha256:")
+    assert [s["output"]["value"] for s in result["simulations"]] == [5] * len(result["simulations"])

@@ -61,6 +61,13 @@ def add_commands(sub: Any) -> None:
         "(default: the spec's run_deadline, else none). --timeout also "
         "bounds the wait for a compatible worker when none is left (exit 3)",
     )
+    run.add_argument(
+        "--prebuilt",
+        action="store_true",
+        help="ship a local bundle's environment as one layer unpacked and compiled by this "
+        "Python (made once per lock, kept in the cache) to the workers running the same "
+        "Python, instead of its wheels",
+    )
     run.set_defaults(func=run_run)
 
 
@@ -142,6 +149,7 @@ def run_run(args: argparse.Namespace) -> int:
         store=args.store,
         fresh=args.fresh,
         progress=progress,
+        prebuilt=args.prebuilt,
     ) as ran:
         chunks = (text.encode() for text in document_chunks(ran))
         if args.out is None:

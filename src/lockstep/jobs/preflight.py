@@ -26,6 +26,7 @@ No task is submitted: the cluster checks use lockstep's pickle-free handlers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ def preflight(
     timeout: float = 30.0,
     probe_timeout: float = DEFAULT_TIMEOUT,
     manifest: BuildManifest | None = None,
+    prebuilt: bool = False,
 ) -> Checked:
     """Check the job at ``spec_path`` (and the cluster at ``address``); ``PreflightFailed``.
 
@@ -114,6 +116,8 @@ def preflight(
         problems += [Problem(file, "bundle", message) for file, message in found]
     elif "bundle" in fields:
         bundle, found = load_bundle(fields["bundle"])
+        if bundle is not None and prebuilt:
+            bundle = dataclasses.replace(bundle, prebuilt=True)
         if bundle is not None:
             found += syntax_problems(bundle) + shadowing_problems(bundle)
         problems += [Problem(file, "bundle", message) for file, message in found]

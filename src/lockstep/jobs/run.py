@@ -100,6 +100,7 @@ def run_study(
     store: Path | None = None,
     fresh: bool = False,
     progress: Callable[[str], None] = log.info,
+    prebuilt: bool = False,
 ) -> Iterator[Ran]:
     """Run the job at ``spec_path`` on the cluster at ``address``: the simulations the
     store lacks, then the target over every stored one; yields the result. If the store
@@ -111,7 +112,8 @@ def run_study(
     ``run_deadline``, else none). ``timeout`` also bounds how long the run
     waits for a compatible worker when none is left. ``store``: the result
     store (default ``default_store``); ``fresh``: compute every simulation,
-    reusing none.
+    reusing none. ``prebuilt``: a local bundle's environment goes to the workers as
+    one prebuilt layer (``bundles/ship_layer.py``).
 
     Raises ``PreflightFailed`` before anything is submitted, ``ShipFailed`` if
     a worker refuses the bundle, ``JobFailed`` if more simulations fail than
@@ -140,6 +142,7 @@ def run_study(
                 timeout=timeout,
                 probe_timeout=probe_timeout,
                 manifest=manifest,
+                prebuilt=prebuilt,
             )
     except BaseException:
         if early is not None:
