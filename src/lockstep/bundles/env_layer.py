@@ -8,8 +8,10 @@ exec bit), then ``site/…``: the wheels' files, already checked against their
 ``RECORD``, and their ``.pyc`` files. Every check a wheel needs was made where the
 layer was made; here the one check is the layer's digest.
 
-``LayerSink`` takes the bytes in order (``feed``) and a thread extracts them as they
-come into a temporary directory under the worker's ``envs/``; ``finish`` checks
+``LayerSink`` takes the bytes in order (``feed``: hashed and inflated by the receiving
+thread) and a thread reads the tar as it comes, writing its files into a temporary
+directory under the worker's ``envs/`` with a few writer threads (creating files is most
+of the cost); ``finish`` checks
 that the bytes were exactly ``size`` long with the digest they were sent as, that
 the index is for this lock, tag and platform, and that every file extracted is the
 index's, with its size. Only then does the store rename the directory into place
@@ -212,9 +214,12 @@ class LayerSink:
             self._pipe.read()  # drain what is left
         except LayerRefused as exc:
             self._error = str(exc)
-        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
+        except OSError as exc:
             if self._error is None:
-                self._error = f"it does not read as a gzip'd tar ({type(exc).__name__}: {exc})"
+                self._error = f"extracting it failed ({exc.strerror or exc})"
+        except (tarfile.TarError, EOFError, ValueError, zlib.error) as exc:
+            if self._error is None:
+                self._error = f"it does not read as a tar ({type(exc).__name__}: {exc})"
         finally:
             self._writers.shutdown(wait=True, cancel_futures=True)
             if self._error is not None:  # let the feeder's queue run dry
