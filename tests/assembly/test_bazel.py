@@ -26,7 +26,7 @@ from lockstep.assembly import oci
 from lockstep.core.digests import sha256_digest as sha256
 from lockstep.inputs import declared as sources
 from lockstep.project import ROLES, load_project
-from tests.fixtures.build import Built, build, lockstep
+from tests.fixtures.build import Built, build, clone, lockstep
 from tests.fixtures.support import require
 
 pytestmark = pytest.mark.slow
@@ -120,7 +120,7 @@ def workspace(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     )
     base = tmp_path_factory.mktemp("bazel")
     root = base / "lockstep"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(built.root), str(root)], check=True)
+    clone(root, source=built.root)
     # .bazelrc names the builder's environment as .venv/bin/python, like `make` makes it.
     (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     ws = Workspace(root=root, user_root=base / "output_user_root", cache=built.cache)
@@ -408,7 +408,7 @@ def test_fresh_clone_without_venv_creates_the_locked_builder_environment(
         shutil.which("bazel") is not None, "bazel is not installed (Debian package bazel-bootstrap)"
     )
     root = tmp_path / "lockstep"
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(built.root), str(root)], check=True)
+    clone(root, source=built.root)
     assert not (root / ".venv").exists()
     ws = Workspace(root=root, user_root=tmp_path / "output_user_root", cache=built.cache)
     try:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SCHEDULER_PRELOAD = "lockstep.runtime.preload_scheduler"
 WORKER_PRELOAD = "lockstep.runtime.preload_worker"
 NANNY_PRELOAD = "lockstep.runtime.preload_nanny"
+HELP = frozenset({"--help", "--version"})  # Dask answers these itself: nothing to check
 
 
 def add_commands(sub: Any) -> None:
@@ -174,10 +175,10 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     from lockstep.runtime.config import tls_from_env
 
     main = importlib.import_module(module).main
-    if not {"--help", "--version"} & set(args):
+    if not HELP & set(args):
         args = protected.check(args, prog, tls_from_env() is not None)
     args = _with_tls(args, scheduler=module.endswith("dask_scheduler"))
-    if not {"--help", "--version"} & set(args):
+    if not HELP & set(args):
         args = _without_dashboard(args)
     try:
         first = ["--preload", preload]
@@ -248,8 +249,9 @@ def _refusal(exc: BaseException | None) -> str | None:
 def run_scheduler(args: argparse.Namespace) -> int:
     from lockstep.manifest import load_manifest
 
-    manifest = load_manifest()  # BadInput, one line, before Dask starts
-    log.info("lockstep scheduler: build %s version %s", manifest.build_id, manifest.version)
+    if not HELP & set(args.dask_args):
+        manifest = load_manifest()  # BadInput, one line, before Dask starts
+        log.info("lockstep scheduler: build %s version %s", manifest.build_id, manifest.version)
     return _dask_main(
         "distributed.cli.dask_scheduler", SCHEDULER_PRELOAD, args.dask_args, "lockstep scheduler"
     )
@@ -260,7 +262,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.worker import EXIT_RETIRED, EXIT_SCHEDULER_LOST, LOST, RETIRED
 
     dask_args = list(args.dask_args)
-    if not {"--help", "--version"} & set(dask_args):
+    if not HELP & set(dask_args):
         from lockstep.runtime import sizing
 
         config = RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files)
