@@ -1,6 +1,6 @@
 """Where a build's values go on disk: the ``.tar`` archives, an OCI layout directory, and
-the SBOM and provenance files beside the archives (the registry is the third sink:
-``lockstep.release`` pushes the same values).
+the SBOM, provenance and build manifest files beside the archives (the registry is the
+third sink: ``lockstep.release`` pushes the same values).
 
 Each sink takes the ``BuildResult`` value and writes only what differs (a current
 archive, a present blob or an unchanged document is left alone), every file under a
@@ -19,6 +19,11 @@ from typing import Any
 from lockstep.assembly import oci, ocidir, provenance, sbom
 from lockstep.assembly.builder import BuildResult
 from lockstep.core.atomic import write_bytes
+from lockstep.core.settings import MANIFEST_PATH
+
+# The build manifest beside the archives, under the name it has in the images: what
+# LOCKSTEP_MANIFEST names for a scheduler, worker or runner run outside a container.
+MANIFEST_NAME = Path(MANIFEST_PATH).name
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ class Written:
     layout: Path | None = None
     sboms: Mapping[str, Path] = field(default_factory=dict)  # role -> <role>.spdx.json
     provenance: Path | None = None
+    manifest: Path | None = None  # <out>/manifest.json: the images' /etc/lockstep/manifest.json
 
 
 def write_archives(result: BuildResult, out: Path, blob: oci.BlobSource) -> dict[str, Path]:
@@ -59,13 +65,15 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
     return path
 
 
-def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Path]:
-    """Each image's SBOM (``<role>.spdx.json``) and the provenance statement in ``out``."""
+def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Path, Path]:
+    """Each image's SBOM (``<role>.spdx.json``), the provenance statement and the build
+    manifest (``manifest.json``, the bytes every image holds) in ``out``."""
     sboms = {
         role: _write_if_changed(out / sbom.file_name(role), b.sbom)
         for role, b in result.images.items()
     }
-    return sboms, _write_if_changed(out / provenance.FILE_NAME, result.provenance)
+    statement = _write_if_changed(out / provenance.FILE_NAME, result.provenance)
+    return sboms, statement, _write_if_changed(out / MANIFEST_NAME, result.manifest.to_json())
 
 
 def write_outputs(
@@ -80,8 +88,8 @@ def write_outputs(
     documents in ``out``, and with ``layout`` that OCI layout."""
     paths = write_archives(result, out, blob) if archives else {}
     layout_dir = write_layout(result, layout, blob) if layout is not None else None
-    sboms, statement = write_documents(result, out)
-    return Written(paths, layout_dir, sboms, statement)
+    sboms, statement, manifest = write_documents(result, out)
+    return Written(paths, layout_dir, sboms, statement, manifest)
 
 
 def build_json(result: BuildResult, written: Written) -> dict[str, Any]:
@@ -103,4 +111,6 @@ def build_json(result: BuildResult, written: Written) -> dict[str, Any]:
         out["layout"] = str(written.layout)
     if written.provenance is not None:
         out["provenance"] = str(written.provenance)
+    if written.manifest is not None:
+        out["manifest"] = str(written.manifest)
     return out

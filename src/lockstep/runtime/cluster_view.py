@@ -18,12 +18,14 @@ from typing import Any
 from lockstep.core.errors import BadInput, LockstepError, ServiceFailed
 from lockstep.core.settings import TLS_CA_FILE
 from lockstep.manifest import BuildManifest
+from lockstep.runtime import reach
 from lockstep.runtime.config import TLS_ENVS, tls_from_env
 from lockstep.runtime.identity import IDENTITY_OP, Member, read_announced
 
 
 def open_client(address: str, timeout: float) -> Any:
-    """A ``distributed.Client`` for ``address``; ``ServiceFailed`` if it is unreachable in time.
+    """A ``distributed.Client`` for ``address``; ``ServiceFailed`` if it is unreachable in time,
+    or something other than a Dask scheduler answers there (``lockstep.runtime.reach``).
 
     Mutual TLS if ``LOCKSTEP_TLS_*`` are set (``BadInput`` if they are bad, or the address
     is not ``tls://``).
@@ -40,8 +42,11 @@ def open_client(address: str, timeout: float) -> Any:
                 "tls://host:8786"
             )
         kwargs["security"] = tls.client_security()
+    start = time.monotonic()
+    reach.wait_for_scheduler(address, timeout, tls)  # Dask's connect has no bound on its own
+    left = max(timeout - (time.monotonic() - start), 1.0)
     try:
-        return Client(address, timeout=timeout, **kwargs)  # type: ignore[no-untyped-call]
+        return Client(address, timeout=left, **kwargs)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
         hint = (
             f" (with TLS: is the scheduler's certificate signed by {TLS_CA_FILE}, "

@@ -257,6 +257,28 @@ def run_scheduler(args: argparse.Namespace) -> int:
     )
 
 
+def _wait_for_scheduler(dask_args: list[str], tls: Any) -> None:
+    """Before Dask starts: wait (``--death-timeout``, else Dask's connect timeout) until a
+    Dask scheduler answers at the worker's scheduler address; else say what is there
+    (refused, unreachable, another server, a refused certificate: exit 3). Dask alone
+    would wait silently and then say only "Nanny failed to start"."""
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.cli.dask_worker import main
+
+    from lockstep.runtime import reach
+
+    try:
+        parsed = main.make_context("lockstep worker", list(dask_args), resilient_parsing=True)
+    except Exception:  # Dask's own parse says what is wrong with the options
+        return
+    address, timeout = parsed.params.get("scheduler"), parsed.params.get("death_timeout")
+    if not address:  # --scheduler-file: Dask waits for the file
+        return
+    seconds = parse_timedelta(timeout or dask.config.get("distributed.comm.timeouts.connect"), "s")
+    reach.wait_for_scheduler(str(address), float(seconds), tls, who="this worker")
+
+
 def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.config import RuntimeConfig
     from lockstep.runtime.worker import EXIT_RETIRED, EXIT_SCHEDULER_LOST, LOST, RETIRED
@@ -266,12 +288,7 @@ def run_worker(args: argparse.Namespace) -> int:
         from lockstep.runtime import sizing
 
         config = RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files)
-        if config.tls is not None:
-            from lockstep.runtime.tls_check import check_scheduler_tls
-
-            scheduler = next((a for a in dask_args if a.startswith("tls://")), None)
-            if scheduler is not None:
-                check_scheduler_tls(scheduler, config.tls)  # who refuses whom, exit 3
+        _wait_for_scheduler(dask_args, config.tls)  # what is there and why not, exit 3
         limits = sizing.read_limits()
         dask_args = sizing.worker_args(dask_args, limits)
         log.info("lockstep worker: %s; dask %s", limits.describe(), " ".join(dask_args))
