@@ -30,6 +30,7 @@ COMMANDS = {
     "lockstep.jobs.commands": ("preflight", "run"),
     "lockstep.results.commands": ("results",),
     "lockstep.release.commands": ("release", "check-pins", "verify", "inspect"),
+    "lockstep.local.commands": ("up", "down"),
 }
 # Commands made here, whose actions each owning module adds with add_<command>_actions(actions)
 # (so that actions of several stages never make one command module import another's; today

@@ -171,6 +171,7 @@ def load_manifest(path: Path | None = None) -> BuildManifest:
     except OSError as exc:
         raise BadInput(
             f"{path}: cannot read the build manifest ({exc.strerror}); run inside a "
-            f"lockstep image or set {MANIFEST_ENV}"
+            f"lockstep image or set {MANIFEST_ENV} (e.g. to out/manifest.json, which "
+            "`lockstep build` writes)"
         ) from exc
     return BuildManifest.from_json(raw, str(path))

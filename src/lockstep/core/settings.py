@@ -82,7 +82,8 @@ SETTINGS: tuple[Setting, ...] = (
         MANIFEST,
         "scheduler, worker, runner",
         MANIFEST_PATH,
-        "path of this process's build manifest; outside an image it must be set",
+        "path of this process's build manifest; outside an image it must be set, e.g. to the "
+        "`out/manifest.json` that `lockstep build` writes",
     ),
     Setting(
         EXECUTOR,

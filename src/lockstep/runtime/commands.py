@@ -273,8 +273,8 @@ def _wait_for_scheduler(dask_args: list[str], tls: Any) -> None:
     except Exception:  # Dask's own parse says what is wrong with the options
         return
     address, timeout = parsed.params.get("scheduler"), parsed.params.get("death_timeout")
-    if not address:  # --scheduler-file: Dask waits for the file
-        return
+    if not address or (tls is not None and not str(address).startswith("tls://")):
+        return  # --scheduler-file: Dask waits for the file; tcp:// with TLS: _with_tls says
     seconds = parse_timedelta(timeout or dask.config.get("distributed.comm.timeouts.connect"), "s")
     reach.wait_for_scheduler(str(address), float(seconds), tls, who="this worker")
 
