@@ -92,7 +92,7 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"{', '.join(n for n in state['containers'] if '-worker-' in n)}")  # fmt: skip
         print(f"run a job: LOCKSTEP_MANIFEST={state['manifest']} lockstep run JOB.toml "
               f"--scheduler {state['scheduler']}")  # fmt: skip
-        print(f"stop it:   lockstep down --name {state['name']}")
+        print(f"stop it:   lockstep down --name {state['name']} --out {plan.out}")
     return 0
 
 
