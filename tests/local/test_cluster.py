@@ -1,7 +1,7 @@
 """``lockstep up`` / ``down`` on the suite's private dockerd, from a real build's outputs:
 the cluster runs a job (``lockstep run`` on the host, from ``out/manifest.json``), its
 containers are locked down as deployed, and ``down`` (or the next ``up``) removes exactly
-what ``up`` made, also after ``up`` was killed."""
+what ``up`` made, also after ``up`` was killed; with TLS, the cluster speaks only TLS."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.fixtures.build import Built
 from tests.fixtures.engine import DockerEngine
 from tests.fixtures.procs import base_env, lockstep
 from tests.jobs.test_jobs_units import copy_example
+from tests.runtime.test_tls import make_ca, make_cert
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
@@ -113,3 +114,62 @@ def test_a_killed_up_is_cleaned_by_the_next_down(built: Built, docker_engine: Do
     assert down.returncode == 0, down.stderr
     assert labelled(docker_engine, name) == {"containers": [], "networks": [], "volumes": []}
     assert not state.exists()
+
+
+def test_up_with_tls_speaks_mutual_tls_only(
+    built: Built, docker_engine: DockerEngine, tmp_path: Path
+) -> None:
+    """With LOCKSTEP_TLS_* set, the files reach the containers in a read-only volume (owned
+    by the images' user), the address is tls://, a client of the cluster's CA gets through,
+    and ``down`` removes the volume too."""
+    ca = make_ca(tmp_path, "cluster")
+    cert, key = make_cert(tmp_path, "lockstep", ca)
+    tls = {"LOCKSTEP_TLS_CA_FILE": str(ca[1]), "LOCKSTEP_TLS_CERT": str(cert),
+           "LOCKSTEP_TLS_KEY": str(key)}  # fmt: skip
+    name = f"t-{secrets.token_hex(3)}"
+    out = str(built.out)
+    env = base_env(None, extra={"DOCKER_HOST": docker_engine.host, **tls})
+    try:
+        up = subprocess.run(
+            lockstep(
+                "up", "--out", out, "--name", name, "--port", "0", "--json", "--executor", "direct"
+            ),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert up.returncode == 0, up.stderr[-4000:]
+        state = json.loads(up.stdout)
+        assert state["tls"] is True and state["scheduler"].startswith("tls://127.0.0.1:")
+        (volume,) = labelled(docker_engine, name)["volumes"]
+        for container in labelled(docker_engine, name)["containers"]:
+            (mount,) = container.attrs["Mounts"]
+            assert (mount["Name"], mount["RW"]) == (volume.name, False)
+        runner = subprocess.run(
+            lockstep("runner", state["scheduler"], "--workers", "1", "--timeout", "60"),
+            env=base_env(Path(state["manifest"]), extra=tls),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert runner.returncode == 0, runner.stderr[-3000:]
+        plain = subprocess.run(
+            lockstep(
+                "doctor",
+                "--scheduler",
+                state["scheduler"].replace("tls://", "tcp://"),
+                "--timeout",
+                "5",
+            ),
+            env=base_env(None),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert plain.returncode == 3 and "a TLS server answers there" in plain.stderr
+        down = cli(docker_engine, "down", "--out", out, "--name", name)
+        assert "1 volume(s)" in down.stdout, down.stdout
+        assert labelled(docker_engine, name) == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        cli(docker_engine, "down", "--out", out, "--name", name)

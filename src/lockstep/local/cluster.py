@@ -1,25 +1,30 @@
 """A local cluster on the Docker engine from a build's outputs: ``lockstep up`` / ``down``.
 
 ``up`` loads ``<out>/worker.tar`` (its image ID checked against the archive), then
-starts on one bridge network a scheduler and N workers per executor from it, each
-as deployed (docs/design.md §4.10): user 65532, read-only root with a tmpfs
-``/tmp``, every capability dropped, no new privileges. The scheduler's port is
-published on 127.0.0.1 only; without TLS both listen beyond their container's
-loopback, so they run with ``--insecure`` (the network is the engine's, the port is
-loopback's). Everything it makes carries the label ``io.lockstep.local=<name>``,
-and ``down`` removes exactly what has that label (containers, network, volumes),
-then the state file; so does every ``up`` first, which cleans what a killed ``up``
-left. The state (``<out>/local-<name>.json``) is written atomically, once before
-anything is made (``starting``) and once when every process said it is ready.
-Every wait is bounded: a container that exits, or a process that is not ready in
-time, ends ``up`` with its log's last lines, and what was made is removed.
+starts on one bridge network a scheduler and N workers per executor from it, each as
+deployed (docs/design.md §4.10): user 65532, read-only root with a tmpfs ``/tmp``, every
+capability dropped, no new privileges. The scheduler's port is published on 127.0.0.1
+only. With ``LOCKSTEP_TLS_*`` set (all three), the cluster speaks mutual TLS only: the
+three files are copied (owner 65532, mode 0400) into a volume that every container
+mounts read-only, and the scheduler's address is ``tls://``. Without TLS both listen
+beyond their container's loopback, so they run with ``--insecure`` (the network is the
+engine's, the port is loopback's). Everything it makes carries the label
+``io.lockstep.local=<name>``, and ``down`` removes exactly what has that label
+(containers, network, volumes), then the state file; so does every ``up`` first, which
+cleans what a killed ``up`` left. The state (``<out>/local-<name>.json``) is written
+atomically, once before anything is made (``starting``) and once when every process said
+it is ready. Every wait is bounded: a container that exits, or a process that is not
+ready in time, ends ``up`` with its log's last lines, and what was made is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import os
+import tarfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +34,9 @@ from typing import Any
 from lockstep.assembly.engine import docker_client, load_archive
 from lockstep.assembly.sinks import MANIFEST_NAME
 from lockstep.core.atomic import write_bytes
+from lockstep.core.bounded import KEY_MAX, read_regular
 from lockstep.core.errors import BadInput, ServiceFailed
-from lockstep.core.settings import EXECUTOR
+from lockstep.core.settings import EXECUTOR, TLS_CA_FILE, TLS_CERT, TLS_KEY
 from lockstep.manifest import BuildManifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ LOCKED_DOWN: dict[str, Any] = {
     "security_opt": ["no-new-privileges"],
 }
 POLL_SECONDS = 0.2
+TLS_DIR = "/etc/lockstep/tls"  # the TLS volume's mount point in every container
+TLS_FILES = {TLS_CA_FILE: "ca.pem", TLS_CERT: "cert.pem", TLS_KEY: "key.pem"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,40 @@ def down(name: str, out: Path, client: Any | None = None) -> dict[str, int]:
     return removed
 
 
+def _tls_files() -> dict[str, bytes] | None:
+    """The three ``LOCKSTEP_TLS_*`` files' bytes by their name in the volume; None if unset."""
+    given = {env: os.environ.get(env) for env in TLS_FILES}
+    if not any(given.values()):
+        return None
+    if not all(given.values()):
+        missing = ", ".join(env for env, value in given.items() if not value)
+        raise BadInput(f"mutual TLS needs all of {', '.join(TLS_FILES)}; {missing} not set")
+    return {TLS_FILES[env]: read_regular(Path(str(path)), KEY_MAX) for env, path in given.items()}
+
+
+def _tls_volume(client: Any, plan: Plan, image: str, labels: dict[str, str]) -> Any:
+    """A labelled volume holding the TLS files, owned by the images' user, read-only to it."""
+    files = _tls_files()
+    if files is None:
+        return None
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name, content in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid = len(content), 0o400, 65532, 65532
+            tar.addfile(info, io.BytesIO(content))
+    volume = client.volumes.create(f"{plan.name}-tls", labels=labels)
+    helper = client.containers.create(  # never started: only its mount is written
+        image, name=f"{plan.name}-tls-copy", labels=labels,
+        volumes={volume.name: {"bind": TLS_DIR, "mode": "rw"}},
+    )  # fmt: skip
+    try:
+        helper.put_archive(TLS_DIR, data.getvalue())
+    finally:
+        helper.remove(force=True)
+    return volume
+
+
 def _tail(container: Any, lines: int = 15) -> str:
     with contextlib.suppress(Exception):
         text = bytes(container.logs(tail=lines)).decode(errors="replace").rstrip()
@@ -167,11 +209,13 @@ def up(plan: Plan, client: Any | None = None) -> dict[str, Any]:
                 f"{manifest.build_id}; build again into {plan.out}"
             )
         python = list(image.attrs["Config"]["Entrypoint"][:-1])  # […, "-m", "lockstep"]
+        volume = _tls_volume(client, plan, image.id, labels)
+        scheme = "tcp" if volume is None else "tls"
         network = client.networks.create(plan.name, driver="bridge", labels=labels)
-        started = [_start_scheduler(client, plan, image.id, python, labels)]
+        run = _Runner(client, plan, image.id, python, labels, volume)
+        started = [run.scheduler()]
         for executor in executors:
-            for i in range(1, plan.workers + 1):
-                started.append(_start_worker(client, plan, image.id, python, labels, executor, i))
+            started += [run.worker(executor, i) for i in range(1, plan.workers + 1)]
         _wait_ready(
             [(started[0], SCHEDULER_READY)] + [(c, WORKER_READY) for c in started[1:]],
             plan.timeout,
@@ -183,7 +227,8 @@ def up(plan: Plan, client: Any | None = None) -> dict[str, Any]:
         raise
     state.update(
         status="up",
-        scheduler=f"tcp://127.0.0.1:{host_port}",
+        scheduler=f"{scheme}://127.0.0.1:{host_port}",
+        tls=volume is not None,
         manifest=str(plan.out / MANIFEST_NAME),
         network=network.id,
         containers={c.name: c.id for c in started},
@@ -193,49 +238,50 @@ def up(plan: Plan, client: Any | None = None) -> dict[str, Any]:
     return state
 
 
-def _run(client: Any, plan: Plan, image: str, name: str, **kwargs: Any) -> Any:
-    container = client.containers.run(
-        image, name=f"{plan.name}-{name}", network=plan.name, detach=True, **LOCKED_DOWN,
-        **kwargs,
-    )  # fmt: skip
-    log.info("started %s", container.name)
-    return container
+@dataclass(frozen=True)
+class _Runner:
+    """Starts the cluster's containers: one image, one network, one lockdown, one label."""
 
+    client: Any
+    plan: Plan
+    image: str
+    python: list[str]  # the image's ``python -m lockstep``
+    labels: dict[str, str]
+    tls: Any  # the TLS volume, or None
 
-def _start_scheduler(
-    client: Any, plan: Plan, image: str, python: list[str], labels: dict[str, str]
-) -> Any:
-    endpoint = client.api.create_endpoint_config(aliases=["scheduler"])
-    return _run(
-        client,
-        plan,
-        image,
-        "scheduler",
-        entrypoint=[*python, "scheduler"],
-        command=["--host", "0.0.0.0", "--port", str(PORT), "--insecure"],
-        ports={f"{PORT}/tcp": ("127.0.0.1", plan.port or None)},
-        networking_config={plan.name: endpoint},
-        labels={**labels, "io.lockstep.role": "scheduler"},
-    )
+    def _run(self, name: str, role: str, command: list[str], **kwargs: Any) -> Any:
+        environment = dict(kwargs.pop("environment", {}))
+        volumes = None
+        if self.tls is not None:
+            environment.update({env: f"{TLS_DIR}/{file}" for env, file in TLS_FILES.items()})
+            volumes = {self.tls.name: {"bind": TLS_DIR, "mode": "ro"}}
+        else:
+            command = [*command, "--insecure"]  # loopback's port only: see the docstring
+        container = self.client.containers.run(
+            self.image, name=f"{self.plan.name}-{name}", network=self.plan.name, detach=True,
+            entrypoint=[*self.python, role], command=command, environment=environment,
+            volumes=volumes, labels={**self.labels, "io.lockstep.role": role}, **LOCKED_DOWN,
+            **kwargs,
+        )  # fmt: skip
+        log.info("started %s", container.name)
+        return container
 
+    def scheduler(self) -> Any:
+        endpoint = self.client.api.create_endpoint_config(aliases=["scheduler"])
+        return self._run(
+            "scheduler",
+            "scheduler",
+            ["--host", "0.0.0.0", "--port", str(PORT)],
+            ports={f"{PORT}/tcp": ("127.0.0.1", self.plan.port or None)},
+            networking_config={self.plan.name: endpoint},
+        )
 
-def _start_worker(
-    client: Any,
-    plan: Plan,
-    image: str,
-    python: list[str],
-    labels: dict[str, str],
-    executor: str,
-    index: int,
-) -> Any:
-    name = f"worker-{executor.replace('_', '-')}-{index}"
-    return _run(
-        client,
-        plan,
-        image,
-        name,
-        entrypoint=[*python, "worker"],
-        command=[f"tcp://scheduler:{PORT}", "--insecure", "--name", f"{plan.name}-{name}"],
-        environment={EXECUTOR: executor},
-        labels={**labels, "io.lockstep.role": "worker"},
-    )
+    def worker(self, executor: str, index: int) -> Any:
+        name = f"worker-{executor.replace('_', '-')}-{index}"
+        scheme = "tcp" if self.tls is None else "tls"
+        return self._run(
+            name,
+            "worker",
+            [f"{scheme}://scheduler:{PORT}", "--name", f"{self.plan.name}-{name}"],
+            environment={EXECUTOR: executor},
+        )
