@@ -47,9 +47,11 @@ def http_address() -> Iterator[str]:
         server.server_close()
 
 
-def commands(address: str, spec: Path) -> dict[str, list[str]]:
-    """Every command that is given a scheduler's address, with a 5 s bound."""
-    return {
+def commands(address: str, spec: Path, answered: bool) -> dict[str, list[str]]:
+    """Every command that is given a scheduler's address, with a 5 s bound; if something
+    ``answered`` there, also a worker without nanny or death timeout (which otherwise waits
+    for its scheduler as Dask does, alive and not ready)."""
+    found = {
         "doctor": ["doctor", "--scheduler", address, "--timeout", TIMEOUT],
         "runner": ["runner", address, "--timeout", TIMEOUT],
         "preflight": ["preflight", str(spec), "--scheduler", address, "--timeout", TIMEOUT],
@@ -57,6 +59,9 @@ def commands(address: str, spec: Path) -> dict[str, list[str]]:
         "worker": ["worker", address, "--no-nanny", "--death-timeout", TIMEOUT],
         "worker with a nanny": ["worker", address, "--nanny", "--death-timeout", TIMEOUT],
     }
+    if answered:
+        found["worker without a bound"] = ["worker", address, "--no-nanny"]
+    return found
 
 
 def error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -66,12 +71,12 @@ def error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def run_all(
-    address: str, tmp_path: Path, env: dict[str, str] | None = None
+    address: str, tmp_path: Path, env: dict[str, str] | None = None, answered: bool = True
 ) -> dict[str, tuple[int, str]]:
     manifest, _ = write_manifest(tmp_path, "a")
     spec = copy_example(tmp_path)
     found = {}
-    for name, args in commands(address, spec).items():
+    for name, args in commands(address, spec, answered).items():
         proc = subprocess.run(
             lockstep(*args),
             env=base_env(manifest, "direct", env),
@@ -93,7 +98,7 @@ def test_an_http_port_is_named_by_every_command(http_address: str, tmp_path: Pat
 
 def test_a_port_nothing_listens_on_is_named_by_every_command(tmp_path: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
-    for name, (code, line) in run_all(address, tmp_path).items():
+    for name, (code, line) in run_all(address, tmp_path, answered=False).items():
         assert code == 3, (name, line)
         assert f"scheduler {address} unreachable after {TIMEOUT} s: nothing listens there " in (
             line
@@ -127,3 +132,19 @@ def test_a_plain_scheduler_given_as_tls_is_named(certs: Certs, tmp_path: Path) -
             )
     finally:
         scheduler.stop()
+
+
+def test_a_worker_with_its_defaults_says_why_it_found_no_scheduler(tmp_path: Path) -> None:
+    """The issue's case: ``lockstep worker tcp://127.0.0.1:1`` (a nanny, no death timeout)
+    was silent for 30 s, then said "Nanny failed to start" and nothing else."""
+    manifest, _ = write_manifest(tmp_path, "a")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        lockstep("worker", address),
+        env=base_env(manifest, "direct"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert f"scheduler {address} unreachable after 30 s: nothing listens there " in error_line(proc)

@@ -257,11 +257,17 @@ def run_scheduler(args: argparse.Namespace) -> int:
     )
 
 
+LOOK_SECONDS = 10.0  # one look at a worker's scheduler when Dask itself waits for it
+
+
 def _wait_for_scheduler(dask_args: list[str], tls: Any) -> None:
-    """Before Dask starts: wait (``--death-timeout``, else Dask's connect timeout) until a
-    Dask scheduler answers at the worker's scheduler address; else say what is there
-    (refused, unreachable, another server, a refused certificate: exit 3). Dask alone
-    would wait silently and then say only "Nanny failed to start"."""
+    """Before Dask starts, look at the worker's scheduler address: another server there, or
+    a refused certificate, stops the worker at once (exit 3, one line saying what is
+    there). When Dask would give up on a scheduler that does not answer — after
+    ``--death-timeout``, or with a nanny after its connect timeout, saying only "Nanny
+    failed to start" — wait that long here instead, so the line says why (refused,
+    unreachable). A worker without a nanny or a death timeout waits as Dask does: alive
+    and not ready, until its scheduler comes."""
     import dask
     from dask.utils import parse_timedelta
     from distributed.cli.dask_worker import main
@@ -275,8 +281,12 @@ def _wait_for_scheduler(dask_args: list[str], tls: Any) -> None:
     address, timeout = parsed.params.get("scheduler"), parsed.params.get("death_timeout")
     if not address or (tls is not None and not str(address).startswith("tls://")):
         return  # --scheduler-file: Dask waits for the file; tcp:// with TLS: _with_tls says
-    seconds = parse_timedelta(timeout or dask.config.get("distributed.comm.timeouts.connect"), "s")
-    reach.wait_for_scheduler(str(address), float(seconds), tls, who="this worker")
+    connect = float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s"))
+    if timeout is not None or parsed.params.get("nanny", True):
+        seconds = float(parse_timedelta(timeout, "s")) if timeout is not None else connect
+        reach.wait_for_scheduler(str(address), seconds, tls, who="this worker")
+    else:
+        reach.refuse_other_servers(str(address), min(connect, LOOK_SECONDS), tls, "this worker")
 
 
 def run_worker(args: argparse.Namespace) -> int:

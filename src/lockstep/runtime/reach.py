@@ -12,8 +12,10 @@ handshake (a TLS server answers it).
 ``look`` makes one attempt; ``wait_for_scheduler`` retries what a scheduler that is
 not up yet would give (refused, unreachable, no answer) until its deadline and
 stops at once on anything else, with one line naming the address and what was
-found there (``ServiceFailed``, exit 3). With ``LOCKSTEP_TLS_*`` the look is a
-mutual-TLS handshake, and a refused certificate names which side refused which.
+found there (``ServiceFailed``, exit 3); ``refuse_other_servers`` stops only on
+anything else, for a caller that waits for a scheduler in its own way. With
+``LOCKSTEP_TLS_*`` the look is a mutual-TLS handshake, and a refused certificate names
+which side refused which.
 """
 
 from __future__ import annotations
@@ -229,6 +231,17 @@ def look(address: str, timeout: float, tls: TlsFiles | None, who: str = "this cl
     if scheme == "tls" and tls is not None:
         return _look_tls(host, port, deadline, tls, who)
     return _look_plain(host, port, deadline)
+
+
+def refuse_other_servers(
+    address: str, timeout: float, tls: TlsFiles | None, who: str = "this client"
+) -> None:
+    """One look: ``ServiceFailed`` if something other than a Dask scheduler answers at
+    ``address`` (or refuses ``who``'s certificate); nothing if a scheduler answers or none
+    does yet (the caller waits for it its own way)."""
+    found = look(address, timeout, tls, who)
+    if found.kind != DASK and found.kind not in WAIT_ON:
+        raise ServiceFailed(f"scheduler {address}: {found.says}")
 
 
 def wait_for_scheduler(
