@@ -32,6 +32,7 @@ from tests.runtime.test_tls import Certs, certs
 __all__ = ["certs"]  # test_tls's fixture: a cluster CA, a stranger CA, a certificate of each
 
 TIMEOUT = "5"
+LOOPBACK = ("--host", "127.0.0.1")  # a worker without TLS listens on loopback (protected mode)
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +57,11 @@ def commands(address: str, spec: Path, answered: bool) -> dict[str, list[str]]:
         "runner": ["runner", address, "--timeout", TIMEOUT],
         "preflight": ["preflight", str(spec), "--scheduler", address, "--timeout", TIMEOUT],
         "run": ["run", str(spec), "--scheduler", address, "--timeout", TIMEOUT],
-        "worker": ["worker", address, "--no-nanny", "--death-timeout", TIMEOUT],
-        "worker with a nanny": ["worker", address, "--nanny", "--death-timeout", TIMEOUT],
+        "worker": ["worker", address, *LOOPBACK, "--no-nanny", "--death-timeout", TIMEOUT],
+        "worker with a nanny": ["worker", address, *LOOPBACK, "--nanny", "--death-timeout", TIMEOUT],
     }
     if answered:
-        found["worker without a bound"] = ["worker", address, "--no-nanny"]
+        found["worker without a bound"] = ["worker", address, *LOOPBACK, "--no-nanny"]
     return found
 
 
@@ -140,7 +141,7 @@ def test_a_worker_with_its_defaults_says_why_it_found_no_scheduler(tmp_path: Pat
     manifest, _ = write_manifest(tmp_path, "a")
     address = f"tcp://127.0.0.1:{free_port()}"
     proc = subprocess.run(
-        lockstep("worker", address),
+        lockstep("worker", address, *LOOPBACK),
         env=base_env(manifest, "direct"),
         capture_output=True,
         text=True,

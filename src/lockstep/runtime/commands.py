@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from lockstep.core.limits import count_option, seconds_option
@@ -166,8 +167,16 @@ def _without_dashboard(args: list[str]) -> list[str]:
     return ["--no-dashboard", "--dashboard-address", "127.0.0.1:0", *args]
 
 
-def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
-    """Run Dask's click command ``module.main`` with our preload first; its exit code."""
+def _dask_main(
+    module: str,
+    preload: str,
+    args: list[str],
+    prog: str,
+    before: Callable[[list[str]], None] | None = None,
+) -> int:
+    """Run Dask's click command ``module.main`` with our preload first; its exit code.
+    ``before`` is called with the final arguments once they are checked, before Dask
+    starts (not for ``--help``)."""
     import importlib
 
     from lockstep.core.errors import CheckFailed, ServiceFailed
@@ -180,6 +189,8 @@ def _dask_main(module: str, preload: str, args: list[str], prog: str) -> int:
     args = _with_tls(args, scheduler=module.endswith("dask_scheduler"))
     if not HELP & set(args):
         args = _without_dashboard(args)
+        if before is not None:
+            before(args)
     try:
         first = ["--preload", preload]
         if preload == WORKER_PRELOAD:
@@ -279,8 +290,8 @@ def _wait_for_scheduler(dask_args: list[str], tls: Any) -> None:
     except Exception:  # Dask's own parse says what is wrong with the options
         return
     address, timeout = parsed.params.get("scheduler"), parsed.params.get("death_timeout")
-    if not address or (tls is not None and not str(address).startswith("tls://")):
-        return  # --scheduler-file: Dask waits for the file; tcp:// with TLS: _with_tls says
+    if not address:  # --scheduler-file: Dask waits for the file
+        return
     connect = float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s"))
     if timeout is not None or parsed.params.get("nanny", True):
         seconds = float(parse_timedelta(timeout, "s")) if timeout is not None else connect
@@ -294,15 +305,23 @@ def run_worker(args: argparse.Namespace) -> int:
     from lockstep.runtime.worker import EXIT_RETIRED, EXIT_SCHEDULER_LOST, LOST, RETIRED
 
     dask_args = list(args.dask_args)
+    tls: Any = None
     if not HELP & set(dask_args):
         from lockstep.runtime import sizing
 
         config = RuntimeConfig.from_env()  # BadInput, one line, before Dask starts (TLS files)
-        _wait_for_scheduler(dask_args, config.tls)  # what is there and why not, exit 3
+        tls = config.tls
         limits = sizing.read_limits()
         dask_args = sizing.worker_args(dask_args, limits)
         log.info("lockstep worker: %s; dask %s", limits.describe(), " ".join(dask_args))
-    code = _dask_main("distributed.cli.dask_worker", WORKER_PRELOAD, dask_args, "lockstep worker")
+    code = _dask_main(
+        "distributed.cli.dask_worker",
+        WORKER_PRELOAD,
+        dask_args,
+        "lockstep worker",
+        # after the argument checks (exit 2): what is at the scheduler's address, exit 3
+        before=lambda final: _wait_for_scheduler(final, tls),
+    )
     if RETIRED:  # without a nanny: the worker ran in this process
         log.error("lockstep worker retired: %s", RETIRED[0])
         return EXIT_RETIRED
