@@ -58,7 +58,7 @@ def commands(address: str, spec: Path, answered: bool) -> dict[str, list[str]]:
         "preflight": ["preflight", str(spec), "--scheduler", address, "--timeout", TIMEOUT],
         "run": ["run", str(spec), "--scheduler", address, "--timeout", TIMEOUT],
         "worker": ["worker", address, *LOOPBACK, "--no-nanny", "--death-timeout", TIMEOUT],
-        "worker with a nanny": ["worker", address, *LOOPBACK, "--nanny", "--death-timeout", TIMEOUT],
+        "worker, nanny": ["worker", address, *LOOPBACK, "--nanny", "--death-timeout", TIMEOUT],
     }
     if answered:
         found["worker without a bound"] = ["worker", address, *LOOPBACK, "--no-nanny"]
