@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from lockstep.bundles.env import EnvStore  # noqa: E402
 from lockstep.bundles.format import load_bundle  # noqa: E402
+from lockstep.bundles.image_pins import from_files  # noqa: E402
 from lockstep.bundles.lock import lock_bundle  # noqa: E402
 from lockstep.bundles.prebuilt import env_layer  # noqa: E402
 from lockstep.bundles.ship import ship_bundle  # noqa: E402
@@ -74,12 +75,10 @@ def make_bundle(workdir: Path) -> Path:
     (bundle / "pyproject.toml").write_text(
         f'[project]\nname = "bench"\nversion = "0"\ndependencies = [{deps}]\n'
     )
-    lock_bundle(
-        bundle,
-        ROOT / "images" / "python.lock.json",
-        ROOT / "images" / "complete-platform.json",
-        default_cache_dir(),
+    image = from_files(
+        ROOT / "images" / "python.lock.json", ROOT / "images" / "complete-platform.json", ROOT
     )
+    lock_bundle(bundle, image, default_cache_dir())
     return bundle
 
 

@@ -2,7 +2,9 @@
 
 Every image carries one at ``/etc/lockstep/manifest.json``. The build id is a
 pure function of the build inputs' digests, so anyone can recompute it; a
-manifest whose ``build_id`` does not match its ``inputs`` is corrupt.
+manifest whose ``build_id`` does not match its ``inputs`` is corrupt. Beside it,
+in the same top layer, the image carries what a bundle is locked against
+(``BESIDE``): its Python lock and its python's complete platform, byte for byte.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ SCHEMA = "lockstep.manifest/v1"
 BUILDER = "lockstep-build/2"  # 2: layers compressed by assembly.compress (pinned zlib-ng)
 PROTOCOL = 1
 INPUT_KEYS = ("builder", "debian_lock", "python_lock", "sources")
+# The files beside the manifest: the Python lock (its sha256 is ``inputs.python_lock``) and
+# the complete platform of the image's python (a declared source, so in ``inputs.sources``).
+PYTHON_LOCK_PATH = "/etc/lockstep/python.lock.json"
+PLATFORM_PATH = "/etc/lockstep/complete-platform.json"
+BESIDE = (PYTHON_LOCK_PATH, PLATFORM_PATH)
 
 
 def compute_build_id(inputs: Mapping[str, str]) -> str:

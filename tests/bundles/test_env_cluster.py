@@ -29,7 +29,7 @@ from lockstep.runtime import submit_task
 from lockstep.runtime.cluster import with_token
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.support import require
-from tests.inputs.test_python_lock import LOCK, PLATFORM, _index_reachable
+from tests.inputs.test_python_lock import LOCK, PLATFORM, ROOT, _index_reachable
 from tests.jobs.test_jobs_units import EXAMPLES, edit_spec
 
 NUMPY = EXAMPLES / "numpy"
@@ -216,13 +216,14 @@ def test_dependency_problems_are_reported_at_once_with_exit_codes(
 def test_two_jobs_with_different_locks_on_one_worker_at_once(
     index: None, cluster: Cluster, tmp_path: Path, cache_dir: Path
 ) -> None:
+    from lockstep.bundles.image_pins import from_files
     from lockstep.bundles.lock import lock_bundle
 
     first = copy(NUMPY, tmp_path / "one", executor='"isolated_warm"')
     second = copy(NUMPY, tmp_path / "two", executor='"isolated_warm"')
     pyproject = second.parent / "bundle" / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"numpy>=2,<3"', '"numpy==2.3.5"'))
-    lock_bundle(second.parent / "bundle", LOCK, PLATFORM, cache_dir)
+    lock_bundle(second.parent / "bundle", from_files(LOCK, PLATFORM, ROOT), cache_dir)
     results: dict[str, Any] = {}
 
     def run(name: str, spec: Path) -> None:

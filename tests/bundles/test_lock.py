@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lockstep.bundles.image_pins import from_files
 from lockstep.bundles.lock import _conflict, lock_bundle
 from lockstep.bundles.lockfile import parse_lock
 from lockstep.core.errors import BadInput
@@ -21,6 +22,8 @@ from lockstep.core.store import Cache
 from tests.fixtures.procs import PYTHON_LOCK
 from tests.fixtures.support import require
 from tests.inputs.test_python_lock import LOCK, PLATFORM, ROOT, _index_reachable
+
+CHECKOUT = from_files(LOCK, PLATFORM, ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +85,22 @@ def test_a_transitive_conflict_and_an_sdist_only_project(
     with pytest.raises(
         BadInput, match=r"dask-expr 1.0 depends on dask==2024.3.0; the image pins dask==2026.8.0"
     ):
-        lock_bundle(tmp_path, LOCK, PLATFORM, cache_dir)
+        lock_bundle(tmp_path, CHECKOUT, cache_dir)
     (tmp_path / "requirements.txt").write_text("pyperclip==1.9.0\n")  # published as an sdist only
     with pytest.raises(
         BadInput, match=r"no wheel for the image's python and platform satisfies pyperclip==1.9.0"
     ):
-        lock_bundle(tmp_path, LOCK, PLATFORM, cache_dir)
+        lock_bundle(tmp_path, CHECKOUT, cache_dir)
     assert not (tmp_path / "lockstep.lock.json").exists()
 
 
 def test_a_vcs_requirement_or_no_requirements_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").write_text("demo @ git+https://github.com/x/demo\n")
     with pytest.raises(BadInput, match="is a URL or VCS requirement"):
-        lock_bundle(tmp_path, LOCK, PLATFORM, tmp_path / "cache")
+        lock_bundle(tmp_path, CHECKOUT, tmp_path / "cache")
     (tmp_path / "requirements.txt").unlink()
     with pytest.raises(BadInput, match="declares no requirements"):
-        lock_bundle(tmp_path, LOCK, PLATFORM, tmp_path / "cache")
+        lock_bundle(tmp_path, CHECKOUT, tmp_path / "cache")
 
 
 def test_pip_s_conflict_lines_become_both_sides() -> None:

@@ -97,7 +97,13 @@ class Builder:
             python=str(base_record.facts["python"]),
             stamp=inputs.stamp,
         )
-        top = make_layer([Entry.file(layout.MANIFEST_FILE, manifest.to_json())])
+        top = make_layer(
+            [
+                Entry.file(layout.MANIFEST_FILE, manifest.to_json()),
+                Entry.file(layout.PYTHON_LOCK_FILE, inputs.python.raw),
+                Entry.file(layout.PLATFORM_FILE, inputs.complete_platform),
+            ]
+        )
         self.cache.put_blob(top.blob)
         shared = {"base": base_record, **third_party, "app": app_record}
         own = {role: self.maker.role_layers(inputs, role, base_record) for role in roles}

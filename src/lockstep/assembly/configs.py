@@ -37,7 +37,10 @@ def layer_history(
     elif name == "app":
         what = f"{project.name} {project.version} (sources {inputs.sources})"
     else:
-        what = f"the build manifest /{layout.MANIFEST_FILE} (build {manifest.build_id})"
+        what = (
+            f"the build manifest /{layout.MANIFEST_FILE} (build {manifest.build_id}), the "
+            f"Python lock /{layout.PYTHON_LOCK_FILE} and complete platform /{layout.PLATFORM_FILE}"
+        )
     return f"lockstep {name}: {what}"
 
 

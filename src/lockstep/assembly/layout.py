@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from lockstep.core import settings
 from lockstep.core.digests import short_id
+from lockstep.manifest import PLATFORM_PATH, PYTHON_LOCK_PATH
 
 PYTHON = "usr/bin/python3.11"  # the image's interpreter, relative to its root
 LOADER = "usr/lib64/ld-linux-x86-64.so.2"
@@ -21,6 +22,9 @@ SITE_DIR = "usr/local/lib/python3.11/dist-packages"
 BIN_DIR = "usr/local/bin"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 MANIFEST_FILE = settings.MANIFEST_PATH.lstrip("/")  # the build manifest, in the top layer
+# beside it, what a bundle is locked against (manifest.BESIDE)
+PYTHON_LOCK_FILE = PYTHON_LOCK_PATH.lstrip("/")
+PLATFORM_FILE = PLATFORM_PATH.lstrip("/")
 
 NONROOT_UID = 65532
 NONROOT = "nonroot"

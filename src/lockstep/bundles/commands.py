@@ -25,6 +25,31 @@ def add_bundle_actions(bundle_sub: Any) -> None:
     )
     q.add_argument("dir", type=Path, help="the bundle directory")
     add_project_arg(q)
+    against = q.add_mutually_exclusive_group()
+    against.add_argument(
+        "--image",
+        metavar="HOST/REPO@sha256:…",
+        help="lock against this worker image, as its registry serves it (no checkout needed)",
+    )
+    against.add_argument(
+        "--release",
+        type=Path,
+        metavar="RECORD",
+        help="lock against the worker image of this release record (release/<version>.json)",
+    )
+    against.add_argument(
+        "--archive",
+        type=Path,
+        metavar="TAR",
+        help="lock against the image in this archive (e.g. out/worker.tar)",
+    )
+    q.add_argument(
+        "--platform",
+        metavar="OS/ARCH",
+        help="with --image/--release/--archive: which image of a multi-platform index "
+        "(default: its only one)",
+    )
+    _plain_http(q)
     q.set_defaults(func=cmd_bundle_lock)
 
     p = bundle_sub.add_parser(
@@ -115,14 +140,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_lock(args: argparse.Namespace) -> int:
+    from lockstep.bundles import image_pins
     from lockstep.bundles.lock import describe, lock_bundle
+    from lockstep.core.errors import BadInput
     from lockstep.core.progress import to_stderr as progress
     from lockstep.core.store import default_cache_dir
     from lockstep.project import find_root, load_project
 
-    project = load_project(find_root(args.project))
-    path = lock_bundle(
-        args.dir, project.python_lock, project.complete_platform, default_cache_dir(), progress
-    )
+    if args.image:
+        base = image_pins.from_reference(args.image, args.platform, args.plain_http)
+    elif args.release:
+        base = image_pins.from_release(args.release, args.platform, args.plain_http)
+    elif args.archive:
+        base = image_pins.from_archive(args.archive, args.platform)
+    else:
+        if args.platform:
+            raise BadInput("--platform needs --image, --release or --archive")
+        try:
+            root = find_root(args.project)
+        except BadInput as exc:
+            raise BadInput(
+                f"{exc.message}, or lock against a released image: --image HOST/REPO@sha256:…, "
+                "--release RECORD or --archive TAR"
+            ) from exc
+        project = load_project(root)
+        base = image_pins.from_files(project.python_lock, project.complete_platform, root)
+    path = lock_bundle(args.dir, base, default_cache_dir(), progress)
     print(describe(path))
     return 0

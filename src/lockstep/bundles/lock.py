@@ -1,13 +1,14 @@
 """``lockstep bundle lock DIR``: a bundle's requirements locked for the worker image.
 
-The resolve is ``pex3 lock create --style strict --no-build`` for the image's
-complete platform (wheels only, a sha256 per artifact), constrained to the
-image: every project the image's Python lock pins is passed as a constraint
-``name==version``, so it resolves to the image's exact version and is then
-left out of the bundle's lock (the image provides it). A requirement the
-image's versions cannot meet is an error naming both sides. Every wheel is
-then downloaded once into the lockstep cache (checked against its sha256),
-where the runner finds it to send it to the workers. The lock is written
+The image is a ``LockBase`` (``bundles/image_pins.py``): its Python lock and
+complete platform, from a checkout or from the image itself. The resolve is ``pex3
+lock create --style strict --no-build`` for the image's complete platform (wheels
+only, a sha256 per artifact), constrained to the image: every project the image's
+Python lock pins is passed as a constraint ``name==version``, so it resolves to the
+image's exact version and is then left out of the bundle's lock (the image provides
+it). A requirement the image's versions cannot meet is an error naming both sides.
+Every wheel is then downloaded once into the lockstep cache (checked against its
+sha256), where the runner finds it to send it to the workers. The lock is written
 atomically as ``DIR/lockstep.lock.json`` (``lockstep.bundles.lockfile``).
 """
 
@@ -18,6 +19,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from lockstep.bundles.image_pins import LockBase
 from lockstep.bundles.lockfile import (
     LOCK_FILE,
     Declared,
@@ -37,19 +39,13 @@ from lockstep.core.store import Cache
 from lockstep.core.wheels import normalize_name, parse_wheel_name
 from lockstep.inputs.python import lock as image_lock
 from lockstep.inputs.python.pex import PEX_VERSION, common_args, run_pex
-from lockstep.inputs.python.platform import read_platform
 
 _CONFLICT = re.compile(
     r"The conflict is caused by:\s*\n(?P<lines>(?:.*The user requested.*\n?|.*depends on.*\n?)+)"
 )
 
 
-def image_pins(python_lock: Path) -> dict[str, str]:
-    """The image's projects (normalised name -> version), from its Python lock."""
-    return {normalize_name(w.project): w.version for w in image_lock.read_lock(python_lock)}
-
-
-def check_against_image(declared: Declared, pins: dict[str, str], where: str) -> None:
+def check_against_image(declared: Declared, pins: dict[str, str], where: str, image: str) -> None:
     """``BadInput`` naming both sides for a requirement the image's pinned version does not meet."""
     from packaging.requirements import InvalidRequirement, Requirement
 
@@ -63,7 +59,7 @@ def check_against_image(declared: Declared, pins: dict[str, str], where: str) ->
         if pinned is not None and not req.specifier.contains(pinned, prereleases=True):
             raise BadInput(
                 f"{where}: requirement {line!r} conflicts with the image, which pins "
-                f"{name}=={pinned} (images/python.lock.json); a bundle cannot replace what "
+                f"{name}=={pinned} ({image}); a bundle cannot replace what "
                 f"the image pins: require a range that includes {pinned}"
             )
 
@@ -88,12 +84,11 @@ def _conflict(output: str) -> str:
 
 def lock_bundle(
     bundle: Path,
-    python_lock: Path,
-    complete_platform: Path,
+    image: LockBase,
     cache_dir: Path,
     progress: Progress = quiet,
 ) -> Path:
-    """Lock the requirements of the bundle at ``bundle``; the lock file's path."""
+    """Lock the requirements of the bundle at ``bundle`` for ``image``; the lock file's path."""
     bundle = bundle.resolve()
     if not bundle.is_dir():
         raise BadInput(f"{bundle}: not a bundle directory")
@@ -108,15 +103,16 @@ def lock_bundle(
             "([project] dependencies) or requirements.txt"
         )
     where = str(bundle / declared.file)
-    pins = image_pins(python_lock)
-    check_against_image(declared, pins, where)
-    platform = read_platform(complete_platform)
-    tags = [str(t) for t in platform["compatible_tags"]]
+    pins = image.pins
+    check_against_image(declared, pins, where, image.where)
+    tags = image.tags
     progress(
-        f"locking {', '.join(declared.requirements)} for {complete_platform.name}, "
-        f"constrained to the image's {len(pins)} pinned projects"
+        f"locking {', '.join(declared.requirements)} for the image's platform, "
+        f"constrained to the image's {len(pins)} pinned projects ({image.where})"
     )
     with tempfile.TemporaryDirectory(prefix="lockstep-bundle-lock-") as tmp:
+        complete_platform = Path(tmp) / "complete-platform.json"
+        complete_platform.write_bytes(image.complete_platform)
         constraints = Path(tmp) / "image-constraints.txt"
         constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
         out = Path(tmp) / "lock.json"
@@ -163,8 +159,8 @@ def lock_bundle(
         wheels.append(LockedWheel(name, w.version, w.filename, w.url, w.sha256))
     body = lock_body(
         declared,
-        sha256_digest(python_lock.read_bytes()),
-        sha256_digest(complete_platform.read_bytes()),
+        sha256_digest(image.python_lock),
+        sha256_digest(image.complete_platform),
         pins,
         tags,
         wheels,

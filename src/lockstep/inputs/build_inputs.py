@@ -19,7 +19,7 @@ from lockstep.inputs import stamp as stamping
 from lockstep.inputs.debian import lock as debian_lock
 from lockstep.inputs.python import lock as python_lock
 from lockstep.inputs.python import pex
-from lockstep.manifest import Stamp
+from lockstep.manifest import PLATFORM_PATH, Stamp
 from lockstep.project import Project
 
 
@@ -52,11 +52,13 @@ class DebianInput:
 
 @dataclass(frozen=True)
 class PythonInput:
-    """The Python lock, read once: its path, digest and locked wheels."""
+    """The Python lock, read once: its path, digest, locked wheels and bytes (the image
+    carries the shared lock's, ``manifest.PYTHON_LOCK_PATH``)."""
 
     path: Path
     digest: str
     wheels: tuple[python_lock.LockedWheel, ...]
+    raw: bytes = b""
 
     @staticmethod
     def read(path: Path) -> PythonInput:
@@ -64,7 +66,25 @@ class PythonInput:
 
     @staticmethod
     def of(path: Path, raw: bytes) -> PythonInput:
-        return PythonInput(path, sha256_digest(raw), tuple(python_lock.parse_lock(raw, str(path))))
+        wheels = tuple(python_lock.parse_lock(raw, str(path)))
+        return PythonInput(path, sha256_digest(raw), wheels, raw)
+
+
+def declared_platform(project: Project, files: tuple[TreeFile, ...]) -> bytes:
+    """The complete platform's bytes, from the declared files: the image carries them
+    (``manifest.PLATFORM_PATH``), so they must be in the build id, as a declared source."""
+    path = project.complete_platform
+    try:
+        rel = path.relative_to(project.root).as_posix()
+    except ValueError:
+        rel = str(path)
+    for f in files:
+        if f.path == rel:
+            return f.data
+    raise BadInput(
+        f"{path}: the complete platform is not a declared source, but the image carries it "
+        f"({PLATFORM_PATH}); add {rel!r} to [tool.lockstep] sources"
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,7 @@ class BuildInputs:
     sources: str  # the tree digest of ``files``
     debian: DebianInput
     python: PythonInput
+    complete_platform: bytes  # the image python's markers and tags (a declared file)
     mirror: str
     stamp: Stamp | None = None
     created: str | None = None  # the stamped commit's time (RFC 3339); None unstamped
@@ -154,6 +175,7 @@ def read_inputs(
         sources=tree_digest(files),
         debian=DebianInput.read(project.debian_lock),
         python=shared,
+        complete_platform=declared_platform(project, files),
         mirror=project.mirror(environ),
         roles=read_roles(project, shared.wheels, files),
         stamp=stamp,

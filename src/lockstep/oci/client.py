@@ -330,13 +330,15 @@ class RegistryClient:
         self._check_digest(resp, digest, f"manifest {name}@{digest}")
         return True
 
-    def get_manifest(self, name: str, digest: str) -> bytes:
+    def get_manifest(
+        self, name: str, digest: str, accept: Sequence[str] = MANIFEST_MEDIA_TYPES
+    ) -> bytes:
         """The exact manifest bytes the registry serves for ``name@digest``."""
         resp = self.request(
             "GET",
             f"/v2/{name}/manifests/{digest}",
             scope=[self.scope(name, "pull")],
-            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+            headers={"Accept": ", ".join(accept)},
         )
         if resp.status == 404:
             raise CheckFailed(

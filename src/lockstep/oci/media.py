@@ -19,6 +19,7 @@ EMPTY_CONFIG = b"{}"
 # Docker's schema 2, accepted when reading what a registry serves.
 DOCKER_MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_MEDIA_TYPES = (MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE)
+DOCKER_INDEX_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
 # cosign's signature payload (the simple-signing format containers/image reads too).
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 # A DSSE envelope (cosign's legacy ``.att`` layers) and a Sigstore bundle (cosign 3's referrers).

@@ -98,16 +98,23 @@ def complete_platform(
 
 def read_platform(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except OSError as exc:
         raise BadInput(
             f"{path}: cannot read the complete platform ({exc.strerror}); restore it "
             "from version control or regenerate it from the image's python "
             "with `lockstep lock platform`"
         ) from exc
+    return parse_platform(raw, str(path))
+
+
+def parse_platform(raw: bytes, where: str) -> dict[str, Any]:
+    """A complete platform's bytes, checked to be one; ``BadInput`` naming ``where``."""
+    try:
+        data = json.loads(raw)
     except ValueError as exc:
         raise BadInput(
-            f"{path}: not valid JSON ({exc}); regenerate it from the image's python "
+            f"{where}: not valid JSON ({exc}); regenerate it from the image's python "
             "with `lockstep lock platform`"
         ) from exc
     if (
@@ -116,7 +123,7 @@ def read_platform(path: Path) -> dict[str, Any]:
         or not isinstance(data.get("compatible_tags"), list)
     ):
         raise BadInput(
-            f"{path}: not a pex complete platform (needs marker_environment and "
+            f"{where}: not a pex complete platform (needs marker_environment and "
             "compatible_tags); regenerate it from the image's python with `lockstep lock platform`"
         )
     return data
