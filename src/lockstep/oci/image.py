@@ -102,17 +102,18 @@ def _checked_manifest(blobs: Blobs, digest: str) -> dict[str, Any]:
 
 
 def choose(index: Mapping[str, Any], platform: str | None, where: str) -> str:
-    """The digest of ``index``'s entry for ``platform`` (or its only entry)."""
+    """The digest of ``index``'s entry for ``platform``, or of its only entry (whose
+    config then says which platform it is)."""
     entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
     offered = [platform_of(e.get("platform") or {}) for e in entries]
-    if platform is not None:
+    if len(entries) != 1 and platform is not None:
         entries = [e for e, p in zip(entries, offered, strict=True) if p == platform]
-    if len(entries) != 1 or not is_digest(entries[0].get("digest")):
-        listed = ", ".join(offered) or "none"
-        if platform is not None:
-            raise BadInput(f"{where} has no image for {platform} (it has: {listed})")
-        raise BadInput(f"{where} is an index of several images ({listed}); pass --platform OS/ARCH")
-    return str(entries[0]["digest"])
+    if len(entries) == 1 and is_digest(entries[0].get("digest")):
+        return str(entries[0]["digest"])
+    listed = ", ".join(offered) or "none"
+    if platform is not None:
+        raise BadInput(f"{where} has no image for {platform} (it has: {listed})")
+    raise BadInput(f"{where} is an index of several images ({listed}); pass --platform OS/ARCH")
 
 
 def read_image(blobs: Blobs, digest: str, platform: str | None = None) -> ImageView:
