@@ -120,3 +120,49 @@ def test_the_build_honours_the_debian_mirror_variable(built: Built, tmp_path: Pa
         p["downloadLocation"] for p in sbom["packages"] if p["SPDXID"].startswith("SPDXRef-deb-")
     ]
     assert debs and all(url.startswith("http://mirror.invalid/debian") for url in debs), debs[:3]
+
+
+def test_the_manifest_layer_carries_the_python_lock_and_the_complete_platform(
+    built: Built,
+) -> None:
+    """What `bundle lock --image` reads (docs/design.md §4.1): the files' exact bytes."""
+    import gzip
+    import io
+    import tarfile
+
+    from lockstep.assembly.oci import read_archive
+
+    project = load_project(built.root)
+    archive = read_archive(built.path("worker"))
+    top = archive.blob(archive.manifest["layers"][-1]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(top))) as tar:
+        files = {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+    assert files == {
+        "etc/lockstep/complete-platform.json": project.complete_platform.read_bytes(),
+        "etc/lockstep/manifest.json": files["etc/lockstep/manifest.json"],
+        "etc/lockstep/python.lock.json": project.python_lock.read_bytes(),
+    }
+
+
+def test_an_undeclared_complete_platform_is_refused() -> None:
+    """The image carries it, so its bytes must be in the build id."""
+    import dataclasses
+
+    from lockstep.core.errors import BadInput
+    from tests.fixtures.build import ROOT
+
+    project = load_project(ROOT)
+    undeclared = dataclasses.replace(
+        project, sources=tuple(s for s in project.sources if "complete-platform" not in s)
+    )
+    with pytest.raises(BadInput) as caught:
+        read_inputs(undeclared)
+    assert caught.value.message == (
+        f"{project.complete_platform}: the complete platform is not a declared source, but "
+        "the image carries it (/etc/lockstep/complete-platform.json); add "
+        "'images/complete-platform.json' to [tool.lockstep] sources"
+    )
