@@ -1,7 +1,8 @@
 # The two commands at the top of the README:
 #   make images   build the runner and worker images (no registry, no Docker daemon)
 #   make test     create the environment and run the whole test suite
-# The environment (.venv, Python 3.11) holds exactly requirements/dev.lock.txt, every file
+# The environment (.venv: Python 3.11, 3.12 or 3.13, the classifiers of pyproject.toml, checked by
+# tools/supported_python.py) holds exactly requirements/dev.lock.txt, every file
 # checked by sha256 (the build toolchain of requirements/build.lock.txt at the same versions,
 # plus the test and lint tools), then lockstep itself with --no-deps: nothing else is
 # resolved or downloaded. `make lock-builder` refreshes the locks.
@@ -24,8 +25,7 @@ NODE_MODULES := tests/node/node_modules/.package-lock.json
 .PHONY: images test lint format bench clean lock-builder docs
 
 $(BIN)/lockstep: pyproject.toml $(LOCK)
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
-	  { echo "make: $(PYTHON) is not Python 3.11, which $(LOCK) is for; run make PYTHON=python3.11" >&2; exit 2; }
+	@$(PYTHON) tools/supported_python.py $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
