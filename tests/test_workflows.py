@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lockstep.inputs.python.pex import PEX_VERSION, PIP_VERSION
 from lockstep.release import pins
 
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = (ROOT / "pyproject.toml").read_text()
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 BUILD_LOCK = ROOT / "requirements" / "build.lock.txt"
@@ -180,10 +182,20 @@ def test_the_workflows_install_from_the_lock_with_the_locks_python() -> None:
     assert "pip install --require-hashes --no-deps -r requirements/build.lock.txt" in release
     assert "pip install --no-deps --no-build-isolation --no-index -e ." in release
     assert "pip install -e" not in release
+    supported = set(re.findall(r'"Programming Language :: Python :: (3\.\d+)"', PYPROJECT))
     for workflow in WORKFLOWS:
-        versions = re.findall(r'python-version: "([^"]+)"', workflow.read_text())
-        assert versions, workflow
-        assert all(re.fullmatch(r"3\.11\.\d+", v) for v in versions), versions
+        setups = [
+            str(step["with"]["python-version"]).split()
+            for job in yaml.safe_load(workflow.read_text())["jobs"].values()
+            for step in job["steps"]
+            if "actions/setup-python@" in str(step.get("uses", ""))
+        ]
+        assert setups, workflow
+        for listed in setups:  # the last is the default python: the release job's 3.11.x
+            assert re.fullmatch(r"3\.11\.\d+", listed[-1]), listed
+            assert {v.rsplit(".", 1)[0] if v.count(".") == 2 else v for v in listed} <= supported
+    ci = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    assert all(f"            {v}\n" in ci for v in supported - {"3.11"}), "ci.yml sets up each"
     makefile = (ROOT / "Makefile").read_text()
     assert "pip install --quiet --require-hashes --no-deps -r $(LOCK)" in makefile
     assert "LOCK   := requirements/dev.lock.txt" in makefile
