@@ -41,7 +41,7 @@ def _load_tool() -> ModuleType:
 
 supported_python = _load_tool()
 SUPPORTED = supported_python.supported()
-LOCKS = ("build", "dev", "checkov")  # requirements/<name>.lock.txt: what `make` installs
+LOCKS = ("build", "dev", "checkov", "docs")  # requirements/<name>.lock.txt: what `make` installs
 # The wheel platforms of an x86_64 glibc 2.36 host (Debian 12; newer hosts take these too).
 PLATFORMS = [
     *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)),
