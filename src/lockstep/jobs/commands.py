@@ -135,10 +135,12 @@ def run_preflight(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from lockstep.core import malloc
     from lockstep.core.atomic import write_chunks
     from lockstep.jobs.result import describe_processes, document_chunks
     from lockstep.jobs.run import run_study
 
+    malloc.settle()  # before Dask's threads start: they pick their arenas then
     with run_study(
         args.job,
         args.scheduler,

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from lockstep.core import malloc
 from lockstep.core.errors import CheckFailed
 from lockstep.jobs.stream import Call, Outcome, TaskWindow
 from lockstep.jobs.study import Failure, Study
@@ -88,6 +89,7 @@ def simulate_missing(
 
     failures: list[Failure] = []
     shown = study.done * 10 // max(study.total, 1)
+    untrimmed = 0  # results stored since the C heap was last trimmed
     for outcomes in tasks.stream(tasks.window(), calls()):
         records = []
         for outcome in outcomes:
@@ -102,6 +104,10 @@ def simulate_missing(
             check_ran_right(expected, answer, outcome.call.what)
             records.append(_record(study, sim, answer, None, answer))
         writer.write(records)
+        untrimmed += len(records)
+        if untrimmed >= malloc.TRIM_EVERY:  # batches' buffers freed: hand the pages back
+            untrimmed = 0
+            malloc.trim()
         for record, outcome in zip(records, outcomes, strict=True):
             found = outcome.call.tag.position
             if record["status"] == "ok":
