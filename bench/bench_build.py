@@ -76,7 +76,10 @@ def docker_side(
     engine = DockerEngine.start()
     try:
         base_tar = work / "base.tar"
+        from lockstep.core.platforms import AMD64
+
         image = oci.make_image(
+            platform=AMD64,
             layers=[base_ref],
             entrypoint=["/usr/bin/python3.11"],  # type: ignore[list-item]
             env=image_env("worker"),

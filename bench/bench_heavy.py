@@ -478,8 +478,10 @@ def main() -> None:
                 int(base_layer["size"]),
             )
             from lockstep.assembly.layout import image_env
+            from lockstep.core.platforms import AMD64
 
             image = oci.make_image(
+                platform=AMD64,
                 layers=[ref],
                 entrypoint=["/usr/bin/python3.11"],
                 env=image_env("worker"),

@@ -41,7 +41,8 @@ def test_build_prints_the_json_contract(built: Built) -> None:
     for role in ("runner", "worker"):
         image = built.result["images"][role]
         assert set(image) == {"digest", "config", "path", "ref", "sbom"}
-        assert image["ref"] == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        # The project builds two platforms: each image's name says its architecture.
+        assert image["ref"] == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}-amd64"
         archive = oci.read_archive(Path(image["path"]))
         assert archive.digest == image["digest"]
         assert archive.config_digest == image["config"]
