@@ -407,9 +407,9 @@ def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: P
     # the runner's own lock, made with the shared pins as constraints, for every platform:
     # pyarrow alone on each
     assert written == [out, tmp_path / "python-runner.lock.json"]
-    for platform in PROJECT.platforms:
-        own = pylock.read_lock(written[1], platform)
-        shared = pylock.read_lock(out, platform)
+    for name in PROJECT.platforms:
+        own = pylock.read_lock(written[1], name)
+        shared = pylock.read_lock(out, name)
         assert [(w.project, w.version) for w in pylock.role_only(shared, own, "x")] == [
             ("pyarrow", "26.0.1")
         ]
