@@ -7,13 +7,16 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from lockstep.assembly import oci
-from tests.fixtures.build import Built, clone, lockstep
+from tests.assembly.test_compress import _shim
+from tests.fixtures.build import Built, build, clone, lockstep
 from tests.fixtures.engine import DockerEngine
 
 pytestmark = pytest.mark.slow
@@ -148,3 +151,30 @@ def test_docker_load_of_both_keeps_both_and_load_picks_the_host_platform(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == _images(both, "linux/arm64")["worker"]["config"]
+
+
+def test_every_platform_is_reproducible_from_another_clone_with_zlib_ng(
+    both: Built, tmp_path: Path
+) -> None:
+    """A second clone elsewhere, another umask and TZ, the downloads but no layer in its
+    cache (every layer made again), and zlib-ng as the host's zlib: every platform's images
+    and documents have the same bytes as the first build's (stock zlib)."""
+    other = clone(tmp_path / "deeper" / "elsewhere")
+    cache = tmp_path / "cache"
+    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    old_umask = os.umask(0o077)
+    try:
+        again = build(
+            other, tmp_path / "out", cache, env={"TZ": "Pacific/Chatham", **_shim(tmp_path)},
+            platform=(),
+        )  # fmt: skip
+    finally:
+        os.umask(old_umask)
+    assert again.build_id == both.build_id
+    assert again.result["images"] == both.result["images"]  # each role's index
+    for name in PLATFORMS:
+        for role in ("runner", "worker"):
+            first, second = _images(both, name)[role], _images(again, name)[role]
+            assert second["digest"] == first["digest"], (name, role)
+            assert Path(second["path"]).read_bytes() == Path(first["path"]).read_bytes()
+            assert Path(second["sbom"]).read_bytes() == Path(first["sbom"]).read_bytes()

@@ -5,8 +5,9 @@ dockerd and run with ``--platform linux/arm64`` (the host's qemu, registered wit
 binfmt_misc by ``.ci/run``), locked down as deployed (user 65532, read-only root,
 a tmpfs ``/tmp``). What this adds to tests/replay/test_replay.py: the image of
 another architecture passes its self-check, joins an amd64 ``lockstep scheduler``
-of the same build (one build id: admitted), runs a job with the aggregate an amd64
-worker gives, and an arm64 worker of another build is refused as any other is.
+of the same build (one build id: admitted; the doctor shows each one's platform),
+runs a job with the aggregate an amd64 worker gives, and an arm64 worker of another
+build is refused as any other is.
 """
 
 from __future__ import annotations
@@ -138,6 +139,13 @@ def test_the_arm64_worker_checks_itself_joins_the_amd64_scheduler_and_runs_a_job
     assert ready.group(1) == built_platforms.build_id
     arm.reload()
     assert run.client.images.get(arm.image.id).attrs["Architecture"] == "arm64"
+    # One build on two platforms: the doctor says so, and shows each process's platform.
+    doctor, found = run.doctor(loaded["runner"], "doctor-mixed")
+    assert doctor.code == 0 and found["ok"], doctor.describe()
+    assert [(m["role"], m["platform"], m["build_id"]) for m in found["members"]] == [
+        ("scheduler", "linux/amd64", built_platforms.build_id),
+        ("worker", ARM64, built_platforms.build_id),
+    ]
     on_arm = _run_sir(run, loaded, "sir-arm64")
     assert on_arm["build_id"] == built_platforms.build_id
 
