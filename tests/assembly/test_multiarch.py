@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.assembly import oci
+from lockstep.assembly import inspection, oci
 from tests.assembly.test_compress import _shim
 from tests.fixtures.build import Built, build, clone, lockstep
 from tests.fixtures.engine import DockerEngine
@@ -84,6 +84,8 @@ def test_each_image_names_its_platform_and_shares_the_pure_layers(both: Built) -
         assert manifest["platform"] == name and manifest["build_id"] == both.build_id
         assert Path(_images(both, name)["worker"]["path"]).name == f"worker-{arch}.tar"
         assert _images(both, name)["worker"]["ref"].endswith(f"-{arch}")
+        found = inspection.inspect_archive(Path(_images(both, name)["worker"]["path"]))
+        assert found["platform"] == name  # what `lockstep inspect` shows
 
     def layers(archive: oci.Archive) -> dict[str, str]:
         names = [h["created_by"].split(":")[0].removeprefix("lockstep ")
