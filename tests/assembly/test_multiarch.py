@@ -4,6 +4,7 @@ between platforms failing the build."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -15,8 +16,16 @@ from pathlib import Path
 import pytest
 
 from lockstep.assembly import inspection, oci
+from lockstep.assembly.layercache import LayerRecord
+from lockstep.assembly.layers import Compiler, LayerMaker
+from lockstep.assembly.layout import PYTHON_PACKAGE
+from lockstep.core.errors import BadInput
+from lockstep.core.platforms import AMD64
+from lockstep.core.store import Cache
+from lockstep.inputs.build_inputs import DebianInput
+from lockstep.project import load_project
 from tests.assembly.test_compress import _shim
-from tests.fixtures.build import Built, build, clone, lockstep
+from tests.fixtures.build import ROOT, Built, build, clone, lockstep
 from tests.fixtures.engine import DockerEngine
 
 pytestmark = pytest.mark.slow
@@ -180,3 +189,23 @@ def test_every_platform_is_reproducible_from_another_clone_with_zlib_ng(
             assert second["digest"] == first["digest"], (name, role)
             assert Path(second["path"]).read_bytes() == Path(first["path"]).read_bytes()
             assert Path(second["sbom"]).read_bytes() == Path(first["sbom"]).read_bytes()
+
+
+def test_a_platform_with_another_python_is_refused_before_anything_is_fetched(
+    tmp_path: Path,
+) -> None:
+    """.pyc files are compiled once, by one python: every platform must lock the same one."""
+    project = load_project(ROOT)
+    amd, arm = (DebianInput.read(project.debian_lock, n) for n in PLATFORMS)
+    other = [
+        dataclasses.replace(p, version=p.version + "+other") if p.name == PYTHON_PACKAGE else p
+        for p in arm.lock.packages
+    ]
+    arm = dataclasses.replace(arm, lock=dataclasses.replace(arm.lock, packages=tuple(other)))
+    python_deb = amd.lock.get(PYTHON_PACKAGE).version
+    compiler = Compiler(LayerRecord("sha256:" + "0" * 64, "sha256:" + "1" * 64, 1, {
+        "python": "3.11.2", "python_deb": python_deb}), AMD64)  # fmt: skip
+    maker = LayerMaker(Cache(tmp_path / "cache"))
+    with pytest.raises(BadInput, match=r"python3\.11-minimal is .*\+other for linux/arm64"):
+        maker.base_layer(arm, "http://127.0.0.1:9/debian", compiler)
+    assert not (tmp_path / "cache" / "blobs").exists()  # nothing fetched

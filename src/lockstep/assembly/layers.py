@@ -13,7 +13,8 @@ A build of several platforms compiles every ``.pyc`` once, with one python: the
 ``Compiler`` (the base of the host's platform where the build has it, else of its
 first). ``.pyc`` files do not depend on the architecture, so the layers made only of
 Python (the app, the pure wheels) are the same blobs on every platform, and another
-platform's python runs (under emulation) only to say its version and its tags.
+platform's python runs (under emulation) only to say its tags (``lock platform``): its
+version is the compiler's, the Debian lock holding the same python package for both.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ class Compiler:
     platform: Platform
 
 
+def _python_package(debian: DebianInput) -> str:
+    """The locked version of the package that ships the image's python."""
+    try:
+        return debian.lock.get(layout.PYTHON_PACKAGE).version
+    except KeyError:
+        raise BadInput(
+            f"{debian.path}: {layout.PYTHON_PACKAGE} is not locked for {debian.lock.arch}; "
+            "add python3.11 to [tool.lockstep] debian_packages and run `lockstep lock debian`"
+        ) from None
+
+
 class LayerMaker:
     """Makes (or finds in the cache) each layer of the images from the build's input values."""
 
@@ -87,24 +99,31 @@ class LayerMaker:
         cached = self.layers.get("base", key)
         if cached:
             return cached
+        deb_version = _python_package(debian)
+        if compiler and compiler.base.facts.get("python_deb") != deb_version:
+            raise BadInput(
+                f"{debian.path}: {layout.PYTHON_PACKAGE} is {deb_version} for {platform.name} "
+                f"but {compiler.base.facts.get('python_deb')} for {compiler.platform.name}; one "
+                "build compiles .pyc once, for one python: run `lockstep lock debian`"
+            )
         debs = fetch.fetch(debian.lock, mirror, self.cache, self.progress)
         entries = base.base_entries(debian.lock, debs)
         with tempfile.TemporaryDirectory(prefix="lockstep-base-") as tmp:
             materialize(entries, Path(tmp))
-            own = StagedPython(Path(tmp), platform)
-            by = self.staged_python(compiler) if compiler else own
+            by = self.staged_python(compiler) if compiler else StagedPython(Path(tmp), platform)
             self.progress(
                 f"compiling {platform.name}'s standard library with {by.platform.name}'s python"
             )
             pycs = pycompile.compile_pycs(by, entries)
-            version = python_version(own)
-            if compiler and version != compiler.base.facts["python"]:
-                raise BadInput(
-                    f"the Debian lock's python is {version} on {platform.name} but "
-                    f"{compiler.base.facts['python']} on {compiler.platform.name}; one build "
-                    "compiles .pyc once, for one version: run `lockstep lock debian`"
-                )
-        return self.layers.put("base", key, make_layer([*entries, *pycs]), {"python": version})
+            # The same Debian python package: the compiler's version, without running this
+            # platform's python (a build needs no emulation).
+            version = str(compiler.base.facts["python"]) if compiler else python_version(by)
+        return self.layers.put(
+            "base",
+            key,
+            make_layer([*entries, *pycs]),
+            {"python": version, "python_deb": deb_version},
+        )
 
     def wheel_plan(self, wheels: Sequence[LockedWheel], **lock: str) -> list[thirdparty.WheelGroup]:
         """The third-party layers of ``wheels``, from the lock(s) whose digests ``lock``

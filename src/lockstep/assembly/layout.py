@@ -15,6 +15,7 @@ from lockstep.core import settings
 from lockstep.core.digests import short_id
 
 PYTHON = "usr/bin/python3.11"  # the image's interpreter, relative to its root
+PYTHON_PACKAGE = "python3.11-minimal"  # the Debian package that ships it
 SITE_DIR = "usr/local/lib/python3.11/dist-packages"
 BIN_DIR = "usr/local/bin"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
