@@ -231,8 +231,8 @@ class Builder:
         found = documents.inventory(inputs, self.layers, base_record, self.progress)
         sboms = documents.sbom_documents(inputs, manifest, digests, created, found)
         statement = documents.provenance_statement(inputs, manifest, digests, sboms, created, found)
-        arch = inputs.platform.architecture if len(project.platforms) > 1 else ""
-        suffix = f"-{arch}" if arch else ""
+        suffix = layout.platform_suffix(inputs.platform.architecture, len(project.platforms))
+        arch = suffix.removeprefix("-")
         built = {
             role: BuiltImage(
                 role,

@@ -59,8 +59,14 @@ def archive_name(
     In a build of several platforms each platform's image adds its architecture
     (``…-<12 hex>-arm64``): docker keeps one architecture per tag, so loading both keeps
     both; the role's image index keeps the plain name."""
-    tag = ref_name(version, short_id) + (f"-{architecture}" if architecture else "")
+    tag = ref_name(version, short_id) + platform_suffix(architecture, 2 if architecture else 1)
     return f"{image_name(project_name, role)}:{tag}"
+
+
+def platform_suffix(architecture: str, platforms: int) -> str:
+    """What a project of several ``platforms`` adds to each image's tag and files' names:
+    ``-<arch>`` (``worker-arm64.tar``); nothing in a project of one."""
+    return f"-{architecture}" if platforms > 1 else ""
 
 
 EPOCH = "1970-01-01T00:00:00Z"  # ``created`` of an unstamped image (stamped: the commit time)
