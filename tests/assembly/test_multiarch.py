@@ -97,18 +97,14 @@ def test_each_image_names_its_platform_and_shares_the_pure_layers(both: Built) -
         assert found["platform"] == name  # what `lockstep inspect` shows
 
     def layers(archive: oci.Archive) -> dict[str, str]:
-        names = [h["created_by"].split(":")[0].removeprefix("lockstep ")
+        names = [h["created_by"].removeprefix("lockstep ").split(": ", 1)[0]
                  for h in archive.config["history"]]  # fmt: skip
         return {n: m["digest"] for n, m in zip(names, archive.manifest["layers"], strict=True)}
 
     amd, arm = (layers(archives[name]) for name in PLATFORMS)
     assert amd["base"] != arm["base"] and amd["manifest"] != arm["manifest"]
-    history = {
-        h["created_by"].split(":")[0].removeprefix("lockstep ")
-        for h in archives["linux/amd64"].config["history"]
-    }
     pure = [n for n in amd if n == "app" or n.startswith("python:pure-")]
-    assert "app" in pure and len(pure) > 3 and pure[0] in history
+    assert "app" in pure and len(pure) > 3, list(amd)
     # Compiled once: byte-identical across platforms, by digest.
     assert {n: amd[n] for n in pure} == {n: arm.get(n) for n in pure}
     sizes = [Path(_images(both, n)["worker"]["path"]).stat().st_size for n in PLATFORMS]
