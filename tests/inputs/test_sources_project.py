@@ -148,3 +148,10 @@ def test_malformed_tool_lockstep_is_one_clear_line(
         load_project(dest)
     assert "\n" not in str(info.value)
     assert "pyproject.toml" in str(info.value)
+
+
+def test_a_platform_the_project_does_not_build_is_one_clear_line() -> None:
+    from lockstep.inputs.build_inputs import read_platforms
+
+    with pytest.raises(BadInput, match=r"--platform linux/s390x: .* builds linux/amd64, linux/a"):
+        read_platforms(load_project(ROOT), "builder", platforms=("linux/s390x",))
