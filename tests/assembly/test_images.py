@@ -239,7 +239,7 @@ def test_each_role_has_its_own_name_history_and_annotations(built: Built) -> Non
     for role in ("runner", "worker"):
         archive = oci.read_archive(built.path(role))
         ref = archive.index["manifests"][0]["annotations"][oci.REF_NAME]
-        assert ref == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        assert ref == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}-amd64"
         with tarfile.open(built.path(role)) as tar:
             member = tar.extractfile("manifest.json")
             assert member is not None
@@ -287,7 +287,7 @@ def test_podman_loads_both_roles_under_their_own_names(built: Built, tmp_path: P
             [*podman, "load", "-i", str(built.path(role))], capture_output=True, text=True
         )
         assert proc.returncode == 0, proc.stderr
-        names[role] = f"localhost/lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        names[role] = f"localhost/lockstep-{role}:0.1.0-{built.build_id[7:19]}-amd64"
         assert f"Loaded image: {names[role]}" in proc.stdout
     listed = subprocess.run(
         [*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],

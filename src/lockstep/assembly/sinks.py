@@ -84,7 +84,7 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
 
 
 def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Path]:
-    """Each image's SBOM (``<role>.spdx.json``) and the provenance statement in ``out``."""
+    """Each image's SBOM (``<role><suffix>.spdx.json``) and the provenance statement in ``out``."""
     sboms = {
         role: _write_if_changed(out / sbom.file_name(role + b.suffix), b.sbom)
         for role, b in result.images.items()
