@@ -62,7 +62,6 @@ def test_one_build_cluster_is_ok(cluster: Cluster) -> None:
         "build",
         "id",
         "executor",
-        "platform",
         "image",
         "status",
     ]

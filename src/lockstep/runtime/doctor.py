@@ -57,7 +57,7 @@ from lockstep.runtime.identity import IDENTITY_OP, Member, Refusal, read_announc
 
 REFUSED = "refused at registration"
 REFUSED_CLIENT = "refused client request"
-_COLUMNS = ("address", "role", "version", "build id", "executor", "platform", "image", "status")
+_COLUMNS = ("address", "role", "version", "build id", "executor", "image", "status")
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,10 @@ class Diagnosis:
         return not self.problems
 
     def table(self) -> str:
-        """Plain text: address, role, version, build id, executor, platform, image, status."""
+        """Plain text: address, role, version, build id, executor, image, status (the
+        platform is in ``--json``: a column would widen every table past a terminal)."""
         rows = [_COLUMNS] + [
-            (r.address, r.role, r.version, r.build_id, r.executor, r.platform, r.image, r.status)
+            (r.address, r.role, r.version, r.build_id, r.executor, r.image, r.status)
             for r in self.rows
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
