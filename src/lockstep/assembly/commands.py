@@ -112,7 +112,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         several = result.single is None
         for name, one in result.results.items():
             for role, image in sorted(one.images.items()):
-                where = written.archives.get(name, {}).get(role) or f"{written.layout} {image.ref}"
+                # a layout of several platforms names each role's index, not its images
+                named = result.refs[role] if several else image.ref
+                where = written.archives.get(name, {}).get(role) or f"{written.layout} {named}"
                 label = f"{role} {name}" if several else role
                 print(f"{label:<7} {image.digest}  {where}")
         if several:
