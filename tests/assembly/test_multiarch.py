@@ -96,12 +96,7 @@ def test_each_image_names_its_platform_and_shares_the_pure_layers(both: Built) -
         found = inspection.inspect_archive(Path(_images(both, name)["worker"]["path"]))
         assert found["platform"] == name  # what `lockstep inspect` shows
 
-    def layers(archive: oci.Archive) -> dict[str, str]:
-        names = [h["created_by"].removeprefix("lockstep ").split(": ", 1)[0]
-                 for h in archive.config["history"]]  # fmt: skip
-        return {n: m["digest"] for n, m in zip(names, archive.manifest["layers"], strict=True)}
-
-    amd, arm = (layers(archives[name]) for name in PLATFORMS)
+    amd, arm = (_layer_names(archives[name]) for name in PLATFORMS)
     assert amd["base"] != arm["base"] and amd["manifest"] != arm["manifest"]
     pure = [n for n in amd if n == "app" or n.startswith("python:pure-")]
     assert "app" in pure and len(pure) > 3, list(amd)
@@ -109,6 +104,31 @@ def test_each_image_names_its_platform_and_shares_the_pure_layers(both: Built) -
     assert {n: amd[n] for n in pure} == {n: arm.get(n) for n in pure}
     sizes = [Path(_images(both, n)["worker"]["path"]).stat().st_size for n in PLATFORMS]
     assert abs(sizes[1] - sizes[0]) <= sizes[0] // 10  # arm64 within 10 % of amd64
+
+
+def _layer_names(archive: oci.Archive) -> dict[str, str]:
+    names = [h["created_by"].removeprefix("lockstep ").split(": ", 1)[0]
+             for h in archive.config["history"]]  # fmt: skip
+    return {n: m["digest"] for n, m in zip(names, archive.manifest["layers"], strict=True)}
+
+
+def test_the_runners_own_pyarrow_is_a_layer_of_each_platform(both: Built) -> None:
+    """The runner's own lock has a resolve per platform: each platform's runner image holds
+    its own pyarrow wheel (a binary wheel: another blob on each, which the pure-layer check
+    lets be), above the app; no worker image has it; the shared layers stay shared."""
+    runners = {}
+    for name, arch in PLATFORMS.items():
+        runner = _layer_names(oci.read_archive(Path(_images(both, name)["runner"]["path"])))
+        worker = _layer_names(oci.read_archive(Path(_images(both, name)["worker"]["path"])))
+        assert list(runner)[-3:] == ["app", "runner:pyarrow", "manifest"], (arch, list(runner))
+        assert [n for n in worker if n.startswith("runner:")] == []
+        assert {n: d for n, d in runner.items() if n not in ("runner:pyarrow", "manifest")} == {
+            n: d for n, d in worker.items() if n != "manifest"
+        }
+        runners[name] = runner
+    amd, arm = (runners[name] for name in PLATFORMS)
+    assert amd["runner:pyarrow"] != arm["runner:pyarrow"]
+    assert amd["app"] == arm["app"]
 
 
 def test_a_pure_layer_that_differs_between_platforms_fails_the_build(

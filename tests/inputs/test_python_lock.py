@@ -540,3 +540,22 @@ def test_lock_python_reads_the_committed_platform_and_builds_no_base(tmp_path: P
     assert proc.returncode == 2, proc.stderr
     assert "complete-platform.json" in proc.stderr and "lockstep lock platform" in proc.stderr
     assert not (tmp_path / "cache/blobs").exists()  # not a .deb fetched, no layer made
+
+
+def test_the_shared_pins_constrain_each_platform_to_its_own_version() -> None:
+    """The role lock's constraints: one pin for a project every platform locks alike, a
+    pin per platform (by machine) where they differ or one platform lacks it."""
+
+    def wheel(project: str, version: str) -> pylock.LockedWheel:
+        return pylock.LockedWheel(project, version, f"https://x/{project}.whl", "0" * 64)
+
+    locks = {
+        "linux/amd64": [wheel("numpy", "2.3.0"), wheel("toolz", "1.2.0"), wheel("x86only", "1")],
+        "linux/arm64": [wheel("numpy", "2.2.6"), wheel("toolz", "1.2.0")],
+    }
+    assert pylock.pins(locks).splitlines() == [
+        'numpy==2.3.0; platform_machine == "x86_64"',
+        'numpy==2.2.6; platform_machine == "aarch64"',
+        "toolz==1.2.0",
+        'x86only==1; platform_machine == "x86_64"',
+    ]
