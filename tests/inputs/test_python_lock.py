@@ -438,7 +438,8 @@ def test_a_roles_lock_adds_its_own_wheels_and_must_agree_with_the_shared_lock(
     other = {**tornado, "version": "6.0", "artifacts": [
         {**tornado["artifacts"][0], "hash": "0" * 64}
     ]}  # fmt: skip
-    data["locked_resolves"][0]["locked_requirements"].append(other)
+    (amd64,) = [r for r in data["locked_resolves"] if r["platform_tag"][-1].endswith("_x86_64")]
+    amd64["locked_requirements"].append(other)
     bad = tmp_path / "python-runner.lock.json"
     bad.write_text(json.dumps(data))
     shared_wheels = pylock.read_lock(PROJECT.python_lock)
