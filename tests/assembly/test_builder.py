@@ -93,6 +93,7 @@ def test_the_build_writes_nothing_and_the_sinks_write_its_values(
     data = sinks.build_json(platforms, written)
     # A project of several platforms: every file's name says its platform.
     assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",  # the build manifest of the host's platform, one file
         "provenance-amd64.intoto.json",
         "runner-amd64.spdx.json",
         "runner-amd64.tar",
@@ -104,8 +105,10 @@ def test_the_build_writes_nothing_and_the_sinks_write_its_values(
         assert written.sboms["linux/amd64"][role].read_bytes() == image.sbom
         assert written.archives["linux/amd64"][role].read_bytes() == built.path(role).read_bytes()
     assert written.provenance["linux/amd64"].read_bytes() == result.provenance
+    assert written.manifest is not None
+    assert written.manifest.read_bytes() == result.manifest.to_json()
     assert data["layout"] == str(tmp_path / "layout")
-    assert {k: v for k, v in data.items() if k not in ("layout", "provenance")} == {
+    assert {k: v for k, v in data.items() if k not in ("layout", "provenance", "manifest")} == {
         "build_id": built.build_id,
         "platform": "linux/amd64",
         "images": {
