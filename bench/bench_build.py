@@ -5,6 +5,8 @@ Measured in one run, on a fresh clone of the committed tree:
   - no-op rebuild (warm cache, nothing changed)
   - rebuild after a one-line change in src/
   - compressed image sizes
+  - a cold build of every platform (linux/amd64 + linux/arm64) against amd64's alone, and
+    the arm64 worker's size against amd64's (issue #22's targets)
 and the same three for `docker build` of a Dockerfile that starts FROM the
 same Debian base (loaded from our base layer) and pip-installs the same
 locked wheels from a local wheelhouse, with the same app files copied in.
@@ -31,9 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def lockstep_build(src: Path, cache: Path, out: Path) -> dict[str, object]:
+AMD64 = ("--platform", "linux/amd64")  # the docker comparison is of one platform
+
+
+def lockstep_build(
+    src: Path, cache: Path, out: Path, platform: tuple[str, ...] = AMD64
+) -> dict[str, object]:
     proc = subprocess.run(
-        [sys.executable, "-m", "lockstep", "build", "all", "--out", str(out), "--json"],
+        [sys.executable, "-m", "lockstep", "build", "all", "--out", str(out), "--json", *platform],
         cwd=src,
         env={**os.environ, "LOCKSTEP_CACHE_DIR": str(cache)},
         capture_output=True,
@@ -76,7 +83,10 @@ def docker_side(
     engine = DockerEngine.start()
     try:
         base_tar = work / "base.tar"
+        from lockstep.core.platforms import AMD64
+
         image = oci.make_image(
+            platform=AMD64,
             layers=[base_ref],
             entrypoint=["/usr/bin/python3.11"],  # type: ignore[list-item]
             env=image_env("worker"),
@@ -191,12 +201,14 @@ def main() -> None:
             lambda: (one_line_change(src, next(changes)), lockstep_build(src, cache, out)),
             args.repeat,
         )
-        worker_size = image_size(out / "worker.tar")
+        both = timed(lambda: lockstep_build(src, work / "cache-both", work / "out-both", ()))
+        worker_size = image_size(out / "worker-amd64.tar")
+        arm64_size = image_size(work / "out-both" / "worker-arm64.tar")
         import gzip
 
         from lockstep.assembly.oci import read_archive
 
-        archive = read_archive(out / "worker.tar")
+        archive = read_archive(out / "worker-amd64.tar")
         layers = archive.manifest["layers"]
         unpacked = sum(len(gzip.decompress(archive.blob(layer["digest"]))) for layer in layers)
         names = [str(h.get("created_by", "?")).split(":")[0].removeprefix("lockstep ")
@@ -226,6 +238,13 @@ def main() -> None:
     print(row("one-line change in src/ (median)", change, docker and docker["change"]))
     print(row("worker image, unpacked", unpacked / 1e6, docker and docker["size"] / 1e6, "MB"))
     print(f"| worker image, compressed layers | {worker_size / 1e6:.1f} MB | | |")
+    print(
+        f"| cold build, amd64 + arm64 (empty caches) | {both:.2f} s | | {both / cold:.2f}x amd64 |"
+    )
+    print(
+        f"| arm64 worker, compressed layers | {arm64_size / 1e6:.1f} MB | | "
+        f"{arm64_size / worker_size:.3f}x amd64 |"
+    )
     print(f"\nlockstep worker layers (MB, gzip): {sizes}")
     print(
         "docker side: FROM the same base (preloaded), wheels by pip download (timed in the\n"

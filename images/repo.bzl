@@ -33,6 +33,7 @@ _WATCHED = [
     "//:src/lockstep/core/digests.py",
     "//:src/lockstep/core/entrypoints.py",
     "//:src/lockstep/core/errors.py",
+    "//:src/lockstep/core/platforms.py",
     "//:src/lockstep/core/progress.py",
     "//:src/lockstep/core/reap.py",
     "//:src/lockstep/core/settings.py",

@@ -73,6 +73,14 @@ def built(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Built:
     return build(src, src / "out", cache_dir)
 
 
+@pytest.fixture(scope="session")
+def built_platforms(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """Every platform of the committed tree, with an OCI layout (the session's cache: the
+    amd64 layers are there already)."""
+    src = clone(tmp_path_factory.mktemp("platforms") / "lockstep")
+    return build(src, src / "out", built.cache, "--layout", str(src / "layout"), platform=())
+
+
 @pytest.fixture(scope="module")
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

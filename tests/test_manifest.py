@@ -65,6 +65,14 @@ def test_round_trip_through_json() -> None:
     assert m.to_json() == canonical_json(data)
 
 
+def test_the_platform_is_named_but_is_no_input() -> None:
+    arm, amd = make(platform="linux/arm64"), make(platform="linux/amd64")
+    assert arm.build_id == amd.build_id == make().build_id
+    assert json.loads(arm.to_json())["platform"] == "linux/arm64"
+    assert BuildManifest.from_json(arm.to_json()) == arm
+    assert "platform" not in json.loads(make().to_json())  # a manifest that names none
+
+
 @pytest.mark.parametrize(
     "change, what",
     [
@@ -74,6 +82,7 @@ def test_round_trip_through_json() -> None:
         ({"inputs": {"sources": "sha256:aa"}}, "inputs"),
         ({"version": 1}, "version"),
         ({"stamp": {"commit": 1}}, "stamp"),
+        ({"platform": ["linux/arm64"]}, "platform"),
     ],
 )
 def test_corrupt_manifests_are_refused(change: dict[str, object], what: str) -> None:

@@ -62,6 +62,9 @@ class BuildManifest:
     stamp: Stamp | None = None
     protocol: int = PROTOCOL
     build_id: str = field(default="")
+    # The image's platform ("linux/arm64"); not an input: every platform of a build shares
+    # its build id. "" in a manifest that names none (written before there were several).
+    platform: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", dict(sorted(self.inputs.items())))
@@ -85,6 +88,7 @@ class BuildManifest:
             "protocol": self.protocol,
             "python": self.python,
             "stamp": self.stamp.to_dict() if self.stamp else None,
+            **({"platform": self.platform} if self.platform else {}),
         }
 
     def to_json(self) -> bytes:
@@ -135,6 +139,9 @@ class BuildManifest:
             ):
                 raise fail("'stamp' must be null or {commit, tag, dirty}")
             stamp = Stamp(stamp_data["commit"], stamp_data.get("tag"), stamp_data["dirty"])
+        platform = data.get("platform", "")
+        if not isinstance(platform, str):
+            raise fail("'platform' must be a string (os/architecture)")
         expected = compute_build_id(inputs)
         if data["build_id"] != expected:
             raise fail(
@@ -150,6 +157,7 @@ class BuildManifest:
             stamp=stamp,
             protocol=data["protocol"],
             build_id=data["build_id"],
+            platform=platform,
         )
 
     @classmethod

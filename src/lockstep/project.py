@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep import deployment
+from lockstep.core import platforms as platform_table
 from lockstep.core import settings
 from lockstep.core.entrypoints import GROUP as EXECUTOR_GROUP
 from lockstep.core.errors import BadInput
@@ -51,7 +52,7 @@ class Project:
     package_root: str
     python_lock: Path
     debian_lock: Path
-    complete_platform: Path  # the image interpreter's markers and tags, for pex
+    complete_platform: Path  # linux/amd64's interpreter's markers and tags, for pex
     debian_mirror: str
     requirements: tuple[str, ...]
     debian_packages: tuple[str, ...]
@@ -64,10 +65,23 @@ class Project:
     deploy: deployment.DeploySettings = deployment.DEFAULTS  # [tool.lockstep.deploy]
     # [project] maintainers, then authors (PEP 621): (name, email) pairs, either may be ""
     people: tuple[tuple[str, str], ...] = ()
+    # [tool.lockstep] platforms: what every build builds and every lock locks, in order
+    platforms: tuple[str, ...] = platform_table.DEFAULT
 
     @property
     def pyproject(self) -> Path:
         return self.root / "pyproject.toml"
+
+    def complete_platform_of(self, platform: str) -> Path:
+        """The complete-platform file of ``platform``'s interpreter: ``complete_platform``
+        for linux/amd64 (its name before there were others), ``<stem>-<arch>.json`` beside it
+        for any other (``images/complete-platform-arm64.json``)."""
+        if platform == platform_table.AMD64.name:
+            return self.complete_platform
+        arch = platform_table.platform(platform).architecture
+        return self.complete_platform.with_name(
+            f"{self.complete_platform.stem}-{arch}{self.complete_platform.suffix}"
+        )
 
     def mirror(self, environ: Mapping[str, str] | None = None) -> str:
         """The Debian mirror: ``$LOCKSTEP_DEBIAN_MIRROR``, else the project's, else Debian's."""
@@ -202,7 +216,23 @@ def load_project(root: Path) -> Project:
         scripts=_scripts(project, f"{path} [project]"),
         dependencies=tuple(_str_list(project, "dependencies", f"{path} [project]", [])),
         deploy=deployment.load(tool.get("deploy"), f"{path} [tool.lockstep.deploy]", group),
+        platforms=_platforms(tool, where),
     )
+
+
+def _platforms(tool: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """``platforms``: a non-empty list of known platforms, each once (default: all)."""
+    names = _str_list(tool, "platforms", where, list(platform_table.DEFAULT))
+    if not names:
+        raise BadInput(
+            f"{where}: platforms is empty; name at least one of "
+            f"{', '.join(platform_table.PLATFORMS)}"
+        )
+    for name in names:
+        platform_table.platform(name, f"{where} platforms")
+    if len(set(names)) != len(names):
+        raise BadInput(f"{where}: platforms names a platform twice; list each once")
+    return tuple(names)
 
 
 def _str_table(table: Mapping[str, Any], key: str, where: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from lockstep.assembly import oci
 from lockstep.core.digests import sha256_digest as sha256
 from lockstep.inputs import declared as sources
 from lockstep.project import ROLES, load_project
-from tests.fixtures.build import Built, build, clone, lockstep
+from tests.fixtures.build import PLATFORM, Built, build, clone, lockstep
 from tests.fixtures.support import require
 
 pytestmark = pytest.mark.slow
@@ -172,7 +172,7 @@ def test_bazel_digests_equal_the_cli(
             "digest": built.digest(role),
             "config": built.config(role),
             "ref": built.result["images"][role]["ref"],
-            "sbom": f"{role}.spdx.json",
+            "sbom": Path(built.result["images"][role]["sbom"]).name,  # says its platform
         }
 
 
@@ -269,7 +269,7 @@ def test_missing_builder_environment(scratch: Workspace, tmp_path: Path) -> None
 def test_lock_hash_mismatch_fails_the_action(scratch: Workspace) -> None:
     lock_path = scratch.root / "images/debian.lock.json"
     lock = json.loads(lock_path.read_text())
-    victim = min(lock["packages"], key=lambda p: p["size"])  # one small download
+    victim = min(lock["packages"]["amd64"], key=lambda p: p["size"])  # one small download
     victim["sha256"] = "0" * 64
     lock_path.write_text(json.dumps(lock, indent=2) + "\n")
     proc = scratch.build("//images:worker", ok=False)
@@ -307,7 +307,9 @@ def test_source_pattern_not_declared_in_bazel_fails_in_the_sandbox(
     assert len(lines) == 1, proc.stderr[-3000:]
     assert "'README.md' matches none of the action's declared inputs" in lines[0]
     cli = lockstep(
-        ["build", "all", "--out", str(tmp_path / "out")], cwd=scratch.root, cache=scratch.cache
+        ["build", "all", "--out", str(tmp_path / "out"), *PLATFORM],
+        cwd=scratch.root,
+        cache=scratch.cache,
     )
     assert cli.returncode == 0, cli.stderr[-2000:]
 

@@ -48,17 +48,25 @@ def test_each_lock_is_read_and_parsed_once_and_the_build_reads_none(
         return wrapped
 
     monkeypatch.setattr(pathlib.Path, "read_bytes", counting_read)
-    for module, name in ((debian_lock, "debian"), (python_lock, "python")):
-        monkeypatch.setattr(module, "parse_lock", counting(name, module.parse_lock))
+    for module, name, parse in (
+        (debian_lock, "debian", "parse_lock"),
+        (python_lock, "python", "parse_locks"),
+    ):
+        monkeypatch.setattr(module, parse, counting(name, getattr(module, parse)))
         monkeypatch.setattr(module, "read_lock", counting(name, module.read_lock))
 
-    inputs = read_inputs(project)
-    # the runner's own lock is read once too (as a declared source) and parsed once
+    # Every platform's inputs, from one read and one parse of each lock; the runner's own
+    # lock is read once too (as a declared source) and parsed once
+    every = read_inputs(project)
+    assert list(every) == ["linux/amd64", "linux/arm64"]
     assert reads == {"debian": 1, "python": 1, "runner": 1}
     assert parses == {"debian": 1, "python": 2}
+    inputs = every["linux/amd64"]
     assert inputs.debian.digest == sha256_digest(read_bytes(project.debian_lock))
     assert inputs.python.digest == sha256_digest(read_bytes(project.python_lock))
-    assert inputs.platform == "linux/amd64"
+    assert every["linux/arm64"].debian.digest == inputs.debian.digest  # one file, one id
+    assert inputs.platform.name == "linux/amd64"
+    assert every["linux/arm64"].debian.lock.arch == "arm64"
 
     reads.clear()
     parses.clear()
@@ -76,33 +84,38 @@ def test_the_build_writes_nothing_and_the_sinks_write_its_values(
     project = load_project(built.root)
     builder = Builder(Cache(built.cache))
     before = {p: p.stat().st_mtime_ns for p in built.root.rglob("*") if ".git" not in p.parts}
-    result = builder.build(read_inputs(project))
+    platforms = builder.build_platforms(read_inputs(project, None, ["linux/amd64"]))
     after = {p: p.stat().st_mtime_ns for p in built.root.rglob("*") if ".git" not in p.parts}
     assert after == before
     out = tmp_path / "out"
     assert not out.exists()
-    written = sinks.write_outputs(result, out, builder.blob, layout=tmp_path / "layout")
-    data = sinks.build_json(result, written)
+    written = sinks.write_outputs(platforms, out, builder.blob, layout=tmp_path / "layout")
+    data = sinks.build_json(platforms, written)
+    # A project of several platforms: every file's name says its platform.
     assert sorted(p.name for p in out.iterdir()) == [
-        "provenance.intoto.json",
-        "runner.spdx.json",
-        "runner.tar",
-        "worker.spdx.json",
-        "worker.tar",
+        "manifest.json",  # the build manifest of the host's platform, one file
+        "provenance-amd64.intoto.json",
+        "runner-amd64.spdx.json",
+        "runner-amd64.tar",
+        "worker-amd64.spdx.json",
+        "worker-amd64.tar",
     ]
+    result = platforms.results["linux/amd64"]
     for role, image in result.images.items():
-        assert written.sboms[role].read_bytes() == image.sbom
-        assert written.archives[role].read_bytes() == built.path(role).read_bytes()
-    assert written.provenance is not None
-    assert written.provenance.read_bytes() == result.provenance
+        assert written.sboms["linux/amd64"][role].read_bytes() == image.sbom
+        assert written.archives["linux/amd64"][role].read_bytes() == built.path(role).read_bytes()
+    assert written.provenance["linux/amd64"].read_bytes() == result.provenance
+    assert written.manifest is not None
+    assert written.manifest.read_bytes() == result.manifest.to_json()
     assert data["layout"] == str(tmp_path / "layout")
-    assert {k: v for k, v in data.items() if k not in ("layout", "provenance")} == {
+    assert {k: v for k, v in data.items() if k not in ("layout", "provenance", "manifest")} == {
         "build_id": built.build_id,
+        "platform": "linux/amd64",
         "images": {
             role: {
                 **image,
-                "path": str(out / f"{role}.tar"),
-                "sbom": str(out / f"{role}.spdx.json"),
+                "path": str(out / f"{role}-amd64.tar"),
+                "sbom": str(out / f"{role}-amd64.spdx.json"),
             }
             for role, image in built.result["images"].items()
         },

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lockstep.assembly import compress
-from lockstep.assembly.thirdparty import LARGE_WHEEL, SMALL_GROUPS, plan_layers
+from lockstep.assembly.thirdparty import LARGE_WHEEL, SMALL_GROUPS, WheelGroup, plan_layers
 from lockstep.inputs.python.lock import LockedWheel
 from tests.fixtures.build import Built, build
 
@@ -138,3 +138,28 @@ def test_the_number_of_layers_is_bounded() -> None:
 
     assert len(plan) <= MAX_LARGE + SMALL_GROUPS
     assert sorted(w.project for g in plan for w in g.wheels) == sorted(w.project for w in wheels)
+
+
+def _named(filename: str) -> LockedWheel:
+    name, version = filename.split("-")[:2]
+    sha = hashlib.sha256(filename.encode()).hexdigest()
+    return LockedWheel(name, version, f"https://files.example/{filename}", sha)
+
+
+def test_pure_wheels_get_the_same_layers_on_every_platform() -> None:
+    pure = [_named(f"pkg{i}-1.0-py3-none-any.whl") for i in range(20)]
+    pure.append(_named("bigpure-1.0-py3-none-any.whl"))
+    amd = [_named(f"nat{i}-1.0-cp311-cp311-manylinux_2_17_x86_64.whl") for i in range(30)]
+    arm = [_named(f"nat{i}-1.0-cp311-cp311-manylinux_2_17_aarch64.whl") for i in range(30)]
+    sizes = {w.sha256: 1000 for w in [*pure, *amd, *arm]}
+    sizes[pure[-1].sha256] = LARGE_WHEEL
+    for w in amd[:2]:  # a binary wheel large on one platform only moves no pure layer
+        sizes[w.sha256] = LARGE_WHEEL * 2
+
+    def pure_groups(wheels: list[LockedWheel]) -> list[WheelGroup]:
+        return [g for g in plan_layers(wheels, sizes) if g.pure]
+
+    assert pure_groups([*pure, *amd]) == pure_groups([*pure, *arm])
+    names = [g.name for g in pure_groups([*pure, *amd])]
+    assert names[0] == "bigpure" and all(n.startswith("pure-") for n in names[1:])
+    assert not any(g.pure for g in plan_layers(amd, sizes))

@@ -25,12 +25,13 @@ from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.pycompile import compile_pycs
 from lockstep.assembly.stage import StagedPython, materialize
 from lockstep.core.errors import BadInput
+from lockstep.core.platforms import ARM64
 from lockstep.core.store import Cache
 from lockstep.inputs.debian.fetch import fetch
 from lockstep.inputs.debian.lock import read_lock
 from lockstep.project import load_project
 from tests.fixtures.debian import M, make_deb, mirror_reachable
-from tests.fixtures.support import require
+from tests.fixtures.support import require, require_platform
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = load_project(ROOT)
@@ -126,12 +127,12 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def real_debs(online: str, cache_dir: Path) -> dict[str, bytes]:
-    return fetch(read_lock(PROJECT.debian_lock), online, Cache(cache_dir))
+    return fetch(read_lock(PROJECT.debian_lock).of("amd64"), online, Cache(cache_dir))
 
 
 @pytest.fixture(scope="module")
 def real_base(real_debs: dict[str, bytes]) -> list[Entry]:
-    return base_entries(read_lock(PROJECT.debian_lock), real_debs)
+    return base_entries(read_lock(PROJECT.debian_lock).of("amd64"), real_debs)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_base_layer_is_reproducible_and_small(
     real_base: list[Entry], real_debs: dict[str, bytes]
 ) -> None:
     first = make_layer(real_base)
-    again = make_layer(base_entries(read_lock(PROJECT.debian_lock), dict(real_debs)))
+    again = make_layer(base_entries(read_lock(PROJECT.debian_lock).of("amd64"), dict(real_debs)))
     assert first.digest == again.digest and first.diff_id == again.diff_id
     assert 12_000_000 < first.size < 22_000_000, first.size
     paths = {e.path for e in real_base}
@@ -282,3 +283,32 @@ def test_image_python_uses_the_pycs(
     assert proc.stdout.strip() == "[1]"
     assert not any(root.rglob("*.pyc.*"))  # nothing written into the root
     shutil.rmtree(root)
+
+
+# -- arm64: the same base from the arm64 packages, run under emulation -------------------------
+
+
+@pytest.fixture(scope="module")
+def arm64_base(online: str, cache_dir: Path) -> list[Entry]:
+    lock = read_lock(PROJECT.debian_lock).of("arm64")
+    return base_entries(lock, fetch(lock, online, Cache(cache_dir)))
+
+
+def test_the_arm64_base_has_its_loader_and_no_lib64(
+    arm64_base: list[Entry], real_base: list[Entry], tmp_path: Path
+) -> None:
+    """The per-platform facts of core/platforms: the loader where arm64's libc6 puts it, no
+    ``lib64`` link (amd64's loader needs it), glibc's gconv dropped from arm64's libdir."""
+    paths = {e.path: e for e in arm64_base}
+    assert "lib64" not in paths and "lib64" in {e.path for e in real_base}
+    assert not any(p.startswith("usr/lib/aarch64-linux-gnu/gconv/") for p in paths)
+    assert any(p.startswith("usr/lib/aarch64-linux-gnu/") for p in paths)
+    root = tmp_path / "root"
+    materialize(arm64_base, root)
+    assert (root / ARM64.loader).resolve().is_relative_to(root.resolve())
+    require_platform(ARM64.name)
+    staged = StagedPython(root, ARM64)
+    assert staged.check().startswith("3.11.2 ")
+    code = "import ssl, sqlite3, ctypes, bz2, lzma, platform; print(platform.machine())"
+    proc = staged.run(["-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "aarch64", proc.stderr

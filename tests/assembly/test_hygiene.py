@@ -48,11 +48,11 @@ def _cmdline(pid: int) -> str:
 
 
 def test_leftover_temporaries_in_out_are_removed_by_the_next_build(built: Built) -> None:
-    dead = built.out / f".runner.tar.{_dead_pid()}.abc123.tmp"
+    dead = built.out / f".{built.path('runner').name}.{_dead_pid()}.abc123.tmp"
     dead.write_bytes(b"half an archive")
     holder = subprocess.Popen(["sleep", "300"])  # a live "build" still writing its temporary
     try:
-        live = built.out / f".worker.tar.{holder.pid}.def456.tmp"
+        live = built.out / f".{built.path('worker').name}.{holder.pid}.def456.tmp"
         live.write_bytes(b"being written")
         again = build(built.root, built.out, built.cache)  # a no-op rebuild
         assert again.result == built.result

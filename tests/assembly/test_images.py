@@ -25,7 +25,7 @@ from lockstep.assembly import oci
 from lockstep.assembly.pycompile import pyc_path
 from lockstep.core.digests import sha256_digest as sha256
 from lockstep.core.wheels import in_test_dir
-from tests.fixtures.build import ROOT, Built, build, clone, lockstep
+from tests.fixtures.build import PLATFORM, ROOT, Built, build, clone, lockstep
 from tests.fixtures.support import require
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,8 @@ def test_build_prints_the_json_contract(built: Built) -> None:
     for role in ("runner", "worker"):
         image = built.result["images"][role]
         assert set(image) == {"digest", "config", "path", "ref", "sbom"}
-        assert image["ref"] == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        # The project builds two platforms: each image's name says its architecture.
+        assert image["ref"] == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}-amd64"
         archive = oci.read_archive(Path(image["path"]))
         assert archive.digest == image["digest"]
         assert archive.config_digest == image["config"]
@@ -238,7 +239,7 @@ def test_each_role_has_its_own_name_history_and_annotations(built: Built) -> Non
     for role in ("runner", "worker"):
         archive = oci.read_archive(built.path(role))
         ref = archive.index["manifests"][0]["annotations"][oci.REF_NAME]
-        assert ref == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        assert ref == f"lockstep-{role}:0.1.0-{built.build_id[7:19]}-amd64"
         with tarfile.open(built.path(role)) as tar:
             member = tar.extractfile("manifest.json")
             assert member is not None
@@ -286,7 +287,7 @@ def test_podman_loads_both_roles_under_their_own_names(built: Built, tmp_path: P
             [*podman, "load", "-i", str(built.path(role))], capture_output=True, text=True
         )
         assert proc.returncode == 0, proc.stderr
-        names[role] = f"localhost/lockstep-{role}:0.1.0-{built.build_id[7:19]}"
+        names[role] = f"localhost/lockstep-{role}:0.1.0-{built.build_id[7:19]}-amd64"
         assert f"Loaded image: {names[role]}" in proc.stdout
     listed = subprocess.run(
         [*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
@@ -509,7 +510,7 @@ def test_lockstep_results_exports_parquet_in_the_runner_image(
 
 
 def failing_build(root: Path, out: Path, cache: Path) -> str:
-    proc = lockstep(["build", "all", "--out", str(out)], cwd=root, cache=cache)
+    proc = lockstep(["build", "all", "--out", str(out), *PLATFORM], cwd=root, cache=cache)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("lockstep: error:")]
     assert len(lines) == 1, proc.stderr
@@ -557,8 +558,8 @@ def test_tampered_deb_in_cache_is_refused(built: Built, tmp_path: Path) -> None:
     """A cache holding the .debs but no base layer yet: one .deb is altered."""
     lock = json.loads((ROOT / "images/debian.lock.json").read_text())
     cache = tmp_path / "cache"
-    victim = lock["packages"][0]
-    for pkg in lock["packages"]:
+    victim = lock["packages"]["amd64"][0]
+    for pkg in lock["packages"]["amd64"]:
         src = built.cache / "blobs" / "sha256" / pkg["sha256"]
         dst = cache / "blobs" / "sha256" / pkg["sha256"]
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -568,7 +569,7 @@ def test_tampered_deb_in_cache_is_refused(built: Built, tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
     proc = lockstep(
-        ["build", "all", "--out", str(tmp_path / "out")],
+        ["build", "all", "--out", str(tmp_path / "out"), *PLATFORM],
         cwd=built.root,
         cache=cache,
         env={"LOCKSTEP_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"},

@@ -15,6 +15,7 @@ from lockstep.assembly import oci
 from lockstep.assembly.compress import gzip_bytes
 from lockstep.assembly.entries import Entry, make_layer, normalize, tar_bytes
 from lockstep.core.errors import BadInput
+from lockstep.core.platforms import AMD64, ARM64
 
 ENTRIES = [
     Entry.file("usr/bin/tool", b"#!/bin/sh\necho hi\n", 0o755),
@@ -63,6 +64,7 @@ def test_archive_round_trip(tmp_path: Path) -> None:
     layer = make_layer(ENTRIES)
     ref = oci.LayerRef.of(layer)
     image = oci.make_image(
+        platform=ARM64,
         layers=[ref],
         entrypoint=["/usr/bin/tool"],
         env={"A": "1"},
@@ -87,6 +89,9 @@ def test_archive_round_trip(tmp_path: Path) -> None:
     assert archive.config_digest == image.config_digest
     assert archive.config["rootfs"]["diff_ids"] == [layer.diff_id]
     assert archive.config["config"]["User"] == "65532:65532"
+    assert (archive.config["architecture"], archive.config["os"]) == ("arm64", "linux")
+    # The archive's index names the platform of its image.
+    assert archive.index["manifests"][0]["platform"] == {"architecture": "arm64", "os": "linux"}
     docker = json.loads(archive.blobs["manifest.json"])
     assert docker[0]["Config"] == oci.blob_name(image.config_digest)
     assert docker[0]["Layers"] == [oci.blob_name(layer.digest)]
@@ -94,7 +99,9 @@ def test_archive_round_trip(tmp_path: Path) -> None:
 
 def test_corrupt_archive_is_refused(tmp_path: Path) -> None:
     layer = make_layer(ENTRIES)
-    image = oci.make_image(layers=[oci.LayerRef.of(layer)], entrypoint=["x"], env={}, labels={})
+    image = oci.make_image(
+        platform=AMD64, layers=[oci.LayerRef.of(layer)], entrypoint=["x"], env={}, labels={}
+    )
     members = oci.archive_members(image, {layer.digest: layer.blob}.__getitem__, "1", [])
     members = [(n, d + b"!" if n == oci.blob_name(layer.digest) else d) for n, d in members]
     path = tmp_path / "bad.tar"
@@ -105,3 +112,24 @@ def test_corrupt_archive_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.tar").write_bytes(b"junk")
     with pytest.raises(BadInput, match="not a readable image archive"):
         oci.read_archive(tmp_path / "junk.tar")
+
+
+def test_an_image_index_names_each_platform_once() -> None:
+    ref = oci.LayerRef.of(make_layer(ENTRIES))
+    images = [
+        oci.make_image(platform=p, layers=[ref], entrypoint=["x"], env={}, labels={})
+        for p in (AMD64, ARM64)
+    ]
+    index = oci.ImageIndex.of(images, {"io.lockstep.build-id": "sha256:ab"})
+    data = json.loads(index.manifest)
+    assert data["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [(m["digest"], m["platform"]["architecture"]) for m in data["manifests"]] == [
+        (images[0].digest, "amd64"),
+        (images[1].digest, "arm64"),
+    ]
+    assert images[0].layers == images[1].layers and images[0].digest != images[1].digest
+    layout = json.loads(oci.index_json({"x:1": index}))
+    assert layout["manifests"][0]["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert layout["manifests"][0]["digest"] == index.digest
+    with pytest.raises(BadInput, match="one image per platform"):
+        oci.ImageIndex.of([images[0], images[0]], {})

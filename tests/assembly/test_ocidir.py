@@ -14,14 +14,16 @@ import pytest
 from lockstep.assembly import ocidir
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput
-from tests.fixtures.build import Built, clone, lockstep
+from tests.fixtures.build import PLATFORM, Built, clone, lockstep
 from tests.fixtures.engine import DockerEngine
 from tests.fixtures.support import require
 
 
 def build_layout(src: Path, layout: Path, cache: Path) -> dict[str, object]:
     proc = lockstep(
-        ["build", "all", "--layout", str(layout), "--no-archives", "--json"], cwd=src, cache=cache
+        ["build", "all", "--layout", str(layout), "--no-archives", "--json", *PLATFORM],
+        cwd=src,
+        cache=cache,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result: dict[str, object] = json.loads(proc.stdout)
@@ -102,7 +104,7 @@ def test_a_corrupt_or_ambiguous_layout_is_one_clear_error(built: Built, tmp_path
     foreign.mkdir()
     (foreign / "index.json").write_text("not json")
     proc = lockstep(
-        ["build", "all", "--layout", str(foreign), "--no-archives"],
+        ["build", "all", "--layout", str(foreign), "--no-archives", *PLATFORM],
         cwd=built.root,
         cache=built.cache,
     )

@@ -26,7 +26,7 @@ def statement(result: dict[str, Any]) -> dict[str, Any]:
 
 def test_subjects_are_the_images_and_every_input_is_named(built: Built) -> None:
     doc = statement(built.result)
-    assert Path(built.result["provenance"]) == built.out / "provenance.intoto.json"
+    assert Path(built.result["provenance"]) == built.out / "provenance-amd64.intoto.json"
     assert doc["_type"] == "https://in-toto.io/Statement/v1"
     assert doc["predicateType"] == "https://slsa.dev/provenance/v1"
     subjects = {s["name"]: "sha256:" + s["digest"]["sha256"] for s in doc["subject"]}
@@ -43,7 +43,7 @@ def test_subjects_are_the_images_and_every_input_is_named(built: Built) -> None:
         assert resolved[lock]["digest"] == {"sha256": want}
     sources = resolved["sources"]["digest"]
     assert "gitCommit" not in sources  # unstamped: the tree digest only
-    for deb in read_debian_lock(root / "images/debian.lock.json").packages:
+    for deb in read_debian_lock(root / "images/debian.lock.json").of("amd64").packages:
         found = resolved[f"deb:{deb.name}"]
         assert found["digest"] == {"sha256": deb.sha256}
         assert found["uri"].endswith(deb.filename)
@@ -62,8 +62,8 @@ def test_subjects_are_the_images_and_every_input_is_named(built: Built) -> None:
     assert run["metadata"]["invocationId"] == built.build_id
     byproducts = {b["name"]: b["digest"]["sha256"] for b in run["byproducts"]}
     for role in ("runner", "worker"):
-        sbom = (built.out / f"{role}.spdx.json").read_bytes()
-        assert byproducts[f"{role}.spdx.json"] == hashlib.sha256(sbom).hexdigest()
+        sbom = (built.out / f"{role}-amd64.spdx.json").read_bytes()  # named as written
+        assert byproducts[f"{role}-amd64.spdx.json"] == hashlib.sha256(sbom).hexdigest()
 
 
 def test_stamped_provenance_names_the_commit(built: Built, tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def test_purls() -> None:
 
 def load(built: Built, role: str) -> dict[str, Any]:
     path = Path(built.result["images"][role]["sbom"])
-    assert path == built.out / f"{role}.spdx.json"
+    assert path == built.out / f"{role}-amd64.spdx.json"  # beside worker-amd64.tar
     return dict(json.loads(path.read_bytes()))
 
 
@@ -131,14 +131,14 @@ def test_sbom_validates_with_spdx_tools(built: Built) -> None:
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
     for role in ("runner", "worker"):
-        document = parse_file(str(built.out / f"{role}.spdx.json"))
+        document = parse_file(str(built.out / f"{role}-amd64.spdx.json"))
         problems = validate_full_spdx_document(document)
         assert problems == [], [p.validation_message for p in problems[:5]]
 
 
 @pytest.mark.slow
 def test_sbom_lists_every_locked_package_and_the_image(built: Built) -> None:
-    debs = read_debian_lock(built.root / "images/debian.lock.json").packages
+    debs = read_debian_lock(built.root / "images/debian.lock.json").of("amd64").packages
     shared = read_python_lock(built.root / "images/python.lock.json")
     own = read_python_lock(built.root / "images/python-runner.lock.json")  # pyarrow alone
     assert [w.project for w in own] == ["pyarrow"]
@@ -196,7 +196,7 @@ def test_inspect_lists_the_packages_from_the_sbom_beside_the_archive(built: Buil
     assert "pkg:deb/debian/python3.11" in by_purl
     assert (
         len(rows)
-        == len(read_debian_lock(ROOT / "images/debian.lock.json").packages)
+        == len(read_debian_lock(ROOT / "images/debian.lock.json").of("amd64").packages)
         + len(read_python_lock(ROOT / "images/python.lock.json"))
         + 2  # and the app and the image
     )
@@ -210,7 +210,7 @@ def test_sbom_meets_the_ntia_minimum_elements(built: Built) -> None:
     from ntia_conformance_checker.sbom_checker import SbomChecker
 
     for role in ("runner", "worker"):
-        checker = SbomChecker(str(built.out / f"{role}.spdx.json"))
+        checker = SbomChecker(str(built.out / f"{role}-amd64.spdx.json"))
         missing = {
             "suppliers": checker.components_without_suppliers,
             "names": checker.components_without_names,

@@ -20,7 +20,15 @@ import pytest
 from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
 from lockstep.core.store import Cache
 from lockstep.inputs.debian.fetch import fetch
-from lockstep.inputs.debian.lock import SUITES, DebianLock, DebPackage, Suite, read_lock, write_lock
+from lockstep.inputs.debian.lock import (
+    SUITES,
+    DebianLock,
+    DebianLocks,
+    DebPackage,
+    Suite,
+    read_lock,
+    write_lock,
+)
 from lockstep.inputs.debian.mirror import security_mirror
 from lockstep.inputs.debian.resolve import fetch_index, resolve, resolve_from_indexes
 from lockstep.inputs.debian.versions import compare_versions
@@ -148,19 +156,30 @@ def test_security_mirror_url() -> None:
     )
 
 
+def serve_suites(server: LoopbackMirror, texts: dict[Suite, dict[str, str]]) -> None:
+    """Each suite's ``Packages.xz`` per architecture, and a ``Release`` listing them."""
+    for suite, by_arch in texts.items():
+        release = "Origin: Debian\nSHA256:\n"
+        for arch, text in by_arch.items():
+            data = lzma.compress(text.encode())
+            path = f"main/binary-{arch}/Packages.xz"
+            server.put(f"{suite.archive}/dists/{suite.suite}/{path}", data)
+            release += f" {hashlib.sha256(data).hexdigest()} {len(data)} {path}\n"
+        server.put(f"{suite.archive}/dists/{suite.suite}/Release", release.encode())
+
+
 def test_resolve_reads_the_three_indexes_from_the_mirror(tmp_path: Path) -> None:
     server = LoopbackMirror(tmp_path)
     try:
-        for suite, text in [
-            (SUITES[0], index(stanza("app", Depends="libx"), stanza("libx", "1.0"))),
-            (SUITES[1], index(stanza("libx", "1.0+b1"))),
-            (SUITES[2], index(stanza("libx", "1.0~sec1"))),
-        ]:
-            server.put(
-                f"{suite.archive}/dists/{suite.suite}/main/binary-amd64/Packages.xz",
-                lzma.compress(text.encode()),
-            )
-        lock = resolve(server.mirror, ["app"])
+        serve_suites(
+            server,
+            {
+                SUITES[0]: {"amd64": index(stanza("app", Depends="libx"), stanza("libx", "1.0"))},
+                SUITES[1]: {"amd64": index(stanza("libx", "1.0+b1"))},
+                SUITES[2]: {"amd64": index(stanza("libx", "1.0~sec1"))},
+            },
+        )
+        lock = resolve(server.mirror, ["app"]).of("amd64")
         assert lock.get("libx").version == "1.0+b1"
         assert lock.get("libx").suite == "bookworm-updates"
         (
@@ -172,10 +191,38 @@ def test_resolve_reads_the_three_indexes_from_the_mirror(tmp_path: Path) -> None
         server.stop()
 
 
+def test_every_architecture_is_resolved_from_one_snapshot(tmp_path: Path) -> None:
+    server = LoopbackMirror(tmp_path)
+    try:
+        texts = {
+            suite: {
+                arch: index(stanza("app", arch=arch, Depends="libx"), stanza("libx", arch=arch))
+                for arch in ("amd64", "arm64")
+            }
+            for suite in SUITES
+        }
+        serve_suites(server, texts)
+        locks = resolve(server.mirror, ["app"], ("amd64", "arm64"))
+        assert locks.arches == ("amd64", "arm64")
+        assert locks.of("arm64").get("libx").filename.endswith("_arm64.deb")
+        assert [k for k, _ in locks.snapshot] == [
+            "debian-security/bookworm-security",
+            "debian/bookworm",
+            "debian/bookworm-updates",
+        ]
+        # The mirror moves between reading a Release and an index: the run fails, loudly.
+        moved = lzma.compress(index(stanza("app", "2.0", arch="arm64")).encode())
+        server.put("debian/dists/bookworm/main/binary-arm64/Packages.xz", moved)
+        with pytest.raises(ServiceFailed, match="is not the one its Release lists"):
+            resolve(server.mirror, ["app"], ("amd64", "arm64"))
+    finally:
+        server.stop()
+
+
 def test_unreachable_mirror_is_a_service_failure_naming_the_url() -> None:
     with pytest.raises(ServiceFailed) as err:
         resolve("http://127.0.0.1:9/debian", ["python3.11"])
-    url = "http://127.0.0.1:9/debian/dists/bookworm/main/binary-amd64/Packages.xz"
+    url = "http://127.0.0.1:9/debian/dists/bookworm/Release"
     assert url in str(err.value)
     assert err.value.exit_code == 3
 
@@ -201,7 +248,7 @@ def sample_lock() -> DebianLock:
 
 
 def test_lock_round_trip_is_stable(tmp_path: Path) -> None:
-    lock = sample_lock()
+    lock = DebianLocks((sample_lock(),), (("debian/bookworm", "sha256:" + "a" * 64),))
     path = tmp_path / "images" / "debian.lock.json"
     write_lock(path, lock)
     first = path.read_bytes()
@@ -209,10 +256,13 @@ def test_lock_round_trip_is_stable(tmp_path: Path) -> None:
     write_lock(path, read_lock(path))
     assert path.read_bytes() == first
     data = json.loads(first)
-    assert data["schema"] == "lockstep.debian-lock/v1"
-    assert [p["name"] for p in data["packages"]] == ["libc6", "zlib1g"]
+    assert data["schema"] == "lockstep.debian-lock/v2"
+    assert [p["name"] for p in data["packages"]["amd64"]] == ["libc6", "zlib1g"]
     assert data["suites"][2] == {"archive": "debian-security", "suite": "bookworm-security"}
-    assert lock.digest.startswith("sha256:")
+    assert data["snapshot"] == {"debian/bookworm": "sha256:" + "a" * 64}
+    assert lock.of("amd64").digest.startswith("sha256:")
+    with pytest.raises(BadInput, match=r"no packages for arm64 .*lockstep lock debian"):
+        lock.of("arm64")
 
 
 @pytest.mark.parametrize(
@@ -248,8 +298,8 @@ def test_bad_lock_file_is_bad_input(tmp_path: Path, content: bytes | None, fragm
 def test_lock_with_a_bad_package_field_is_bad_input(
     tmp_path: Path, field: str, value: object
 ) -> None:
-    data = sample_lock().to_dict()
-    data["packages"][0][field] = value
+    data = DebianLocks((sample_lock(),)).to_dict()
+    data["packages"]["amd64"][0][field] = value
     path = tmp_path / "debian.lock.json"
     path.write_text(json.dumps(data))
     with pytest.raises(BadInput, match="lockstep lock debian"):
@@ -257,11 +307,16 @@ def test_lock_with_a_bad_package_field_is_bad_input(
 
 
 def test_committed_lock_matches_the_project() -> None:
-    lock = read_lock(PROJECT.debian_lock)
-    assert lock.roots == tuple(sorted(PROJECT.debian_packages))
-    assert set(PYTHON_CLOSURE) <= set(lock.names())
-    assert "dpkg" not in lock.names() and "debconf" not in lock.names()
-    assert PROJECT.debian_lock.read_bytes() == lock.to_json()  # canonical on disk
+    locks = read_lock(PROJECT.debian_lock)
+    assert locks.arches == ("amd64", "arm64")  # every platform of the project
+    for lock in locks.locks:
+        assert lock.roots == tuple(sorted(PROJECT.debian_packages))
+        assert set(PYTHON_CLOSURE) <= set(lock.names())
+        assert "dpkg" not in lock.names() and "debconf" not in lock.names()
+    # One snapshot: the same names and versions on both architectures.
+    amd, arm = ({p.name: p.version for p in locks.of(a).packages} for a in ("amd64", "arm64"))
+    assert amd == arm and len(locks.snapshot) == 3
+    assert PROJECT.debian_lock.read_bytes() == locks.to_json()  # canonical on disk
 
 
 # ------------------------------------------------------------------ fetch (loopback mirror)

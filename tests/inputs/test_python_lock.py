@@ -113,11 +113,15 @@ def test_committed_lock_is_strict_pinned_https_and_hashed() -> None:
     assert data["pex_version"] == pex.PEX_VERSION
     assert data["requirements"] == list(PROJECT.requirements) == ["distributed==2026.8.0"]
     assert data["allow_builds"] is False
-    (resolve,) = data["locked_resolves"]
-    versions = {r["project_name"]: r["version"] for r in resolve["locked_requirements"]}
+    amd, arm = data["locked_resolves"]  # one run, one resolve per platform
+    assert amd["platform_tag"][-1].endswith("_x86_64")
+    assert arm["platform_tag"][-1].endswith("_aarch64")
+    versions = {r["project_name"]: r["version"] for r in amd["locked_requirements"]}
+    # The complete platform of the real arm64 python: the same versions as amd64's.
+    assert versions == {r["project_name"]: r["version"] for r in arm["locked_requirements"]}
     assert versions["distributed"] == "2026.8.0"
     assert {"dask", "tornado", "msgpack", "cloudpickle"} <= set(versions)
-    for req in resolve["locked_requirements"]:
+    for req in [*amd["locked_requirements"], *arm["locked_requirements"]]:
         assert req["artifacts"], req["project_name"]
         for art in req["artifacts"]:
             assert art["algorithm"] == "sha256"
@@ -128,19 +132,35 @@ def test_committed_lock_is_strict_pinned_https_and_hashed() -> None:
     for bad in ("file:", "/opt/", "/tmp/", "/root/", "/home/"):
         assert bad not in raw
     assert len(pylock.read_lock(LOCK)) == len(versions)
+    assert len(pylock.read_lock(LOCK, "linux/arm64")) == len(versions)
 
 
-def test_committed_platform_is_the_image_python_without_host_facts() -> None:
-    data = json.loads(PLATFORM.read_bytes())
+@pytest.mark.parametrize("name, machine", [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")])
+def test_committed_platform_is_the_image_python_without_host_facts(name: str, machine: str) -> None:
+    path = PROJECT.complete_platform_of(name)
+    data = json.loads(path.read_bytes())
     assert set(data) == {"marker_environment", "compatible_tags"}
     markers = data["marker_environment"]
     assert markers["python_full_version"] == "3.11.2"
     assert markers["implementation_name"] == "cpython"
-    assert markers["platform_machine"] == "x86_64"
+    assert markers["platform_machine"] == machine
     assert not set(markers) & platform.HOST_MARKERS
-    assert data["compatible_tags"][0] == "cp311-cp311-manylinux_2_36_x86_64"
+    assert data["compatible_tags"][0] == f"cp311-cp311-manylinux_2_36_{machine}"
     assert not any(t.startswith("cp311-cp311-manylinux_2_37") for t in data["compatible_tags"])
-    assert PLATFORM.read_bytes() == platform.platform_json(data)
+    assert path.read_bytes() == platform.platform_json(data)
+
+
+def test_a_lock_without_a_platform_s_resolve_says_to_relock(tmp_path: Path) -> None:
+    data = json.loads(LOCK.read_bytes())
+    data["locked_resolves"] = data["locked_resolves"][:1]
+    path = tmp_path / "python.lock.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BadInput, match=r"no resolve for linux/arm64.*lockstep lock python"):
+        build_inputs.PythonInput.read_all(path, ("linux/amd64", "linux/arm64"))
+    data["locked_resolves"] *= 2
+    path.write_text(json.dumps(data))
+    with pytest.raises(BadInput, match="two locked resolves for linux/amd64"):
+        pylock.read_lock(path)
 
 
 def test_lock_digest() -> None:
@@ -380,23 +400,35 @@ def test_lock_create_records_only_https_and_pins(shared_cache: Path, tmp_path: P
     assert any(w.project == "distributed" and w.version == "2026.8.0" for w in wheels)
     assert all(w.url.startswith("https://") for w in wheels)
     data = json.loads(raw)
-    assert data["locked_resolves"][0]["platform_tag"] == ["cp311", "cp311", "manylinux_2_36_x86_64"]
-    # the runner's own lock, made with the shared pins as constraints: pyarrow alone
-    assert written == [out, tmp_path / "python-runner.lock.json"]
-    own = pylock.read_lock(written[1])
-    assert [(w.project, w.version) for w in pylock.role_only(wheels, own, "x")] == [
-        ("pyarrow", "26.0.1")
+    assert [r["platform_tag"] for r in data["locked_resolves"]] == [
+        ["cp311", "cp311", "manylinux_2_36_x86_64"],
+        ["cp311", "cp311", "manylinux_2_36_aarch64"],
     ]
+    # the runner's own lock, made with the shared pins as constraints, for every platform:
+    # pyarrow alone on each
+    assert written == [out, tmp_path / "python-runner.lock.json"]
+    for name in PROJECT.platforms:
+        own = pylock.read_lock(written[1], name)
+        shared = pylock.read_lock(out, name)
+        assert [(w.project, w.version) for w in pylock.role_only(shared, own, "x")] == [
+            ("pyarrow", "26.0.1")
+        ]
 
 
 def test_a_roles_lock_adds_its_own_wheels_and_must_agree_with_the_shared_lock(
     tmp_path: Path,
 ) -> None:
-    """The committed runner lock adds pyarrow only; a role lock holding a shared project
-    as another wheel (made against another shared lock) is refused, naming the file."""
-    inputs = build_inputs.read_roles(PROJECT, tuple(pylock.read_lock(PROJECT.python_lock)))
-    assert [w.project for w in inputs["runner"].wheels] == ["pyarrow"]
-    assert set(inputs) == {"runner"}
+    """The committed runner lock adds pyarrow only, on every platform (another wheel on
+    each); a role lock holding a shared project as another wheel (made against another
+    shared lock) is refused, naming the file."""
+    shared_inputs = build_inputs.PythonInput.read_all(PROJECT.python_lock, PROJECT.platforms)
+    by_platform = build_inputs.read_roles(PROJECT, shared_inputs)
+    assert list(by_platform) == list(PROJECT.platforms)
+    for inputs in by_platform.values():
+        assert [w.project for w in inputs["runner"].wheels] == ["pyarrow"]
+        assert set(inputs) == {"runner"}
+    pyarrow = {p: inputs["runner"].wheels[0].sha256 for p, inputs in by_platform.items()}
+    assert len(set(pyarrow.values())) == len(pyarrow)  # a binary wheel: one per platform
     data = json.loads((ROOT / "images/python-runner.lock.json").read_text())
     shared = json.loads((ROOT / "images/python.lock.json").read_text())
     tornado = next(
@@ -406,7 +438,8 @@ def test_a_roles_lock_adds_its_own_wheels_and_must_agree_with_the_shared_lock(
     other = {**tornado, "version": "6.0", "artifacts": [
         {**tornado["artifacts"][0], "hash": "0" * 64}
     ]}  # fmt: skip
-    data["locked_resolves"][0]["locked_requirements"].append(other)
+    (amd64,) = [r for r in data["locked_resolves"] if r["platform_tag"][-1].endswith("_x86_64")]
+    amd64["locked_requirements"].append(other)
     bad = tmp_path / "python-runner.lock.json"
     bad.write_text(json.dumps(data))
     shared_wheels = pylock.read_lock(PROJECT.python_lock)
@@ -508,3 +541,22 @@ def test_lock_python_reads_the_committed_platform_and_builds_no_base(tmp_path: P
     assert proc.returncode == 2, proc.stderr
     assert "complete-platform.json" in proc.stderr and "lockstep lock platform" in proc.stderr
     assert not (tmp_path / "cache/blobs").exists()  # not a .deb fetched, no layer made
+
+
+def test_the_shared_pins_constrain_each_platform_to_its_own_version() -> None:
+    """The role lock's constraints: one pin for a project every platform locks alike, a
+    pin per platform (by machine) where they differ or one platform lacks it."""
+
+    def wheel(project: str, version: str) -> pylock.LockedWheel:
+        return pylock.LockedWheel(project, version, f"https://x/{project}.whl", "0" * 64)
+
+    locks = {
+        "linux/amd64": [wheel("numpy", "2.3.0"), wheel("toolz", "1.2.0"), wheel("x86only", "1")],
+        "linux/arm64": [wheel("numpy", "2.2.6"), wheel("toolz", "1.2.0")],
+    }
+    assert pylock.pins(locks).splitlines() == [
+        'numpy==2.3.0; platform_machine == "x86_64"',
+        'numpy==2.2.6; platform_machine == "aarch64"',
+        "toolz==1.2.0",
+        'x86only==1; platform_machine == "x86_64"',
+    ]

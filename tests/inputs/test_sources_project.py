@@ -73,6 +73,19 @@ def test_the_project_definition_loads() -> None:
     assert set(p.executors) == {"cold", "direct", "isolated_warm"}
     assert p.images["worker"].entrypoint[-1] == "worker"
     assert p.images["runner"].entrypoint[-1] == "runner"
+    # Both platforms unless the project declares fewer; each has its complete platform.
+    assert p.platforms == ("linux/amd64", "linux/arm64")
+    assert p.complete_platform_of("linux/amd64") == ROOT / "images/complete-platform.json"
+    assert p.complete_platform_of("linux/arm64") == ROOT / "images/complete-platform-arm64.json"
+
+
+def test_a_project_may_declare_one_platform(tmp_path: Path) -> None:
+    dest = copy_project(tmp_path)
+    text = (dest / "pyproject.toml").read_text()
+    (dest / "pyproject.toml").write_text(
+        text.replace("[tool.lockstep]\n", '[tool.lockstep]\nplatforms = ["linux/arm64"]\n', 1)
+    )
+    assert load_project(dest).platforms == ("linux/arm64",)
 
 
 def test_a_roles_own_requirements_and_lock_and_the_lock_is_a_declared_source() -> None:
@@ -115,6 +128,13 @@ def test_a_roles_own_requirements_and_lock_and_the_lock_is_a_declared_source() -
             "must be a path relative to the project",
         ),
         ('lockstep = "lockstep.cli:main"', 'lockstep = "lockstep.cli"', "script 'lockstep'"),
+        ("[tool.lockstep]\n", '[tool.lockstep]\nplatforms = ["linux/s390x"]\n', "'linux/s390x'"),
+        ("[tool.lockstep]\n", "[tool.lockstep]\nplatforms = []\n", "platforms is empty"),
+        (
+            "[tool.lockstep]\n",
+            '[tool.lockstep]\nplatforms = ["linux/arm64", "linux/arm64"]\n',
+            "platforms names a platform twice",
+        ),
     ],
 )
 def test_malformed_tool_lockstep_is_one_clear_line(
@@ -128,3 +148,10 @@ def test_malformed_tool_lockstep_is_one_clear_line(
         load_project(dest)
     assert "\n" not in str(info.value)
     assert "pyproject.toml" in str(info.value)
+
+
+def test_a_platform_the_project_does_not_build_is_one_clear_line() -> None:
+    from lockstep.inputs.build_inputs import read_platforms
+
+    with pytest.raises(BadInput, match=r"--platform linux/s390x: .* builds linux/amd64, linux/a"):
+        read_platforms(load_project(ROOT), "builder", platforms=("linux/s390x",))

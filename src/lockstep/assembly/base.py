@@ -6,19 +6,27 @@ from collections.abc import Iterable, Mapping
 
 from lockstep.assembly.deb import USR_MERGED, deb_control, deb_entries
 from lockstep.assembly.entries import Entry, normalize, through_symlink
-from lockstep.assembly.layout import CA_BUNDLE, LIBDIR, NONROOT, NONROOT_UID, PYTHON
+from lockstep.assembly.layout import CA_BUNDLE, NONROOT, NONROOT_UID, PYTHON
 from lockstep.core.errors import BadInput
+from lockstep.core.platforms import Platform, by_deb_arch
 from lockstep.inputs.debian.lock import DebianLock
 
-# Docs, and glibc's iconv modules (gconv, 8 MB): Python's codecs never use iconv(3).
+# Docs: never read in an image.
 DROPPED_PREFIXES = (
     "usr/share/doc/",
     "usr/share/man/",
     "usr/share/info/",
     "usr/share/lintian/",
     "usr/share/bug/",
-    f"{LIBDIR}/gconv/",
 )
+
+
+def dropped_prefixes(platform: Platform) -> tuple[str, ...]:
+    """What the base leaves out: the docs, and glibc's iconv modules (gconv, 8 MB, in the
+    platform's libdir): Python's codecs never use iconv(3)."""
+    return (*DROPPED_PREFIXES, f"{platform.libdir}/gconv/")
+
+
 LIBC_BIN_KEEP = ("usr/lib/locale/C.utf8/",)
 
 PASSWD = (
@@ -36,12 +44,12 @@ NSSWITCH = (
 HOSTS = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
-def _keep(package: str, entry: Entry) -> bool:
+def _keep(package: str, entry: Entry, dropped: tuple[str, ...]) -> bool:
     path = entry.path + ("/" if entry.kind == "dir" else "")
     if path.startswith("usr/share/doc/"):
         # Keep each package's copyright notice (licences), drop the rest of the docs.
         return entry.kind == "file" and path.endswith("/copyright")
-    if path.startswith(DROPPED_PREFIXES):
+    if path.startswith(dropped):
         return False
     if package == "libc-bin":
         return path.startswith(LIBC_BIN_KEEP)
@@ -71,9 +79,11 @@ def ca_bundle(entries: Iterable[Entry]) -> bytes:
 def base_entries(lock: DebianLock, debs: Mapping[str, bytes]) -> list[Entry]:
     """The base layer: every locked package's files plus what maintainer scripts would add.
 
+    The lock's architecture picks the platform's facts (``core.platforms``).
     Dropped: ``usr/share/{doc,man,info,lintian,bug}`` (each package's
     ``copyright`` file is kept), and all of ``libc-bin`` but the ``C.utf8``
-    locale. Added: usr-merge links, ``tmp`` (1777), ``root`` (700),
+    locale, and the platform's gconv modules. Added: usr-merge links (``lib64`` only
+    where the platform's loader lives there), ``tmp`` (1777), ``root`` (700),
     ``etc/passwd``/``group`` (root, nobody, nonroot 65532), ``etc/nsswitch.conf``,
     ``etc/hosts`` (localhost),
     the CA bundle built from the ``ca-certificates`` package, ``etc/localtime`` → UTC
@@ -82,12 +92,14 @@ def base_entries(lock: DebianLock, debs: Mapping[str, bytes]) -> list[Entry]:
     image scanners can see the packages. Two packages shipping the same path with
     different contents is a BadInput.
     """
+    platform = by_deb_arch(lock.arch)
+    dropped = dropped_prefixes(platform)
     owner: dict[str, tuple[str, Entry]] = {}
     for pkg in lock.packages:
         if pkg.name not in debs:
             raise BadInput(f"Debian package {pkg.name} is locked but was not fetched")
         for entry in deb_entries(pkg.name, debs[pkg.name]):
-            if not _keep(pkg.name, entry):
+            if not _keep(pkg.name, entry, dropped):
                 continue
             prev = owner.get(entry.path)
             if prev is not None and prev[1] != entry and not (prev[1].kind == entry.kind == "dir"):
@@ -113,7 +125,11 @@ def base_entries(lock: DebianLock, debs: Mapping[str, bytes]) -> list[Entry]:
         Entry.file("etc/hosts", HOSTS),
     ]
     for top in USR_MERGED:
-        if f"usr/{top}" in owner or top in ("bin", "sbin", "lib", "lib64"):
+        if (
+            f"usr/{top}" in owner
+            or top in ("bin", "sbin", "lib")
+            or (top == "lib64" and platform.lib64_link)
+        ):
             extra.append(Entry.symlink(top, f"usr/{top}"))
     if "ca-certificates" in debs:
         extra.append(Entry.file(CA_BUNDLE, ca_bundle(entries)))

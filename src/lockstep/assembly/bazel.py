@@ -234,11 +234,19 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
 
     project = load_project(root)
     check_declared(
-        root, project.sources, [project.python_lock, project.debian_lock, project.complete_platform]
+        root,
+        project.sources,
+        [
+            project.python_lock,
+            project.debian_lock,
+            *(project.complete_platform_of(p) for p in project.platforms),
+        ],
     )
     builder = Builder(Cache(cache_root), progress)
-    result = builder.build(read_inputs(project), ROLES)
-    data = sinks.build_json(result, sinks.write_outputs(result, out, builder.blob))
+    # Bazel builds the project's first platform (its per-platform targets: issue #22 item 3).
+    result = builder.build_platforms(read_inputs(project, None, project.platforms[:1]), ROLES)
+    names = {role: f"{role}.tar" for role in ROLES}
+    data = sinks.build_json(result, sinks.write_outputs(result, out, builder.blob, names=names))
     for role, image in data["images"].items():
         # relative to the JSON: Bazel's sandbox paths are gone after the action
         image["path"] = f"{role}.tar"
@@ -261,7 +269,9 @@ def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> 
     project = load_project(root)
     check_declared(root, (), [project.debian_lock])
     maker = LayerMaker(Cache(cache_root), progress)
-    record = maker.base_layer(DebianInput.read(project.debian_lock), project.mirror())
+    record = maker.base_layer(
+        DebianInput.read(project.debian_lock, project.platforms[0]), project.mirror()
+    )
     blob = maker.cache.get_blob(record.digest)
     if blob is None:
         raise CheckFailed(

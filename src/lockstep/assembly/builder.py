@@ -1,13 +1,17 @@
-"""The build: the input values → the runner and worker images, their SBOMs and provenance,
-as values (orchestration only).
+"""The build: the input values → the runner and worker images of every platform, their
+SBOMs and provenance, as values (orchestration only).
 
-``read_inputs`` reads the declared inputs once into a ``BuildInputs``;
-``Builder.build`` makes the layers (``layers``), the build manifest, each role's
-image (``configs``) and the documents (``documents``) and returns them in a
-``BuildResult``. It writes no output: the archives, an OCI layout and the
-documents' files are sinks (``sinks``), a registry is another (``release``).
-Runner and worker share every layer but the wheels of a role's own lock (the runner's
-pyarrow), which sit above the app in that role's image only, and differ in their config.
+``read_platforms`` reads the declared inputs once into one ``BuildInputs`` per
+platform; ``Builder.build_platforms`` makes the layers (``layers``), each
+platform's build manifest, each role's image (``configs``) and the documents
+(``documents``) and returns them in a ``PlatformsResult`` (one ``BuildResult`` per
+platform, and each role's image index). It writes no output: the archives, an
+OCI layout and the documents' files are sinks (``sinks``), a registry is another
+(``release``). Runner and worker share every layer but the wheels of a role's own
+lock (the runner's pyarrow), which sit above the app in that role's image only, and
+differ in their config; the platforms of a build share one build id and every pure
+layer (the app, the pure wheels: compiled once, by the ``Compiler``), which
+``shared_layers`` asserts by digest.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from dataclasses import dataclass
 from lockstep.assembly import compress, configs, documents, layout, oci
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerRecord
-from lockstep.assembly.layers import LayerMaker
+from lockstep.assembly.layers import Compiler, LayerMaker
+from lockstep.core import platforms
+from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.inputs.build_inputs import BuildInputs
-from lockstep.inputs.build_inputs import read_inputs as read_declared
+from lockstep.inputs.build_inputs import read_platforms as read_declared
 from lockstep.manifest import BUILDER, BuildManifest, Stamp
 from lockstep.project import ROLES, Project
 
@@ -33,6 +39,7 @@ class BuiltImage:
     image: oci.Image
     ref: str  # its name in an archive and a layout: ``lockstep-worker:0.1.0-<id>``
     sbom: bytes  # its SPDX document
+    suffix: str = ""  # "-<arch>" in a project of several platforms: its files' names say it
 
     @property
     def digest(self) -> str:
@@ -54,10 +61,34 @@ class BuildResult:
     base: oci.Image  # the base-only image value (its digest: base.digest)
     created: str  # the images' ``created``: the epoch, or the stamped commit's time
     provenance: bytes  # the in-toto statement of the images
+    suffix: str = ""  # "-<arch>" in a project of several platforms (file names say it)
 
     @property
     def build_id(self) -> str:
         return self.manifest.build_id
+
+    @property
+    def platform(self) -> str:
+        return self.manifest.platform
+
+
+@dataclass(frozen=True)
+class PlatformsResult:
+    """A build of one or more platforms: each platform's result (in the build's order) and,
+    for each role, the image index over them."""
+
+    results: Mapping[str, BuildResult]  # platform name -> its images, layers, documents
+    indexes: Mapping[str, oci.ImageIndex]  # role -> one manifest per platform
+    refs: Mapping[str, str]  # role -> the index's name: ``lockstep-worker:0.1.0-<id>``
+
+    @property
+    def build_id(self) -> str:
+        return next(iter(self.results.values())).build_id
+
+    @property
+    def single(self) -> BuildResult | None:
+        """The one platform's result of a single-platform build, else None."""
+        return next(iter(self.results.values())) if len(self.results) == 1 else None
 
 
 def builder_identity() -> str:
@@ -65,9 +96,44 @@ def builder_identity() -> str:
     return f"{BUILDER} {compress.IDENTITY}"
 
 
-def read_inputs(project: Project, stamp: Stamp | None = None) -> BuildInputs:
-    """The build inputs of ``project`` for this builder, read once."""
-    return read_declared(project, builder_identity(), stamp=stamp)
+def read_inputs(
+    project: Project, stamp: Stamp | None = None, platforms_: Sequence[str] | None = None
+) -> dict[str, BuildInputs]:
+    """The build inputs of ``project`` for this builder, read once, per platform (default:
+    the project's platforms)."""
+    names = tuple(platforms_) if platforms_ else None
+    return read_declared(project, builder_identity(), stamp=stamp, platforms=names)
+
+
+def compiler_platform(names: Sequence[str]) -> str:
+    """The platform whose python compiles a build's ``.pyc``: the host's if the build has
+    it (native speed), else the build's first (under emulation)."""
+    here = platforms.host()
+    return here.name if here is not None and here.name in names else names[0]
+
+
+def shared_layers(results: Mapping[str, BuildResult]) -> None:
+    """CheckFailed unless every platform has the same pure layers (the app and each pure
+    wheel group: same names, same digests), as one build promises."""
+    pure = {
+        p: {
+            name: r.digest
+            for name, r in result.layers.items()
+            if name == "app" or r.facts.get("pure")  # shared wheels' and a role's own
+        }
+        for p, result in results.items()
+    }
+    (first, expected), *others = pure.items()
+    for p, found in others:
+        for name in sorted(set(expected) | set(found)):
+            if expected.get(name) != found.get(name):
+                raise CheckFailed(
+                    f"the pure layer {name} differs between {first} "
+                    f"({expected.get(name, 'absent')}) and {p} ({found.get(name, 'absent')}): "
+                    "one build's Python-only layers must be the same bytes on every "
+                    "platform; check that both resolves of the Python lock hold the same "
+                    "pure wheels (`lockstep lock python`)"
+                )
 
 
 class Builder:
@@ -84,11 +150,56 @@ class Builder:
         return self.layers.blob(digest)
 
     def build(self, inputs: BuildInputs, roles: Sequence[str] = ROLES) -> BuildResult:
-        """The images of ``roles``, their SBOMs and the provenance, as values."""
+        """The images of one platform's ``roles``, their SBOMs and provenance, as values."""
+        return self.build_platforms({inputs.platform.name: inputs}, roles).results[
+            inputs.platform.name
+        ]
+
+    def build_platforms(
+        self, by_platform: Mapping[str, BuildInputs], roles: Sequence[str] = ROLES
+    ) -> PlatformsResult:
+        """Every platform's images of ``roles`` (one build id), each role's image index, and
+        each platform's SBOMs and provenance, as values."""
+        names = list(by_platform)
+        first = by_platform[compiler_platform(names)]
+        own = self.maker.base_layer(first.debian, first.mirror)
+        compiler = Compiler(own, first.platform)
+        bases = {
+            p: own
+            if p == first.platform.name
+            else self.maker.base_layer(i.debian, i.mirror, compiler)
+            for p, i in by_platform.items()
+        }
+        third = {p: self.maker.python_layers(i.python, compiler) for p, i in by_platform.items()}
+        app = self.maker.app_layer(first, compiler, list(third[first.platform.name].values()))
+        results = {
+            p: self._platform(i, roles, compiler, bases[p], third[p], app)
+            for p, i in by_platform.items()
+        }
+        shared_layers(results)
+        indexes = {
+            role: oci.ImageIndex.of(
+                [r.images[role].image for r in results.values()],
+                {"io.lockstep.build-id": results[names[0]].build_id},
+            )
+            for role in roles
+        }
+        project, short = first.project, results[names[0]].manifest.short_id
+        refs = {
+            role: layout.archive_name(project.name, role, project.version, short) for role in roles
+        }
+        return PlatformsResult(results, indexes, refs)
+
+    def _platform(
+        self,
+        inputs: BuildInputs,
+        roles: Sequence[str],
+        compiler: Compiler,
+        base_record: LayerRecord,
+        third_party: Mapping[str, LayerRecord],
+        app_record: LayerRecord,
+    ) -> BuildResult:
         project = inputs.project
-        base_record = self.maker.base_layer(inputs.debian, inputs.mirror)
-        third_party = self.maker.python_layers(inputs.python, base_record)
-        app_record = self.maker.app_layer(inputs, base_record, list(third_party.values()))
         manifest = BuildManifest(
             name=project.name,
             version=project.version,
@@ -96,6 +207,7 @@ class Builder:
             executors=tuple(project.executors),
             python=str(base_record.facts["python"]),
             stamp=inputs.stamp,
+            platform=inputs.platform.name,
         )
         top = make_layer(
             [
@@ -106,12 +218,12 @@ class Builder:
         )
         self.cache.put_blob(top.blob)
         shared = {"base": base_record, **third_party, "app": app_record}
-        own = {role: self.maker.role_layers(inputs, role, base_record) for role in roles}
+        own = {role: self.maker.role_layers(inputs, role, compiler) for role in roles}
         top_record = LayerRecord(top.digest, top.diff_id, top.size)
         records = {**shared, **{n: r for layers in own.values() for n, r in layers.items()}}
         records["manifest"] = top_record
         created = inputs.created or layout.EPOCH
-        base = configs.base_image(project.name, inputs.debian, base_record)
+        base = configs.base_image(project.name, inputs.debian, base_record, inputs.platform)
         images = {}
         for role in roles:
             stack = {**shared, **own[role], "manifest": top_record}
@@ -125,13 +237,16 @@ class Builder:
         found = documents.inventory(inputs, self.layers, base_record, self.progress)
         sboms = documents.sbom_documents(inputs, manifest, digests, created, found)
         statement = documents.provenance_statement(inputs, manifest, digests, sboms, created, found)
+        suffix = layout.platform_suffix(inputs.platform.architecture, len(project.platforms))
+        arch = suffix.removeprefix("-")
         built = {
             role: BuiltImage(
                 role,
                 image,
-                layout.archive_name(project.name, role, project.version, manifest.short_id),
+                layout.archive_name(project.name, role, project.version, manifest.short_id, arch),
                 sboms[role],
+                suffix,
             )
             for role, image in images.items()
         }
-        return BuildResult(manifest, built, records, base, created, statement)
+        return BuildResult(manifest, built, records, base, created, statement, suffix)

@@ -44,6 +44,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--stamp", action="store_true", help="add git commit, tag and dirty flag to the manifest"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--platform",
+        action="append",
+        metavar="OS/ARCH",
+        help="build only this platform (repeatable; default: every platform of "
+        "[tool.lockstep] platforms), e.g. linux/arm64",
+    )
     add_project_arg(p)
     p.set_defaults(func=cmd_build)
 
@@ -56,12 +63,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="REF|ROLE",
         help="which image of a layout directory: its ref name, or runner / worker",
     )
+    p.add_argument(
+        "--platform",
+        metavar="OS/ARCH",
+        help="of a layout's image index, which platform's image (default: this host's)",
+    )
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser(
         "lock",
-        help="refresh a lock: python (pex, for images/complete-platform.json), debian (the "
-        "base packages), or platform (complete-platform.json from the Debian lock's python)",
+        help="refresh a lock, for every platform of the project: python (pex, for each "
+        "platform's complete-platform file), debian (the base packages, one snapshot of the "
+        "mirror), or platform (each complete-platform file, from that platform's python; "
+        "another architecture's runs under qemu)",
     )
     p.add_argument("which", choices=["python", "debian", "platform"])
     add_project_arg(p)
@@ -81,9 +95,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise BadInput(f"--layout {args.layout}: exists and is not a directory; name a directory")
     if args.no_archives and not args.layout:
         raise BadInput("--no-archives needs --layout DIR: a build must write its images somewhere")
-    inputs = read_inputs(project, git_stamp(project.root) if args.stamp else None)
+    inputs = read_inputs(project, git_stamp(project.root) if args.stamp else None, args.platform)
     builder = Builder(Cache(default_cache_dir()), progress)
-    result = builder.build(inputs, TARGETS[args.target])
+    result = builder.build_platforms(inputs, TARGETS[args.target])
     written = sinks.write_outputs(
         result,
         out,
@@ -95,21 +109,32 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(json.dumps(sinks.build_json(result, written), indent=2, sort_keys=True))
     else:
         print(f"build_id {result.build_id}")
-        for role, image in sorted(result.images.items()):
-            where = written.archives.get(role) or f"{written.layout} {image.ref}"
-            print(f"{role:<7} {image.digest}  {where}")
+        several = result.single is None
+        for name, one in result.results.items():
+            for role, image in sorted(one.images.items()):
+                # a layout of several platforms names each role's index, not its images
+                named = result.refs[role] if several else image.ref
+                where = written.archives.get(name, {}).get(role) or f"{written.layout} {named}"
+                label = f"{role} {name}" if several else role
+                print(f"{label:<7} {image.digest}  {where}")
+        if several:
+            for role, index in sorted(result.indexes.items()):
+                print(f"{role} index {index.digest}  {result.refs[role]}")
     return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     from lockstep.assembly.engine import load_archive
+    from lockstep.core.platforms import platform
 
-    image_id = load_archive(args.archive, image=args.image)
+    chosen = platform(args.platform, "--platform") if args.platform else None
+    image_id = load_archive(args.archive, image=args.image, platform=chosen)
     print(image_id)
     return 0
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    from lockstep.core.platforms import platform as platform_of
     from lockstep.core.store import default_cache_dir
     from lockstep.project import find_root, load_project
 
@@ -120,22 +145,31 @@ def cmd_lock(args: argparse.Namespace) -> int:
         for written in lock(project, default_cache_dir(), progress):
             print(written)
     elif args.which == "platform":
-        from lockstep.assembly.layers import LayerMaker
+        from lockstep.assembly.builder import compiler_platform
+        from lockstep.assembly.layers import Compiler, LayerMaker
         from lockstep.core.atomic import write_bytes
         from lockstep.core.store import Cache
         from lockstep.inputs.build_inputs import DebianInput
 
         maker = LayerMaker(Cache(default_cache_dir()), progress)
-        platform = maker.complete_platform(DebianInput.read(project.debian_lock), project.mirror())
-        write_bytes(project.complete_platform, platform)
-        print(project.complete_platform)
+        debian = DebianInput.read_all(project.debian_lock, project.platforms)
+        first = compiler_platform(project.platforms)
+        compiler = Compiler(maker.base_layer(debian[first], project.mirror()), platform_of(first))
+        for name in project.platforms:
+            found = maker.complete_platform(
+                debian[name], project.mirror(), None if name == first else compiler
+            )
+            write_bytes(project.complete_platform_of(name), found)
+            print(project.complete_platform_of(name))
     elif args.which == "debian":
         from lockstep.inputs.debian import lock as debian_lock
         from lockstep.inputs.debian.resolve import resolve
 
-        resolved = resolve(project.mirror(), project.debian_packages)
+        arches = [platform_of(name).deb_arch for name in project.platforms]
+        resolved = resolve(project.mirror(), project.debian_packages, arches)
         debian_lock.write_lock(project.debian_lock, resolved)
-        print(f"{project.debian_lock}: {len(resolved.packages)} packages")
+        counts = ", ".join(f"{len(lk.packages)} for {lk.arch}" for lk in resolved.locks)
+        print(f"{project.debian_lock}: {counts} packages")
     else:  # pragma: no cover - argparse restricts the choices
         raise BadInput(f"unknown lock {args.which!r}")
     return 0

@@ -12,6 +12,7 @@ from lockstep.assembly import layout, oci
 from lockstep.assembly.layercache import LayerRecord
 from lockstep.core import settings
 from lockstep.core.digests import short_id
+from lockstep.core.platforms import Platform
 from lockstep.inputs.build_inputs import BuildInputs, DebianInput
 from lockstep.manifest import BuildManifest
 
@@ -44,7 +45,9 @@ def layer_history(
     return f"lockstep {name}: {what}"
 
 
-def base_image(project_name: str, debian: DebianInput, base_record: LayerRecord) -> oci.Image:
+def base_image(
+    project_name: str, debian: DebianInput, base_record: LayerRecord, platform: Platform
+) -> oci.Image:
     """The base-only image value: the Debian base layer with the images' env and user,
     so ``org.opencontainers.image.base.digest`` names something anyone can recompute."""
     labels = layout.base_labels(
@@ -55,6 +58,7 @@ def base_image(project_name: str, debian: DebianInput, base_record: LayerRecord)
     )
     env = {k: v for k, v in layout.image_env("base").items() if k != settings.ROLE}
     return oci.make_image(
+        platform=platform,
         layers=[base_record.ref()],
         entrypoint=[f"/{layout.PYTHON}"],
         env=env,
@@ -92,6 +96,7 @@ def role_image(
         base_digest=base.digest,
     )
     return oci.make_image(
+        platform=inputs.platform,
         layers=refs,
         entrypoint=spec.entrypoint,
         cmd=spec.cmd,

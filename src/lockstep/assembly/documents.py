@@ -124,8 +124,9 @@ def provenance_statement(
         provenance.Subject(layout.image_name(project.name, role), digest)
         for role, digest in digests.items()
     ]
-    byproducts = [
-        provenance.Dependency(sbom.file_name(role), sha256_digest(data))
+    suffix = layout.platform_suffix(inputs.platform.architecture, len(project.platforms))
+    byproducts = [  # named as the sinks write them
+        provenance.Dependency(sbom.file_name(role + suffix), sha256_digest(data))
         for role, data in sboms.items()
     ]
     return provenance.statement(facts, subjects, deps, byproducts)

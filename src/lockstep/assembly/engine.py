@@ -8,6 +8,7 @@ from typing import Any
 from lockstep.assembly import ocidir
 from lockstep.assembly.oci import read_archive
 from lockstep.core.errors import BadInput, CheckFailed, ServiceFailed
+from lockstep.core.platforms import Platform
 
 
 def docker_client(base_url: str | None = None) -> Any:
@@ -26,11 +27,17 @@ def docker_client(base_url: str | None = None) -> Any:
     return client
 
 
-def load_archive(path: Path, base_url: str | None = None, image: str | None = None) -> str:
+def load_archive(
+    path: Path,
+    base_url: str | None = None,
+    image: str | None = None,
+    platform: Platform | None = None,
+) -> str:
     """Load the archive at ``path`` (or, for a layout directory, its ``image``: a ref name or
-    a role) into the engine; the image ID, checked against our config digest."""
+    a role; of an image index, ``platform``'s image, the host's by default) into the
+    engine; the image ID, checked against our config digest."""
     if path.is_dir():
-        found = ocidir.read_image(path, image)
+        found = ocidir.read_image(path, image, platform)
         data, expected = ocidir.docker_archive(path, found), found.image.config_digest
     else:
         if image is not None:

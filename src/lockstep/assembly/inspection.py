@@ -52,6 +52,7 @@ def inspect_archive(path: Path) -> dict[str, Any]:
         "digest": archive.digest,
         "config": archive.config_digest,
         "role": role_of(config.get("Labels", {})),
+        "platform": f"{archive.config.get('os')}/{archive.config.get('architecture')}",
         "entrypoint": config.get("Entrypoint"),
         "labels": config.get("Labels", {}),
         "layers": [
@@ -76,6 +77,7 @@ def describe(info: dict[str, Any]) -> str:
     lines = [
         f"image     {info['path']}",
         f"role      {info['role']}",
+        f"platform  {info['platform']}",
         f"digest    {info['digest']}",
         f"config    {info['config']}",
         f"build_id  {m['build_id']}",

@@ -8,18 +8,29 @@ own lock, grouped the same way (``runner:<name>``). Each is cached under a key m
 depends on (``layercache``), so a change to ``src/`` rewrites only the app.
 Every input comes from the values of ``lockstep.inputs.build_inputs``: no lock file
 is read or hashed here.
+
+A build of several platforms compiles every ``.pyc`` once, with one python: the
+``Compiler`` (the base of the host's platform where the build has it, else of its
+first). ``.pyc`` files do not depend on the architecture, so the layers made only of
+Python (the app, the pure wheels) are the same blobs on every platform, and another
+platform's python runs (under emulation) only to say its tags (``lock platform``): its
+version is the compiler's, the Debian lock holding the same python package for both.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lockstep.assembly import app, base, executor_check, layout, pycompile, thirdparty
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.assembly.stage import StagedPython, materialize
+from lockstep.core.digests import sha256_digest
+from lockstep.core.errors import BadInput
+from lockstep.core.platforms import Platform, by_deb_arch
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.core.wheels import in_test_dir
@@ -42,6 +53,25 @@ def python_version(staged_python: StagedPython) -> str:
     return str(proc.stdout).strip()
 
 
+@dataclass(frozen=True)
+class Compiler:
+    """The base layer whose python compiles every ``.pyc`` of a build, and its platform."""
+
+    base: LayerRecord
+    platform: Platform
+
+
+def _python_package(debian: DebianInput) -> str:
+    """The locked version of the package that ships the image's python."""
+    try:
+        return debian.lock.get(layout.PYTHON_PACKAGE).version
+    except KeyError:
+        raise BadInput(
+            f"{debian.path}: {layout.PYTHON_PACKAGE} is not locked for {debian.lock.arch}; "
+            "add python3.11 to [tool.lockstep] debian_packages and run `lockstep lock debian`"
+        ) from None
+
+
 class LayerMaker:
     """Makes (or finds in the cache) each layer of the images from the build's input values."""
 
@@ -50,27 +80,61 @@ class LayerMaker:
         self.layers = LayerCache(cache)
         self.progress = progress
 
-    def base_layer(self, debian: DebianInput, mirror: str) -> LayerRecord:
-        """The Debian base; a missing ``.deb`` is fetched from ``mirror`` (sha256-checked)."""
-        key = self.layers.key("base", debian_lock=debian.digest)
+    def staged_python(self, compiler: Compiler) -> StagedPython:
+        return StagedPython(self.layers.staged(compiler.base), compiler.platform)
+
+    def base_layer(
+        self, debian: DebianInput, mirror: str, compiler: Compiler | None = None
+    ) -> LayerRecord:
+        """The Debian base of ``debian``'s platform; a missing ``.deb`` is fetched from
+        ``mirror`` (sha256-checked). The standard library is compiled by ``compiler``'s
+        python, or (None) by the base's own."""
+        platform = by_deb_arch(debian.lock.arch)
+        key = self.layers.key(
+            "base",
+            debian_lock=debian.digest,
+            arch=debian.lock.arch,
+            compiler=compiler.base.digest if compiler else "",
+        )
         cached = self.layers.get("base", key)
         if cached:
             return cached
+        deb_version = _python_package(debian)
+        if compiler and compiler.base.facts.get("python_deb") != deb_version:
+            raise BadInput(
+                f"{debian.path}: {layout.PYTHON_PACKAGE} is {deb_version} for {platform.name} "
+                f"but {compiler.base.facts.get('python_deb')} for {compiler.platform.name}; one "
+                "build compiles .pyc once, for one python: run `lockstep lock debian`"
+            )
         debs = fetch.fetch(debian.lock, mirror, self.cache, self.progress)
         entries = base.base_entries(debian.lock, debs)
-        self.progress("compiling the standard library with the image's python")
         with tempfile.TemporaryDirectory(prefix="lockstep-base-") as tmp:
             materialize(entries, Path(tmp))
-            staged_python = StagedPython(Path(tmp))
-            pycs = pycompile.compile_pycs(staged_python, entries)
-            version = python_version(staged_python)
-        return self.layers.put("base", key, make_layer([*entries, *pycs]), {"python": version})
+            by = self.staged_python(compiler) if compiler else StagedPython(Path(tmp), platform)
+            self.progress(
+                f"compiling {platform.name}'s standard library with {by.platform.name}'s python"
+            )
+            pycs = pycompile.compile_pycs(by, entries)
+            # The same Debian python package: the compiler's version, without running this
+            # platform's python (a build needs no emulation).
+            version = str(compiler.base.facts["python"]) if compiler else python_version(by)
+        return self.layers.put(
+            "base",
+            key,
+            make_layer([*entries, *pycs]),
+            {"python": version, "python_deb": deb_version},
+        )
 
     def wheel_plan(self, wheels: Sequence[LockedWheel], **lock: str) -> list[thirdparty.WheelGroup]:
         """The third-party layers of ``wheels``, from the lock(s) whose digests ``lock``
         names (remembered per those digests, so a no-op build neither reads nor hashes a
         wheel)."""
-        key = self.layers.key("wheel-plan", **lock)
+        # A lock holds a resolve per platform: the plan is of this one's wheels.
+        key = self.layers.key(
+            "wheel-plan",
+            **lock,
+            wheels=sha256_digest(",".join(w.sha256 for w in wheels).encode()),
+        )
         by_sha = {w.sha256: w for w in wheels}
         known = self.layers.get_fact("wheel-plan", key)
         if isinstance(known, list):
@@ -87,15 +151,13 @@ class LayerMaker:
         )
         return plan
 
-    def python_layers(
-        self, python: PythonInput, base_record: LayerRecord
-    ) -> dict[str, LayerRecord]:
+    def python_layers(self, python: PythonInput, compiler: Compiler) -> dict[str, LayerRecord]:
         """The shared third-party layers: one per ``WheelGroup`` (``python:<name>``)."""
         plan = self.wheel_plan(python.wheels, python_lock=python.digest)
-        return self._wheel_layers(plan, base_record, "python")
+        return self._wheel_layers(plan, compiler, "python")
 
     def role_layers(
-        self, inputs: BuildInputs, role: str, base_record: LayerRecord
+        self, inputs: BuildInputs, role: str, compiler: Compiler
     ) -> dict[str, LayerRecord]:
         """The layers of the wheels only ``role``'s image has (``<role>:<name>``), grouped
         apart from the shared ones so that those stay the same layers in both images."""
@@ -103,17 +165,20 @@ class LayerMaker:
         if own is None or not own.wheels:
             return {}
         plan = self.wheel_plan(own.wheels, python_lock=inputs.python.digest, role_lock=own.digest)
-        return self._wheel_layers(plan, base_record, role)
+        return self._wheel_layers(plan, compiler, role)
 
     def _wheel_layers(
-        self, plan: Sequence[thirdparty.WheelGroup], base_record: LayerRecord, prefix: str
+        self, plan: Sequence[thirdparty.WheelGroup], compiler: Compiler, prefix: str
     ) -> dict[str, LayerRecord]:
         """One layer per ``WheelGroup`` (``<prefix>:<name>``), each cached under its wheels'
-        sha256s and the base it was compiled with: a changed wheel remakes only its layer."""
+        sha256s and the base whose python compiled it: a changed wheel remakes only its
+        layer, and a group of pure wheels is one layer for every platform."""
         out: dict[str, LayerRecord] = {}
         for group in plan:
             key = self.layers.key(
-                "wheels", base=base_record.digest, wheels=",".join(w.sha256 for w in group.wheels)
+                "wheels",
+                base=compiler.base.digest,
+                wheels=",".join(w.sha256 for w in group.wheels),
             )
             cached = self.layers.get("wheels", key)
             if cached is None:
@@ -122,22 +187,27 @@ class LayerMaker:
                 entries = [
                     e for w in group.wheels for e in thirdparty.wheel_entries(w, data[w.sha256])
                 ]
-                pycs = pycompile.compile_pycs(
-                    StagedPython(self.layers.staged(base_record)), entries, in_test_dir
-                )
+                pycs = pycompile.compile_pycs(self.staged_python(compiler), entries, in_test_dir)
                 cached = self.layers.put(
                     "wheels",
                     key,
                     make_layer([*entries, *pycs]),
-                    {"holds": group.describe(), **executor_check.importable(entries)},
+                    {
+                        "holds": group.describe(),
+                        "pure": group.pure,
+                        **executor_check.importable(entries),
+                    },
                 )
             out[f"{prefix}:{group.name}"] = cached
         return out
 
     def app_layer(
-        self, inputs: BuildInputs, base_record: LayerRecord, third_party: Sequence[LayerRecord]
+        self, inputs: BuildInputs, compiler: Compiler, third_party: Sequence[LayerRecord]
     ) -> LayerRecord:
-        """The app: the declared sources, after the executor check passed on them."""
+        """The app: the declared sources, after the executor check passed on them with the
+        compiler's python and its platform's ``third_party`` layers (one app for every
+        platform; each platform's image checks its own at start, ``self-check``)."""
+        base_record = compiler.base
         key = self.layers.key(
             "app",
             base=base_record.digest,
@@ -148,7 +218,7 @@ class LayerMaker:
         if cached:
             return cached
         entries = app.app_entries(inputs.project, inputs.files)
-        staged_python = StagedPython(self.layers.staged(base_record))
+        staged_python = self.staged_python(compiler)
         with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
             materialize(entries, Path(tmp))
             executor_check.check_executors(
@@ -190,9 +260,15 @@ class LayerMaker:
                 memo[source] = (sha, Entry.file(path, data, 0o644))
         return memo
 
-    def complete_platform(self, debian: DebianInput, mirror: str) -> bytes:
-        """The platform file of the image's python, asked in the (cached) base layer."""
-        staged = StagedPython(self.layers.staged(self.base_layer(debian, mirror)))
-        self.progress("inspecting the image's python for its markers and wheel tags")
+    def complete_platform(
+        self, debian: DebianInput, mirror: str, compiler: Compiler | None = None
+    ) -> bytes:
+        """The platform file of the image's python, asked in the (cached) base layer of
+        ``debian``'s platform (another architecture's runs under emulation)."""
+        platform_ = by_deb_arch(debian.lock.arch)
+        staged = StagedPython(
+            self.layers.staged(self.base_layer(debian, mirror, compiler)), platform_
+        )
+        self.progress(f"inspecting {platform_.name}'s python for its markers and wheel tags")
         staged.check()
         return platform.complete_platform(staged.argv(), staged.env(), self.cache.root)

@@ -16,8 +16,7 @@ from lockstep.core.digests import short_id
 from lockstep.manifest import PLATFORM_PATH, PYTHON_LOCK_PATH
 
 PYTHON = "usr/bin/python3.11"  # the image's interpreter, relative to its root
-LOADER = "usr/lib64/ld-linux-x86-64.so.2"
-LIBDIR = "usr/lib/x86_64-linux-gnu"
+PYTHON_PACKAGE = "python3.11-minimal"  # the Debian package that ships it
 SITE_DIR = "usr/local/lib/python3.11/dist-packages"
 BIN_DIR = "usr/local/bin"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
@@ -30,7 +29,6 @@ NONROOT_UID = 65532
 NONROOT = "nonroot"
 USER = f"{NONROOT_UID}:{NONROOT_UID}"
 WORKDIR = "/tmp"
-ARCHITECTURE = "amd64"
 
 
 def image_env(role: str) -> dict[str, str]:
@@ -56,11 +54,23 @@ def ref_name(version: str, short_id: str) -> str:
     return f"{version}-{short_id}"
 
 
-def archive_name(project_name: str, role: str, version: str, short_id: str) -> str:
+def archive_name(
+    project_name: str, role: str, version: str, short_id: str, architecture: str = ""
+) -> str:
     """One role's name in its archive, both as the OCI index's ``ref.name`` (what podman
     and skopeo name a loaded image by) and as docker's ``RepoTags``:
-    ``lockstep-worker:0.1.0-<12 hex>``. Each role has its own, so loading both keeps both."""
-    return f"{image_name(project_name, role)}:{ref_name(version, short_id)}"
+    ``lockstep-worker:0.1.0-<12 hex>``. Each role has its own, so loading both keeps both.
+    In a build of several platforms each platform's image adds its architecture
+    (``…-<12 hex>-arm64``): docker keeps one architecture per tag, so loading both keeps
+    both; the role's image index keeps the plain name."""
+    tag = ref_name(version, short_id) + platform_suffix(architecture, 2 if architecture else 1)
+    return f"{image_name(project_name, role)}:{tag}"
+
+
+def platform_suffix(architecture: str, platforms: int) -> str:
+    """What a project of several ``platforms`` adds to each image's tag and files' names:
+    ``-<arch>`` (``worker-arm64.tar``); nothing in a project of one."""
+    return f"-{architecture}" if platforms > 1 else ""
 
 
 EPOCH = "1970-01-01T00:00:00Z"  # ``created`` of an unstamped image (stamped: the commit time)

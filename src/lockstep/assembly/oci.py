@@ -1,4 +1,4 @@
-"""OCI config, manifest and index as values, and the one-file archive.
+"""OCI config, manifest, image index and layout index as values, and the one-file archive.
 
 An image is computed as data first (every digest taken once, from the exact
 bytes that will be written), then written: to archives here, to a registry by
@@ -7,6 +7,8 @@ files — GNU format, uid/gid 0, sorted, no directory entries — holding the
 OCI layout (``oci-layout``, ``index.json``, ``blobs/sha256/…``) and a docker
 ``manifest.json``, so ``docker load`` and ``skopeo … oci-archive:`` both
 read it and keep our digests (docs/design.md, "Facts the code relies on").
+A role built for several platforms is an ``ImageIndex``: one manifest per
+platform, each descriptor naming its ``platform``.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from lockstep.assembly.entries import Layer
-from lockstep.assembly.layout import ARCHITECTURE, EPOCH, USER, WORKDIR
+from lockstep.assembly.layout import EPOCH, USER, WORKDIR
 from lockstep.core.atomic import remove_stale, temp_file
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
+from lockstep.core.platforms import Platform
 from lockstep.oci.media import (
     CONFIG_MEDIA_TYPE,
     INDEX_MEDIA_TYPE,
@@ -66,9 +69,56 @@ class Image:
     def digest(self) -> str:
         return sha256_digest(self.manifest)
 
+    @property
+    def platform(self) -> dict[str, str]:
+        """The OCI ``platform`` of the image, as its config names it."""
+        config = json.loads(self.config)
+        return {"architecture": str(config["architecture"]), "os": str(config["os"])}
+
+    def descriptor(self) -> dict[str, Any]:
+        """The image's descriptor in an index: media type, digest, size, platform."""
+        return {
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "digest": self.digest,
+            "size": len(self.manifest),
+            "platform": self.platform,
+        }
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """One role's images of every platform of a build, as an OCI image index."""
+
+    manifest: bytes  # the index's canonical JSON
+    images: tuple[Image, ...]  # in the index's order (the build's platform order)
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest)
+
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": INDEX_MEDIA_TYPE, "digest": self.digest, "size": len(self.manifest)}
+
+    @staticmethod
+    def of(images: Sequence[Image], annotations: Mapping[str, str]) -> ImageIndex:
+        """The index of ``images`` (one per platform, in order); BadInput if two share one."""
+        seen = [json.dumps(i.platform, sort_keys=True) for i in images]
+        if len(set(seen)) != len(seen):
+            raise BadInput(f"an image index needs one image per platform, got {seen}")
+        manifest = canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": INDEX_MEDIA_TYPE,
+                "manifests": [i.descriptor() for i in images],
+                "annotations": dict(annotations),
+            }
+        )
+        return ImageIndex(manifest, tuple(images))
+
 
 def image_config(
     *,
+    platform: Platform,
     layers: Sequence[LayerRef],
     entrypoint: Sequence[str],
     cmd: Sequence[str] = (),
@@ -95,8 +145,8 @@ def image_config(
         config["Cmd"] = list(cmd)
     return canonical_json(
         {
-            "architecture": ARCHITECTURE,
-            "os": "linux",
+            "architecture": platform.architecture,
+            "os": platform.os,
             "created": created,
             "config": config,
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
@@ -129,6 +179,7 @@ def image_manifest(
 
 def make_image(
     *,
+    platform: Platform,
     layers: Sequence[LayerRef],
     entrypoint: Sequence[str],
     cmd: Sequence[str] = (),
@@ -138,6 +189,7 @@ def make_image(
     created: str = EPOCH,
 ) -> Image:
     config = image_config(
+        platform=platform,
         layers=layers,
         entrypoint=entrypoint,
         cmd=cmd,
@@ -151,19 +203,15 @@ def make_image(
     )
 
 
-def index_json(images: Mapping[str, Image]) -> bytes:
-    """An OCI ``index.json`` naming each image (ref name -> image), in ref-name order."""
+def index_json(images: Mapping[str, Image | ImageIndex]) -> bytes:
+    """An OCI ``index.json`` naming each image or image index (ref name -> it), in ref-name
+    order; an image's descriptor names its platform."""
     return canonical_json(
         {
             "schemaVersion": 2,
             "mediaType": INDEX_MEDIA_TYPE,
             "manifests": [
-                {
-                    "mediaType": MANIFEST_MEDIA_TYPE,
-                    "digest": image.digest,
-                    "size": len(image.manifest),
-                    "annotations": {REF_NAME: ref},
-                }
+                {**image.descriptor(), "annotations": {REF_NAME: ref}}
                 for ref, image in sorted(images.items())
             ],
         }

@@ -8,7 +8,9 @@ manifests, and rewrites nothing else — where the ``.tar`` archives are written
 whole every time. Each image is named in the index by
 ``org.opencontainers.image.ref.name`` (``lockstep-worker:0.1.0-<id>``).
 skopeo and podman read it as ``oci:DIR:REF``; ``lockstep load DIR`` loads one
-image of it into Docker (``docker_archive``), which reads only archives.
+image of it into Docker (``docker_archive``), which reads only archives. A build of
+several platforms names each role's image index; ``read_image`` then picks one
+platform's image of it (the host's unless told).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lockstep.assembly.oci import (
     REF_NAME,
     BlobSource,
     Image,
+    ImageIndex,
     LayerRef,
     archive_members,
     blob_name,
@@ -32,13 +35,17 @@ from lockstep.assembly.oci import (
 from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.errors import BadInput
+from lockstep.core.platforms import Platform, host
+from lockstep.oci.media import INDEX_MEDIA_TYPE
 
 LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
-def write_layout(root: Path, images: Mapping[str, Image], blob: BlobSource) -> list[str]:
-    """Write ``images`` (ref name -> image) into the layout at ``root``; the digests of the
-    blobs that were not there before, in the order written."""
+def write_layout(
+    root: Path, images: Mapping[str, Image | ImageIndex], blob: BlobSource
+) -> list[str]:
+    """Write ``images`` (ref name -> image, or image index) into the layout at ``root``; the
+    digests of the blobs that were not there before, in the order written."""
     added: list[str] = []
 
     def put(digest: str, data: bytes | None = None) -> None:
@@ -51,17 +58,20 @@ def write_layout(root: Path, images: Mapping[str, Image], blob: BlobSource) -> l
         write_bytes(path, payload)
         added.append(digest)
 
-    for image in images.values():
-        for layer in image.layers:
-            put(layer.digest)
-        put(image.config_digest, image.config)
-        put(image.digest, image.manifest)
+    for named in images.values():
+        for image in named.images if isinstance(named, ImageIndex) else (named,):
+            for layer in image.layers:
+                put(layer.digest)
+            put(image.config_digest, image.config)
+            put(image.digest, image.manifest)
+        if isinstance(named, ImageIndex):
+            put(named.digest, named.manifest)
     write_bytes(root / "oci-layout", LAYOUT)
     write_bytes(root / "index.json", _merged_index(root, images))
     return added
 
 
-def _merged_index(root: Path, images: Mapping[str, Image]) -> bytes:
+def _merged_index(root: Path, images: Mapping[str, Image | ImageIndex]) -> bytes:
     """``index.json`` with ``images`` added: the entries of other names already there (earlier
     builds, other tools) are kept; an entry of the same name is replaced."""
     try:
@@ -100,16 +110,45 @@ def _blob(root: Path, digest: str) -> bytes:
     return data
 
 
-def read_image(root: Path, pick: str | None = None) -> LayoutImage:
-    """The image named ``pick`` (a ref name, or a role: ``worker``), or the only one;
-    BadInput naming the directory and the choices for anything amiss."""
+def _platform_manifest(root: Path, ref: str, digest: str, platform: Platform) -> str:
+    """The digest of ``platform``'s manifest in the image index ``digest`` (named ``ref``)."""
+    index = json.loads(_blob(root, digest))
+    offered = []
+    for m in index.get("manifests", []):
+        found = m.get("platform", {})
+        offered.append(f"{found.get('os')}/{found.get('architecture')}")
+        if offered[-1] == platform.name:
+            return str(m["digest"])
+    raise BadInput(
+        f"{root}: {ref} has no {platform.name} image (it has {', '.join(offered)}); "
+        "name one of those with --platform"
+    )
+
+
+def read_image(
+    root: Path, pick: str | None = None, platform: Platform | None = None
+) -> LayoutImage:
+    """The image named ``pick`` (a ref name, or a role: ``worker``), or the only one; of an
+    image index, its ``platform``'s image (default: the host's), named ``<ref>-<arch>``
+    as its archive is. BadInput naming the
+    directory and the choices for anything amiss."""
     try:
         index = json.loads((root / "index.json").read_bytes())
-        entries = [(m["annotations"][REF_NAME], m["digest"]) for m in index["manifests"]]
+        entries = [
+            (m["annotations"][REF_NAME], m["digest"], m.get("mediaType"))
+            for m in index["manifests"]
+        ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInput(f"{root}: not an OCI layout written by lockstep ({exc})") from exc
     found = []
-    for ref, digest in entries:
+    for ref_, named, media_type in entries:
+        ref, digest = ref_, named
+        if media_type == INDEX_MEDIA_TYPE:  # one platform's image, named as its archive is
+            want = platform or host()
+            if want is None:
+                raise BadInput(f"{root}: {ref} is an image index; name a platform to load")
+            digest = _platform_manifest(root, ref, named, want)
+            ref = f"{ref}-{want.architecture}"
         raw = _blob(root, digest)
         manifest = json.loads(raw)
         config_digest = manifest["config"]["digest"]
@@ -126,7 +165,7 @@ def read_image(root: Path, pick: str | None = None) -> LayoutImage:
             found.append(LayoutImage(ref, Image(config_raw, raw, layers), role))
     if len(found) != 1:
         what = f"no image {pick!r}" if not found else f"{len(found)} images"
-        names = ", ".join(ref for ref, _ in entries)
+        names = ", ".join(ref for ref, _, _ in entries)
         raise BadInput(f"{root}: {what}; name one of: {names} (or its role)")
     return found[0]
 

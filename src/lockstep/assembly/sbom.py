@@ -46,7 +46,8 @@ INVENTORY_FORMAT = "2"
 
 
 def file_name(role: str) -> str:
-    """Where a build writes a role's SBOM, beside its archive: ``<role>.spdx.json``."""
+    """Where a build writes an image's SBOM, beside its archive ``<name>.tar``: ``<name>.spdx.json``
+    (``<role>`` or, in a project of several platforms, ``<role>-<arch>``)."""
     return f"{role}.spdx.json"
 
 

@@ -2,10 +2,14 @@
 the SBOM, provenance and build manifest files beside the archives (the registry is the
 third sink: ``lockstep.release`` pushes the same values).
 
-Each sink takes the ``BuildResult`` value and writes only what differs (a current
+Each sink takes the ``PlatformsResult`` value (one ``BuildResult`` per platform) and
+writes only what differs (a current
 archive, a present blob or an unchanged document is left alone), every file under a
 temporary name renamed into place. ``build_json`` is the ``lockstep build --json``
-contract (docs/design.md §4.2): the values and where they were written.
+contract (docs/design.md §4.2): the values and where they were written. In a project of
+several platforms every file name says its platform (``worker-arm64.tar``,
+``worker-arm64.spdx.json``, ``provenance-arm64.intoto.json``) and a layout names each
+role's image index.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.assembly import oci, ocidir, provenance, sbom
-from lockstep.assembly.builder import BuildResult
+from lockstep.assembly.builder import BuildResult, PlatformsResult, compiler_platform
 from lockstep.core.atomic import write_bytes
 from lockstep.core.settings import MANIFEST_PATH
 
@@ -32,16 +36,23 @@ log = logging.getLogger(__name__)
 class Written:
     """Where the sinks put a build's values."""
 
-    archives: Mapping[str, Path] = field(default_factory=dict)  # role -> <role>.tar
+    # platform -> role -> path; platform -> the provenance
+    archives: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
     layout: Path | None = None
-    sboms: Mapping[str, Path] = field(default_factory=dict)  # role -> <role>.spdx.json
-    provenance: Path | None = None
-    manifest: Path | None = None  # <out>/manifest.json: the images' /etc/lockstep/manifest.json
+    sboms: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
+    provenance: Mapping[str, Path] = field(default_factory=dict)
+    # <out>/manifest.json: the /etc/lockstep/manifest.json of the host's platform's images
+    # (else the build's first platform's)
+    manifest: Path | None = None
 
 
-def write_archives(result: BuildResult, out: Path, blob: oci.BlobSource) -> dict[str, Path]:
-    """Each image as ``out/<role>.tar`` (loaded under its ref); role -> path."""
-    paths = {role: out / f"{role}.tar" for role in result.images}
+def write_archives(
+    result: BuildResult, out: Path, blob: oci.BlobSource, names: Mapping[str, str] | None = None
+) -> dict[str, Path]:
+    """Each image as ``out/<role><suffix>.tar`` (or ``names[role]``), loaded under its ref;
+    role -> path."""
+    names = names or {role: f"{role}{b.suffix}.tar" for role, b in result.images.items()}
+    paths = {role: out / names[role] for role in result.images}
     oci.write_archives(
         [
             oci.ArchiveOut(paths[role], b.image, b.ref, (b.ref,))
@@ -52,9 +63,16 @@ def write_archives(result: BuildResult, out: Path, blob: oci.BlobSource) -> dict
     return paths
 
 
-def write_layout(result: BuildResult, root: Path, blob: oci.BlobSource) -> Path:
-    """Both images into the OCI layout at ``root`` (only new blobs are written)."""
-    added = ocidir.write_layout(root, {b.ref: b.image for b in result.images.values()}, blob)
+def write_layout(result: PlatformsResult, root: Path, blob: oci.BlobSource) -> Path:
+    """The images into the OCI layout at ``root`` (only new blobs are written): each image
+    by its ref in a build of one platform, else each role's image index by its ref."""
+    one = result.single
+    named: dict[str, oci.Image | oci.ImageIndex] = (
+        {b.ref: b.image for b in one.images.values()}
+        if one is not None
+        else {result.refs[role]: index for role, index in result.indexes.items()}
+    )
+    added = ocidir.write_layout(root, named, blob)
     log.info("%s: %d new blob(s)", root, len(added))
     return root
 
@@ -65,52 +83,90 @@ def _write_if_changed(path: Path, data: bytes) -> Path:
     return path
 
 
-def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Path, Path]:
-    """Each image's SBOM (``<role>.spdx.json``), the provenance statement and the build
-    manifest (``manifest.json``, the bytes every image holds) in ``out``."""
+def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Path]:
+    """Each image's SBOM (``<role><suffix>.spdx.json``) and the provenance statement in ``out``."""
     sboms = {
-        role: _write_if_changed(out / sbom.file_name(role), b.sbom)
+        role: _write_if_changed(out / sbom.file_name(role + b.suffix), b.sbom)
         for role, b in result.images.items()
     }
-    statement = _write_if_changed(out / provenance.FILE_NAME, result.provenance)
-    return sboms, statement, _write_if_changed(out / MANIFEST_NAME, result.manifest.to_json())
+    name = provenance.FILE_NAME.replace(".", f"{result.suffix}.", 1)
+    return sboms, _write_if_changed(out / name, result.provenance)
+
+
+def write_manifest(result: PlatformsResult, out: Path) -> Path:
+    """The build manifest as ``out/manifest.json``: the bytes the images of the host's
+    platform hold (else of the build's first platform), for a process run outside a
+    container on this machine; every platform's names the same build id."""
+    here = result.results[compiler_platform(list(result.results))]
+    return _write_if_changed(out / MANIFEST_NAME, here.manifest.to_json())
 
 
 def write_outputs(
-    result: BuildResult,
+    result: PlatformsResult,
     out: Path,
     blob: oci.BlobSource,
     *,
     archives: bool = True,
     layout: Path | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Written:
-    """What ``lockstep build`` writes: the archives (unless not ``archives``) and the
-    documents in ``out``, and with ``layout`` that OCI layout."""
-    paths = write_archives(result, out, blob) if archives else {}
-    layout_dir = write_layout(result, layout, blob) if layout is not None else None
-    sboms, statement, manifest = write_documents(result, out)
-    return Written(paths, layout_dir, sboms, statement, manifest)
-
-
-def build_json(result: BuildResult, written: Written) -> dict[str, Any]:
-    """The ``lockstep build --json`` contract (docs/design.md §4.2)."""
-    out: dict[str, Any] = {
-        "build_id": result.build_id,
-        "images": {
-            role: {
-                "digest": b.digest,
-                "config": b.config,
-                "path": str(written.archives[role]) if role in written.archives else None,
-                "ref": b.ref,
-                **({"sbom": str(written.sboms[role])} if role in written.sboms else {}),
-            }
-            for role, b in sorted(result.images.items())
-        },
+    """What ``lockstep build`` writes: each platform's archives (unless not ``archives``;
+    ``names``: role -> file name, for a build of one platform) and documents in ``out``,
+    and with ``layout`` that OCI layout."""
+    paths = {
+        p: write_archives(r, out, blob, names) if archives else {}
+        for p, r in result.results.items()
     }
+    layout_dir = write_layout(result, layout, blob) if layout is not None else None
+    documents = {p: write_documents(r, out) for p, r in result.results.items()}
+    return Written(
+        paths,
+        layout_dir,
+        {p: d[0] for p, d in documents.items()},
+        {p: d[1] for p, d in documents.items()},
+        write_manifest(result, out),
+    )
+
+
+def _images_json(result: BuildResult, written: Written) -> dict[str, Any]:
+    paths, sboms = written.archives.get(result.platform, {}), written.sboms.get(result.platform, {})
+    return {
+        role: {
+            "digest": b.digest,
+            "config": b.config,
+            "path": str(paths[role]) if role in paths else None,
+            "ref": b.ref,
+            **({"sbom": str(sboms[role])} if role in sboms else {}),
+        }
+        for role, b in sorted(result.images.items())
+    }
+
+
+def build_json(result: PlatformsResult, written: Written) -> dict[str, Any]:
+    """The ``lockstep build --json`` contract (docs/design.md §4.2): a build of one platform
+    names its images (and its ``platform``); a build of several names each role's index
+    (``digest``, ``ref``) and, under ``platforms``, each platform's images."""
+    out: dict[str, Any] = {"build_id": result.build_id}
+    one = result.single
+    if one is not None:
+        out["platform"] = one.platform
+        out["images"] = _images_json(one, written)
+        if one.platform in written.provenance:
+            out["provenance"] = str(written.provenance[one.platform])
+    else:
+        out["images"] = {
+            role: {"digest": index.digest, "ref": result.refs[role]}
+            for role, index in sorted(result.indexes.items())
+        }
+        out["platforms"] = {
+            p: {
+                "images": _images_json(r, written),
+                **({"provenance": str(written.provenance[p])} if p in written.provenance else {}),
+            }
+            for p, r in result.results.items()
+        }
     if written.layout is not None:
         out["layout"] = str(written.layout)
-    if written.provenance is not None:
-        out["provenance"] = str(written.provenance)
     if written.manifest is not None:
         out["manifest"] = str(written.manifest)
     return out

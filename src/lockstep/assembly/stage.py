@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.assembly.entries import Entry, normalize, through_symlink
-from lockstep.assembly.layout import CA_BUNDLE, LIBDIR, LOADER, PYTHON
+from lockstep.assembly.layout import CA_BUNDLE, PYTHON
 from lockstep.core.errors import BadInput, CheckFailed
+from lockstep.core.platforms import AMD64, Platform, emulation_problem
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -117,7 +118,8 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
 class StagedPython:
     """The image's ``python3.11`` in a materialised root, run through the image's loader.
 
-    ``ld.so --library-path <root>/usr/lib/x86_64-linux-gnu --inhibit-cache``
+    ``ld.so --library-path <root>/usr/lib/<triplet> --inhibit-cache`` (the loader
+    and triplet of the root's ``platform``; another architecture's runs under qemu)
     makes the image's libraries win over the host's (the host's ld.so.cache is
     not read; glibc still falls back to the host's default directories for a
     library the image lacks, so this is not a proof that the image is
@@ -127,6 +129,7 @@ class StagedPython:
     """
 
     root: Path
+    platform: Platform = AMD64
 
     @property
     def python(self) -> Path:
@@ -135,10 +138,10 @@ class StagedPython:
     def argv(self, *args: str) -> list[str]:
         r = self.root
         return [
-            str(r / LOADER),
+            str(r / self.platform.loader),
             "--inhibit-cache",
             "--library-path",
-            str(r / LIBDIR),
+            str(r / self.platform.libdir),
             str(r / PYTHON),
             "-s",
             "-S",
@@ -169,8 +172,12 @@ class StagedPython:
         return subprocess.run(self.argv(*args), env=env, check=kw.pop("check", False), **kw)
 
     def check(self) -> str:
-        """The interpreter's ``sys.version``; CheckFailed if it does not start."""
-        for rel in (LOADER, LIBDIR, PYTHON):
+        """The interpreter's ``sys.version``; CheckFailed if it does not start (or if this host
+        cannot run the platform's binaries: the line says how to make it able to)."""
+        problem = emulation_problem(self.platform)
+        if problem:
+            raise CheckFailed(f"staged python: {problem}")
+        for rel in (self.platform.loader, self.platform.libdir, PYTHON):
             if not (self.root / rel).exists():
                 raise CheckFailed(
                     f"staged python: {self.root / rel} is missing; "

@@ -13,7 +13,10 @@ a tampered cache is an error, never a different image.
 ``plan_layers`` groups wheels into a bounded number of layers that stay put:
 each large wheel (numpy, scipy, pyarrow…) is a layer of its own; the small ones
 fall into ``SMALL_GROUPS`` buckets by a hash of their project name, so a new
-version of one small wheel rebuilds one bucket and nothing else moves.
+version of one small wheel rebuilds one bucket and nothing else moves. Pure
+wheels (``…-none-any``) never share a layer with a platform's binary wheels:
+their buckets (``pure-N``) and their large layers are chosen from the pure
+wheels alone, so every platform of a build has the same pure layers, one blob.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ class WheelGroup:
     name: str
     wheels: tuple[LockedWheel, ...]
 
+    @property
+    def pure(self) -> bool:
+        """Whether every wheel is pure Python (the same layer on every platform)."""
+        return all(is_pure(w) for w in self.wheels)
+
     def describe(self) -> str:
         """What the layer holds, for its history entry and ``lockstep inspect``."""
         return ", ".join(f"{w.project} {w.version}" for w in self.wheels)
@@ -64,19 +72,34 @@ def group_of(project: str) -> int:
     return hashlib.sha256(key.encode()).digest()[0] % SMALL_GROUPS
 
 
+def is_pure(wheel: LockedWheel) -> bool:
+    """A wheel whose every tag is ``…-none-any``: the same files for every platform."""
+    name = wheels.parse_wheel_name(wheel.filename)
+    return name is not None and all(t.endswith("-none-any") for t in name.tags)
+
+
+def _large(found: Sequence[LockedWheel], sizes: Mapping[str, int], most: int) -> list[LockedWheel]:
+    return sorted((w for w in found if sizes[w.sha256] >= LARGE_WHEEL),
+                  key=lambda w: (-sizes[w.sha256], w.project))[:most]  # fmt: skip
+
+
 def plan_layers(wheels: Sequence[LockedWheel], sizes: Mapping[str, int]) -> list[WheelGroup]:
     """The third-party layers for ``wheels`` (``sizes``: bytes by sha256), in a fixed order:
-    the large wheels alone by name, then the small-wheel buckets."""
-    large = sorted((w for w in wheels if sizes[w.sha256] >= LARGE_WHEEL),
-                   key=lambda w: (-sizes[w.sha256], w.project))[:MAX_LARGE]  # fmt: skip
+    the large wheels alone by name, then the binary wheels' buckets (``group-N``), then the
+    pure wheels' (``pure-N``)."""
+    pure = [w for w in wheels if is_pure(w)]
+    native = [w for w in wheels if not is_pure(w)]
+    large = _large(pure, sizes, MAX_LARGE)  # chosen from the pure ones alone: the same
+    large += _large(native, sizes, MAX_LARGE - len(large))  # on every platform
     alone = {w.sha256 for w in large}
-    buckets: dict[int, list[LockedWheel]] = {}
-    for w in wheels:
-        if w.sha256 not in alone:
-            buckets.setdefault(group_of(w.project), []).append(w)
     groups = [WheelGroup(w.project.lower(), (w,)) for w in sorted(large, key=lambda w: w.project)]
-    groups += [
-        WheelGroup(f"group-{i}", tuple(sorted(buckets[i], key=lambda w: w.project)))
-        for i in sorted(buckets)
-    ]
+    for prefix, found in (("group", native), ("pure", pure)):
+        buckets: dict[int, list[LockedWheel]] = {}
+        for w in found:
+            if w.sha256 not in alone:
+                buckets.setdefault(group_of(w.project), []).append(w)
+        groups += [
+            WheelGroup(f"{prefix}-{i}", tuple(sorted(buckets[i], key=lambda w: w.project)))
+            for i in sorted(buckets)
+        ]
     return groups

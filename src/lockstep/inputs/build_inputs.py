@@ -1,9 +1,10 @@
 """The build inputs as one value: declared sources, both locks, the builder, the stamp.
 
-``read_inputs`` reads each input once — every declared file (``declared``),
-each lock file's bytes (hashed once, parsed once) — into a frozen
-``BuildInputs`` for one platform; the build takes that value and reads no
-input file again.
+``read_platforms`` reads each input once — every declared file (``declared``),
+each lock file's bytes (hashed once, parsed once) — into one frozen
+``BuildInputs`` per platform (``read_inputs``: one platform); the build takes
+those values and reads no input file again. The platforms of one build share
+every digest (one lock file holds every platform), so they share one build id.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lockstep.core import platforms as platform_table
 from lockstep.core.digests import TreeFile, sha256_digest, tree_digest
 from lockstep.core.errors import BadInput
+from lockstep.core.platforms import Platform
 from lockstep.inputs import declared
 from lockstep.inputs import stamp as stamping
 from lockstep.inputs.debian import lock as debian_lock
@@ -33,27 +36,33 @@ def read_lock_bytes(path: Path, relock: str) -> bytes:
         ) from exc
 
 
-PLATFORM = "linux/amd64"  # the one platform built today; BuildInputs is per platform
-
-
 @dataclass(frozen=True)
 class DebianInput:
-    """The Debian lock, read once: its path, digest and parsed value."""
+    """The Debian lock, read once: its path, the file's digest, and one platform's packages."""
 
     path: Path
     digest: str  # sha256: of the file's bytes (what the manifest's inputs name)
-    lock: debian_lock.DebianLock
+    lock: debian_lock.DebianLock  # this platform's architecture
 
     @staticmethod
-    def read(path: Path) -> DebianInput:
+    def read_all(path: Path, names: tuple[str, ...]) -> dict[str, DebianInput]:
+        """Each of the platforms ``names``' view of the file, read and parsed once."""
         raw = read_lock_bytes(path, debian_lock.RELOCK)
-        return DebianInput(path, sha256_digest(raw), debian_lock.parse_lock(raw, str(path)))
+        digest, locks = sha256_digest(raw), debian_lock.parse_lock(raw, str(path))
+        return {
+            n: DebianInput(path, digest, locks.of(platform_table.platform(n).deb_arch, str(path)))
+            for n in names
+        }
+
+    @staticmethod
+    def read(path: Path, name: str = platform_table.AMD64.name) -> DebianInput:
+        return DebianInput.read_all(path, (name,))[name]
 
 
 @dataclass(frozen=True)
 class PythonInput:
-    """The Python lock, read once: its path, digest, locked wheels and bytes (the image
-    carries the shared lock's, ``manifest.PYTHON_LOCK_PATH``)."""
+    """The Python lock, read once: its path, the file's digest, one platform's wheels and
+    the file's bytes (the image carries the shared lock's, ``manifest.PYTHON_LOCK_PATH``)."""
 
     path: Path
     digest: str
@@ -61,19 +70,31 @@ class PythonInput:
     raw: bytes = b""
 
     @staticmethod
-    def read(path: Path) -> PythonInput:
-        return PythonInput.of(path, read_lock_bytes(path, pex.RELOCK))
+    def read_all(
+        path: Path, names: tuple[str, ...], raw: bytes | None = None
+    ) -> dict[str, PythonInput]:
+        """Each of the platforms ``names``' view of the file (its bytes ``raw`` if already
+        read), read and parsed once."""
+        raw = read_lock_bytes(path, pex.RELOCK) if raw is None else raw
+        digest, locks = sha256_digest(raw), python_lock.parse_locks(raw, str(path))
+        missing = [n for n in names if n not in locks]
+        if missing:
+            raise BadInput(
+                f"{path}: no resolve for {', '.join(missing)} (it has "
+                f"{', '.join(locks)}); {pex.LOCK_HINT}"
+            )
+        return {n: PythonInput(path, digest, locks[n], raw) for n in names}
 
     @staticmethod
-    def of(path: Path, raw: bytes) -> PythonInput:
-        wheels = tuple(python_lock.parse_lock(raw, str(path)))
-        return PythonInput(path, sha256_digest(raw), wheels, raw)
+    def read(path: Path, name: str = platform_table.AMD64.name) -> PythonInput:
+        return PythonInput.read_all(path, (name,))[name]
 
 
-def declared_platform(project: Project, files: tuple[TreeFile, ...]) -> bytes:
-    """The complete platform's bytes, from the declared files: the image carries them
-    (``manifest.PLATFORM_PATH``), so they must be in the build id, as a declared source."""
-    path = project.complete_platform
+def declared_platform(project: Project, files: tuple[TreeFile, ...], name: str) -> bytes:
+    """Platform ``name``'s complete platform's bytes, from the declared files: its image
+    carries them (``manifest.PLATFORM_PATH``), so they must be in the build id, as a
+    declared source."""
+    path = project.complete_platform_of(name)
     try:
         rel = path.relative_to(project.root).as_posix()
     except ValueError:
@@ -89,7 +110,7 @@ def declared_platform(project: Project, files: tuple[TreeFile, ...]) -> bytes:
 
 @dataclass(frozen=True)
 class BuildInputs:
-    """Everything one build of one platform reads, read and digested once.
+    """Everything one platform of one build reads, read and digested once.
 
     ``digests`` is what the build manifest records as ``inputs`` (its build id);
     ``stamp`` and ``created`` (the stamped commit's time) change the images but
@@ -97,7 +118,7 @@ class BuildInputs:
     (the locks pin every byte, so it is in no digest)."""
 
     project: Project
-    platform: str
+    platform: Platform
     builder: str  # format version and compressor: ``lockstep-build/2 zlib-ng/…``
     files: tuple[TreeFile, ...]
     sources: str  # the tree digest of ``files``
@@ -130,24 +151,73 @@ class BuildInputs:
 
 def read_roles(
     project: Project,
-    shared: tuple[python_lock.LockedWheel, ...],
+    shared: Mapping[str, PythonInput],
     files: tuple[TreeFile, ...] = (),
-) -> dict[str, PythonInput]:
-    """Each role's own lock, its wheels narrowed to those ``shared`` lacks (``BadInput`` if
-    the two locks disagree on a wheel both hold). A role's lock is a declared source: its
-    bytes are taken from ``files`` (the declared files read) when there."""
+) -> dict[str, dict[str, PythonInput]]:
+    """Each platform's view of each role's own lock (platform -> role -> input), its wheels
+    narrowed to those the platform's ``shared`` lacks (``BadInput`` if the two locks
+    disagree on a wheel both hold). A role's lock is a declared source: its bytes are taken
+    from ``files`` (the declared files read) when there."""
     read = {f.path: f.data for f in files}
-    out = {}
+    names = tuple(shared)
+    out: dict[str, dict[str, PythonInput]] = {name: {} for name in names}
     for role, spec in sorted(project.images.items()):
         if spec.python_lock is not None:
             raw = read.get(spec.python_lock.relative_to(project.root).as_posix())
-            if raw is None:
-                own = PythonInput.read(spec.python_lock)
-            else:
-                own = PythonInput.of(spec.python_lock, raw)
-            wheels = python_lock.role_only(shared, own.wheels, str(spec.python_lock))
-            out[role] = PythonInput(own.path, own.digest, wheels)
+            own = PythonInput.read_all(spec.python_lock, names, raw)
+            for name in names:
+                wheels = python_lock.role_only(
+                    shared[name].wheels, own[name].wheels, f"{spec.python_lock} ({name})"
+                )
+                out[name][role] = PythonInput(own[name].path, own[name].digest, wheels)
     return out
+
+
+def read_platforms(
+    project: Project,
+    builder: str,
+    *,
+    stamp: Stamp | None = None,
+    platforms: tuple[str, ...] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, BuildInputs]:
+    """Read the build inputs of ``project`` once, for each of ``platforms`` (default: the
+    project's), by platform name (``builder`` names the builder: its format version and
+    what makes its bytes, so a change of either is a new build id)."""
+    names = platforms or project.platforms
+    for name in names:
+        if name not in project.platforms:
+            raise BadInput(
+                f"--platform {name}: {project.pyproject} builds {', '.join(project.platforms)}; "
+                "name one of them or add it to [tool.lockstep] platforms"
+            )
+    for spec in project.images.values():  # a declared source, but say how to make it
+        if spec.python_lock is not None and not spec.python_lock.is_file():
+            read_lock_bytes(spec.python_lock, pex.RELOCK)
+    files = declared.load(project.root, project.sources)
+    sources = tree_digest(files)
+    debian = DebianInput.read_all(project.debian_lock, names)
+    python = PythonInput.read_all(project.python_lock, names)
+    roles = read_roles(project, python, files)
+    created = stamping.commit_time(project.root, stamp.commit) if stamp else None
+    mirror = project.mirror(environ)
+    return {
+        name: BuildInputs(
+            project=project,
+            platform=platform_table.platform(name),
+            builder=builder,
+            files=files,
+            sources=sources,
+            debian=debian[name],
+            python=python[name],
+            complete_platform=declared_platform(project, files, name),
+            mirror=mirror,
+            roles=roles[name],
+            stamp=stamp,
+            created=created,
+        )
+        for name in names
+    }
 
 
 def read_inputs(
@@ -155,29 +225,9 @@ def read_inputs(
     builder: str,
     *,
     stamp: Stamp | None = None,
-    platform: str = PLATFORM,
+    platform: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> BuildInputs:
-    """Read the build inputs of ``project`` once (``builder`` names the builder: its format
-    version and what makes its bytes, so a change of either is a new build id)."""
-    if platform != PLATFORM:
-        raise BadInput(f"platform {platform!r}: lockstep builds {PLATFORM} only")
-    for spec in project.images.values():  # a declared source, but say how to make it
-        if spec.python_lock is not None and not spec.python_lock.is_file():
-            read_lock_bytes(spec.python_lock, pex.RELOCK)
-    files = declared.load(project.root, project.sources)
-    shared = PythonInput.read(project.python_lock)
-    return BuildInputs(
-        project=project,
-        platform=platform,
-        builder=builder,
-        files=files,
-        sources=tree_digest(files),
-        debian=DebianInput.read(project.debian_lock),
-        python=shared,
-        complete_platform=declared_platform(project, files),
-        mirror=project.mirror(environ),
-        roles=read_roles(project, shared.wheels, files),
-        stamp=stamp,
-        created=stamping.commit_time(project.root, stamp.commit) if stamp else None,
-    )
+    """The build inputs of one platform (default: the project's first; ``read_platforms``)."""
+    name = platform or project.platforms[0]
+    return read_platforms(project, builder, stamp=stamp, platforms=(name,), environ=environ)[name]

@@ -1,6 +1,7 @@
 """A local cluster on the Docker engine from a build's outputs: ``lockstep up`` / ``down``.
 
-``up`` loads ``<out>/worker.tar`` (its image ID checked against the archive), then
+``up`` loads the worker archive of ``<out>/manifest.json``'s platform (``worker-<arch>.tar``
+from a build of several platforms, else ``worker.tar``; its image ID checked), then
 starts on one bridge network a scheduler and N workers per executor from it, each as
 deployed (docs/design.md §4.10): user 65532, read-only root with a tmpfs ``/tmp``, every
 capability dropped, no new privileges. The scheduler's port is published on 127.0.0.1
@@ -31,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockstep.assembly import layout
 from lockstep.assembly.engine import docker_client, load_archive
 from lockstep.assembly.sinks import MANIFEST_NAME
+from lockstep.core import platforms
 from lockstep.core.atomic import write_bytes
 from lockstep.core.bounded import KEY_MAX, read_regular
 from lockstep.core.errors import BadInput, ServiceFailed
@@ -81,14 +84,28 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     write_bytes(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _manifest(out: Path) -> BuildManifest:
+def _manifest(out: Path) -> tuple[BuildManifest, Path]:
+    """The build manifest in ``out`` and the worker archive of its platform."""
     path = out / MANIFEST_NAME
-    if not path.is_file() or not (out / "worker.tar").is_file():
-        raise BadInput(
-            f"{out}: no {MANIFEST_NAME} and worker.tar of a build; run `lockstep build "
-            f"--out {out}` first"
-        )
-    return load_manifest(path)
+    if path.is_file():
+        manifest = load_manifest(path)
+        for archive in worker_archives(out, manifest.platform):
+            if archive.is_file():
+                return manifest, archive
+    raise BadInput(
+        f"{out}: no {MANIFEST_NAME} and worker.tar of a build; run `lockstep build "
+        f"--out {out}` first"
+    )
+
+
+def worker_archives(out: Path, platform: str) -> list[Path]:
+    """Where a build into ``out`` put the worker image of ``platform``: ``worker-<arch>.tar``
+    in a project of several platforms (``layout.platform_suffix``), ``worker.tar`` in one."""
+    names = ["worker.tar"]
+    if platform:
+        arch = platforms.platform(platform).architecture
+        names.insert(0, f"worker{layout.platform_suffix(arch, len(platforms.PLATFORMS))}.tar")
+    return [out / name for name in names]
 
 
 def down(name: str, out: Path, client: Any | None = None) -> dict[str, int]:
@@ -187,7 +204,7 @@ def _wait_ready(containers: Sequence[tuple[Any, str]], timeout: float) -> None:
 
 def up(plan: Plan, client: Any | None = None) -> dict[str, Any]:
     """Start the cluster of ``plan`` (after removing one of that name); its state."""
-    manifest = _manifest(plan.out)
+    manifest, archive = _manifest(plan.out)
     executors = plan.executors or manifest.executors
     unknown = sorted(set(executors) - set(manifest.executors))
     if unknown:
@@ -201,11 +218,11 @@ def up(plan: Plan, client: Any | None = None) -> dict[str, Any]:
     state: dict[str, Any] = {"name": plan.name, "status": "starting", "build_id": manifest.build_id}
     _write_state(plan.state, state)
     try:
-        image = client.images.get(load_archive(plan.out / "worker.tar"))
+        image = client.images.get(load_archive(archive))
         built = image.labels.get("io.lockstep.build-id")
         if built != manifest.build_id:
             raise BadInput(
-                f"{plan.out}/worker.tar is build {built}, {plan.out}/{MANIFEST_NAME} is "
+                f"{archive} is build {built}, {plan.out}/{MANIFEST_NAME} is "
                 f"{manifest.build_id}; build again into {plan.out}"
             )
         python = list(image.attrs["Config"]["Entrypoint"][:-1])  # […, "-m", "lockstep"]

@@ -122,13 +122,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info = inspect_archive(Path(args.image))
         text = describe(info)
         if args.packages:
-            sbom_path = Path(args.image).parent / sbom_file_name(info["role"])
+            # <role>[-<arch>].spdx.json beside <role>[-<arch>].tar, as the build writes them
+            sbom_path = Path(args.image).parent / sbom_file_name(Path(args.image).stem)
             try:
                 document = json.loads(sbom_path.read_bytes())
             except (OSError, ValueError) as exc:
                 raise BadInput(
                     f"{sbom_path}: no SBOM beside the archive ({exc}); build with "
-                    "`lockstep build`, which writes <role>.spdx.json next to <role>.tar"
+                    "`lockstep build`, which writes <name>.spdx.json next to <name>.tar"
                 ) from exc
             info["packages"] = remote.packages_of(document)
             text += f"\npackages  {len(info['packages'])} (from {sbom_path.name})\n"

@@ -63,4 +63,6 @@ def release_stamp(root: Path, tag: str) -> Stamp:
 
 def build_stamped(project: Project, cache: Cache, stamp: Stamp, progress: Progress) -> BuildResult:
     """Both images of ``project`` with exactly ``stamp``, as values (nothing written)."""
-    return Builder(cache, progress).build(read_inputs(project, stamp), ROLES)
+    # A release is of the project's first platform until it pushes indexes (issue #22 item 4).
+    inputs = read_inputs(project, stamp, project.platforms[:1])[project.platforms[0]]
+    return Builder(cache, progress).build(inputs, ROLES)

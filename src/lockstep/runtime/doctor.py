@@ -73,10 +73,16 @@ class Row:
     status: str  # "ok", or what is wrong with it
     pid: int | None = None
     tasks: int | None = None  # tasks the worker has run since it started
+    platform: str = "-"  # the platform its manifest names (linux/arm64), "-" if none
 
     @classmethod
     def of(
-        cls, member: Member, image: str = "-", pid: int | None = None, tasks: int | None = None
+        cls,
+        member: Member,
+        image: str = "-",
+        pid: int | None = None,
+        tasks: int | None = None,
+        platform: str = "-",
     ) -> Row:
         return cls(
             member.address,
@@ -88,6 +94,7 @@ class Row:
             member.status,
             pid,
             tasks,
+            platform,
         )
 
 
@@ -116,7 +123,8 @@ class Diagnosis:
         return not self.problems
 
     def table(self) -> str:
-        """Plain text: address, role, version, build id, executor, image, status."""
+        """Plain text: address, role, version, build id, executor, image, status (the
+        platform is in ``--json``: a column would widen every table past a terminal)."""
         rows = [_COLUMNS] + [
             (r.address, r.role, r.version, r.build_id, r.executor, r.image, r.status)
             for r in self.rows
@@ -199,7 +207,14 @@ def diagnose(address: str, timeout: float = 30.0) -> Diagnosis:
 
     reference, scheduler = _scheduler(address, info if gated else None, answers)
     pid = info.get("pid") if isinstance(info, dict) else None
-    rows = [Row.of(scheduler, _image(info), pid if isinstance(pid, int) else None)]
+    rows = [
+        Row.of(
+            scheduler,
+            _image(info),
+            pid if isinstance(pid, int) else None,
+            platform=_platform(info if gated else None),
+        )
+    ]
     for entry in listed:
         answer = answers.get(str(entry["address"]))
         rows.append(_worker_row(entry, answer, reference, _image(answer)))
@@ -268,7 +283,18 @@ def _worker_row(
         image,
         pid if isinstance(pid, int) else None,
         tasks if isinstance(tasks, int) else None,
+        _platform(answer),
     )
+
+
+def _platform(answer: Any) -> str:
+    """The platform a process's own manifest names (its identity answer), else "-"."""
+    if not isinstance(answer, dict):
+        return "-"
+    try:
+        return read_announced(answer.get("manifest"), "member").platform or "-"
+    except BadInput:
+        return "-"
 
 
 def _refused_rows(refused: Sequence[Any], seen: Sequence[str]) -> list[Row]:

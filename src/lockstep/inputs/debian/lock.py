@@ -1,13 +1,18 @@
-"""The Debian lock: the resolved ``.deb`` set, as a value and as ``images/debian.lock.json``.
+"""The Debian lock: the resolved ``.deb`` set of each architecture, as values and as
+``images/debian.lock.json``.
 
 Each package is pinned by pool path, size and sha256, and records which
-archive (``debian`` or ``debian-security``) and suite it came from.
+archive (``debian`` or ``debian-security``) and suite it came from. One file
+holds every architecture the project builds (``DebianLocks``), resolved in one
+run from one snapshot of the mirror's indexes (``snapshot``: each suite's
+``Release`` digest), so the platforms' packages are the same versions.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ from lockstep.core.atomic import write_bytes
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
 
-LOCK_SCHEMA = "lockstep.debian-lock/v1"
+LOCK_SCHEMA = "lockstep.debian-lock/v2"
 DEFAULT_ARCH = "amd64"
 DEFAULT_EXCLUDE: tuple[str, ...] = ("debconf", "dpkg")
 RELOCK = "lockstep lock debian"
@@ -44,7 +49,7 @@ class DebPackage:
 
     name: str
     version: str
-    arch: str  # "amd64" or "all"
+    arch: str  # the lock's architecture ("amd64", "arm64") or "all"
     archive: str  # "debian" or "debian-security"
     suite: str
     filename: str  # pool path from Packages (no epoch), relative to the archive base
@@ -114,10 +119,54 @@ class DebianLock:
         return sha256_digest(canonical_json(self.to_dict()))
 
 
+@dataclass(frozen=True)
+class DebianLocks:
+    """The lock file: one ``DebianLock`` per architecture (same roots, suites, exclusions),
+    and the snapshot they were resolved from (``<archive>/<suite>`` → ``sha256:`` of its
+    ``Release``; empty for a lock made from indexes given by hand)."""
+
+    locks: tuple[DebianLock, ...]
+    snapshot: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "locks", tuple(sorted(self.locks, key=lambda lk: lk.arch)))
+        object.__setattr__(self, "snapshot", tuple(sorted(self.snapshot)))
+
+    @property
+    def arches(self) -> tuple[str, ...]:
+        return tuple(lk.arch for lk in self.locks)
+
+    def of(self, arch: str, where: str = "the Debian lock") -> DebianLock:
+        """The lock of ``arch``; BadInput naming the relock if the file lacks it."""
+        for lk in self.locks:
+            if lk.arch == arch:
+                return lk
+        raise BadInput(
+            f"{where}: no packages for {arch} (it has {', '.join(self.arches)}); {RELOCK_HINT}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.locks[0]
+        return {
+            "schema": LOCK_SCHEMA,
+            "roots": sorted(first.roots),
+            "exclude": sorted(first.exclude),
+            "suites": [{"archive": s.archive, "suite": s.suite} for s in first.suites],
+            "snapshot": dict(self.snapshot),
+            "packages": {lk.arch: lk.to_dict()["packages"] for lk in self.locks},
+        }
+
+    def to_json(self) -> bytes:
+        """Stable pretty JSON: sorted keys, two-space indent, one package per object."""
+        return (
+            json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        ).encode()
+
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _lock_from_dict(data: Any, where: str) -> DebianLock:
+def _lock_from_dict(data: Any, where: str) -> DebianLocks:
     def fail(what: str) -> BadInput:
         return BadInput(f"{where}: {what}; {RELOCK_HINT}")
 
@@ -125,9 +174,22 @@ def _lock_from_dict(data: Any, where: str) -> DebianLock:
         raise fail("not a JSON object")
     if data.get("schema") != LOCK_SCHEMA:
         raise fail(f"schema is {data.get('schema')!r}, expected {LOCK_SCHEMA!r}")
-    arch = data.get("arch")
-    if not isinstance(arch, str) or not arch:
-        raise fail("arch missing")
+    snapshot = data.get("snapshot", {})
+    if not isinstance(snapshot, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in snapshot.items()
+    ):
+        raise fail("snapshot must map each suite to its Release digest")
+    by_arch = data.get("packages")
+    if not isinstance(by_arch, dict) or not by_arch:
+        raise fail("packages must map each architecture to its packages")
+    locks = tuple(_arch_lock(data, arch, raw, fail) for arch, raw in sorted(by_arch.items()))
+    return DebianLocks(locks, tuple(snapshot.items()))
+
+
+def _arch_lock(
+    data: dict[str, Any], arch: str, raw_packages: Any, fail: Callable[[str], BadInput]
+) -> DebianLock:
+    """One architecture's lock of the file ``data``."""
     roots = data.get("roots", [])
     exclude = data.get("exclude", [])
     for key, value in (("roots", roots), ("exclude", exclude)):
@@ -145,13 +207,12 @@ def _lock_from_dict(data: Any, where: str) -> DebianLock:
         ):
             raise fail("each suite needs archive and suite")
         suites.append(Suite(s["archive"], s["suite"]))
-    raw_packages = data.get("packages")
     if not isinstance(raw_packages, list) or not raw_packages:
-        raise fail("packages missing or empty")
+        raise fail(f"packages of {arch} missing or empty")
     packages: list[DebPackage] = []
     for i, p in enumerate(raw_packages):
         if not isinstance(p, dict):
-            raise fail(f"packages[{i}] is not an object")
+            raise fail(f"packages[{i}] of {arch} is not an object")
         str_keys = ("name", "version", "arch", "archive", "suite", "filename", "sha256")
         if not all(isinstance(p.get(k), str) and p.get(k) for k in str_keys):
             raise fail(f"packages[{i}] needs {', '.join(str_keys)} as strings")
@@ -175,9 +236,11 @@ def _lock_from_dict(data: Any, where: str) -> DebianLock:
                 p["sha256"],
             )
         )
+        if p["arch"] not in (arch, "all"):
+            raise fail(f"packages[{i}] ({p['name']}) is {p['arch']}, in the {arch} packages")
     names = [p.name for p in packages]
     if len(set(names)) != len(names):
-        raise fail("a package is listed twice")
+        raise fail(f"a package of {arch} is listed twice")
     return DebianLock(
         packages=tuple(sorted(packages, key=lambda p: p.name)),
         roots=tuple(sorted(roots)),
@@ -187,7 +250,7 @@ def _lock_from_dict(data: Any, where: str) -> DebianLock:
     )
 
 
-def read_lock(path: Path) -> DebianLock:
+def read_lock(path: Path) -> DebianLocks:
     """Read ``images/debian.lock.json``; BadInput naming the file if missing or malformed."""
     try:
         raw = path.read_bytes()
@@ -198,7 +261,7 @@ def read_lock(path: Path) -> DebianLock:
     return parse_lock(raw, str(path))
 
 
-def parse_lock(raw: bytes, where: str) -> DebianLock:
+def parse_lock(raw: bytes, where: str) -> DebianLocks:
     """The lock in ``raw`` (the bytes of ``where``); BadInput naming ``where`` if malformed."""
     try:
         data = json.loads(raw)
@@ -207,6 +270,6 @@ def parse_lock(raw: bytes, where: str) -> DebianLock:
     return _lock_from_dict(data, where)
 
 
-def write_lock(path: Path, lock: DebianLock) -> None:
+def write_lock(path: Path, lock: DebianLocks) -> None:
     """Write the lock atomically."""
     write_bytes(path, lock.to_json())

@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput, ServiceFailed
 from lockstep.core.http import NotFound
 from lockstep.core.settings import DEBIAN_MIRROR
@@ -25,6 +26,7 @@ from lockstep.inputs.debian.lock import (
     DEFAULT_EXCLUDE,
     SUITES,
     DebianLock,
+    DebianLocks,
     DebPackage,
     Suite,
 )
@@ -110,14 +112,65 @@ def _names_of_relation(field: str) -> list[list[str]]:
     return groups
 
 
-def fetch_index(mirror: str, suite: Suite, arch: str) -> str:
-    url = f"{archive_url(mirror, suite.archive)}/dists/{suite.suite}/main/binary-{arch}/Packages.xz"
+INDEX = "main/binary-{arch}/Packages.xz"  # an index's path below dists/<suite>/
+
+
+def _get(url: str) -> bytes:
     try:
-        raw = http_get(url)
+        return http_get(url)
     except NotFound as exc:
         raise ServiceFailed(
             f"Debian mirror: {url} not found (HTTP {exc.code}); check {DEBIAN_MIRROR}"
         ) from exc
+
+
+def release_hashes(text: str) -> dict[str, str]:
+    """The ``SHA256:`` section of a ``Release`` file: path below the suite → hex."""
+    out: dict[str, str] = {}
+    section = False
+    for line in text.splitlines():
+        if line and line[0] not in " \t":
+            section = line.strip() == "SHA256:"
+            continue
+        parts = line.split()
+        if section and len(parts) == 3:
+            out[parts[2]] = parts[0].lower()
+    return out
+
+
+def fetch_snapshot(
+    mirror: str, suites: Sequence[Suite], arches: Sequence[str]
+) -> tuple[dict[str, dict[Suite, str]], dict[str, str]]:
+    """Every architecture's index of every suite, from one snapshot of the mirror: each
+    suite's ``Release`` is read once and each ``Packages.xz`` must be the one it lists, so
+    a mirror that moves during the run fails it (rerun) instead of mixing two states.
+    Returns the indexes per architecture and ``<archive>/<suite>`` → the Release digest."""
+    indexes: dict[str, dict[Suite, str]] = {arch: {} for arch in arches}
+    snapshot: dict[str, str] = {}
+    for suite in suites:
+        base = f"{archive_url(mirror, suite.archive)}/dists/{suite.suite}"
+        release = _get(f"{base}/Release")
+        snapshot[f"{suite.archive}/{suite.suite}"] = sha256_digest(release)
+        listed = release_hashes(release.decode("utf-8", "replace"))
+        for arch in arches:
+            path = INDEX.format(arch=arch)
+            raw = _get(f"{base}/{path}")
+            if sha256_digest(raw) != f"sha256:{listed.get(path, '')}":
+                raise ServiceFailed(
+                    f"Debian mirror: {base}/{path} is not the one its Release lists (the "
+                    "mirror changed during the run, or it lacks that architecture); rerun "
+                    f"`lockstep lock debian` or check {DEBIAN_MIRROR}"
+                )
+            indexes[arch][suite] = _decompress(raw, f"{base}/{path}")
+    return indexes, snapshot
+
+
+def fetch_index(mirror: str, suite: Suite, arch: str) -> str:
+    url = f"{archive_url(mirror, suite.archive)}/dists/{suite.suite}/{INDEX.format(arch=arch)}"
+    return _decompress(_get(url), url)
+
+
+def _decompress(raw: bytes, url: str) -> str:
     try:
         return lzma.decompress(raw).decode("utf-8", "replace")
     except lzma.LZMAError as exc:
@@ -180,12 +233,14 @@ def resolve_from_indexes(
 def resolve(
     mirror: str,
     roots: Sequence[str],
-    arch: str = DEFAULT_ARCH,
+    arches: Sequence[str] = (DEFAULT_ARCH,),
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
     suites: Sequence[Suite] = SUITES,
-) -> DebianLock:
-    """Resolve ``roots`` against the mirror's current indexes (bookworm, -updates, -security)."""
+) -> DebianLocks:
+    """Resolve ``roots`` for each of ``arches`` against one snapshot of the mirror's indexes
+    (bookworm, -updates, -security)."""
     if not roots:
         raise BadInput("no Debian packages to lock; set [tool.lockstep] debian_packages")
-    indexes = {suite: fetch_index(mirror, suite, arch) for suite in suites}
-    return resolve_from_indexes(indexes, roots, arch, exclude)
+    indexes, snapshot = fetch_snapshot(mirror, suites, arches)
+    locks = tuple(resolve_from_indexes(indexes[a], roots, a, exclude) for a in arches)
+    return DebianLocks(locks, tuple(snapshot.items()))

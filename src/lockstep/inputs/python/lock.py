@@ -1,14 +1,17 @@
 """The image's third-party Python packages, pinned by a pex lock (``images/python.lock.json``).
 
-``lock`` runs ``pex3 lock create`` for the image's complete platform: strict,
-wheels only, sha256 for every artifact, packages from the public index only
-(the host's pip configuration and pexrc files are ignored). ``read_lock``
-validates a lock: one resolve, https wheels only, a sha256 for each.
+``lock`` runs ``pex3 lock create`` once for every platform's complete platform
+(one ``--complete-platform`` each, so one run holds one resolve per platform):
+strict, wheels only, sha256 for every artifact, packages from the public index
+only (the host's pip configuration and pexrc files are ignored). ``parse_locks``
+validates a lock: one resolve per platform (known by its platform tag's
+machine, ``…_x86_64`` / ``…_aarch64``), https wheels only, a sha256 for each;
+``parse_lock`` picks one platform's resolve.
 
 A role may need packages the other does not (the runner: pyarrow, for
-``lockstep results``): they are locked into a lock of the role's own, with
-the shared lock's pins as constraints, and ``role_only`` is what that role's
-image adds on top of the shared wheels.
+``lockstep results``): they are locked into a lock of the role's own, for every
+platform too, with the shared lock's pins as constraints, and ``role_only`` is
+what that role's image adds on top of the shared wheels of a platform.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockstep.core import platforms
 from lockstep.core.atomic import write_bytes
 from lockstep.core.errors import BadInput, ServiceFailed
 from lockstep.core.progress import Progress, quiet
@@ -45,8 +49,19 @@ class LockedWheel:
         return self.url.rsplit("/", 1)[-1]
 
 
-def parse_lock(raw: bytes, where: str) -> list[LockedWheel]:
-    """Validate a pex lock: strict, one resolve, https wheels only, sha256 for every artifact."""
+def parse_lock(raw: bytes, where: str, platform: str = platforms.AMD64.name) -> list[LockedWheel]:
+    """The wheels of ``platform``'s resolve in the pex lock ``raw`` (validated whole)."""
+    locks = parse_locks(raw, where)
+    if platform not in locks:
+        raise BadInput(
+            f"{where}: no resolve for {platform} (it has {', '.join(locks) or 'none'}); {LOCK_HINT}"
+        )
+    return list(locks[platform])
+
+
+def parse_locks(raw: bytes, where: str) -> dict[str, tuple[LockedWheel, ...]]:
+    """Validate a pex lock: strict, one resolve per platform, https wheels only, sha256 for
+    every artifact. Returns each platform's wheels, by platform name."""
 
     def fail(what: str) -> BadInput:
         return BadInput(f"{where}: {what}; {LOCK_HINT}")
@@ -60,9 +75,33 @@ def parse_lock(raw: bytes, where: str) -> list[LockedWheel]:
     if data.get("style") != "strict":
         raise fail(f"lock style is {data.get('style')!r}, expected 'strict'")
     resolves = data["locked_resolves"]
-    if not isinstance(resolves, list) or len(resolves) != 1 or not isinstance(resolves[0], dict):
-        raise fail("expected exactly one locked resolve (the image's platform)")
-    requirements = resolves[0].get("locked_requirements")
+    if not isinstance(resolves, list) or not resolves:
+        raise fail("no locked resolve")
+    out: dict[str, tuple[LockedWheel, ...]] = {}
+    for resolve in resolves:
+        if not isinstance(resolve, dict):
+            raise fail("a locked resolve is not an object")
+        name = _resolve_platform(resolve, fail)
+        if name in out:
+            raise fail(f"two locked resolves for {name}")
+        out[name] = tuple(_resolve_wheels(resolve, fail))
+    return dict(sorted(out.items()))
+
+
+def _resolve_platform(resolve: dict[str, object], fail: Callable[[str], BadInput]) -> str:
+    """The platform a resolve is for: the machine its platform tag ends with."""
+    tag = resolve.get("platform_tag")
+    last = tag[-1] if isinstance(tag, list) and tag and isinstance(tag[-1], str) else ""
+    for p in platforms.PLATFORMS.values():
+        if last.endswith(f"_{p.machine}"):
+            return p.name
+    raise fail(f"a locked resolve's platform tag {tag!r} names no platform lockstep builds")
+
+
+def _resolve_wheels(
+    resolve: dict[str, object], fail: Callable[[str], BadInput]
+) -> list[LockedWheel]:
+    requirements = resolve.get("locked_requirements")
     if not isinstance(requirements, list) or not requirements:
         raise fail("no locked requirements")
     wheels: list[LockedWheel] = []
@@ -97,23 +136,24 @@ def parse_lock(raw: bytes, where: str) -> list[LockedWheel]:
     return wheels
 
 
-def read_lock(path: Path) -> list[LockedWheel]:
-    """Read and validate the lock; ``BadInput`` naming the file if it is absent or bad."""
+def read_lock(path: Path, platform: str = platforms.AMD64.name) -> list[LockedWheel]:
+    """Read and validate the lock, and give ``platform``'s wheels; ``BadInput`` naming the
+    file if it is absent or bad."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise BadInput(
             f"{path}: cannot read the Python lock ({exc.strerror}); {LOCK_HINT}"
         ) from exc
-    return parse_lock(raw, str(path))
+    return parse_lock(raw, str(path), platform)
 
 
 def role_only(
     shared: Sequence[LockedWheel], own: Sequence[LockedWheel], where: str
 ) -> tuple[LockedWheel, ...]:
     """The wheels of a role's lock (``own``, read from ``where``) that the shared lock
-    lacks; ``BadInput`` if a project both locks hold is another wheel in each (the role's lock
-    was made against another shared lock)."""
+    lacks, both of one platform; ``BadInput`` if a project both locks hold is another wheel
+    in each (the role's lock was made against another shared lock)."""
     by_name = {normalize_name(w.project): w for w in shared}
     extra = []
     for wheel in own:
@@ -128,17 +168,36 @@ def role_only(
     return tuple(extra)
 
 
+def pins(locks: Mapping[str, Sequence[LockedWheel]]) -> str:
+    """The shared lock's pins as a constraints file: ``name==version`` for a project every
+    platform locks alike, one line per platform (a ``platform_machine`` marker) otherwise."""
+    versions: dict[str, dict[str, str]] = {}
+    for name, wheels in locks.items():
+        for w in wheels:
+            versions.setdefault(w.project, {})[name] = w.version
+    lines = []
+    for project, by_platform in sorted(versions.items()):
+        if len(set(by_platform.values())) == 1 and len(by_platform) == len(locks):
+            lines.append(f"{project}=={next(iter(by_platform.values()))}")
+            continue
+        for name, version in sorted(by_platform.items()):
+            machine = platforms.platform(name).machine
+            lines.append(f'{project}=={version}; platform_machine == "{machine}"')
+    return "".join(f"{line}\n" for line in lines)
+
+
 def lock(
     project: Project, cache_dir: Path, progress: Progress = quiet, *, into: Path | None = None
 ) -> list[Path]:
-    """``lockstep lock python``: lock ``[tool.lockstep] requirements`` for the image's
-    platform into the project's ``python_lock``, then each role's own requirements
-    (``[tool.lockstep.images.<role>] requirements``) into its ``python_lock``, with the
-    shared lock's pins as constraints so that a project both need is locked once.
+    """``lockstep lock python``: lock ``[tool.lockstep] requirements`` for every platform of
+    the project in one pex run (one resolve each, from one view of the index) into the
+    project's ``python_lock``, then each role's own requirements (``[tool.lockstep.images.
+    <role>] requirements``) likewise into its ``python_lock``, with the shared lock's pins
+    as constraints so that a project both need is locked once.
 
-    Each lock is checked (https URLs, sha256 everywhere, wheels only) before it
-    atomically replaces its file (in the directory ``into`` instead, by its file name,
-    if given); the paths written.
+    Each lock is checked (https URLs, sha256 everywhere, wheels only, a resolve for
+    each platform) before it atomically replaces its file (in the directory ``into``
+    instead, by its file name, if given); the paths written.
     """
 
     def where(path: Path) -> Path:
@@ -149,19 +208,23 @@ def lock(
             f"{project.pyproject} [tool.lockstep]: requirements is empty; list the "
             "packages the image needs (e.g. distributed==2026.8.0)"
         )
-    read_platform(project.complete_platform)
+    files = [project.complete_platform_of(p) for p in project.platforms]
+    for file in files:
+        read_platform(file)
     written = [where(project.python_lock)]
     shared = _lock_one(project, project.requirements, written[0], None, cache_dir, progress)
-    pins = "".join(f"{w.project}=={w.version}\n" for w in shared).encode()
     for role, spec in sorted(project.images.items()):
         if spec.python_lock is None:
             continue
         with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
             constraints = Path(tmp) / "shared-pins.txt"
-            constraints.write_bytes(pins)
+            constraints.write_text(pins(shared))
             out = where(spec.python_lock)
             own = _lock_one(project, spec.requirements, out, constraints, cache_dir, progress)
-        progress(f"{role}: {len(role_only(shared, own, str(out)))} wheel(s) of its own")
+        counts = ", ".join(
+            f"{len(role_only(shared[p], own[p], str(out)))} for {p}" for p in project.platforms
+        )
+        progress(f"{role}: wheel(s) of its own: {counts}")
         written.append(out)
     return written
 
@@ -173,10 +236,14 @@ def _lock_one(
     constraints: Path | None,
     cache_dir: Path,
     progress: Progress,
-) -> list[LockedWheel]:
-    """``pex3 lock create`` of ``requirements`` into ``out_path``; its wheels."""
-    platform = project.complete_platform
-    progress(f"locking {', '.join(requirements)} for {platform.name}")
+) -> dict[str, tuple[LockedWheel, ...]]:
+    """``pex3 lock create`` of ``requirements`` for every platform into ``out_path``; each
+    platform's wheels."""
+    files = [project.complete_platform_of(p) for p in project.platforms]
+    progress(
+        f"locking {', '.join(requirements)} for {', '.join(project.platforms)} "
+        f"({', '.join(f.name for f in files)})"
+    )
     with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
         tmp_lock = Path(tmp) / "lock.json"
         run_pex(
@@ -186,8 +253,7 @@ def _lock_one(
                 *common_args(cache_dir),
                 "--style",
                 "strict",
-                "--complete-platform",
-                str(platform),
+                *(arg for f in files for arg in ("--complete-platform", str(f))),
                 *(["--constraints", str(constraints)] if constraints else []),
                 "--output",
                 str(tmp_lock),
@@ -204,7 +270,14 @@ def _lock_one(
                 f"pex3 lock create wrote no readable lock ({exc}); rerun `lockstep lock python`"
             ) from exc
     raw = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-    wheels = parse_lock(raw, f"the new lock for {out_path}")
+    locks = parse_locks(raw, f"the new lock for {out_path}")
+    missing = [p for p in project.platforms if p not in locks]
+    if missing:
+        raise ServiceFailed(
+            f"pex3 lock create gave no resolve for {', '.join(missing)}; check "
+            f"{', '.join(str(f) for f in files)} and rerun `lockstep lock python`"
+        )
     write_bytes(out_path, raw)
-    progress(f"locked {len(wheels)} wheels into {out_path}")
-    return wheels
+    counts = ", ".join(f"{len(w)} for {p}" for p, w in locks.items())
+    progress(f"locked {counts} into {out_path}")
+    return locks
