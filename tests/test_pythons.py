@@ -283,11 +283,12 @@ def test_the_wheel_installs_with_pipx_and_its_console_script_works(
 
 
 def image_digests(out: Path) -> dict[str, str]:
-    """Each archive's image manifest digest, read back by `lockstep inspect`."""
+    """Each amd64 archive's image manifest digest, read back by `lockstep inspect` (the
+    project builds both platforms, so the archives' names say the platform)."""
     found = {}
     for role in ("runner", "worker"):
         proc = subprocess.run(
-            [sys.executable, "-m", "lockstep", "inspect", str(out / f"{role}.tar"), "--json"],
+            [sys.executable, "-m", "lockstep", "inspect", str(out / f"{role}-amd64.tar"), "--json"],
             capture_output=True,
             text=True,
             check=True,

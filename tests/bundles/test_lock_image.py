@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lockstep.bundles.lockfile import LOCK_FILE
-from tests.fixtures.build import lockstep, make_repo
+from tests.fixtures.build import PLATFORM, lockstep, make_repo
 from tests.fixtures.registry import OciRegistry
 from tests.fixtures.support import require
 from tests.inputs.test_python_lock import _index_reachable
@@ -54,10 +54,10 @@ def release(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = root / "release" / f"{VERSION}.json"
-    built = lockstep(["build", "worker", "--out", "out"], cwd=root, cache=cache_dir)
+    built = lockstep(["build", "worker", "--out", "out", *PLATFORM], cwd=root, cache=cache_dir)
     assert built.returncode == 0, built.stderr[-3000:]
     worker = json.loads(record.read_text())["images"]["worker"]["reference"]
-    return Release(root, record, worker, root / "out" / "worker.tar")
+    return Release(root, record, worker, root / "out" / "worker-amd64.tar")
 
 
 def bundle_lock(
