@@ -128,34 +128,53 @@ def released(
 # -- a release -----------------------------------------------------------------------
 
 
+PLATFORMS = ["linux/amd64", "linux/arm64"]
+
+
 def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released) -> None:
     root, out = released.root, released.out
     head = git(root, "rev-parse", "HEAD")
     record = json.loads((root / "release" / f"{VERSION}.json").read_text())
     assert record == {k: out[k] for k in record}
-    assert record["schema"] == "lockstep.release/v1"
+    assert record["schema"] == "lockstep.release/v2"
     assert (record["version"], record["tag"], record["commit"]) == (VERSION, "v0.1.0", head)
     assert record["executors"] == ["cold", "direct", "isolated_warm"]
     assert sorted(record["inputs"]) == ["builder", "debian_lock", "python_lock", "sources"]
-    names = sorted(record["layers"])
-    own = [n for n in names if n.startswith("runner:")]  # the runner's own wheels
-    assert own == ["runner:pyarrow"]
-    assert [n for n in names if not n.startswith(("python:", "runner:"))] == [
-        "app",
-        "base",
-        "manifest",
-    ]
-    assert any(n.startswith("python:") for n in names)  # the third-party layers, by group
+    assert list(record["layers"]) == PLATFORMS
+    for found in record["layers"].values():
+        names = sorted(found)
+        assert [n for n in names if n.startswith("runner:")] == ["runner:pyarrow"]
+        assert [n for n in names if not n.startswith(("python:", "runner:"))] == [
+            "app",
+            "base",
+            "manifest",
+        ]
+        assert any(n.startswith("python:") for n in names)  # the third-party layers, by group
+    # The pure layers are the same blobs on both platforms; the base is not.
+    amd64, arm64 = (record["layers"][p] for p in PLATFORMS)
+    assert amd64["app"] == arm64["app"] and amd64["base"] != arm64["base"]
     for role in ROLES:
         image = record["images"][role]
+        # Each role is pinned by its index, which holds one image per platform.
         assert image["reference"] == (f"{released.target}/lockstep-{role}@{image['digest']}")
+        assert list(image["platforms"]) == PLATFORMS
+        digests = {image["digest"], *(p["digest"] for p in image["platforms"].values())}
+        assert len(digests) == 3
     assert out["tagged"] is True and out["dry_run"] is False
-    layers = len(record["layers"])
-    # the shared layers + 2 configs, and per image its SBOM, provenance and the empty config
-    assert out["push"]["blobs_uploaded"] == layers + 2 + 2 * 3
-    assert sorted(out["attachments"]["worker"]) == ["provenance", "referrers", "sbom"]
-    # the worker mounts the runner's layers but the runner's own
-    assert out["push"]["blobs_mounted"] == layers - len(own)
+    every = {d for found in record["layers"].values() for d in found.values()}
+    own = {d for found in record["layers"].values() for n, d in found.items() if n[:7] == "runner:"}
+    # every distinct layer once + 4 configs; per repository, each platform's SBOM and
+    # provenance and the empty config
+    assert out["push"]["blobs_uploaded"] == len(every) + 4 + 2 * 5
+    # both indexes, four platform manifests, 2 x 4 artifacts, 2 x 2 referrers indexes and
+    # both version tags
+    assert out["push"]["manifests_put"] == 2 + 4 + 8 + 4 + 2
+    for role in ROLES:
+        assert list(out["attachments"][role]) == PLATFORMS  # nothing signed: no index entry
+        for p in PLATFORMS:
+            assert sorted(out["attachments"][role][p]) == ["provenance", "referrers", "sbom"]
+    # the worker mounts every layer of the runner's but the runner's own
+    assert out["push"]["blobs_mounted"] == len(every) - len(own)
     deploy = root / "release" / VERSION
     assert sorted(str(Path(p).relative_to(deploy)) for p in out["deploy_files"]) == [
         "10-network.yaml",
@@ -166,7 +185,17 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
         "operator/dask-cluster.yaml",
         "operator/lockstep.yaml",
     ]
-    # The annotated tag, at the commit that was built, names the build and both digests.
+    # Every rendered reference, the operator's too, is an index's.
+    for path in out["deploy_files"]:
+        text = Path(path).read_text()
+        for role in ROLES:
+            for found in record["images"][role]["platforms"].values():
+                assert found["digest"] not in text, path
+        if "runner-job" in path or "dask-cluster" in path:
+            assert record["images"]["worker"]["reference"] in text or (
+                record["images"]["runner"]["reference"] in text
+            )
+    # The annotated tag, at the commit that was built, names the build and both indexes.
     assert git(root, "cat-file", "-t", "v0.1.0") == "tag"
     assert git(root, "rev-parse", "v0.1.0^{commit}") == head
     message = git(root, "tag", "-l", "--format=%(contents)", "v0.1.0")
@@ -177,37 +206,64 @@ def test_release_writes_the_manifest_pinned_files_and_the_tag(released: Released
     assert not [p for p in (root / "release").iterdir() if p.name.startswith(".")]
 
 
-def test_skopeo_agrees_with_every_digest(released: Released) -> None:
+def test_skopeo_sees_an_index_of_both_platforms_and_copies_it(
+    released: Released, tmp_path: Path
+) -> None:
     for role in ROLES:
         image = released.out["images"][role]
         ref = f"docker://{image['reference']}"
-        info = json.loads(skopeo("inspect", "--tls-verify=false", ref))
-        assert info["Digest"] == image["digest"]
-        assert info["Labels"]["io.lockstep.build-id"] == released.out["build_id"]
         raw = skopeo("inspect", "--tls-verify=false", "--raw", ref).encode()
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == image["digest"]
-        config = skopeo("inspect", "--tls-verify=false", "--config", "--raw", ref).encode()
-        assert "sha256:" + hashlib.sha256(config).hexdigest() == image["config"]
-        by_tag = json.loads(
-            skopeo(
-                "inspect",
-                "--tls-verify=false",
-                f"docker://{released.target}/lockstep-{role}:{VERSION}",
+        index = json.loads(raw)
+        assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+        assert index["annotations"]["io.lockstep.build-id"] == released.out["build_id"]
+        assert [
+            (f"{m['platform']['os']}/{m['platform']['architecture']}", m["digest"])
+            for m in index["manifests"]
+        ] == [(p, image["platforms"][p]["digest"]) for p in PLATFORMS]
+        for p in PLATFORMS:
+            arch = p.split("/")[1]
+            info = json.loads(
+                skopeo("inspect", "--tls-verify=false", f"--override-arch={arch}", ref)
             )
+            assert info["Architecture"] == arch
+            assert info["Labels"]["io.lockstep.build-id"] == released.out["build_id"]
+            config = skopeo(
+                "inspect", "--tls-verify=false", f"--override-arch={arch}", "--config", "--raw", ref
+            ).encode()
+            assert "sha256:" + hashlib.sha256(config).hexdigest() == image["platforms"][p]["config"]
+        by_tag = f"docker://{released.target}/lockstep-{role}:{VERSION}"
+        raw = skopeo("inspect", "--tls-verify=false", "--raw", by_tag).encode()
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == image["digest"]
+        # skopeo copies the whole index, every platform's manifest and blob, unchanged.
+        layout = tmp_path / role
+        skopeo(
+            "copy", "--all", "--preserve-digests", "--src-tls-verify=false", ref, f"oci:{layout}"
         )
-        assert by_tag["Digest"] == image["digest"]
+        (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+        assert entry["digest"] == image["digest"]
+        for p in PLATFORMS:
+            digest = image["platforms"][p]["digest"]
+            manifest = json.loads((layout / "blobs" / "sha256" / digest[7:]).read_bytes())
+            for blob in [manifest["config"], *manifest["layers"]]:
+                data = (layout / "blobs" / "sha256" / blob["digest"][7:]).read_bytes()
+                assert "sha256:" + hashlib.sha256(data).hexdigest() == blob["digest"]
 
 
 def test_released_image_is_stamped_with_commit_and_tag(released: Released) -> None:
-    digest = released.out["layers"]["manifest"]
-    status, _, blob = released.registry.get(f"/v2/{released.repo}/lockstep-worker/blobs/{digest}")
-    assert status == 200
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
-        member = tar.extractfile("etc/lockstep/manifest.json")
-        assert member is not None
-        manifest = json.loads(member.read())
-    assert manifest["build_id"] == released.out["build_id"]
-    assert manifest["stamp"] == {"commit": released.out["commit"], "tag": "v0.1.0", "dirty": False}
+    for p in PLATFORMS:
+        digest = released.out["layers"][p]["manifest"]
+        path = f"/v2/{released.repo}/lockstep-worker/blobs/{digest}"
+        status, _, blob = released.registry.get(path)
+        assert status == 200
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+            member = tar.extractfile("etc/lockstep/manifest.json")
+            assert member is not None
+            manifest = json.loads(member.read())
+        assert manifest["build_id"] == released.out["build_id"]  # one build id on both
+        assert manifest["platform"] == p
+        stamp = {"commit": released.out["commit"], "tag": "v0.1.0", "dirty": False}
+        assert manifest["stamp"] == stamp
 
 
 def test_rendered_files_pass_check_pins_and_the_old_workspace_fails(released: Released) -> None:
@@ -235,9 +291,12 @@ def test_second_release_of_an_unchanged_tree_pushes_no_blob(
     out = json.loads(proc.stdout)
     assert out["push"]["blobs_uploaded"] == 0 and out["push"]["bytes_uploaded"] == 0
     layers = json.loads(manifest)["layers"]
-    shared = len([n for n in layers if not n.startswith("runner:")])
-    # each image's layers + config; per image, its SBOM and provenance each with the empty config
-    assert out["push"]["blobs_present"] == (len(layers) + 1) + (shared + 1) + 2 * 4
+    every = {d for found in layers.values() for d in found.values()}
+    own = {d for found in layers.values() for n, d in found.items() if n.startswith("runner:")}
+    # each role's distinct layers + its two configs; per platform image its SBOM and
+    # provenance, each with the empty config
+    runner, worker = len(every) + 2, len(every) - len(own) + 2
+    assert out["push"]["blobs_present"] == runner + worker + 2 * 2 * 4
     assert out["tagged"] is False
     assert blob_uploads(released.registry, released.repo) == before  # the registry agrees
     assert (released.root / "release" / f"{VERSION}.json").read_bytes() == manifest
@@ -258,6 +317,10 @@ def test_verify_rebuilds_the_tag_in_a_fresh_worktree(released: Released, cache_d
             f"{role:<7} {released.out['images'][role]['digest']}  rebuilt; served by the registry"
         )
     assert "fresh worktree" in proc.stderr
+    assert (
+        "rebuilt v0.1.0: every platform's images (linux/amd64, linux/arm64) and both indexes "
+        "match the release"
+    ) in proc.stderr
     assert len(git(released.root, "worktree", "list").splitlines()) == 1  # removed again
 
 
@@ -266,21 +329,31 @@ def test_verify_names_the_differing_layer(
 ) -> None:
     record = json.loads((released.root / "release" / f"{VERSION}.json").read_text())
     forged = json.loads(json.dumps(record))
-    forged["layers"]["app"] = "sha256:" + "0" * 64
+    forged["layers"]["linux/arm64"]["base"] = "sha256:" + "0" * 64
     path = tmp_path / "forged.json"
     path.write_text(json.dumps(forged))
     proc = lockstep(["verify", str(path)], cwd=released.root, cache=cache_dir)
     assert proc.returncode == 1
     (line,) = error_lines(proc.stderr)
-    assert "layer 'app' differs (released sha256:000" in line
-    assert f"rebuilt {record['layers']['app']}" in line and "layer 'base'" not in line
+    assert "linux/arm64 layer 'base' differs (released sha256:000" in line
+    assert f"rebuilt {record['layers']['linux/arm64']['base']}" in line
+    assert "linux/amd64" not in line and "layer 'app'" not in line
 
     forged = json.loads(json.dumps(record))
-    forged["images"]["worker"]["config"] = "sha256:" + "1" * 64
+    forged["images"]["worker"]["platforms"]["linux/arm64"]["config"] = "sha256:" + "1" * 64
     path.write_text(json.dumps(forged))
     proc = lockstep(["verify", str(path)], cwd=released.root, cache=cache_dir)
     assert proc.returncode == 1
-    assert "worker config differs" in error_lines(proc.stderr)[0]
+    assert "worker linux/arm64 config differs" in error_lines(proc.stderr)[0]
+
+    # Every platform image matches, but the index recorded is another one.
+    forged = json.loads(json.dumps(record))
+    forged["images"]["runner"]["digest"] = "sha256:" + "2" * 64
+    path.write_text(json.dumps(forged))
+    proc = lockstep(["verify", str(path)], cwd=released.root, cache=cache_dir)
+    assert proc.returncode == 1
+    (line,) = error_lines(proc.stderr)
+    assert f"runner index differs (released sha256:{'2' * 64}, rebuilt " in line
 
     forged = json.loads(json.dumps(record))
     forged["tag"] = "v9.9.9"
@@ -311,6 +384,40 @@ def test_dry_run_needs_no_registry_and_makes_no_tag(tmp_path: Path, cache_dir: P
     assert (root / "release" / f"{VERSION}.json").exists()
     assert len(out["deploy_files"]) == 7
     assert tags(root) == []
+
+
+def test_a_single_platform_project_releases_an_index_of_one_image(
+    registry_running: OciRegistry, tmp_path: Path, cache_dir: Path
+) -> None:
+    root = make_repo(tmp_path)
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(
+        text.replace("[tool.lockstep]\n", '[tool.lockstep]\nplatforms = ["linux/amd64"]\n', 1)
+    )
+    git(root, "commit", "-q", "-am", "amd64 only")
+    target = f"{registry_running.address}/single"
+    proc = release(root, cache_dir, target)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert list(out["layers"]) == ["linux/amd64"]
+    for role in ROLES:
+        image = out["images"][role]
+        assert list(image["platforms"]) == ["linux/amd64"]
+        index = json.loads(
+            skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{image['reference']}")
+        )
+        assert [(m["platform"]["architecture"], m["digest"]) for m in index["manifests"]] == [
+            ("amd64", image["platforms"]["linux/amd64"]["digest"])
+        ]
+    proc = lockstep(
+        ["verify", f"release/{VERSION}.json", "--registry"],
+        cwd=root,
+        cache=cache_dir,
+        env=docker_config(root.parent / "docker"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "every platform's images (linux/amd64) and both indexes match" in proc.stderr
 
 
 # -- faults and bad input ------------------------------------------------------------

@@ -8,6 +8,7 @@ digest. Used by release's attachments and by job bundles.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,16 @@ from lockstep.oci.media import EMPTY_CONFIG, EMPTY_MEDIA_TYPE, MANIFEST_MEDIA_TY
 def descriptor(media_type: str, blob: bytes, **extra: Any) -> dict[str, Any]:
     """The descriptor of ``blob``: media type, sha256 digest, size, and ``extra`` keys."""
     return {"mediaType": media_type, "digest": sha256_digest(blob), "size": len(blob), **extra}
+
+
+def subject_descriptor(manifest: bytes) -> dict[str, Any]:
+    """The descriptor of the manifest ``manifest`` as a ``subject``: an image's or an image
+    index's, by the ``mediaType`` it declares (an image manifest's if it names none)."""
+    try:
+        declared = json.loads(manifest).get("mediaType")
+    except (ValueError, AttributeError):
+        declared = None
+    return descriptor(declared if isinstance(declared, str) else MANIFEST_MEDIA_TYPE, manifest)
 
 
 def empty_config() -> dict[str, Any]:

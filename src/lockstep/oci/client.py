@@ -315,13 +315,15 @@ class RegistryClient:
         self._check_digest(resp, digest, f"manifest {name}{sep}{reference}")
         stats.add("manifest")
 
-    def has_manifest(self, name: str, digest: str) -> bool:
+    def has_manifest(
+        self, name: str, digest: str, accept: Sequence[str] = MANIFEST_MEDIA_TYPES
+    ) -> bool:
         """Whether the registry serves ``name@digest``; its reported digest must be ours."""
         resp = self.request(
             "HEAD",
             f"/v2/{name}/manifests/{digest}",
             scope=[self.scope(name, "pull")],
-            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+            headers={"Accept": ", ".join(accept)},
         )
         if resp.status == 404:
             return False

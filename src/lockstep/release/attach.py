@@ -25,7 +25,7 @@ from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.core.errors import CheckFailed
 from lockstep.oci import media
 from lockstep.oci.artifact import artifact_manifest as oci_artifact_manifest
-from lockstep.oci.artifact import descriptor
+from lockstep.oci.artifact import descriptor, subject_descriptor
 from lockstep.oci.client import PushStats, RegistryClient
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def artifact_manifest(
             artifact_type,
             [descriptor(artifact_type, document)],
             config=descriptor(media.EMPTY_MEDIA_TYPE, media.EMPTY_CONFIG),
-            subject=descriptor(media.MANIFEST_MEDIA_TYPE, subject),
+            subject=subject_descriptor(subject),
             annotations={CREATED: created},
         )
     )

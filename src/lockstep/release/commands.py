@@ -179,10 +179,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     for role, image in sorted(record.images.items()):
         print(f"{role:<7} {image.reference}")
         found = record.attachments.get(role, {})
-        if found:
+        for name, platform_image in image.platforms.items():
+            kinds = found.get(name, {})
             print(
-                f"        sbom {found['sbom']}  provenance {found['provenance']}"
-                + ("  signed" if "signature" in found else "")
+                f"        {name} {platform_image.digest}"
+                + (f"  sbom {kinds['sbom']}  provenance {kinds['provenance']}" if kinds else "")
+                + ("  signed" if "signature" in kinds else "")
             )
     stats = result.stats
     if not result.dry_run:

@@ -2,8 +2,10 @@
 
 Written by ``lockstep release`` only after every push is verified; read by
 ``lockstep verify``. JSON with sorted keys and two-space indents, for humans
-and diffs; ``layers`` names each layer's digest so a failed verify can say
-which one differs.
+and diffs. Each role is an OCI image index (its ``reference`` and ``digest``)
+over one image per platform (``platforms``: each manifest's and config's
+digest); ``layers`` names each platform's layer digests so a failed verify can
+say which one differs, and on which platform.
 """
 
 from __future__ import annotations
@@ -16,17 +18,34 @@ from typing import Any
 
 from lockstep.core.errors import BadInput
 
-SCHEMA = "lockstep.release/v1"
+SCHEMA = "lockstep.release/v2"  # v1 (one image per role, before #22) is not read
 
 
 @dataclass(frozen=True)
-class ImageRecord:
-    reference: str  # HOST/REPO/NAME@sha256:…
+class PlatformImage:
+    """One platform's image of a role: the manifest's and the config's digest."""
+
     digest: str
     config: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"reference": self.reference, "digest": self.digest, "config": self.config}
+        return {"digest": self.digest, "config": self.config}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One role: its image index, pinned, and the image of each platform in it."""
+
+    reference: str  # HOST/REPO/NAME@sha256:<the index>
+    digest: str  # the index's
+    platforms: Mapping[str, PlatformImage]  # linux/amd64 -> its image, in the index's order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "digest": self.digest,
+            "platforms": {p: image.to_dict() for p, image in self.platforms.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -39,10 +58,12 @@ class ReleaseManifest:
     images: Mapping[str, ImageRecord]
     executors: tuple[str, ...]
     inputs: Mapping[str, str]  # the lock and source digests of the build (docs/design.md §4.1)
-    layers: Mapping[str, str]  # base, python:<group>…, app, manifest -> blob digest
-    # role -> {"sbom", "provenance": artifact manifest digests, "referrers": the
-    # sha256-<hex> index, "signature": the sha256-<hex>.sig manifest when signed}
-    attachments: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # platform -> base, python:<group>…, app, <role>:…, manifest -> blob digest
+    layers: Mapping[str, Mapping[str, str]]
+    # role -> "index" or a platform -> {"sbom", "provenance": artifact manifest digests (a
+    # platform's), "referrers": the sha256-<hex> index, "signature", "bundle", …: what
+    # signing pushed (docs/design.md §4.6)}
+    attachments: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,11 +76,14 @@ class ReleaseManifest:
             "images": {role: image.to_dict() for role, image in sorted(self.images.items())},
             "executors": list(self.executors),
             "inputs": dict(sorted(self.inputs.items())),
-            "layers": dict(self.layers),  # base, python:<group>…, app, manifest
+            "layers": {p: dict(found) for p, found in self.layers.items()},
             **(
                 {
                     "attachments": {
-                        role: dict(sorted(found.items()))
+                        role: {
+                            subject: dict(sorted(kinds.items()))
+                            for subject, kinds in sorted(found.items())
+                        }
                         for role, found in sorted(self.attachments.items())
                     }
                 }
@@ -94,15 +118,11 @@ class ReleaseManifest:
             return value
 
         if need("schema", str) != SCHEMA:
-            raise BadInput(f"{path}: schema is {data['schema']!r}, expected {SCHEMA!r}")
-        images = {}
-        for role, image in need("images", dict).items():
-            if not (
-                isinstance(image, dict)
-                and all(isinstance(image.get(k), str) for k in ("reference", "digest", "config"))
-            ):
-                raise BadInput(f"{path}: images.{role} needs reference, digest and config")
-            images[role] = ImageRecord(image["reference"], image["digest"], image["config"])
+            raise BadInput(
+                f"{path}: schema is {data['schema']!r}, expected {SCHEMA!r}; a release "
+                "recorded by an older lockstep is verified with that lockstep"
+            )
+        images = {role: _image(path, role, image) for role, image in need("images", dict).items()}
         return cls(
             version=need("version", str),
             tag=need("tag", str),
@@ -115,3 +135,27 @@ class ReleaseManifest:
             layers=need("layers", dict),
             attachments=data.get("attachments") or {},
         )
+
+
+def _image(path: Path, role: str, image: Any) -> ImageRecord:
+    """``images.<role>``: the index's reference and digest, and each platform's image."""
+    platforms = image.get("platforms") if isinstance(image, dict) else None
+    if not (
+        isinstance(image, dict)
+        and all(isinstance(image.get(k), str) for k in ("reference", "digest"))
+        and isinstance(platforms, dict)
+        and platforms
+        and all(
+            isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("digest", "config"))
+            for p in platforms.values()
+        )
+    ):
+        raise BadInput(
+            f"{path}: images.{role} needs reference, digest and platforms (each with "
+            "digest and config)"
+        )
+    return ImageRecord(
+        image["reference"],
+        image["digest"],
+        {name: PlatformImage(p["digest"], p["config"]) for name, p in platforms.items()},
+    )

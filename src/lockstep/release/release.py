@@ -4,12 +4,15 @@ In order, so a failure at any step leaves no release behind:
 
 1. checks: the version is the project's, the tree is clean, the tag is free
    (or already at HEAD: a re-run), no other release of this version exists;
-2. the stamped build of both images (docs/design.md §4.1), as values: nothing is written;
-3. the push: every blob and both manifests, the exact bytes of the image values
-   the build returned (layer blobs from the build's cache), skipping what the
-   registry has (so a run after a failure resumes); then each image's SBOM and
-   the provenance, also the build's values (no file is read back);
-4. every pushed manifest checked by digest (``HEAD``);
+2. the stamped build of both images for every platform the project declares, and
+   each role's OCI image index over them (docs/design.md §4.1), as values: nothing
+   is written;
+3. the push, per role: every blob and each platform's manifest, then the index (by
+   digest and by the version tag), the exact bytes of the values the build returned
+   (layer blobs from the build's cache), skipping what the registry has (so a run
+   after a failure resumes); then each platform image's SBOM and provenance, also
+   the build's values (no file is read back), and with a key the signatures;
+4. every pushed index and manifest checked by digest (``HEAD``);
 5. deployment files rendered into ``release/<version>/`` (the Dask operator's
    form in ``operator/``; when signed, the admission policy for the signing key in
    ``admission/``) and the release
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.assembly import oci, provenance, sbom
-from lockstep.assembly.builder import BuildResult
+from lockstep.assembly.builder import BuildResult, PlatformsResult
 from lockstep.assembly.layercache import read_blob
 from lockstep.assembly.layout import image_name
 from lockstep.core import vcs
@@ -44,11 +47,11 @@ from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.oci.auth import credentials_for
 from lockstep.oci.client import PushStats, RegistryClient
-from lockstep.oci.media import EMPTY_CONFIG, MANIFEST_MEDIA_TYPE
+from lockstep.oci.media import EMPTY_CONFIG, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from lockstep.oci.reference import Target
 from lockstep.project import ROLES, Project
 from lockstep.release import attach, render, sign_release, signing
-from lockstep.release.record import ImageRecord, ReleaseManifest
+from lockstep.release.record import ImageRecord, PlatformImage, ReleaseManifest
 from lockstep.release.tagging import (
     RELEASE_DIR,
     build_stamped,
@@ -135,44 +138,33 @@ def release(
         )
     progress(f"building {version} (stamped {tag} at {commit[:12]})")
     result = build_stamped(project, cache, stamp, progress)
-    images = {role: result.images[role].image for role in ROLES}
+    indexes = {role: result.indexes[role] for role in ROLES}
     references = {
-        role: target.pinned(image_name(project.name, role), images[role].digest) for role in ROLES
+        role: target.pinned(image_name(project.name, role), indexes[role].digest) for role in ROLES
     }
     stats = PushStats()
-    documents = {
-        role: {"sbom": result.images[role].sbom, "provenance": result.provenance} for role in ROLES
-    }
     if not dry_run:
-        push_release(project, target, images, cache, version, stats, plain_http, progress)
+        push_release(project, target, indexes, cache, version, stats, plain_http, progress)
     attachments = attach_release(
-        project,
-        target,
-        images,
-        documents,
-        result.created,
-        stats,
-        plain_http,
-        progress,
-        key=key,
-        dry_run=dry_run,
+        project, target, result, stats, plain_http, progress, key=key, dry_run=dry_run
     )
     record = make_record(project, version, tag, commit, target, result, references)
     record = dataclasses.replace(record, attachments=attachments)
+    first = next(iter(result.results.values()))
 
     values = {
         "version": version,
         "tag": tag,
         "commit": commit,
         "build_id": result.build_id,
-        "short_id": result.manifest.short_id,
+        "short_id": first.manifest.short_id,
         "registry": str(target),
         **{f"{role}_image": ref for role, ref in references.items()},
     }
     deploy_dir = release_dir / version
     with staging_dir(deploy_dir) as staged:
         files = render.render(
-            project.root, values, staged, result.manifest.executors, project.deploy
+            project.root, values, staged, first.manifest.executors, project.deploy
         )
         if key is not None:
             policy = render.admission_policy(
@@ -223,9 +215,10 @@ def make_record(
     tag: str,
     commit: str,
     target: Target,
-    result: BuildResult,
+    result: PlatformsResult,
     references: Mapping[str, str],
 ) -> ReleaseManifest:
+    first = next(iter(result.results.values()))
     return ReleaseManifest(
         version=version,
         tag=tag,
@@ -234,13 +227,21 @@ def make_record(
         registry=str(target),
         images={
             role: ImageRecord(
-                references[role], result.images[role].digest, result.images[role].config
+                references[role],
+                result.indexes[role].digest,
+                {
+                    p: PlatformImage(r.images[role].digest, r.images[role].config)
+                    for p, r in result.results.items()
+                },
             )
             for role in ROLES
         },
-        executors=result.manifest.executors,
-        inputs=dict(result.manifest.inputs),
-        layers={name: record.digest for name, record in result.layers.items()},
+        executors=first.manifest.executors,
+        inputs=dict(first.manifest.inputs),
+        layers={
+            p: {name: layer.digest for name, layer in r.layers.items()}
+            for p, r in result.results.items()
+        },
     )
 
 
@@ -250,70 +251,78 @@ ARTIFACT_TYPES = {"sbom": sbom.MEDIA_TYPE, "provenance": provenance.MEDIA_TYPE}
 def attach_release(
     project: Project,
     target: Target,
-    images: Mapping[str, oci.Image],
-    documents: Mapping[str, Mapping[str, bytes]],
-    created: str,
+    result: PlatformsResult,
     stats: PushStats,
     plain_http: bool,
     progress: Progress,
     *,
     key: Any = None,
     dry_run: bool = False,
-) -> dict[str, dict[str, str]]:
-    """Push each image's SBOM and provenance as artifacts whose ``subject`` is the image,
-    list them in the ``sha256-<hex>`` referrers index, and with ``key`` sign the image and
-    both artifacts and attest the provenance (``release.sign_release``). The digests, per
-    role. A dry run only computes the artifacts' digests."""
-    found: dict[str, dict[str, str]] = {}
+) -> dict[str, dict[str, dict[str, str]]]:
+    """Push each platform image's SBOM and provenance as artifacts whose ``subject`` is that
+    image, list them in its ``sha256-<hex>`` referrers index, and with ``key`` sign the image
+    and both artifacts and attest the provenance (``release.sign_release``), then sign each
+    role's index. The digests, per role and per subject (a platform, or ``index``). A dry
+    run only computes the artifacts' digests."""
+    found: dict[str, dict[str, dict[str, str]]] = {role: {} for role in ROLES}
     artifacts = {
-        role: {
+        (role, p): {
             kind: attach.artifact_manifest(
-                ARTIFACT_TYPES[kind], documents[role][kind], images[role].manifest, created
+                ARTIFACT_TYPES[kind],
+                _document(r, role, kind),
+                r.images[role].image.manifest,
+                r.created,
             )
             for kind in ARTIFACT_TYPES
         }
         for role in ROLES
+        for p, r in result.results.items()
     }
-    for role in ROLES:
-        found[role] = {kind: a.digest for kind, a in artifacts[role].items()}
+    for (role, p), made in artifacts.items():
+        found[role][p] = {kind: a.digest for kind, a in made.items()}
     if dry_run:
         return found
+    created = next(iter(result.results.values())).created
     client = RegistryClient(target.host, credentials_for(target.host), plain_http=plain_http)
     try:
         for role in ROLES:
             name = target.name(image_name(project.name, role))
-            for kind, artifact in artifacts[role].items():
-                attach.push_artifact(
-                    client, name, artifact, [EMPTY_CONFIG, documents[role][kind]], stats
+            for p, r in result.results.items():
+                image = r.images[role].image
+                made = artifacts[role, p]
+                for kind, artifact in made.items():
+                    blobs = [EMPTY_CONFIG, _document(r, role, kind)]
+                    attach.push_artifact(client, name, artifact, blobs, stats)
+                signed = (
+                    sign_release.sign_image(
+                        client, name, image.manifest, made, r.provenance, key, r.created, stats
+                    )
+                    if key is not None
+                    else sign_release.UNSIGNED
                 )
-            signed = (
-                sign_release.sign_image(
+                found[role][p].update(signed.fields)
+                found[role][p]["referrers"] = attach.add_referrers(
                     client,
                     name,
-                    images[role].manifest,
-                    artifacts[role],
-                    documents[role]["provenance"],
-                    key,
-                    created,
+                    image.digest,
+                    [(ARTIFACT_TYPES[k], a) for k, a in sorted(made.items())]
+                    + list(signed.image_referrers),
                     stats,
                 )
-                if key is not None
-                else sign_release.UNSIGNED
-            )
-            found[role].update(signed.fields)
-            found[role]["referrers"] = attach.add_referrers(
-                client,
-                name,
-                images[role].digest,
-                [(ARTIFACT_TYPES[k], a) for k, a in sorted(artifacts[role].items())]
-                + list(signed.image_referrers),
-                stats,
-            )
+            if key is not None:
+                index = result.indexes[role]
+                signed = sign_release.sign_index(client, name, index.manifest, key, created, stats)
+                found[role]["index"] = {
+                    **signed.fields,
+                    "referrers": attach.add_referrers(
+                        client, name, index.digest, list(signed.image_referrers), stats
+                    ),
+                }
         progress(
-            "attached SBOM and provenance to both images"
+            "attached SBOM and provenance to every platform's image"
             + (
-                " and signed images and attachments (cosign signatures, Sigstore bundles, "
-                "a signed provenance attestation)"
+                " and signed indexes, images and attachments (cosign signatures, Sigstore "
+                "bundles, a signed provenance attestation per image)"
                 if key is not None
                 else ""
             )
@@ -323,50 +332,67 @@ def attach_release(
     return found
 
 
+def _document(result: BuildResult, role: str, kind: str) -> bytes:
+    """One platform image's SBOM, or its platform's provenance (which names both roles)."""
+    return result.images[role].sbom if kind == "sbom" else result.provenance
+
+
 def push_release(
     project: Project,
     target: Target,
-    images: Mapping[str, oci.Image],
+    indexes: Mapping[str, oci.ImageIndex],
     cache: Cache,
     version: str,
     stats: PushStats,
     plain_http: bool,
     progress: Progress,
 ) -> None:
-    """Push both images (blobs, then manifests by digest and by the version tag) and
-    check that the registry serves each manifest under our digest. Layer blobs come
-    from ``cache``, where the build put them; config and manifest are the image's own."""
+    """Push each role's index: every platform image's blobs and manifest by digest, then the
+    index by digest and by the version tag; then check that the registry serves each index
+    and manifest under our digest. Layer blobs come from ``cache``, where the build put
+    them; configs and manifests are the values' own."""
     client = RegistryClient(target.host, credentials_for(target.host), plain_http=plain_http)
     try:
         progress(f"pushing to {target} ({client.scheme})")
         pushed_to: str | None = None
         for role in ROLES:
-            image = images[role]
+            index = indexes[role]
             name = target.name(image_name(project.name, role))
-            blobs: list[tuple[str, bytes | Callable[[], bytes]]] = [
-                (layer.digest, functools.partial(read_blob, cache, layer.digest))
-                for layer in image.layers
-            ]
-            blobs.append((image.config_digest, image.config))
-            # Blobs of one image go up side by side; the next image mounts them.
+            blobs: dict[str, bytes | Callable[[], bytes]] = {}
+            for image in index.images:  # a layer the platforms share goes up once
+                for layer in image.layers:
+                    blobs.setdefault(
+                        layer.digest, functools.partial(read_blob, cache, layer.digest)
+                    )
+                blobs[image.config_digest] = image.config
+            # Blobs of one role go up side by side; the next role mounts them.
             with ThreadPoolExecutor(UPLOADS_AT_ONCE, thread_name_prefix="push") as pool:
                 futures = [
                     pool.submit(client.push_blob, name, digest, data, stats, pushed_to)
-                    for digest, data in blobs
+                    for digest, data in blobs.items()
                 ]
             for future in futures:
                 future.result()
-            media_type = MANIFEST_MEDIA_TYPE
-            client.put_manifest(name, image.digest, image.manifest, media_type, image.digest, stats)
-            client.put_manifest(name, version, image.manifest, media_type, image.digest, stats)
+            for image in index.images:
+                client.put_manifest(
+                    name, image.digest, image.manifest, MANIFEST_MEDIA_TYPE, image.digest, stats
+                )
+            for reference in (index.digest, version):
+                client.put_manifest(
+                    name, reference, index.manifest, INDEX_MEDIA_TYPE, index.digest, stats
+                )
             pushed_to = name
         for role in ROLES:
             name = target.name(image_name(project.name, role))
-            if not client.has_manifest(name, images[role].digest):
+            index = indexes[role]
+            served = [
+                client.has_manifest(name, index.digest, (INDEX_MEDIA_TYPE,)),
+                *(client.has_manifest(name, image.digest) for image in index.images),
+            ]
+            if not all(served):
                 raise CheckFailed(
-                    f"registry {target.host} does not serve {name}@"
-                    f"{images[role].digest} right after the push; check the "
-                    "registry"
+                    f"registry {target.host} does not serve {name}@{index.digest} (or a "
+                    "platform's manifest in it) right after the push; check the registry"
                 )
         progress(
             f"pushed {stats.uploaded} blobs ({stats.uploaded_bytes} bytes), "

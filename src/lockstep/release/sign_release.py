@@ -1,10 +1,12 @@
-"""Signing one released image: its cosign signatures, Sigstore bundles and attestations.
+"""Signing one released role: its cosign signatures, Sigstore bundles and attestations.
 
-With the release key, for the image and each artifact attached to it (SBOM,
-provenance): a cosign signature at ``sha256-<hex>.sig`` (``release.attach``) and a
-Sigstore bundle referring to it (``release.sigstore_bundle``); and for the image
+With the release key, for each platform's image and each artifact attached to it
+(SBOM, provenance): a cosign signature at ``sha256-<hex>.sig`` (``release.attach``)
+and a Sigstore bundle referring to it (``release.sigstore_bundle``); for the image
 the provenance statement in a signed DSSE envelope (``release.dsse``), as a bundle
-and at ``sha256-<hex>.att``. docs/design.md §4.12 is the contract.
+and at ``sha256-<hex>.att``; and the role's image index, the digest deployments pin,
+signed in both forms too (what ``cosign sign --recursive`` does to an index).
+docs/design.md §4.12 is the contract.
 """
 
 from __future__ import annotations
@@ -125,3 +127,29 @@ def sign_image(
         stats,
     )
     return Signed(fields, tuple(referrers.get(image, [])))
+
+
+def sign_index(
+    client: RegistryClient,
+    name: str,
+    index_manifest: bytes,
+    private_key: Any,
+    created: str,
+    stats: PushStats,
+) -> Signed:
+    """Sign ``name``'s image index with ``private_key``: a cosign signature (``signature``)
+    and a Sigstore bundle (``bundle``) whose subject is the index; the caller lists the
+    bundle in the index's referrers index."""
+    reference = f"{client.host}/{name}"
+    index = sha256_digest(index_manifest)
+    data = bundle(sign_statement(reference, index), private_key)
+    artifact = bundle_artifact(data, index_manifest, SIGN_PREDICATE_TYPE, created)
+    attach.push_artifact(client, name, artifact, [EMPTY_CONFIG, data], stats)
+    payload = attach.simple_signing_payload(reference, index)
+    signature = attach.push_signature(
+        client, name, index, payload, signing.sign(private_key, payload), stats
+    )
+    return Signed(
+        {"bundle": artifact.digest, "signature": signature},
+        ((BUNDLE_MEDIA_TYPE, artifact),),
+    )

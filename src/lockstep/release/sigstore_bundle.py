@@ -29,7 +29,7 @@ from typing import Any
 
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.oci import media
-from lockstep.oci.artifact import artifact_manifest, descriptor
+from lockstep.oci.artifact import artifact_manifest, descriptor, subject_descriptor
 from lockstep.oci.client import RegistryClient
 from lockstep.release import attach, dsse
 
@@ -87,7 +87,7 @@ def bundle_artifact(
             BUNDLE_MEDIA_TYPE,
             [descriptor(BUNDLE_MEDIA_TYPE, data, annotations={TITLE: title})],
             config=descriptor(media.EMPTY_MEDIA_TYPE, media.EMPTY_CONFIG),
-            subject=descriptor(media.MANIFEST_MEDIA_TYPE, subject),
+            subject=subject_descriptor(subject),
             annotations={
                 CONTENT: "dsse-envelope",
                 PREDICATE: predicate_type,

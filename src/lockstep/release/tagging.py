@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly.builder import Builder, BuildResult, read_inputs
+from lockstep.assembly.builder import Builder, PlatformsResult, read_inputs
 from lockstep.core import vcs
 from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress
@@ -61,8 +61,9 @@ def release_stamp(root: Path, tag: str) -> Stamp:
     return Stamp(commit=found.commit, tag=tag, dirty=found.dirty)
 
 
-def build_stamped(project: Project, cache: Cache, stamp: Stamp, progress: Progress) -> BuildResult:
-    """Both images of ``project`` with exactly ``stamp``, as values (nothing written)."""
-    # A release is of the project's first platform until it pushes indexes (issue #22 item 4).
-    inputs = read_inputs(project, stamp, project.platforms[:1])[project.platforms[0]]
-    return Builder(cache, progress).build(inputs, ROLES)
+def build_stamped(
+    project: Project, cache: Cache, stamp: Stamp, progress: Progress
+) -> PlatformsResult:
+    """Both images of ``project`` for every platform it declares, with exactly ``stamp``,
+    and each role's image index, as values (nothing written)."""
+    return Builder(cache, progress).build_platforms(read_inputs(project, stamp), ROLES)
