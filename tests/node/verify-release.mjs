@@ -6,7 +6,8 @@
 //   node verify-release.mjs --key KEY.pub --bundle FILE --subject sha256:…
 //
 // With --image (repeatable) it walks the registry itself: the image's referrers (the
-// referrers API, else the sha256-<hex> tag scheme), and requires
+// referrers API, else the sha256-<hex> tag scheme), and requires (of an image index: a
+// signature bundle naming the index, and all of this of every image in it)
 //   - every attached Sigstore bundle to verify with KEY (none may fail),
 //   - the image to carry a cosign 3 signature bundle (predicate
 //     https://sigstore.dev/cosign/sign/v1) whose statement names the image's digest,
@@ -177,6 +178,15 @@ async function verifyImage(base, image, verifier, report) {
   const [name, digest] = [image.slice(0, at), image.slice(at + 1)];
   const top = await walk(base, name, digest, verifier, report);
   if (!top.predicates.has(SIGN)) report.missing.push(`${image}: no signature bundle`);
+  const found = await manifest(base, name, digest);
+  if (found.mediaType === INDEX) {
+    // An image index (one image per platform): signed itself, as `cosign sign --recursive`
+    // signs one, and every image in it verified as an image.
+    const images = found.manifests || [];
+    if (images.length === 0) report.missing.push(`${image}: an image index of no image`);
+    for (const entry of images) await verifyImage(base, `${name}@${entry.digest}`, verifier, report);
+    return;
+  }
   if (!top.predicates.has(SLSA)) report.missing.push(`${image}: no provenance attestation`);
   if (!(await legacyAttestations(base, name, digest, verifier, report)).has(SLSA)) {
     report.missing.push(`${image}: no provenance attestation in its .att tag`);

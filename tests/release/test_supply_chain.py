@@ -100,59 +100,85 @@ def manifest(signed: Signed, name: str, reference: str) -> dict[str, Any]:
     return dict(json.loads(body))
 
 
+PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
 def test_release_records_and_attaches_sbom_and_provenance(signed: Signed) -> None:
     record = json.loads((signed.root / "release" / f"{VERSION}.json").read_text())
     assert record["attachments"] == signed.out["attachments"]
     for role in ROLES:
         image = signed.out["images"][role]
-        found = record["attachments"][role]
-        assert sorted(found) == [
-            "attestation",
-            "bundle",
-            "legacy_attestation",
-            "provenance",
-            "provenance_bundle",
-            "provenance_signature",
-            "referrers",
-            "sbom",
-            "sbom_bundle",
-            "sbom_signature",
-            "signature",
-        ]
         name = f"sig/main/lockstep-{role}"
-        index = manifest(signed, name, "sha256-" + image["digest"][7:])
-        assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
-        listed = {(d["artifactType"], d["digest"]) for d in index["manifests"]}
-        assert listed == {
-            ("application/spdx+json", found["sbom"]),
-            ("application/vnd.in-toto+json", found["provenance"]),
-            (BUNDLE, found["bundle"]),
-            (BUNDLE, found["attestation"]),
+        assert sorted(record["attachments"][role]) == ["index", *PLATFORMS]
+        # The index, the digest deployments pin, is signed (both forms) ...
+        signed_index = record["attachments"][role]["index"]
+        assert sorted(signed_index) == ["bundle", "referrers", "signature"]
+        listed = manifest(signed, name, "sha256-" + image["digest"][7:])
+        assert {(d["artifactType"], d["digest"]) for d in listed["manifests"]} == {
+            (BUNDLE, signed_index["bundle"])
         }
-        documents = {}
-        for kind in ("sbom", "provenance"):
-            artifact = manifest(signed, name, found[kind])
-            assert artifact["subject"]["digest"] == image["digest"]
-            [layer] = artifact["layers"]
-            status, blob = signed.get(f"/v2/{name}/blobs/{layer['digest']}")
-            assert status == 200 and "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
-            documents[kind] = json.loads(blob)
-        assert documents["sbom"]["name"] == f"lockstep-{role}@{image['digest']}"
-        subjects = {
-            s["name"]: "sha256:" + s["digest"]["sha256"] for s in documents["provenance"]["subject"]
+        bundle = manifest(signed, name, signed_index["bundle"])
+        assert bundle["subject"] == {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": image["digest"],
+            "size": len(signed.get(f"/v2/{name}/manifests/{image['digest']}")[1]),
         }
-        assert subjects == {f"lockstep-{r}": signed.out["images"][r]["digest"] for r in ROLES}
-        att = manifest(signed, name, "sha256-" + image["digest"][7:] + ".att")
-        [layer] = att["layers"]
-        assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json"
-        assert layer["annotations"] == {"predicateType": "https://slsa.dev/provenance/v1"}
-        status, envelope = signed.get(f"/v2/{name}/blobs/{layer['digest']}")
-        assert json.loads(envelope)["payloadType"] == "application/vnd.in-toto+json"
-        assert base64.b64decode(json.loads(envelope)["payload"]) == blob_of(
-            signed, name, found["provenance"]
-        )
-        commit = documents["provenance"]["predicate"]["buildDefinition"]["resolvedDependencies"][0]
-        assert commit["digest"]["gitCommit"] == signed.out["commit"]
+        # ... and each platform's image carries its own SBOM and provenance, signed.
+        for p in PLATFORMS:
+            digest = image["platforms"][p]["digest"]
+            found = record["attachments"][role][p]
+            assert sorted(found) == [
+                "attestation",
+                "bundle",
+                "legacy_attestation",
+                "provenance",
+                "provenance_bundle",
+                "provenance_signature",
+                "referrers",
+                "sbom",
+                "sbom_bundle",
+                "sbom_signature",
+                "signature",
+            ]
+            index = manifest(signed, name, "sha256-" + digest[7:])
+            assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+            listed_here = {(d["artifactType"], d["digest"]) for d in index["manifests"]}
+            assert listed_here == {
+                ("application/spdx+json", found["sbom"]),
+                ("application/vnd.in-toto+json", found["provenance"]),
+                (BUNDLE, found["bundle"]),
+                (BUNDLE, found["attestation"]),
+            }
+            documents = {}
+            for kind in ("sbom", "provenance"):
+                artifact = manifest(signed, name, found[kind])
+                assert artifact["subject"]["digest"] == digest
+                [layer] = artifact["layers"]
+                status, blob = signed.get(f"/v2/{name}/blobs/{layer['digest']}")
+                assert status == 200
+                assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
+                documents[kind] = json.loads(blob)
+            assert documents["sbom"]["name"] == f"lockstep-{role}@{digest}"
+            subjects = {
+                s["name"]: "sha256:" + s["digest"]["sha256"]
+                for s in documents["provenance"]["subject"]
+            }
+            # a platform's provenance names both roles' images of that platform
+            assert subjects == {
+                f"lockstep-{r}": signed.out["images"][r]["platforms"][p]["digest"] for r in ROLES
+            }
+            att = manifest(signed, name, "sha256-" + digest[7:] + ".att")
+            [layer] = att["layers"]
+            assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+            assert layer["annotations"] == {"predicateType": "https://slsa.dev/provenance/v1"}
+            status, envelope = signed.get(f"/v2/{name}/blobs/{layer['digest']}")
+            assert json.loads(envelope)["payloadType"] == "application/vnd.in-toto+json"
+            assert base64.b64decode(json.loads(envelope)["payload"]) == blob_of(
+                signed, name, found["provenance"]
+            )
+            resolved = documents["provenance"]["predicate"]["buildDefinition"]
+            commit = resolved["resolvedDependencies"][0]
+            assert commit["digest"]["gitCommit"] == signed.out["commit"]
 
 
 # -- the Sigstore project's own verifier (@sigstore/verify, Node) ------------------------
@@ -168,7 +194,7 @@ def node_verify(*args: str) -> tuple[int, dict[str, Any]]:
     require(shutil.which("node") is not None, "node is not installed (Debian package nodejs)")
     require(
         (NODE_DIR / "node_modules" / "@sigstore" / "verify").is_dir(),
-        "tests/node/node_modules is missing: run `make tests/node/node_modules` (npm ci)",
+        "tests/node/node_modules is missing: run `make tests/node/node_modules/.package-lock.json` (npm ci)",
     )
     proc = subprocess.run(
         ["node", str(VERIFIER), *args], capture_output=True, text=True, timeout=120
@@ -201,16 +227,23 @@ def test_sigstore_verify_accepts_every_bundle_and_attestation_of_the_release(
         if "bundle" in row:
             by_subject.setdefault(row["subject"], set()).add(row["predicateType"])
     for role in ROLES:
-        found = signed.out["attachments"][role]
         name = f"sig/main/lockstep-{role}"
-        image = f"{name}@{signed.out['images'][role]['digest']}"
-        assert by_subject[image] == {"https://sigstore.dev/cosign/sign/v1", SLSA}
-        for kind in ("sbom", "provenance"):
-            assert by_subject[f"{name}@{found[kind]}"] == {"https://sigstore.dev/cosign/sign/v1"}
-    # 2 images x (image, attestation, SBOM, provenance bundles + the .att envelope)
-    assert len(report["checked"]) == 10
+        image = signed.out["images"][role]
+        # the index: its signature; each image in it: signature and attestation
+        assert by_subject[f"{name}@{image['digest']}"] == {"https://sigstore.dev/cosign/sign/v1"}
+        for p in PLATFORMS:
+            found = signed.out["attachments"][role][p]
+            digest = image["platforms"][p]["digest"]
+            assert by_subject[f"{name}@{digest}"] == {"https://sigstore.dev/cosign/sign/v1", SLSA}
+            for kind in ("sbom", "provenance"):
+                assert by_subject[f"{name}@{found[kind]}"] == {
+                    "https://sigstore.dev/cosign/sign/v1"
+                }
+    # 2 indexes x (the index's bundle + per platform image: image, attestation, SBOM,
+    # provenance bundles + the .att envelope)
+    assert len(report["checked"]) == 2 * (1 + 2 * 5)
     att = [r for r in report["checked"] if "attestationTag" in r]
-    assert len(att) == 2 and {r["predicateType"] for r in att} == {SLSA}
+    assert len(att) == 4 and {r["predicateType"] for r in att} == {SLSA}
     # ... and with a stranger's key nothing verifies.
     code, report = node_verify(
         "--key",
@@ -236,16 +269,17 @@ def test_the_attestation_is_the_signed_provenance_and_in_toto_parses_it(
     client = RegistryClient(signed.registry.address, None, plain_http=True)
     key = signing.load_public_key(signed.key.with_suffix(".pub"))
     try:
-        for role in ROLES:
-            digest = signed.out["images"][role]["digest"]
+        for role, p in [(role, p) for role in ROLES for p in PLATFORMS]:
+            digest = signed.out["images"][role]["platforms"][p]["digest"]
+            found = signed.out["attachments"][role][p]
             name = f"sig/main/lockstep-{role}"
             [attestation] = [
                 v
                 for v in sigstore_bundle.verified_bundles(client, name, digest, key)
                 if v.predicate_type == SLSA
             ]
-            assert attestation.digest == signed.out["attachments"][role]["attestation"]
-            artifact = manifest(signed, name, signed.out["attachments"][role]["provenance"])
+            assert attestation.digest == found["attestation"]
+            artifact = manifest(signed, name, found["provenance"])
             status, statement = signed.get(f"/v2/{name}/blobs/{artifact['layers'][0]['digest']}")
             assert status == 200 and json.loads(statement) == attestation.statement
             parse_with_in_toto(statement)
@@ -259,10 +293,11 @@ def test_the_attestation_is_the_signed_provenance_and_in_toto_parses_it(
 
 
 def bundle_copy(signed: Signed, case: str, role: str = "worker") -> tuple[RegistryClient, str, str]:
-    """An image pushed (by our client, blobs mounted) to ``sig/<case>``, unsigned."""
+    """The role's amd64 image pushed (by our client, blobs mounted) to ``sig/<case>``,
+    unsigned."""
     host = signed.registry.address
     client = RegistryClient(host, None, plain_http=True)
-    image = signed.out["images"][role]
+    image = signed.out["images"][role]["platforms"]["linux/amd64"]
     source = f"sig/main/lockstep-{role}"
     name = f"sig/{case}/lockstep-{role}"
     raw = client.get_manifest(source, image["digest"])
@@ -390,8 +425,15 @@ def test_openssl_verifies_our_signatures_of_the_payload_it_names(
     host = signed.registry.address
     client = RegistryClient(host, None, plain_http=True)
     try:
-        for role in ROLES:
-            digest = signed.out["images"][role]["digest"]
+        subjects = [
+            (r, d)
+            for r in ROLES
+            for d in [
+                signed.out["images"][r]["digest"],
+                *(signed.out["images"][r]["platforms"][p]["digest"] for p in PLATFORMS),
+            ]
+        ]
+        for role, digest in subjects:
             name = f"sig/main/lockstep-{role}"
             status, body = signed.get(f"/v2/{name}/manifests/sha256-{digest[7:]}.sig")
             assert status == 200
@@ -459,7 +501,10 @@ def test_inspect_shows_what_is_attached_and_the_signature_status(
     signed: Signed, cache_dir: Path
 ) -> None:
     env = docker_config(signed.root.parent / "docker")
-    worker = signed.out["images"]["worker"]["reference"]
+    index = signed.out["images"]["worker"]
+    worker = index["reference"].replace(
+        index["digest"], index["platforms"]["linux/amd64"]["digest"]
+    )
 
     def inspect(*extra: str) -> str:
         proc = lockstep(["inspect", worker, *extra], cwd=signed.root, cache=cache_dir, env=env)
@@ -467,7 +512,7 @@ def test_inspect_shows_what_is_attached_and_the_signature_status(
         return proc.stdout
 
     found = json.loads(inspect("--json", "--public-key", str(signed.key.with_suffix(".pub"))))
-    attachments = signed.out["attachments"]["worker"]
+    attachments = signed.out["attachments"]["worker"]["linux/amd64"]
     assert found["attached"]["sbom"]["digest"] == attachments["sbom"]
     assert found["attached"]["provenance"]["digest"] == attachments["provenance"]
     names = {p["name"] for p in found["attached"]["sbom"]["packages"]}
@@ -480,6 +525,19 @@ def test_inspect_shows_what_is_attached_and_the_signature_status(
     other = inspect("--public-key", str(signed.other.with_suffix(".pub")))
     assert "signature  not signed by " in other
     assert "bundles    2 attached, none verified with " in other
+    # The index the release pins: its images by platform, and its own signature.
+    pub = str(signed.key.with_suffix(".pub"))
+    proc = lockstep(
+        ["inspect", index["reference"], "--public-key", pub],
+        cwd=signed.root,
+        cache=cache_dir,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[1:3] == [f"platform   {p} {index['platforms'][p]['digest']}" for p in PLATFORMS]
+    assert f"signature  verified with {pub}" in lines
+    assert f"bundles    1 attached; verified with {pub}: signature" in lines
     listing = inspect("--packages")
     assert "pkg:pypi/distributed@2026.8.0" in listing and "pkg:deb/debian/libc6@" in listing
 
@@ -518,7 +576,7 @@ def test_verify_wants_the_bundles_and_the_attestation_too(signed: Signed) -> Non
     """A release whose images carry only cosign signatures fails `verify --public-key`
     (no Sigstore bundle), then one with bundles but no attestation, then it passes."""
     from lockstep.core.errors import CheckFailed
-    from lockstep.release.record import ImageRecord, ReleaseManifest
+    from lockstep.release.record import ImageRecord, PlatformImage, ReleaseManifest
     from lockstep.release.verify import check_signatures
 
     host = signed.registry.address
@@ -531,8 +589,10 @@ def test_verify_wants_the_bundles_and_the_attestation_too(signed: Signed) -> Non
         for role in ROLES:
             client, name, digest = bundle_copy(signed, "legacyonly", role)
             clients.append((client, name, digest))
+            # the copy's one image stands for its index too (so both are checked)
+            config = record.images[role].platforms["linux/amd64"].config
             images[role] = ImageRecord(
-                f"{host}/{name}@{digest}", digest, record.images[role].config
+                f"{host}/{name}@{digest}", digest, {"linux/amd64": PlatformImage(digest, config)}
             )
             payload = attach.simple_signing_payload(f"{host}/{name}", digest)
             attach.push_signature(

@@ -1,6 +1,7 @@
-"""``lockstep inspect HOST/REPO/NAME@sha256:…``: an image in a registry and what is attached
-to it — its SBOM and provenance (by the referrers tag scheme), its cosign signatures and
-its Sigstore bundles.
+"""``lockstep inspect HOST/REPO/NAME@sha256:…``: an image (or a release's image index: then
+also the image of each platform in it) in a registry and what is attached to it — its
+SBOM and provenance (by the referrers tag scheme), its cosign signatures and its
+Sigstore bundles.
 
 Read-only: one manifest, the ``sha256-<hex>`` referrers index, the artifacts' manifests
 and the SBOM's blob, and the ``sha256-<hex>.sig`` signature manifest, each checked
@@ -19,7 +20,7 @@ from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import CheckFailed
 from lockstep.oci.auth import credentials_for
 from lockstep.oci.client import RegistryClient
-from lockstep.oci.media import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+from lockstep.oci.media import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MANIFEST_MEDIA_TYPES
 from lockstep.oci.reference import parse_pinned
 from lockstep.release import attach, signing, sigstore_bundle
 
@@ -43,7 +44,9 @@ def inspect_remote(
     key = signing.load_public_key(public_key) if public_key else None
     client = RegistryClient(pinned.host, credentials_for(pinned.host), plain_http=plain_http)
     try:
-        raw = client.get_manifest(pinned.name, pinned.digest)
+        raw = client.get_manifest(
+            pinned.name, pinned.digest, (*MANIFEST_MEDIA_TYPES, INDEX_MEDIA_TYPE)
+        )
         if sha256_digest(raw) != pinned.digest:
             raise CheckFailed(f"registry {pinned.host} served {reference} with other bytes")
         manifest = json.loads(raw)
@@ -64,15 +67,26 @@ def inspect_remote(
         bundles = bundle_status(client, pinned.name, pinned.digest, key, public_key)
     finally:
         client.close()
+    platforms = [
+        {"platform": _platform_name(entry.get("platform")), "digest": str(entry.get("digest"))}
+        for entry in manifest.get("manifests", [])
+    ]
     return {
         "reference": reference,
         "digest": pinned.digest,
+        **({"platforms": platforms} if manifest.get("mediaType") == INDEX_MEDIA_TYPE else {}),
         "layers": len(manifest.get("layers", [])),
         "attached": attached,
         "signature": signature_status(signatures, pinned.digest, key, public_key),
         "bundles": bundles,
         "media_type": manifest.get("mediaType", MANIFEST_MEDIA_TYPE),
     }
+
+
+def _platform_name(platform: Any) -> str:
+    if not isinstance(platform, dict):
+        return "(no platform)"
+    return f"{platform.get('os')}/{platform.get('architecture')}"
 
 
 def signature_status(
@@ -141,8 +155,10 @@ def packages_of(document: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def describe(info: dict[str, Any], packages: bool = False) -> str:
-    lines = [
-        f"image      {info['reference']}",
+    lines = [f"image      {info['reference']}"]
+    if "platforms" in info:  # an image index: its images, inspected by their own digests
+        lines += [f"platform   {p['platform']} {p['digest']}" for p in info["platforms"]]
+    lines += [
         f"layers     {info['layers']}",
         f"signature  {info['signature']}",
         f"bundles    {info['bundles']}",
