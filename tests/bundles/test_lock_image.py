@@ -99,8 +99,9 @@ def test_a_lock_against_the_released_image_equals_the_checkout_s(
     record = Path(shutil.copy(release.record, away / "release.json"))
     archive = Path(shutil.copy(release.archive, away / "worker.tar"))
     for name, args in (
-        ("image", ["--image", release.worker]),
-        ("release", ["--release", str(record)]),
+        # the release pins each role's index of both platforms: name the one to lock for
+        ("image", ["--image", release.worker, "--platform", "linux/amd64"]),
+        ("release", ["--release", str(record), "--platform", "linux/amd64"]),
         ("archive", ["--archive", str(archive), "--platform", "linux/amd64"]),
     ):
         bundle = new_bundle(away / name)

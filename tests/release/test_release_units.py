@@ -303,9 +303,10 @@ def test_render_refuses_unknown_placeholders_and_executors(tmp_path: Path) -> No
         render.render(tmp_path, VALUES, tmp_path / "out3", EXECUTORS)
 
 
-def test_release_manifest_round_trip_and_differences(tmp_path: Path) -> None:
-    from lockstep.release.record import ImageRecord
+def test_release_manifest_round_trip_and_refusals(tmp_path: Path) -> None:
+    from lockstep.release.record import ImageRecord, PlatformImage
 
+    platforms = {"linux/amd64": PlatformImage(D, D), "linux/arm64": PlatformImage(D, D)}
     record = ReleaseManifest(
         version="0.1.0",
         tag="v0.1.0",
@@ -313,18 +314,30 @@ def test_release_manifest_round_trip_and_differences(tmp_path: Path) -> None:
         build_id=D,
         registry="r.io/team",
         images={
-            "runner": ImageRecord(VALUES["runner_image"], D, D),
-            "worker": ImageRecord(VALUES["worker_image"], D, D),
+            "runner": ImageRecord(VALUES["runner_image"], D, platforms),
+            "worker": ImageRecord(VALUES["worker_image"], D, platforms),
         },
         executors=EXECUTORS,
         inputs={"sources": D},
-        layers={"base": D, "python": D, "app": D, "manifest": D},
+        layers={p: {"base": D, "python": D, "app": D, "manifest": D} for p in platforms},
+        attachments={"worker": {"index": {"signature": D}, "linux/amd64": {"sbom": D}}},
     )
     (tmp_path / "r.json").write_bytes(record.to_json())
     assert ReleaseManifest.read(tmp_path / "r.json") == record
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
     with pytest.raises(BadInput, match="schema is 'other'"):
         ReleaseManifest.read(tmp_path / "bad.json")
+    # A record of one image per role (v1, before images were indexes) is refused, saying why.
+    old = json.loads(record.to_json())
+    old["schema"] = "lockstep.release/v1"
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    with pytest.raises(BadInput, match="recorded by an older lockstep"):
+        ReleaseManifest.read(tmp_path / "v1.json")
+    broken = json.loads(record.to_json())
+    del broken["images"]["worker"]["platforms"]["linux/arm64"]["config"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(BadInput, match=r"images\.worker needs reference, digest and platforms"):
+        ReleaseManifest.read(tmp_path / "broken.json")
 
 
 def test_rendered_kubernetes_manifests_match_the_schemas(tmp_path: Path) -> None:

@@ -194,7 +194,8 @@ def node_verify(*args: str) -> tuple[int, dict[str, Any]]:
     require(shutil.which("node") is not None, "node is not installed (Debian package nodejs)")
     require(
         (NODE_DIR / "node_modules" / "@sigstore" / "verify").is_dir(),
-        "tests/node/node_modules is missing: run `make tests/node/node_modules/.package-lock.json` (npm ci)",
+        "tests/node/node_modules is missing: run "
+        "`make tests/node/node_modules/.package-lock.json` (npm ci)",
     )
     proc = subprocess.run(
         ["node", str(VERIFIER), *args], capture_output=True, text=True, timeout=120

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import signal
@@ -181,6 +182,19 @@ def test_registry_matches_the_entry_points_and_settings_table() -> None:
 
 
 # --- admission rules ------------------------------------------------------------------------
+
+
+def test_admission_pins_the_build_id_not_the_platform() -> None:
+    """A release pins one index for both platforms: the amd64 scheduler admits the arm64
+    worker of its build (same build id, another platform and image digest), and refuses an
+    arm64 worker of another build."""
+    amd64 = dataclasses.replace(A, platform="linux/amd64")
+    arm64 = dataclasses.replace(A, platform="linux/arm64")
+    assert admission_refusal(amd64, "tcp://w:1", arm64.to_json().decode()) is None
+    assert hello_refusal(arm64, "c-1", amd64.to_json().decode()) is None
+    stranger = dataclasses.replace(B, platform="linux/arm64")
+    refusal = admission_refusal(amd64, "tcp://w:2", stranger.to_json().decode())
+    assert refusal is not None and refusal.reason == OTHER_BUILD
 
 
 def test_admission_admits_same_build_only() -> None:
