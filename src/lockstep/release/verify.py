@@ -154,7 +154,7 @@ def verify(
     if key is not None:
         check_signatures(release, key, plain_http)
         progress(
-            "every image, SBOM and provenance is signed by the given key (cosign signature "
+            "every index, image, SBOM and provenance is signed by the given key (cosign signature "
             "and Sigstore bundle), and each image's provenance attestation verifies"
         )
     return VerifyResult(
