@@ -30,6 +30,7 @@ import pytest
 from lockstep.core.errors import ServiceFailed
 from lockstep.oci import transport
 from lockstep.oci.client import RegistryClient
+from lockstep.oci.media import INDEX_MEDIA_TYPE
 from lockstep.project import ROLES
 from tests.fixtures.build import Built, git, lockstep, make_repo
 from tests.fixtures.registry import OciRegistry, TlsFiles, find_registry
@@ -227,8 +228,9 @@ def test_release_over_tls_with_the_ca_trusted(tls_released: Released) -> None:
         assert out["images"][role]["reference"] == (
             f"{host}/team/lockstep-{role}@{out['images'][role]['digest']}"
         )
-    # 2 images by digest and by tag, per image 2 artifacts and the referrers index
-    assert out["tagged"] is True and out["push"]["manifests_put"] == 4 + 2 * 3
+    # per role its 2 platform manifests and the index by digest and by tag; per platform
+    # image 2 artifacts and the referrers index
+    assert out["tagged"] is True and out["push"]["manifests_put"] == 2 * 4 + 4 * 3
     root = tls_released.root
     assert (root / "release" / f"{VERSION}.json").is_file()
     assert git(root, "tag", "--list") == f"v{VERSION}"
@@ -287,7 +289,7 @@ def test_verify_registry_over_tls(tls_released: Released, pki: TlsFiles, cache_d
         env={"SSL_CERT_FILE": str(pki.ca)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "lockstep: the registry serves exactly the released manifests" in proc.stderr
+    assert "lockstep: the registry serves exactly the released indexes and manifests" in proc.stderr
     assert proc.stdout.count("rebuilt; served by the registry") == 2
 
 
@@ -332,7 +334,7 @@ def test_client_reaches_the_tls_registry_as_localhost(
     client = RegistryClient(f"localhost:{tls_released.registry.port}")
     try:
         assert client.scheme == "https"
-        assert client.has_manifest("team/lockstep-runner", image["digest"])
+        assert client.has_manifest("team/lockstep-runner", image["digest"], (INDEX_MEDIA_TYPE,))
     finally:
         client.close()
 
