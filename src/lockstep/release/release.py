@@ -106,8 +106,8 @@ def release(
     sign_key: Path | None = None,
 ) -> ReleaseResult:
     """Release ``project`` at its HEAD as ``version`` to ``target`` (see the module doc).
-    ``sign_key``: an ECDSA P-256 PEM key; each image and its SBOM and provenance
-    artifacts are signed in the cosign format (``release.attach``)."""
+    ``sign_key``: an ECDSA P-256 PEM key; each role's index, each platform's image and
+    its SBOM and provenance artifacts are signed (``release.sign_release``)."""
     key = signing.load_private_key(sign_key) if sign_key else None
     if key is not None and (project.root / render.TEMPLATES_DIR / render.POLICY_FILE).exists():
         raise BadInput(
