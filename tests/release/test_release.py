@@ -346,6 +346,15 @@ def test_verify_names_the_differing_layer(
     assert proc.returncode == 1
     assert "worker linux/arm64 config differs" in error_lines(proc.stderr)[0]
 
+    # A record without one of the platforms the tag's project builds.
+    forged = json.loads(json.dumps(record))
+    del forged["layers"]["linux/arm64"]
+    path.write_text(json.dumps(forged))
+    proc = lockstep(["verify", str(path)], cwd=released.root, cache=cache_dir)
+    assert proc.returncode == 1
+    (line,) = error_lines(proc.stderr)
+    assert "platform linux/arm64 is not released (released linux/amd64; rebuilt " in line
+
     # Every platform image matches, but the index recorded is another one.
     forged = json.loads(json.dumps(record))
     forged["images"]["runner"]["digest"] = "sha256:" + "2" * 64
