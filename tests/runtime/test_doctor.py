@@ -61,6 +61,7 @@ def test_one_build_cluster_is_ok(cluster: Cluster) -> None:
         "version",
         "build",
         "id",
+        "platform",
         "executor",
         "image",
         "status",
@@ -204,3 +205,19 @@ def test_diagnosis_verdicts() -> None:
     table = bad.table().splitlines()
     assert len(table) == 4 and table[3].split()[-2:] == ["other", "build"]
     assert not Diagnosis("tcp://s:1", None, None, (sched,)).ok
+
+
+def test_the_table_shows_each_processs_platform() -> None:
+    """A mixed cluster of one build: the text table has a platform column (issue #22)."""
+    own = "sha256:" + "1" * 64
+    sched = Row("tcp://s:1", "scheduler", "0.1.0", own, "-", "-", "ok", platform="linux/amd64")
+    arm = Row("tcp://w:1", "worker", "0.1.0", own, "cold", "-", "ok", platform="linux/arm64")
+    unknown = Row("tcp://w:2", "worker", "?", "?", "cold", "-", REFUSED)
+    mixed = Diagnosis("tcp://s:1", own, "0.1.0", (sched, arm, unknown))
+    header, *lines = mixed.table().splitlines()
+    columns = header.split("  ")
+    assert [c.strip() for c in columns if c.strip()] == [
+        "address", "role", "version", "build id", "platform", "executor", "image", "status"
+    ]  # fmt: skip
+    at = header.index("platform")
+    assert [line[at:].split()[0] for line in lines] == ["linux/amd64", "linux/arm64", "-"]

@@ -26,6 +26,11 @@ makes the doctor exit 1 like a refused worker: something is using the cluster
 outside the handshake (a runner of another build, a notebook's plain
 ``Client``), even though the gate kept it from running anything.
 
+The platform column is the platform each process's own manifest names
+(``linux/amd64``, ``linux/arm64``; ``-`` for a refused process or one without a
+manifest): one build on several platforms is one build, and the table says
+which process runs which.
+
 The image column is the ``LOCKSTEP_IMAGE`` variable of each process's
 environment (``-`` if the deployment does not set it, or the process does not
 answer it): the reference its deployment pulled, e.g.
@@ -57,7 +62,7 @@ from lockstep.runtime.identity import IDENTITY_OP, Member, Refusal, read_announc
 
 REFUSED = "refused at registration"
 REFUSED_CLIENT = "refused client request"
-_COLUMNS = ("address", "role", "version", "build id", "executor", "image", "status")
+_COLUMNS = ("address", "role", "version", "build id", "platform", "executor", "image", "status")
 
 
 @dataclass(frozen=True)
@@ -123,10 +128,10 @@ class Diagnosis:
         return not self.problems
 
     def table(self) -> str:
-        """Plain text: address, role, version, build id, executor, image, status (the
-        platform is in ``--json``: a column would widen every table past a terminal)."""
+        """Plain text: address, role, version, build id, platform, executor, image, status
+        (a mixed cluster of one build shows linux/amd64 and linux/arm64 side by side)."""
         rows = [_COLUMNS] + [
-            (r.address, r.role, r.version, r.build_id, r.executor, r.image, r.status)
+            (r.address, r.role, r.version, r.build_id, r.platform, r.executor, r.image, r.status)
             for r in self.rows
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
