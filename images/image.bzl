@@ -1,15 +1,23 @@
 """lockstep's Bazel rules: native Starlark only, nothing fetched.
 
 Every fact comes from pyproject.toml through @lockstep_project (images/repo.bzl):
-the declared source globs, the lock labels, the roles, the builder's python.
+the declared source globs, the lock labels, the roles, the platforms, the files
+each target names (OUTPUTS) and the builder's python.
 
 * `declared_sources()`: a package's share of `[tool.lockstep] sources`.
 * `lockstep_images(name)`: one sandboxed action that runs the builder on the
-  declared inputs and writes every role's `<role>.tar` + `<role>.json` and
-  `build.json`; a filegroup per role (`:runner`, `:worker`) and a
-  `bazel run` target per role (`:load_runner`, `:load_worker`) that loads the
-  archive into the local Docker engine (like rules_oci's oci_load).
-* `lockstep_base(name)`: the base layer alone (`<name>.tar.gz` + `<name>.json`).
+  declared inputs and builds every role of every platform (one build, one
+  build id, the pure layers compiled once), writing every file of OUTPUTS. A
+  target per role (`:runner`, `:worker`: in a project of several platforms the
+  role's OCI image index, as the layout `<role>.oci` and `<role>.json`; of one
+  platform, its `<role>.tar`) and per role and platform (`:worker_amd64`,
+  `:worker_arm64`: that platform's archive, JSON and SBOM) are output groups of
+  that action, so asking for one builds all of them once. A `bazel run` target
+  per role (`:load_worker`: the host's platform's image, as `lockstep load`
+  picks it) and per role and platform (`:load_worker_arm64`) loads into the
+  local Docker engine (like rules_oci's oci_load).
+* `lockstep_base(name)`: the base layer of the first platform alone
+  (`<name>.tar.gz` + `<name>.json`).
 
 The actions run the builder from the declared copy of src/lockstep (never an
 installed one) with LOCKSTEP_PYTHON's interpreter, and read locked .debs and
@@ -21,8 +29,10 @@ network (`requires-network`; .bazelrc turns the default off).
 
 load(
     "@lockstep_project//:project.bzl",
-    "COMPLETE_PLATFORM",
     "DEBIAN_LOCK",
+    "LOADS",
+    "OUTPUTS",
+    "PLATFORMS",
     "PYPROJECT",
     "PYTHON",
     "PYTHON_LOCK",
@@ -73,35 +83,39 @@ def declared_sources(name = "sources"):
 def _inputs(ctx):
     return depset(ctx.files.srcs)
 
-def _image_outputs():
-    return [role + ext for role in ROLES for ext in (".tar", ".json")] + ["build.json"]
-
 def _images_impl(ctx):
-    outputs = ctx.outputs.outs
-    names = sorted([f.basename for f in outputs])
-    if names != sorted(_image_outputs()):
-        fail("%s: outs must be %s (the builder writes exactly these)" % (ctx.label, _image_outputs()))
-    build_json = [f for f in outputs if f.basename == "build.json"][0]
+    declared = {}
+    for name in OUTPUTS["images"]["files"]:
+        declared[name] = ctx.actions.declare_file(name)
+    for name in OUTPUTS["images"]["dirs"]:
+        declared[name] = ctx.actions.declare_directory(name)
+    outputs = [declared[name] for name in sorted(declared)]
     ctx.actions.run(
         executable = _script(ctx, ctx.label.name + "_build.sh", "image build",
                              "lockstep.assembly.bazel"),
-        arguments = ["images", "--out", build_json.dirname],
+        arguments = ["images", "--out", declared["build.json"].dirname],
         inputs = _inputs(ctx),
         outputs = outputs,
         mnemonic = "LockstepImages",
-        progress_message = "lockstep: building the %s images" % " and ".join(ROLES),
+        progress_message = "lockstep: building the %s images of %s" % (
+            " and ".join(ROLES),
+            ", ".join([p["name"] for p in PLATFORMS]),
+        ),
         use_default_shell_env = True,
         execution_requirements = {"requires-network": "1"},
     )
-    return [DefaultInfo(files = depset(outputs))]
+    groups = {
+        target: depset([declared[name] for name in named["files"] + named["dirs"]])
+        for target, named in OUTPUTS.items()
+    }
+    return [DefaultInfo(files = depset(outputs)), OutputGroupInfo(**groups)]
 
 _images = rule(
     implementation = _images_impl,
     attrs = {
         "srcs": attr.label_list(allow_files = True, mandatory = True),
-        "outs": attr.output_list(mandatory = True),
     },
-    doc = "Every role's image archive and JSON, and build.json, from one build.",
+    doc = "Every role's images of every platform, from one build (the files of OUTPUTS).",
 )
 
 def _base_impl(ctx):
@@ -132,12 +146,15 @@ lockstep_base = rule(
 )
 
 def _load_impl(ctx):
-    archive = ctx.file.image
+    found = [f for f in ctx.files.image if f.basename == ctx.attr.file]
+    if len(found) != 1:
+        fail("%s: %s names no file %s" % (ctx.label, ctx.attr.image.label, ctx.attr.file))
+    archive = found[0]
     script = _script(
         ctx,
         ctx.label.name + ".sh",
         "load into the Docker engine",
-        "lockstep load " + archive.short_path,
+        " ".join(["lockstep", "load", archive.short_path] + ctx.attr.load_args),
         # `bazel run` starts in the runfiles tree; a direct call may not.
         prelude = 'cd "${RUNFILES_DIR:-$0.runfiles}/%s"' % ctx.workspace_name,
     )
@@ -147,31 +164,40 @@ def _load_impl(ctx):
 _load = rule(
     implementation = _load_impl,
     attrs = {
-        "image": attr.label(allow_single_file = [".tar"], mandatory = True),
+        "image": attr.label(mandatory = True),
+        "file": attr.string(mandatory = True),
+        "load_args": attr.string_list(),
         "builder": attr.label(default = "//:builder"),
     },
     executable = True,
-    doc = "`bazel run` loads the image archive into the local Docker engine ($DOCKER_HOST).",
+    doc = "`bazel run` loads an image archive, or the host's image of a layout, into the " +
+          "local Docker engine ($DOCKER_HOST).",
 )
 
 def lockstep_images(name):
-    """`:<name>` (one build of every role), and per role `:<role>` and `:load_<role>`."""
+    """`:<name>` (one build of every role and platform), and the targets of OUTPUTS and LOADS."""
     _images(
         name = name,
         srcs = ["//%s:sources" % package for package in SOURCES] + [
             PYPROJECT,
             PYTHON_LOCK,
             DEBIAN_LOCK,
-            COMPLETE_PLATFORM,
             "//:builder",
-        ],
-        outs = _image_outputs(),
+        ] + [p["complete_platform"] for p in PLATFORMS],
         visibility = _PUBLIC,
     )
-    for role in ROLES:
-        native.filegroup(
-            name = role,
-            srcs = [role + ".tar", role + ".json"],
-            visibility = _PUBLIC,
+    for target in OUTPUTS:
+        if target != name:
+            native.filegroup(
+                name = target,
+                srcs = [":" + name],
+                output_group = target,
+                visibility = _PUBLIC,
+            )
+    for target, loaded in LOADS.items():
+        _load(
+            name = target,
+            image = ":" + loaded["target"],
+            file = loaded["file"],
+            load_args = loaded["args"],
         )
-        _load(name = "load_" + role, image = role + ".tar")

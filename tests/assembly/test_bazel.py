@@ -5,6 +5,10 @@ build, with its own ``--output_user_root`` in a temporary directory and the
 session's lockstep cache (so nothing is downloaded twice). One workspace and
 one Bazel server serve the whole module; every test that edits the workspace
 puts it back afterwards, and the server is shut down at the end.
+
+The committed project builds two platforms (issue #22): ``//images:<role>`` is the
+role's OCI image index (an OCI layout, ``<role>.oci``) and ``//images:<role>_<arch>`` one
+platform's archive, compared with the CLI's build of every platform.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from lockstep.core.digests import sha256_digest as sha256
 from lockstep.inputs import declared as sources
 from lockstep.project import ROLES, load_project
 from tests.fixtures.build import PLATFORM, Built, build, clone, lockstep
+from tests.fixtures.engine import DockerEngine
 from tests.fixtures.support import require
 
 pytestmark = pytest.mark.slow
@@ -35,6 +40,7 @@ pytestmark = pytest.mark.slow
 # local repository rule. Anything else would be a fetch.
 LOCAL_REPOSITORIES = {"bazel_tools", "local_config_platform", "platforms", "lockstep_project"}
 PROCESSES = re.compile(r"^INFO: (\d+) process(?:es)?(?:: (.*))?\.$", re.MULTILINE)
+PLATFORMS = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
 
 
 @dataclass
@@ -112,6 +118,20 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in proc.stderr.splitlines() if "lockstep: error:" in line]
 
 
+def target_files(proc: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:
+    """What ``bazel build`` says each target made (``--show_result``): label -> files."""
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in proc.stderr.splitlines():
+        if line.startswith("Target ") and line.endswith(" up-to-date:"):
+            current = found.setdefault(line.split()[1], [])
+        elif current is not None and line.startswith("  bazel-bin/"):
+            current.append(line.strip().removeprefix("bazel-bin/"))
+        else:
+            current = None
+    return found
+
+
 @pytest.fixture(scope="module")
 def workspace(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     """A clone of exactly the tree the CLI built, with the builder's environment as ``.venv``."""
@@ -150,30 +170,117 @@ def bazel_built(workspace: Workspace) -> dict[str, Any]:
     return workspace.result()
 
 
+def _cli_image(both: Built, platform: str, role: str) -> dict[str, str]:
+    return dict(both.result["platforms"][platform]["images"][role])
+
+
 # -- same bytes ---------------------------------------------------------------------------
 
 
-def test_bazel_digests_equal_the_cli(
-    built: Built, workspace: Workspace, bazel_built: dict[str, Any]
+def test_bazel_builds_each_role_as_the_clis_index(
+    built_platforms: Built, workspace: Workspace, bazel_built: dict[str, Any]
 ) -> None:
-    assert bazel_built["build_id"] == built.build_id
+    """``//images:<role>``: the role's image index of every platform, as an OCI layout,
+    with the CLI's build id, index digest, ref and blobs; build.json is the CLI's object."""
+    both = built_platforms
+    assert bazel_built["build_id"] == both.build_id
+    assert bazel_built["images"] == {  # each role's index: digest, ref, and its layout
+        role: {**index, "layout": f"{role}.oci"} for role, index in both.result["images"].items()
+    }
+    assert bazel_built["manifest"] == "manifest.json"
+    assert workspace.bin("images/manifest.json").read_bytes() == (
+        Path(both.result["manifest"]).read_bytes()
+    )
+    cli_blobs = Path(both.result["layout"]) / "blobs/sha256"
     for role in ROLES:
-        image = bazel_built["images"][role]
-        assert image["digest"] == built.digest(role), role
-        assert image["config"] == built.config(role), role
-        archive = workspace.bin(f"images/{role}.tar")
-        assert archive.read_bytes() == built.path(role).read_bytes(), role
-        assert oci.read_archive(archive).digest == built.digest(role)
+        index = both.result["images"][role]
+        layout = workspace.bin(f"images/{role}.oci")
+        (entry,) = json.loads((layout / "index.json").read_bytes())["manifests"]
+        assert entry["digest"] == index["digest"], role
+        assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+        assert entry["annotations"]["org.opencontainers.image.ref.name"] == index["ref"]
+        blobs = sorted((layout / "blobs/sha256").iterdir())
+        for blob in blobs:  # content-addressed, and the very bytes of the CLI's layout
+            assert blob.read_bytes() == (cli_blobs / blob.name).read_bytes(), blob
+        listed = json.loads((layout / oci.blob_name(index["digest"])).read_bytes())
+        assert [m["digest"] for m in listed["manifests"]] == [
+            _cli_image(both, p, role)["digest"] for p in PLATFORMS
+        ]
         per_role = json.loads(workspace.bin(f"images/{role}.json").read_text())
         assert per_role == {
-            "build_id": built.build_id,
+            "build_id": both.build_id,
             "role": role,
-            "path": f"{role}.tar",
-            "digest": built.digest(role),
-            "config": built.config(role),
-            "ref": built.result["images"][role]["ref"],
-            "sbom": Path(built.result["images"][role]["sbom"]).name,  # says its platform
+            "digest": index["digest"],
+            "ref": index["ref"],
+            "layout": f"{role}.oci",
+            "platforms": {
+                p: {
+                    "digest": _cli_image(both, p, role)["digest"],
+                    "config": _cli_image(both, p, role)["config"],
+                    "path": f"{role}-{arch}.tar",
+                    "ref": _cli_image(both, p, role)["ref"],
+                    "sbom": f"{role}-{arch}.spdx.json",
+                }
+                for p, arch in PLATFORMS.items()
+            },
         }
+
+
+def test_bazel_archives_per_platform_are_the_clis(
+    built_platforms: Built, workspace: Workspace, bazel_built: dict[str, Any]
+) -> None:
+    """``//images:<role>_<arch>``: that platform's archive, SBOM and JSON, the CLI's bytes."""
+    both = built_platforms
+    for p, arch in PLATFORMS.items():
+        assert bazel_built["platforms"][p]["images"] == {
+            role: {
+                **_cli_image(both, p, role),
+                "path": f"{role}-{arch}.tar",
+                "sbom": f"{role}-{arch}.spdx.json",
+            }
+            for role in ROLES
+        }
+        assert bazel_built["platforms"][p]["provenance"] == f"provenance-{arch}.intoto.json"
+        provenance = workspace.bin(f"images/provenance-{arch}.intoto.json")
+        assert (
+            provenance.read_bytes() == Path(both.result["platforms"][p]["provenance"]).read_bytes()
+        )
+        for role in ROLES:
+            cli = _cli_image(both, p, role)
+            archive = workspace.bin(f"images/{role}-{arch}.tar")
+            assert archive.read_bytes() == Path(cli["path"]).read_bytes(), (role, p)
+            sbom = workspace.bin(f"images/{role}-{arch}.spdx.json")
+            assert sbom.read_bytes() == Path(cli["sbom"]).read_bytes(), (role, p)
+            assert oci.read_archive(archive).config["architecture"] == arch
+            one = json.loads(workspace.bin(f"images/{role}-{arch}.json").read_text())
+            assert one == {
+                "build_id": both.build_id,
+                "role": role,
+                "platform": p,
+                "digest": cli["digest"],
+                "config": cli["config"],
+                "path": f"{role}-{arch}.tar",
+                "ref": cli["ref"],
+                "sbom": f"{role}-{arch}.spdx.json",
+            }
+
+
+def test_a_target_per_platform_names_only_its_files(
+    workspace: Workspace, bazel_built: dict[str, Any]
+) -> None:
+    proc = workspace.build("//images:worker_arm64", "//images:worker_amd64", "//images:worker")
+    assert {label: sorted(files) for label, files in target_files(proc).items()} == {
+        **{
+            f"//images:worker_{arch}": [
+                f"images/worker-{arch}.json",
+                f"images/worker-{arch}.spdx.json",
+                f"images/worker-{arch}.tar",
+            ]
+            for arch in PLATFORMS.values()
+        },
+        "//images:worker": ["images/worker.json", "images/worker.oci"],
+    }
+    assert workspace.result() == bazel_built  # one build: nothing ran again
 
 
 def test_declared_inputs_are_the_clis_sources(workspace: Workspace) -> None:
@@ -186,9 +293,11 @@ def test_declared_inputs_are_the_clis_sources(workspace: Workspace) -> None:
         declared.add(f"{package}/{name}" if package else name)
     project = load_project(workspace.root)
     assert declared == set(sources.select(workspace.root, project.sources))
-    assert (
-        "src/lockstep/assembly/bazel.py" in declared and "images/complete-platform.json" in declared
-    )
+    assert {
+        "src/lockstep/assembly/bazel.py",
+        "images/complete-platform.json",
+        "images/complete-platform-arm64.json",
+    } <= declared
 
 
 def test_second_build_is_fully_cached(workspace: Workspace, bazel_built: dict[str, Any]) -> None:
@@ -222,13 +331,14 @@ def test_one_file_change_rebuilds_with_new_digests(
     for role in ROLES:
         assert changed["images"][role]["digest"] != bazel_built["images"][role]["digest"]
     old = oci.read_archive(built.path("worker")).manifest["layers"]
-    new = oci.read_archive(scratch.bin("images/worker.tar")).manifest["layers"]
+    new = oci.read_archive(scratch.bin("images/worker-amd64.tar")).manifest["layers"]
     assert old[:2] == new[:2] and old[2:] != new[2:]
-    # ...and the CLI agrees on the changed tree.
+    # ...and the CLI agrees on the changed tree (its amd64 images).
     cli = build(scratch.root, tmp_path / "out", scratch.cache)
     assert cli.build_id == changed["build_id"]
     for role in ROLES:
-        assert cli.digest(role) == changed["images"][role]["digest"]
+        amd64 = changed["platforms"]["linux/amd64"]["images"][role]
+        assert cli.digest(role) == amd64["digest"]
 
 
 def test_base_target_is_the_images_bottom_layer(workspace: Workspace, built: Built) -> None:
@@ -330,14 +440,51 @@ def test_undeclared_lock_fails_in_the_sandbox(scratch: Workspace) -> None:
 
 
 def test_load_worker_into_the_engine(
-    workspace: Workspace, bazel_built: dict[str, Any], docker_engine: Any
+    workspace: Workspace, bazel_built: dict[str, Any], docker_engine: DockerEngine
 ) -> None:
-    proc = workspace.bazel("run", "//images:load_worker", env={"DOCKER_HOST": docker_engine.host})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    config = bazel_built["images"]["worker"]["config"]
-    assert proc.stdout.strip().splitlines()[-1] == config
-    image = docker_engine.client.images.get(config)
-    assert image.labels["io.lockstep.build-id"] == bazel_built["build_id"]
+    """``:load_worker`` loads the host's platform's image of the index; ``:load_worker_<arch>``
+    that platform's archive (under its own tag: docker keeps one architecture per tag)."""
+    env = {"DOCKER_HOST": docker_engine.host}
+    for target, platform in [("load_worker", "linux/amd64"), ("load_worker_arm64", "linux/arm64")]:
+        proc = workspace.bazel("run", f"//images:{target}", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        image = bazel_built["platforms"][platform]["images"]["worker"]
+        assert proc.stdout.strip().splitlines()[-1] == image["config"], target
+        found = docker_engine.client.images.get(image["ref"])
+        assert found.id == image["config"]
+        assert found.attrs["Architecture"] == PLATFORMS[platform]
+        assert found.labels["io.lockstep.build-id"] == bazel_built["build_id"]
+
+
+def test_a_project_of_one_platform_builds_one_image_per_role(
+    scratch: Workspace, tmp_path: Path
+) -> None:
+    """``platforms = ["linux/amd64"]``: no index; ``//images:<role>`` is that platform's
+    ``<role>.tar`` (and ``<role>_amd64`` the same files), the CLI's bytes."""
+    pyproject = scratch.root / "pyproject.toml"
+    text = pyproject.read_text()
+    assert "\n[tool.lockstep]\n" in text
+    pyproject.write_text(
+        text.replace("\n[tool.lockstep]\n", '\n[tool.lockstep]\nplatforms = ["linux/amd64"]\n')
+    )
+    proc = scratch.build("//images:worker", "//images:worker_amd64", "//images:runner")
+    files = {label: sorted(found) for label, found in target_files(proc).items()}
+    one = ["images/worker.json", "images/worker.spdx.json", "images/worker.tar"]
+    assert files["//images:worker"] == files["//images:worker_amd64"] == one, files
+    cli = build(scratch.root, tmp_path / "out", scratch.cache, platform=())
+    assert scratch.result()["build_id"] == cli.build_id
+    for role in ROLES:
+        assert scratch.bin(f"images/{role}.tar").read_bytes() == cli.path(role).read_bytes()
+        assert json.loads(scratch.bin(f"images/{role}.json").read_text()) == {
+            "build_id": cli.build_id,
+            "role": role,
+            "platform": "linux/amd64",
+            "path": f"{role}.tar",
+            "digest": cli.digest(role),
+            "config": cli.config(role),
+            "ref": cli.result["images"][role]["ref"],
+            "sbom": f"{role}.spdx.json",
+        }
 
 
 # -- the describe step, without Bazel -------------------------------------------------------
@@ -365,6 +512,19 @@ def test_describe_is_pyproject_in_starlark(tmp_path: Path) -> None:
     assert facts["PYTHON_LOCK"] == "//images:python.lock.json"
     assert facts["DEBIAN_LOCK"] == "//images:debian.lock.json"
     assert facts["PYPROJECT"] == "//:pyproject.toml"
+    # each platform: its name, architecture and complete platform's label
+    assert facts["PLATFORMS"] == [
+        {
+            "name": "linux/amd64",
+            "arch": "amd64",
+            "complete_platform": "//images:complete-platform.json",
+        },
+        {
+            "name": "linux/arm64",
+            "arch": "arm64",
+            "complete_platform": "//images:complete-platform-arm64.json",
+        },
+    ]
 
 
 def test_describe_refuses_what_bazel_would_declare_differently(tmp_path: Path) -> None:
@@ -433,8 +593,9 @@ def test_fresh_clone_without_venv_creates_the_locked_builder_environment(
         assert "is Python 3.10, not 3.11" in line, line
 
         start = time.perf_counter()
-        ws.build("//images:worker")
-        print(f"\nfresh clone, bazel build //images:worker: {time.perf_counter() - start:.1f} s")
+        ws.build("//images:worker_amd64")
+        took = time.perf_counter() - start
+        print(f"\nfresh clone, bazel build //images:worker_amd64: {took:.1f} s")
         assert not (root / ".venv").exists()
         (output_base,) = [p for p in ws.user_root.iterdir() if (p / "external").is_dir()]
         (env,) = (output_base / "lockstep-builder").iterdir()
@@ -443,13 +604,13 @@ def test_fresh_clone_without_venv_creates_the_locked_builder_environment(
         facts = json.loads((env / "lockstep-builder-env.json").read_text())
         lock = root / "requirements/build.lock.txt"
         assert facts["lock"] == sha256(lock.read_bytes())
-        worker = json.loads(ws.bin("images/worker.json").read_text())
+        worker = json.loads(ws.bin("images/worker-amd64.json").read_text())
         assert worker["build_id"] == built.build_id
         assert (worker["digest"], worker["config"]) == (
             built.digest("worker"),
             built.config("worker"),
         )
-        assert ws.bin("images/worker.tar").read_bytes() == built.path("worker").read_bytes()
+        assert ws.bin("images/worker-amd64.tar").read_bytes() == built.path("worker").read_bytes()
 
         # The rule reads the lock: a new lock is a new environment (the old one removed).
         lock.write_text(lock.read_text() + "# a change of the lock\n")

@@ -10,10 +10,13 @@ through the public builder API, so ``bazel build //images:worker`` and
     Bazel needs (declared source globs per package, lock labels, roles, the
     builder's python). Nothing about the images is written twice.
 ``images``
-    The image action, in Bazel's sandbox: builds both images from the declared
-    inputs in the working directory (the sandbox's exec root) into ``--out``,
-    with a small JSON per image and ``build.json`` (the ``lockstep build
-    --json`` contract, paths relative to that file).
+    The image action, in Bazel's sandbox: builds every role of every platform
+    from the declared inputs in the working directory (the sandbox's exec root)
+    into ``--out``: the files ``outputs`` names (each platform's archives, SBOMs,
+    provenance and a small JSON per image; in a project of several platforms
+    each role's image index as an OCI layout ``<role>.oci`` and its JSON) and
+    ``build.json`` (the ``lockstep build --json`` contract, paths relative to
+    that file).
 ``base``
     The base layer alone: its gzip blob and a JSON with its digests.
 
@@ -30,13 +33,17 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockstep.core.atomic import write_bytes
 from lockstep.core.errors import BadInput, CheckFailed, LockstepError
 from lockstep.core.progress import to_stderr as progress
 from lockstep.core.settings import CACHE_DIR as CACHE_ENV
+
+if TYPE_CHECKING:
+    from lockstep.project import Project
 
 BUILD_FILES = ("BUILD.bazel", "BUILD")
 # What the CLI never counts as a source (lockstep.inputs.declared), as Bazel glob excludes.
@@ -107,8 +114,85 @@ def label(root: Path, path: Path) -> str:
     return f"//{package}:{name}"
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What one Bazel target of the images names: files, and directories (OCI layouts)."""
+
+    files: tuple[str, ...]
+    dirs: tuple[str, ...] = ()
+
+    def to_starlark(self) -> dict[str, list[str]]:
+        return {"files": list(self.files), "dirs": list(self.dirs)}
+
+
+def layout_dir(role: str) -> str:
+    """The OCI layout holding ``role``'s image index (a project of several platforms)."""
+    return f"{role}.oci"
+
+
+def outputs(project: Project) -> dict[str, Outputs]:
+    """Each target of ``images/BUILD`` and the files the image action writes for it, named
+    by the sinks' own rules: ``<role>_<arch>`` (that platform's archive, JSON and SBOM),
+    ``<role>`` (its image index's layout and JSON; in a project of one platform, that
+    platform's files) and ``images`` (all of them, each platform's provenance, the build
+    manifest and ``build.json``)."""
+    from lockstep.assembly import provenance, sbom
+    from lockstep.assembly.layout import platform_suffix
+    from lockstep.assembly.sinks import MANIFEST_NAME
+    from lockstep.core.platforms import platform
+    from lockstep.project import ROLES
+
+    count = len(project.platforms)
+    targets: dict[str, Outputs] = {}
+    statements = []
+    for name in project.platforms:
+        arch = platform(name).architecture
+        suffix = platform_suffix(arch, count)
+        statements.append(provenance.file_name(suffix))
+        for role in ROLES:
+            stem = role + suffix
+            targets[f"{role}_{arch}"] = Outputs(
+                (f"{stem}.tar", f"{stem}.json", sbom.file_name(stem))
+            )
+    for role in ROLES:
+        targets[role] = (
+            Outputs((f"{role}.json",), (layout_dir(role),))
+            if count > 1
+            else targets[f"{role}_{platform(project.platforms[0]).architecture}"]
+        )
+    files = sorted({f for t in targets.values() for f in t.files})
+    targets["images"] = Outputs(
+        (*files, *statements, MANIFEST_NAME, "build.json"),
+        tuple(sorted({d for t in targets.values() for d in t.dirs})),
+    )
+    return targets
+
+
+def loads(project: Project) -> dict[str, dict[str, Any]]:
+    """The ``bazel run`` targets: ``load_<role>`` (the host's platform's image: of the index's
+    layout, picked by ``lockstep load`` at run time) and ``load_<role>_<arch>`` (that
+    platform's archive), each as the target, file and arguments of ``lockstep load``."""
+    from lockstep.core.platforms import platform
+    from lockstep.project import ROLES
+
+    several = len(project.platforms) > 1
+    found: dict[str, dict[str, Any]] = {}
+    for role in ROLES:
+        for name in project.platforms:
+            arch = platform(name).architecture
+            archive = f"{role}-{arch}.tar" if several else f"{role}.tar"
+            found[f"load_{role}_{arch}"] = {"target": f"{role}_{arch}", "file": archive, "args": []}
+        found[f"load_{role}"] = (
+            {"target": role, "file": layout_dir(role), "args": ["--image", role]}
+            if several
+            else {**found[f"load_{role}_{platform(project.platforms[0]).architecture}"]}
+        )
+    return found
+
+
 def describe(root: Path, python: str) -> str:
     """The generated ``project.bzl``: what Bazel needs from ``pyproject.toml``, as Starlark."""
+    from lockstep.core.platforms import platform
     from lockstep.inputs.python.pex import pex3_argv
     from lockstep.project import ROLES, load_project
 
@@ -139,7 +223,16 @@ def describe(root: Path, python: str) -> str:
         "PYPROJECT": label(root, project.pyproject),
         "PYTHON_LOCK": label(root, project.python_lock),
         "DEBIAN_LOCK": label(root, project.debian_lock),
-        "COMPLETE_PLATFORM": label(root, project.complete_platform),
+        "PLATFORMS": [
+            {
+                "name": name,
+                "arch": platform(name).architecture,
+                "complete_platform": label(root, project.complete_platform_of(name)),
+            }
+            for name in project.platforms
+        ],
+        "OUTPUTS": {name: o.to_starlark() for name, o in outputs(project).items()},
+        "LOADS": loads(project),
     }
     lines = [
         "# Generated from pyproject.toml by `python -m lockstep.assembly.bazel describe`",
@@ -225,8 +318,19 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
+def _relative(value: Any, out: Path) -> Any:
+    """``value`` with every path under ``out`` made relative to it (Bazel's sandbox paths
+    are gone after the action; the JSON files sit beside what they name)."""
+    if isinstance(value, dict):
+        return {k: _relative(v, out) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith(f"{out}/"):
+        return value[len(str(out)) + 1 :]
+    return value
+
+
 def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
-    """Both images into ``out`` plus ``<role>.json`` and ``build.json``; the build.json data."""
+    """Every role of every platform into ``out``: the files ``outputs`` names; the
+    build.json data."""
     from lockstep.assembly import sinks
     from lockstep.assembly.builder import Builder, read_inputs
     from lockstep.core.store import Cache
@@ -243,19 +347,48 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
         ],
     )
     builder = Builder(Cache(cache_root), progress)
-    # Bazel builds the project's first platform (its per-platform targets: issue #22 item 3).
-    result = builder.build_platforms(read_inputs(project, None, project.platforms[:1]), ROLES)
-    names = {role: f"{role}.tar" for role in ROLES}
-    data = sinks.build_json(result, sinks.write_outputs(result, out, builder.blob, names=names))
-    for role, image in data["images"].items():
-        # relative to the JSON: Bazel's sandbox paths are gone after the action
-        image["path"] = f"{role}.tar"
-        if image.get("sbom"):
-            image["sbom"] = Path(image["sbom"]).name
-        _write_json(out / f"{role}.json", {"build_id": data["build_id"], "role": role, **image})
-    if data.get("provenance"):
-        data["provenance"] = Path(data["provenance"]).name
+    result = builder.build_platforms(read_inputs(project, None), ROLES)
+    data = sinks.build_json(result, sinks.write_outputs(result, out, builder.blob))
+    if result.single is None:
+        for role, index in data["images"].items():
+            sinks.write_layout(result, out / layout_dir(role), builder.blob, [role])
+            index["layout"] = layout_dir(role)
+    data = dict(_relative(data, out))
+    by_platform = (
+        {p: one["images"] for p, one in data["platforms"].items()}
+        if result.single is None
+        else {data["platform"]: data["images"]}
+    )
+    for p, images in by_platform.items():
+        for role, image in images.items():
+            stem = Path(image["path"]).stem
+            _write_json(
+                out / f"{stem}.json",
+                {"build_id": data["build_id"], "role": role, "platform": p, **image},
+            )
+    if result.single is None:
+        for role, index in data["images"].items():
+            _write_json(
+                out / f"{role}.json",
+                {
+                    "build_id": data["build_id"],
+                    "role": role,
+                    **index,
+                    "platforms": {p: images[role] for p, images in by_platform.items()},
+                },
+            )
     _write_json(out / "build.json", data)
+    missing = [
+        name
+        for name in (*outputs(project)["images"].files, *outputs(project)["images"].dirs)
+        if not (out / name).exists()
+    ]
+    if missing:
+        raise CheckFailed(
+            f"{out}: the image action did not write {', '.join(missing)}, which the Bazel "
+            "targets declare (lockstep.assembly.bazel.outputs); the builder's output names "
+            "and the rules disagree: report this as a bug"
+        )
     return data
 
 

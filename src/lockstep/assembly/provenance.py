@@ -24,6 +24,12 @@ MEDIA_TYPE = "application/vnd.in-toto+json"
 FILE_NAME = "provenance.intoto.json"
 
 
+def file_name(suffix: str = "") -> str:
+    """Where a build writes one platform's statement: ``provenance<suffix>.intoto.json``
+    (``suffix``: ``-<arch>`` in a project of several platforms, else empty)."""
+    return FILE_NAME.replace(".", f"{suffix}.", 1)
+
+
 @dataclass(frozen=True)
 class Subject:
     name: str  # lockstep-worker, or the pushed repository HOST/REPO/lockstep-worker

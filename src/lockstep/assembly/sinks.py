@@ -15,7 +15,7 @@ role's image index.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,14 +63,21 @@ def write_archives(
     return paths
 
 
-def write_layout(result: PlatformsResult, root: Path, blob: oci.BlobSource) -> Path:
-    """The images into the OCI layout at ``root`` (only new blobs are written): each image
-    by its ref in a build of one platform, else each role's image index by its ref."""
+def write_layout(
+    result: PlatformsResult, root: Path, blob: oci.BlobSource, roles: Sequence[str] | None = None
+) -> Path:
+    """The images of ``roles`` (default: all) into the OCI layout at ``root`` (only new blobs
+    are written): each image by its ref in a build of one platform, else each role's image
+    index by its ref."""
     one = result.single
     named: dict[str, oci.Image | oci.ImageIndex] = (
-        {b.ref: b.image for b in one.images.values()}
+        {b.ref: b.image for role, b in one.images.items() if roles is None or role in roles}
         if one is not None
-        else {result.refs[role]: index for role, index in result.indexes.items()}
+        else {
+            result.refs[role]: index
+            for role, index in result.indexes.items()
+            if roles is None or role in roles
+        }
     )
     added = ocidir.write_layout(root, named, blob)
     log.info("%s: %d new blob(s)", root, len(added))
@@ -89,8 +96,7 @@ def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Pa
         role: _write_if_changed(out / sbom.file_name(role + b.suffix), b.sbom)
         for role, b in result.images.items()
     }
-    name = provenance.FILE_NAME.replace(".", f"{result.suffix}.", 1)
-    return sboms, _write_if_changed(out / name, result.provenance)
+    return sboms, _write_if_changed(out / provenance.file_name(result.suffix), result.provenance)
 
 
 def write_manifest(result: PlatformsResult, out: Path) -> Path:
