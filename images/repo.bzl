@@ -3,8 +3,9 @@
 The rule runs the builder's Python environment (LOCKSTEP_PYTHON, named once in
 .bazelrc) on `python -m lockstep.assembly.bazel describe`, which reads
 pyproject.toml with the same code as `lockstep build` and prints project.bzl:
-the declared source globs per Bazel package, the labels of the locks and the
-complete-platform file, the image roles, and the python's absolute path. So
+the declared source globs per Bazel package, the labels of the locks and of each
+platform's complete-platform file, the image roles, the files of each image
+target (OUTPUTS, LOADS), and the python's absolute path. So
 nothing about the images is written twice, and a broken builder environment is
 one clear error before anything is built.
 
