@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -83,12 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
     except LockstepError as exc:
         print(f"lockstep: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("lockstep: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went (`lockstep inspect … | head`): as a shell reports SIGPIPE, with no
+        # traceback; stdout is pointed at /dev/null so the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return code
 
 

@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -88,6 +89,26 @@ def test_manifest_in_the_image_matches_the_build(built: Built) -> None:
     assert m["python"] == "3.11.2"
     assert m["stamp"] is None
     assert info["digest"] == built.digest("worker")
+
+
+def test_a_reader_that_goes_early_ends_inspect_quietly(built: Built) -> None:
+    """`lockstep inspect … | head`: the pipe's reader is gone before anything is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lockstep", "inspect", str(built.path("worker")), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "LOCKSTEP_CACHE_DIR": str(built.cache)},
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
 
 
 def named_layers(archive: oci.Archive) -> dict[str, str]:
