@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jsonschema
 
 from tests.fixtures.build import ROOT, Built, clone
 from tests.fixtures.docs import RECORDED, RUN, Step, blocks, matches, run_session, steps
+from tests.fixtures.engine import DockerEngine
 from tests.fixtures.registry import OciRegistry
 from tests.fixtures.support import require
+from tests.oci.test_client_tls import make_pki
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
@@ -132,33 +136,86 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_tour_and_the_guides_run_on_a_scratch_clone(
-    tmp_path: Path, built: Built, registry_running: OciRegistry
-) -> None:
-    """The README's ten-minute tour end to end on a fresh clone (build, a local cluster, a
-    job, a release), then the guides' console blocks in the same clone."""
-    root = clone(tmp_path / "lockstep")
+def scratch_clone(dest: Path) -> Path:
+    """A fresh clone, with what `make` adds to a checkout (ignored by git, so the tree stays
+    clean for a release): the environment ``.venv`` (the pages run ``.venv/bin/zizmor``, and
+    Bazel's builder is ``.venv/bin/python``) and the npm verifiers of ``tests/node``."""
+    root = clone(dest)
+    (root / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    node_modules = ROOT / "tests" / "node" / "node_modules"
+    if node_modules.is_dir():
+        (root / "tests" / "node" / "node_modules").symlink_to(node_modules)
+    return root
+
+
+def session_env(root: Path, cache: Path, docker_host: str, private: Path) -> dict[str, str]:
+    """The pages' shell environment: ``.venv/bin`` on PATH, the session's cache, the
+    suite's private Docker engine, and podman's and Bazel's state under ``private`` (never
+    the machine's): a storage.conf (podman wants a run root under 50 characters) and a
+    user.bazelrc in the clone (ignored by git) with Bazel's output root there."""
+    run_root = Path(tempfile.mkdtemp(prefix="ls-pm-"))
+    storage = private / "storage.conf"
+    storage.write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{private / "podman"}"\n'
+        f'runroot = "{run_root}"\n'
+    )
+    (root / "user.bazelrc").write_text(
+        f"startup --output_user_root={private / 'bazel'} --max_idle_secs=600\n"
+    )
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "LOCKSTEP_CACHE_DIR": str(built.cache),  # the session's downloads and layers
+        "LOCKSTEP_CACHE_DIR": str(cache),  # the session's downloads and layers
         "PYTHONUNBUFFERED": "1",  # stdout and stderr in the order a terminal shows them
         "GIT_COMMITTER_NAME": "Tour",
         "GIT_COMMITTER_EMAIL": "tour@example.invalid",
         "GIT_AUTHOR_NAME": "Tour",
         "GIT_AUTHOR_EMAIL": "tour@example.invalid",
+        "DOCKER_HOST": docker_host,
+        "CONTAINERS_STORAGE_CONF": str(storage),
     }
     env.pop("LOCKSTEP_MANIFEST", None)
-    port = _free_port()  # the pages' scheduler port, 8786, may be taken on a shared machine
-    subs = {
+    return env
+
+
+def substitutions(registry: str, tls_registry: str) -> dict[str, str]:
+    """What the pages' addresses stand for here: ports that may be taken on a shared machine
+    are free ones, and the registries are the suite's."""
+    port, http_port = _free_port(), _free_port()
+    return {
         "127.0.0.1:8786": f"127.0.0.1:{port}",
         "--port 8786": f"--port {port}",
-        "127.0.0.1:5000": registry_running.address,
+        "127.0.0.1:18788": f"127.0.0.1:{http_port}",
+        "127.0.0.1:5000": registry,
+        "127.0.0.1:5443": tls_registry,
     }
-    for page in RUN_PAGES:
-        page_steps = steps(page)
-        assert page_steps or page is not README, "the README's tour has no console block"
-        for outcome in run_session(page_steps, root, env, subs):
-            assert outcome.ok, outcome.explain()
+
+
+def shutdown(root: Path, env: dict[str, str]) -> None:
+    """Stop what the pages left running outside their shell: Bazel's server."""
+    if (root / "WORKSPACE").exists() and shutil.which("bazel"):
+        subprocess.run(["bazel", "shutdown"], cwd=root, env=env, capture_output=True, timeout=120)
+
+
+def test_the_tour_and_the_guides_run_on_a_scratch_clone(
+    tmp_path: Path, built: Built, registry_running: OciRegistry, docker_engine: DockerEngine
+) -> None:
+    """The README's ten-minute tour end to end on a fresh clone (build, a local cluster, a
+    job, a release), then the guides' console blocks in the same clone."""
+    for tool in ("podman", "skopeo", "bazel", "node", "openssl"):
+        require(shutil.which(tool) is not None, f"{tool} is not installed (the guides run it)")
+    root = scratch_clone(tmp_path / "lockstep")
+    env = session_env(root, built.cache, docker_engine.host, tmp_path / "private")
+    tls = OciRegistry.start_new(tls=make_pki(tmp_path / "pki"))
+    subs = substitutions(registry_running.address, tls.address)
+    try:
+        for page in RUN_PAGES:
+            page_steps = steps(page)
+            assert page_steps or page is not README, "the README's tour has no console block"
+            for outcome in run_session(page_steps, root, env, subs):
+                assert outcome.ok, outcome.explain()
+    finally:
+        shutdown(root, env)
+        tls.close()
     document = json.loads((root / "out" / "result.json").read_text())
     jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(document)
