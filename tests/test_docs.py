@@ -145,6 +145,9 @@ def scratch_clone(dest: Path) -> Path:
     node_modules = ROOT / "tests" / "node" / "node_modules"
     if node_modules.is_dir():
         (root / "tests" / "node" / "node_modules").symlink_to(node_modules)
+    # .gitignore's `.venv/` and `node_modules/` match directories, not links to them
+    with (root / ".git" / "info" / "exclude").open("a") as exclude:
+        exclude.write("/.venv\n/tests/node/node_modules\n")
     return root
 
 
