@@ -8,6 +8,7 @@ then each guide's, checking every command's output against its page
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,6 +37,9 @@ GUIDES_RUN = ("building", "local-cluster", "bundles", "releasing")
 RUN_PAGES = (README, *(DOCS / "guides" / f"{name}.md" for name in GUIDES_RUN))
 PAGES = (README, *sorted(DOCS.rglob("*.md")))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+# The short build id the pages show (the README's build, on the commit they were last run on
+# by hand): in a command (a layout's ref name) it stands for the clone's build.
+SHOWN_BUILD = "3a7571aae785"
 
 
 def test_readme_fits_on_a_few_screens() -> None:
@@ -119,6 +123,8 @@ def test_output_patterns() -> None:
     assert not matches(shown, f"build {digest} in 1.0 s\nok\nmore\n")
     assert not matches(("ok",), "not ok\n")
     assert matches(("tagged v0.1.0 at b9c1d905bb56",), "tagged v0.1.0 at 0123456789ab\n")
+    assert matches((f"{'ab' * 32}  -",), f"{'cd' * 32}  -\n")  # sha256sum
+    assert not matches((f"{'ab' * 32}  -",), f"{'cd' * 31}  -\n")
 
 
 def test_steps_read_commands_output_and_status(tmp_path: Path) -> None:
@@ -156,7 +162,9 @@ def session_env(root: Path, cache: Path, docker_host: str, private: Path) -> dic
     suite's private Docker engine, and podman's and Bazel's state under ``private`` (never
     the machine's): a storage.conf (podman wants a run root under 50 characters) and a
     user.bazelrc in the clone (ignored by git) with Bazel's output root there."""
+    private.mkdir(parents=True, exist_ok=True)
     run_root = Path(tempfile.mkdtemp(prefix="ls-pm-"))
+    (private / "podman-runroot").write_text(str(run_root))
     storage = private / "storage.conf"
     storage.write_text(
         f'[storage]\ndriver = "overlay"\ngraphroot = "{private / "podman"}"\n'
@@ -194,10 +202,17 @@ def substitutions(registry: str, tls_registry: str) -> dict[str, str]:
     }
 
 
-def shutdown(root: Path, env: dict[str, str]) -> None:
-    """Stop what the pages left running outside their shell: Bazel's server."""
-    if (root / "WORKSPACE").exists() and shutil.which("bazel"):
+def built_here(root: Path) -> str:
+    """The short id of the build in the clone's ``out/`` (what ``SHOWN_BUILD`` stands for)."""
+    return str(json.loads((root / "out" / "manifest.json").read_text())["build_id"])[7:19]
+
+
+def shutdown(root: Path, env: dict[str, str], private: Path) -> None:
+    """Stop what the pages left outside their shell: Bazel's server, podman's run root."""
+    if shutil.which("bazel"):
         subprocess.run(["bazel", "shutdown"], cwd=root, env=env, capture_output=True, timeout=120)
+    with contextlib.suppress(OSError):
+        shutil.rmtree((private / "podman-runroot").read_text(), ignore_errors=True)
 
 
 def test_the_tour_and_the_guides_run_on_a_scratch_clone(
@@ -208,7 +223,8 @@ def test_the_tour_and_the_guides_run_on_a_scratch_clone(
     for tool in ("podman", "skopeo", "bazel", "node", "openssl"):
         require(shutil.which(tool) is not None, f"{tool} is not installed (the guides run it)")
     root = scratch_clone(tmp_path / "lockstep")
-    env = session_env(root, built.cache, docker_engine.host, tmp_path / "private")
+    private = tmp_path / "private"
+    env = session_env(root, built.cache, docker_engine.host, private)
     tls = OciRegistry.start_new(tls=make_pki(tmp_path / "pki"))
     subs = substitutions(registry_running.address, tls.address)
     try:
@@ -217,8 +233,10 @@ def test_the_tour_and_the_guides_run_on_a_scratch_clone(
             assert page_steps or page is not README, "the README's tour has no console block"
             for outcome in run_session(page_steps, root, env, subs):
                 assert outcome.ok, outcome.explain()
+            if page is README:
+                subs[SHOWN_BUILD] = built_here(root)
     finally:
-        shutdown(root, env)
+        shutdown(root, env, private)
         tls.close()
     document = json.loads((root / "out" / "result.json").read_text())
     jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(document)
