@@ -114,6 +114,46 @@ def test_every_command_block_is_run_or_marked_recorded() -> None:
                 assert page in RUN_PAGES, f"{where}: a {RUN} block on a page no test runs"
 
 
+# Every block the tests do not run (its page, the start of its first command) and why: each
+# needs what the tests may not use (they reach only 127.0.0.1; PyPI is for installing).
+NOT_RUN = (
+    ("building.md", "SSL_CERT_FILE=", "pex resolves on PyPI (through a CA bundle not trusting it)"),
+    ("bundles.md", "cat examples/numpy/", "bundle lock resolves on PyPI"),
+    ("bundles.md", "lockstep run numpy-warm.toml", "the runner fetches the numpy wheel from PyPI"),
+    ("bundles.md", "lockstep bundle lock /tmp/bl/tc", "pex finds these conflicts on PyPI"),
+    ("kubernetes.md", "kubectl ", "needs a Kubernetes cluster"),
+    ("local-cluster.md", "kubectl ", "needs a Kubernetes cluster"),
+    (
+        "releasing.md",
+        "cosign verify",
+        "cosign is not installable here (not on PyPI, Debian or npm)",
+    ),
+    ("releasing.md", "make lock-builder", "pip-compile resolves on PyPI and rewrites the locks"),
+)
+
+
+def test_every_recorded_block_says_why_it_is_not_run() -> None:
+    """A ``recorded`` block is one that cannot run here, and NOT_RUN says why in one line."""
+    used = set()
+    for page in PAGES:
+        for block in blocks(page.read_text()):
+            if block.info != RECORDED:
+                continue
+            first = next(line[2:] for line in block.lines if line.startswith("$ "))
+            why = [
+                n
+                for n, (name, start, _) in enumerate(NOT_RUN)
+                if page.name == name and first.startswith(start)
+            ]
+            assert why, (
+                f"{page.relative_to(ROOT)}:{block.line}: a recorded block that NOT_RUN in "
+                "tests/test_docs.py does not explain; run it (```console) or say why it cannot run"
+            )
+            used.update(why)
+    stale = [NOT_RUN[n] for n in range(len(NOT_RUN)) if n not in used]
+    assert not stale, f"NOT_RUN explains blocks that are not there: {stale}"
+
+
 def test_output_patterns() -> None:
     digest = "sha256:" + "ab" * 32
     shown = ("…", f"build {digest} in 0.25 s", "ok")

@@ -1,23 +1,23 @@
 """A local cluster on the Docker engine from a build's outputs: ``lockstep up`` / ``down``.
 
 ``up`` loads the worker archive of ``<out>/manifest.json``'s platform (``worker-<arch>.tar``
-from a build of several platforms, else ``worker.tar``; its image ID checked), then
-starts on one bridge network a scheduler and N workers per executor from it, each as
-deployed (docs/design.md §4.10): user 65532, read-only root with a tmpfs ``/tmp``, every
-capability dropped, no new privileges, and the CPU and memory limits it has on
-Kubernetes (``[tool.lockstep.deploy]``: the scheduler's, and for a worker its executor's
-worker group's, unless ``--cpus``/``--memory`` set every worker's). The scheduler's port
-is published on 127.0.0.1 only. With ``LOCKSTEP_TLS_*`` set (all three), the cluster speaks mutual TLS only: the
-three files are copied (owner 65532, mode 0400) into a volume that every container
-mounts read-only, and the scheduler's address is ``tls://``. Without TLS both listen
-beyond their container's loopback, so they run with ``--insecure`` (the network is the
-engine's, the port is loopback's). Everything it makes carries the label
-``io.lockstep.local=<name>``, and ``down`` removes exactly what has that label
-(containers, network, volumes), then the state file; so does every ``up`` first, which
-cleans what a killed ``up`` left. The state (``<out>/local-<name>.json``) is written
-atomically, once before anything is made (``starting``) and once when every process said
-it is ready. Every wait is bounded: a container that exits, or a process that is not
-ready in time, ends ``up`` with its log's last lines, and what was made is removed.
+from a build of several platforms, else ``worker.tar``; its image ID checked), then starts
+on one bridge network a scheduler and N workers per executor from it, each as deployed
+(docs/design.md §4.10): user 65532, read-only root with a tmpfs ``/tmp``, every capability
+dropped, no new privileges, and the CPU and memory limits it has on Kubernetes
+(``[tool.lockstep.deploy]``: the scheduler's, and for a worker its executor's worker
+group's, unless ``--cpus``/``--memory`` set every worker's). The scheduler's port is
+published on 127.0.0.1 only. With ``LOCKSTEP_TLS_*`` set (all three), the cluster speaks
+mutual TLS only: the three files are copied (owner 65532, mode 0400) into a volume that
+every container mounts read-only, and the scheduler's address is ``tls://``. Without TLS
+both listen beyond their container's loopback, so they run with ``--insecure`` (the network
+is the engine's, the port is loopback's). Everything it makes carries the label
+``io.lockstep.local=<name>``, and ``down`` removes exactly what has that label (containers,
+network, volumes), then the state file; so does every ``up`` first, which cleans what a
+killed ``up`` left. The state (``<out>/local-<name>.json``) is written atomically, once
+before anything is made (``starting``) and once when every process said it is ready. Every
+wait is bounded: a container that exits, or a process that is not ready in time, ends ``up``
+with its log's last lines, and what was made is removed.
 """
 
 from __future__ import annotations
