@@ -49,8 +49,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "bundles": frozenset({"core", "manifest", "project", "inputs", "oci", "runtime", "assembly"}),
     "results": frozenset({"core"}),
     "jobs": frozenset({"core", "manifest", "runtime", "oci", "bundles", "results"}),
-    # a local cluster of the built images: the build's outputs, loaded into the engine
-    "local": frozenset({"core", "manifest", "project", "assembly"}),
+    # a local cluster of the built images: the build's outputs, loaded into the engine, each
+    # container with its pod's limits (deployment)
+    "local": frozenset({"core", "manifest", "deployment", "project", "assembly"}),
     "cli": frozenset({"core"}),
     "__main__": frozenset({"cli"}),
     "lockstep": frozenset(),  # the package itself: its version

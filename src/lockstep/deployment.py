@@ -80,7 +80,7 @@ def _number(text: str, key: str, where: str) -> tuple[Decimal, str]:
     if match is None:
         raise BadInput(
             f"{where}: {key} = {text!r} is not a Kubernetes quantity; write e.g. "
-            + ('"500m" or "2"' if key.startswith("cpu") else '"512Mi" or "4Gi"')
+            + ('"500m" or "2"' if "cpu" in key else '"512Mi" or "4Gi"')
         )
     try:
         number = Decimal(match.group(1))

@@ -53,7 +53,10 @@ def test_up_runs_a_job_and_down_leaves_nothing_it_made(
     )
     out = str(built.out)
     try:
-        up = cli(docker_engine, "up", "--out", out, "--name", name, "--port", "0", "--json")
+        up = cli(
+            docker_engine, "up", "--out", out, "--name", name, "--port", "0", "--json",
+            "--cpus", "500m", "--memory", "768Mi",
+        )  # fmt: skip
         assert up.returncode == 0, up.stderr[-4000:]
         state = json.loads(up.stdout)
         assert state["status"] == "up" and state["build_id"] == built.build_id
@@ -66,6 +69,10 @@ def test_up_runs_a_job_and_down_leaves_nothing_it_made(
             assert host["CapDrop"] == ["ALL"]
             assert "no-new-privileges" in host["SecurityOpt"]
             assert container.status == "running"
+            # the workers' limits as given; the scheduler's as deployed (pyproject.toml)
+            scheduler = container.name == f"{name}-scheduler"
+            assert host["NanoCpus"] == (10**9 if scheduler else 5 * 10**8)
+            assert host["Memory"] == host["MemorySwap"] == (1024 if scheduler else 768) * 2**20
 
         spec = copy_example(tmp_path)
         run = subprocess.run(

@@ -120,6 +120,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         if several:
             for role, index in sorted(result.indexes.items()):
                 print(f"{role} index {index.digest}  {result.refs[role]}")
+        if written.manifest is not None:  # LOCKSTEP_MANIFEST for processes outside images
+            print(f"manifest {written.manifest}")
     return 0
 
 

@@ -1,21 +1,23 @@
 """A local cluster on the Docker engine from a build's outputs: ``lockstep up`` / ``down``.
 
 ``up`` loads the worker archive of ``<out>/manifest.json``'s platform (``worker-<arch>.tar``
-from a build of several platforms, else ``worker.tar``; its image ID checked), then
-starts on one bridge network a scheduler and N workers per executor from it, each as
-deployed (docs/design.md §4.10): user 65532, read-only root with a tmpfs ``/tmp``, every
-capability dropped, no new privileges. The scheduler's port is published on 127.0.0.1
-only. With ``LOCKSTEP_TLS_*`` set (all three), the cluster speaks mutual TLS only: the
-three files are copied (owner 65532, mode 0400) into a volume that every container
-mounts read-only, and the scheduler's address is ``tls://``. Without TLS both listen
-beyond their container's loopback, so they run with ``--insecure`` (the network is the
-engine's, the port is loopback's). Everything it makes carries the label
-``io.lockstep.local=<name>``, and ``down`` removes exactly what has that label
-(containers, network, volumes), then the state file; so does every ``up`` first, which
-cleans what a killed ``up`` left. The state (``<out>/local-<name>.json``) is written
-atomically, once before anything is made (``starting``) and once when every process said
-it is ready. Every wait is bounded: a container that exits, or a process that is not
-ready in time, ends ``up`` with its log's last lines, and what was made is removed.
+from a build of several platforms, else ``worker.tar``; its image ID checked), then starts
+on one bridge network a scheduler and N workers per executor from it, each as deployed
+(docs/design.md §4.10): user 65532, read-only root with a tmpfs ``/tmp``, every capability
+dropped, no new privileges, and the CPU and memory limits it has on Kubernetes
+(``[tool.lockstep.deploy]``: the scheduler's, and for a worker its executor's worker
+group's, unless ``--cpus``/``--memory`` set every worker's). The scheduler's port is
+published on 127.0.0.1 only. With ``LOCKSTEP_TLS_*`` set (all three), the cluster speaks
+mutual TLS only: the three files are copied (owner 65532, mode 0400) into a volume that
+every container mounts read-only, and the scheduler's address is ``tls://``. Without TLS
+both listen beyond their container's loopback, so they run with ``--insecure`` (the network
+is the engine's, the port is loopback's). Everything it makes carries the label
+``io.lockstep.local=<name>``, and ``down`` removes exactly what has that label (containers,
+network, volumes), then the state file; so does every ``up`` first, which cleans what a
+killed ``up`` left. The state (``<out>/local-<name>.json``) is written atomically, once
+before anything is made (``starting``) and once when every process said it is ready. Every
+wait is bounded: a container that exits, or a process that is not ready in time, ends ``up``
+with its log's last lines, and what was made is removed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from lockstep.core.atomic import write_bytes
 from lockstep.core.bounded import KEY_MAX, read_regular
 from lockstep.core.errors import BadInput, ServiceFailed
 from lockstep.core.settings import EXECUTOR, TLS_CA_FILE, TLS_CERT, TLS_KEY
+from lockstep.deployment import DEFAULTS, DeploySettings, Resources
 from lockstep.manifest import BuildManifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,27 @@ TLS_FILES = {TLS_CA_FILE: "ca.pem", TLS_CERT: "cert.pem", TLS_KEY: "key.pem"}
 
 
 @dataclass(frozen=True)
+class Limits:
+    """One container's CPU (millicores) and memory (bytes) limits on the engine."""
+
+    cpu_millis: int
+    memory_bytes: int
+
+    @classmethod
+    def of(cls, resources: Resources) -> Limits:
+        return cls(resources.cpu_limit_millis, resources.memory_limit_bytes)
+
+    def engine(self) -> dict[str, int]:
+        """The docker SDK's ``containers.run`` arguments: no swap beyond the memory limit,
+        as on Kubernetes."""
+        return {
+            "nano_cpus": self.cpu_millis * 1_000_000,
+            "mem_limit": self.memory_bytes,
+            "memswap_limit": self.memory_bytes,
+        }
+
+
+@dataclass(frozen=True)
 class Plan:
     """What ``up`` starts: from which outputs, under which name, how many of what."""
 
@@ -70,6 +94,22 @@ class Plan:
     executors: tuple[str, ...] = ()  # default: every executor of the build
     port: int = PORT  # on 127.0.0.1; 0: any free port
     timeout: float = 120.0
+    deploy: DeploySettings = DEFAULTS  # the deployed limits, [tool.lockstep.deploy]
+    worker_cpu_millis: int | None = None  # --cpus: every worker's, over the deployed
+    worker_memory_bytes: int | None = None  # --memory: the same
+
+    def limits(self, executor: str | None) -> Limits:
+        """The container's limits as deployed: the scheduler's (``executor`` None), or a
+        worker's: ``--cpus``/``--memory``, else those of the first worker group that runs
+        its executor, else of the first group."""
+        if executor is None:
+            return Limits.of(self.deploy.scheduler)
+        groups = [g for g in self.deploy.workers if g.executor == executor]
+        deployed = Limits.of((groups or list(self.deploy.workers))[0].resources)
+        return Limits(
+            self.worker_cpu_millis or deployed.cpu_millis,
+            self.worker_memory_bytes or deployed.memory_bytes,
+        )
 
     @property
     def state(self) -> Path:
@@ -291,6 +331,7 @@ class _Runner:
             ["--host", "0.0.0.0", "--port", str(PORT)],
             ports={f"{PORT}/tcp": ("127.0.0.1", self.plan.port or None)},
             networking_config={self.plan.name: endpoint},
+            **self.plan.limits(None).engine(),
         )
 
     def worker(self, executor: str, index: int) -> Any:
@@ -301,4 +342,5 @@ class _Runner:
             "worker",
             [f"{scheme}://scheduler:{PORT}", "--name", f"{self.plan.name}-{name}"],
             environment={EXECUTOR: executor},
+            **self.plan.limits(executor).engine(),
         )

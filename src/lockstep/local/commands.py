@@ -57,6 +57,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="SECONDS",
         help="give up (and remove what was made) if not all ready after this long (default 120)",
     )
+    p.add_argument(
+        "--cpus",
+        metavar="QUANTITY",
+        help='every worker\'s CPU limit, in cores ("2") or millicores ("500m") (default: as '
+        "deployed: the limit of the worker group of its executor in [tool.lockstep.deploy]; "
+        "the scheduler always gets the deployed scheduler's)",
+    )
+    p.add_argument(
+        "--memory",
+        metavar="QUANTITY",
+        help='every worker\'s memory limit, with a unit ("768Mi", "2Gi"), no swap beyond it '
+        "(default: as deployed, like --cpus)",
+    )
     p.add_argument("--json", action="store_true", help="print the cluster's state as JSON")
     p.set_defaults(func=cmd_up)
 
@@ -77,12 +90,22 @@ def _out(args: argparse.Namespace) -> Path:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from lockstep.core.errors import BadInput
+    from lockstep.deployment import cpu_millis, memory_bytes
     from lockstep.local.cluster import Plan, up
+    from lockstep.project import find_root, load_project
 
     if not 0 <= args.port <= 65535:
         raise BadInput(f"--port {args.port}: not a port; give 0 to 65535")
     plan = Plan(
-        _out(args), args.name, args.workers, tuple(args.executor or ()), args.port, args.timeout
+        _out(args),
+        args.name,
+        args.workers,
+        tuple(args.executor or ()),
+        args.port,
+        args.timeout,
+        load_project(find_root(args.project)).deploy,
+        cpu_millis(args.cpus, "--cpus", "lockstep up") if args.cpus else None,
+        memory_bytes(args.memory, "--memory", "lockstep up") if args.memory else None,
     )
     state = up(plan)
     if args.json:
