@@ -213,3 +213,31 @@ def test_an_unsafe_wheel_makes_no_layer(tmp_path: Path) -> None:
     assert loaded is not None and loaded.lock() is not None
     with pytest.raises(WheelRefused, match="refused"):
         make_env_layer(loaded.lock(), lambda _w: data, Cache(tmp_path / "runner"))  # type: ignore[arg-type]
+
+
+def test_a_lock_for_another_python_is_refused_before_anything_is_compiled(
+    tmp_path: Path,
+) -> None:
+    """The layer is compiled for the image's Python, named by the lock's wheel tags: a
+    running Python with another cache tag is refused with one line (exit 2), not made into
+    a layer no worker of the image could use."""
+    import dataclasses
+
+    from lockstep.core.errors import BadInput
+
+    data = make_wheel(files=DEMO)
+    bundle = bundle_with(tmp_path, (data, "demo"))
+    loaded, _ = load_bundle(bundle)
+    assert loaded is not None and loaded.lock() is not None
+    lock = loaded.lock()
+    assert lock is not None
+    other = dataclasses.replace(lock, platform_tags=("cp399-cp399-manylinux_2_17_x86_64",))
+    with pytest.raises(BadInput) as refused:
+        make_env_layer(other, lambda _w: data, Cache(tmp_path / "runner"))
+    line = str(refused.value)
+    assert "\n" not in line and refused.value.exit_code == 2
+    assert "cpython-399" in line and host_tag() in line and "--prebuilt" in line
+    assert not (tmp_path / "runner" / "blobs").exists()  # nothing made
+    ours = host_tag().removeprefix("cpython-")
+    same = dataclasses.replace(lock, platform_tags=(f"cp{ours}-cp{ours}-manylinux_2_17_x86_64",))
+    assert make_env_layer(same, lambda _w: data, Cache(tmp_path / "runner")).tag == host_tag()

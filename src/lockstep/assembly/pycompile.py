@@ -14,13 +14,13 @@ import hashlib
 import json
 import os
 import posixpath
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lockstep.assembly.entries import Entry
 from lockstep.assembly.stage import StagedPython
+from lockstep.core.atomic import scratch_dir
 from lockstep.core.errors import CheckFailed
 
 DRIVER = Path(__file__).with_name("pyc_driver.py")  # run by the image's python
@@ -121,8 +121,7 @@ def _compile_chunk(
 ) -> list[tuple[str, Entry]]:
     """``sources`` compiled by one fresh process of ``python``, in their order: ``(source
     path, .pyc entry)`` for each that compiled."""
-    with tempfile.TemporaryDirectory(prefix="lockstep-pyc-") as tmp:
-        root = Path(tmp)
+    with scratch_dir("lockstep-pyc") as root:  # a killed build's is removed by the next
         (root / "src").mkdir()
         (root / "out").mkdir()
         jobs = []

@@ -14,7 +14,9 @@ Making an environment (``EnvStore.ensure``):
   manifest's ``inputs.python_lock``): a bundle never replaces the image's pins;
 - one maker at a time per environment, across threads and worker processes
   (an ``flock`` on ``envs/<key>.lock``), in a temporary directory renamed into
-  place only when complete; a leftover of a maker that died is removed;
+  place only when complete; a leftover of a process that died (named by
+  ``core.atomic``'s rule: ``.<key>.<pid>.….tmp``) is removed by the next maker and
+  by every worker when it starts;
 - every wheel's sha256 is checked before it is opened; no pip runs: each wheel
   is unpacked here (``env_install``), and every member must be a plain
   relative path (no ``..``, no absolute path, no link or device), listed in the
@@ -51,7 +53,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -61,17 +62,19 @@ from typing import Any
 
 from lockstep.bundles.env_check import ENV_SCHEMA, MARKER, verify
 from lockstep.bundles.env_compile import compile_site, is_pyc, seal
-from lockstep.bundles.env_install import (
-    EnvRefused,
-    WheelRefused,
-    install_all,
-    plan_all,
-)
+from lockstep.bundles.env_install import EnvRefused, WheelRefused, install_all, plan_all
 from lockstep.bundles.env_layer import LayerRefused, LayerSink
 from lockstep.bundles.env_watch import TreeWatch
-from lockstep.bundles.lockfile import LOCK_FILE, BundleLock, env_key, parse_lock
-from lockstep.core.atomic import remove_read_only, write_bytes
-from lockstep.core.bounded import LOCK_MAX, read_regular
+from lockstep.bundles.lockfile import BundleLock, env_key
+from lockstep.bundles.store import read_bundle_lock
+from lockstep.core.atomic import (
+    SUFFIX,
+    remove_leftovers,
+    remove_read_only,
+    temp_dir,
+    temp_prefix,
+    write_bytes,
+)
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 
 log = logging.getLogger("lockstep.bundles.env")
@@ -79,7 +82,7 @@ log = logging.getLogger("lockstep.bundles.env")
 MAX_WHEEL_BYTES = 1 << 30  # one wheel, as sent
 MAX_WATCHED = 4  # environments watched (inotify instances and watches are per-user limits)
 
-__all__ = ["Env", "EnvRefused", "EnvStore", "WheelRefused", "WheelsMissing"]
+__all__ = ["Env", "EnvRefused", "EnvStore", "WheelRefused", "WheelsMissing", "read_bundle_lock"]
 
 
 class WheelsMissing(RuntimeError):
@@ -103,21 +106,6 @@ class Env:
     lock: str  # the lock file's digest
     built: bool = False  # made by this call (not found ready)
     seconds: float = 0.0
-
-
-def read_bundle_lock(bundle: Path) -> BundleLock | None:
-    """The lock of the bundle stored at ``bundle``; None if it has none; ``EnvRefused`` if bad."""
-    path = bundle / LOCK_FILE
-    try:
-        raw = read_regular(path, LOCK_MAX)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise EnvRefused(f"{LOCK_FILE} of bundle {bundle.name[:12]}: {exc.strerror}") from exc
-    lock, problems = parse_lock(raw, LOCK_FILE)
-    if lock is None or problems:
-        raise EnvRefused(f"{LOCK_FILE} of bundle {bundle.name[:12]}: {problems[0]}")
-    return lock
 
 
 class EnvStore:
@@ -291,10 +279,20 @@ class EnvStore:
             self.compile_soon(key)
         return True
 
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the temporary directories under ``envs/`` of processes that are gone (a
+        maker, a layer's extraction or a removal killed part-way: ``core.atomic``'s
+        naming rule tells whose each is); them."""
+        removed = remove_leftovers(self.envs)
+        for path in removed:
+            log.warning("lockstep environment: removed %s, left by a stopped process", path)
+        return removed
+
     def check_all(self) -> int:
         """Verify every environment of this build on disk (a worker does, in the background,
         when it starts: a job's first check then finds it verified and watched); how many
-        are ready. A broken one is removed."""
+        are ready. A broken one is removed, and so are the leftovers of stopped processes."""
+        self.remove_leftovers()
         ready = 0
         for marker in sorted(self.envs.glob("*/" + MARKER)):
             try:
@@ -330,7 +328,7 @@ class EnvStore:
         """Remove an environment directory: first renamed out of the way (atomically, so no
         one finds it half removed), then deleted; what a compile still writing there
         keeps, the next maker removes (a ``.*.tmp`` leftover)."""
-        gone = final.with_name(f".{final.name}.{os.getpid()}-{time.time_ns()}.tmp")
+        gone = final.with_name(f"{temp_prefix(final.name)}{time.time_ns()}{SUFFIX}")
         try:
             os.rename(final, gone)
         except FileNotFoundError:
@@ -343,9 +341,7 @@ class EnvStore:
     def _make(self, key: str, lock: BundleLock) -> None:
         """Install ``lock``'s wheels into a fresh ``envs/<key>`` (holding its flock)."""
         final = self._dir(key)
-        for stale in self.envs.glob(f".{final.name}.*.tmp"):  # a maker that died part-way
-            log.warning("lockstep environment %s: removing %s left by a stopped maker", key, stale)
-            _delete(stale)
+        self.remove_leftovers()  # of makers, senders' transfers, removals that were killed
         if final.exists():
             self._remove(final)
         missing = self.missing([w.digest for w in lock.wheels])
@@ -360,7 +356,7 @@ class EnvStore:
                 raise WheelsMissing([wheel.digest])  # corrupt on disk: removed, send again
             wheels.append((data, wheel.filename, wheel.project))
         plans = plan_all(wheels)  # every check a wheel's directory allows, before writing
-        tmp = Path(tempfile.mkdtemp(dir=self.envs, prefix=f".{final.name}.", suffix=".tmp"))
+        tmp = temp_dir(self.envs, final.name)
         try:
             site = tmp / "site"
             site.mkdir()
@@ -394,7 +390,8 @@ class EnvStore:
         self.check_lock(lock)
         self.envs.mkdir(parents=True, exist_ok=True)
         name = hex_of(env_key(self.build_id, lock.digest))
-        tmp = Path(tempfile.mkdtemp(dir=self.envs, prefix=f".{name}.layer-", suffix=".tmp"))
+        self.remove_leftovers()
+        tmp = temp_dir(self.envs, name, "layer-")
         try:
             return LayerSink(tmp, digest, size, lock.digest)
         except LayerRefused:

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import platform
-import queue
 import sys
 import tarfile
 import threading
@@ -53,6 +52,7 @@ MAX_LAYER_BYTES = 2 << 30  # one layer, compressed, as sent
 MAX_INDEX_BYTES = 64 << 20
 _COPY = 1 << 20
 _IN_FLIGHT = 64  # small files read and not yet written
+PIPE_BYTES = 16 << 20  # inflated bytes queued for the extracting thread, at most
 WRITERS = 3
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -82,18 +82,58 @@ class Extracted:
 
 
 class _Pipe:
-    """A file-like reader of the chunks ``feed`` queues: what ``tarfile``'s stream mode reads."""
+    """A bounded, file-like reader of the inflated bytes ``put`` queues: what ``tarfile``'s
+    stream mode reads. ``put`` waits while ``PIPE_BYTES`` are queued (the receiving side
+    slows down rather than the worker holding a whole environment in memory); ``close``
+    ends the stream, ``stop_reading`` drops what is queued and all later bytes."""
 
     def __init__(self) -> None:
-        self.chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._held = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._dropping = False
         self.buffer = memoryview(b"")
         self.ended = False
+
+    def put(self, chunk: bytes) -> None:
+        with self._cond:
+            while self._held >= PIPE_BYTES and not (self._dropping or self._closed):
+                self._cond.wait()
+            if self._dropping or self._closed:
+                return
+            self._chunks.append(chunk)
+            self._held += len(chunk)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def stop_reading(self) -> None:
+        with self._cond:
+            self._dropping = True
+            self._chunks.clear()
+            self._held = 0
+            self._cond.notify_all()
+
+    def _next(self) -> bytes | None:
+        with self._cond:
+            while not self._chunks and not self._closed and not self._dropping:
+                self._cond.wait()
+            if not self._chunks:
+                return None
+            chunk = self._chunks.popleft()
+            self._held -= len(chunk)
+            self._cond.notify_all()
+            return chunk
 
     def read(self, n: int = -1) -> bytes:
         out = bytearray()
         while (n < 0 or len(out) < n) and not self.ended:
             if not self.buffer:
-                chunk = self.chunks.get()
+                chunk = self._next()
                 if chunk is None:
                     self.ended = True
                     break
@@ -142,16 +182,20 @@ class LayerSink:
             self._fail(f"more than the {self.size} bytes it was sent as")
         self._hash.update(data)
         try:  # inflated here, written by the extracting thread: two cores at work
-            raw = self._inflate.decompress(data)
+            raw = self._inflate.decompress(data, _COPY)
+            while True:  # in bounded pieces: the pipe holds at most PIPE_BYTES
+                if raw:
+                    self._pipe.put(raw)
+                if not self._inflate.unconsumed_tail:
+                    break
+                raw = self._inflate.decompress(self._inflate.unconsumed_tail, _COPY)
         except zlib.error as exc:
             self._fail(f"it does not inflate ({exc})")
-        if raw:
-            self._pipe.chunks.put(raw)
 
     def finish(self) -> Extracted:
         """The extracted layer, once every byte arrived, the digest matched and the index
         agrees with what was extracted; ``LayerRefused`` (the directory removed) if not."""
-        self._pipe.chunks.put(None)
+        self._pipe.close()
         self._thread.join()
         if self.received == self.size and not self._inflate.eof:
             self._fail("its gzip stream ends early")
@@ -184,7 +228,7 @@ class LayerSink:
         """Stop and remove what was extracted (the sender went, or another error)."""
         if self._error is None:
             self._error = "aborted"
-        self._pipe.chunks.put(None)
+        self._pipe.close()
         self._thread.join()
         remove_read_only(self.tmp)
 
@@ -222,9 +266,8 @@ class LayerSink:
                 self._error = f"it does not read as a tar ({type(exc).__name__}: {exc})"
         finally:
             self._writers.shutdown(wait=True, cancel_futures=True)
-            if self._error is not None:  # let the feeder's queue run dry
-                while not self._pipe.ended:
-                    self._pipe.read(_COPY)
+            if self._error is not None:  # the feeder's bytes are dropped from here on
+                self._pipe.stop_reading()
 
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         name = member.name.rstrip("/") if member.isdir() else member.name

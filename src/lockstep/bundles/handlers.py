@@ -17,6 +17,7 @@ from typing import Any, cast
 from lockstep.bundles.artifact import ArtifactRefused
 from lockstep.bundles.env import EnvRefused, EnvStore, WheelRefused, WheelsMissing
 from lockstep.bundles.env_layer import LayerRefused, LayerSink, host_platform, host_tag
+from lockstep.bundles.env_receive import receiver
 from lockstep.bundles.probe import DEFAULT_TIMEOUT, run_probe
 from lockstep.bundles.protocol import Code, Failure, Op, ok
 from lockstep.bundles.pull import Puller
@@ -150,44 +151,33 @@ def install_env(worker: Any, bundles: BundleStore, envs: EnvStore) -> None:
 def layer_handler(
     where: str, bundles: BundleStore, envs: EnvStore, failure: Callable[[Exception], Any]
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """``Op.ENV_LAYER(digest, layer, size, offset, data, last)``: the next bytes of the
-    prebuilt environment layer ``layer`` of the stored bundle ``digest``, in order from
-    offset 0; extracted as they come (``env_layer.LayerSink``). An answer comes as soon as
-    the bytes are queued (``received``); the last one's comes once the layer is verified
-    and in place (``env``, ``built``, ``seconds``). Bytes out of order abort the layer."""
-    sinks: dict[str, tuple[LayerSink, float]] = {}
+    """``Op.ENV_LAYER(digest, layer, size, offset, data, last, transfer, idle)``: a piece
+    of the prebuilt environment layer ``layer`` of the stored bundle ``digest``, from
+    the sender ``transfer``; pieces may come out of order and are fed in order
+    (``env_receive``), extracted as they come (``env_layer.LayerSink``). Each piece is
+    answered once its bytes were fed (``received``); the last one once the layer is
+    verified and in place (``env``, ``built``, ``seconds``)."""
+
+    def sink(digest: str, layer: str, size: int) -> LayerSink:
+        return envs.layer_sink(bundles.path(digest, where), layer, size)
+
+    receive = receiver(sink)
 
     async def layer(
-        digest: str, layer: str, size: int, offset: int, data: Any, last: bool = False
-    ) -> dict[str, Any]:
-        name = f"{digest} {layer}"
+        digest: str, layer: str, size: int, offset: int, data: Any, last: bool = False,
+        transfer: str = "", idle: float = 120.0,
+    ) -> dict[str, Any]:  # fmt: skip
         try:
-            if offset == 0:
-                old = sinks.pop(name, None)
-                if old is not None:
-                    await asyncio.to_thread(old[0].abort)
-                path = await asyncio.to_thread(bundles.path, digest, where)
-                made = await asyncio.to_thread(envs.layer_sink, path, layer, int(size))
-                sinks[name] = (made, time.monotonic())
-            found = sinks.get(name)
-            if found is None or found[0].received != offset:
-                raise LayerRefused(
-                    f"environment layer {layer}: bytes at offset {offset} came out of order; "
-                    "refused, nothing of it is used"
-                )
-            sink, started = found
-            await asyncio.to_thread(sink.feed, bytes(data))
-            if not last:
-                return ok(received=sink.received)
-            del sinks[name]
-            env = await asyncio.to_thread(envs.adopt, sink)
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise LayerRefused(f"environment layer {layer}: a piece is sent as bytes")
+            done, got = await receive(digest, layer, size, offset, data, last, transfer, idle)
+            if done is None:
+                return ok(received=offset + len(data))
+            env = await asyncio.to_thread(envs.adopt, done)
         except (ValueError, RuntimeError, OSError) as exc:
-            left = sinks.pop(name, None)
-            if left is not None:
-                await asyncio.to_thread(left[0].abort)
             log.error("lockstep environment layer %s on %s: %s", layer, where, exc)
             return cast(dict[str, Any], failure(exc))
-        seconds = time.monotonic() - started
+        seconds = time.monotonic() - got.started
         return ok(env=env.key, built=env.built, seconds=round(seconds, 3))
 
     return layer

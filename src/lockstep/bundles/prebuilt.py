@@ -13,8 +13,11 @@ the pinned deflate). The same lock and interpreter give the same bytes on any ho
 One layer per platform and Python cache tag: today the platform of the running
 host (``linux/amd64``). The layer is compiled by ``python``: the image's
 interpreter (``StagedPython`` of a build's base layer), or by default the running
-one (``RunningPython``) — on the runner image it is the workers' own. A worker
-whose tag or platform differs is sent the wheels instead.
+one (``RunningPython``) — on the runner image it is the workers' own. The lock
+names the image's Python by its wheel tags (``image_tag``: ``cp311`` →
+``cpython-311``); a ``python`` with another cache tag is refused with one line
+before anything is compiled. A worker whose tag or platform differs is sent the
+wheels instead.
 
 Kept in the runner's cache (``core.store``) under the lock's digest, the tag, the
 platform and the compressor: made once per lock, read back by later runs.
@@ -36,6 +39,7 @@ from lockstep.bundles.env_install import WheelRefused, plan_all
 from lockstep.bundles.env_layer import INDEX, INDEX_SCHEMA, host_platform
 from lockstep.bundles.lockfile import BundleLock, LockedWheel
 from lockstep.core.digests import canonical_json, sha256_digest
+from lockstep.core.errors import BadInput
 from lockstep.core.store import Cache
 from lockstep.core.wheels import WheelRejected, in_test_dir, read_members
 
@@ -83,6 +87,17 @@ def cache_tag(python: StagedPython) -> str:
     return str(proc.stdout).strip()
 
 
+def image_tag(lock: BundleLock) -> str | None:
+    """The cache tag of the Python the lock was made for (the image's): from the first of
+    its wheel tags that names a CPython (``cp311-…`` → ``cpython-311``); None if none does
+    (a lock of pure wheels only, for any Python 3)."""
+    for wheel_tag in lock.platform_tags:
+        interpreter = wheel_tag.split("-", 1)[0]
+        if interpreter.startswith("cp") and interpreter[2:].isdigit():
+            return f"cpython-{interpreter[2:]}"
+    return None
+
+
 def env_layer(
     lock: BundleLock,
     wheel: Callable[[LockedWheel], bytes],
@@ -91,9 +106,17 @@ def env_layer(
 ) -> EnvLayer:
     """The layer of ``lock``'s environment for ``python``, from ``cache`` or made now from
     the wheels' bytes (``wheel``: a wheel's, checked against its sha256);
-    ``WheelRefused`` naming the wheel if one is unsafe or dishonest."""
+    ``WheelRefused`` naming the wheel if one is unsafe or dishonest; ``BadInput`` if
+    ``python`` is not the Python the lock was made for (``image_tag``)."""
     python = python or running_python()
     tag, platform = cache_tag(python), host_platform()
+    wanted = image_tag(lock)
+    if wanted is not None and wanted != tag:
+        raise BadInput(
+            f"the bundle's lock is for the image's Python ({wanted}, from its wheel tags), "
+            f"this Python is {tag}: a prebuilt environment holds .pyc for the tasks' Python "
+            f"only; run with the image's Python (the runner image) or leave out --prebuilt"
+        )
     key = sha256_digest(
         canonical_json(
             {

@@ -4,17 +4,28 @@ The runner asks each worker for its environment's state (``Op.ENV_STATUS``: read
 and the worker's Python cache tag and platform); to each worker whose environment is
 not ready and whose tag and platform are the layer's, it sends the layer
 (``bundles/prebuilt.py``, made once per lock in the runner's cache) in ``CHUNK``
-pieces (``Op.ENV_LAYER``), one after another: a worker queues each piece and
-answers, and extracts while the next one travels. The last piece's answer comes
-once the worker checked the digest and put the environment in place. Workers that
+pieces (``Op.ENV_LAYER``), ``WINDOW`` of them in flight at once, each read from the
+cache file only when it is sent: the runner, the scheduler and each worker hold at
+most a window of pieces. A worker puts them back in order, answers each once it
+was fed to the extraction, and extracts while the next ones travel
+(``env_receive``); the last piece's answer comes once the worker checked the
+digest and put the environment in place. A worker that goes away mid-way fails
+its piece (no answer): the transfer ends with that one line; a runner that goes
+away sends nothing more, and the worker gives the transfer up after the
+runner's timeout. Workers that
 run another Python are left to the per-wheel form (``ship.ship_environment``).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from lockstep.bundles.format import Bundle
@@ -27,6 +38,7 @@ from lockstep.core.store import Cache, default_cache_dir
 log = logging.getLogger(__name__)
 
 CHUNK = 4 << 20  # bytes per message: small enough that extraction follows the transfer
+WINDOW = 4  # pieces in flight at once (a worker holds at most env_receive.AHEAD early ones)
 
 
 class LayerFailed(RuntimeError):
@@ -70,24 +82,57 @@ def ship_layer(
     )
     if not targets:
         return [], 0
-    blob = cache.blob_path(layer.digest).read_bytes()
-    answer: dict[str, Any] = {}
-    for offset in range(0, len(blob), CHUNK):
-        last = offset + CHUNK >= len(blob)
-        msg = message(Op.ENV_LAYER, digest=bundle.digest, layer=layer.digest, size=len(blob),
-                      offset=offset, data=blob[offset : offset + CHUNK], last=last)  # fmt: skip
-        answer = ask(targets, msg, timeout + (600 if last else 0))
-        failures = read_failures(Op.ENV_LAYER, targets, answer)
-        if failures:
-            raise LayerFailed(failures)
+    answer = send_pieces(ask, targets, cache.blob_path(layer.digest), layer.size,
+                         message(Op.ENV_LAYER, digest=bundle.digest, layer=layer.digest,
+                                 size=layer.size, transfer=secrets.token_hex(8),
+                                 idle=timeout), timeout)  # fmt: skip
     built = [w for w, a in answer.items() if a.get("built")]
     log.info(
         "bundle %s: environment layer %s (%d bytes) sent to %d worker(s), made on %d "
         "(layer %.2f s, sent and extracted %.2f s)",
-        bundle.digest, layer.digest, len(blob), len(targets), len(built),
+        bundle.digest, layer.digest, layer.size, len(targets), len(built),
         made - start, time.monotonic() - made,
     )  # fmt: skip
-    return built, len(blob) * len(targets)
+    return built, layer.size * len(targets)
+
+
+def send_pieces(
+    ask: Ask, targets: Sequence[str], path: Path, size: int, head: dict[str, Any],
+    timeout: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Send the file at ``path`` (``size`` bytes) to ``targets`` in ``CHUNK`` pieces
+    (``head``: the message's other fields), ``WINDOW`` of them in flight, each read
+    from the file only when it is sent; the last piece's answers. ``LayerFailed`` with
+    the first failures (a worker that refused a piece, or went and did not answer);
+    pieces in flight then are let finish, none is sent after."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def send(offset: int) -> dict[str, Any]:
+        data = os.pread(fd, CHUNK, offset)
+        last = offset + len(data) >= size
+        msg = {**head, "offset": offset, "data": data, "last": last}
+        return ask(targets, msg, timeout + (600 if last else 0))
+
+    first: list[Failure] = []
+    answer: dict[str, Any] = {}
+    try:
+        with ThreadPoolExecutor(WINDOW, thread_name_prefix="lockstep-layer-send") as pool:
+            flight: collections.deque[Future[dict[str, Any]]] = collections.deque()
+            offsets = iter(range(0, size, CHUNK))
+            while True:
+                offset = next(offsets, None) if not first else None
+                if offset is not None:
+                    flight.append(pool.submit(send, offset))
+                if flight and (offset is None or len(flight) >= WINDOW):
+                    answer = flight.popleft().result()
+                    first = first or read_failures(Op.ENV_LAYER, targets, answer)
+                elif offset is None:
+                    break
+    finally:
+        os.close(fd)
+    if first:
+        raise LayerFailed(first)
+    return answer
 
 
 __all__ = ["CHUNK", "LayerFailed", "ship_layer"]

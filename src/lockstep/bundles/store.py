@@ -27,14 +27,15 @@ import errno
 import logging
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lockstep.core.atomic import remove_read_only
-from lockstep.core.bounded import read_regular
+from lockstep.bundles.env_install import EnvRefused
+from lockstep.bundles.lockfile import LOCK_FILE, BundleLock, parse_lock
+from lockstep.core.atomic import remove_leftovers, remove_read_only, temp_dir
+from lockstep.core.bounded import LOCK_MAX, read_regular
 from lockstep.core.digests import TreeFile, is_digest, tree_digest
 
 log = logging.getLogger("lockstep.bundles.store")
@@ -152,6 +153,7 @@ class BundleStore:
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(self.root)  # of a worker killed while it stored a bundle
             writable = os.access(self.root, os.W_OK | os.X_OK)
             problem = "" if writable else "not writable"
         except OSError as exc:
@@ -209,7 +211,7 @@ class BundleStore:
             return existing
         final = self._dir(digest)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{final.name[:12]}.", suffix=".tmp"))
+        tmp = temp_dir(self.root, final.name[:12])
         try:
             for f in files:
                 path = tmp / f.path
@@ -245,3 +247,18 @@ class BundleStore:
                 "to each worker before its tasks (lockstep run does)"
             )
         return found
+
+
+def read_bundle_lock(bundle: Path) -> BundleLock | None:
+    """The lock of the bundle stored at ``bundle``; None if it has none; ``EnvRefused`` if bad."""
+    path = bundle / LOCK_FILE
+    try:
+        raw = read_regular(path, LOCK_MAX)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise EnvRefused(f"{LOCK_FILE} of bundle {bundle.name[:12]}: {exc.strerror}") from exc
+    lock, problems = parse_lock(raw, LOCK_FILE)
+    if lock is None or problems:
+        raise EnvRefused(f"{LOCK_FILE} of bundle {bundle.name[:12]}: {problems[0]}")
+    return lock

@@ -66,6 +66,50 @@ def remove_stale(directory: Path, stem: str) -> list[Path]:
     return removed
 
 
+def temp_pid(name: str) -> int | None:
+    """The pid whose temporary (of any stem) ``name`` is, or None if it is none."""
+    if not (name.startswith(".") and name.endswith(SUFFIX)):
+        return None
+    parts = name[1 : -len(SUFFIX)].rsplit(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def temp_dir(parent: Path, stem: str, kind: str = "") -> Path:
+    """A new temporary directory in ``parent`` named by the rule: ``.<stem>.<pid>.<kind>…``."""
+    return Path(tempfile.mkdtemp(dir=parent, prefix=temp_prefix(stem) + kind, suffix=SUFFIX))
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Remove every temporary in ``directory`` (whatever its stem) whose process is gone,
+    read-only trees too; them. What the next run or worker does for a killed one."""
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        pid = temp_pid(name)
+        if pid is None or _alive(pid):
+            continue
+        with contextlib.suppress(OSError):  # another process removing it too
+            remove_read_only(directory / name)
+            removed.append(directory / name)
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(stem: str) -> Iterator[Path]:
+    """A temporary directory in the system's temporary directory, removed after the block;
+    the leftovers of ``stem`` from killed processes are removed first."""
+    parent = Path(tempfile.gettempdir())
+    remove_stale(parent, stem)
+    path = temp_dir(parent, stem)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def temp_file(final: Path) -> tuple[int, Path]:
     """An open temporary sibling of ``final`` (fd, path); stale ones are removed first."""
     final.parent.mkdir(parents=True, exist_ok=True)
