@@ -3,7 +3,11 @@
 1. first task on a fresh worker: the bundle and its wheels sent by the runner, the
    environment made (unpacked, RECORD-checked; compiled in the background after), the
    task run — through a real ``lockstep scheduler`` and ``lockstep worker`` on 127.0.0.1;
-2. the same on a restarted worker whose environment is on disk (nothing sent);
+2. the same on a restarted worker whose environment is on disk (nothing sent); each in
+   three forms side by side: the wheels, the prebuilt layer one piece per round trip
+   (window 1) and the prebuilt layer with ``ship_layer.WINDOW`` pieces in flight; and
+   where a fresh worker's time goes without the network (the layer inflated, then
+   extracted from memory);
 3. per-task overhead with numpy imported by the model, ``isolated_warm`` and ``cold``
    (executors driven directly, as in ``bench_runtime``), beside the time to import the
    model's modules in a fresh child;
@@ -31,12 +35,15 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lockstep.bundles import ship_layer  # noqa: E402
 from lockstep.bundles.env import EnvStore  # noqa: E402
 from lockstep.bundles.format import load_bundle  # noqa: E402
 from lockstep.bundles.image_pins import from_files  # noqa: E402
 from lockstep.bundles.lock import lock_bundle  # noqa: E402
 from lockstep.bundles.prebuilt import env_layer  # noqa: E402
 from lockstep.bundles.ship import ship_bundle  # noqa: E402
+from lockstep.bundles.ship_layer import WINDOW  # noqa: E402
+from lockstep.core.atomic import remove_read_only  # noqa: E402
 from lockstep.core.store import Cache, default_cache_dir  # noqa: E402
 from lockstep.runtime import connect, submit_task  # noqa: E402
 from lockstep.runtime.executors import TaskCall  # noqa: E402
@@ -102,22 +109,25 @@ def first_task(
     layer = env_layer(lock, lambda w: cache.get_blob(w.digest) or b"", Cache(workdir / "runner"))
     rows.append((f"making the prebuilt layer once (runner side, {layer.size / 1e6:.1f} MB)",
                  time.perf_counter() - t, "RECORD checks, .pyc compile, tar + gzip"))  # fmt: skip
+    rows += unpack_only(workdir, bundle, Cache(workdir / "runner"), layer.digest, runs)
     os.environ["LOCKSTEP_CACHE_DIR"] = str(workdir / "runner")  # the layer, and the wheels:
     for w in lock.wheels:
         Cache(workdir / "runner").put_blob(cache.get_blob(w.digest) or b"")
     try:
         for executor in ("isolated_warm", "cold"):
-            for form in ("wheels", "prebuilt"):
-                shipped_bundle = dataclasses.replace(loaded, prebuilt=form == "prebuilt")
+            # the layer's pieces one round trip at a time (window 1), then a window in flight
+            for form, window in (("wheels", 0), ("prebuilt, window 1", 1), ("prebuilt", WINDOW)):
+                ship_layer.WINDOW = window or WINDOW
+                shipped_bundle = dataclasses.replace(loaded, prebuilt=window > 0)
                 samples: dict[str, list[float]] = {"fresh": [], "cached": []}
                 notes: dict[str, str] = {}
                 next_times: list[float] = []
                 for run in range(runs):
-                    store = workdir / f"bundles-{executor}-{form}-{run}"
+                    store = workdir / f"bundles-{executor}-{window}-{run}"
                     for attempt in ("fresh", "cached"):
                         worker = start_worker(
                             workdir, address, a_path, executor,
-                            f"w-{executor}-{form}-{run}-{attempt}",
+                            f"w-{executor}-{window}-{run}-{attempt}",
                             env={"LOCKSTEP_BUNDLE_DIR": str(store)},
                         )  # fmt: skip
                         try:
@@ -164,6 +174,41 @@ def first_task(
     finally:
         scheduler.stop()
     return rows
+
+
+def unpack_only(
+    workdir: Path, bundle: Path, cache: Cache, digest: str, runs: int
+) -> list[tuple[str, float, str]]:
+    """Where a fresh worker's time goes without the network: the layer inflated and hashed
+    only, then inflated, hashed and extracted (files written, verified, renamed into place)
+    from memory in the transport's 4 MiB pieces — the worker's side of a transfer alone."""
+    import hashlib
+    import zlib
+
+    from lockstep.bundles.ship_layer import CHUNK
+
+    blob = cache.blob_path(digest).read_bytes()
+    inflate, extract = [], []
+    for run in range(runs):
+        t = time.perf_counter()
+        hashlib.sha256(blob).digest()
+        raw = zlib.decompressobj(wbits=31).decompress(blob)
+        inflate.append(time.perf_counter() - t)
+        envs = EnvStore(workdir / f"unpack-{run}", "sha256:" + "b" * 64, PYTHON_LOCK)
+        t = time.perf_counter()
+        sink = envs.layer_sink(bundle, digest, len(blob))
+        for offset in range(0, len(blob), CHUNK):
+            sink.feed(blob[offset : offset + CHUNK])
+        envs.adopt(sink)
+        extract.append(time.perf_counter() - t)
+        remove_read_only(workdir / f"unpack-{run}")
+    each = ", ".join(f"{x:.2f}" for x in extract)
+    return [
+        (f"  where it goes: sha256 + inflate only ({len(raw) / 1e6:.0f} MB out)",
+         statistics.median(inflate), f"median of {runs}"),
+        ("  where it goes: extraction from memory (inflate, files written, verified, renamed)",
+         statistics.median(extract), f"median of {runs} ({each})"),
+    ]  # fmt: skip
 
 
 def per_task(workdir: Path, bundle: Path, repeat: int) -> list[tuple[str, float]]:

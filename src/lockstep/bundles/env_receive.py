@@ -58,6 +58,7 @@ class Transfer:
         self.failed: str | None = None
         self._idle = min(max(float(idle), 1.0), MAX_IDLE)
         self._timer: asyncio.TimerHandle | None = None
+        self._giving_up: asyncio.Task[None] | None = None
         self._touch()
 
     async def piece(self, offset: int, data: bytes, last: bool) -> LayerSink | None:
@@ -110,16 +111,14 @@ class Transfer:
     def _touch(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(
-            self._idle,
-            lambda: loop.create_task(
-                self.give_up(
-                    f"environment layer {self.name.split()[-1]}: no piece came for "
-                    f"{self._idle:.0f} s (its sender went); removed, nothing of it is used"
-                )
-            ),
+        self._timer = asyncio.get_running_loop().call_later(self._idle, self._quiet)
+
+    def _quiet(self) -> None:
+        why = (
+            f"environment layer {self.name.split()[-1]}: no piece came for {self._idle:.0f} s "
+            "(its sender went); removed, nothing of it is used"
         )
+        self._giving_up = asyncio.get_running_loop().create_task(self.give_up(why))
 
     async def give_up(self, why: str, log_it: bool = True) -> None:
         """Abort: the temporary directory removed, waiting pieces answered with ``why``."""
@@ -162,7 +161,7 @@ def receiver(
                 f"environment layer {layer}: the sender sent it as {size} and as {found.size} "
                 "bytes; refused, nothing of it is used"
             )
-        if found is not None and (found.transfer != transfer or found.failed is not None):
+        if found is not None and found.transfer != transfer:  # a new sender: the old one went
             del transfers[name]
             await found.give_up(f"environment layer {layer}: replaced by another transfer")
             found = None
@@ -171,12 +170,9 @@ def receiver(
                 name, transfer, int(size), lambda: make_sink(digest, layer, int(size)), idle
             )
             transfers[name] = found
-        try:
-            done = await found.piece(int(offset), bytes(data), bool(last))
-        except BaseException:
-            if transfers.get(name) is found and found.failed is not None:
-                del transfers[name]
-            raise
+        # a failed transfer stays (its sender's later pieces get its line) until another
+        # sender's piece replaces it
+        done = await found.piece(int(offset), bytes(data), bool(last))
         if done is not None:
             found.done()
             transfers.pop(name, None)
