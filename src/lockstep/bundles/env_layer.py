@@ -51,10 +51,14 @@ INDEX_SCHEMA = "lockstep.env-layer/v1"
 MAX_LAYER_BYTES = 2 << 30  # one layer, compressed, as sent
 MAX_INDEX_BYTES = 64 << 20
 _COPY = 1 << 20
-_IN_FLIGHT = 64  # small files read and not yet written
+_BATCH = 32  # small files one writer thread writes in one go (fewer thread hand-offs)
+_IN_FLIGHT = 8  # batches read and not yet written (each at most _COPY bytes, about)
 PIPE_BYTES = 16 << 20  # inflated bytes queued for the extracting thread, at most
 WRITERS = 3
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+Written = tuple[str, int, int]  # a file written: its path, size and mtime_ns
 
 
 class LayerRefused(WheelRefused):
@@ -166,7 +170,9 @@ class LayerSink:
         self._dir_set: set[str] = set()
         # the kernel's file creation is most of an extraction: a few threads do it at once
         self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="lockstep-layer-write")
-        self._pending: collections.deque[Future[tuple[str, int, int]]] = collections.deque()
+        self._pending: collections.deque[Future[list[Written]]] = collections.deque()
+        self._batch: list[tuple[Path, bytes]] = []
+        self._batch_bytes = 0
         self._thread = threading.Thread(
             target=self._extract, name=f"lockstep-layer-{digest[7:19]}", daemon=True
         )
@@ -253,8 +259,7 @@ class LayerSink:
                             f"it unpacks to more than {MAX_ENV_BYTES} bytes or {MAX_MEMBERS} files"
                         )
                     self._member(tar, member)
-                while self._pending:
-                    self._done(self._pending.popleft().result())
+                self._flush(0)
             self._pipe.read()  # drain what is left
         except LayerRefused as exc:
             self._error = str(exc)
@@ -321,11 +326,21 @@ class LayerSink:
             self._done(_write(self.tmp / name, iter(lambda: handle.read(_COPY), b"")))
             return
         data = handle.read()  # a small one: written by a writer thread, while this reads on
-        self._pending.append(self._writers.submit(_write, self.tmp / name, (data,)))
-        while len(self._pending) > _IN_FLIGHT:
-            self._done(self._pending.popleft().result())
+        self._batch.append((self.tmp / name, data))
+        self._batch_bytes += len(data)
+        if len(self._batch) >= _BATCH or self._batch_bytes >= _COPY:
+            self._flush(_IN_FLIGHT)
 
-    def _done(self, written: tuple[str, int, int]) -> None:
+    def _flush(self, keep: int) -> None:
+        """Hand the batch to a writer; wait for the oldest until ``keep`` are in flight."""
+        if self._batch:
+            self._pending.append(self._writers.submit(_write_all, self._batch))
+            self._batch, self._batch_bytes = [], 0
+        while len(self._pending) > keep:
+            for written in self._pending.popleft().result():
+                self._done(written)
+
+    def _done(self, written: Written) -> None:
         path, size, mtime_ns = written
         name = path[len(str(self.tmp)) + 1 :]
         want, _, executable = self._files[name]
@@ -334,7 +349,11 @@ class LayerSink:
         self._files[name] = (size, mtime_ns, executable)
 
 
-def _write(path: Path, pieces: Iterable[bytes]) -> tuple[str, int, int]:
+def _write_all(files: list[tuple[Path, bytes]]) -> list[Written]:
+    return [_write(path, (data,)) for path, data in files]
+
+
+def _write(path: Path, pieces: Iterable[bytes]) -> Written:
     """Create ``path`` exclusively, read-only, never through a link, holding ``pieces``;
     ``(path, size, mtime_ns)``. The mode is set after (the exec bit: ``finish``)."""
     try:
