@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -241,3 +242,49 @@ def test_a_lock_for_another_python_is_refused_before_anything_is_compiled(
     ours = host_tag().removeprefix("cpython-")
     same = dataclasses.replace(lock, platform_tags=(f"cp{ours}-cp{ours}-manylinux_2_17_x86_64",))
     assert make_env_layer(same, lambda _w: data, Cache(tmp_path / "runner")).tag == host_tag()
+
+
+def test_the_receiving_side_waits_while_the_extraction_is_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded memory on the worker: with the files not being written (a slow disk, here a
+    writer held back), feeding stops once ``PIPE_BYTES`` of inflated bytes wait, instead
+    of the whole environment piling up in memory; it goes on when the writer does."""
+    import threading
+
+    big = {"demo/__init__.py": b"V = 1\n", "demo/data.bin": bytes(24 << 20)}
+    bundle, blob, digest = made(tmp_path, big)
+    monkeypatch.setattr(env_layer, "PIPE_BYTES", 2 << 20)
+    writing, waited = threading.Event(), threading.Event()
+    write = env_layer._write
+
+    def held_back(path: Path, pieces: Any) -> Any:
+        assert writing.wait(120)
+        return write(path, pieces)
+
+    monkeypatch.setattr(env_layer, "_write", held_back)
+    feeder: list[threading.Thread] = []
+    pipe_init = env_layer._Pipe.__init__
+
+    class Watched(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            if feeder and threading.current_thread() is feeder[0]:
+                waited.set()
+            return super().wait(timeout)
+
+    def init(self: Any) -> None:
+        pipe_init(self)
+        self._cond = Watched()
+
+    monkeypatch.setattr(env_layer._Pipe, "__init__", init)
+    s = store(tmp_path)
+    sink = s.layer_sink(bundle, digest, len(blob))
+    feeder.append(threading.Thread(target=sink.feed, args=(blob,)))
+    feeder[0].start()
+    assert waited.wait(120)  # the feeder waits for the extraction
+    assert sink._pipe._held <= env_layer.PIPE_BYTES + env_layer._COPY
+    writing.set()
+    feeder[0].join(120)
+    assert not feeder[0].is_alive()
+    env = s.adopt(sink)
+    assert (env.site / "demo" / "data.bin").stat().st_size == 24 << 20
