@@ -73,6 +73,43 @@ def test_an_environment_is_made_once_from_sent_wheels_and_imports(tmp_path: Path
     assert (env.site / "demo").stat().st_mode & 0o777 == 0o555
 
 
+def test_a_worker_installs_its_own_platform_s_wheels_and_refuses_a_lock_without_it(
+    tmp_path: Path,
+) -> None:
+    amd = make_wheel(files={"demo/__init__.py": b"ARCH = 'amd64'\n"})
+    arm = make_wheel(files={"demo/__init__.py": b"ARCH = 'arm64'\n"})
+    bundle = tmp_path / "bundle"
+    write_lock(
+        bundle, [], platforms={"linux/amd64": [wheel_entry(amd)], "linux/arm64": [wheel_entry(arm)]}
+    )
+    made = {}
+    for platform, data in (("linux/amd64", amd), ("linux/arm64", arm)):
+        s = EnvStore(tmp_path / platform.replace("/", "-"), BUILD, PYTHON_LOCK, platform)
+        assert s.status(bundle)["missing"] == [sha256_digest(data)]  # only its own wheel
+        put_all(s, data)
+        env = s.ensure(bundle)
+        assert env is not None and env.built
+        made[platform] = (env.site / "demo" / "__init__.py").read_text()
+    assert made == {"linux/amd64": "ARCH = 'amd64'\n", "linux/arm64": "ARCH = 'arm64'\n"}
+
+    # An environment of the other platform where this worker keeps its own is not used.
+    shared = EnvStore(tmp_path / "linux-amd64", BUILD, PYTHON_LOCK, "linux/arm64")
+    assert shared.status(bundle) == {
+        "env": env.key, "ready": False, "missing": [sha256_digest(arm)]
+    }  # fmt: skip
+
+    only_amd = tmp_path / "only-amd64"
+    write_lock(only_amd, [wheel_entry(amd)], platforms={"linux/amd64": [wheel_entry(amd)]})
+    arm_store = EnvStore(tmp_path / "arm", BUILD, PYTHON_LOCK, "linux/arm64")
+    with pytest.raises(EnvRefused) as refused:
+        arm_store.status(only_amd)
+    assert str(refused.value) == (
+        "the bundle's lock is for linux/amd64, not this worker's linux/arm64; lock it for "
+        "every platform of the image with `lockstep bundle lock`"
+    )
+    assert nothing_made(arm_store)
+
+
 def test_a_bundle_without_a_lock_has_no_environment(tmp_path: Path) -> None:
     bundle = tmp_path / "plain"
     bundle.mkdir()

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from lockstep.bundles.env_layer import host_platform
 from lockstep.bundles.format import load_bundle
-from lockstep.bundles.lockfile import lock_body, lock_bytes, read_declared
+from lockstep.bundles.lockfile import lock_bytes
 from lockstep.bundles.protocol import Op
 from lockstep.bundles.ship import ship_bundle
-from lockstep.core.digests import sha256_digest
+from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.errors import CheckFailed
 from lockstep.jobs.preflight import preflight
 from lockstep.jobs.run import run_job
@@ -29,7 +30,7 @@ from lockstep.runtime import submit_task
 from lockstep.runtime.cluster import with_token
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.support import require
-from tests.inputs.test_python_lock import LOCK, PLATFORM, ROOT, _index_reachable
+from tests.inputs.test_python_lock import LOCK, PLATFORM, PROJECT, _index_reachable
 from tests.jobs.test_jobs_units import EXAMPLES, edit_spec
 
 NUMPY = EXAMPLES / "numpy"
@@ -129,27 +130,14 @@ def test_native_state_depends_on_task_order_under_warm_only(cluster: Cluster) ->
 
 
 def _relock(bundle: Path, **wheel: str) -> None:
-    """Rewrite the bundle's lock with one wheel's fields changed, as a consistent lock (so
-    only the bytes can tell)."""
+    """Rewrite the bundle's lock with one wheel of this host's platform changed, as a
+    consistent lock (so only the bytes can tell)."""
     path = bundle / "lockstep.lock.json"
     data = json.loads(path.read_bytes())
     data.pop("content_digest")
-    data["wheels"][0].update(wheel)
-    declared, _ = read_declared(bundle)
-    assert declared is not None
-    from lockstep.bundles.lockfile import LockedWheel
-
-    wheels = [LockedWheel(**w) for w in data["wheels"]]
-    body = lock_body(
-        declared,
-        data["image"]["python_lock"],
-        data["image"]["complete_platform"],
-        data["image"]["pins"],
-        data["platform_tags"],
-        wheels,
-        "test",
-    )
-    path.write_bytes(lock_bytes(body))
+    data["platforms"][host_platform()]["wheels"][0].update(wheel)
+    data["content_digest"] = sha256_digest(canonical_json(data))
+    path.write_bytes(lock_bytes(data))
 
 
 def test_a_tampered_wheel_is_refused_and_nothing_is_installed(
@@ -201,8 +189,6 @@ def test_dependency_problems_are_reported_at_once_with_exit_codes(
     data = json.loads((other.parent / "bundle" / "lockstep.lock.json").read_bytes())
     data["image"]["python_lock"] = "sha256:" + "2" * 64
     data.pop("content_digest")
-    from lockstep.core.digests import canonical_json
-
     data["content_digest"] = sha256_digest(canonical_json(data))
     (other.parent / "bundle" / "lockstep.lock.json").write_text(json.dumps(data))
     with pytest.raises(PreflightFailed) as failed:
@@ -216,14 +202,18 @@ def test_dependency_problems_are_reported_at_once_with_exit_codes(
 def test_two_jobs_with_different_locks_on_one_worker_at_once(
     index: None, cluster: Cluster, tmp_path: Path, cache_dir: Path
 ) -> None:
-    from lockstep.bundles.image_pins import from_files
+    from lockstep.bundles.image_pins import from_project
     from lockstep.bundles.lock import lock_bundle
 
     first = copy(NUMPY, tmp_path / "one", executor='"isolated_warm"')
     second = copy(NUMPY, tmp_path / "two", executor='"isolated_warm"')
     pyproject = second.parent / "bundle" / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"numpy>=2,<3"', '"numpy==2.3.5"'))
-    lock_bundle(second.parent / "bundle", from_files(LOCK, PLATFORM, ROOT), cache_dir)
+    lock_bundle(
+        second.parent / "bundle",
+        from_project(PROJECT),
+        cache_dir,
+    )
     results: dict[str, Any] = {}
 
     def run(name: str, spec: Path) -> None:

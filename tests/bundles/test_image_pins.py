@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.bundles.image_pins import from_files, from_image
+from lockstep.bundles.image_pins import from_archives, from_image, from_project, joined
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput, CheckFailed
 from lockstep.manifest import PLATFORM_PATH, PYTHON_LOCK_PATH, BuildManifest
-from lockstep.oci.image import ImageView, image_from_archive
-from tests.inputs.test_python_lock import LOCK, PLATFORM, ROOT
+from lockstep.oci.image import ImageView, images_from_archive
+from tests.inputs.test_python_lock import LOCK, PLATFORM, PROJECT
 
 LOCK_BYTES = LOCK.read_bytes()
 PLATFORM_BYTES = PLATFORM.read_bytes()
+ARM64_BYTES = PROJECT.complete_platform_of("linux/arm64").read_bytes()
 MANIFEST_PATH = "/etc/lockstep/manifest.json"
 
 
@@ -61,12 +62,14 @@ def complete(**files: bytes) -> dict[str, bytes]:
 
 def test_an_image_gives_the_checkout_s_bytes() -> None:
     base = from_image(view(complete()))
-    checkout = from_files(LOCK, PLATFORM, ROOT)
-    assert (base.python_lock, base.complete_platform) == (
-        checkout.python_lock,
-        checkout.complete_platform,
-    )
-    assert base.pins == checkout.pins and base.tags == checkout.tags
+    checkout = from_project(PROJECT)
+    assert checkout.platforms == ("linux/amd64", "linux/arm64")
+    assert base.platforms == ("linux/amd64",)
+    assert base.python_lock == checkout.python_lock
+    assert base.complete_platforms["linux/amd64"] == checkout.complete_platforms["linux/amd64"]
+    amd64 = "linux/amd64"
+    assert base.pins(amd64) == checkout.pins(amd64) and base.tags(amd64) == checkout.tags(amd64)
+    assert checkout.tags("linux/arm64")[0].endswith("_aarch64")
     assert base.where == f"{PYTHON_LOCK_PATH} in HOST/img@sha256:x"
     assert checkout.where == "images/python.lock.json"
 
@@ -102,15 +105,23 @@ def blob(blobs: dict[str, bytes], data: bytes) -> dict[str, object]:
     return {"digest": digest, "size": len(data)}
 
 
-def two_platform_archive(path: Path) -> None:
-    """An OCI archive whose index holds an amd64 and an arm64 image."""
+def two_platform_archive(path: Path, lock: bytes = LOCK_BYTES, said: str = "") -> None:
+    """An OCI archive whose index holds an amd64 and an arm64 image (``said``: the arm64
+    entry's platform in the index, if not its own)."""
     blobs: dict[str, bytes] = {}
     entries = []
-    for arch in ("amd64", "arm64"):
+    for arch, platform in (("amd64", PLATFORM_BYTES), ("arm64", ARM64_BYTES)):
         config = blob(blobs, json.dumps({"os": "linux", "architecture": arch}).encode())
-        top = blob(blobs, layer(complete()))
+        files = complete()
+        files[PLATFORM_PATH], files[PYTHON_LOCK_PATH], files[MANIFEST_PATH] = (
+            platform,
+            lock,
+            manifest(lock),
+        )
+        top = blob(blobs, layer(files))
         image = json.dumps({"schemaVersion": 2, "config": config, "layers": [top]}).encode()
-        entries.append({**blob(blobs, image), "platform": {"os": "linux", "architecture": arch}})
+        listed = said if arch == "arm64" and said else arch
+        entries.append({**blob(blobs, image), "platform": {"os": "linux", "architecture": listed}})
     blobs["index.json"] = json.dumps({"schemaVersion": 2, "manifests": entries}).encode()
     with tarfile.open(path, mode="w") as tar:
         for name, data in blobs.items():
@@ -119,19 +130,36 @@ def two_platform_archive(path: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def test_an_index_of_two_platforms_is_resolved_by_platform(tmp_path: Path) -> None:
+def test_an_index_of_two_platforms_gives_both_and_platform_keeps_some(tmp_path: Path) -> None:
     archive = tmp_path / "worker.tar"
     two_platform_archive(archive)
-    assert image_from_archive(archive, "linux/arm64").platform == "linux/arm64"
-    assert from_image(image_from_archive(archive, "linux/amd64")).python_lock == LOCK_BYTES
-    with pytest.raises(
-        BadInput, match=r"several images \(linux/amd64, linux/arm64\); pass --platform"
-    ):
-        image_from_archive(archive)
-    with pytest.raises(
-        BadInput, match=r"has no image for linux/s390x \(it has: linux/amd64, linux/arm64\)"
-    ):
-        image_from_archive(archive, "linux/s390x")
+    assert [v.platform for v in images_from_archive(archive)] == ["linux/amd64", "linux/arm64"]
+    base = from_archives([archive])
+    assert base.complete_platforms == {"linux/amd64": PLATFORM_BYTES, "linux/arm64": ARM64_BYTES}
+    assert base.python_lock == LOCK_BYTES
+    assert base.only(["linux/arm64"]).platforms == ("linux/arm64",)
+    with pytest.raises(BadInput, match=r"unknown platform 'linux/s390x'"):
+        base.only(["linux/s390x"])
+    one = base.only(["linux/amd64"])
+    with pytest.raises(BadInput, match=r"has no image for linux/arm64 \(it has: linux/amd64\)"):
+        one.only(["linux/arm64"])
+
+
+def test_images_of_two_builds_or_one_platform_twice_are_refused(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.tar", tmp_path / "b.tar"
+    two_platform_archive(first)
+    two_platform_archive(second, LOCK_BYTES + b" ")
+    with pytest.raises(BadInput, match="are of builds with other Python locks"):
+        from_archives([first, second])
+    with pytest.raises(BadInput, match="a second image for linux/amd64"):
+        joined([from_archives([first]), from_archives([first])])
+
+
+def test_an_index_entry_that_names_another_platform_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "worker.tar"
+    two_platform_archive(archive, said="s390x")
+    with pytest.raises(CheckFailed, match=r"for linux/s390x, but its config says linux/arm64"):
+        images_from_archive(archive)
 
 
 def test_a_corrupt_blob_in_an_archive_is_refused(tmp_path: Path) -> None:
@@ -152,4 +180,4 @@ def test_a_corrupt_blob_in_an_archive_is_refused(tmp_path: Path) -> None:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(CheckFailed, match="has other bytes; it is corrupt"):
-        image_from_archive(archive, "linux/arm64")
+        images_from_archive(archive)

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.bundles.image_pins import from_files
+from lockstep.bundles.image_pins import from_project
 from lockstep.bundles.lock import _conflict, lock_bundle
 from lockstep.bundles.lockfile import parse_lock
 from lockstep.core.errors import BadInput
 from lockstep.core.store import Cache
 from tests.fixtures.procs import PYTHON_LOCK
 from tests.fixtures.support import require
-from tests.inputs.test_python_lock import LOCK, PLATFORM, ROOT, _index_reachable
+from tests.inputs.test_python_lock import PROJECT, ROOT, _index_reachable
 
-CHECKOUT = from_files(LOCK, PLATFORM, ROOT)
+CHECKOUT = from_project(PROJECT)
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,14 @@ def index() -> None:
     require(_index_reachable(), "the package index is unreachable")
 
 
-def cli(bundle: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+LOCK_CLI = (sys.executable, "-m", "lockstep", "bundle", "lock")
+
+
+def cli(bundle: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKSTEP_")}
     env["LOCKSTEP_CACHE_DIR"] = str(cache)
     return subprocess.run(
-        [sys.executable, "-m", "lockstep", "bundle", "lock", str(bundle), "--project", str(ROOT)],
+        [*LOCK_CLI, str(bundle), "--project", str(ROOT), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -43,7 +46,7 @@ def cli(bundle: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_numpy_bundle_is_locked_for_the_image_without_the_image_s_projects(
+def test_a_numpy_bundle_is_locked_for_every_platform_without_the_image_s_projects(
     index: None, cache_dir: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "pyproject.toml").write_text(
@@ -52,16 +55,38 @@ def test_a_numpy_bundle_is_locked_for_the_image_without_the_image_s_projects(
     proc = cli(tmp_path, cache_dir)
     assert proc.returncode == 0, proc.stderr
     path = tmp_path / "lockstep.lock.json"
-    assert proc.stdout.startswith(f"{path}: 1 wheel(s), content sha256:")
+    assert proc.stdout.startswith(
+        f"{path}: 1 wheel(s) for linux/amd64 and linux/arm64, content sha256:"
+    )
     lock, problems = parse_lock(path.read_bytes(), str(path))
     assert problems == [] and lock is not None
     assert lock.requirements == ("numpy>=2,<3", "packaging")
-    assert [w.project for w in lock.wheels] == ["numpy"]  # packaging is the image's
-    assert lock.pins["packaging"] == "26.4" and lock.python_lock == PYTHON_LOCK
-    [numpy] = lock.wheels
-    assert numpy.url.startswith("https://") and numpy.filename.endswith("x86_64.whl")
-    assert Cache(cache_dir).get_blob(numpy.digest) is not None  # fetched for the runner
-    assert "1 project(s) provided by the image" in proc.stderr
+    assert lock.python_lock == PYTHON_LOCK
+    assert list(lock.platforms) == ["linux/amd64", "linux/arm64"]
+    machines = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+    found = {}
+    for name, part in lock.platforms.items():
+        assert [w.project for w in part.wheels] == ["numpy"]  # packaging is the image's
+        assert part.pins["packaging"] == "26.4"
+        [numpy] = part.wheels
+        assert numpy.url.startswith("https://")
+        assert numpy.filename.endswith(f"_{machines[name]}.whl"), numpy.filename
+        assert Cache(cache_dir).get_blob(numpy.digest) is not None  # fetched for the runner
+        found[name] = numpy
+    assert found["linux/amd64"].version == found["linux/arm64"].version  # one resolve each
+    assert "1 project(s) for linux/amd64 and linux/arm64 provided by the image" in proc.stderr, (
+        proc.stderr
+    )
+
+    # --platform keeps one platform: that platform's part, as the full lock has it.
+    one = tmp_path / "arm64"
+    one.mkdir()
+    (one / "pyproject.toml").write_bytes((tmp_path / "pyproject.toml").read_bytes())
+    proc = cli(one, cache_dir, "--platform", "linux/arm64")
+    assert proc.returncode == 0, proc.stderr
+    arm, _ = parse_lock((one / "lockstep.lock.json").read_bytes(), "arm64")
+    assert arm is not None and list(arm.platforms) == ["linux/arm64"]
+    assert arm.platforms["linux/arm64"] == lock.platforms["linux/arm64"]
 
 
 def test_a_requirement_against_the_image_s_pin_names_both_sides(

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.bundles.lockfile import env_key, parse_lock, read_declared, stale_problem
+from lockstep.bundles.lockfile import (
+    env_key,
+    parse_lock,
+    platforms_problem,
+    read_declared,
+    stale_problem,
+)
+from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.wheels import parse_wheel_name, unsafe_member
 from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
 
@@ -73,7 +80,8 @@ def test_a_written_lock_reads_back_clean_and_stale_is_seen(tmp_path: Path) -> No
 def _edited(tmp_path: Path, **changes: str) -> list[str]:
     raw = write_lock(tmp_path, [wheel_entry(make_wheel())])
     body = json.loads(raw)
-    body["wheels"][0].update(changes)
+    [part] = body["platforms"].values()
+    part["wheels"][0].update(changes)
     _, problems = parse_lock(json.dumps(body).encode(), "x")
     return problems
 
@@ -96,6 +104,51 @@ def test_hand_edits_sdists_vcs_and_other_platforms_are_problems(tmp_path: Path) 
     assert any("is not for the image's platform" in p for p in problems)
     problems = _edited(tmp_path, project="tornado", version="6.6.1")
     assert any("the image provides tornado 6.6.1" in p for p in problems)
+
+
+def test_one_lock_holds_each_platform_s_wheels_and_a_pure_wheel_once(tmp_path: Path) -> None:
+    pure = wheel_entry(make_wheel("pure"), "pure")
+    amd = wheel_entry(make_wheel("native", "1.0"), "native")
+    arm = wheel_entry(make_wheel("native", "1.0", {"native/__init__.py": b"ARM = 1\n"}), "native")
+    raw = write_lock(
+        tmp_path, [], ("native", "pure"),
+        platforms={"linux/arm64": [arm, pure], "linux/amd64": [amd, pure]},
+    )  # fmt: skip
+    lock, problems = parse_lock(raw, "x")
+    assert problems == [] and lock is not None
+    assert list(lock.platforms) == ["linux/amd64", "linux/arm64"]
+    on_arm = lock.on("linux/arm64")
+    assert on_arm is not None and [w.sha256 for w in on_arm.wheels] == [arm.sha256, pure.sha256]
+    assert {w.sha256 for w in lock.wheels} == {amd.sha256, arm.sha256, pure.sha256}  # pure once
+    assert lock.on("linux/s390x") is None
+    # Preflight's line for a cluster with a platform the lock lacks names it and its workers.
+    one = parse_lock(write_lock(tmp_path / "one", [amd], ("native",)), "x")[0]
+    assert one is not None
+    assert platforms_problem(one, {"linux/amd64": ["tcp://a:1"]}) == ""
+    assert platforms_problem(one, {"linux/amd64": ["tcp://a:1"], "linux/arm64": ["tcp://b:2"]}) == (
+        "locked for linux/amd64 only, but the cluster has worker(s) on linux/arm64 "
+        "(linux/arm64: tcp://b:2); lock it for every platform of the image (a checkout of "
+        "this build, or --image of its index)"
+    )
+
+
+def test_a_lock_of_one_platform_by_an_older_lockstep_or_an_unknown_platform_is_refused(
+    tmp_path: Path,
+) -> None:
+    old = {"schema": "lockstep.bundle-lock/v1", "wheels": []}
+    lock, problems = parse_lock(json.dumps(old).encode(), "x")
+    assert lock is None and problems == [
+        "schema is 'lockstep.bundle-lock/v1', a lock of one platform by an older lockstep; "
+        "lock it again for every platform (lockstep.bundle-lock/v2)"
+    ]
+    body = json.loads(write_lock(tmp_path, [wheel_entry(make_wheel())]))
+    body["platforms"]["linux/s390x"] = body["platforms"].pop("linux/amd64")
+    body.pop("content_digest")
+    body["content_digest"] = sha256_digest(canonical_json(body))
+    lock, problems = parse_lock(json.dumps(body).encode(), "x")
+    assert lock is None and problems == [
+        "linux/s390x: not a platform lockstep builds (linux/amd64, linux/arm64)"
+    ]
 
 
 def test_wheel_names_and_member_paths() -> None:

@@ -21,7 +21,8 @@ def add_bundle_actions(bundle_sub: Any) -> None:
     q = bundle_sub.add_parser(
         "lock",
         help="resolve DIR's pyproject.toml [project] dependencies (or requirements.txt) "
-        "for the image's python and platform and write DIR/lockstep.lock.json",
+        "for the image's python on every platform it is built for and write "
+        "DIR/lockstep.lock.json",
     )
     q.add_argument("dir", type=Path, help="the bundle directory")
     add_project_arg(q)
@@ -41,13 +42,16 @@ def add_bundle_actions(bundle_sub: Any) -> None:
         "--archive",
         type=Path,
         metavar="TAR",
-        help="lock against the image in this archive (e.g. out/worker.tar)",
+        action="append",
+        help="lock against the image(s) in this archive (e.g. out/worker-amd64.tar); "
+        "repeat it for each platform's archive of one build",
     )
     q.add_argument(
         "--platform",
         metavar="OS/ARCH",
-        help="with --image/--release/--archive: which image of a multi-platform index "
-        "(default: its only one)",
+        action="append",
+        help="lock for this platform only (repeatable; default: every platform of the "
+        "project, of the index, or of the archives)",
     )
     _plain_http(q)
     q.set_defaults(func=cmd_bundle_lock)
@@ -148,14 +152,12 @@ def cmd_bundle_lock(args: argparse.Namespace) -> int:
     from lockstep.project import find_root, load_project
 
     if args.image:
-        base = image_pins.from_reference(args.image, args.platform, args.plain_http)
+        base = image_pins.from_reference(args.image, args.plain_http)
     elif args.release:
-        base = image_pins.from_release(args.release, args.platform, args.plain_http)
+        base = image_pins.from_release(args.release, args.plain_http)
     elif args.archive:
-        base = image_pins.from_archive(args.archive, args.platform)
+        base = image_pins.from_archives(args.archive)
     else:
-        if args.platform:
-            raise BadInput("--platform needs --image, --release or --archive")
         try:
             root = find_root(args.project)
         except BadInput as exc:
@@ -163,8 +165,9 @@ def cmd_bundle_lock(args: argparse.Namespace) -> int:
                 f"{exc.message}, or lock against a released image: --image HOST/REPO@sha256:…, "
                 "--release RECORD or --archive TAR"
             ) from exc
-        project = load_project(root)
-        base = image_pins.from_files(project.python_lock, project.complete_platform, root)
+        base = image_pins.from_project(load_project(root))
+    if args.platform:
+        base = base.only(args.platform)
     path = lock_bundle(args.dir, base, default_cache_dir(), progress)
     print(describe(path))
     return 0

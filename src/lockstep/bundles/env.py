@@ -1,49 +1,40 @@
 """Bundle environments on a worker: locked wheels installed offline, shared, verified.
 
 A bundle with dependencies carries ``lockstep.lock.json`` (``lockstep.bundles.lockfile``).
-The worker turns it into an *environment*: a directory of installed wheels,
-named by ``env_key(build id, lock digest)``, under ``LOCKSTEP_BUNDLE_DIR/envs``
-(the worker's writable directory, never the image's root). Nothing is
-downloaded here: the runner sends the wheels, plain bytes named by their
-sha256 (``protocol.Op.WHEEL_PUT``), and only those the worker lacks
-(``Op.ENV_STATUS``); they are kept under ``LOCKSTEP_BUNDLE_DIR/wheels``.
+The worker turns it into an *environment*: a directory of the wheels the lock has for
+this worker's platform, installed, named by ``env_key(build id, lock digest)``, under
+``LOCKSTEP_BUNDLE_DIR/envs`` (never the image's root). Nothing is downloaded here: the
+runner sends the wheels, plain bytes named by their sha256 (``protocol.Op.WHEEL_PUT``),
+and only those the worker lacks (``Op.ENV_STATUS``), kept under ``…/wheels``.
 
 Making an environment (``EnvStore.ensure``):
 
-- the lock must read clean and name this image's Python lock (the build
-  manifest's ``inputs.python_lock``): a bundle never replaces the image's pins;
+- the lock must read clean, name this image's Python lock (the build manifest's
+  ``inputs.python_lock``: a bundle never replaces the image's pins) and have a part
+  for this worker's platform (``host_platform``);
 - one maker at a time per environment, across threads and worker processes
   (an ``flock`` on ``envs/<key>.lock``), in a temporary directory renamed into
   place only when complete; a leftover of a process that died (named by
   ``core.atomic``'s rule: ``.<key>.<pid>.….tmp``) is removed by the next maker and
   by every worker when it starts;
-- every wheel's sha256 is checked before it is opened; no pip runs: each wheel
-  is unpacked here (``env_install``), and every member must be a plain
-  relative path (no ``..``, no absolute path, no link or device), listed in the
-  wheel's ``RECORD`` with the hash of its bytes, and every hashed ``RECORD``
-  row must be in the wheel; ``purelib`` and ``platlib`` go into ``site/``,
-  scripts, headers and data are left out; no two wheels may write one file,
-  none may shadow a standard module, and sizes are bounded;
-- ``ENV.json`` records every file with its sha256 (the ``RECORD``'s, checked
-  as it was written), size and mtime, and ``"compiled": false``: the
-  environment is in use from here;
+- every wheel's sha256 is checked before it is opened; no pip runs: each wheel is
+  unpacked here with every check of ``env_install`` (safe member paths, the
+  ``RECORD``'s hashes both ways, purelib/platlib only, no two wheels writing one
+  file, no standard module shadowed, bounded sizes);
+- ``ENV.json`` records the platform and every file with its sha256 (the
+  ``RECORD``'s, checked as it was written), size and mtime, and ``"compiled":
+  false``: the environment is in use from here;
 - then, in the background, its ``.py`` files are compiled by this interpreter
-  (unchecked-hash ``.pyc``, as in the image; ``env_compile``) and ``ENV.json``
-  is replaced by one that lists the ``.pyc`` files too, ``"compiled": true``.
-  One compiler at a time per environment (an ``flock`` on
-  ``envs/<key>.compile.lock``); one that died is followed by the next process
-  that finds the environment uncompiled.
+  (``env_compile``) and ``ENV.json`` is replaced by one that lists the ``.pyc``
+  files too, ``"compiled": true``; one compiler at a time per environment (an
+  ``flock`` on ``envs/<key>.compile.lock``), one that died followed by the next.
 
-An environment is used only if ``ENV.json`` is there and every file under it
-is what ``ENV.json`` lists, with its size and modification time (checked once
-per job, and by each worker process before its first task there; a write
-changes them, and ``verify_deep`` compares the sha256 ``ENV.json`` records
-too; a worker walks its environments when it starts, and between walks
-``inotify`` tells it whether anything under one changed: if nothing did, a
-job's check is one read, else the walk again — ``env_watch``). Until it is
-compiled, ``.pyc`` files in ``__pycache__`` are the only files it may hold
-beyond the list; anything else (a partial or edited environment) is removed
-and made again.
+An environment is used only if ``ENV.json`` names this platform and every file under
+it is what ``ENV.json`` lists, with its size and modification time (``env_check``;
+``verify_deep`` compares the sha256 too; a worker walks its environments when it
+starts, and between walks ``inotify`` tells it whether anything under one changed —
+``env_watch``). Until it is compiled, ``.pyc`` files in ``__pycache__`` are the only
+files it may hold beyond the list; anything else is removed and made again.
 """
 
 from __future__ import annotations
@@ -63,9 +54,9 @@ from typing import Any
 from lockstep.bundles.env_check import ENV_SCHEMA, MARKER, verify
 from lockstep.bundles.env_compile import compile_site, is_pyc, seal
 from lockstep.bundles.env_install import EnvRefused, WheelRefused, install_all, plan_all
-from lockstep.bundles.env_layer import LayerRefused, LayerSink
+from lockstep.bundles.env_layer import LayerRefused, LayerSink, host_platform
 from lockstep.bundles.env_watch import TreeWatch
-from lockstep.bundles.lockfile import BundleLock, env_key
+from lockstep.bundles.lockfile import BundleLock, LockedWheel, env_key
 from lockstep.bundles.store import read_bundle_lock
 from lockstep.core.atomic import (
     SUFFIX,
@@ -115,10 +106,13 @@ class EnvStore:
     Thread-safe; several worker processes may share ``root``.
     """
 
-    def __init__(self, root: Path, build_id: str, python_lock: str) -> None:
+    def __init__(
+        self, root: Path, build_id: str, python_lock: str, platform: str | None = None
+    ) -> None:
         self.root = root
         self.build_id = build_id
         self.python_lock = python_lock
+        self.platform = platform or host_platform()  # whose wheels this worker installs
         self.wheels = root / "wheels"
         self.envs = root / "envs"
         self._lock = threading.Lock()
@@ -154,29 +148,36 @@ class EnvStore:
 
     # --- environments -------------------------------------------------------------------
 
-    def check_lock(self, lock: BundleLock) -> None:
+    def check_lock(self, lock: BundleLock | None) -> tuple[LockedWheel, ...]:
+        """The wheels ``lock`` has for this worker's platform (none without a lock);
+        ``EnvRefused`` if it is for another image Python lock or lacks this platform."""
+        if lock is None:
+            return ()
         if lock.python_lock != self.python_lock:
             raise EnvRefused(
                 f"the bundle's lock was made for the image Python lock {lock.python_lock}, "
                 f"this worker's image has {self.python_lock}; re-lock the bundle with "
                 "`lockstep bundle lock` for this build"
             )
+        part = lock.on(self.platform)
+        if part is None:
+            raise EnvRefused(
+                f"the bundle's lock is for {', '.join(lock.platforms)}, not this worker's "
+                f"{self.platform}; lock it for every platform of the image with "
+                "`lockstep bundle lock`"
+            )
+        return part.wheels
 
     def status(self, bundle: Path) -> dict[str, Any]:
         """``{"env": key or None, "ready": bool, "missing": [wheel digests]}`` for ``bundle``."""
         lock = read_bundle_lock(bundle)
-        if lock is not None:
-            self.check_lock(lock)
-        if lock is None or not lock.wheels:  # nothing to install: no environment
+        wheels = self.check_lock(lock)
+        if lock is None or not wheels:  # nothing to install: no environment
             return {"env": None, "ready": True, "missing": []}
         key = env_key(self.build_id, lock.digest)
         if self._ready(key, verify=True):
             return {"env": key, "ready": True, "missing": []}
-        return {
-            "env": key,
-            "ready": False,
-            "missing": self.missing([w.digest for w in lock.wheels]),
-        }
+        return {"env": key, "ready": False, "missing": self.missing([w.digest for w in wheels])}
 
     def for_bundle(self, bundle: Path) -> Env | None:
         """The environment of the stored bundle at ``bundle`` for a task (None: it has no
@@ -197,9 +198,8 @@ class EnvStore:
         """The environment of the bundle at ``bundle``, made from stored wheels if it is
         not ready; None if the bundle has no lock. ``verify``: check every file now."""
         lock = read_bundle_lock(bundle)
-        if lock is not None:
-            self.check_lock(lock)
-        if lock is None or not lock.wheels:  # nothing to install: no environment
+        wheels = self.check_lock(lock)
+        if lock is None or not wheels:  # nothing to install: no environment
             return None
         key = env_key(self.build_id, lock.digest)
         final = self._dir(key)
@@ -210,14 +210,14 @@ class EnvStore:
                 if self._ready(key, verify=True, locked=True):  # made meanwhile elsewhere
                     return Env(key, final / "site", lock.digest)
                 start = time.monotonic()
-                self._make(key, lock)
+                self._make(key, lock, wheels)
                 seconds = time.monotonic() - start
         self.compile_soon(key)
         log.info(
             "lockstep environment %s made for lock %s: %d wheel(s) in %.2f s",
             key,
             lock.digest,
-            len(lock.wheels),
+            len(wheels),
             seconds,
         )
         return Env(key, final / "site", lock.digest, built=True, seconds=seconds)
@@ -336,19 +336,20 @@ class EnvStore:
         _delete(gone)
 
     def _verify(self, final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
-        return verify(final, key, deep)
+        return verify(final, key, self.platform, deep)
 
-    def _make(self, key: str, lock: BundleLock) -> None:
-        """Install ``lock``'s wheels into a fresh ``envs/<key>`` (holding its flock)."""
+    def _make(self, key: str, lock: BundleLock, wheels_: Sequence[LockedWheel]) -> None:
+        """Install ``wheels_`` (``lock``'s for this platform) into a fresh ``envs/<key>``
+        (holding its flock)."""
         final = self._dir(key)
         self.remove_leftovers()  # of makers, senders' transfers, removals that were killed
         if final.exists():
             self._remove(final)
-        missing = self.missing([w.digest for w in lock.wheels])
+        missing = self.missing([w.digest for w in wheels_])
         if missing:
             raise WheelsMissing(missing)
         wheels = []
-        for wheel in lock.wheels:
+        for wheel in wheels_:
             path = self.wheel_path(wheel.digest)
             data = path.read_bytes()
             if sha256_digest(data) != wheel.digest:
@@ -365,8 +366,9 @@ class EnvStore:
                 "schema": ENV_SCHEMA,
                 "key": key,
                 "build_id": self.build_id,
+                "platform": self.platform,
                 "lock": lock.digest,
-                "wheels": [w.filename for w in lock.wheels],
+                "wheels": [w.filename for w in wheels_],
                 "made": f"{os.getpid()}-{time.time_ns()}",
                 "compiled": False,
                 "files": sorted(
@@ -385,9 +387,8 @@ class EnvStore:
         """A sink for the prebuilt environment layer ``digest`` of the bundle at ``bundle``
         (``env_layer``), extracting into a temporary directory; ``adopt`` puts it in place."""
         lock = read_bundle_lock(bundle)
-        if lock is None or not lock.wheels:
+        if lock is None or not self.check_lock(lock):
             raise EnvRefused(f"bundle {bundle.name[:12]} locks no wheels: it has no environment")
-        self.check_lock(lock)
         self.envs.mkdir(parents=True, exist_ok=True)
         name = hex_of(env_key(self.build_id, lock.digest))
         self.remove_leftovers()
@@ -411,7 +412,7 @@ class EnvStore:
             if final.exists():
                 self._remove(final)
             marker = {"schema": ENV_SCHEMA, "key": key, "build_id": self.build_id,
-                      "lock": sink.lock, "layer": done.digest,
+                      "platform": self.platform, "lock": sink.lock, "layer": done.digest,
                       "made": f"{os.getpid()}-{time.time_ns()}", "compiled": True,
                       "files": sorted([list(r) for r in done.rows])}  # fmt: skip
             write_bytes(sink.tmp / MARKER, canonical_json(marker), 0o444)

@@ -18,12 +18,12 @@ from lockstep.bundles.env_compile import file_sha256, is_pyc, is_pyc_temp
 from lockstep.core.atomic import temp_owner
 
 MARKER = "ENV.json"
-ENV_SCHEMA = "lockstep.env/v2"
+ENV_SCHEMA = "lockstep.env/v3"  # v3: the platform whose wheels it holds
 
 
-def verify(final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
-    """``(why final is not exactly the environment its ENV.json lists, "" if it is;
-    whether it is compiled)``.
+def verify(final: Path, key: str, platform: str, deep: bool = False) -> tuple[str, bool]:
+    """``(why final is not exactly the environment its ENV.json lists, for ``platform``,
+    "" if it is; whether it is compiled)``.
 
     Every file must be listed, with its size and modification time (any write
     changes them); ``deep`` also compares every file's sha256 (``verify_deep``).
@@ -35,6 +35,8 @@ def verify(final: Path, key: str, deep: bool = False) -> tuple[str, bool]:
         compiled = marker["compiled"] is True
         if marker.get("schema") != ENV_SCHEMA or marker.get("key") != key:
             return "its ENV.json is for another environment", False
+        if marker.get("platform") != platform:
+            return f"it holds the wheels of {marker.get('platform')}, not {platform}", False
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"its ENV.json does not read ({exc})", False
     seen = 0

@@ -1,15 +1,18 @@
-"""``lockstep bundle lock DIR``: a bundle's requirements locked for the worker image.
+"""``lockstep bundle lock DIR``: a bundle's requirements locked for the worker image, on
+every platform it is built for.
 
-The image is a ``LockBase`` (``bundles/image_pins.py``): its Python lock and
-complete platform, from a checkout or from the image itself. The resolve is ``pex3
-lock create --style strict --no-build`` for the image's complete platform (wheels
-only, a sha256 per artifact), constrained to the image: every project the image's
-Python lock pins is passed as a constraint ``name==version``, so it resolves to the
-image's exact version and is then left out of the bundle's lock (the image provides
-it). A requirement the image's versions cannot meet is an error naming both sides.
-Every wheel is then downloaded once into the lockstep cache (checked against its
-sha256), where the runner finds it to send it to the workers. The lock is written
-atomically as ``DIR/lockstep.lock.json`` (``lockstep.bundles.lockfile``).
+The image is a ``LockBase`` (``bundles/image_pins.py``): its Python lock and each
+platform's complete platform, from a checkout or from the images themselves. The
+resolve is the image lock's own (``inputs.python.lock.resolve``): one ``pex3 lock
+create --style strict --no-build`` with one resolve per platform (wheels only, a
+sha256 per artifact), constrained to the image: every project the image's Python
+lock pins is passed as a constraint (``inputs.python.lock.pins``: ``name==version``,
+per platform where the platforms differ), so it resolves to the image's exact version
+and is then left out of the bundle's lock (the image provides it). A requirement the
+image's versions cannot meet is an error naming both sides. Every wheel of every
+platform is then downloaded once into the lockstep cache (checked against its sha256),
+where the runner finds it to send it to the workers. The lock is written atomically as
+``DIR/lockstep.lock.json`` (``lockstep.bundles.lockfile``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from lockstep.bundles.image_pins import LockBase
@@ -24,6 +28,7 @@ from lockstep.bundles.lockfile import (
     LOCK_FILE,
     Declared,
     LockedWheel,
+    PlatformLock,
     lock_body,
     lock_bytes,
     parse_lock,
@@ -38,7 +43,7 @@ from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.core.wheels import normalize_name, parse_wheel_name
 from lockstep.inputs.python import lock as image_lock
-from lockstep.inputs.python.pex import PEX_VERSION, common_args, run_pex
+from lockstep.inputs.python.pex import PEX_VERSION
 
 _CONFLICT = re.compile(
     r"The conflict is caused by:\s*\n(?P<lines>(?:.*The user requested.*\n?|.*depends on.*\n?)+)"
@@ -88,7 +93,8 @@ def lock_bundle(
     cache_dir: Path,
     progress: Progress = quiet,
 ) -> Path:
-    """Lock the requirements of the bundle at ``bundle`` for ``image``; the lock file's path."""
+    """Lock the requirements of the bundle at ``bundle`` for every platform of ``image``;
+    the lock file's path."""
     bundle = bundle.resolve()
     if not bundle.is_dir():
         raise BadInput(f"{bundle}: not a bundle directory")
@@ -103,88 +109,94 @@ def lock_bundle(
             "([project] dependencies) or requirements.txt"
         )
     where = str(bundle / declared.file)
-    pins = image.pins
-    check_against_image(declared, pins, where, image.where)
-    tags = image.tags
+    images = image.locks()
+    pins = {p: image.pins(p) for p in image.platforms}
+    for platform_pins in pins.values():
+        check_against_image(declared, platform_pins, where, image.where)
+    pinned = {name for platform_pins in pins.values() for name in platform_pins}
     progress(
-        f"locking {', '.join(declared.requirements)} for the image's platform, "
-        f"constrained to the image's {len(pins)} pinned projects ({image.where})"
+        f"locking {', '.join(declared.requirements)} for {', '.join(image.platforms)}, "
+        f"constrained to the image's {len(pinned)} pinned projects ({image.where})"
     )
     with tempfile.TemporaryDirectory(prefix="lockstep-bundle-lock-") as tmp:
-        complete_platform = Path(tmp) / "complete-platform.json"
-        complete_platform.write_bytes(image.complete_platform)
+        files = []
+        for platform in image.platforms:
+            path = Path(tmp) / f"complete-platform-{platform.replace('/', '-')}.json"
+            path.write_bytes(image.complete_platforms[platform])
+            files.append(path)
         constraints = Path(tmp) / "image-constraints.txt"
-        constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(pins.items())))
-        out = Path(tmp) / "lock.json"
+        constraints.write_text(image_lock.pins(images))
         try:
-            run_pex(
-                [
-                    "lock",
-                    "create",
-                    *common_args(cache_dir),
-                    "--style",
-                    "strict",
-                    "--complete-platform",
-                    str(complete_platform),
-                    "--constraints",
-                    str(constraints),
-                    "--output",
-                    str(out),
-                    *declared.requirements,
-                ],
-                cache_dir,
-                "bundle lock",
-                progress,
+            raw = image_lock.resolve(
+                declared.requirements, files, constraints, cache_dir, "bundle lock", progress
             )
         except LockstepError as exc:
             raise _lock_error(exc, cache_dir, where) from exc
-        raw = out.read_bytes()
     try:
-        locked = image_lock.parse_lock(raw, f"the pex lock for {where}")
+        locked = image_lock.parse_locks(raw, f"the pex lock for {where}")
     except BadInput as exc:
         raise BadInput(f"{exc.message.split('; run')[0]}; fix the requirements in {where}") from exc
-    wheels: list[LockedWheel] = []
-    for w in locked:
-        name = normalize_name(w.project)
-        if name in pins:
-            if pins[name] != w.version:  # the constraint makes this impossible; never trust it
-                raise BadInput(
-                    f"{where}: the resolve chose {name} {w.version}, but the image pins "
-                    f"{name}=={pins[name]}; a bundle cannot replace what the image pins"
-                )
-            continue
-        parsed = parse_wheel_name(w.filename)
-        if parsed is None or not parsed.fits(set(tags)):
-            raise BadInput(f"{where}: {w.filename} is not a wheel for the image's platform")
-        wheels.append(LockedWheel(name, w.version, w.filename, w.url, w.sha256))
-    body = lock_body(
-        declared,
-        sha256_digest(image.python_lock),
-        sha256_digest(image.complete_platform),
-        pins,
-        tags,
-        wheels,
-        PEX_VERSION,
-    )
+    missing = [p for p in image.platforms if p not in locked]
+    if missing:
+        raise ServiceFailed(f"{where}: pex gave no resolve for {', '.join(missing)}; lock again")
+    parts = [_platform_lock(p, locked[p], pins[p], image, where) for p in image.platforms]
+    body = lock_body(declared, sha256_digest(image.python_lock), parts, PEX_VERSION)
     data = lock_bytes(body)
     _, bad = parse_lock(data, LOCK_FILE)
     if bad:  # our own output must read back clean
         raise ServiceFailed(f"{where}: the new lock does not read back: {bad[0]}")
     cache = Cache(cache_dir)
     total = 0
-    for wheel in wheels:
+    wheels = {w.digest: w for part in parts for w in part.wheels}
+    for wheel in wheels.values():
         total += len(
             fetch_verified(
                 cache, wheel.url, wheel.sha256, f"{where}: {wheel.filename}", relock_hint(bundle)
             )
         )
-    path = bundle / LOCK_FILE
-    write_bytes(path, data)
-    progress(
-        f"locked {len(wheels)} wheel(s) ({total / 1e6:.1f} MB, in the cache), "
-        f"{len(locked) - len(wheels)} project(s) provided by the image"
+    written = bundle / LOCK_FILE
+    write_bytes(written, data)
+    wheel_counts = per_platform({p.platform: len(p.wheels) for p in parts}, "wheel(s)")
+    provided = per_platform(
+        {p.platform: len(locked[p.platform]) - len(p.wheels) for p in parts}, "project(s)"
     )
-    return path
+    progress(
+        f"locked {wheel_counts} ({total / 1e6:.1f} MB, in the cache), {provided} "
+        "provided by the image"
+    )
+    return written
+
+
+def _platform_lock(
+    platform: str,
+    locked: Sequence[image_lock.LockedWheel],
+    pins: dict[str, str],
+    image: LockBase,
+    where: str,
+) -> PlatformLock:
+    """``platform``'s part of the lock: the resolve's wheels less the image's projects."""
+    tags = image.tags(platform)
+    wheels: list[LockedWheel] = []
+    for w in locked:
+        name = normalize_name(w.project)
+        if name in pins:
+            if pins[name] != w.version:  # the constraint makes this impossible; never trust it
+                raise BadInput(
+                    f"{where}: the resolve chose {name} {w.version} for {platform}, but the "
+                    f"image pins {name}=={pins[name]}; a bundle cannot replace what the image pins"
+                )
+            continue
+        parsed = parse_wheel_name(w.filename)
+        if parsed is None or not parsed.fits(set(tags)):
+            raise BadInput(f"{where}: {w.filename} is not a wheel for the image's {platform}")
+        wheels.append(LockedWheel(name, w.version, w.filename, w.url, w.sha256))
+    return PlatformLock(
+        platform,
+        sha256_digest(image.complete_platforms[platform]),
+        pins,
+        tuple(tags),
+        tuple(wheels),
+    )
 
 
 def _lock_error(exc: LockstepError, cache_dir: Path, where: str) -> LockstepError:
@@ -214,4 +226,16 @@ def _lock_error(exc: LockstepError, cache_dir: Path, where: str) -> LockstepErro
 def describe(lock_path: Path) -> str:
     """A summary line of a written lock."""
     data = json.loads(lock_path.read_bytes())
-    return f"{lock_path}: {len(data['wheels'])} wheel(s), content {data['content_digest']}"
+    counts = per_platform({n: len(p["wheels"]) for n, p in data["platforms"].items()}, "wheel(s)")
+    return f"{lock_path}: {counts}, content {data['content_digest']}"
+
+
+def per_platform(counts: dict[str, int], what: str) -> str:
+    """``2 wheel(s) for linux/amd64, 1 for linux/arm64``; ``1 wheel(s) for linux/amd64 and
+    linux/arm64`` when every platform has as many."""
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} {what} for {' and '.join(counts)}"
+    return ", ".join(
+        f"{n} {what if i == 0 else ''} for {p}".replace("  ", " ")
+        for i, (p, n) in enumerate(counts.items())
+    )

@@ -5,20 +5,22 @@ files users expect: ``pyproject.toml`` (``[project] dependencies``) or
 ``requirements.txt`` (one requirement a line; ``#`` comments). ``lockstep
 bundle lock DIR`` resolves them for the worker image's interpreter and writes
 ``lockstep.lock.json`` next to them, so the lock is part of the bundle's tree
-digest. The lock holds:
+digest. One lock serves every platform the image is built for (one resolve each,
+made in one pex run). It holds:
 
 - ``requirements`` and ``declared_in``: what it was made from (a lock whose
   requirements differ from the declared ones is stale);
 - ``image``: the image's Python lock (``sha256:`` of ``images/python.lock.json``,
-  the build manifest's ``inputs.python_lock``), its complete platform and its
-  pins (project -> version): those projects are the image's, never installed
-  again;
-- ``platform_tags``: the wheel tags of the image's interpreter;
-- ``wheels``: every other artifact, a wheel by https URL and sha256;
+  the build manifest's ``inputs.python_lock``, one for every platform of a build);
+- ``platforms``: for each platform (``linux/amd64``, ``linux/arm64``), the
+  image python's complete platform there, the image's pins on it (project ->
+  version: those projects are the image's, never installed again), its wheel
+  tags (``platform_tags``) and ``wheels``: every other artifact, a wheel by
+  https URL and sha256, which a worker of that platform installs;
 - ``content_digest``: ``sha256:`` of the canonical JSON of all of the above,
   so a lock edited by hand is seen as such.
 
-Pure functions over bytes, standard library only: the build writes locks,
+Pure functions over bytes, standard library only (and ``core.platforms``): the build writes locks,
 the runner checks them (preflight) and the worker reads them.
 """
 
@@ -27,13 +29,14 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lockstep.core.bounded import LOCK_MAX, read_regular
 from lockstep.core.digests import canonical_json, is_digest, sha256_digest
+from lockstep.core.platforms import PLATFORMS
 from lockstep.core.wheels import normalize_name, parse_wheel_name
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli is the fallback for older Pythons
@@ -41,7 +44,8 @@ if sys.version_info >= (3, 11):  # noqa: UP036 - tomli is the fallback for older
 else:  # pragma: no cover - Python < 3.11
     import tomli as tomllib
 
-SCHEMA = "lockstep.bundle-lock/v1"
+SCHEMA = "lockstep.bundle-lock/v2"
+OLD_SCHEMA = "lockstep.bundle-lock/v1"  # one platform, top-level wheels: read to say so
 LOCK_FILE = "lockstep.lock.json"
 PYPROJECT = "pyproject.toml"
 REQUIREMENTS = "requirements.txt"
@@ -177,42 +181,79 @@ class LockedWheel:
 
 
 @dataclass(frozen=True)
+class PlatformLock:
+    """One platform's part of a lock: the image python's complete platform, pins and wheel
+    tags there, and the wheels a worker of that platform installs."""
+
+    platform: str  # "linux/amd64"
+    complete_platform: str  # sha256: of the image's complete-platform file for it
+    pins: Mapping[str, str]  # the image's projects (normalised) -> version, on this platform
+    platform_tags: tuple[str, ...]
+    wheels: tuple[LockedWheel, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complete_platform": self.complete_platform,
+            "pins": dict(sorted(self.pins.items())),
+            "platform_tags": list(self.platform_tags),
+            "wheels": [w.to_dict() for w in sorted(self.wheels, key=lambda w: w.project)],
+        }
+
+
+@dataclass(frozen=True)
 class BundleLock:
     """A parsed ``lockstep.lock.json``; ``digest`` is the sha256 of the file's bytes."""
 
     declared_in: str
     requirements: tuple[str, ...]
-    python_lock: str  # the image's Python lock, sha256:
-    complete_platform: str  # sha256: of the image's complete-platform file
-    pins: Mapping[str, str]  # the image's projects (normalised) -> version
-    platform_tags: tuple[str, ...]
-    wheels: tuple[LockedWheel, ...]
+    python_lock: str  # the image's Python lock, sha256: (one for every platform of a build)
+    platforms: Mapping[str, PlatformLock]  # by platform name, sorted
     digest: str
 
-    def total_wheels(self) -> int:
-        return len(self.wheels)
+    @property
+    def wheels(self) -> tuple[LockedWheel, ...]:
+        """Every platform's wheels, each once (a pure wheel serves several platforms)."""
+        found: dict[str, LockedWheel] = {}
+        for part in self.platforms.values():
+            for wheel in part.wheels:
+                found.setdefault(wheel.digest, wheel)
+        return tuple(sorted(found.values(), key=lambda w: (w.project, w.filename)))
+
+    def on(self, platform: str) -> PlatformLock | None:
+        """The part of the lock for ``platform``; None if it was not locked for it."""
+        return self.platforms.get(platform)
+
+    def missing_platforms(self, platforms: Iterable[str]) -> list[str]:
+        """Those of ``platforms`` (sorted, each once) the lock has no part for."""
+        return sorted({p for p in platforms if p not in self.platforms})
+
+
+def platforms_problem(lock: BundleLock, needed: Mapping[str, Sequence[str]]) -> str:
+    """Why ``lock`` cannot serve workers of the platforms ``needed`` (platform -> the
+    workers on it); ``""`` if it has a part for each."""
+    missing = lock.missing_platforms(needed)
+    if not missing:
+        return ""
+    on = "; ".join(f"{p}: {', '.join(needed[p])}" for p in missing)
+    return (
+        f"locked for {', '.join(lock.platforms)} only, but the cluster has worker(s) on "
+        f"{', '.join(missing)} ({on}); lock it for every platform of the image "
+        "(a checkout of this build, or --image of its index)"
+    )
 
 
 def lock_body(
     declared: Declared,
     python_lock: str,
-    complete_platform: str,
-    pins: Mapping[str, str],
-    platform_tags: Sequence[str],
-    wheels: Sequence[LockedWheel],
+    platforms: Sequence[PlatformLock],
     pex_version: str,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "schema": SCHEMA,
         "declared_in": declared.file,
         "requirements": list(declared.requirements),
-        "image": {
-            "python_lock": python_lock,
-            "complete_platform": complete_platform,
-            "pins": dict(sorted(pins.items())),
-        },
-        "platform_tags": list(platform_tags),
-        "wheels": [w.to_dict() for w in sorted(wheels, key=lambda w: w.project)],
+        "image": {"python_lock": python_lock},
+        "platforms": {p.platform: p.to_dict() for p in sorted(platforms, key=lambda p: p.platform)},
         "locked_by": f"pex {pex_version}",
     }
     body["content_digest"] = sha256_digest(canonical_json(body))
@@ -236,6 +277,11 @@ def parse_lock(raw: bytes, where: str) -> tuple[BundleLock | None, list[str]]:
         return None, [f"not valid JSON ({exc})"]
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else None
+        if found == OLD_SCHEMA:
+            return None, [
+                f"schema is {found!r}, a lock of one platform by an older lockstep; "
+                f"lock it again for every platform ({SCHEMA})"
+            ]
         return None, [f"schema is {found!r}, not {SCHEMA!r}: not a bundle lock"]
     problems: list[str] = []
     body = {k: v for k, v in data.items() if k != "content_digest"}
@@ -245,34 +291,64 @@ def parse_lock(raw: bytes, where: str) -> tuple[BundleLock | None, list[str]]:
         )
     image = data.get("image")
     reqs = data.get("requirements")
-    tags = data.get("platform_tags")
-    rows = data.get("wheels")
+    parts = data.get("platforms")
     if (
         not isinstance(image, dict)
         or not is_digest(image.get("python_lock"))
-        or not is_digest(image.get("complete_platform"))
-        or not isinstance(image.get("pins"), dict)
         or not isinstance(reqs, list)
         or not all(isinstance(r, str) for r in reqs)
-        or not isinstance(tags, list)
-        or not all(isinstance(t, str) for t in tags)
-        or not isinstance(rows, list)
+        or not isinstance(parts, dict)
+        or not parts
         or not isinstance(data.get("declared_in"), str)
     ):
         return None, [
             *problems,
-            "lacks declared_in, requirements, image (python_lock, complete_platform, pins), "
-            "platform_tags or wheels",
+            "lacks declared_in, requirements, image (python_lock) or platforms",
         ]
-    pins = {normalize_name(str(k)): str(v) for k, v in image["pins"].items()}
+    platforms: dict[str, PlatformLock] = {}
+    for name, part in sorted(parts.items()):
+        found_part = _parse_platform(str(name), part, problems)
+        if found_part is None:
+            return None, problems
+        platforms[found_part.platform] = found_part
+    lock = BundleLock(
+        data["declared_in"],
+        tuple(reqs),
+        image["python_lock"],
+        platforms,
+        sha256_digest(raw),
+    )
+    return lock, problems
+
+
+def _parse_platform(name: str, part: Any, problems: list[str]) -> PlatformLock | None:
+    """One platform's part of a lock; its problems appended to ``problems`` (prefixed with
+    the platform); None (and a problem) if it cannot be read at all."""
+    if name not in PLATFORMS:
+        problems.append(f"{name}: not a platform lockstep builds ({', '.join(PLATFORMS)})")
+        return None
+    if (
+        not isinstance(part, dict)
+        or not is_digest(part.get("complete_platform"))
+        or not isinstance(part.get("pins"), dict)
+        or not isinstance(part.get("platform_tags"), list)
+        or not all(isinstance(t, str) for t in part["platform_tags"])
+        or not isinstance(part.get("wheels"), list)
+    ):
+        problems.append(f"{name}: lacks complete_platform, pins, platform_tags or wheels")
+        return None
+    pins = {normalize_name(str(k)): str(v) for k, v in part["pins"].items()}
+    tags = part["platform_tags"]
     wheels: list[LockedWheel] = []
     seen: set[str] = set()
     tag_set = set(tags)
-    for row in rows:
+    for row in part["wheels"]:
         if not isinstance(row, dict) or not all(
             isinstance(row.get(k), str) for k in ("project", "version", "filename", "url", "sha256")
         ):
-            problems.append(f"wheel entry {row!r} lacks project, version, filename, url or sha256")
+            problems.append(
+                f"{name}: wheel entry {row!r} lacks project, version, filename, url or sha256"
+            )
             continue
         wheel = LockedWheel(
             normalize_name(row["project"]),
@@ -281,52 +357,48 @@ def parse_lock(raw: bytes, where: str) -> tuple[BundleLock | None, list[str]]:
             row["url"],
             row["sha256"],
         )
-        what = f"{wheel.project} {wheel.version}"
-        if not wheel.url.startswith("https://"):
-            problems.append(
-                f"{what}: artifact URL {wheel.url!r} is not https (VCS, file and local "
-                "artifacts are never locked)"
-            )
-        if wheel.url.rsplit("/", 1)[-1].split("#")[0] != wheel.filename:
-            problems.append(f"{what}: URL {wheel.url} does not end in its filename")
-        if not _SHA256_HEX.match(wheel.sha256):
-            problems.append(f"{what}: {wheel.sha256!r} is not a sha256 (64 lowercase hex)")
-        name = parse_wheel_name(wheel.filename)
-        if name is None:
-            problems.append(
-                f"{what}: {wheel.filename} is not a wheel (an sdist is built, never "
-                "installed on a worker); require a version that has a wheel"
-            )
-        else:
-            if name.project != wheel.project or name.version != wheel.version:
-                problems.append(
-                    f"{what}: its file {wheel.filename} is {name.project} {name.version}"
-                )
-            if not name.fits(tag_set):
-                problems.append(
-                    f"{what}: {wheel.filename} is not for the image's platform (its tags "
-                    f"{', '.join(sorted(name.tags))} are none of the image interpreter's)"
-                )
-        if wheel.project in pins:
-            problems.append(
-                f"{what}: the image provides {wheel.project} {pins[wheel.project]}; a bundle "
-                "cannot install it again"
-            )
+        problems += [f"{name}: {p}" for p in _wheel_problems(wheel, tag_set, pins)]
         if wheel.project in seen:
-            problems.append(f"{what}: locked twice")
+            problems.append(f"{name}: {wheel.project} {wheel.version}: locked twice")
         seen.add(wheel.project)
         wheels.append(wheel)
-    lock = BundleLock(
-        data["declared_in"],
-        tuple(reqs),
-        image["python_lock"],
-        image["complete_platform"],
-        pins,
-        tuple(tags),
-        tuple(wheels),
-        sha256_digest(raw),
-    )
-    return lock, problems
+    return PlatformLock(name, part["complete_platform"], pins, tuple(tags), tuple(wheels))
+
+
+def _wheel_problems(wheel: LockedWheel, tags: set[str], pins: Mapping[str, str]) -> list[str]:
+    """What is wrong with one locked wheel of a platform whose image python has ``tags``
+    and ``pins``."""
+    what = f"{wheel.project} {wheel.version}"
+    problems = []
+    if not wheel.url.startswith("https://"):
+        problems.append(
+            f"{what}: artifact URL {wheel.url!r} is not https (VCS, file and local "
+            "artifacts are never locked)"
+        )
+    if wheel.url.rsplit("/", 1)[-1].split("#")[0] != wheel.filename:
+        problems.append(f"{what}: URL {wheel.url} does not end in its filename")
+    if not _SHA256_HEX.match(wheel.sha256):
+        problems.append(f"{what}: {wheel.sha256!r} is not a sha256 (64 lowercase hex)")
+    name = parse_wheel_name(wheel.filename)
+    if name is None:
+        problems.append(
+            f"{what}: {wheel.filename} is not a wheel (an sdist is built, never "
+            "installed on a worker); require a version that has a wheel"
+        )
+    else:
+        if name.project != wheel.project or name.version != wheel.version:
+            problems.append(f"{what}: its file {wheel.filename} is {name.project} {name.version}")
+        if not name.fits(tags):
+            problems.append(
+                f"{what}: {wheel.filename} is not for the image's platform (its tags "
+                f"{', '.join(sorted(name.tags))} are none of the image interpreter's)"
+            )
+    if wheel.project in pins:
+        problems.append(
+            f"{what}: the image provides {wheel.project} {pins[wheel.project]}; a bundle "
+            "cannot install it again"
+        )
+    return problems
 
 
 def env_key(build_id: str, lock_digest: str) -> str:

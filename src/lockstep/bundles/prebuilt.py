@@ -10,14 +10,15 @@ compiled by the tasks' Python with the image builder's deterministic ``.pyc``
 as the image builder writes a layer (``assembly.entries.make_layer``: sorted, mtime 0,
 the pinned deflate). The same lock and interpreter give the same bytes on any host.
 
-One layer per platform and Python cache tag: today the platform of the running
-host (``linux/amd64``). The layer is compiled by ``python``: the image's
-interpreter (``StagedPython`` of a build's base layer), or by default the running
-one (``RunningPython``) — on the runner image it is the workers' own. The lock
+One layer per platform and Python cache tag: the wheels the lock has for that
+platform (any platform's: nothing of a wheel runs here), compiled by ``python``: the
+image's interpreter (``StagedPython`` of a build's base layer), or by default the
+running one (``RunningPython``) — on the runner image it is the workers' own. A
+``.pyc`` is the same bytes whatever machine compiled it (the image builder compiles
+every platform's once, natively), so this host makes the arm64 layer too. The lock
 names the image's Python by its wheel tags (``image_tag``: ``cp311`` →
 ``cpython-311``); a ``python`` with another cache tag is refused with one line
-before anything is compiled. A worker whose tag or platform differs is sent the
-wheels instead.
+before anything is compiled. A worker whose tag differs is sent the wheels instead.
 
 Kept in the runner's cache (``core.store``) under the lock's digest, the tag, the
 platform and the compressor: made once per lock, read back by later runs.
@@ -91,7 +92,7 @@ def image_tag(lock: BundleLock) -> str | None:
     """The cache tag of the Python the lock was made for (the image's): from the first of
     its wheel tags that names a CPython (``cp311-…`` → ``cpython-311``); None if none does
     (a lock of pure wheels only, for any Python 3)."""
-    for wheel_tag in lock.platform_tags:
+    for wheel_tag in (t for part in lock.platforms.values() for t in part.platform_tags):
         interpreter = wheel_tag.split("-", 1)[0]
         if interpreter.startswith("cp") and interpreter[2:].isdigit():
             return f"cpython-{interpreter[2:]}"
@@ -103,13 +104,18 @@ def env_layer(
     wheel: Callable[[LockedWheel], bytes],
     cache: Cache,
     python: StagedPython | None = None,
+    platform: str | None = None,
 ) -> EnvLayer:
-    """The layer of ``lock``'s environment for ``python``, from ``cache`` or made now from
-    the wheels' bytes (``wheel``: a wheel's, checked against its sha256);
-    ``WheelRefused`` naming the wheel if one is unsafe or dishonest; ``BadInput`` if
-    ``python`` is not the Python the lock was made for (``image_tag``)."""
+    """The layer of ``lock``'s environment on ``platform`` (default: this host's) for
+    ``python``, from ``cache`` or made now from the wheels' bytes (``wheel``: a wheel's,
+    checked against its sha256); ``WheelRefused`` naming the wheel if one is unsafe or
+    dishonest; ``BadInput`` if ``python`` is not the Python the lock was made for
+    (``image_tag``); ``KeyError`` if the lock has no part for ``platform``."""
     python = python or running_python()
-    tag, platform = cache_tag(python), host_platform()
+    tag, platform = cache_tag(python), platform or host_platform()
+    part = lock.on(platform)
+    if part is None:
+        raise KeyError(platform)
     wanted = image_tag(lock)
     if wanted is not None and wanted != tag:
         raise BadInput(
@@ -131,7 +137,7 @@ def env_layer(
     known = cache.get_key(NAMESPACE, key)
     if known is not None:
         return EnvLayer(known, cache.blob_path(known).stat().st_size, tag, platform, lock.digest)
-    blob = layer_blob(lock, {w.digest: wheel(w) for w in lock.wheels}, python, tag, platform)
+    blob = layer_blob(lock, {w.digest: wheel(w) for w in part.wheels}, python, tag, platform)
     digest = cache.put_blob(blob)
     cache.put_key(NAMESPACE, key, digest)
     return EnvLayer(digest, len(blob), tag, platform, lock.digest)
@@ -140,9 +146,10 @@ def env_layer(
 def layer_blob(
     lock: BundleLock, wheels: dict[str, bytes], python: StagedPython, tag: str, platform: str
 ) -> bytes:
-    """The layer's bytes: ``LAYER.json``, then ``site/`` with every wheel's files (checked
-    against their ``RECORD``) and their ``.pyc``."""
-    plans = plan_all([(wheels[w.digest], w.filename, w.project) for w in lock.wheels])
+    """The layer's bytes: ``LAYER.json``, then ``site/`` with the files of every wheel the
+    lock has for ``platform`` (checked against their ``RECORD``) and their ``.pyc``."""
+    part = lock.platforms[platform]
+    plans = plan_all([(wheels[w.digest], w.filename, w.project) for w in part.wheels])
     entries, files = [], []
     for filename, plan in plans:
         try:
@@ -157,5 +164,5 @@ def layer_blob(
     files += [[e.path, hashlib.sha256(e.data).hexdigest(), len(e.data), False] for e in pycs]
     files.sort()
     index = {"schema": INDEX_SCHEMA, "lock": lock.digest, "tag": tag, "platform": platform,
-             "wheels": [w.filename for w in lock.wheels], "files": files}  # fmt: skip
+             "wheels": [w.filename for w in part.wheels], "files": files}  # fmt: skip
     return make_layer([Entry.file(INDEX, canonical_json(index)), *entries, *pycs]).blob

@@ -134,14 +134,21 @@ def push_bundle(
     if prebuilt and lock is not None and lock.wheels:
         from lockstep.bundles.prebuilt import env_layer
 
-        progress(f"making the prebuilt environment of {len(lock.wheels)} wheel(s)")
-        layer = env_layer(
-            lock, lambda w: _reader(cache, w.url, w.sha256, w.filename, root)(), cache
-        )
-        env = Descriptor(BUNDLE_ENV_MEDIA_TYPE, layer.digest, layer.size,
-                         f"env-{layer.tag}.tar.gz", layer.platform, layer.tag)  # fmt: skip
-        envs.append(env)
-        blobs.append((env, lambda: cache.blob_path(layer.digest).read_bytes()))
+        for platform, part in lock.platforms.items():
+            if not part.wheels:
+                continue
+            progress(
+                f"making the prebuilt environment of {len(part.wheels)} wheel(s) for {platform}"
+            )
+            layer = env_layer(
+                lock, lambda w: _reader(cache, w.url, w.sha256, w.filename, root)(), cache,
+                platform=platform,
+            )  # fmt: skip
+            env = Descriptor(BUNDLE_ENV_MEDIA_TYPE, layer.digest, layer.size,
+                             f"env-{layer.tag}-{platform.replace('/', '-')}.tar.gz",
+                             layer.platform, layer.tag)  # fmt: skip
+            envs.append(env)
+            blobs.append((env, _blob_reader(cache, layer.digest)))
     blobs.append((Descriptor("config", sha256_digest(EMPTY_CONFIG), 2, "config"), EMPTY_CONFIG))
     manifest = build_manifest(bundle.digest, code_desc, lock_desc, wheels, envs)
     digest = sha256_digest(manifest)
@@ -176,6 +183,11 @@ def _reader(cache: Any, url: str, sha256: str, name: str, root: Path) -> Callabl
     from lockstep.core.fetch import fetch_verified
 
     return lambda: fetch_verified(cache, url, sha256, f"{root}: {name}", relock_hint(root))
+
+
+def _blob_reader(cache: Any, digest: str) -> Callable[[], bytes]:
+    """A blob of the runner's cache, read only when it must be uploaded."""
+    return lambda: bytes(cache.blob_path(digest).read_bytes())
 
 
 def read_artifact(ref: Pinned, plain_http: bool = False) -> tuple[Artifact, RegistryClient]:

@@ -1,9 +1,9 @@
 """Shipping a bundle's environment as one prebuilt layer, in chunks, through the scheduler.
 
 The runner asks each worker for its environment's state (``Op.ENV_STATUS``: ready,
-and the worker's Python cache tag and platform); to each worker whose environment is
-not ready and whose tag and platform are the layer's, it sends the layer
-(``bundles/prebuilt.py``, made once per lock in the runner's cache) in ``CHUNK``
+and the worker's Python cache tag and platform); to the workers whose environment is
+not ready it sends the layer of their platform, if its tag is theirs
+(``bundles/prebuilt.py``, made once per lock and platform in the runner's cache), in ``CHUNK``
 pieces (``Op.ENV_LAYER``), ``WINDOW`` of them in flight at once, each read from the
 cache file only when it is sent: the runner, the scheduler and each worker hold at
 most a window of pieces. A worker puts them back in order, answers each once it
@@ -66,34 +66,40 @@ def ship_layer(
     lacking = {w: a for w, a in answers.items() if not a.get("ready")}
     if not lacking:
         return [], 0
-    start = time.monotonic()
     cache = Cache(default_cache_dir())
 
     def wheel(w: Any) -> bytes:
         what = f"{bundle.root}: {w.filename}"
         return fetch_verified(cache, w.url, w.sha256, what, relock_hint(bundle.root))
 
-    layer = env_layer(lock, wheel, cache)
-    made = time.monotonic()
-    targets = sorted(
-        w
-        for w, a in lacking.items()
-        if (a.get("tag"), a.get("platform")) == (layer.tag, layer.platform)
-    )
-    if not targets:
-        return [], 0
-    answer = send_pieces(ask, targets, cache.blob_path(layer.digest), layer.size,
-                         message(Op.ENV_LAYER, digest=bundle.digest, layer=layer.digest,
-                                 size=layer.size, transfer=secrets.token_hex(8),
-                                 idle=timeout), timeout)  # fmt: skip
-    built = [w for w, a in answer.items() if a.get("built")]
-    log.info(
-        "bundle %s: environment layer %s (%d bytes) sent to %d worker(s), made on %d "
-        "(layer %.2f s, sent and extracted %.2f s)",
-        bundle.digest, layer.digest, layer.size, len(targets), len(built),
-        made - start, time.monotonic() - made,
-    )  # fmt: skip
-    return built, layer.size * len(targets)
+    built: list[str] = []
+    sent = 0
+    for platform in sorted({str(a.get("platform")) for a in lacking.values()}):
+        if lock.on(platform) is None:
+            continue  # the worker refuses the lock itself, with its own line
+        start = time.monotonic()
+        layer = env_layer(lock, wheel, cache, platform=platform)
+        made = time.monotonic()
+        targets = sorted(
+            w
+            for w, a in lacking.items()
+            if (a.get("tag"), a.get("platform")) == (layer.tag, layer.platform)
+        )
+        if not targets:
+            continue
+        answer = send_pieces(ask, targets, cache.blob_path(layer.digest), layer.size,
+                             message(Op.ENV_LAYER, digest=bundle.digest, layer=layer.digest,
+                                     size=layer.size, transfer=secrets.token_hex(8),
+                                     idle=timeout), timeout)  # fmt: skip
+        built += [w for w, a in answer.items() if a.get("built")]
+        sent += layer.size * len(targets)
+        log.info(
+            "bundle %s: environment layer %s for %s (%d bytes) sent to %d worker(s) "
+            "(layer %.2f s, sent and extracted %.2f s)",
+            bundle.digest, layer.digest, platform, layer.size, len(targets),
+            made - start, time.monotonic() - made,
+        )  # fmt: skip
+    return built, sent
 
 
 def send_pieces(

@@ -1,10 +1,10 @@
-"""An image read where it lives — a registry or an OCI image archive — as one platform's
+"""An image read where it lives — a registry or an OCI image archive — as each platform's
 config and the files of its top layer, every byte checked against its digest.
 
 This is how a command that has no checkout reads what an image says about itself
-(``bundle lock --image``). An index (a multi-platform image) is resolved to its entry
-for the platform asked for, or to its only entry; which platform an image is for is
-its config's ``os``/``architecture`` (``variant``), the image spec's own fields.
+(``bundle lock --image``). An index (a multi-platform image) gives every entry; which
+platform an image is for is its config's ``os``/``architecture`` (``variant``), the
+image spec's own fields, and an index entry's ``platform`` must say the same.
 """
 
 from __future__ import annotations
@@ -101,38 +101,42 @@ def _checked_manifest(blobs: Blobs, digest: str) -> dict[str, Any]:
     return _json(data, f"{blobs.where}: manifest {digest}")
 
 
-def choose(index: Mapping[str, Any], platform: str | None, where: str) -> str:
-    """The digest of ``index``'s entry for ``platform``, or of its only entry (whose
-    config then says which platform it is)."""
-    entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
-    offered = [platform_of(e.get("platform") or {}) for e in entries]
-    if len(entries) != 1 and platform is not None:
-        entries = [e for e, p in zip(entries, offered, strict=True) if p == platform]
-    if len(entries) == 1 and is_digest(entries[0].get("digest")):
-        return str(entries[0]["digest"])
-    listed = ", ".join(offered) or "none"
-    if platform is not None:
-        raise BadInput(f"{where} has no image for {platform} (it has: {listed})")
-    raise BadInput(f"{where} is an index of several images ({listed}); pass --platform OS/ARCH")
-
-
-def read_image(blobs: Blobs, digest: str, platform: str | None = None) -> ImageView:
-    """The image ``digest`` names in ``blobs`` (an index resolved to ``platform``)."""
+def read_images(blobs: Blobs, digest: str, depth: int = 2) -> list[ImageView]:
+    """Every image ``digest`` names in ``blobs``: itself, or each entry of an index (an
+    index of indexes at most: an archive's ``index.json`` holds one). An entry's
+    ``platform`` must be its config's."""
     manifest = _checked_manifest(blobs, digest)
-    for _ in range(2):  # an index of indexes at most (an archive's index.json holds one)
-        if manifest.get("mediaType") not in INDEX_TYPES and "manifests" not in manifest:
-            break
-        digest = choose(manifest, platform, f"{blobs.where}@{digest}")
-        manifest = _checked_manifest(blobs, digest)
+    if manifest.get("mediaType") not in INDEX_TYPES and "manifests" not in manifest:
+        return [_image(blobs, digest, manifest)]
+    return _entries(blobs, manifest, f"{blobs.where}@{digest}", depth)
+
+
+def _entries(blobs: Blobs, index: Mapping[str, Any], where: str, depth: int) -> list[ImageView]:
+    """The images of ``index``'s entries, each checked against the platform it is listed for."""
+    entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
+    if depth == 0 or not entries or not all(is_digest(e.get("digest")) for e in entries):
+        raise BadInput(f"{where} is not an index of images")
+    found = []
+    for entry in entries:
+        views = read_images(blobs, str(entry["digest"]), depth - 1)
+        said = platform_of(entry["platform"]) if isinstance(entry.get("platform"), dict) else None
+        for view in views:
+            if said is not None and view.platform != said:
+                raise CheckFailed(
+                    f"{blobs.where}: the index lists {view.digest} for {said}, but its "
+                    f"config says {view.platform}; the image is corrupt"
+                )
+        found += views
+    return found
+
+
+def _image(blobs: Blobs, digest: str, manifest: Mapping[str, Any]) -> ImageView:
     try:
         config_digest = str(manifest["config"]["digest"])
         top_digest = str(manifest["layers"][-1]["digest"])
     except (KeyError, IndexError, TypeError) as exc:
         raise BadInput(f"{blobs.where}: {digest} is not an image manifest") from exc
     config = _json(_checked_blob(blobs, config_digest, MANIFEST_MAX), f"{blobs.where}: its config")
-    found = platform_of(config)
-    if platform is not None and found != platform:
-        raise BadInput(f"{blobs.where}: the image is for {found}, not {platform}")
     return ImageView(blobs.where, digest, config, _checked_blob(blobs, top_digest, TOP_LAYER_MAX))
 
 
@@ -193,20 +197,17 @@ class RegistryBlobs:
         return self.client.get_blob(self.name, digest, max_bytes)
 
 
-def image_from_archive(path: Path, platform: str | None = None) -> ImageView:
-    """The image in the archive at ``path``."""
+def images_from_archive(path: Path) -> list[ImageView]:
+    """The images in the archive at ``path`` (one per platform it holds)."""
     blobs = ArchiveBlobs(path)
-    digest = choose(blobs.index(), platform, f"{path}: index.json")
-    return read_image(blobs, digest, platform)
+    return _entries(blobs, blobs.index(), f"{path}: index.json", 2)
 
 
-def image_from_registry(
-    reference: str, platform: str | None = None, plain_http: bool = False
-) -> ImageView:
-    """The image ``HOST/REPO@sha256:…`` names (an index resolved to ``platform``)."""
+def images_from_registry(reference: str, plain_http: bool = False) -> list[ImageView]:
+    """The images ``HOST/REPO@sha256:…`` names: one, or each platform's of an index."""
     pinned = parse_pinned(reference)
     client = RegistryClient(pinned.host, credentials_for(pinned.host), plain_http=plain_http)
     try:
-        return read_image(RegistryBlobs(client, pinned.name), pinned.digest, platform)
+        return read_images(RegistryBlobs(client, pinned.name), pinned.digest)
     finally:
         client.close()

@@ -244,32 +244,7 @@ def _lock_one(
         f"locking {', '.join(requirements)} for {', '.join(project.platforms)} "
         f"({', '.join(f.name for f in files)})"
     )
-    with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
-        tmp_lock = Path(tmp) / "lock.json"
-        run_pex(
-            [
-                "lock",
-                "create",
-                *common_args(cache_dir),
-                "--style",
-                "strict",
-                *(arg for f in files for arg in ("--complete-platform", str(f))),
-                *(["--constraints", str(constraints)] if constraints else []),
-                "--output",
-                str(tmp_lock),
-                *requirements,
-            ],
-            cache_dir,
-            "lock create",
-            progress,
-        )
-        try:
-            data = json.loads(tmp_lock.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise ServiceFailed(
-                f"pex3 lock create wrote no readable lock ({exc}); rerun `lockstep lock python`"
-            ) from exc
-    raw = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    raw = resolve(requirements, files, constraints, cache_dir, "lock create", progress)
     locks = parse_locks(raw, f"the new lock for {out_path}")
     missing = [p for p in project.platforms if p not in locks]
     if missing:
@@ -281,3 +256,41 @@ def _lock_one(
     counts = ", ".join(f"{len(w)} for {p}" for p, w in locks.items())
     progress(f"locked {counts} into {out_path}")
     return locks
+
+
+def resolve(
+    requirements: Sequence[str],
+    complete_platforms: Sequence[Path],
+    constraints: Path | None,
+    cache_dir: Path,
+    what: str,
+    progress: Progress = quiet,
+) -> bytes:
+    """One ``pex3 lock create`` of ``requirements`` with one resolve per complete-platform
+    file (strict, wheels only, ``constraints`` if given): the lock's bytes, sorted and
+    indented (``parse_locks`` reads them). The image's locks and a bundle's are made here.
+    ``what`` names the run in errors and its log (``CACHE/logs/pex-WHAT.log``)."""
+    with tempfile.TemporaryDirectory(prefix="lockstep-lock-") as tmp:
+        tmp_lock = Path(tmp) / "lock.json"
+        run_pex(
+            [
+                "lock",
+                "create",
+                *common_args(cache_dir),
+                "--style",
+                "strict",
+                *(arg for f in complete_platforms for arg in ("--complete-platform", str(f))),
+                *(["--constraints", str(constraints)] if constraints else []),
+                "--output",
+                str(tmp_lock),
+                *requirements,
+            ],
+            cache_dir,
+            what,
+            progress,
+        )
+        try:
+            data = json.loads(tmp_lock.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ServiceFailed(f"pex3 lock create wrote no readable lock ({exc}); rerun") from exc
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
