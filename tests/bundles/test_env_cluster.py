@@ -8,6 +8,7 @@ them to the workers; the workers never reach an index.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -29,6 +30,7 @@ from lockstep.jobs.spec import PreflightFailed
 from lockstep.runtime import submit_task
 from lockstep.runtime.cluster import with_token
 from tests.fixtures.cluster import Cluster
+from tests.fixtures.procs import start_worker
 from tests.fixtures.support import require
 from tests.inputs.test_python_lock import LOCK, PLATFORM, PROJECT, _index_reachable
 from tests.jobs.test_jobs_units import EXAMPLES, edit_spec
@@ -199,6 +201,50 @@ def test_dependency_problems_are_reported_at_once_with_exit_codes(
     _ = LOCK, PLATFORM  # the image lock the examples were locked against
 
 
+def test_preflight_refuses_a_bundle_locked_without_a_platform_of_the_cluster(
+    index: None, cluster: Cluster, tmp_path: Path
+) -> None:
+    """A worker of the build whose manifest names linux/arm64 (the platform is not part of
+    the build id: it is admitted) joins; a bundle whose lock lacks linux/arm64 is refused
+    in one line naming that worker, before anything is sent to any worker."""
+    spec = copy(NUMPY, tmp_path / "amd64-only", executor='"cold"')
+    lock_file = spec.parent / "bundle" / "lockstep.lock.json"
+    data = json.loads(lock_file.read_bytes())
+    data.pop("content_digest")
+    del data["platforms"]["linux/arm64"]
+    data["content_digest"] = sha256_digest(canonical_json(data))
+    lock_file.write_bytes(lock_bytes(data))
+    (cluster.dir / "arm64").mkdir(exist_ok=True)
+    claims = cluster.dir / "arm64" / "manifest-a.json"
+    claims.write_bytes(dataclasses.replace(cluster.a, platform="linux/arm64").to_json())
+    arm_bundles = tmp_path / "arm64-bundles"
+    arm = start_worker(
+        cluster.dir, cluster.address, claims, "cold", "w-arm64",
+        env={"LOCKSTEP_BUNDLE_DIR": str(arm_bundles)},
+    )  # fmt: skip
+    try:
+        arm.wait_for("lockstep worker ready", 90)
+        address = arm.wait_for(r"Start worker at:\s+(tcp://\S+)").group(1)
+        with pytest.raises(PreflightFailed) as failed:
+            preflight(spec, cluster.address, n_workers=2, timeout=30, manifest=cluster.a)
+        [problem] = failed.value.problems
+        assert problem.file == str(spec.parent / "bundle" / "lockstep.lock.json")
+        assert problem.message == (
+            "locked for linux/amd64 only, but the cluster has worker(s) on linux/arm64 "
+            f"(linux/arm64: {address}); lock it for every platform of the image: run "
+            f"`lockstep bundle lock {spec.parent / 'bundle'}` in a checkout of this build "
+            "(or with --image of its index)"
+        )
+        assert failed.value.exit_code == 2
+        assert not arm_bundles.exists() or not any(arm_bundles.rglob("*.py"))  # nothing sent
+        # The example's own lock has both platforms: the same cluster takes it.
+        whole = copy(NUMPY, tmp_path / "both", executor='"cold"')
+        checked = preflight(whole, cluster.address, n_workers=2, timeout=30, manifest=cluster.a)
+        checked.close()
+    finally:
+        arm.stop()
+
+
 def test_two_jobs_with_different_locks_on_one_worker_at_once(
     index: None, cluster: Cluster, tmp_path: Path, cache_dir: Path
 ) -> None:
@@ -289,7 +335,7 @@ def test_preflight_cli_stale_lock_and_direct_one_line_each_exit_2(tmp_path: Path
         f"{lock}: dependencies: the lock is older than the requirements: it was made for "
         "['numpy>=2,<3'], pyproject.toml now declares ['numpy>=2,<3', 'scipy']; run "
         f"`lockstep bundle lock {spec.parent / 'bundle'}`",
-        f"{lock}: dependencies: the bundle has dependencies (1 locked wheel(s)) and the "
-        "direct executor runs tasks in the worker process, where a bundle's dependencies "
-        "cannot be isolated; use executor isolated_warm or cold",
+        f"{lock}: dependencies: the bundle has dependencies (1 locked wheel(s) for linux/amd64 "
+        "and linux/arm64) and the direct executor runs tasks in the worker process, where a "
+        "bundle's dependencies cannot be isolated; use executor isolated_warm or cold",
     ]

@@ -25,8 +25,9 @@ from lockstep.bundles.format import load_bundle
 from lockstep.bundles.prebuilt import env_layer as make_env_layer
 from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.store import Cache
-from tests.bundles.test_env import bundle_with, nothing_made, store
-from tests.fixtures.wheels import make_wheel
+from tests.bundles.test_env import BUILD, bundle_with, nothing_made, store
+from tests.fixtures.procs import PYTHON_LOCK
+from tests.fixtures.wheels import make_wheel, wheel_entry, write_lock
 
 DEMO = {"demo/__init__.py": b"VALUE = 41 + 1\n", "demo/tests/test_x.py": b"X = 1\n"}
 
@@ -66,6 +67,39 @@ def test_the_layer_is_reproducible_and_holds_checked_files_and_their_pyc(tmp_pat
     assert f"site/demo/__pycache__/__init__.{tag}.pyc" in names
     assert not any("tests/__pycache__" in n for n in names)  # test suites stay sources
     assert index["tag"] == tag and index["platform"] == host_platform() == "linux/amd64"
+
+
+def test_each_platform_of_the_lock_has_its_own_layer_and_a_worker_takes_only_its_own(
+    tmp_path: Path,
+) -> None:
+    wheels = {
+        "linux/amd64": make_wheel(files={"demo/__init__.py": b"ARCH = 'amd64'\n"}),
+        "linux/arm64": make_wheel(files={"demo/__init__.py": b"ARCH = 'arm64'\n"}),
+    }
+    bundle = tmp_path / "bundle"
+    write_lock(bundle, [], platforms={p: [wheel_entry(d)] for p, d in wheels.items()})
+    loaded, _ = load_bundle(bundle)
+    assert loaded is not None
+    lock = loaded.lock()
+    assert lock is not None
+    by_sha = {wheel_entry(d).sha256: d for d in wheels.values()}
+    cache = Cache(tmp_path / "runner")
+    blobs = {}
+    for platform in wheels:  # made here (amd64) for both: a .pyc is the same on any machine
+        layer = make_env_layer(lock, lambda w: by_sha[w.sha256], cache, platform=platform)
+        assert layer.platform == platform
+        blobs[platform] = cache.blob_path(layer.digest).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(blobs["linux/arm64"]), mode="r:gz") as tar:
+        index = json.loads(tar.extractfile(INDEX).read())  # type: ignore[union-attr]
+    assert index["platform"] == "linux/arm64"
+    assert index["wheels"] == [wheel_entry(wheels["linux/arm64"]).filename]
+    arm = EnvStore(tmp_path / "arm", BUILD, PYTHON_LOCK, "linux/arm64")
+    env = send(arm, bundle, blobs["linux/arm64"])
+    assert (env.site / "demo" / "__init__.py").read_text() == "ARCH = 'arm64'\n"
+    other = EnvStore(tmp_path / "arm-too", BUILD, PYTHON_LOCK, "linux/arm64")
+    with pytest.raises(LayerRefused, match=r"on linux/amd64, this worker runs \S+ on linux/arm64"):
+        send(other, bundle, blobs["linux/amd64"])
+    assert nothing_made(other)
 
 
 def test_a_worker_extracts_it_as_it_streams_and_imports_compiled(tmp_path: Path) -> None:

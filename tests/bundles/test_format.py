@@ -35,8 +35,8 @@ def test_preflight_refuses_an_environment_exactly_for_the_in_process_executors(
         found = [m for _f, m, _c in dependency_problems(bundle, executor, PYTHON_LOCK)]
         why = no_environment(executor)
         assert (why is not None) == (executor in IN_PROCESS)
-        assert found == ([f"the bundle has dependencies (1 locked wheel(s)) and {why}; "
-                          "use executor isolated_warm or cold"] if why else [])  # fmt: skip
+        said = f"the bundle has dependencies (1 locked wheel(s) for linux/amd64) and {why}; "
+        assert found == ([said + "use executor isolated_warm or cold"] if why else [])
 
 
 def test_no_module_but_the_executors_names_the_direct_executor() -> None:

@@ -124,11 +124,12 @@ def test_one_lock_holds_each_platform_s_wheels_and_a_pure_wheel_once(tmp_path: P
     # Preflight's line for a cluster with a platform the lock lacks names it and its workers.
     one = parse_lock(write_lock(tmp_path / "one", [amd], ("native",)), "x")[0]
     assert one is not None
-    assert platforms_problem(one, {"linux/amd64": ["tcp://a:1"]}) == ""
-    assert platforms_problem(one, {"linux/amd64": ["tcp://a:1"], "linux/arm64": ["tcp://b:2"]}) == (
+    assert platforms_problem(one, {"linux/amd64": ["tcp://a:1"]}, "b") == ""
+    mixed = {"linux/amd64": ["tcp://a:1"], "linux/arm64": ["tcp://b:2", "tcp://c:3"]}
+    assert platforms_problem(one, mixed, "b") == (
         "locked for linux/amd64 only, but the cluster has worker(s) on linux/arm64 "
-        "(linux/arm64: tcp://b:2); lock it for every platform of the image (a checkout of "
-        "this build, or --image of its index)"
+        "(linux/arm64: tcp://b:2, tcp://c:3); lock it for every platform of the image: run "
+        "`lockstep bundle lock b` in a checkout of this build (or with --image of its index)"
     )
 
 

@@ -158,7 +158,7 @@ def test_push_is_an_artifact_skopeo_reads_and_a_code_change_uploads_only_the_cod
     wheels = [layer for layer in manifest["layers"] if layer["mediaType"] == WHEEL_MEDIA_TYPE]
     lock = json.loads((bundle / "lockstep.lock.json").read_text())
     assert sorted(w["digest"] for w in wheels) == sorted(
-        "sha256:" + w["sha256"] for w in lock["wheels"]
+        "sha256:" + w["sha256"] for part in lock["platforms"].values() for w in part["wheels"]
     )  # each wheel's blob is named by the wheel's own sha256
 
     again = push(bundle, f"{registry.address}/team/sir", cache)

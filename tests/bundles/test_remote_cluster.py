@@ -95,14 +95,21 @@ def runner_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-def job_bundle(dest: Path, cache: Path, wheel: bytes | None = None) -> Path:
-    """A bundle whose model reports where ``alpha`` comes from (if it locks the wheel)."""
+def job_bundle(
+    dest: Path, cache: Path, wheel: bytes | None = None, arm64: bytes | None = None
+) -> Path:
+    """A bundle whose model reports where ``alpha`` comes from (if it locks the wheel; for
+    linux/arm64 too if ``arm64``, that platform's wheel, is given)."""
     from lockstep.core.store import Cache
 
     shutil.copytree(SIR / "bundle", dest, ignore=shutil.ignore_patterns("__pycache__"))
     if wheel is not None:
         Cache(cache).put_blob(wheel)
-        write_lock(dest, [wheel_entry(wheel, "alpha")], requirements=["alpha==1.0"])
+        parts = {"linux/amd64": [wheel_entry(wheel, "alpha")]}
+        if arm64 is not None:
+            Cache(cache).put_blob(arm64)
+            parts["linux/arm64"] = [wheel_entry(arm64, "alpha")]
+        write_lock(dest, [], requirements=["alpha==1.0"], platforms=parts)
         (dest / "withalpha.py").write_text(
             "import alpha\n\nfrom sir.model import simulate as sir\n\n\n"
             "def simulate(params, seed):\n"
@@ -255,12 +262,18 @@ def test_tls_registry_trusted_through_the_ca_serves_runner_and_worker(
     assert (cluster.caches["cold"] / "manifests" / hex_of(pushed.digest)).is_file()
 
 
-def _layer_of(registry: OciRegistry, repository: str, digest: str) -> dict[str, Any]:
+def _layers_of(registry: OciRegistry, repository: str, digest: str) -> dict[str, Any]:
+    """The artifact's environment layers, by platform."""
     from lockstep.oci.media import BUNDLE_ENV_MEDIA_TYPE
 
     manifest = json.loads(registry.get(f"/v2/{repository}/manifests/{digest}",
         {"Accept": "application/vnd.oci.image.manifest.v1+json"})[2])  # fmt: skip
-    [layer] = [x for x in manifest["layers"] if x["mediaType"] == BUNDLE_ENV_MEDIA_TYPE]
+    layers = [x for x in manifest["layers"] if x["mediaType"] == BUNDLE_ENV_MEDIA_TYPE]
+    return {x["annotations"]["io.lockstep.env.platform"]: dict(x) for x in layers}
+
+
+def _layer_of(registry: OciRegistry, repository: str, digest: str) -> dict[str, Any]:
+    [layer] = _layers_of(registry, repository, digest).values()
     return dict(layer)
 
 
@@ -271,13 +284,17 @@ def test_a_prebuilt_push_is_pulled_as_one_layer_and_imports_compiled(
     from lockstep.bundles.remote import inspect_bundle
 
     wheel = make_wheel("alpha", files={"alpha/__init__.py": b"VALUE = 11\n"})
-    bundle = job_bundle(tmp_path / "b", runner_env, wheel)
+    arm64 = make_wheel("alpha", files={"alpha/__init__.py": b"VALUE = 64\n"})
+    bundle = job_bundle(tmp_path / "b", runner_env, wheel, arm64)
     registry = registries["plain"]
     pushed = push_bundle(bundle, registry.address, "team/prebuilt", prebuilt=True)
-    layer = _layer_of(registry, "team/prebuilt", pushed.digest)
-    assert layer["annotations"]["io.lockstep.env.platform"] == "linux/amd64"
-    [env_info] = inspect_bundle(pushed.reference)["environments"]
-    assert env_info["digest"] == layer["digest"]
+    # One layer per platform the lock has, each of that platform's wheels.
+    layers = _layers_of(registry, "team/prebuilt", pushed.digest)
+    assert sorted(layers) == ["linux/amd64", "linux/arm64"]
+    layer = layers["linux/amd64"]
+    assert layers["linux/arm64"]["digest"] != layer["digest"]
+    environments = inspect_bundle(pushed.reference)["environments"]
+    assert sorted(e["digest"] for e in environments) == sorted(x["digest"] for x in layers.values())
     again = push_bundle(bundle, registry.address, "team/prebuilt", prebuilt=True)
     assert again.digest == pushed.digest and again.stats.uploaded == 0  # reproducible
     spec = spec_for(tmp_path, pushed.reference, "cold", "withalpha:simulate")

@@ -6,8 +6,9 @@ binfmt_misc by ``.ci/run``), locked down as deployed (user 65532, read-only root
 a tmpfs ``/tmp``). What this adds to tests/replay/test_replay.py: the image of
 another architecture passes its self-check, joins an amd64 ``lockstep scheduler``
 of the same build (one build id: admitted; the doctor shows each one's platform),
-runs a job with the aggregate an amd64 worker gives, and an arm64 worker of another
-build is refused as any other is.
+runs a job, and a job whose bundle needs numpy (its lock's aarch64 wheel, sent by the
+runner and installed by the arm64 worker), each with the aggregate an amd64 worker
+gives, and an arm64 worker of another build is refused as any other is.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lockstep.bundles.lockfile import parse_lock
+from lockstep.core.fetch import fetch_verified
+from lockstep.core.store import Cache
 from tests.fixtures.build import ROOT, Built, build, clone, lockstep
 from tests.fixtures.engine import DockerEngine
 from tests.fixtures.replay import (
@@ -37,6 +42,7 @@ ARM64 = "linux/arm64"
 INSECURE = "--insecure"  # a private internal network, on purpose (as test_replay)
 WORKER_ARGS = [SCHEDULER, "--no-dashboard", INSECURE]
 READY = r"lockstep worker ready: build (sha256:[0-9a-f]{64}) version (\S+) executor (\S+) pid"
+NUMPY_LOCK = "examples/numpy/bundle/lockstep.lock.json"
 EMULATED = 600  # seconds: an emulated python starts ~20x slower than a native one
 
 
@@ -103,12 +109,32 @@ def replay(
         run.close()
 
 
-def _run_sir(run: Replay, loaded: dict[str, str], name: str) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def runner_cache(built: Built, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runner container's lockstep cache: the numpy example's wheels of every platform
+    (as ``lockstep bundle lock`` leaves them; the containers' network reaches no index),
+    writable by the containers' user."""
+    path = built.root / NUMPY_LOCK
+    lock, problems = parse_lock(path.read_bytes(), str(path))
+    assert lock is not None and not problems, problems
+    assert list(lock.platforms) == ["linux/amd64", ARM64]
+    dest = tmp_path_factory.mktemp("runner-cache")
+    for wheel in lock.wheels:
+        data = fetch_verified(Cache(cache_dir), wheel.url, wheel.sha256, wheel.filename, "relock")
+        Cache(dest).put_blob(data)
+    for p in (dest, *dest.rglob("*")):
+        p.chmod(0o777 if p.is_dir() else 0o644)
+    return dest
+
+
+def _run(
+    run: Replay, loaded: dict[str, str], name: str, job: str, cache: Path | None = None
+) -> dict[str, Any]:
     done = run.lockstep(
         name,
         loaded["runner"],
         "run",
-        f"{JOBS}/sir/job.toml",
+        f"{JOBS}/{job}/job.toml",
         "--scheduler",
         SCHEDULER,
         "--workers",
@@ -116,13 +142,18 @@ def _run_sir(run: Replay, loaded: dict[str, str], name: str) -> dict[str, Any]:
         "--store",
         f"/tmp/{name}.results",  # the examples are mounted read-only
         timeout=EMULATED,
+        env={"LOCKSTEP_CACHE_DIR": "/cache"} if cache else None,
+        volumes={str(cache): {"bind": "/cache", "mode": "rw"}} if cache else None,
     )
     assert done.code == 0, done.describe()
     return dict(json.loads(done.stdout))
 
 
 def test_the_arm64_worker_checks_itself_joins_the_amd64_scheduler_and_runs_a_job(
-    replay: tuple[Replay, Any], loaded: dict[str, str], built_platforms: Built
+    replay: tuple[Replay, Any],
+    loaded: dict[str, str],
+    built_platforms: Built,
+    runner_cache: Path,
 ) -> None:
     run, _ = replay
     check = run.start(
@@ -146,8 +177,11 @@ def test_the_arm64_worker_checks_itself_joins_the_amd64_scheduler_and_runs_a_job
         ("scheduler", "linux/amd64", built_platforms.build_id),
         ("worker", ARM64, built_platforms.build_id),
     ]
-    on_arm = _run_sir(run, loaded, "sir-arm64")
+    on_arm = _run(run, loaded, "sir-arm64", "sir")
     assert on_arm["build_id"] == built_platforms.build_id
+    # A bundle that needs numpy: the arm64 worker installs the lock's aarch64 wheel.
+    numpy_arm = _run(run, loaded, "numpy-arm64", "numpy", runner_cache)
+    assert numpy_arm["environment"] is not None
 
     # The same job on an amd64 worker of the build, the arm64 one gone: the same aggregate.
     arm.stop(timeout=30)
@@ -155,9 +189,13 @@ def test_the_arm64_worker_checks_itself_joins_the_amd64_scheduler_and_runs_a_job
         "amd64-worker", loaded["worker"], WORKER_ARGS, env={"LOCKSTEP_EXECUTOR": "cold"}
     )
     wait_for_log(amd, READY, 90)
-    on_amd = _run_sir(run, loaded, "sir-amd64")
+    on_amd = _run(run, loaded, "sir-amd64", "sir")
     assert on_arm["aggregate"] == on_amd["aggregate"]
     assert set(on_arm["workers"]).isdisjoint(on_amd["workers"])
+    numpy_amd = _run(run, loaded, "numpy-amd64", "numpy", runner_cache)
+    assert numpy_arm["aggregate"] == numpy_amd["aggregate"]
+    assert numpy_arm["aggregate"][0]["numpy"] == numpy_amd["aggregate"][0]["numpy"]
+    assert set(numpy_arm["workers"]).isdisjoint(numpy_amd["workers"])
 
 
 def test_an_arm64_worker_of_another_build_is_refused(

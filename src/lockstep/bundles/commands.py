@@ -69,9 +69,10 @@ def add_bundle_actions(bundle_sub: Any) -> None:
     p.add_argument(
         "--prebuilt",
         action="store_true",
-        help="also push the environment unpacked and compiled by this Python, as one layer "
-        "for this platform: a worker running the same Python extracts it instead of "
-        "installing the wheels (run it where the runner image's Python is)",
+        help="also push the environment unpacked and compiled by this Python, one layer "
+        "per platform of the lock: a worker running the same Python extracts its "
+        "platform's instead of installing the wheels (run it where the runner image's "
+        "Python is)",
     )
     _plain_http(p)
     p.set_defaults(func=cmd_push)

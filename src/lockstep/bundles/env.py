@@ -394,7 +394,7 @@ class EnvStore:
         self.remove_leftovers()
         tmp = temp_dir(self.envs, name, "layer-")
         try:
-            return LayerSink(tmp, digest, size, lock.digest)
+            return LayerSink(tmp, digest, size, lock.digest, self.platform)
         except LayerRefused:
             remove_read_only(tmp)
             raise

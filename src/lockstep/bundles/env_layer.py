@@ -150,15 +150,19 @@ class _Pipe:
 
 class LayerSink:
     """Extracts the layer ``digest`` (``size`` bytes) into ``tmp`` (new, empty) as its bytes
-    arrive; made for ``lock`` (a lock digest), this worker's tag and platform."""
+    arrive; made for ``lock`` (a lock digest), this worker's tag and ``platform`` (default:
+    this host's)."""
 
-    def __init__(self, tmp: Path, digest: str, size: int, lock: str) -> None:
+    def __init__(
+        self, tmp: Path, digest: str, size: int, lock: str, platform: str | None = None
+    ) -> None:
         if not 0 < size <= MAX_LAYER_BYTES:
             raise LayerRefused(
                 f"environment layer {digest} is {size} bytes; a layer is 1 to "
                 f"{MAX_LAYER_BYTES} bytes; refused, nothing written"
             )
         self.tmp, self.digest, self.size, self.lock = tmp, digest, size, lock
+        self.platform = platform or host_platform()
         self.received = 0
         self._hash = hashlib.sha256()
         self._pipe = _Pipe()
@@ -216,7 +220,7 @@ class LayerSink:
         if index is None:
             self._fail(f"it has no {INDEX}")
         assert index is not None
-        problem = _index_problem(index, self.lock, self._files)
+        problem = _index_problem(index, self.lock, self.platform, self._files)
         if problem:
             self._fail(problem)
         for rel, (_size, _mtime, executable) in self._files.items():
@@ -375,17 +379,18 @@ def _write(path: Path, pieces: Iterable[bytes]) -> Written:
 
 
 def _index_problem(
-    index: dict[str, Any], lock: str, files: dict[str, tuple[int, int, bool]]
+    index: dict[str, Any], lock: str, platform: str, files: dict[str, tuple[int, int, bool]]
 ) -> str:
-    """Why ``index`` is not the index of these ``files`` made for ``lock`` here; "" if it is."""
+    """Why ``index`` is not the index of these ``files`` made for ``lock`` on ``platform``
+    with this interpreter's tag; "" if it is."""
     if index.get("schema") != INDEX_SCHEMA:
         return f"its {INDEX} is not {INDEX_SCHEMA}"
     if index.get("lock") != lock:
         return f"it was made for the lock {index.get('lock')}, the bundle's is {lock}"
-    if index.get("tag") != host_tag() or index.get("platform") != host_platform():
+    if index.get("tag") != host_tag() or index.get("platform") != platform:
         return (
             f"it was compiled for {index.get('tag')} on {index.get('platform')}, this worker "
-            f"runs {host_tag()} on {host_platform()}"
+            f"runs {host_tag()} on {platform}"
         )
     try:
         listed = {str(p): (int(n), bool(x)) for p, _sha, n, x in index["files"]}

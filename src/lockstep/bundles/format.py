@@ -196,7 +196,7 @@ def dependency_problems(
         problems.append(
             (
                 lock_path,
-                f"the bundle has dependencies ({len(lock.wheels)} locked wheel(s)) and "
+                f"the bundle has dependencies ({lock.counted()}) and "
                 f"{refused}; use executor isolated_warm or cold",
                 2,
             )

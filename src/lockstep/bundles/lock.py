@@ -32,6 +32,7 @@ from lockstep.bundles.lockfile import (
     lock_body,
     lock_bytes,
     parse_lock,
+    per_platform,
     read_declared,
     relock_hint,
 )
@@ -228,14 +229,3 @@ def describe(lock_path: Path) -> str:
     data = json.loads(lock_path.read_bytes())
     counts = per_platform({n: len(p["wheels"]) for n, p in data["platforms"].items()}, "wheel(s)")
     return f"{lock_path}: {counts}, content {data['content_digest']}"
-
-
-def per_platform(counts: dict[str, int], what: str) -> str:
-    """``2 wheel(s) for linux/amd64, 1 for linux/arm64``; ``1 wheel(s) for linux/amd64 and
-    linux/arm64`` when every platform has as many."""
-    if len(set(counts.values())) == 1:
-        return f"{next(iter(counts.values()))} {what} for {' and '.join(counts)}"
-    return ", ".join(
-        f"{n} {what if i == 0 else ''} for {p}".replace("  ", " ")
-        for i, (p, n) in enumerate(counts.items())
-    )

@@ -223,22 +223,39 @@ class BundleLock:
         """The part of the lock for ``platform``; None if it was not locked for it."""
         return self.platforms.get(platform)
 
+    def counted(self) -> str:
+        """``1 locked wheel(s) for linux/amd64 and linux/arm64``."""
+        return per_platform(
+            {p: len(x.wheels) for p, x in self.platforms.items()}, "locked wheel(s)"
+        )
+
     def missing_platforms(self, platforms: Iterable[str]) -> list[str]:
         """Those of ``platforms`` (sorted, each once) the lock has no part for."""
         return sorted({p for p in platforms if p not in self.platforms})
 
 
-def platforms_problem(lock: BundleLock, needed: Mapping[str, Sequence[str]]) -> str:
-    """Why ``lock`` cannot serve workers of the platforms ``needed`` (platform -> the
-    workers on it); ``""`` if it has a part for each."""
+def per_platform(counts: Mapping[str, int], what: str) -> str:
+    """``2 wheel(s) for linux/amd64, 1 for linux/arm64``; ``1 wheel(s) for linux/amd64 and
+    linux/arm64`` when every platform has as many."""
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} {what} for {' and '.join(counts)}"
+    first, *rest = counts.items()
+    return ", ".join([f"{first[1]} {what} for {first[0]}", *(f"{n} for {p}" for p, n in rest)])
+
+
+def platforms_problem(
+    lock: BundleLock, needed: Mapping[str, Sequence[str]], bundle: Path | str
+) -> str:
+    """Why the lock of the bundle at ``bundle`` cannot serve workers of the platforms
+    ``needed`` (platform -> the workers on it); ``""`` if it has a part for each."""
     missing = lock.missing_platforms(needed)
     if not missing:
         return ""
     on = "; ".join(f"{p}: {', '.join(needed[p])}" for p in missing)
     return (
         f"locked for {', '.join(lock.platforms)} only, but the cluster has worker(s) on "
-        f"{', '.join(missing)} ({on}); lock it for every platform of the image "
-        "(a checkout of this build, or --image of its index)"
+        f"{', '.join(missing)} ({on}); lock it for every platform of the image: "
+        f"{relock_hint(bundle)} in a checkout of this build (or with --image of its index)"
     )
 
 

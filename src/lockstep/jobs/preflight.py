@@ -10,7 +10,9 @@ file and the name it is about):
    and no top-level name hides a standard or installed module; if it declares
    requirements, its lock exists, matches them, reads clean (wheels for the
    image's platform, none of the image's projects, not edited by hand) and
-   names the cluster's Python lock, and the executor is not ``direct``;
+   names the cluster's Python lock, and the executor is not ``direct``; with a
+   scheduler, the lock has a part for the platform of every worker that may run
+   the job (a mixed cluster needs a lock of each of its platforms);
 3. the model and target import and are callables that accept
    ``model(params, seed)`` and ``target(results)`` — in an isolated
    interpreter (``lockstep.bundles.probe``), so the bundle's import side
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ from lockstep.bundles.format import (
     shadowing_problems,
     syntax_problems,
 )
+from lockstep.bundles.lockfile import LOCK_FILE, platforms_problem
 from lockstep.bundles.probe import DEFAULT_TIMEOUT, run_probe
 from lockstep.bundles.ship import ShipFailed, check_on_worker, ship_bundle
 from lockstep.core.entrypoints import registered
@@ -48,6 +52,7 @@ from lockstep.core.settings import EXECUTOR as EXECUTOR_ENV
 from lockstep.core.settings import MANIFEST as MANIFEST_ENV
 from lockstep.jobs.spec import JobSpec, PreflightFailed, Problem, read_spec, spec_from_fields
 from lockstep.manifest import BuildManifest, load_manifest
+from lockstep.runtime.identity import Member
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +159,13 @@ def preflight(
 
     client = None
     if address is not None:
-        client, workers, own, cluster_problems = _check_cluster(
+        client, members, own, cluster_problems = _check_cluster(
             address, fields.get("executor"), n_workers, timeout, own
         )
         problems += cluster_problems
+        workers = [m.address for m in members]
+        if bundle is not None:
+            problems += _platform_problems(bundle, members)
         shipped: list[Any] = []
         if client is not None and workers and bundle is not None and local_ok and not problems:
             problems += _check_import_on_worker(
@@ -177,14 +185,28 @@ def preflight(
     return checked
 
 
+def _platform_problems(bundle: Bundle, workers: Sequence[Member]) -> list[Problem]:
+    """The bundle's lock must have a part for the platform of every worker that may run
+    its tasks (as each worker's manifest names it; one that names none is not judged)."""
+    lock = bundle.lock()
+    if lock is None:
+        return []
+    needed: dict[str, list[str]] = {}
+    for worker in workers:
+        if worker.platform != "-":
+            needed.setdefault(worker.platform, []).append(worker.address)
+    problem = platforms_problem(lock, needed, bundle.root)
+    return [Problem(str(bundle.root / LOCK_FILE), "dependencies", problem, 2)] if problem else []
+
+
 def _check_cluster(
     address: str,
     executor: str | None,
     n_workers: int,
     timeout: float,
     manifest: BuildManifest | None,
-) -> tuple[Any, list[str], BuildManifest | None, list[Problem]]:
-    """``(client or None, workers running executor, runner manifest, problems)``."""
+) -> tuple[Any, list[Member], BuildManifest | None, list[Problem]]:
+    """``(client or None, ready workers running executor, runner manifest, problems)``."""
     from lockstep.runtime.cluster import check_cluster, connect
 
     try:
@@ -205,7 +227,7 @@ def _check_cluster(
         except LockstepError as exc:
             summary = getattr(exc, "summary", exc.message)
             return client, [], own, [Problem(address, "handshake", summary, exc.exit_code)]
-        workers = [w.address for w in report.workers if w.ok and w.executor == executor]
+        workers = [w for w in report.workers if w.ok and w.executor == executor]
         if len(workers) >= n_workers or time.monotonic() >= deadline:
             break
         time.sleep(POLL_SECONDS)

@@ -32,6 +32,7 @@ class Member:
     build_id: str
     executor: str = "-"
     status: str = "ok"  # "ok", or what is wrong with it
+    platform: str = "-"  # the platform its manifest names (linux/arm64), "-" if none
 
     @property
     def ok(self) -> bool:
@@ -46,7 +47,15 @@ class Member:
         executor: str = "-",
         status: str = "ok",
     ) -> Member:
-        return cls(address, role, manifest.version, manifest.build_id, executor, status)
+        return cls(
+            address,
+            role,
+            manifest.version,
+            manifest.build_id,
+            executor,
+            status,
+            manifest.platform or "-",
+        )
 
     @classmethod
     def unknown(cls, address: str, role: str, status: str, executor: str = "-") -> Member:
