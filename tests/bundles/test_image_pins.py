@@ -141,8 +141,12 @@ def test_an_index_of_two_platforms_gives_both_and_platform_keeps_some(tmp_path: 
     with pytest.raises(BadInput, match=r"unknown platform 'linux/s390x'"):
         base.only(["linux/s390x"])
     one = base.only(["linux/amd64"])
-    with pytest.raises(BadInput, match=r"has no image for linux/arm64 \(it has: linux/amd64\)"):
+    with pytest.raises(BadInput) as refused:
         one.only(["linux/arm64"])
+    assert refused.value.message == (
+        f"--platform linux/arm64: not a platform of {PYTHON_LOCK_PATH} in {archive} (it has "
+        "linux/amd64)"
+    )
 
 
 def test_images_of_two_builds_or_one_platform_twice_are_refused(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from tests.release.test_release import VERSION, docker_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
+BOTH = ("linux/amd64", "linux/arm64")
 BUNDLE = '[project]\nname = "demo"\nversion = "0"\ndependencies = ["numpy>=2,<3", "packaging"]\n'
 
 
@@ -86,10 +87,20 @@ def new_bundle(where: Path) -> Path:
 def test_a_lock_against_the_released_image_equals_the_checkout_s(
     release: Release, cache_dir: Path, tmp_path: Path
 ) -> None:
-    checkout = new_bundle(tmp_path / "checkout" / "bundle")
-    proc = bundle_lock(checkout, "--project", str(release.root), cwd=tmp_path, cache=cache_dir)
-    assert proc.returncode == 0, proc.stderr
-    expected = (checkout / LOCK_FILE).read_bytes()
+    """For the platforms the image has (its index's, or the archive's), the lock is the one
+    the checkout makes for those platforms (``--platform``)."""
+    made: dict[tuple[str, ...], bytes] = {}
+
+    def checkout_lock(platforms: tuple[str, ...]) -> bytes:
+        if platforms not in made:
+            bundle = new_bundle(tmp_path / "checkout" / "_".join(platforms).replace("/", "-"))
+            chosen = [arg for p in platforms for arg in ("--platform", p)]
+            proc = bundle_lock(
+                bundle, "--project", str(release.root), *chosen, cwd=tmp_path, cache=cache_dir
+            )
+            assert proc.returncode == 0, proc.stderr
+            made[platforms] = (bundle / LOCK_FILE).read_bytes()
+        return made[platforms]
 
     # A modeller's directory: no checkout above it, the record and archive copied into it.
     away = tmp_path / "modeller"
@@ -99,16 +110,21 @@ def test_a_lock_against_the_released_image_equals_the_checkout_s(
     record = Path(shutil.copy(release.record, away / "release.json"))
     archive = Path(shutil.copy(release.archive, away / "worker.tar"))
     for name, args in (
-        # the release pins each role's index of both platforms: name the one to lock for
-        ("image", ["--image", release.worker, "--platform", "linux/amd64"]),
-        ("release", ["--release", str(record), "--platform", "linux/amd64"]),
-        ("archive", ["--archive", str(archive), "--platform", "linux/amd64"]),
+        # the release pins each role's index of both platforms: every platform of it, or one
+        ("image", ["--image", release.worker]),
+        ("image-amd64", ["--image", release.worker, "--platform", "linux/amd64"]),
+        ("release", ["--release", str(record)]),
+        ("archive", ["--archive", str(archive)]),  # one platform's build
     ):
         bundle = new_bundle(away / name)
         proc = bundle_lock(bundle, *args, cwd=away, cache=cache_dir)
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
-        assert (bundle / LOCK_FILE).read_bytes() == expected, name
+        got = (bundle / LOCK_FILE).read_bytes()
+        platforms = tuple(json.loads(got)["platforms"])
+        assert platforms == (BOTH if name in ("image", "release") else BOTH[:1]), name
+        assert got == checkout_lock(platforms), name
         assert "/etc/lockstep/python.lock.json in " in proc.stderr, proc.stderr
+    assert tuple(json.loads(checkout_lock(("linux/amd64",)))["platforms"]) == ("linux/amd64",)
 
 
 def test_without_a_checkout_or_an_image_the_error_names_both_ways(tmp_path: Path) -> None:
@@ -133,5 +149,6 @@ def test_an_image_of_another_platform_is_refused(release: Release, tmp_path: Pat
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"lockstep: error: {release.archive}: the image is for linux/amd64, not linux/arm64"
+        "lockstep: error: --platform linux/arm64: not a platform of "
+        f"/etc/lockstep/python.lock.json in {release.archive} (it has linux/amd64)"
     )

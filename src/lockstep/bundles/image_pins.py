@@ -78,7 +78,8 @@ class LockBase:
             platform_table.platform(name, "--platform")
             if name not in self.complete_platforms:
                 raise BadInput(
-                    f"{self.where} has no image for {name} (it has: {', '.join(self.platforms)})"
+                    f"--platform {name}: not a platform of {self.where} (it has "
+                    f"{', '.join(self.platforms)})"
                 )
         kept = {p: b for p, b in self.complete_platforms.items() if p in wanted}
         return LockBase(self.where, self.python_lock, kept)
