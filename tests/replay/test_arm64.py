@@ -28,6 +28,7 @@ from tests.fixtures.build import ROOT, Built, build, clone, lockstep
 from tests.fixtures.engine import DockerEngine
 from tests.fixtures.replay import (
     JOBS,
+    LOCKED_DOWN,
     LOCKSTEP,
     SCHEDULER,
     Replay,
@@ -42,6 +43,11 @@ ARM64 = "linux/arm64"
 INSECURE = "--insecure"  # a private internal network, on purpose (as test_replay)
 WORKER_ARGS = [SCHEDULER, "--no-dashboard", INSECURE]
 READY = r"lockstep worker ready: build (sha256:[0-9a-f]{64}) version (\S+) executor (\S+) pid"
+# The workers' lockdown, with /tmp (their LOCKSTEP_BUNDLE_DIR) executable as a Kubernetes
+# emptyDir is: docker's tmpfs is noexec unless told `exec`, and a bundle's native wheels
+# (numpy's .so) are mapped executable from there (under qemu-user an arm64 .so loads anyway:
+# qemu maps the guest's code itself).
+WORKER = {**LOCKED_DOWN, "tmpfs": {"/tmp": "rw,exec,nosuid,nodev"}}
 NUMPY_LOCK = "examples/numpy/bundle/lockstep.lock.json"
 EMULATED = 600  # seconds: an emulated python starts ~20x slower than a native one
 
@@ -164,7 +170,7 @@ def test_the_arm64_worker_checks_itself_joins_the_amd64_scheduler_and_runs_a_job
 
     arm = run.start(
         "arm64-worker", loaded["arm64"], WORKER_ARGS, env={"LOCKSTEP_EXECUTOR": "cold"},
-        platform=ARM64,
+        platform=ARM64, constraints=WORKER,
     )  # fmt: skip
     ready = wait_for_log(arm, READY, EMULATED)
     assert ready.group(1) == built_platforms.build_id
@@ -186,8 +192,9 @@ def test_the_arm64_worker_checks_itself_joins_the_amd64_scheduler_and_runs_a_job
     # The same job on an amd64 worker of the build, the arm64 one gone: the same aggregate.
     arm.stop(timeout=30)
     amd = run.start(
-        "amd64-worker", loaded["worker"], WORKER_ARGS, env={"LOCKSTEP_EXECUTOR": "cold"}
-    )
+        "amd64-worker", loaded["worker"], WORKER_ARGS, env={"LOCKSTEP_EXECUTOR": "cold"},
+        constraints=WORKER,
+    )  # fmt: skip
     wait_for_log(amd, READY, 90)
     on_amd = _run(run, loaded, "sir-amd64", "sir")
     assert on_arm["aggregate"] == on_amd["aggregate"]
