@@ -45,7 +45,7 @@ def labelled(engine: DockerEngine, name: str) -> dict[str, list[Any]]:
 
 
 def test_up_runs_a_job_and_down_leaves_nothing_it_made(
-    built: Built, docker_engine: DockerEngine, tmp_path: Path
+    built: Built, docker_engine: DockerEngine, tmp_path: Path, cache_dir: Path
 ) -> None:
     name = f"t-{secrets.token_hex(3)}"
     bystander = docker_engine.client.networks.create(
@@ -84,6 +84,15 @@ def test_up_runs_a_job_and_down_leaves_nothing_it_made(
         )
         assert run.returncode == 0, run.stderr[-4000:]
         assert json.loads(run.stdout)["job"]["name"] == "sir-incidence"
+        # A bundle with a native wheel (numpy's .so, mapped executable from the worker's /tmp)
+        numpy = subprocess.run(
+            lockstep("run", str(built.root / "examples/numpy/job.toml"), "--scheduler",
+                     state["scheduler"], "--timeout", "120", "--store", str(tmp_path / "np")),
+            env=base_env(Path(state["manifest"]), extra={"LOCKSTEP_CACHE_DIR": str(cache_dir)}),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert numpy.returncode == 0, numpy.stderr[-4000:]
+        assert json.loads(numpy.stdout)["aggregate"][0]["numpy"] == ["2.4.6"]
 
         down = cli(docker_engine, "down", "--out", out, "--name", name)
         assert down.returncode == 0, down.stderr

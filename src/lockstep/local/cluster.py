@@ -54,7 +54,9 @@ WORKER_READY = "lockstep worker ready"
 LOCKED_DOWN: dict[str, Any] = {
     "user": "65532:65532",
     "read_only": True,
-    "tmpfs": {"/tmp": "rw,nosuid,nodev"},
+    # exec: a bundle's native wheels (numpy's .so) are mapped from LOCKSTEP_BUNDLE_DIR under
+    # /tmp, as from a Kubernetes emptyDir; docker's tmpfs is noexec unless told
+    "tmpfs": {"/tmp": "rw,exec,nosuid,nodev"},
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
 }
