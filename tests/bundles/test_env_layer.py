@@ -22,6 +22,7 @@ from lockstep.bundles import env_layer
 from lockstep.bundles.env import EnvStore, WheelRefused
 from lockstep.bundles.env_layer import INDEX, INDEX_SCHEMA, LayerRefused, host_platform, host_tag
 from lockstep.bundles.format import load_bundle
+from lockstep.bundles.lockfile import BundleLock
 from lockstep.bundles.prebuilt import env_layer as make_env_layer
 from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.store import Cache
@@ -266,7 +267,12 @@ def test_a_lock_for_another_python_is_refused_before_anything_is_compiled(
     assert loaded is not None and loaded.lock() is not None
     lock = loaded.lock()
     assert lock is not None
-    other = dataclasses.replace(lock, platform_tags=("cp399-cp399-manylinux_2_17_x86_64",))
+
+    def tagged(tag: str) -> BundleLock:  # the lock with its platform's tags replaced
+        parts = {p: dataclasses.replace(x, platform_tags=(tag,)) for p, x in lock.platforms.items()}
+        return dataclasses.replace(lock, platforms=parts)
+
+    other = tagged("cp399-cp399-manylinux_2_17_x86_64")
     with pytest.raises(BadInput) as refused:
         make_env_layer(other, lambda _w: data, Cache(tmp_path / "runner"))
     line = str(refused.value)
@@ -274,7 +280,7 @@ def test_a_lock_for_another_python_is_refused_before_anything_is_compiled(
     assert "cpython-399" in line and host_tag() in line and "--prebuilt" in line
     assert not (tmp_path / "runner" / "blobs").exists()  # nothing made
     ours = host_tag().removeprefix("cpython-")
-    same = dataclasses.replace(lock, platform_tags=(f"cp{ours}-cp{ours}-manylinux_2_17_x86_64",))
+    same = tagged(f"cp{ours}-cp{ours}-manylinux_2_17_x86_64")
     assert make_env_layer(same, lambda _w: data, Cache(tmp_path / "runner")).tag == host_tag()
 
 
