@@ -94,7 +94,7 @@ def docker_side(
         )
         oci.write_archives(
             [oci.ArchiveOut(base_tar, image, "base", ("lockstep-bench-base:1",))],
-            lambda _digest: base_blob,
+            oci.copy_from(lambda _digest: base_blob),
         )
         engine.cli("load", "-i", str(base_tar))
         ctx = work / "ctx"

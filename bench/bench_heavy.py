@@ -491,7 +491,7 @@ def main() -> None:
             )
             oci.write_archives(
                 [oci.ArchiveOut(base_tar, image, "base", ("lockstep-bench-base:1",))],
-                lambda _digest: worker.blob(base_layer["digest"]),
+                oci.copy_from(lambda _digest: worker.blob(base_layer["digest"])),
             )
             docker = docker_side(work, heavy.root, base_tar, locks, n)
 

@@ -89,7 +89,9 @@ def test_the_build_writes_nothing_and_the_sinks_write_its_values(
     assert after == before
     out = tmp_path / "out"
     assert not out.exists()
-    written = sinks.write_outputs(platforms, out, builder.blob, layout=tmp_path / "layout")
+    written = sinks.write_outputs(
+        platforms, out, builder.layers.copy_blob, layout=tmp_path / "layout"
+    )
     data = sinks.build_json(platforms, written)
     # A project of several platforms: every file's name says its platform.
     assert sorted(p.name for p in out.iterdir()) == [

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from lockstep.assembly import oci
 from lockstep.assembly.compress import gzip_bytes
-from lockstep.assembly.entries import Entry, make_layer, normalize, tar_bytes
+from lockstep.assembly.entries import Entry, Layer, make_layer, normalize, tar_bytes
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import AMD64, ARM64
 
@@ -73,11 +74,13 @@ def test_archive_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "img.tar"
     out = oci.ArchiveOut(path, image, "1", ("x:1",))
     blobs = {layer.digest: layer.blob}
-    assert oci.write_archives([out], blobs.__getitem__) == [path]
+    assert oci.write_archives([out], oci.copy_from(blobs.__getitem__)) == [path]
     first = path.read_bytes()
-    assert oci.write_archives([out], blobs.__getitem__) == []  # already current: not rewritten
+    assert (
+        oci.write_archives([out], oci.copy_from(blobs.__getitem__)) == []
+    )  # already current: not rewritten
     path.unlink()
-    assert oci.write_archives([out], blobs.__getitem__) == [path]
+    assert oci.write_archives([out], oci.copy_from(blobs.__getitem__)) == [path]
     assert path.read_bytes() == first
     assert [p.name for p in tmp_path.iterdir()] == ["img.tar"]  # no temporary file left
     with tarfile.open(path) as tar:
@@ -133,3 +136,92 @@ def test_an_image_index_names_each_platform_once() -> None:
     assert layout["manifests"][0]["digest"] == index.digest
     with pytest.raises(BadInput, match="one image per platform"):
         oci.ImageIndex.of([images[0], images[0]], {})
+
+
+def _image(*layers: oci.LayerRef, label: str = "") -> oci.Image:
+    return oci.make_image(
+        platform=AMD64, layers=layers, entrypoint=["x"], env={}, labels={"l": label}
+    )
+
+
+def _tarfile_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """The archive as ``tarfile`` itself writes it (what the archives were before they were
+    written with the layers copied in the kernel): the reference for their bytes."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("sizes", [[0], [1, 511, 512, 513], [10_000, 10_240 * 3]])
+def test_archives_are_the_bytes_tarfile_writes(tmp_path: Path, sizes: list[int]) -> None:
+    layers = [make_layer([Entry.file("f", bytes(range(256)) * (n // 256 + 1))]) for n in sizes]
+    layers += [make_layer([Entry.file("g", b"x" * n)]) for n in sizes]  # other block fills
+    blobs = {layer.digest: layer.blob for layer in layers}
+    image = _image(*(oci.LayerRef.of(layer) for layer in layers))
+    path = tmp_path / "img.tar"
+    oci.write_archives([oci.ArchiveOut(path, image, "r:1", ("r:1",))], oci.copy_from(blobs.get))
+    expected = _tarfile_bytes(oci.archive_members(image, blobs.__getitem__, "r:1", ["r:1"]))
+    assert path.read_bytes() == expected
+    out = io.BytesIO()
+    oci.write_tar(out, oci.archive_members(image, blobs.__getitem__, "r:1", ["r:1"]))
+    assert out.getvalue() == expected
+
+
+def test_a_rewritten_archive_reuses_the_one_before_unless_a_reader_holds_it(
+    tmp_path: Path,
+) -> None:
+    small, big = make_layer(ENTRIES), make_layer([Entry.file("big", os.urandom(300_000))])
+    blobs = oci.copy_from({small.digest: small.blob, big.digest: big.blob}.__getitem__)
+    path = tmp_path / "img.tar"
+    spare = tmp_path / ".img.tar.spare"
+
+    def write(*layers: Layer, label: str) -> bytes:
+        image = _image(*(oci.LayerRef.of(layer) for layer in layers), label=label)
+        assert oci.write_archives([oci.ArchiveOut(path, image, "r:1", ())], blobs) == [path]
+        assert oci.read_archive(path).digest == image.digest
+        return path.read_bytes()
+
+    first = write(small, big, label="1")
+    assert not spare.exists()
+    first_inode = path.stat().st_ino
+    second = write(small, label="2")  # a new file; the first archive is kept as the spare
+    assert spare.read_bytes() == first and spare.stat().st_ino == first_inode
+    third = write(small, big, label="3")  # written over the spare: the first's inode again
+    assert path.stat().st_ino == first_inode and spare.read_bytes() == second
+    with spare.open("rb") as reader:  # a reader of the second archive still has it open
+        write(small, label="4")
+        assert reader.read() == second  # not overwritten under it
+    assert spare.read_bytes() == third
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".img.tar.spare", "img.tar"]
+
+
+def test_a_failed_archive_write_leaves_the_old_archives_and_no_temporary(tmp_path: Path) -> None:
+    layer = make_layer(ENTRIES)
+    blobs = {layer.digest: layer.blob}
+    paths = [tmp_path / "a.tar", tmp_path / "b.tar"]
+
+    def outs(label: str) -> list[oci.ArchiveOut]:
+        image = _image(oci.LayerRef.of(layer), label=label)
+        return [oci.ArchiveOut(p, image, "r:1", (p.name,)) for p in paths]
+
+    oci.write_archives(outs("1"), oci.copy_from(blobs.__getitem__))
+    oci.write_archives(outs("2"), oci.copy_from(blobs.__getitem__))  # now each has a spare
+    before = {p: p.read_bytes() for p in paths}
+    calls = []
+
+    def failing(digest: str, fd: int) -> None:
+        calls.append(digest)
+        if len(calls) == 2:  # the second archive's layer: the cache lost it
+            raise BadInput("cached layer is missing or corrupt")
+        oci.copy_from(blobs.__getitem__)(digest, fd)
+
+    with pytest.raises(BadInput):
+        oci.write_archives(outs("3"), failing)
+    assert {p: p.read_bytes() for p in paths} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "b.tar"]

@@ -348,10 +348,10 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     )
     builder = Builder(Cache(cache_root), progress)
     result = builder.build_platforms(read_inputs(project, None), ROLES)
-    data = sinks.build_json(result, sinks.write_outputs(result, out, builder.blob))
+    data = sinks.build_json(result, sinks.write_outputs(result, out, builder.layers.copy_blob))
     if result.single is None:
         for role, index in data["images"].items():
-            sinks.write_layout(result, out / layout_dir(role), builder.blob, [role])
+            sinks.write_layout(result, out / layout_dir(role), builder.layers.copy_blob, [role])
             index["layout"] = layout_dir(role)
     data = dict(_relative(data, out))
     by_platform = (

@@ -101,7 +101,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     written = sinks.write_outputs(
         result,
         out,
-        builder.blob,
+        builder.layers.copy_blob,
         archives=not args.no_archives,
         layout=args.layout.resolve() if args.layout else None,
     )

@@ -60,14 +60,18 @@ def builder_code_digest() -> str:
     return sha256_digest(canonical_json(rows))
 
 
+def _lost(cache: Cache, digest: str) -> BadInput:
+    return BadInput(
+        f"{cache.blob_path(digest)}: cached layer is missing or corrupt; "
+        "run the build again (it will be remade)"
+    )
+
+
 def read_blob(cache: Cache, digest: str) -> bytes:
     """A layer blob the build put in ``cache``; BadInput if it is gone or corrupt."""
     data = cache.get_blob(digest)
     if data is None:
-        raise BadInput(
-            f"{cache.blob_path(digest)}: cached layer is missing or corrupt; "
-            "run the build again (it will be remade)"
-        )
+        raise _lost(cache, digest)
     return data
 
 
@@ -143,6 +147,13 @@ class LayerCache:
 
     def blob(self, digest: str) -> bytes:
         return read_blob(self.cache, digest)
+
+    def copy_blob(self, digest: str, out: int) -> None:
+        """Append a layer blob to the file open as ``out`` (what the sinks write:
+        ``oci.BlobCopy``); BadInput if it is gone or corrupt (nothing appended; a corrupt
+        one is removed, so the next build makes it again)."""
+        if not self.cache.copy_blob(digest, out):
+            raise _lost(self.cache, digest)
 
     def staged(self, record: LayerRecord) -> Path:
         """The layer's files on disk under the cache (made once per layer digest)."""

@@ -14,7 +14,6 @@ platform, each descriptor naming its ``platform``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tarfile
@@ -25,10 +24,11 @@ from typing import IO, Any
 
 from lockstep.assembly.entries import Layer
 from lockstep.assembly.layout import EPOCH, USER, WORKDIR
-from lockstep.core.atomic import remove_stale, temp_file
+from lockstep.core.atomic import open_spare, remove_stale, replace_keeping
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import Platform
+from lockstep.core.store import write_all
 from lockstep.oci.media import (
     CONFIG_MEDIA_TYPE,
     INDEX_MEDIA_TYPE,
@@ -38,6 +38,8 @@ from lockstep.oci.media import (
 
 REF_NAME = "org.opencontainers.image.ref.name"
 BlobSource = Callable[[str], bytes]  # a layer's bytes by its digest
+# Append a layer blob's verified bytes (by its digest) to the file open as the descriptor.
+BlobCopy = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -275,22 +277,78 @@ def archive_members(
     image: Image, blob: BlobSource, ref_name: str, repo_tags: Sequence[str]
 ) -> list[tuple[str, bytes]]:
     """(name, bytes) of every archive member, sorted by name."""
-    members = small_members(image, ref_name, repo_tags)
-    for layer in image.layers:
-        members[blob_name(layer.digest)] = blob(layer.digest)
-    return sorted(members.items())
+    return [
+        (m.name, blob(m.digest) if m.data is None else m.data)
+        for m in archive_plan(image, ref_name, repo_tags)
+    ]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of an archive: its bytes, or (``data`` None) the layer blob ``digest``."""
+
+    name: str
+    size: int
+    data: bytes | None = None
+    digest: str = ""
+
+
+def archive_plan(image: Image, ref_name: str, repo_tags: Sequence[str]) -> list[Member]:
+    """Every archive member, sorted by name; the layer blobs by digest and size only."""
+    members = [Member(n, len(d), d) for n, d in small_members(image, ref_name, repo_tags).items()]
+    members += [Member(blob_name(layer.digest), layer.size, None, layer.digest)
+                for layer in image.layers]  # fmt: skip
+    return sorted(members, key=lambda m: m.name)
+
+
+# The tar format of the archives, as ``tarfile`` writes it (``tarfile.open(mode="w",
+# format=GNU_FORMAT)`` + ``addfile``): one header block per member, its data padded to a
+# block, then two empty blocks and padding to a whole record.
+def tar_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def tar_padding(size: int) -> bytes:
+    return tarfile.NUL * (-size % tarfile.BLOCKSIZE)
+
+
+def tar_end(offset: int) -> bytes:
+    """The end of a tar whose members took ``offset`` bytes."""
+    end = offset + 2 * tarfile.BLOCKSIZE
+    return tarfile.NUL * (2 * tarfile.BLOCKSIZE + -end % tarfile.RECORDSIZE)
 
 
 def write_tar(out: IO[bytes], members: Sequence[tuple[str, bytes]]) -> None:
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
+    offset = 0
+    for name, data in members:
+        chunk = tar_header(name, len(data)) + data + tar_padding(len(data))
+        out.write(chunk)
+        offset += len(chunk)
+    out.write(tar_end(offset))
+
+
+def write_archive(fd: int, members: Sequence[Member], copy: BlobCopy) -> None:
+    """The tar of ``members`` to the file open as ``fd``: the layer blobs by ``copy``."""
+    offset = 0
+    for m in members:
+        head = tar_header(m.name, m.size)
+        write_all(fd, head if m.data is None else head + m.data)
+        if m.data is None:
+            copy(m.digest, fd)
+        write_all(fd, tar_padding(m.size))
+        offset += len(head) + m.size + len(tar_padding(m.size))
+    write_all(fd, tar_end(offset))
+
+
+def copy_from(blob: BlobSource) -> BlobCopy:
+    """A ``BlobCopy`` of blobs held in memory (an archive read back, a test's layers)."""
+    return lambda digest, fd: write_all(fd, blob(digest))
 
 
 @dataclass(frozen=True)
@@ -303,10 +361,12 @@ class ArchiveOut:
     repo_tags: tuple[str, ...]  # docker's manifest.json RepoTags
 
 
-def write_archives(outs: Sequence[ArchiveOut], blob: BlobSource) -> list[Path]:
-    """Write every archive of ``outs`` that is not already current, each under a temporary
-    name, then rename them all into place; the paths written. ``blob`` gives a layer's
-    bytes by digest (asked only for archives that are written).
+def write_archives(outs: Sequence[ArchiveOut], copy: BlobCopy) -> list[Path]:
+    """Write every archive of ``outs`` that is not already current, each to its spare (the
+    archive before the current one, overwritten in place) or a new temporary file, then
+    swap them all into place; the paths written. ``copy`` appends a layer blob's verified
+    bytes to an open file (asked only for archives that are written: the cache's copy is
+    in the kernel, without hashing a blob its stamp vouches for).
 
     Readers see each path's old archive or the whole new one; a failure leaves
     every old archive as it was and no temporary file behind.
@@ -314,27 +374,24 @@ def write_archives(outs: Sequence[ArchiveOut], blob: BlobSource) -> list[Path]:
     for out in outs:  # what a killed build left, also when nothing is written now
         remove_stale(out.path.parent, out.path.name)
     stale = [o for o in outs if not archive_is_current(o.path, o.image, o.ref_name, o.repo_tags)]
-    read: dict[str, bytes] = {}
-
-    def once(digest: str) -> bytes:  # images share layers: read each blob once
-        if digest not in read:
-            read[digest] = blob(digest)
-        return read[digest]
-
-    temps: list[tuple[Path, Path]] = []
+    written: list[tuple[Path, Path]] = []
     try:
         for out in stale:
-            fd, name = temp_file(out.path)
-            temps.append((name, out.path))
-            with os.fdopen(fd, "wb") as f:
-                write_tar(f, archive_members(out.image, once, out.ref_name, out.repo_tags))
-            os.chmod(name, 0o644)
-        for temp, final in temps:
-            os.replace(temp, final)
+            fd, name = open_spare(out.path)
+            written.append((name, out.path))
+            try:
+                write_archive(fd, archive_plan(out.image, out.ref_name, out.repo_tags), copy)
+                os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))  # a spare may have been longer
+                os.fchmod(fd, 0o644)
+            finally:
+                os.close(fd)
+        for name, final in written:
+            replace_keeping(name, final)
+        written = []
     finally:
-        for temp, _ in temps:
+        for name, _ in written:
             with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+                name.unlink()
     return [o.path for o in stale]
 
 

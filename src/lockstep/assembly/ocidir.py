@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lockstep.assembly.oci import (
     REF_NAME,
-    BlobSource,
+    BlobCopy,
     Image,
     ImageIndex,
     LayerRef,
@@ -32,7 +32,7 @@ from lockstep.assembly.oci import (
     index_json,
     write_tar,
 )
-from lockstep.core.atomic import write_bytes
+from lockstep.core.atomic import open_atomic, write_bytes
 from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import Platform, host
@@ -41,21 +41,22 @@ from lockstep.oci.media import INDEX_MEDIA_TYPE
 LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
-def write_layout(
-    root: Path, images: Mapping[str, Image | ImageIndex], blob: BlobSource
-) -> list[str]:
+def write_layout(root: Path, images: Mapping[str, Image | ImageIndex], copy: BlobCopy) -> list[str]:
     """Write ``images`` (ref name -> image, or image index) into the layout at ``root``; the
-    digests of the blobs that were not there before, in the order written."""
+    digests of the blobs that were not there before, in the order written. ``copy``
+    appends a layer's verified bytes to a file (the config and manifests are values)."""
     added: list[str] = []
 
     def put(digest: str, data: bytes | None = None) -> None:
         path = root / blob_name(digest)
         if path.exists() and path.stat().st_size > 0:
             return  # content-addressed: a present blob is the blob
-        payload = blob(digest) if data is None else data
-        if sha256_digest(payload) != digest:
-            raise BadInput(f"{path}: the bytes for {digest} do not match it; rebuild")
-        write_bytes(path, payload)
+        if data is None:  # a layer: the cache's verified bytes, copied
+            with open_atomic(path) as out:
+                out.flush()
+                copy(digest, out.fileno())
+        else:
+            write_bytes(path, data)
         added.append(digest)
 
     for named in images.values():

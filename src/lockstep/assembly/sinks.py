@@ -47,7 +47,7 @@ class Written:
 
 
 def write_archives(
-    result: BuildResult, out: Path, blob: oci.BlobSource, names: Mapping[str, str] | None = None
+    result: BuildResult, out: Path, copy: oci.BlobCopy, names: Mapping[str, str] | None = None
 ) -> dict[str, Path]:
     """Each image as ``out/<role><suffix>.tar`` (or ``names[role]``), loaded under its ref;
     role -> path."""
@@ -58,13 +58,13 @@ def write_archives(
             oci.ArchiveOut(paths[role], b.image, b.ref, (b.ref,))
             for role, b in result.images.items()
         ],
-        blob,
+        copy,
     )
     return paths
 
 
 def write_layout(
-    result: PlatformsResult, root: Path, blob: oci.BlobSource, roles: Sequence[str] | None = None
+    result: PlatformsResult, root: Path, copy: oci.BlobCopy, roles: Sequence[str] | None = None
 ) -> Path:
     """The images of ``roles`` (default: all) into the OCI layout at ``root`` (only new blobs
     are written): each image by its ref in a build of one platform, else each role's image
@@ -79,7 +79,7 @@ def write_layout(
             if roles is None or role in roles
         }
     )
-    added = ocidir.write_layout(root, named, blob)
+    added = ocidir.write_layout(root, named, copy)
     log.info("%s: %d new blob(s)", root, len(added))
     return root
 
@@ -110,7 +110,7 @@ def write_manifest(result: PlatformsResult, out: Path) -> Path:
 def write_outputs(
     result: PlatformsResult,
     out: Path,
-    blob: oci.BlobSource,
+    copy: oci.BlobCopy,
     *,
     archives: bool = True,
     layout: Path | None = None,
@@ -120,10 +120,10 @@ def write_outputs(
     ``names``: role -> file name, for a build of one platform) and documents in ``out``,
     and with ``layout`` that OCI layout."""
     paths = {
-        p: write_archives(r, out, blob, names) if archives else {}
+        p: write_archives(r, out, copy, names) if archives else {}
         for p, r in result.results.items()
     }
-    layout_dir = write_layout(result, layout, blob) if layout is not None else None
+    layout_dir = write_layout(result, layout, copy) if layout is not None else None
     documents = {p: write_documents(r, out) for p, r in result.results.items()}
     return Written(
         paths,

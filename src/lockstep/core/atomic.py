@@ -3,12 +3,19 @@ run that was killed.
 
 Every temporary is a hidden sibling named ``.<name>.<pid>.<random>.tmp``, so
 the next run can tell whose it is: one whose process is gone is a leftover
-and is removed (``remove_stale``) before anything new is written there.
+and is removed (``remove_stale``) before anything new is written there. A large
+output rewritten often (an image archive) can instead keep its previous content as
+a *spare* (``.<name>.spare``), swapped out atomically and overwritten in place next
+time: no blocks freed and allocated again (``open_spare``, ``replace_keeping``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
 import os
 import shutil
 import tempfile
@@ -176,3 +183,70 @@ def remove_read_only(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path, onerror=unlock)
+
+
+SPARE = ".spare"
+_RENAME_EXCHANGE = 2  # renameat2(2)
+_AT_FDCWD = -100
+
+
+def spare_of(final: Path) -> Path:
+    """Where ``final``'s previous content is kept: ``.<name>.spare`` beside it."""
+    return final.parent / f".{final.name}{SPARE}"
+
+
+@functools.cache
+def _renameat2() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc 2.28+: no swap
+        return None
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the files ``a`` and ``b`` in one step (``renameat2`` ``RENAME_EXCHANGE``):
+    readers of either name see one file or the other, never none. False, with nothing
+    changed, where the system or the file system cannot (or ``b`` does not exist)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+def open_spare(final: Path) -> tuple[int, Path]:
+    """A file open for writing ``final``'s next content (fd, path): its spare, to be
+    overwritten from the start, if no process has that open or mapped (a write lease is
+    granted only then: a reader still on an old archive keeps its bytes); else a new
+    temporary (``temp_file``), and a spare in use is let go. Truncate it to what was
+    written, then ``replace_keeping``."""
+    spare = spare_of(final)
+    try:
+        fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW)
+    except OSError:
+        return temp_file(final)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    except OSError:  # open elsewhere, or no leases here: never overwrite it
+        os.close(fd)
+        spare.unlink(missing_ok=True)
+        return temp_file(final)
+    return fd, spare
+
+
+def replace_keeping(written: Path, final: Path) -> None:
+    """Put ``written`` (from ``open_spare``) at ``final`` atomically; ``final``'s old
+    content becomes its spare where the file system can swap two files, else it is
+    replaced."""
+    spare = spare_of(final)
+    if exchange(written, final):
+        if written != spare:
+            os.replace(written, spare)
+    else:
+        os.replace(written, final)
