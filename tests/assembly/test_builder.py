@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import pathlib
+import shutil
 from pathlib import Path
 
 import pytest
 
-from lockstep.assembly import sinks
+from lockstep.assembly import documents, sbom, sinks
 from lockstep.assembly.builder import Builder, read_inputs
-from lockstep.core.digests import sha256_digest
+from lockstep.core import store
+from lockstep.core.digests import of_hex, sha256_digest
 from lockstep.core.store import Cache
 from lockstep.inputs.debian import lock as debian_lock
 from lockstep.inputs.python import lock as python_lock
@@ -75,6 +78,54 @@ def test_each_lock_is_read_and_parsed_once_and_the_build_reads_none(
     assert result.build_id == built.build_id
     assert {r: b.digest for r, b in result.images.items()} == {
         r: built.digest(r) for r in ("runner", "worker")
+    }
+
+
+def test_a_lock_change_hashes_each_wheel_once_for_planning_and_the_sboms(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a changed lock recomputes while every layer is cached: the layer plan and the
+    SBOMs' inventory. Before one digest per input per build, the plan hashed every wheel,
+    the SBOM hashed each again twice and the runner's SBOM the shared ones once more."""
+    cache = tmp_path / "cache"  # the session's, without the plan, the inventory and stamps
+    left_out = {"staged", "stamps", "wheel-plan", "sbom", "sbom-wheel"}
+    shutil.copytree(
+        built.cache, cache, copy_function=os.link, ignore=lambda _, names: left_out & set(names)
+    )
+    (cache / "staged").symlink_to(built.cache / "staged")  # the base, as files: only read
+    project = load_project(built.root)
+    inputs = read_inputs(project, None, ["linux/amd64"])["linux/amd64"]
+    locks = (inputs.python, *inputs.roles.values())
+    wheels = {of_hex(w.sha256) for own in locks for w in own.wheels}
+    hashed: collections.Counter[str] = collections.Counter()
+    real = store.sha256_digest
+
+    def counting(data: bytes) -> str:
+        digest = real(data)
+        hashed[digest] += 1
+        return digest
+
+    monkeypatch.setattr(store, "sha256_digest", counting)
+    result = Builder(Cache(cache)).build(inputs)
+    assert {r: b.digest for r, b in result.images.items()} == {
+        r: built.digest(r) for r in ("runner", "worker")
+    }
+    for role, image in result.images.items():  # the per-wheel facts give the same SBOMs
+        assert image.sbom == (built.out / sbom.file_name(role + image.suffix)).read_bytes()
+    assert wheels <= set(hashed)  # not yet stamped: each hashed
+    assert {d: n for d, n in hashed.items() if d in wheels and n > 1} == {}  # once
+
+    # Another lock holding the same wheels: its inventory reads none of them.
+    shutil.rmtree(cache / "keys" / "sbom")
+
+    def no_reading(wheels: list[object], *_: object) -> dict[str, bytes]:
+        assert not wheels, f"read {len(wheels)} wheel(s) again"
+        return {}
+
+    monkeypatch.setattr(documents.pyfetch, "fetch_wheels", no_reading)
+    again = Builder(Cache(cache)).build(inputs)
+    assert {r: b.sbom for r, b in again.images.items()} == {
+        r: b.sbom for r, b in result.images.items()
     }
 
 

@@ -9,7 +9,7 @@ writes them, ``release`` attaches them).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lockstep.assembly import layout, provenance, sbom, suppliers
@@ -18,6 +18,7 @@ from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.progress import Progress
 from lockstep.inputs.build_inputs import BuildInputs
 from lockstep.inputs.python import fetch as pyfetch
+from lockstep.inputs.python.lock import LockedWheel
 from lockstep.manifest import BuildManifest
 
 
@@ -39,21 +40,38 @@ def inventory(
     if isinstance(known, dict):
         return known
     wheels = list(inputs.python.wheels)
+    own_wheels = [w for own in inputs.roles.values() for w in own.wheels]
+    facts = wheel_facts(layers, [*wheels, *own_wheels], progress)
     found = {
         "debian": sbom.debian_inventory(
             inputs.debian.lock, inputs.mirror, layers.staged(base_record)
         ),
-        "python": sbom.python_inventory(
-            wheels, pyfetch.fetch_wheels(wheels, layers.cache, progress)
-        ),
+        "python": sbom.python_inventory(wheels, facts),
     }
     for role, own in inputs.roles.items():
-        held = [*wheels, *own.wheels]
-        found[_python(role)] = sbom.python_inventory(
-            held, pyfetch.fetch_wheels(held, layers.cache, progress)
-        )
+        found[_python(role)] = sbom.python_inventory([*wheels, *own.wheels], facts)
     layers.put_fact("sbom", key, found)
     return dict(json.loads(canonical_json(found)))  # as a cached one reads back
+
+
+def wheel_facts(
+    layers: LayerCache, wheels: Sequence[LockedWheel], progress: Progress
+) -> dict[tuple[str, str], Any]:
+    """``sbom.wheel_facts`` of each wheel by (sha256, URL), each cached under those: only a
+    wheel not seen before is read (verified, once)."""
+    keys = {
+        (w.sha256, w.url): layers.key(
+            "sbom-wheel", facts=sbom.WHEEL_FACTS_FORMAT, sha256=w.sha256, url=w.url
+        )
+        for w in wheels
+    }
+    facts = {which: layers.get_fact("sbom-wheel", key) for which, key in keys.items()}
+    missing = [w for w in wheels if not isinstance(facts[w.sha256, w.url], dict)]
+    data = pyfetch.fetch_wheels(missing, layers.cache, progress)
+    for w in missing:
+        facts[w.sha256, w.url] = sbom.wheel_facts(w, data[w.sha256])
+        layers.put_fact("sbom-wheel", keys[w.sha256, w.url], facts[w.sha256, w.url])
+    return facts
 
 
 def sbom_documents(

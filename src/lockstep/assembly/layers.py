@@ -142,8 +142,9 @@ class LayerMaker:
                 thirdparty.WheelGroup(str(g["name"]), tuple(by_sha[h] for h in g["wheels"]))
                 for g in known
             ]
-        data = pyfetch.fetch_wheels(wheels, self.cache, self.progress)
-        plan = thirdparty.plan_layers(wheels, {h: len(b) for h, b in data.items()})
+        plan = thirdparty.plan_layers(
+            wheels, pyfetch.wheel_sizes(wheels, self.cache, self.progress)
+        )
         self.layers.put_fact(
             "wheel-plan",
             key,

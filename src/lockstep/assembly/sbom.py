@@ -13,13 +13,14 @@ The bytes are reproducible: no clock (``created`` is the image's own created
 time: the epoch, or the stamped commit's time), no random ids (the namespace is
 the image digest; every SPDXID is derived from a package's name and sha256).
 The inventory (the part read from the .debs' files and the wheels) is cached
-under a key of its inputs, so a no-op rebuild reads no package.
+under a key of its inputs, so a no-op rebuild reads no package; what a wheel's
+``METADATA`` says is cached per wheel (``wheel_facts``), so a one-wheel change reads
+that wheel alone.
 """
 
 from __future__ import annotations
 
 import email.parser
-import hashlib
 import io
 import json
 import re
@@ -43,6 +44,8 @@ DEBIAN_DISTRO = "debian-12"
 # The inventory rows' format, part of their cache key: 2 added suppliers and licences
 # normalised by license-expression.
 INVENTORY_FORMAT = "2"
+# The per-wheel facts' format (``wheel_facts``), part of their cache key.
+WHEEL_FACTS_FORMAT = "1"
 
 
 def file_name(role: str) -> str:
@@ -128,39 +131,49 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def wheel_facts(wheel: LockedWheel, data: bytes) -> dict[str, Any]:
+    """What a wheel's ``METADATA`` says (``data``: its bytes, verified by the caller):
+    licence, supplier and every ``Requires-Dist`` name; a fact of the wheel's bytes and
+    its URL alone, so it is read once per wheel, not once per lock that holds it."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = [
+            n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+        ]
+        if len(names) != 1:
+            raise BadInput(f"{wheel.filename}: expected one .dist-info/METADATA")
+        meta = email.parser.Parser().parsestr(zf.read(names[0]).decode("utf-8", "replace"))
+    lic = wheel_license(meta, f"{wheel.filename} METADATA")
+    requires = {
+        _normalize(re.split(r"[\s;<>=!~\[(]", r.strip(), maxsplit=1)[0])
+        for r in meta.get_all("Requires-Dist") or []
+    }
+    return {
+        "license": lic.expression,
+        "license_refs": dict(lic.refs),
+        "supplier": suppliers.wheel_supplier(meta, wheel.url),
+        "requires": sorted(requires),
+    }
+
+
 def python_inventory(
-    wheels: Sequence[LockedWheel], contents: Mapping[str, bytes]
+    wheels: Sequence[LockedWheel], facts: Mapping[tuple[str, str], Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One row per locked wheel, its METADATA read from the wheel (``contents``: its bytes by
-    sha256, checked again here)."""
+    """One row per locked wheel (``facts``: ``wheel_facts`` by sha256 and URL): its lock
+    entry, its ``METADATA``'s licence and supplier, and the locked projects it requires."""
     locked = {_normalize(w.project) for w in wheels}
     rows = []
     for wheel in wheels:
-        data = contents[wheel.sha256]
-        if hashlib.sha256(data).hexdigest() != wheel.sha256:
-            raise BadInput(f"{wheel.filename}: the cached wheel does not match the lock's sha256")
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = [
-                n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
-            ]
-            if len(names) != 1:
-                raise BadInput(f"{wheel.filename}: expected one .dist-info/METADATA")
-            meta = email.parser.Parser().parsestr(zf.read(names[0]).decode("utf-8", "replace"))
-        lic = wheel_license(meta, f"{wheel.filename} METADATA")
-        requires = {
-            _normalize(re.split(r"[\s;<>=!~\[(]", r.strip(), maxsplit=1)[0])
-            for r in meta.get_all("Requires-Dist") or []
-        }
+        found = facts[wheel.sha256, wheel.url]
         rows.append(
             {
                 "name": wheel.project,
                 "version": wheel.version,
                 "sha256": wheel.sha256,
                 "url": wheel.url,
-                "license": lic.expression,
-                "license_refs": dict(lic.refs),
-                "supplier": suppliers.wheel_supplier(meta, wheel.url),
-                "requires": sorted(requires & locked - {_normalize(wheel.project)}),
+                "license": found["license"],
+                "license_refs": dict(found["license_refs"]),
+                "supplier": found["supplier"],
+                "requires": sorted(set(found["requires"]) & locked - {_normalize(wheel.project)}),
             }
         )
     return rows

@@ -1,9 +1,10 @@
 """Every locked wheel, from the cache or its URL, verified against the lock's sha256.
 
 The same rules as the Debian fetch: the cache is looked up by digest and every
-read is verified; a download is checked before it is cached; a wheel the index
-no longer serves is a clear error that says to re-lock. Nothing is resolved
-here: the lock is the whole truth (pex only makes the lock).
+read is verified (hashed, or trusted by the stamp of a hash: ``core/stamps.py``); a
+download is checked before it is cached; a wheel the index no longer serves is a
+clear error that says to re-lock. Nothing is resolved here: the lock is the whole
+truth (pex only makes the lock). Layer planning needs only sizes (``wheel_sizes``).
 """
 
 from __future__ import annotations
@@ -34,3 +35,18 @@ def fetch_wheels(
 
     with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="wheel") as pool:
         return {w.sha256: data for w, data in zip(wheels, pool.map(one, wheels), strict=True)}
+
+
+def wheel_sizes(
+    wheels: Sequence[LockedWheel], cache: Cache, progress: Progress = quiet
+) -> dict[str, int]:
+    """Each wheel's size in bytes by its sha256 (hex), verified: of a cached wheel whose
+    stamp holds without reading it, else hashed (once per build) or downloaded."""
+
+    def one(wheel: LockedWheel) -> int | None:
+        return cache.size_of(of_hex(wheel.sha256))
+
+    with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="wheel") as pool:
+        known = dict(zip((w.sha256 for w in wheels), pool.map(one, wheels), strict=True))
+    fetched = fetch_wheels([w for w in wheels if known[w.sha256] is None], cache, progress)
+    return {h: len(fetched[h]) if n is None else n for h, n in known.items()}
