@@ -25,6 +25,8 @@ import pytest
 from lockstep.assembly import oci
 from lockstep.assembly.pycompile import pyc_path
 from lockstep.core.digests import sha256_digest as sha256
+from lockstep.core.stamps import RACY_NS, Stamp
+from lockstep.core.store import Cache
 from lockstep.core.wheels import in_test_dir
 from tests.fixtures.build import PLATFORM, ROOT, Built, build, clone, lockstep
 from tests.fixtures.support import require
@@ -598,3 +600,34 @@ def test_tampered_deb_in_cache_is_refused(built: Built, tmp_path: Path) -> None:
     assert proc.returncode in (1, 2, 3), proc.stderr
     assert victim["name"] in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_layer_changed_after_its_stamp_is_refused_then_made_again(
+    built: Built, tmp_path: Path
+) -> None:
+    """Archives trust a cached layer by the stamp of its last hash (core/stamps.py): a change
+    to it since, with its size and mtime as they were, is still caught before any archive
+    is written, and the next build makes the layer again."""
+    cache = tmp_path / "cache"  # the session's, linked: the victim alone is a copy
+    shutil.copytree(
+        built.cache, cache, copy_function=os.link, ignore=lambda _, n: {"staged", "stamps"} & set(n)
+    )
+    (cache / "staged").symlink_to(built.cache / "staged")
+    app = named_layers(oci.read_archive(built.path("worker")))["app"]
+    blobs = Cache(cache)
+    path = blobs.blob_path(app)
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data)
+    st = path.stat()  # stamped as a build hashing it after the racy window would
+    blobs.stamps.hashed(app, Stamp.of(st), st.st_ctime_ns + RACY_NS)
+    with path.open("r+b") as f:
+        f.seek(len(data) // 2)
+        f.write(bytes([data[len(data) // 2] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    line = failing_build(built.root, tmp_path / "out", cache)
+    assert f"{app.removeprefix('sha256:')}: cached layer is missing or corrupt" in line
+    assert not path.exists()
+    again = build(built.root, tmp_path / "again", cache)
+    for role in ("runner", "worker"):
+        assert again.path(role).read_bytes() == built.path(role).read_bytes()
