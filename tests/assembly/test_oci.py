@@ -225,3 +225,12 @@ def test_a_failed_archive_write_leaves_the_old_archives_and_no_temporary(tmp_pat
         oci.write_archives(outs("3"), failing)
     assert {p: p.read_bytes() for p in paths} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "b.tar"]
+
+
+def test_a_layer_of_another_size_than_its_image_names_is_refused(tmp_path: Path) -> None:
+    layer = make_layer(ENTRIES)
+    path = tmp_path / "img.tar"
+    out = oci.ArchiveOut(path, _image(oci.LayerRef.of(layer)), "r:1", ())
+    with pytest.raises(BadInput, match=f"layer {layer.digest}: {layer.size + 1} bytes where"):
+        oci.write_archives([out], oci.copy_from(lambda _: layer.blob + b"!"))
+    assert list(tmp_path.iterdir()) == []

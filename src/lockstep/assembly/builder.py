@@ -145,10 +145,6 @@ class Builder:
         self.layers = self.maker.layers
         self.progress = progress
 
-    def blob(self, digest: str) -> bytes:
-        """A layer blob of a build, from the cache (what the sinks write)."""
-        return self.layers.blob(digest)
-
     def build(self, inputs: BuildInputs, roles: Sequence[str] = ROLES) -> BuildResult:
         """The images of one platform's ``roles``, their SBOMs and provenance, as values."""
         return self.build_platforms({inputs.platform.name: inputs}, roles).results[

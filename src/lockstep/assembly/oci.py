@@ -295,9 +295,9 @@ class Member:
 
 def archive_plan(image: Image, ref_name: str, repo_tags: Sequence[str]) -> list[Member]:
     """Every archive member, sorted by name; the layer blobs by digest and size only."""
-    members = [Member(n, len(d), d) for n, d in small_members(image, ref_name, repo_tags).items()]
-    members += [Member(blob_name(layer.digest), layer.size, None, layer.digest)
-                for layer in image.layers]  # fmt: skip
+    small = small_members(image, ref_name, repo_tags)
+    members = [Member(name, len(data), data) for name, data in small.items()]
+    members += [Member(blob_name(x.digest), x.size, None, x.digest) for x in image.layers]
     return sorted(members, key=lambda m: m.name)
 
 
@@ -340,7 +340,14 @@ def write_archive(fd: int, members: Sequence[Member], copy: BlobCopy) -> None:
         head = tar_header(m.name, m.size)
         write_all(fd, head if m.data is None else head + m.data)
         if m.data is None:
+            start = os.lseek(fd, 0, os.SEEK_CUR)
             copy(m.digest, fd)
+            copied = os.lseek(fd, 0, os.SEEK_CUR) - start
+            if copied != m.size:  # what the manifest says: a tar of other sizes is corrupt
+                raise BadInput(
+                    f"layer {m.digest}: {copied} bytes where its image names {m.size}; "
+                    "run the build again"
+                )
         write_all(fd, tar_padding(m.size))
         offset += len(head) + m.size + len(tar_padding(m.size))
     write_all(fd, tar_end(offset))
