@@ -85,7 +85,9 @@ class Clone:
         new, n = REQUIREMENTS.subn(f"requirements = [{', '.join(reqs)}]", text, count=1)
         assert n == 1, "no requirements = [...] line in pyproject.toml"
         # The heavy stack is measured on one platform (its archives: <role>.tar).
-        new = new.replace("[tool.lockstep]\n", '[tool.lockstep]\nplatforms = ["linux/amd64"]\n', 1)
+        if "\nplatforms = " not in new:  # once: the one-wheel changes set requirements again
+            one = '[tool.lockstep]\nplatforms = ["linux/amd64"]\n'
+            new = new.replace("[tool.lockstep]\n", one, 1)
         pyproject.write_text(new)
         self.lockstep("lock", "python", cache=self.lock_cache)
 
