@@ -62,6 +62,8 @@ def test_a_fresh_blob_is_hashed_once_and_not_stamped_on_disk(
     digest = Cache(tmp_path).put_blob(DATA)
     hashes = Hashes(monkeypatch)
     reader = Cache(tmp_path)  # another process: trusts nothing it did not see
+    ctime = reader.blob_path(digest).stat().st_ctime_ns  # read within the racy window
+    monkeypatch.setattr(store.time, "time_ns", lambda: ctime + RACY_NS - 1)
     assert reader.get_blob(digest) == DATA
     assert hashes.count == 1
     assert not reader.stamps.path(digest).exists()  # written just now: racy, not kept
@@ -168,3 +170,16 @@ def test_copy_range_falls_back_to_reading_where_the_kernel_cannot(tmp_path: Path
     os.close(read)
     assert out.read_bytes() == DATA
     assert sha256_digest(out.read_bytes()) == sha256_digest(DATA)
+
+
+def test_a_blob_hashed_after_its_racy_window_is_stamped_for_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = Cache(tmp_path).put_blob(DATA)
+    ctime = Cache(tmp_path).blob_path(digest).stat().st_ctime_ns
+    monkeypatch.setattr(store.time, "time_ns", lambda: ctime + RACY_NS)  # 2 s after the write
+    hashes = Hashes(monkeypatch)
+    assert Cache(tmp_path).get_blob(digest) == DATA  # hashed, and the stamp kept
+    assert Cache(tmp_path).stamps.path(digest).exists()
+    assert Cache(tmp_path).get_blob(digest) == DATA  # the next process: trusted
+    assert hashes.count == 1
