@@ -77,12 +77,16 @@ class Bench:
         return f"bench/{tool}{self.n}"
 
     def lockstep_push(self, paths: dict[str, Path], repo: str) -> PushStats:
-        images = {role: oci.read_archive(path).image for role, path in paths.items()}
+        # push_release takes each role's image index (one platform here)
+        indexes = {
+            role: oci.ImageIndex.of([oci.read_archive(path).image], {})
+            for role, path in paths.items()
+        }
         stats = PushStats()
         push_release(
             self.project,
             parse_target(f"{self.registry.address}/{repo}"),
-            images,
+            indexes,
             self.cache,
             "0.1.0",
             stats,
