@@ -25,7 +25,7 @@ from tests.fixtures.build import ROOT, Built, clone
 from tests.fixtures.docs import RECORDED, RUN, Step, blocks, matches, run_session, steps
 from tests.fixtures.engine import DockerEngine
 from tests.fixtures.registry import OciRegistry
-from tests.fixtures.support import require
+from tests.fixtures.support import require, require_platform
 from tests.oci.test_client_tls import make_pki
 
 README = ROOT / "README.md"
@@ -123,6 +123,7 @@ NOT_RUN = (
     ("bundles.md", "lockstep bundle lock /tmp/bl/tc", "pex finds these conflicts on PyPI"),
     ("kubernetes.md", "kubectl ", "needs a Kubernetes cluster"),
     ("local-cluster.md", "kubectl ", "needs a Kubernetes cluster"),
+    ("local-cluster.md", "apt-get install", "installs and registers qemu: it changes the machine"),
     (
         "releasing.md",
         "cosign verify",
@@ -262,6 +263,7 @@ def test_the_tour_and_the_guides_run_on_a_scratch_clone(
     job, a release), then the guides' console blocks in the same clone."""
     for tool in ("podman", "skopeo", "bazel", "node", "openssl"):
         require(shutil.which(tool) is not None, f"{tool} is not installed (the guides run it)")
+    require_platform("linux/arm64")  # local-cluster.md runs an arm64 worker under qemu
     root = scratch_clone(tmp_path / "lockstep")
     private = tmp_path / "private"
     env = session_env(root, built.cache, docker_engine.host, private)
