@@ -53,6 +53,33 @@ def test_materialize_refuses_paths_through_symlinks(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == []
 
 
+def test_materialize_onto_adds_to_a_tree_it_wrote(tmp_path: Path) -> None:
+    """What lets the base keep its tree: its .pyc are added where its python compiled them,
+    giving what one materialisation of the whole layer gives."""
+    layer = [Entry.file("lib/a.py", b"A = 1\n"), Entry.dir("ro", 0o555), Entry.file("ro/x", b"x")]
+    pycs = [Entry.file("lib/__pycache__/a.cpython-311.pyc", b"pyc")]
+    root = tmp_path / "root"
+    materialize(layer, root)
+    materialize(pycs, root, onto=True)
+    whole = tmp_path / "whole"
+    materialize([*layer, *pycs], whole)
+
+    def tree(top: Path) -> dict[str, tuple[int, bytes]]:
+        return {
+            str(p.relative_to(top)): (mode(p), p.read_bytes() if p.is_file() else b"")
+            for p in sorted(top.rglob("*"))
+        }
+
+    assert tree(root) == tree(whole)
+    with pytest.raises(FileExistsError):  # a file is never overwritten
+        materialize([Entry.file("lib/a.py", b"other")], root, onto=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(BadInput, match="without following a symlink"):
+        materialize([Entry.file("link/x", b"x")], root, onto=True)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
 def test_materialize_needs_an_empty_destination(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "etc").symlink_to(tmp_path)

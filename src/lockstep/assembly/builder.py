@@ -18,17 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lockstep.assembly import compress, configs, documents, layout, oci
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerRecord
 from lockstep.assembly.layers import Compiler, LayerMaker
+from lockstep.assembly.schedule import Schedule
 from lockstep.core import platforms
 from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.inputs.build_inputs import BuildInputs
 from lockstep.inputs.build_inputs import read_platforms as read_declared
+from lockstep.inputs.python.lock import LockedWheel
 from lockstep.manifest import BUILDER, BuildManifest, Stamp
 from lockstep.project import ROLES, Project
 
@@ -112,6 +115,17 @@ def compiler_platform(names: Sequence[str]) -> str:
     return here.name if here is not None and here.name in names else names[0]
 
 
+def wanted_wheels(by_platform: Mapping[str, BuildInputs]) -> list[LockedWheel]:
+    """Every wheel a build of ``by_platform`` reads (each platform's shared lock, then each
+    role's own), once each, in that order: what the build downloads first."""
+    wheels = {
+        w.sha256: w
+        for i in by_platform.values()
+        for w in [*i.python.wheels, *(w for own in i.roles.values() for w in own.wheels)]
+    }
+    return list(wheels.values())
+
+
 def shared_layers(results: Mapping[str, BuildResult]) -> None:
     """CheckFailed unless every platform has the same pure layers (the app and each pure
     wheel group: same names, same digests), as one build promises."""
@@ -155,23 +169,47 @@ class Builder:
         self, by_platform: Mapping[str, BuildInputs], roles: Sequence[str] = ROLES
     ) -> PlatformsResult:
         """Every platform's images of ``roles`` (one build id), each role's image index, and
-        each platform's SBOMs and provenance, as values."""
+        each platform's SBOMs and provenance, as values. The layers are made as the jobs
+        of one ``Schedule``; their results are taken in the order a one-at-a-time build
+        makes them (bases, downloads, wheel layers, app, a role's own, inventories)."""
         names = list(by_platform)
         first = by_platform[compiler_platform(names)]
-        own = self.maker.base_layer(first.debian, first.mirror)
-        compiler = Compiler(own, first.platform)
-        bases = {
-            p: own
-            if p == first.platform.name
-            else self.maker.base_layer(i.debian, i.mirror, compiler)
-            for p, i in by_platform.items()
-        }
-        third = {p: self.maker.python_layers(i.python, compiler) for p, i in by_platform.items()}
-        app = self.maker.app_layer(first, compiler, list(third[first.platform.name].values()))
-        results = {
-            p: self._platform(i, roles, compiler, bases[p], third[p], app)
-            for p, i in by_platform.items()
-        }
+        with Schedule() as run:
+            fetched = run.background(self.maker.download, wanted_wheels(by_platform), run.stop)
+            own = self.maker.base_layer(first.debian, first.mirror)
+            compiler = Compiler(own, first.platform)
+            other = {
+                p: run.submit(self.maker.base_layer, i.debian, i.mirror, compiler)
+                for p, i in by_platform.items()
+                if p != first.platform.name
+            }
+            bases = {p: own if p not in other else other[p].result() for p in by_platform}
+            sizes = fetched.result()
+            plans = [
+                plan
+                for i in by_platform.values()
+                for plan in [
+                    ("python", self.maker.python_plan(i.python, sizes)),
+                    *((role, self.maker.role_plan(i, role, sizes)) for role in roles),
+                ]
+            ]
+            made = iter(self.maker.wheel_layers(plans, compiler, run, sizes))
+            layers = {p: [next(made) for _ in (None, *roles)] for p in by_platform}
+            found = {
+                p: run.submit(documents.inventory, i, self.layers, bases[p], self.progress)
+                for p, i in by_platform.items()
+            }
+            third = {p: {n: f.result() for n, f in layers[p][0].items()} for p in by_platform}
+            app = self.maker.app_layer(first, compiler, list(third[first.platform.name].values()))
+            results = {}
+            for p, i in by_platform.items():
+                role_layers = {
+                    role: {n: f.result() for n, f in made_.items()}
+                    for role, made_ in zip(roles, layers[p][1:], strict=True)
+                }
+                results[p] = self._platform(
+                    i, roles, bases[p], third[p], app, role_layers, found[p].result()
+                )
         shared_layers(results)
         indexes = {
             role: oci.ImageIndex.of(
@@ -190,10 +228,11 @@ class Builder:
         self,
         inputs: BuildInputs,
         roles: Sequence[str],
-        compiler: Compiler,
         base_record: LayerRecord,
         third_party: Mapping[str, LayerRecord],
         app_record: LayerRecord,
+        own: Mapping[str, Mapping[str, LayerRecord]],
+        found: Mapping[str, Any],
     ) -> BuildResult:
         project = inputs.project
         manifest = BuildManifest(
@@ -214,7 +253,6 @@ class Builder:
         )
         self.cache.put_blob(top.blob)
         shared = {"base": base_record, **third_party, "app": app_record}
-        own = {role: self.maker.role_layers(inputs, role, compiler) for role in roles}
         top_record = LayerRecord(top.digest, top.diff_id, top.size)
         records = {**shared, **{n: r for layers in own.values() for n, r in layers.items()}}
         records["manifest"] = top_record
@@ -230,7 +268,6 @@ class Builder:
             refs = [r.ref() for r in stack.values()]
             images[role] = configs.role_image(inputs, role, manifest, refs, history, created, base)
         digests = {role: image.digest for role, image in images.items()}
-        found = documents.inventory(inputs, self.layers, base_record, self.progress)
         sboms = documents.sbom_documents(inputs, manifest, digests, created, found)
         statement = documents.provenance_statement(inputs, manifest, digests, sboms, created, found)
         suffix = layout.platform_suffix(inputs.platform.architecture, len(project.platforms))

@@ -5,16 +5,23 @@ digest and the digests of its inputs, so a change to any of them makes a new
 layer and nothing stale is ever reused. A record holds the layer blob's
 digests plus facts learned while making it (the base's python version).
 Layers are also materialised once per digest (``staged``) for the steps that
-run the image's python against them.
+run the image's python against them; a layer made from a tree already on disk (the
+base, whose python compiled its own ``.pyc`` there) keeps that tree as its staging
+(``staging`` + ``keep_staged``) rather than unpacking its blob again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
+import os
+import shutil
 import tarfile
-from collections.abc import Mapping
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,7 @@ from typing import Any
 from lockstep.assembly import compress, oci
 from lockstep.assembly.entries import Entry, Layer
 from lockstep.assembly.stage import materialize
-from lockstep.core.atomic import staging_dir
+from lockstep.core.atomic import SUFFIX, remove_stale, staging_dir, temp_prefix
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.store import Cache
@@ -30,6 +37,7 @@ from lockstep.core.store import Cache
 # The builder's own code: what every layer key covers besides the layer's inputs.
 CODE_PACKAGES = ("assembly", "inputs", "core")
 CODE_MODULES = ("manifest.py",)
+STAGING = "new"  # the stem of a tree being made under ``staged/`` (core.atomic's naming)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class LayerCache:
         self.cache = cache
         self._code = builder_code_digest()
         self._staged: dict[str, Path] = {}
+        self._staging = threading.Lock()  # layers are made on several threads (``schedule``)
 
     def key(self, kind: str, **parts: str) -> str:
         code = {"kind": kind, "code": self._code, "compressor": compress.IDENTITY}
@@ -157,13 +166,43 @@ class LayerCache:
 
     def staged(self, record: LayerRecord) -> Path:
         """The layer's files on disk under the cache (made once per layer digest)."""
-        if record.digest in self._staged:
-            return self._staged[record.digest]
-        path = self.cache.root / "staged" / hex_of(record.digest)
-        if not (path / ".complete").exists():
-            entries = entries_from_tar(gzip.decompress(self.blob(record.digest)))
-            with staging_dir(path) as tmp:
-                materialize(entries, tmp)
-                (tmp / ".complete").write_text(record.digest)
-        self._staged[record.digest] = path
-        return path
+        with self._staging:
+            if record.digest in self._staged:
+                return self._staged[record.digest]
+            path = self.cache.root / "staged" / hex_of(record.digest)
+            if not (path / ".complete").exists():
+                entries = entries_from_tar(gzip.decompress(self.blob(record.digest)))
+                with staging_dir(path) as tmp:
+                    materialize(entries, tmp)
+                    (tmp / ".complete").write_text(record.digest)
+            self._staged[record.digest] = path
+            return path
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """An empty directory under ``staged/`` to make a layer's tree in, removed after the
+        block unless ``keep_staged`` took it; named as ``core.atomic`` names temporaries, so
+        a killed build's is removed by the next."""
+        parent = self.cache.root / "staged"
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(parent, STAGING)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=temp_prefix(STAGING), suffix=SUFFIX))
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def keep_staged(self, record: LayerRecord, tree: Path) -> Path:
+        """``tree`` (from ``staging``: exactly the layer's entries, materialised) as the
+        layer's staging, so ``staged`` need not unpack the blob; a staging already there
+        is kept (and ``tree`` left to be removed)."""
+        with self._staging:
+            path = self.cache.root / "staged" / hex_of(record.digest)
+            if not (path / ".complete").exists():
+                (tree / ".complete").write_text(record.digest)
+                if path.exists():
+                    shutil.rmtree(path)  # an incomplete one, left by a killed build
+                os.replace(tree, path)
+            self._staged[record.digest] = path
+            return path

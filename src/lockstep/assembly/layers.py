@@ -20,13 +20,16 @@ version is the compiler's, the Debian lock holding the same python package for b
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from lockstep.assembly import app, base, executor_check, layout, pycompile, thirdparty
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerCache, LayerRecord
+from lockstep.assembly.schedule import Schedule, done
 from lockstep.assembly.stage import StagedPython, materialize
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput
@@ -108,9 +111,11 @@ class LayerMaker:
             )
         debs = fetch.fetch(debian.lock, mirror, self.cache, self.progress)
         entries = base.base_entries(debian.lock, debs)
-        with tempfile.TemporaryDirectory(prefix="lockstep-base-") as tmp:
-            materialize(entries, Path(tmp))
-            by = self.staged_python(compiler) if compiler else StagedPython(Path(tmp), platform)
+        # Materialised where the cache stages layers: once its .pyc are added, the tree is
+        # the layer's staging (its python runs every later compile), not unpacked again.
+        with self.layers.staging() as tmp:
+            materialize(entries, tmp)
+            by = self.staged_python(compiler) if compiler else StagedPython(tmp, platform)
             self.progress(
                 f"compiling {platform.name}'s standard library with {by.platform.name}'s python"
             )
@@ -118,17 +123,29 @@ class LayerMaker:
             # The same Debian python package: the compiler's version, without running this
             # platform's python (a build needs no emulation).
             version = str(compiler.base.facts["python"]) if compiler else python_version(by)
-        return self.layers.put(
-            "base",
-            key,
-            make_layer([*entries, *pycs]),
-            {"python": version, "python_deb": deb_version},
-        )
+            record = self.layers.put(
+                "base",
+                key,
+                make_layer([*entries, *pycs]),
+                {"python": version, "python_deb": deb_version},
+            )
+            materialize(pycs, tmp, onto=True)
+            self.layers.keep_staged(record, tmp)
+        return record
 
-    def wheel_plan(self, wheels: Sequence[LockedWheel], **lock: str) -> list[thirdparty.WheelGroup]:
+    def download(
+        self, wheels: Sequence[LockedWheel], stop: threading.Event | None = None
+    ) -> dict[str, int]:
+        """Every wheel of ``wheels`` in the cache, verified (downloaded if missing); their
+        sizes by sha256, for the plans and the order the layers are made in."""
+        return pyfetch.download_missing(wheels, self.cache, self.progress, stop)
+
+    def wheel_plan(
+        self, wheels: Sequence[LockedWheel], sizes: Mapping[str, int] | None = None, **lock: str
+    ) -> list[thirdparty.WheelGroup]:
         """The third-party layers of ``wheels``, from the lock(s) whose digests ``lock``
         names (remembered per those digests, so a no-op build neither reads nor hashes a
-        wheel)."""
+        wheel); ``sizes``: the wheels' sizes by sha256 when downloaded already."""
         # A lock holds a resolve per platform: the plan is of this one's wheels.
         key = self.layers.key(
             "wheel-plan",
@@ -142,9 +159,10 @@ class LayerMaker:
                 thirdparty.WheelGroup(str(g["name"]), tuple(by_sha[h] for h in g["wheels"]))
                 for g in known
             ]
-        plan = thirdparty.plan_layers(
-            wheels, pyfetch.wheel_sizes(wheels, self.cache, self.progress)
-        )
+        known_sizes = dict(sizes or {})
+        unsized = [w for w in wheels if w.sha256 not in known_sizes]  # verified here
+        known_sizes.update(pyfetch.wheel_sizes(unsized, self.cache, self.progress))
+        plan = thirdparty.plan_layers(wheels, known_sizes)
         self.layers.put_fact(
             "wheel-plan",
             key,
@@ -152,55 +170,79 @@ class LayerMaker:
         )
         return plan
 
-    def python_layers(self, python: PythonInput, compiler: Compiler) -> dict[str, LayerRecord]:
-        """The shared third-party layers: one per ``WheelGroup`` (``python:<name>``)."""
-        plan = self.wheel_plan(python.wheels, python_lock=python.digest)
-        return self._wheel_layers(plan, compiler, "python")
+    def python_plan(
+        self, python: PythonInput, sizes: Mapping[str, int] | None = None
+    ) -> list[thirdparty.WheelGroup]:
+        """The shared third-party layers' plan: one ``WheelGroup`` per ``python:<name>``."""
+        return self.wheel_plan(python.wheels, sizes, python_lock=python.digest)
 
-    def role_layers(
-        self, inputs: BuildInputs, role: str, compiler: Compiler
-    ) -> dict[str, LayerRecord]:
-        """The layers of the wheels only ``role``'s image has (``<role>:<name>``), grouped
+    def role_plan(
+        self, inputs: BuildInputs, role: str, sizes: Mapping[str, int] | None = None
+    ) -> list[thirdparty.WheelGroup]:
+        """The plan of the wheels only ``role``'s image has (``<role>:<name>``), grouped
         apart from the shared ones so that those stay the same layers in both images."""
         own = inputs.roles.get(role)
         if own is None or not own.wheels:
-            return {}
-        plan = self.wheel_plan(own.wheels, python_lock=inputs.python.digest, role_lock=own.digest)
-        return self._wheel_layers(plan, compiler, role)
+            return []
+        return self.wheel_plan(
+            own.wheels, sizes, python_lock=inputs.python.digest, role_lock=own.digest
+        )
 
-    def _wheel_layers(
-        self, plan: Sequence[thirdparty.WheelGroup], compiler: Compiler, prefix: str
-    ) -> dict[str, LayerRecord]:
-        """One layer per ``WheelGroup`` (``<prefix>:<name>``), each cached under its wheels'
-        sha256s and the base whose python compiled it: a changed wheel remakes only its
-        layer, and a group of pure wheels is one layer for every platform."""
-        out: dict[str, LayerRecord] = {}
-        for group in plan:
-            key = self.layers.key(
-                "wheels",
-                base=compiler.base.digest,
-                wheels=",".join(w.sha256 for w in group.wheels),
-            )
-            cached = self.layers.get("wheels", key)
-            if cached is None:
-                self.progress(f"installing {group.describe()}")
-                data = pyfetch.fetch_wheels(group.wheels, self.cache, self.progress)
-                entries = [
-                    e for w in group.wheels for e in thirdparty.wheel_entries(w, data[w.sha256])
-                ]
-                pycs = pycompile.compile_pycs(self.staged_python(compiler), entries, in_test_dir)
-                cached = self.layers.put(
-                    "wheels",
-                    key,
-                    make_layer([*entries, *pycs]),
-                    {
-                        "holds": group.describe(),
-                        "pure": group.pure,
-                        **executor_check.importable(entries),
-                    },
-                )
-            out[f"{prefix}:{group.name}"] = cached
-        return out
+    def wheel_layers(
+        self,
+        plans: Sequence[tuple[str, Sequence[thirdparty.WheelGroup]]],
+        compiler: Compiler,
+        run: Schedule,
+        sizes: Mapping[str, int],
+    ) -> list[dict[str, Future[LayerRecord]]]:
+        """For each ``(prefix, plan)``, one layer per ``WheelGroup`` (``<prefix>:<name>``,
+        in the plan's order): a cached one as it is, the others made as jobs of ``run``,
+        the largest first (``sizes``: bytes by sha256), each once however many plans hold
+        it (a pure group on every platform)."""
+        keys = [[self._wheels_key(group, compiler) for group in plan] for _, plan in plans]
+        found: dict[str, Future[LayerRecord]] = {}
+        todo: dict[str, tuple[int, thirdparty.WheelGroup]] = {}
+        for (_, plan), plan_keys in zip(plans, keys, strict=True):
+            for group, key in zip(plan, plan_keys, strict=True):
+                if key in found or key in todo:
+                    continue
+                cached = self.layers.get("wheels", key)
+                if cached is not None:
+                    found[key] = done(cached)
+                else:
+                    todo[key] = (sum(sizes.get(w.sha256, 0) for w in group.wheels), group)
+        for key, (_, group) in sorted(todo.items(), key=lambda item: -item[1][0]):
+            found[key] = run.submit(self._wheel_layer, group, key, compiler)
+        return [
+            {
+                f"{prefix}:{group.name}": found[key]
+                for group, key in zip(plan, plan_keys, strict=True)
+            }
+            for (prefix, plan), plan_keys in zip(plans, keys, strict=True)
+        ]
+
+    def _wheels_key(self, group: thirdparty.WheelGroup, compiler: Compiler) -> str:
+        """A wheel layer's key: its wheels' sha256s and the base whose python compiles it (a
+        changed wheel remakes only its layer; a pure group is one layer on every platform)."""
+        return self.layers.key(
+            "wheels", base=compiler.base.digest, wheels=",".join(w.sha256 for w in group.wheels)
+        )
+
+    def _wheel_layer(
+        self, group: thirdparty.WheelGroup, key: str, compiler: Compiler
+    ) -> LayerRecord:
+        """One wheel group's layer: its wheels unpacked and checked, compiled, compressed."""
+        self.progress(f"installing {group.describe()}")
+        data = pyfetch.fetch_wheels(group.wheels, self.cache, self.progress)
+        entries = [e for w in group.wheels for e in thirdparty.wheel_entries(w, data[w.sha256])]
+        del data  # the entries hold the files: not the wheels too
+        pycs = pycompile.compile_pycs(self.staged_python(compiler), entries, in_test_dir)
+        return self.layers.put(
+            "wheels",
+            key,
+            make_layer([*entries, *pycs]),
+            {"holds": group.describe(), "pure": group.pure, **executor_check.importable(entries)},
+        )
 
     def app_layer(
         self, inputs: BuildInputs, compiler: Compiler, third_party: Sequence[LayerRecord]

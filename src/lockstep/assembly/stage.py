@@ -69,21 +69,24 @@ class _DirChain:
         self._close_from(0)
 
 
-def materialize(entries: Iterable[Entry], dest: Path) -> None:
+def materialize(entries: Iterable[Entry], dest: Path, *, onto: bool = False) -> None:
     """Write ``entries`` under ``dest`` (absent or empty), never following a symlink.
 
     Directories first (parents before children), then files, then symlinks;
     every mode is applied (directory modes last, so a read-only directory can
     still be filled). An entry whose path passes through a symlink entry is
-    refused with BadInput.
+    refused with BadInput. ``onto``: ``dest`` holds a tree this function wrote
+    before (a layer's files, to which its ``.pyc`` are added): a directory that
+    exists is kept as it is; a file or link that exists is still an error.
     """
     items = normalize(entries)
     found = through_symlink(items)
     if found:
         raise BadInput(f"materialize: {found[0]!r} passes through the symlink {found[1]!r}")
     dest.mkdir(parents=True, exist_ok=True)
-    if any(dest.iterdir()):
+    if not onto and any(dest.iterdir()):
         raise BadInput(f"materialize: {dest} is not empty; use a fresh directory")
+    made: set[str] = set()  # the directories made now: only theirs get their modes
     root_fd = os.open(dest, _DIR_FLAGS)
     try:
         for kind in ("dir", "file", "symlink"):
@@ -94,7 +97,13 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
                     *parents, name = e.path.split("/")
                     fd = chain.open(parents, e.path)
                     if kind == "dir":
-                        os.mkdir(name, 0o700, dir_fd=fd)
+                        try:
+                            os.mkdir(name, 0o700, dir_fd=fd)
+                        except FileExistsError:
+                            if not onto:
+                                raise
+                            continue
+                        made.add(e.path)
                     elif kind == "file":
                         out = os.open(name, _FILE_FLAGS, 0o600, dir_fd=fd)
                         try:
@@ -108,7 +117,7 @@ def materialize(entries: Iterable[Entry], dest: Path) -> None:
                         os.symlink(e.target, name, dir_fd=fd)
         with _DirChain(root_fd) as chain:
             for e in reversed(items):  # children before parents
-                if e.kind == "dir":
+                if e.kind == "dir" and e.path in made:
                     os.fchmod(chain.open(e.path.split("/"), e.path), e.mode)
     finally:
         os.close(root_fd)

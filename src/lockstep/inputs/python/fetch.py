@@ -9,6 +9,7 @@ truth (pex only makes the lock). Layer planning needs only sizes (``wheel_sizes`
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,3 +51,27 @@ def wheel_sizes(
         known = dict(zip((w.sha256 for w in wheels), pool.map(one, wheels), strict=True))
     fetched = fetch_wheels([w for w in wheels if known[w.sha256] is None], cache, progress)
     return {h: len(fetched[h]) if n is None else n for h, n in known.items()}
+
+
+def download_missing(
+    wheels: Sequence[LockedWheel],
+    cache: Cache,
+    progress: Progress = quiet,
+    stop: threading.Event | None = None,
+) -> dict[str, int]:
+    """The wheels of ``wheels`` missing from the cache, downloaded, verified and cached; their
+    sizes by sha256 (hex). Their bytes are not kept: at most ``FETCH_WORKERS`` wheels are in
+    memory at once. Once ``stop`` is set, the wheels not yet started are skipped (and left
+    out): a build that failed elsewhere does not wait for them."""
+    missing = [w for w in wheels if not cache.blob_path(of_hex(w.sha256)).exists()]
+    if missing:
+        progress(f"downloading {len(missing)} wheel(s)")
+
+    def one(wheel: LockedWheel) -> int | None:
+        if stop is not None and stop.is_set():
+            return None
+        return len(fetch_verified(cache, wheel.url, wheel.sha256, wheel.filename, LOCK_HINT))
+
+    with ThreadPoolExecutor(FETCH_WORKERS, thread_name_prefix="wheel") as pool:
+        sizes = dict(zip((w.sha256 for w in missing), pool.map(one, missing), strict=True))
+    return {sha: size for sha, size in sizes.items() if size is not None}
