@@ -12,11 +12,13 @@ import gzip
 import os
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from lockstep.assembly import schedule
+from lockstep.assembly import pycompile, schedule
+from lockstep.assembly.entries import Entry
 from lockstep.assembly.layercache import STAGING, LayerCache, entries_from_tar
 from lockstep.assembly.layers import Compiler, LayerMaker
 from lockstep.assembly.stage import materialize
@@ -78,15 +80,20 @@ def test_the_base_keeps_its_tree_as_its_staging(built: Built, tmp_path: Path) ->
     assert record.digest == session.digest
 
 
+def dead_pid() -> int:
+    """A pid whose process is gone: a killed build's."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
 def test_a_killed_builds_staging_is_removed_by_the_next(tmp_path: Path) -> None:
     layers = LayerCache(Cache(tmp_path))
     parent = tmp_path / "staged"
     parent.mkdir()
-    dead = os.fork()
-    if dead == 0:
-        os._exit(0)
-    os.waitpid(dead, 0)  # a pid whose process is gone: a killed build's
-    left = parent / f".{STAGING}.{dead}.abc{SUFFIX}"
+    left = parent / f".{STAGING}.{dead_pid()}.abc{SUFFIX}"
     (left / "usr").mkdir(parents=True)
     mine = parent / f".{STAGING}.{os.getpid()}.def{SUFFIX}"  # a live build's: kept
     mine.mkdir()
@@ -161,3 +168,19 @@ def test_a_failure_is_the_one_the_plan_order_meets_first(built: Built, tmp_path:
     assert not [p for p in cache.root.rglob("*") if p.name.endswith(SUFFIX)]
     kept = LayerCache(cache).get("wheels", maker._wheels_key(ok, compiler))
     assert kept is not None and cache.get_blob(kept.digest) is not None  # made whole
+
+
+def test_a_killed_builds_compile_directory_is_removed_by_the_next(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = load_project(built.root)
+    maker = LayerMaker(Cache(built.cache))
+    base = maker.base_layer(DebianInput.read(project.debian_lock), project.mirror())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    left = tmp_path / f".lockstep-pyc.{dead_pid()}.abc{SUFFIX}"
+    (left / "src").mkdir(parents=True)
+    pycs = pycompile.compile_pycs(
+        maker.staged_python(Compiler(base, AMD64)), [Entry.file("m.py", b"X = 1\n")]
+    )
+    assert [e.path for e in pycs] == ["__pycache__/m.cpython-311.pyc"]
+    assert list(tmp_path.iterdir()) == []  # the leftover and its own: gone

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 from lockstep.assembly import compress, oci
 from lockstep.assembly.entries import Entry, Layer
 from lockstep.assembly.stage import materialize
-from lockstep.core.atomic import SUFFIX, remove_stale, staging_dir, temp_prefix
+from lockstep.core.atomic import remove_stale, staging_dir, temp_dir
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.store import Cache
@@ -181,17 +180,15 @@ class LayerCache:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """An empty directory under ``staged/`` to make a layer's tree in, removed after the
-        block unless ``keep_staged`` took it; named as ``core.atomic`` names temporaries, so
-        a killed build's is removed by the next."""
+        block unless ``keep_staged`` took it; a killed build's is removed by the next."""
         parent = self.cache.root / "staged"
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale(parent, STAGING)
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=temp_prefix(STAGING), suffix=SUFFIX))
+        tree = temp_dir(parent, STAGING)
         try:
-            yield tmp
+            yield tree
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tree, ignore_errors=True)
 
     def keep_staged(self, record: LayerRecord, tree: Path) -> Path:
         """``tree`` (from ``staging``: exactly the layer's entries, materialised) as the

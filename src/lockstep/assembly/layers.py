@@ -19,18 +19,17 @@ version is the compiler's, the Debian lock holding the same python package for b
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 
 from lockstep.assembly import app, base, executor_check, layout, pycompile, thirdparty
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.assembly.schedule import Schedule, done
 from lockstep.assembly.stage import StagedPython, materialize
+from lockstep.core.atomic import scratch_dir
 from lockstep.core.digests import sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import Platform, by_deb_arch
@@ -262,14 +261,10 @@ class LayerMaker:
             return cached
         entries = app.app_entries(inputs.project, inputs.files)
         staged_python = self.staged_python(compiler)
-        with tempfile.TemporaryDirectory(prefix="lockstep-app-") as tmp:
-            materialize(entries, Path(tmp))
+        with scratch_dir("lockstep-app") as tmp:
+            materialize(entries, tmp)
             executor_check.check_executors(
-                inputs.project,
-                self.layers,
-                staged_python,
-                Path(tmp) / layout.SITE_DIR,
-                third_party,
+                inputs.project, self.layers, staged_python, tmp / layout.SITE_DIR, third_party
             )
         memo_key = self.layers.key("app-pycs", base=base_record.digest)
         memo = self.pyc_memo(memo_key)
