@@ -169,7 +169,10 @@ def docker_side(
         def docker_build() -> None:
             # BuildKit, as bench_heavy: its RUN steps are dockerd's own children (runc), so
             # their CPU is seen (cpu_use); the classic builder's run under a shim.
-            args = [str(engine.docker_cli), "build", "-q", "-t", "lockstep-bench-worker:1"]
+            # The engine has no bridge (tests/fixtures/engine.py): BuildKit's RUN steps need
+            # the host's network namespace, as in bench_heavy (pip here reads /wheels only).
+            args = [str(engine.docker_cli), "build", "-q", "--network", "host"]
+            args += ["-t", "lockstep-bench-worker:1"]
             subprocess.run(
                 [*args, str(ctx)], env=engine.env(DOCKER_BUILDKIT="1"), check=True, timeout=3600
             )
