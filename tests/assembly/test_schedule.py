@@ -9,6 +9,7 @@ the layer cache on disk; the wheels are made here (tests/fixtures/wheels.py).
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import stat
@@ -30,7 +31,7 @@ from lockstep.core.platforms import AMD64
 from lockstep.core.store import Cache
 from lockstep.inputs.build_inputs import DebianInput
 from lockstep.project import load_project
-from tests.fixtures.build import Built
+from tests.fixtures.build import Built, build
 from tests.fixtures.wheels import make_wheel, wheel_entry
 
 pytestmark = pytest.mark.slow
@@ -184,3 +185,21 @@ def test_a_killed_builds_compile_directory_is_removed_by_the_next(
     )
     assert [e.path for e in pycs] == ["__pycache__/m.cpython-311.pyc"]
     assert list(tmp_path.iterdir()) == []  # the leftover and its own: gone
+
+
+def test_a_no_op_build_reads_no_wheel(built: Built, tmp_path: Path) -> None:
+    """The downloads run in the background from the start, but only of what is missing: a
+    build whose layers are all cached reads no wheel (one replaced by other bytes stays
+    unnoticed, where a read would verify it, drop it and download it again)."""
+    cache = tmp_path / "cache"
+    for part in ("blobs", "keys"):
+        shutil.copytree(built.cache / part, cache / part, copy_function=os.link)
+    lock = json.loads((built.root / "images/python.lock.json").read_text())
+    sha = lock["locked_resolves"][0]["locked_requirements"][0]["artifacts"][0]["hash"]
+    wheel = cache / "blobs" / "sha256" / sha
+    wheel.unlink()  # a link to the session's: replaced, not written through
+    wheel.write_bytes(b"not the wheel")
+    again = build(built.root, tmp_path / "out", cache)
+    assert again.digest("worker") == built.digest("worker")
+    assert again.digest("runner") == built.digest("runner")
+    assert wheel.read_bytes() == b"not the wheel"

@@ -30,7 +30,7 @@ from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.assembly.schedule import Schedule, done
 from lockstep.assembly.stage import StagedPython, materialize
 from lockstep.core.atomic import scratch_dir
-from lockstep.core.digests import sha256_digest
+from lockstep.core.digests import of_hex, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import Platform, by_deb_arch
 from lockstep.core.progress import Progress, quiet
@@ -135,9 +135,12 @@ class LayerMaker:
     def download(
         self, wheels: Sequence[LockedWheel], stop: threading.Event | None = None
     ) -> dict[str, int]:
-        """Every wheel of ``wheels`` in the cache, verified (downloaded if missing); their
-        sizes by sha256, for the plans and the order the layers are made in."""
-        return pyfetch.download_missing(wheels, self.cache, self.progress, stop)
+        """The wheels of ``wheels`` missing from the cache, downloaded, verified and cached;
+        their sizes by sha256 (for the plans and the order the layers are made in). A wheel
+        in the cache already is not read here: a step that needs it verifies it (a no-op
+        build reads none)."""
+        missing = [w for w in wheels if not self.cache.blob_path(of_hex(w.sha256)).exists()]
+        return pyfetch.download_missing(missing, self.cache, self.progress, stop)
 
     def wheel_plan(
         self, wheels: Sequence[LockedWheel], sizes: Mapping[str, int] | None = None, **lock: str
@@ -196,8 +199,14 @@ class LayerMaker:
     ) -> list[dict[str, Future[LayerRecord]]]:
         """For each ``(prefix, plan)``, one layer per ``WheelGroup`` (``<prefix>:<name>``,
         in the plan's order): a cached one as it is, the others made as jobs of ``run``,
-        the largest first (``sizes``: bytes by sha256), each once however many plans hold
-        it (a pure group on every platform)."""
+        the largest first (``sizes``: bytes by sha256, else the cached file's: the order
+        changes no byte), each once however many plans hold it (a pure group on every
+        platform)."""
+
+        def size(wheel: LockedWheel) -> int:
+            path = self.cache.blob_path(of_hex(wheel.sha256))
+            return sizes.get(wheel.sha256) or (path.stat().st_size if path.exists() else 0)
+
         keys = [[self._wheels_key(group, compiler) for group in plan] for _, plan in plans]
         found: dict[str, Future[LayerRecord]] = {}
         todo: dict[str, tuple[int, thirdparty.WheelGroup]] = {}
@@ -209,7 +218,7 @@ class LayerMaker:
                 if cached is not None:
                     found[key] = done(cached)
                 else:
-                    todo[key] = (sum(sizes.get(w.sha256, 0) for w in group.wheels), group)
+                    todo[key] = (sum(size(w) for w in group.wheels), group)
         for key, (_, group) in sorted(todo.items(), key=lambda item: -item[1][0]):
             found[key] = run.submit(self._wheel_layer, group, key, compiler)
         return [
