@@ -195,10 +195,7 @@ class Builder:
             ]
             made = iter(self.maker.wheel_layers(plans, compiler, run, sizes))
             layers = {p: [next(made) for _ in (None, *roles)] for p in by_platform}
-            found = {
-                p: run.submit(documents.inventory, i, self.layers, bases[p], self.progress)
-                for p, i in by_platform.items()
-            }
+            found = run.submit(self._inventories, by_platform, bases)
             third = {p: {n: f.result() for n, f in layers[p][0].items()} for p in by_platform}
             app = self.maker.app_layer(first, compiler, list(third[first.platform.name].values()))
             results = {}
@@ -208,7 +205,7 @@ class Builder:
                     for role, made_ in zip(roles, layers[p][1:], strict=True)
                 }
                 results[p] = self._platform(
-                    i, roles, bases[p], third[p], app, role_layers, found[p].result()
+                    i, roles, bases[p], third[p], app, role_layers, found.result()[p]
                 )
         shared_layers(results)
         indexes = {
@@ -223,6 +220,17 @@ class Builder:
             role: layout.archive_name(project.name, role, project.version, short) for role in roles
         }
         return PlatformsResult(results, indexes, refs)
+
+    def _inventories(
+        self, by_platform: Mapping[str, BuildInputs], bases: Mapping[str, LayerRecord]
+    ) -> dict[str, dict[str, Any]]:
+        """Each platform's package inventory, one after the other in one job: the licence
+        parser (``license_expression``) is not safe to use from two threads at once (two
+        inventories side by side failed inside it)."""
+        return {
+            p: documents.inventory(i, self.layers, bases[p], self.progress)
+            for p, i in by_platform.items()
+        }
 
     def _platform(
         self,

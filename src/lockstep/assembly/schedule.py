@@ -3,13 +3,14 @@ results are taken.
 
 A cold build is a few large jobs that do not depend on each other: the wheel downloads,
 each platform's Debian base, each third-party layer (unpack and check its wheels,
-compile their ``.pyc`` with the image's python, tar, compress, hash), each platform's
-package inventory. One at a time they leave a core idle (tar writing, unpacking and
-hashing run on one core; ``.pyc`` compilation and deflate, which use both, wait for
-them). So the downloads run in the ``background`` from the start (while the base is
-made), and the layers run ``WIDTH`` at a time (``submit``), the largest first, so that
-one layer's single-core steps overlap another's compilation or compression. Memory stays
-bounded: at most ``WIDTH`` layers (and ``FETCH_WORKERS`` downloads) are in memory.
+compile their ``.pyc`` with the image's python, tar, compress, hash), the package
+inventories (one job for every platform: the licence parser is not thread-safe). One at
+a time they leave a core idle (tar writing, unpacking and hashing run on one core;
+``.pyc`` compilation and deflate, which use both, wait for them). So the downloads run
+in the ``background`` from the start (while the base is made), and the layers run
+``WIDTH`` at a time (``submit``), the largest first, so that one layer's single-core
+steps overlap another's compilation or compression. Memory stays bounded: at most
+``WIDTH`` layers (and ``FETCH_WORKERS`` downloads) are in memory.
 
 Nothing depends on the order the jobs finish in. The caller takes the results in the
 order a one-at-a-time build would make them, so what is written is the same bytes, and
