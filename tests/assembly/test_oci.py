@@ -199,6 +199,13 @@ def test_a_rewritten_archive_reuses_the_one_before_unless_a_reader_holds_it(
         assert reader.read() == second  # not overwritten under it
     assert spare.read_bytes() == third
     assert sorted(p.name for p in tmp_path.iterdir()) == [".img.tar.spare", "img.tar"]
+    kept = tmp_path / "kept" / "img-4.tar"  # a user keeps the fourth archive by a hard link
+    kept.parent.mkdir()
+    os.link(path, kept)
+    fourth = kept.read_bytes()
+    write(small, big, label="5")  # the fourth becomes the spare, still linked
+    write(small, label="6")  # the spare has another name: a new file, never written over
+    assert kept.read_bytes() == fourth
 
 
 def test_a_failed_archive_write_leaves_the_old_archives_and_no_temporary(tmp_path: Path) -> None:

@@ -222,7 +222,8 @@ def exchange(a: Path, b: Path) -> bool:
 def open_spare(final: Path) -> tuple[int, Path]:
     """A file open for writing ``final``'s next content (fd, path): its spare, to be
     overwritten from the start, if no process has that open or mapped (a write lease is
-    granted only then: a reader still on an old archive keeps its bytes); else a new
+    granted only then: a reader still on an old archive keeps its bytes) and it has no
+    other name (a hard link a user kept keeps its bytes); else a new
     temporary (``temp_file``), and a spare in use is let go. Truncate it to what was
     written, then ``replace_keeping``."""
     spare = spare_of(final)
@@ -231,9 +232,11 @@ def open_spare(final: Path) -> tuple[int, Path]:
     except OSError:
         return temp_file(final)
     try:
+        if os.fstat(fd).st_nlink != 1:  # another name (a user's `ln` of an old archive)
+            raise OSError(errno.EMLINK, "the spare has another name")
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-    except OSError:  # open elsewhere, or no leases here: never overwrite it
+    except OSError:  # open elsewhere, linked elsewhere, or no leases here: never overwrite it
         os.close(fd)
         spare.unlink(missing_ok=True)
         return temp_file(final)
