@@ -28,7 +28,7 @@ from typing import Any
 from lockstep.assembly import compress, oci
 from lockstep.assembly.entries import Entry, Layer
 from lockstep.assembly.stage import materialize
-from lockstep.core.atomic import remove_stale, staging_dir, temp_dir
+from lockstep.core.atomic import scratch_dir, staging_dir
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.store import Cache
@@ -183,12 +183,8 @@ class LayerCache:
         block unless ``keep_staged`` took it; a killed build's is removed by the next."""
         parent = self.cache.root / "staged"
         parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(parent, STAGING)
-        tree = temp_dir(parent, STAGING)
-        try:
+        with scratch_dir(STAGING, parent) as tree:
             yield tree
-        finally:
-            shutil.rmtree(tree, ignore_errors=True)
 
     def keep_staged(self, record: LayerRecord, tree: Path) -> Path:
         """``tree`` (from ``staging``: exactly the layer's entries, materialised) as the

@@ -19,7 +19,7 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -54,23 +54,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale(directory: Path, stem: str) -> list[Path]:
     """Remove the temporaries of ``stem`` in ``directory`` whose process is gone; them."""
-    removed: list[Path] = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in names:
-        pid = temp_owner(name, stem)
-        if pid is None or _alive(pid):
-            continue
-        path = directory / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        removed.append(path)
-    return removed
+    return _remove_dead(directory, lambda name: temp_owner(name, stem))
 
 
 def temp_pid(name: str) -> int | None:
@@ -89,13 +73,19 @@ def temp_dir(parent: Path, stem: str, kind: str = "") -> Path:
 def remove_leftovers(directory: Path) -> list[Path]:
     """Remove every temporary in ``directory`` (whatever its stem) whose process is gone,
     read-only trees too; them. What the next run or worker does for a killed one."""
+    return _remove_dead(directory, temp_pid)
+
+
+def _remove_dead(directory: Path, owner: Callable[[str], int | None]) -> list[Path]:
+    """Remove each entry of ``directory`` that ``owner`` names a temporary of a process
+    that is gone (read-only trees too); the removed ones."""
     removed: list[Path] = []
     try:
         names = os.listdir(directory)
     except OSError:
         return removed
     for name in names:
-        pid = temp_pid(name)
+        pid = owner(name)
         if pid is None or _alive(pid):
             continue
         with contextlib.suppress(OSError):  # another process removing it too
@@ -105,10 +95,11 @@ def remove_leftovers(directory: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def scratch_dir(stem: str) -> Iterator[Path]:
-    """A temporary directory in the system's temporary directory, removed after the block;
-    the leftovers of ``stem`` from killed processes are removed first."""
-    parent = Path(tempfile.gettempdir())
+def scratch_dir(stem: str, parent: Path | None = None) -> Iterator[Path]:
+    """A temporary directory in ``parent`` (the system's temporary directory by default),
+    removed after the block; the leftovers of ``stem`` from killed processes are removed
+    first."""
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
     remove_stale(parent, stem)
     path = temp_dir(parent, stem)
     try:
