@@ -45,6 +45,7 @@ from tests.fixtures.replay import (
     SCHEDULER,
     Finished,
     Replay,
+    assert_refused_worker,
     line_instants,
     pod_constraints,
     seconds_to_line,
@@ -490,17 +491,7 @@ def test_old_worker_is_refused_at_registration_while_a_job_runs(cluster: Cluster
     job_was_running = runner.status == "running"
     done = wait_exit(runner, 300)
 
-    assert refused.code != 0, refused.describe()
-    text = refused.stdout + refused.stderr
-    found = re.search(
-        r"lockstep: error: refused worker (tcp://\S+): it is build (\S+) version "
-        r"0\.1\.0 but the scheduler is build (\S+) version 0\.1\.0\. Start workers "
-        r"from the scheduler's image",
-        text,
-    )
-    assert found, refused.describe()
-    assert found.group(2, 3) == (old.build_id, new.build_id)
-    assert "lockstep worker ready" not in text
+    intruder_address = assert_refused_worker(refused, old.build_id, new.build_id)
     assert job_was_running, (
         "the long job ended before the old worker was refused; make "
         f"LONG_JOB longer\n{done.describe()}"
@@ -518,14 +509,14 @@ def test_old_worker_is_refused_at_registration_while_a_job_runs(cluster: Cluster
         (m["address"], m["build_id"], m["executor"])
         for m in rows
         if m["status"].startswith("refused")
-    ] == [(found.group(1), old.build_id, "direct")]
+    ] == [(intruder_address, old.build_id, "direct")]
     assert sum(m["status"] == "ok" for m in rows) == 3
     assert (
         doctor.stderr.strip()
         .splitlines()[-1]
         .startswith(
             f"lockstep: error: cluster at {SCHEDULER} is not all build {new.build_id} version "
-            f"0.1.0: worker {found.group(1)}: refused at registration"
+            f"0.1.0: worker {intruder_address}: refused at registration"
         )
     )
 
