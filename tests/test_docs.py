@@ -226,8 +226,10 @@ def session_env(root: Path, cache: Path, docker_host: str, private: Path) -> dic
         "GIT_AUTHOR_EMAIL": "tour@example.invalid",
         "DOCKER_HOST": docker_host,
         "CONTAINERS_STORAGE_CONF": str(storage),
+        "NO_COLOR": "1",  # the pages show plain text; a CI runner (CI=true) turns colour on
     }
-    env.pop("LOCKSTEP_MANIFEST", None)
+    for name in ("LOCKSTEP_MANIFEST", "FORCE_COLOR", "CLICOLOR_FORCE"):
+        env.pop(name, None)
     return env
 
 
