@@ -4,6 +4,7 @@ between platforms failing the build."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gzip
 import io
@@ -11,13 +12,18 @@ import json
 import os
 import shutil
 import tarfile
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lockstep.assembly import inspection, oci
+from lockstep.assembly import inspection, oci, pycompile
+from lockstep.assembly.builder import Builder, read_inputs
 from lockstep.assembly.layercache import LayerRecord
-from lockstep.assembly.layers import Compiler, LayerMaker
+from lockstep.assembly.layers import Compiler, CompilerToBe, LayerMaker, python_deb
 from lockstep.assembly.layout import PYTHON_PACKAGE
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import AMD64
@@ -225,3 +231,68 @@ def test_a_platform_with_another_python_is_refused_before_anything_is_fetched(
     with pytest.raises(BadInput, match=r"python3\.11-minimal is .*\+other for linux/arm64"):
         maker.base_layer(arm, "http://127.0.0.1:9/debian", compiler)
     assert not (tmp_path / "cache" / "blobs").exists()  # nothing fetched
+
+
+def test_a_cold_build_overlaps_the_bases_and_reuses_the_compilers_pyc(
+    both: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no layer cached: arm64's base is fetched and unpacked while amd64's (the
+    compiler's) is made, the wheel layers start before it is done, arm64's standard library
+    takes amd64's .pyc (only what differs by platform is compiled again), and every image
+    is the bytes the session's build made one platform after the other."""
+    cache = tmp_path / "cache"
+    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    spans: dict[str, list[tuple[float, float]]] = {}
+    compiled: list[str] = []
+
+    def timed(label: Callable[[tuple[Any, ...]], str], fn: Callable[..., Any]) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spans.setdefault(label(args), []).append((start, time.monotonic()))
+
+        return run
+
+    def counted(python: Any, sources: Any) -> Any:
+        compiled.extend(path for path, _ in sources)
+        return chunk(python, sources)
+
+    base_layer, wheel_layer, chunk = (
+        LayerMaker.base_layer, LayerMaker._wheel_layer, pycompile._compile_chunk,
+    )  # fmt: skip
+    monkeypatch.setattr(LayerMaker, "base_layer", timed(lambda a: a[1].lock.arch, base_layer))
+    monkeypatch.setattr(LayerMaker, "_wheel_layer", timed(lambda a: "wheels", wheel_layer))
+    monkeypatch.setattr(pycompile, "_compile_chunk", counted)
+    project = load_project(both.root)
+    result = Builder(Cache(cache)).build_platforms(read_inputs(project))
+    for name in PLATFORMS:
+        for role in ("runner", "worker"):
+            assert result.results[name].images[role].digest == _images(both, name)[role]["digest"]
+    (amd_start, amd_end), (arm_start, arm_end) = spans["amd64"][0], spans["arm64"][0]
+    assert arm_start < amd_end and amd_start < arm_end  # side by side
+    assert min(start for start, _ in spans["wheels"]) < amd_end  # not after the compiler
+    stdlib = [p for p in compiled if p.startswith("usr/lib/python3.11/")]
+    assert len(stdlib) > 500
+    twice = [p for p, n in collections.Counter(stdlib).items() if n > 1]
+    assert twice == []  # arm64's standard library is amd64's .pyc, not compiled again
+
+
+def test_a_base_waiting_for_a_compiler_that_failed_ends_and_leaves_nothing(
+    both: Built, tmp_path: Path
+) -> None:
+    """If the compiler's base fails, the other platform's base (unpacked meanwhile) ends
+    with the cancellation, caches no layer and leaves no staging tree."""
+    cache = tmp_path / "cache"
+    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    project = load_project(both.root)
+    amd, arm = (DebianInput.read(project.debian_lock, n) for n in PLATFORMS)
+    made: Future[Compiler] = Future()
+    made.cancel()
+    to_be = CompilerToBe(AMD64, python_deb(amd), made)
+    with pytest.raises(CancelledError):
+        LayerMaker(Cache(cache)).base_layer(arm, project.mirror(), to_be, {})
+    assert not (cache / "keys").exists() or not list((cache / "keys").rglob("*"))
+    staged = cache / "staged"
+    assert not staged.exists() or list(staged.iterdir()) == []

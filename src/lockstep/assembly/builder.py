@@ -17,14 +17,15 @@ layer (the app, the pure wheels: compiled once, by the ``Compiler``), which
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from lockstep.assembly import compress, configs, documents, layout, oci
+from lockstep.assembly import compress, configs, documents, layout, oci, pycompile
 from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.layercache import LayerRecord
-from lockstep.assembly.layers import Compiler, LayerMaker
-from lockstep.assembly.schedule import Schedule
+from lockstep.assembly.layers import Compiler, CompilerToBe, LayerMaker, python_deb
+from lockstep.assembly.schedule import Schedule, done
 from lockstep.core import platforms
 from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress, quiet
@@ -176,15 +177,13 @@ class Builder:
         first = by_platform[compiler_platform(names)]
         with Schedule() as run:
             fetched = run.background(self.maker.download, wanted_wheels(by_platform), run.stop)
-            own = self.maker.base_layer(first.debian, first.mirror)
-            compiler = Compiler(own, first.platform)
-            other = {
-                p: run.submit(self.maker.base_layer, i.debian, i.mirror, compiler)
-                for p, i in by_platform.items()
-                if p != first.platform.name
-            }
-            bases = {p: own if p not in other else other[p].result() for p in by_platform}
-            sizes = fetched.result()
+            compiler, based = self._bases(first, by_platform, run)
+            try:
+                sizes = fetched.result()
+            except BaseException:
+                for job in based.values():  # a base's error first, as one at a time
+                    job.result()
+                raise
             plans = [
                 plan
                 for i in by_platform.values()
@@ -194,6 +193,8 @@ class Builder:
                 ]
             ]
             made = iter(self.maker.wheel_layers(plans, compiler, run, sizes))
+            bases = {p: based[p].result() for p in [first.platform.name, *by_platform]}
+            compiler = Compiler(bases[first.platform.name], first.platform)
             layers = {p: [next(made) for _ in (None, *roles)] for p in by_platform}
             found = run.submit(self._inventories, by_platform, bases)
             third = {p: {n: f.result() for n, f in layers[p][0].items()} for p in by_platform}
@@ -220,6 +221,44 @@ class Builder:
             role: layout.archive_name(project.name, role, project.version, short) for role in roles
         }
         return PlatformsResult(results, indexes, refs)
+
+    def _bases(
+        self, first: BuildInputs, by_platform: Mapping[str, BuildInputs], run: Schedule
+    ) -> tuple[Compiler | CompilerToBe, dict[str, Future[LayerRecord]]]:
+        """Every platform's base as a job ``run`` starts ``first``, and the compiler (the
+        base of ``first``'s platform). If that base is cached, the compiler is known now;
+        else it is a ``CompilerToBe``, and the other platforms' ``.deb``s are fetched and
+        unpacked beside it, their standard library's ``.pyc`` the compiler's own
+        (``memo``: the same Debian python, so the same bytes)."""
+        name = first.platform.name
+        cached = self.maker.cached_base(first.debian)
+        if cached is not None:
+            compiler = Compiler(cached, first.platform)
+            jobs = {
+                p: done(cached)
+                if p == name
+                else run.first(self.maker.base_layer, i.debian, i.mirror, compiler)
+                for p, i in by_platform.items()
+            }
+            return compiler, jobs
+        memo: pycompile.Memo = {}
+        made: Future[Compiler] = Future()
+
+        def compiler_base() -> LayerRecord:
+            try:
+                record = self.maker.base_layer(first.debian, first.mirror, memo=memo)
+            except BaseException:
+                made.cancel()  # the jobs waiting for it end (CancelledError); this is raised
+                raise
+            made.set_result(Compiler(record, first.platform))
+            return record
+
+        to_be = CompilerToBe(first.platform, python_deb(first.debian), made)
+        jobs = {name: run.first(compiler_base)}
+        for p, i in by_platform.items():
+            if p != name:
+                jobs[p] = run.first(self.maker.base_layer, i.debian, i.mirror, to_be, memo)
+        return to_be, jobs
 
     def _inventories(
         self, by_platform: Mapping[str, BuildInputs], bases: Mapping[str, LayerRecord]

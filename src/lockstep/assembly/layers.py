@@ -62,8 +62,24 @@ class Compiler:
     base: LayerRecord
     platform: Platform
 
+    @property
+    def python_deb(self) -> str:
+        """The version of the Debian package that ships its python."""
+        return str(self.base.facts.get("python_deb"))
 
-def _python_package(debian: DebianInput) -> str:
+
+@dataclass(frozen=True)
+class CompilerToBe:
+    """A build's ``Compiler`` while its base is still being made (another platform's base is
+    fetched and unpacked meanwhile): its platform and python package are known already,
+    ``made`` gives it once made (cancelled if making it failed)."""
+
+    platform: Platform
+    python_deb: str
+    made: Future[Compiler]
+
+
+def python_deb(debian: DebianInput) -> str:
     """The locked version of the package that ships the image's python."""
     try:
         return debian.lock.get(layout.PYTHON_PACKAGE).version
@@ -85,27 +101,44 @@ class LayerMaker:
     def staged_python(self, compiler: Compiler) -> StagedPython:
         return StagedPython(self.layers.staged(compiler.base), compiler.platform)
 
-    def base_layer(
-        self, debian: DebianInput, mirror: str, compiler: Compiler | None = None
-    ) -> LayerRecord:
-        """The Debian base of ``debian``'s platform; a missing ``.deb`` is fetched from
-        ``mirror`` (sha256-checked). The standard library is compiled by ``compiler``'s
-        python, or (None) by the base's own."""
-        platform = by_deb_arch(debian.lock.arch)
-        key = self.layers.key(
+    def cached_base(
+        self, debian: DebianInput, compiler: Compiler | None = None
+    ) -> LayerRecord | None:
+        """The base of ``debian``'s platform compiled by ``compiler`` if the cache has it."""
+        key = self._base_key(debian, compiler)
+        return self.layers.get("base", key)
+
+    def _base_key(self, debian: DebianInput, compiler: Compiler | None) -> str:
+        return self.layers.key(
             "base",
             debian_lock=debian.digest,
             arch=debian.lock.arch,
             compiler=compiler.base.digest if compiler else "",
         )
-        cached = self.layers.get("base", key)
-        if cached:
-            return cached
-        deb_version = _python_package(debian)
-        if compiler and compiler.base.facts.get("python_deb") != deb_version:
+
+    def base_layer(
+        self,
+        debian: DebianInput,
+        mirror: str,
+        compiler: Compiler | CompilerToBe | None = None,
+        memo: pycompile.Memo | None = None,
+    ) -> LayerRecord:
+        """The Debian base of ``debian``'s platform; a missing ``.deb`` is fetched from
+        ``mirror`` (sha256-checked). The standard library is compiled by ``compiler``'s
+        python, or (None) by the base's own; a ``CompilerToBe`` is waited for only once
+        this base's files are unpacked (the two bases' fetching and unpacking overlap).
+        ``memo``: ``.pyc`` of the same sources compiled before (the other platform's
+        standard library: the same Debian python, so the same bytes), reused and filled."""
+        platform = by_deb_arch(debian.lock.arch)
+        if not isinstance(compiler, CompilerToBe):
+            cached = self.cached_base(debian, compiler)
+            if cached:
+                return cached
+        deb_version = python_deb(debian)
+        if compiler and compiler.python_deb != deb_version:
             raise BadInput(
                 f"{debian.path}: {layout.PYTHON_PACKAGE} is {deb_version} for {platform.name} "
-                f"but {compiler.base.facts.get('python_deb')} for {compiler.platform.name}; one "
+                f"but {compiler.python_deb} for {compiler.platform.name}; one "
                 "build compiles .pyc once, for one python: run `lockstep lock debian`"
             )
         debs = fetch.fetch(debian.lock, mirror, self.cache, self.progress)
@@ -114,11 +147,17 @@ class LayerMaker:
         # the layer's staging (its python runs every later compile), not unpacked again.
         with self.layers.staging() as tmp:
             materialize(entries, tmp)
+            if isinstance(compiler, CompilerToBe):
+                compiler = compiler.made.result()
+                cached = self.cached_base(debian, compiler)  # made since, by another build
+                if cached:
+                    return cached
+            key = self._base_key(debian, compiler)
             by = self.staged_python(compiler) if compiler else StagedPython(tmp, platform)
             self.progress(
                 f"compiling {platform.name}'s standard library with {by.platform.name}'s python"
             )
-            pycs = pycompile.compile_pycs(by, entries)
+            pycs = pycompile.compile_pycs(by, entries, memo=memo)
             # The same Debian python package: the compiler's version, without running this
             # platform's python (a build needs no emulation).
             version = str(compiler.base.facts["python"]) if compiler else python_version(by)
@@ -193,7 +232,7 @@ class LayerMaker:
     def wheel_layers(
         self,
         plans: Sequence[tuple[str, Sequence[thirdparty.WheelGroup]]],
-        compiler: Compiler,
+        compiler: Compiler | CompilerToBe,
         run: Schedule,
         sizes: Mapping[str, int],
     ) -> list[dict[str, Future[LayerRecord]]]:
@@ -201,53 +240,58 @@ class LayerMaker:
         in the plan's order): a cached one as it is, the others made as jobs of ``run``,
         the largest first (``sizes``: bytes by sha256, else the cached file's: the order
         changes no byte), each once however many plans hold it (a pure group on every
-        platform)."""
+        platform). With a ``CompilerToBe`` (its base is being made: so are these layers,
+        their keys naming it) each job unpacks and checks its wheels before it waits."""
 
         def size(wheel: LockedWheel) -> int:
             path = self.cache.blob_path(of_hex(wheel.sha256))
             return sizes.get(wheel.sha256) or (path.stat().st_size if path.exists() else 0)
 
-        keys = [[self._wheels_key(group, compiler) for group in plan] for _, plan in plans]
         found: dict[str, Future[LayerRecord]] = {}
         todo: dict[str, tuple[int, thirdparty.WheelGroup]] = {}
-        for (_, plan), plan_keys in zip(plans, keys, strict=True):
-            for group, key in zip(plan, plan_keys, strict=True):
-                if key in found or key in todo:
+        for _, plan in plans:
+            for group in plan:
+                name = group.identity
+                if name in found or name in todo:
                     continue
-                cached = self.layers.get("wheels", key)
+                cached = (
+                    self.layers.get("wheels", self._wheels_key(group, compiler))
+                    if isinstance(compiler, Compiler)
+                    else None
+                )
                 if cached is not None:
-                    found[key] = done(cached)
+                    found[name] = done(cached)
                 else:
-                    todo[key] = (sum(size(w) for w in group.wheels), group)
-        for key, (_, group) in sorted(todo.items(), key=lambda item: -item[1][0]):
-            found[key] = run.submit(self._wheel_layer, group, key, compiler)
+                    todo[name] = (sum(size(w) for w in group.wheels), group)
+        for name, (_, group) in sorted(todo.items(), key=lambda item: -item[1][0]):
+            found[name] = run.submit(self._wheel_layer, group, compiler)
         return [
-            {
-                f"{prefix}:{group.name}": found[key]
-                for group, key in zip(plan, plan_keys, strict=True)
-            }
-            for (prefix, plan), plan_keys in zip(plans, keys, strict=True)
+            {f"{prefix}:{group.name}": found[group.identity] for group in plan}
+            for prefix, plan in plans
         ]
 
     def _wheels_key(self, group: thirdparty.WheelGroup, compiler: Compiler) -> str:
         """A wheel layer's key: its wheels' sha256s and the base whose python compiles it (a
         changed wheel remakes only its layer; a pure group is one layer on every platform)."""
-        return self.layers.key(
-            "wheels", base=compiler.base.digest, wheels=",".join(w.sha256 for w in group.wheels)
-        )
+        return self.layers.key("wheels", base=compiler.base.digest, wheels=group.identity)
 
     def _wheel_layer(
-        self, group: thirdparty.WheelGroup, key: str, compiler: Compiler
+        self, group: thirdparty.WheelGroup, compiler: Compiler | CompilerToBe
     ) -> LayerRecord:
         """One wheel group's layer: its wheels unpacked and checked, compiled, compressed."""
         self.progress(f"installing {group.describe()}")
         data = pyfetch.fetch_wheels(group.wheels, self.cache, self.progress)
         entries = [e for w in group.wheels for e in thirdparty.wheel_entries(w, data[w.sha256])]
         del data  # the entries hold the files: not the wheels too
+        if isinstance(compiler, CompilerToBe):
+            compiler = compiler.made.result()
+            cached = self.layers.get("wheels", self._wheels_key(group, compiler))
+            if cached is not None:  # made since, by another build
+                return cached
         pycs = pycompile.compile_pycs(self.staged_python(compiler), entries, in_test_dir)
         return self.layers.put(
             "wheels",
-            key,
+            self._wheels_key(group, compiler),
             make_layer([*entries, *pycs]),
             {"holds": group.describe(), "pure": group.pure, **executor_check.importable(entries)},
         )

@@ -9,8 +9,11 @@ a time they leave a core idle (tar writing, unpacking and hashing run on one cor
 ``.pyc`` compilation and deflate, which use both, wait for them). So the downloads run
 in the ``background`` from the start (while the base is made), and the layers run
 ``WIDTH`` at a time (``submit``), the largest first, so that one layer's single-core
-steps overlap another's compilation or compression. Memory stays bounded: at most
-``WIDTH`` layers (and ``FETCH_WORKERS`` downloads) are in memory.
+steps overlap another's compilation or compression. Each platform's base starts ``first``,
+side by side (fetching and unpacking its ``.deb``s needs no compiler); the layer jobs do
+not wait for the compiler's base to start either: they unpack and check their wheels, and
+wait for its python only to compile. Memory stays bounded: at most ``WIDTH`` layers, one
+base per platform (and ``FETCH_WORKERS`` downloads) are in memory.
 
 Nothing depends on the order the jobs finish in. The caller takes the results in the
 order a one-at-a-time build would make them, so what is written is the same bytes, and
@@ -38,6 +41,9 @@ P = ParamSpec("P")
 WIDTH = max(2, min(3, os.cpu_count() or 1))
 
 
+BASES = 4  # jobs started at once by ``first`` (one per platform)
+
+
 def done(value: T) -> Future[T]:
     """A job's result known already (a cached layer), as a future like the others."""
     future: Future[T] = Future()
@@ -51,11 +57,17 @@ class Schedule:
     def __init__(self, width: int = WIDTH) -> None:
         self._pool = ThreadPoolExecutor(width, thread_name_prefix="layer")
         self._background = ThreadPoolExecutor(1, thread_name_prefix="download")
+        self._first = ThreadPoolExecutor(BASES, thread_name_prefix="base")
         self.stop = threading.Event()  # set when the build fails: background work ends early
 
     def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Run ``fn`` as one of the ``WIDTH`` jobs at a time (in the order submitted)."""
         return self._pool.submit(fn, *args, **kwargs)
+
+    def first(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run ``fn`` now, beside the jobs: what the others wait for (each platform's base:
+        the layer jobs unpack their wheels meanwhile, then wait for its python)."""
+        return self._first.submit(fn, *args, **kwargs)
 
     def background(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Run ``fn`` beside the jobs (it waits on the network, not on the cores)."""
@@ -72,5 +84,5 @@ class Schedule:
     ) -> None:
         if kind is not None:
             self.stop.set()
-        for pool in (self._pool, self._background):
+        for pool in (self._pool, self._first, self._background):
             pool.shutdown(wait=True, cancel_futures=kind is not None)

@@ -48,6 +48,11 @@ class WheelGroup:
         """Whether every wheel is pure Python (the same layer on every platform)."""
         return all(is_pure(w) for w in self.wheels)
 
+    @property
+    def identity(self) -> str:
+        """Its wheels' sha256s: what names the layer in its key (with the compiler)."""
+        return ",".join(w.sha256 for w in self.wheels)
+
     def describe(self) -> str:
         """What the layer holds, for its history entry and ``lockstep inspect``."""
         return ", ".join(f"{w.project} {w.version}" for w in self.wheels)
