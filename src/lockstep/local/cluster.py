@@ -51,12 +51,13 @@ LABEL = "io.lockstep.local"
 PORT = 8786  # the scheduler's port inside its container, and by default on the host
 SCHEDULER_READY = "lockstep scheduler ready"
 WORKER_READY = "lockstep worker ready"
+# A Kubernetes emptyDir's mount, as a tmpfs: exec (a bundle's native wheels, numpy's .so,
+# are mapped from LOCKSTEP_BUNDLE_DIR under /tmp; docker's tmpfs is noexec unless told).
+EMPTY_DIR = "rw,exec,nosuid,nodev"
 LOCKED_DOWN: dict[str, Any] = {
     "user": "65532:65532",
     "read_only": True,
-    # exec: a bundle's native wheels (numpy's .so) are mapped from LOCKSTEP_BUNDLE_DIR under
-    # /tmp, as from a Kubernetes emptyDir; docker's tmpfs is noexec unless told
-    "tmpfs": {"/tmp": "rw,exec,nosuid,nodev"},
+    "tmpfs": {"/tmp": EMPTY_DIR},
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
 }
