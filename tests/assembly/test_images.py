@@ -176,6 +176,52 @@ def test_a_pyc_does_not_depend_on_what_else_its_process_compiled(built: Built) -
         assert [e.data for e in alone] == [together[pycompile.pyc_path(entry.path, "cpython-311")]]
 
 
+def test_the_pyc_are_the_bytes_py_compile_writes_and_no_file_is_made(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's python compiles from stdin to stdout (no file per source): the bytes
+    are what ``py_compile.compile`` writes from files, unchecked-hash, under the image's
+    path; a source that does not compile (Python 2) is skipped; nothing is written to the
+    temporary directory."""
+    from lockstep.assembly import pycompile
+    from lockstep.assembly.entries import Entry
+    from lockstep.assembly.layers import LayerMaker
+    from lockstep.assembly.stage import StagedPython
+    from lockstep.inputs.build_inputs import DebianInput
+    from lockstep.project import load_project
+
+    project = load_project(built.root)
+    maker = LayerMaker(Cache(built.cache))
+    base = maker.base_layer(DebianInput.read(project.debian_lock), project.mirror())
+    python = StagedPython(maker.layers.staged(base))
+    sources = sorted((built.root / "src/lockstep").rglob("*.py"))[::7]
+    entries = [Entry.file(f"app/m{i}.py", p.read_bytes(), 0o644) for i, p in enumerate(sources)]
+    entries.append(Entry.file("app/old.py", b"print 'python 2'\n", 0o644))
+    nowhere = tmp_path / "absent"  # a temporary directory that cannot be written
+    monkeypatch.setattr(tempfile, "tempdir", str(nowhere))
+    monkeypatch.setenv("TMPDIR", str(nowhere))
+    found = {e.path: e.data for e in pycompile.compile_pycs(python, entries)}
+    assert not nowhere.exists()
+    assert "app/__pycache__/old.cpython-311.pyc" not in found
+    assert len(found) == len(entries) - 1 >= 20
+    by_files = tmp_path / "files"
+    by_files.mkdir()
+    script = (
+        "import py_compile, sys\n"
+        "for src, dfile, out in zip(*[iter(sys.argv[1:])] * 3):\n"
+        "    py_compile.compile(src, cfile=out, dfile=dfile, doraise=True, optimize=0,\n"
+        "        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n"
+    )
+    args = []
+    for i, entry in enumerate(entries[:-1]):
+        (by_files / f"{i}.py").write_bytes(entry.data)
+        args += [str(by_files / f"{i}.py"), "/" + entry.path, str(by_files / f"{i}.pyc")]
+    python.run(["-c", script, *args], check=True)
+    for i, entry in enumerate(entries[:-1]):
+        expected = (by_files / f"{i}.pyc").read_bytes()
+        assert found[pycompile.pyc_path(entry.path, "cpython-311")] == expected, entry.path
+
+
 def test_two_clones_two_environments_same_digests(built: Built, tmp_path: Path) -> None:
     """A second clone elsewhere, other mtimes, umask, TZ and locale, and an empty cache."""
     other = clone(tmp_path / "deeper" / "path" / "elsewhere")

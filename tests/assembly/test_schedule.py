@@ -13,13 +13,11 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from lockstep.assembly import pycompile, schedule
-from lockstep.assembly.entries import Entry
+from lockstep.assembly import schedule
 from lockstep.assembly.layercache import STAGING, LayerCache, entries_from_tar
 from lockstep.assembly.layers import Compiler, LayerMaker
 from lockstep.assembly.stage import materialize
@@ -169,22 +167,6 @@ def test_a_failure_is_the_one_the_plan_order_meets_first(built: Built, tmp_path:
     assert not [p for p in cache.root.rglob("*") if p.name.endswith(SUFFIX)]
     kept = LayerCache(cache).get("wheels", maker._wheels_key(ok, compiler))
     assert kept is not None and cache.get_blob(kept.digest) is not None  # made whole
-
-
-def test_a_killed_builds_compile_directory_is_removed_by_the_next(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    project = load_project(built.root)
-    maker = LayerMaker(Cache(built.cache))
-    base = maker.base_layer(DebianInput.read(project.debian_lock), project.mirror())
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    left = tmp_path / f".lockstep-pyc.{dead_pid()}.abc{SUFFIX}"
-    (left / "src").mkdir(parents=True)
-    pycs = pycompile.compile_pycs(
-        maker.staged_python(Compiler(base, AMD64)), [Entry.file("m.py", b"X = 1\n")]
-    )
-    assert [e.path for e in pycs] == ["__pycache__/m.cpython-311.pyc"]
-    assert list(tmp_path.iterdir()) == []  # the leftover and its own: gone
 
 
 def test_a_no_op_build_reads_no_wheel(built: Built, tmp_path: Path) -> None:

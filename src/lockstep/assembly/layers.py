@@ -143,29 +143,49 @@ class LayerMaker:
             )
         debs = fetch.fetch(debian.lock, mirror, self.cache, self.progress)
         entries = base.base_entries(debian.lock, debs)
-        # Materialised where the cache stages layers: once its .pyc are added, the tree is
-        # the layer's staging (its python runs every later compile), not unpacked again.
+        if compiler is None:
+            return self._compiler_base(debian, platform, entries, deb_version, memo)
+        # Another platform's: compiled by the compiler's python, from the entries in memory
+        # (its tree is not written out: a build never runs its python).
+        if isinstance(compiler, CompilerToBe):
+            compiler = compiler.made.result()
+            cached = self.cached_base(debian, compiler)  # made since, by another build
+            if cached:
+                return cached
+        self.progress(
+            f"compiling {platform.name}'s standard library with {compiler.platform.name}'s python"
+        )
+        pycs = pycompile.compile_pycs(self.staged_python(compiler), entries, memo=memo)
+        # The same Debian python package: the compiler's version, without running this
+        # platform's python (a build needs no emulation).
+        return self.layers.put(
+            "base",
+            self._base_key(debian, compiler),
+            make_layer([*entries, *pycs]),
+            {"python": str(compiler.base.facts["python"]), "python_deb": deb_version},
+        )
+
+    def _compiler_base(
+        self,
+        debian: DebianInput,
+        platform: Platform,
+        entries: list[Entry],
+        deb_version: str,
+        memo: pycompile.Memo | None = None,
+    ) -> LayerRecord:
+        """A base whose own python compiles its standard library: materialised where the
+        cache stages layers, so that once its .pyc are added the tree is the layer's staging
+        (its python runs every later compile), not unpacked again."""
         with self.layers.staging() as tmp:
             materialize(entries, tmp)
-            if isinstance(compiler, CompilerToBe):
-                compiler = compiler.made.result()
-                cached = self.cached_base(debian, compiler)  # made since, by another build
-                if cached:
-                    return cached
-            key = self._base_key(debian, compiler)
-            by = self.staged_python(compiler) if compiler else StagedPython(tmp, platform)
-            self.progress(
-                f"compiling {platform.name}'s standard library with {by.platform.name}'s python"
-            )
+            by = StagedPython(tmp, platform)
+            self.progress(f"compiling {platform.name}'s standard library with its python")
             pycs = pycompile.compile_pycs(by, entries, memo=memo)
-            # The same Debian python package: the compiler's version, without running this
-            # platform's python (a build needs no emulation).
-            version = str(compiler.base.facts["python"]) if compiler else python_version(by)
             record = self.layers.put(
                 "base",
-                key,
+                self._base_key(debian, None),
                 make_layer([*entries, *pycs]),
-                {"python": version, "python_deb": deb_version},
+                {"python": python_version(by), "python_deb": deb_version},
             )
             materialize(pycs, tmp, onto=True)
             self.layers.keep_staged(record, tmp)

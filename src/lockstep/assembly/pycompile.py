@@ -20,7 +20,6 @@ from pathlib import Path
 
 from lockstep.assembly.entries import Entry
 from lockstep.assembly.stage import StagedPython
-from lockstep.core.atomic import scratch_dir
 from lockstep.core.errors import CheckFailed
 
 DRIVER = Path(__file__).with_name("pyc_driver.py")  # run by the image's python
@@ -120,32 +119,33 @@ def _compile_chunk(
     python: StagedPython, sources: Sequence[tuple[str, bytes]]
 ) -> list[tuple[str, Entry]]:
     """``sources`` compiled by one fresh process of ``python``, in their order: ``(source
-    path, .pyc entry)`` for each that compiled."""
-    with scratch_dir("lockstep-pyc") as root:  # a killed build's is removed by the next
-        (root / "src").mkdir()
-        (root / "out").mkdir()
-        jobs = []
-        for i, (path, data) in enumerate(sources):
-            src_file = root / "src" / f"{i}.py"
-            src_file.write_bytes(data)
-            jobs.append([str(src_file), "/" + path, str(root / "out" / f"{i}.pyc")])
-        (root / "jobs.json").write_text(json.dumps({"jobs": jobs}), encoding="utf-8")
-        proc = python.run(
-            ["-P", str(DRIVER), str(root / "jobs.json")], capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-            raise CheckFailed(f"compiling .pyc with the image's python failed: {tail}")
-        try:
-            result = json.loads(str(proc.stdout).strip().splitlines()[-1])
-            tag = str(result["tag"])
-            failed = {int(i) for i in result["failed"]}
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise CheckFailed(f"compiling .pyc: unexpected driver output {proc.stdout!r}") from exc
-        out: list[tuple[str, Entry]] = []
-        for i, (path, _) in enumerate(sources):
-            if i in failed:
-                continue
-            data = (root / "out" / f"{i}.pyc").read_bytes()
-            out.append((path, Entry.file(pyc_path(path, tag), data, 0o644)))
-    return out
+    path, .pyc entry)`` for each that compiled. The sources go in on its stdin and the
+    ``.pyc`` come back on its stdout: no file is written (thousands of small files made
+    and removed cost the file system more than compiling them)."""
+    header = json.dumps([["/" + path, len(data)] for path, data in sources]).encode()
+    proc = python.run(
+        ["-P", str(DRIVER)],
+        input=b"".join([header, b"\n", *(data for _, data in sources)]),
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()[-1:]
+        raise CheckFailed(f"compiling .pyc with the image's python failed: {tail}")
+    out = bytes(proc.stdout)
+    line, _, body = out.partition(b"\n")
+    try:
+        result = json.loads(line)
+        tag = str(result["tag"])
+        sizes = [int(n) for n in result["sizes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckFailed(f"compiling .pyc: unexpected driver output {line[:200]!r}") from exc
+    if len(sizes) != len(sources) or sum(n for n in sizes if n > 0) != len(body):
+        raise CheckFailed("compiling .pyc: the driver's output does not match its jobs")
+    found: list[tuple[str, Entry]] = []
+    at = 0
+    for (path, _), size in zip(sources, sizes, strict=True):
+        if size < 0:
+            continue
+        found.append((path, Entry.file(pyc_path(path, tag), body[at : at + size], 0o644)))
+        at += size
+    return found
