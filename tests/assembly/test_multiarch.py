@@ -11,6 +11,9 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -25,12 +28,14 @@ from lockstep.assembly.builder import Builder, read_inputs
 from lockstep.assembly.layercache import LayerRecord
 from lockstep.assembly.layers import Compiler, CompilerToBe, LayerMaker, python_deb
 from lockstep.assembly.layout import PYTHON_PACKAGE
+from lockstep.core import reap
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import AMD64
 from lockstep.core.store import Cache
 from lockstep.inputs.build_inputs import DebianInput
 from lockstep.project import load_project
 from tests.assembly.test_compress import _shim
+from tests.assembly.test_hygiene import _cmdline
 from tests.fixtures.build import ROOT, Built, build, clone, lockstep
 from tests.fixtures.engine import DockerEngine
 
@@ -296,3 +301,41 @@ def test_a_base_waiting_for_a_compiler_that_failed_ends_and_leaves_nothing(
     assert not (cache / "keys").exists() or not list((cache / "keys").rglob("*"))
     staged = cache / "staged"
     assert not staged.exists() or list(staged.iterdir()) == []
+
+
+def test_an_interrupted_cold_build_ends_in_one_line_and_the_next_build_is_whole(
+    both: Built, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while the compiler's
+    base compiles and the other jobs wait for it: exit 130, one line, no traceback; the
+    build after it makes the same images."""
+    cache = tmp_path / "cache"
+    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    src = clone(tmp_path / "src")
+    out = tmp_path / "out"
+    env = {**os.environ, "LOCKSTEP_CACHE_DIR": str(cache)}
+    argv = [sys.executable, "-m", "lockstep", "build", "all", "--out", str(out), "--json"]
+    proc = subprocess.Popen(
+        argv, cwd=src, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not any("pyc_driver" in _cmdline(p) for p in reap.descendants(proc.pid)):
+            assert proc.poll() is None, "the build ended before it compiled"
+            assert time.monotonic() < deadline, "the build never compiled"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.decode()
+    assert proc.returncode == 130, text[-2000:]
+    assert text.rstrip().splitlines()[-1] == "lockstep: interrupted"
+    assert "Traceback" not in text
+    again = build(src, out, cache, platform=())
+    for name in PLATFORMS:
+        for role in ("runner", "worker"):
+            assert _images(again, name)[role]["digest"] == _images(both, name)[role]["digest"]

@@ -16,8 +16,9 @@ layer (the app, the pure wheels: compiled once, by the ``Compiler``), which
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,7 +181,7 @@ class Builder:
             compiler, based = self._bases(first, by_platform, run)
             try:
                 sizes = fetched.result()
-            except BaseException:
+            except Exception:  # (an interrupt is not waited on)
                 for job in based.values():  # a base's error first, as one at a time
                     job.result()
                 raise
@@ -243,6 +244,7 @@ class Builder:
             return compiler, jobs
         memo: pycompile.Memo = {}
         made: Future[Compiler] = Future()
+        run.cancel_on_failure(made)  # the build failed elsewhere: the waiting jobs end
 
         def compiler_base() -> LayerRecord:
             try:
@@ -250,7 +252,8 @@ class Builder:
             except BaseException:
                 made.cancel()  # the jobs waiting for it end (CancelledError); this is raised
                 raise
-            made.set_result(Compiler(record, first.platform))
+            with contextlib.suppress(InvalidStateError):  # cancelled: the build failed
+                made.set_result(Compiler(record, first.platform))
             return record
 
         to_be = CompilerToBe(first.platform, python_deb(first.debian), made)

@@ -13,6 +13,7 @@ base, whose python compiled its own ``.pyc`` there) keeps that tree as its stagi
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -52,8 +53,10 @@ class LayerRecord:
         return oci.LayerRef(self.digest, self.diff_id, self.size)
 
 
+@functools.cache
 def builder_code_digest() -> str:
-    """Digest of the running builder's own code: part of every layer key."""
+    """Digest of the running builder's own code: part of every layer key (read once per
+    process: the code a process runs does not change under it)."""
     import lockstep
 
     pkg = Path(lockstep.__file__).parent

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -59,6 +59,7 @@ class Schedule:
         self._background = ThreadPoolExecutor(1, thread_name_prefix="download")
         self._first = ThreadPoolExecutor(BASES, thread_name_prefix="base")
         self.stop = threading.Event()  # set when the build fails: background work ends early
+        self._awaited: list[Future[Any]] = []
 
     def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Run ``fn`` as one of the ``WIDTH`` jobs at a time (in the order submitted)."""
@@ -68,6 +69,12 @@ class Schedule:
         """Run ``fn`` now, beside the jobs: what the others wait for (each platform's base:
         the layer jobs unpack their wheels meanwhile, then wait for its python)."""
         return self._first.submit(fn, *args, **kwargs)
+
+    def cancel_on_failure(self, awaited: Future[Any]) -> None:
+        """Cancel ``awaited`` (a result jobs wait for, that no job of this schedule gives)
+        if the schedule fails: the jobs waiting for it end, rather than the failure
+        waiting for them."""
+        self._awaited.append(awaited)
 
     def background(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Run ``fn`` beside the jobs (it waits on the network, not on the cores)."""
@@ -84,5 +91,7 @@ class Schedule:
     ) -> None:
         if kind is not None:
             self.stop.set()
+            for awaited in self._awaited:
+                awaited.cancel()
         for pool in (self._pool, self._first, self._background):
             pool.shutdown(wait=True, cancel_futures=kind is not None)
