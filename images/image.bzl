@@ -16,8 +16,12 @@ each target names (OUTPUTS) and the builder's python.
   per role (`:load_worker`: the host's platform's image, as `lockstep load`
   picks it) and per role and platform (`:load_worker_arm64`) loads into the
   local Docker engine (like rules_oci's oci_load).
-* `lockstep_base(name)`: the base layer of the first platform alone
-  (`<name>.tar.gz` + `<name>.json`).
+* `lockstep_base(name)`: every platform's base layer alone, made as `lockstep build`
+  makes them (every standard library compiled by one python: the host's platform's if
+  the project has it), in one action writing every file of BASES: `:base` (a project of
+  one platform: `base.tar.gz` + `base.json`; of several, `base-<arch>.tar.gz` +
+  `base-<arch>.json` per platform), and a target per platform (`:base_amd64`,
+  `:base_arm64`) as an output group of that action.
 
 The actions run the builder from the declared copy of src/lockstep (never an
 installed one) with LOCKSTEP_PYTHON's interpreter, and read locked .debs and
@@ -29,6 +33,7 @@ network (`requires-network`; .bazelrc turns the default off).
 
 load(
     "@lockstep_project//:project.bzl",
+    "BASES",
     "DEBIAN_LOCK",
     "LOADS",
     "OUTPUTS",
@@ -83,19 +88,32 @@ def declared_sources(name = "sources"):
 def _inputs(ctx):
     return depset(ctx.files.srcs)
 
-def _images_impl(ctx):
+def _declare(ctx, named):
+    """The files and directories of `named` (OUTPUTS' or BASES' action-wide entry) by name."""
     declared = {}
-    for name in OUTPUTS["images"]["files"]:
+    for name in named["files"]:
         declared[name] = ctx.actions.declare_file(name)
-    for name in OUTPUTS["images"]["dirs"]:
+    for name in named["dirs"]:
         declared[name] = ctx.actions.declare_directory(name)
-    outputs = [declared[name] for name in sorted(declared)]
+    return declared
+
+def _providers(declared, targets):
+    """Every file of the action, and an output group per target of `targets`."""
+    groups = {
+        target: depset([declared[name] for name in named["files"] + named["dirs"]])
+        for target, named in targets.items()
+    }
+    every = depset([declared[name] for name in sorted(declared)])
+    return [DefaultInfo(files = every), OutputGroupInfo(**groups)]
+
+def _images_impl(ctx):
+    declared = _declare(ctx, OUTPUTS["images"])
     ctx.actions.run(
         executable = _script(ctx, ctx.label.name + "_build.sh", "image build",
                              "lockstep.assembly.bazel"),
         arguments = ["images", "--out", declared["build.json"].dirname],
         inputs = _inputs(ctx),
-        outputs = outputs,
+        outputs = [declared[name] for name in sorted(declared)],
         mnemonic = "LockstepImages",
         progress_message = "lockstep: building the %s images of %s" % (
             " and ".join(ROLES),
@@ -104,11 +122,7 @@ def _images_impl(ctx):
         use_default_shell_env = True,
         execution_requirements = {"requires-network": "1"},
     )
-    groups = {
-        target: depset([declared[name] for name in named["files"] + named["dirs"]])
-        for target, named in OUTPUTS.items()
-    }
-    return [DefaultInfo(files = depset(outputs)), OutputGroupInfo(**groups)]
+    return _providers(declared, OUTPUTS)
 
 _images = rule(
     implementation = _images_impl,
@@ -119,30 +133,30 @@ _images = rule(
 )
 
 def _base_impl(ctx):
-    blob = ctx.actions.declare_file(ctx.label.name + ".tar.gz")
-    info = ctx.actions.declare_file(ctx.label.name + ".json")
+    declared = _declare(ctx, BASES["base"])
+    outputs = [declared[name] for name in sorted(declared)]
     ctx.actions.run(
         executable = _script(ctx, ctx.label.name + "_build.sh", "base layer build",
                              "lockstep.assembly.bazel"),
-        arguments = ["base", "--blob", blob.path, "--json", info.path],
+        arguments = ["base", "--out", outputs[0].dirname],
         inputs = _inputs(ctx),
-        outputs = [blob, info],
+        outputs = outputs,
         mnemonic = "LockstepBase",
-        progress_message = "lockstep: building the base layer",
+        progress_message = "lockstep: building the base layer of %s" % (
+            ", ".join([p["name"] for p in PLATFORMS])
+        ),
         use_default_shell_env = True,
         execution_requirements = {"requires-network": "1"},
     )
-    return [DefaultInfo(files = depset([blob, info]))]
+    return _providers(declared, BASES)
 
-lockstep_base = rule(
+_base = rule(
     implementation = _base_impl,
     attrs = {
-        "srcs": attr.label_list(
-            allow_files = True,
-            default = [PYPROJECT, DEBIAN_LOCK, "//:builder"],
-        ),
+        "srcs": attr.label_list(allow_files = True, mandatory = True),
     },
-    doc = "The base layer alone: the locked .debs unpacked, as a gzip'd tar blob, plus its digests.",
+    doc = "Every platform's base layer alone: the locked .debs unpacked and the standard " +
+          "library compiled, as a gzip'd tar blob, plus its digests (the files of BASES).",
 )
 
 def _load_impl(ctx):
@@ -174,6 +188,17 @@ _load = rule(
           "local Docker engine ($DOCKER_HOST).",
 )
 
+def _output_groups(name, targets):
+    """A target per entry of `targets` but `name` itself: that output group of `:<name>`."""
+    for target in targets:
+        if target != name:
+            native.filegroup(
+                name = target,
+                srcs = [":" + name],
+                output_group = target,
+                visibility = _PUBLIC,
+            )
+
 def lockstep_images(name):
     """`:<name>` (one build of every role and platform), and the targets of OUTPUTS and LOADS."""
     _images(
@@ -186,14 +211,7 @@ def lockstep_images(name):
         ] + [p["complete_platform"] for p in PLATFORMS],
         visibility = _PUBLIC,
     )
-    for target in OUTPUTS:
-        if target != name:
-            native.filegroup(
-                name = target,
-                srcs = [":" + name],
-                output_group = target,
-                visibility = _PUBLIC,
-            )
+    _output_groups(name, OUTPUTS)
     for target, loaded in LOADS.items():
         _load(
             name = target,
@@ -201,3 +219,13 @@ def lockstep_images(name):
             file = loaded["file"],
             load_args = loaded["args"],
         )
+
+def lockstep_base(name):
+    """`:<name>` (every platform's base layer, one action), and a target per platform of
+    BASES (`:base_arm64`: that platform's base layer alone)."""
+    _base(
+        name = name,
+        srcs = [PYPROJECT, DEBIAN_LOCK, "//:builder"],
+        visibility = _PUBLIC,
+    )
+    _output_groups(name, BASES)

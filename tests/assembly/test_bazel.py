@@ -341,14 +341,52 @@ def test_one_file_change_rebuilds_with_new_digests(
         assert cli.digest(role) == amd64["digest"]
 
 
-def test_base_target_is_the_images_bottom_layer(workspace: Workspace, built: Built) -> None:
-    workspace.build("//images:base")
-    info = json.loads(workspace.bin("images/base.json").read_text())
-    blob = workspace.bin("images/base.tar.gz").read_bytes()
+def _base_of(workspace: Workspace, built: Built, platform: str, stem: str) -> dict[str, Any]:
+    """Bazel's ``<stem>.json`` for ``platform``, checked against its blob and against the
+    bottom layer of that platform's worker image from the CLI (digest, diff id, size)."""
+    info: dict[str, Any] = json.loads(workspace.bin(f"images/{stem}.json").read_text())
+    blob = workspace.bin(f"images/{stem}.tar.gz").read_bytes()
     assert sha256(blob) == info["digest"] and len(blob) == info["size"]
-    bottom = oci.read_archive(built.path("worker")).manifest["layers"][0]
-    assert (bottom["digest"], bottom["size"]) == (info["digest"], info["size"])
-    assert info["python"] == "3.11.2"
+    one = built.result["platforms"][platform] if "platforms" in built.result else built.result
+    archive = oci.read_archive(Path(one["images"]["worker"]["path"]))
+    bottom = archive.manifest["layers"][0]
+    assert info == {
+        "digest": bottom["digest"],
+        "diff_id": archive.config["rootfs"]["diff_ids"][0],
+        "size": bottom["size"],
+        "python": "3.11.2",
+        "platform": platform,
+        "path": f"{stem}.tar.gz",
+    }, platform
+    return info
+
+
+def test_a_base_target_per_platform_builds_alone(
+    workspace: Workspace, built_platforms: Built
+) -> None:
+    """``//images:base_arm64``: that platform's base layer alone (its standard library
+    compiled by the host's python, as `lockstep build` compiles it): the bottom layer of
+    the CLI's arm64 worker."""
+    proc = workspace.build("//images:base_arm64")
+    assert {label: sorted(files) for label, files in target_files(proc).items()} == {
+        "//images:base_arm64": ["images/base-arm64.json", "images/base-arm64.tar.gz"]
+    }
+    _base_of(workspace, built_platforms, "linux/arm64", "base-arm64")
+
+
+def test_base_target_is_the_images_bottom_layer(
+    workspace: Workspace, built_platforms: Built
+) -> None:
+    """``//images:base``: every platform's base layer, each the bottom layer of that
+    platform's worker image from the CLI."""
+    proc = workspace.build("//images:base")
+    assert {label: sorted(files) for label, files in target_files(proc).items()} == {
+        "//images:base": sorted(
+            f"images/base-{arch}.{ext}" for arch in PLATFORMS.values() for ext in ("json", "tar.gz")
+        )
+    }
+    for platform, arch in PLATFORMS.items():
+        _base_of(workspace, built_platforms, platform, f"base-{arch}")
 
 
 # -- bad input ----------------------------------------------------------------------------
@@ -467,11 +505,15 @@ def test_a_project_of_one_platform_builds_one_image_per_role(
     pyproject.write_text(
         text.replace("\n[tool.lockstep]\n", '\n[tool.lockstep]\nplatforms = ["linux/amd64"]\n')
     )
-    proc = scratch.build("//images:worker", "//images:worker_amd64", "//images:runner")
+    proc = scratch.build(
+        "//images:worker", "//images:worker_amd64", "//images:runner", "//images:base"
+    )
     files = {label: sorted(found) for label, found in target_files(proc).items()}
     one = ["images/worker.json", "images/worker.spdx.json", "images/worker.tar"]
     assert files["//images:worker"] == files["//images:worker_amd64"] == one, files
+    assert files["//images:base"] == ["images/base.json", "images/base.tar.gz"], files
     cli = build(scratch.root, tmp_path / "out", scratch.cache, platform=())
+    _base_of(scratch, cli, "linux/amd64", "base")
     assert scratch.result()["build_id"] == cli.build_id
     for role in ROLES:
         assert scratch.bin(f"images/{role}.tar").read_bytes() == cli.path(role).read_bytes()
@@ -525,6 +567,15 @@ def test_describe_is_pyproject_in_starlark(tmp_path: Path) -> None:
             "complete_platform": "//images:complete-platform-arm64.json",
         },
     ]
+    # the base action's files: each platform's, named as its archives are
+    assert facts["BASES"] == {
+        "base": {
+            "files": [f"base-{a}.{ext}" for a in ("amd64", "arm64") for ext in ("json", "tar.gz")],
+            "dirs": [],
+        },
+        "base_amd64": {"files": ["base-amd64.tar.gz", "base-amd64.json"], "dirs": []},
+        "base_arm64": {"files": ["base-arm64.tar.gz", "base-arm64.json"], "dirs": []},
+    }
 
 
 def test_describe_refuses_what_bazel_would_declare_differently(tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ through the public builder API, so ``bazel build //images:worker`` and
     ``build.json`` (the ``lockstep build --json`` contract, paths relative to
     that file).
 ``base``
-    The base layer alone: its gzip blob and a JSON with its digests.
+    Every platform's base layer alone, made as ``lockstep build`` makes them
+    (``Builder.bases``), into ``--out``: the files ``base_outputs`` names, each
+    platform's gzip blob and a JSON with its digests.
 
 Locked ``.deb``s and wheels come from the content-addressed cache
 ``$LOCKSTEP_CACHE_DIR`` (every read verified by sha256) or, on a miss, are
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lockstep.core.atomic import write_bytes
+from lockstep.core.atomic import open_atomic, write_bytes
 from lockstep.core.errors import BadInput, CheckFailed, LockstepError
 from lockstep.core.progress import to_stderr as progress
 from lockstep.core.settings import CACHE_DIR as CACHE_ENV
@@ -168,6 +170,33 @@ def outputs(project: Project) -> dict[str, Outputs]:
     return targets
 
 
+BASE = "base"  # the base action's target, and its files' stem
+
+
+def base_files(architecture: str, platforms: int) -> tuple[str, str]:
+    """One platform's base layer files in a project of ``platforms``: its gzip blob and its
+    JSON, ``base.tar.gz`` and ``base.json`` (of several, ``base-<arch>.…``, as the
+    archives say their platform)."""
+    from lockstep.assembly.layout import platform_suffix
+
+    stem = BASE + platform_suffix(architecture, platforms)
+    return f"{stem}.tar.gz", f"{stem}.json"
+
+
+def base_outputs(project: Project) -> dict[str, Outputs]:
+    """The targets of the base action: ``base_<arch>`` (that platform's base layer) and
+    ``base`` (every platform's)."""
+    from lockstep.core.platforms import platform
+
+    count = len(project.platforms)
+    targets = {
+        f"{BASE}_{arch}": Outputs(base_files(arch, count))
+        for arch in (platform(name).architecture for name in project.platforms)
+    }
+    targets[BASE] = Outputs(tuple(sorted(f for t in targets.values() for f in t.files)))
+    return targets
+
+
 def loads(project: Project) -> dict[str, dict[str, Any]]:
     """The ``bazel run`` targets: ``load_<role>`` (the host's platform's image: of the index's
     layout, picked by ``lockstep load`` at run time) and ``load_<role>_<arch>`` (that
@@ -232,6 +261,7 @@ def describe(root: Path, python: str) -> str:
             for name in project.platforms
         ],
         "OUTPUTS": {name: o.to_starlark() for name, o in outputs(project).items()},
+        "BASES": {name: o.to_starlark() for name, o in base_outputs(project).items()},
         "LOADS": loads(project),
     }
     lines = [
@@ -381,35 +411,35 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     return data
 
 
-def build_base(root: Path, blob_out: Path, json_out: Path, cache_root: Path) -> dict[str, Any]:
-    """The base layer's gzip blob at ``blob_out`` and its digests at ``json_out``."""
-    from lockstep.assembly.layers import LayerMaker
+def build_base(root: Path, out: Path, cache_root: Path) -> dict[str, dict[str, Any]]:
+    """Every platform's base layer into ``out`` (the files ``base_outputs`` names: each
+    one's gzip blob and a JSON of its digests), made as ``lockstep build`` makes them;
+    those JSON objects by platform."""
+    from lockstep.assembly.builder import Builder
+    from lockstep.core.platforms import platform
     from lockstep.core.store import Cache
     from lockstep.inputs.build_inputs import DebianInput
     from lockstep.project import load_project
 
     project = load_project(root)
     check_declared(root, (), [project.debian_lock])
-    maker = LayerMaker(Cache(cache_root), progress)
-    record = maker.base_layer(
-        DebianInput.read(project.debian_lock, project.platforms[0]), project.mirror()
-    )
-    blob = maker.cache.get_blob(record.digest)
-    if blob is None:
-        raise CheckFailed(
-            f"{maker.cache.blob_path(record.digest)}: the base layer vanished "
-            "from the cache while building; build again"
-        )
-    write_bytes(blob_out, blob)
-    data = {
-        "digest": record.digest,
-        "diff_id": record.diff_id,
-        "size": record.size,
-        "python": record.facts.get("python"),
-        "path": blob_out.name,
-    }
-    _write_json(json_out, data)
-    return data
+    builder = Builder(Cache(cache_root), progress)
+    debian = DebianInput.read_all(project.debian_lock, project.platforms)
+    found = {}
+    for name, record in builder.bases(debian, project.mirror()).items():
+        blob, info = base_files(platform(name).architecture, len(project.platforms))
+        with open_atomic(out / blob) as f:
+            builder.layers.copy_blob(record.digest, f.fileno())
+        found[name] = {
+            "digest": record.digest,
+            "diff_id": record.diff_id,
+            "size": record.size,
+            "python": record.facts.get("python"),
+            "platform": name,
+            "path": blob,
+        }
+        _write_json(out / info, found[name])
+    return found
 
 
 # --------------------------------------------------------------------------- command line
@@ -426,9 +456,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", required=True, help="the builder's python, as Bazel runs it")
     p = sub.add_parser("images", help="build both images (in the action's exec root)")
     p.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("base", help="build the base layer alone")
-    p.add_argument("--blob", type=Path, required=True)
-    p.add_argument("--json", type=Path, required=True)
+    p = sub.add_parser("base", help="build every platform's base layer alone")
+    p.add_argument("--out", type=Path, required=True)
     return parser
 
 
@@ -444,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "images":
             build_images(root, args.out.absolute(), cache_root)
         else:
-            build_base(root, args.blob.absolute(), args.json.absolute(), cache_root)
+            build_base(root, args.out.absolute(), cache_root)
     except LockstepError as exc:
         print(f"lockstep: error: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -31,7 +31,7 @@ from lockstep.core import platforms
 from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
-from lockstep.inputs.build_inputs import BuildInputs
+from lockstep.inputs.build_inputs import BuildInputs, DebianInput
 from lockstep.inputs.build_inputs import read_platforms as read_declared
 from lockstep.inputs.python.lock import LockedWheel
 from lockstep.manifest import BUILDER, BuildManifest, Stamp
@@ -178,7 +178,8 @@ class Builder:
         first = by_platform[compiler_platform(names)]
         with Schedule() as run:
             fetched = run.background(self.maker.download, wanted_wheels(by_platform), run.stop)
-            compiler, based = self._bases(first, by_platform, run)
+            debian = {p: i.debian for p, i in by_platform.items()}
+            compiler, based = self._bases(first.platform.name, debian, first.mirror, run)
             try:
                 sizes = fetched.result()
             except Exception:  # (an interrupt is not waited on)
@@ -223,23 +224,34 @@ class Builder:
         }
         return PlatformsResult(results, indexes, refs)
 
+    def bases(self, debian: Mapping[str, DebianInput], mirror: str) -> dict[str, LayerRecord]:
+        """Every platform's base alone (``debian``: each platform's view of the Debian lock;
+        a missing ``.deb`` fetched from ``mirror``), made as ``build_platforms`` makes them:
+        the same layers, every standard library compiled by ``compiler_platform``'s python."""
+        names = list(debian)
+        compiler = compiler_platform(names)
+        with Schedule() as run:
+            _, based = self._bases(compiler, debian, mirror, run)
+            made = {p: based[p].result() for p in [compiler, *names]}
+        return {p: made[p] for p in names}
+
     def _bases(
-        self, first: BuildInputs, by_platform: Mapping[str, BuildInputs], run: Schedule
+        self, name: str, debian: Mapping[str, DebianInput], mirror: str, run: Schedule
     ) -> tuple[Compiler | CompilerToBe, dict[str, Future[LayerRecord]]]:
         """Every platform's base as a job ``run`` starts ``first``, and the compiler (the
-        base of ``first``'s platform). If that base is cached, the compiler is known now;
+        base of platform ``name``). If that base is cached, the compiler is known now;
         else it is a ``CompilerToBe``, and the other platforms' ``.deb``s are fetched and
         unpacked beside it, their standard library's ``.pyc`` the compiler's own
         (``memo``: the same Debian python, so the same bytes)."""
-        name = first.platform.name
-        cached = self.maker.cached_base(first.debian)
+        own = platforms.platform(name)
+        cached = self.maker.cached_base(debian[name])
         if cached is not None:
-            compiler = Compiler(cached, first.platform)
+            compiler = Compiler(cached, own)
             jobs = {
                 p: done(cached)
                 if p == name
-                else run.first(self.maker.base_layer, i.debian, i.mirror, compiler)
-                for p, i in by_platform.items()
+                else run.first(self.maker.base_layer, d, mirror, compiler)
+                for p, d in debian.items()
             }
             return compiler, jobs
         memo: pycompile.Memo = {}
@@ -248,19 +260,19 @@ class Builder:
 
         def compiler_base() -> LayerRecord:
             try:
-                record = self.maker.base_layer(first.debian, first.mirror, memo=memo)
+                record = self.maker.base_layer(debian[name], mirror, memo=memo)
             except BaseException:
                 made.cancel()  # the jobs waiting for it end (CancelledError); this is raised
                 raise
             with contextlib.suppress(InvalidStateError):  # cancelled: the build failed
-                made.set_result(Compiler(record, first.platform))
+                made.set_result(Compiler(record, own))
             return record
 
-        to_be = CompilerToBe(first.platform, python_deb(first.debian), made)
+        to_be = CompilerToBe(own, python_deb(debian[name]), made)
         jobs = {name: run.first(compiler_base)}
-        for p, i in by_platform.items():
+        for p, d in debian.items():
             if p != name:
-                jobs[p] = run.first(self.maker.base_layer, i.debian, i.mirror, to_be, memo)
+                jobs[p] = run.first(self.maker.base_layer, d, mirror, to_be, memo)
         return to_be, jobs
 
     def _inventories(
