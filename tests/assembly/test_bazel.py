@@ -389,6 +389,32 @@ def test_base_target_is_the_images_bottom_layer(
         _base_of(workspace, built_platforms, platform, f"base-{arch}")
 
 
+def test_cold_bases_are_compiled_as_the_cli_compiles_them(
+    workspace: Workspace, built_platforms: Built, tmp_path: Path
+) -> None:
+    """A cache holding only the locked ``.deb``s: ``//images:base`` makes every base, the
+    compiler platform's python compiling every standard library (another platform's
+    python never runs), to the bottom layers of the CLI's images."""
+    from lockstep.assembly.builder import compiler_platform
+    from lockstep.core.store import Cache
+    from lockstep.inputs.build_inputs import DebianInput
+
+    project = load_project(workspace.root)
+    warm, cold = Cache(workspace.cache), Cache(tmp_path / "cache")
+    for debian in DebianInput.read_all(project.debian_lock, project.platforms).values():
+        for pkg in debian.lock.packages:
+            cold.blob_path(pkg.digest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(warm.blob_path(pkg.digest), cold.blob_path(pkg.digest))
+    proc = workspace.build("//images:base", env={"LOCKSTEP_CACHE_DIR": str(cold.root)})
+    compiler = compiler_platform(project.platforms)
+    compiled = re.findall(r"lockstep: compiling (\S+)'s standard library with (.+)", proc.stderr)
+    assert sorted(compiled) == sorted(
+        (p, "its python" if p == compiler else f"{compiler}'s python") for p in PLATFORMS
+    ), proc.stderr[-3000:]
+    for platform, arch in PLATFORMS.items():
+        _base_of(workspace, built_platforms, platform, f"base-{arch}")
+
+
 # -- bad input ----------------------------------------------------------------------------
 
 
