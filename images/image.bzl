@@ -2,7 +2,7 @@
 
 Every fact comes from pyproject.toml through @lockstep_project (images/repo.bzl):
 the declared source globs, the lock labels, the roles, the platforms, the files
-each target names (OUTPUTS) and the builder's python.
+each target names (OUTPUTS, BASES) and the builder's python.
 
 * `declared_sources()`: a package's share of `[tool.lockstep] sources`.
 * `lockstep_images(name)`: one sandboxed action that runs the builder on the

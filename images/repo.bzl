@@ -5,7 +5,7 @@ The rule runs the builder's Python environment (LOCKSTEP_PYTHON, named once in
 pyproject.toml with the same code as `lockstep build` and prints project.bzl:
 the declared source globs per Bazel package, the labels of the locks and of each
 platform's complete-platform file, the image roles, the files of each image
-target (OUTPUTS, LOADS), and the python's absolute path. So
+target and base layer target (OUTPUTS, LOADS, BASES), and the python's absolute path. So
 nothing about the images is written twice, and a broken builder environment is
 one clear error before anything is built.
 
