@@ -305,6 +305,8 @@ def main() -> None:
         f"{arm64_size / worker_size:.3f}x amd64 |"
     )
     print(f"\nlockstep worker layers (MB, gzip): {sizes}")
+    for kind, samples in colds.items():
+        print(f"cold {kind}: " + ", ".join(f"{u.wall:.2f} s ({u.describe()})" for u in samples))
     print(
         f"cold rows: medians of {args.repeat}, in turns, each from an empty cache; docker's cold "
         "build once.\n"
