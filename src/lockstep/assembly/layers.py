@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lockstep.assembly import app, base, executor_check, layout, pycompile, thirdparty
@@ -334,14 +334,17 @@ class LayerMaker:
             return cached
         entries = app.app_entries(inputs.project, inputs.files)
         staged_python = self.staged_python(compiler)
-        with scratch_dir("lockstep-app") as tmp:
+        memo_key = self.layers.key("app-pycs", base=base_record.digest)
+        memo = self.pyc_memo(memo_key)
+        # The .pyc are compiled while the executor check runs (two processes of the image's
+        # python side by side); they are kept only if the check passes.
+        with scratch_dir("lockstep-app") as tmp, ThreadPoolExecutor(1, "app-pyc") as pool:
+            compiled = pool.submit(pycompile.compile_pycs, staged_python, entries, memo=memo)
             materialize(entries, tmp)
             executor_check.check_executors(
                 inputs.project, self.layers, staged_python, tmp / layout.SITE_DIR, third_party
             )
-        memo_key = self.layers.key("app-pycs", base=base_record.digest)
-        memo = self.pyc_memo(memo_key)
-        pycs = pycompile.compile_pycs(staged_python, entries, memo=memo)
+            pycs = compiled.result()
         current = {e.path for e in entries}  # this build's sources only are remembered
         self.layers.put_fact(
             "app-pycs",
