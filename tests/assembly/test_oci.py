@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,22 @@ def test_a_failed_archive_write_leaves_the_old_archives_and_no_temporary(tmp_pat
         oci.write_archives(outs("3"), failing)
     assert {p: p.read_bytes() for p in paths} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "b.tar"]
+
+
+def test_the_archives_are_written_side_by_side(tmp_path: Path) -> None:
+    """Each archive's layers are copied while the other's are: a copy that waits until both
+    archives have begun one (a barrier) completes; one archive after the other would not."""
+    layer = make_layer(ENTRIES)
+    image = _image(oci.LayerRef.of(layer))
+    outs = [oci.ArchiveOut(tmp_path / f"{n}.tar", image, "r:1", (n,)) for n in "ab"]
+    both = threading.Barrier(2, timeout=60)
+
+    def copy(digest: str, fd: int) -> None:
+        both.wait()  # BrokenBarrierError after 60 s if the archives were written in turn
+        oci.copy_from(lambda _: layer.blob)(digest, fd)
+
+    oci.write_archives(outs, copy)
+    assert [oci.read_archive(o.path).digest for o in outs] == [image.digest] * 2
 
 
 def test_a_layer_of_another_size_than_its_image_names_is_refused(tmp_path: Path) -> None:

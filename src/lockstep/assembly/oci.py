@@ -18,6 +18,7 @@ import json
 import os
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -382,24 +383,39 @@ def write_archives(outs: Sequence[ArchiveOut], copy: BlobCopy) -> list[Path]:
         remove_stale(out.path.parent, out.path.name)
     stale = [o for o in outs if not archive_is_current(o.path, o.image, o.ref_name, o.repo_tags)]
     written: list[tuple[Path, Path]] = []
+    opened: list[tuple[int, ArchiveOut]] = []
     try:
         for out in stale:
             fd, name = open_spare(out.path)
             written.append((name, out.path))
-            try:
-                write_archive(fd, archive_plan(out.image, out.ref_name, out.repo_tags), copy)
-                os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))  # a spare may have been longer
-                os.fchmod(fd, 0o644)
-            finally:
-                os.close(fd)
+            opened.append((fd, out))
+        # Side by side: each archive is mostly the kernel copying cached layers.
+        with ThreadPoolExecutor(max(1, len(opened)), "archive") as pool:
+            jobs = [pool.submit(_fill_archive, fd, out, copy) for fd, out in opened]
+            opened = []  # each job closes its file
+            for job in jobs:
+                job.result()
         for name, final in written:
             replace_keeping(name, final)
         written = []
     finally:
+        for fd, _ in opened:  # opened, not handed to a job (a later one failed to open)
+            os.close(fd)
         for name, _ in written:
             with contextlib.suppress(FileNotFoundError):
                 name.unlink()
     return [o.path for o in stale]
+
+
+def _fill_archive(fd: int, out: ArchiveOut, copy: BlobCopy) -> None:
+    """``out``'s archive written into the file open as ``fd`` (from its start), which this
+    closes."""
+    try:
+        write_archive(fd, archive_plan(out.image, out.ref_name, out.repo_tags), copy)
+        os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))  # a spare may have been longer
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
