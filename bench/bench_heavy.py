@@ -368,17 +368,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-docker", action="store_true", help="skip the docker build side")
+    parser.add_argument(
+        "--also", nargs="*", default=[], metavar="NAME",
+        help=f"more requirements beside {', '.join(HEAVY)} (a stack the bench never saw: "
+        "--also scikit-learn matplotlib polars statsmodels)",
+    )  # fmt: skip
     args = parser.parse_args()
     n = args.repeat
+    stack = [*HEAVY, *args.also]
     with tempfile.TemporaryDirectory(prefix="lockstep-bench-heavy-") as tmp:
         work = Path(tmp)
         cache = work / "cache"
         heavy = clone(work / "heavy", cache)
-        heavy.set_requirements(HEAVY)
+        heavy.set_requirements(stack)
         pins = heavy.pins()
         print(
             "heavy stack: "
-            + ", ".join(f"{name} {pins[name]}" for name in ["distributed", *HEAVY, "tzdata"])
+            + ", ".join(
+                f"{name} {pins.get(name, '?')}" for name in ["distributed", *stack, "tzdata"]
+            )
             + f" ({len(pins)} wheels)",
             file=sys.stderr,
         )
@@ -438,7 +446,7 @@ def main() -> None:
         locked_tz = pins["tzdata"]
         other = [v for v in ("2024.2", "2024.1", "2023.4") if v != locked_tz]
         archive_before = archive_layers(out / "worker.tar")
-        heavy.set_requirements([*HEAVY, f"tzdata=={other[0]}"])
+        heavy.set_requirements([*stack, f"tzdata=={other[0]}"])
         drift_a = {k: (pins.get(k), v) for k, v in heavy.pins().items() if pins.get(k) != v}
         locks["A"] = (heavy.root / "images/python.lock.json").read_bytes()
         blobs_before = archive_blobs(out)
@@ -463,7 +471,7 @@ def main() -> None:
         ]
         layout_before = layout_layers(layout, ref_before)
         pins_a = heavy.pins()
-        heavy.set_requirements([*HEAVY, f"tzdata=={other[1]}"])
+        heavy.set_requirements([*stack, f"tzdata=={other[1]}"])
         drift_b = {k: (pins_a.get(k), v) for k, v in heavy.pins().items() if pins_a.get(k) != v}
         result: dict[str, Any] = {}
         rows["wheel_layout"] = timed(
