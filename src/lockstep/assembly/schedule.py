@@ -52,7 +52,8 @@ def done(value: T) -> Future[T]:
 
 
 class Schedule:
-    """The jobs of one build: ``WIDTH`` at a time, plus one background job (the downloads)."""
+    """The jobs of one build: ``WIDTH`` at a time, the ones every platform's base is (started
+    ``first``, at once), and one background job (the downloads)."""
 
     def __init__(self, width: int = WIDTH) -> None:
         self._pool = ThreadPoolExecutor(width, thread_name_prefix="layer")
@@ -71,9 +72,9 @@ class Schedule:
         return self._first.submit(fn, *args, **kwargs)
 
     def cancel_on_failure(self, awaited: Future[Any]) -> None:
-        """Cancel ``awaited`` (a result jobs wait for, that no job of this schedule gives)
-        if the schedule fails: the jobs waiting for it end, rather than the failure
-        waiting for them."""
+        """Cancel ``awaited`` (a result some jobs wait for: the compiler a base job makes)
+        if the schedule fails: the jobs still waiting for it end, rather than the failure
+        waiting for them; the job that would give it finishes, and its result is dropped."""
         self._awaited.append(awaited)
 
     def background(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
