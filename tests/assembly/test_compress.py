@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from lockstep.assembly import compress
 from lockstep.assembly.thirdparty import LARGE_WHEEL, SMALL_GROUPS, WheelGroup, plan_layers
 from lockstep.inputs.python.lock import LockedWheel
-from tests.fixtures.build import Built, build
+from tests.fixtures.build import Built, build, downloads_only
 
 SHIM = """\
 import sys
@@ -94,8 +93,7 @@ def test_a_build_with_the_host_deflate_swapped_has_the_same_digests(
     assert host.returncode == swapped.returncode == 0
     assert host.stdout != swapped.stdout, "the swap did not change the host's deflate"
 
-    cache = tmp_path / "cache"  # the downloads, but no layer: every layer is made again
-    shutil.copytree(built.cache / "blobs", cache / "blobs", copy_function=os.link)
+    cache = downloads_only(built, tmp_path / "cache")  # every layer is made again
     again = build(built.root, tmp_path / "out", cache, env=_shim(tmp_path))
     assert again.build_id == built.build_id
     for role in ("runner", "worker"):

@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from lockstep.inputs.build_inputs import DebianInput
 from lockstep.project import load_project
 from tests.assembly.test_compress import _shim
 from tests.assembly.test_hygiene import _cmdline
-from tests.fixtures.build import ROOT, Built, build, clone, lockstep
+from tests.fixtures.build import ROOT, Built, build, clone, downloads_only, lockstep
 from tests.fixtures.engine import DockerEngine
 
 pytestmark = pytest.mark.slow
@@ -198,8 +197,7 @@ def test_every_platform_is_reproducible_from_another_clone_with_zlib_ng(
     cache (every layer made again), and zlib-ng as the host's zlib: every platform's images
     and documents have the same bytes as the first build's (stock zlib)."""
     other = clone(tmp_path / "deeper" / "elsewhere")
-    cache = tmp_path / "cache"
-    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    cache = downloads_only(both, tmp_path / "cache")
     old_umask = os.umask(0o077)
     try:
         again = build(
@@ -245,8 +243,7 @@ def test_a_cold_build_overlaps_the_bases_and_reuses_the_compilers_pyc(
     compiler's) is made, the wheel layers start before it is done, arm64's standard library
     takes amd64's .pyc (only what differs by platform is compiled again), and every image
     is the bytes the session's build made one platform after the other."""
-    cache = tmp_path / "cache"
-    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    cache = downloads_only(both, tmp_path / "cache")
     spans: dict[str, list[tuple[float, float]]] = {}
     compiled: list[str] = []
 
@@ -289,8 +286,7 @@ def test_a_base_waiting_for_a_compiler_that_failed_ends_and_leaves_nothing(
 ) -> None:
     """If the compiler's base fails, the other platform's base (unpacked meanwhile) ends
     with the cancellation, caches no layer and leaves no staging tree."""
-    cache = tmp_path / "cache"
-    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    cache = downloads_only(both, tmp_path / "cache")
     project = load_project(both.root)
     amd, arm = (DebianInput.read(project.debian_lock, n) for n in PLATFORMS)
     made: Future[Compiler] = Future()
@@ -309,8 +305,7 @@ def test_an_interrupted_cold_build_ends_in_one_line_and_the_next_build_is_whole(
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) while the compiler's
     base compiles and the other jobs wait for it: exit 130, one line, no traceback; the
     build after it makes the same images."""
-    cache = tmp_path / "cache"
-    shutil.copytree(both.cache / "blobs", cache / "blobs", copy_function=os.link)
+    cache = downloads_only(both, tmp_path / "cache")
     src = clone(tmp_path / "src")
     out = tmp_path / "out"
     env = {**os.environ, "LOCKSTEP_CACHE_DIR": str(cache)}

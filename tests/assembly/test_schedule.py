@@ -29,7 +29,7 @@ from lockstep.core.platforms import AMD64
 from lockstep.core.store import Cache
 from lockstep.inputs.build_inputs import DebianInput
 from lockstep.project import load_project
-from tests.fixtures.build import Built, build
+from tests.fixtures.build import Built, build, downloads_only
 from tests.fixtures.wheels import make_wheel, wheel_entry
 
 pytestmark = pytest.mark.slow
@@ -38,9 +38,7 @@ pytestmark = pytest.mark.slow
 def fresh_cache(built: Built, root: Path) -> Cache:
     """A cache holding the session's blobs (its .debs and wheels), hard-linked, and no
     layer records: every layer is made again."""
-    root.mkdir(parents=True)
-    shutil.copytree(built.cache / "blobs", root / "blobs", copy_function=os.link)
-    return Cache(root)
+    return Cache(downloads_only(built, root))
 
 
 def tree(top: Path) -> dict[str, tuple[str, int, bytes]]:
