@@ -70,6 +70,11 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> float:
     return statistics.median(samples)
 
 
+def median_use(samples: list[Usage]) -> Usage:
+    """The sample of median wall time (of an odd count: the median itself)."""
+    return sorted(samples, key=lambda u: u.wall)[len(samples) // 2]
+
+
 def one_line_change(src: Path, n: int) -> None:
     target = src / "src/lockstep/runtime/__init__.py"
     target.write_text(target.read_text() + f"\n# bench change {n}\n")
@@ -219,10 +224,9 @@ def main() -> None:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(src)], check=True)
         lockstep_build(src, work / "warm-up", work / "warm-up-out")  # lockstep's own .pyc
         # Cold builds, each from an empty cache (downloads included), in turns: both images
-        # of amd64, the worker alone (what the docker side builds), both images of every
-        # platform; medians of --repeat.
-        # And the worker from a cache holding only the base layer: like for like with the
-        # docker side, which starts FROM that base, preloaded.
+        # of amd64, the worker alone (what the docker side builds), the worker from a cache
+        # holding only the base layer (like for like: docker starts FROM that base,
+        # preloaded), both images of every platform; medians of --repeat.
         seed_base(src, work / "seed")
         colds: dict[str, list[Usage]] = {"all": [], "worker": [], "on-base": [], "both": []}
         runs = (
@@ -241,11 +245,9 @@ def main() -> None:
                     shutil.rmtree(there)  # the disk: the last of each kind is kept
         last = args.repeat - 1
         cache, out = work / f"cold-all-{last}" / "c", work / f"cold-all-{last}" / "o"
-        cold_use = sorted(colds["all"], key=lambda u: u.wall)[len(colds["all"]) // 2]
+        cold_use, worker_use = median_use(colds["all"]), median_use(colds["worker"])
         cold = cold_use.wall
-        worker_use = sorted(colds["worker"], key=lambda u: u.wall)[len(colds["worker"]) // 2]
-        on_base = statistics.median(u.wall for u in colds["on-base"])
-        both = statistics.median(u.wall for u in colds["both"])
+        on_base, both = median_use(colds["on-base"]).wall, median_use(colds["both"]).wall
         noop = timed(lambda: lockstep_build(src, cache, out), args.repeat)
         changes = iter(range(10**6))
         change = timed(
