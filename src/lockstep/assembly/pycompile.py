@@ -3,8 +3,8 @@
 The pycs are *unchecked-hash* pycs (PEP 552): they embed a hash of the source,
 not its mtime, and the import system trusts them without rereading the
 source, which is right for an immutable image. Each code object's file name is
-the path inside the image (``dfile="/" + entry.path``), so the temporary
-directory used for compiling never appears in the bytes, and the same entries
+the path inside the image (``"/" + entry.path``), and the sources reach the
+interpreter on its stdin (no file of this machine is named), so the same entries
 give the same bytes on any machine.
 """
 
