@@ -47,6 +47,8 @@ from typing import Any
 
 from cpu_use import Usage, measured  # this directory is on sys.path: it holds this script
 
+from lockstep.core.stamps import RACY_NS
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -415,7 +417,14 @@ def main() -> None:
         if registry is not None:
             atexit.register(registry.stop)  # on any way out of this bench
         before = archive_layers(out / "worker.tar")
+        # A no-op as a build some seconds later meets it: the outputs older than the racy
+        # window, and the record of what they are written by the full check before
+        # (assembly/uptodate.py); bench_build also times the full check alone.
+        time.sleep(RACY_NS / 1e9)
+        heavy.build("--out", str(out))
         rows["noop"] = median([timed(lambda: heavy.build("--out", str(out))) for _ in range(n)])
+        heavy.build("--layout", str(layout), "--no-archives")
+        time.sleep(RACY_NS / 1e9)
         heavy.build("--layout", str(layout), "--no-archives")
         rows["noop_layout"] = median(
             [timed(lambda: heavy.build("--layout", str(layout), "--no-archives")) for _ in range(n)]
@@ -572,11 +581,11 @@ def report(
     )
     print(
         f"| no-op rebuild, archives (median of {n}) | {s(rows['noop'])} | {theirs('noop')} | "
-        f"{ratio(rows['noop'], 'noop')} | ≤ 0.3 s {ok(rows['noop'] <= 0.3)} |"
+        f"{ratio(rows['noop'], 'noop')} | ≤ 0.1 s {ok(rows['noop'] <= 0.1)} |"
     )
     print(
         f"| no-op rebuild, `--layout DIR --no-archives` (median of {n}) | "
-        f"{s(rows['noop_layout'])} | | | ≤ 0.3 s {ok(rows['noop_layout'] <= 0.3)} |"
+        f"{s(rows['noop_layout'])} | | | ≤ 0.1 s {ok(rows['noop_layout'] <= 0.1)} |"
     )
     print(
         f"| one-line change in `src/`, `--layout DIR --no-archives` (median of {n}) | "

@@ -54,7 +54,7 @@ def test_the_ratio_is_that_of_one_stream() -> None:
 
 def test_another_compressor_is_another_build(monkeypatch: pytest.MonkeyPatch) -> None:
     """Layers compressed otherwise are other bytes: the build id must change with the compressor."""
-    from lockstep.assembly.builder import builder_identity
+    from lockstep.assembly.identity import builder_identity
     from lockstep.manifest import BuildManifest
 
     def build_id() -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lockstep.assembly import oci
-from lockstep.assembly.builder import builder_identity
+from lockstep.assembly.identity import builder_identity
 from lockstep.inputs.debian.lock import read_lock as read_debian_lock
 from lockstep.inputs.python.lock import read_lock as read_python_lock
 from tests.fixtures.build import Built, build

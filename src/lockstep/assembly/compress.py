@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 
 from lockstep.core.errors import BadInput
 
 try:
+    import zlib_ng as python_zlib_ng
     from zlib_ng import zlib_ng
 except ImportError as exc:  # pragma: no cover - the build extra pins it
     raise BadInput(
@@ -37,7 +37,7 @@ LEVEL = 6
 BLOCK = 1 << 20
 WINDOW = 32 << 10  # deflate's window: what a block may refer back to
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # gzip, deflate, no flags, mtime 0, OS 255
-IDENTITY = f"zlib-ng/{zlib_ng.ZLIBNG_VERSION} (python-zlib-ng {metadata.version('zlib-ng')})"
+IDENTITY = f"zlib-ng/{zlib_ng.ZLIBNG_VERSION} (python-zlib-ng {python_zlib_ng.__version__})"
 THREADS = max(1, min(4, os.cpu_count() or 1))
 
 

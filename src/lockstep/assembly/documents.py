@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lockstep.assembly import layout, provenance, sbom, suppliers
-from lockstep.assembly.layercache import LayerCache, LayerRecord, builder_code_digest
+from lockstep.assembly.identity import builder_code_digest
+from lockstep.assembly.layercache import LayerCache, LayerRecord
 from lockstep.core.digests import canonical_json, of_hex, sha256_digest
 from lockstep.core.progress import Progress
 from lockstep.inputs.build_inputs import BuildInputs

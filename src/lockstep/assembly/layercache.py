@@ -13,7 +13,6 @@ base, whose python compiled its own ``.pyc`` there) keeps that tree as its stagi
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import io
 import json
@@ -28,15 +27,13 @@ from typing import Any
 
 from lockstep.assembly import compress, oci
 from lockstep.assembly.entries import Entry, Layer
+from lockstep.assembly.identity import builder_code_digest
 from lockstep.assembly.stage import materialize
 from lockstep.core.atomic import scratch_dir, staging_dir
 from lockstep.core.digests import canonical_json, hex_of, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.store import Cache
 
-# The builder's own code: what every layer key covers besides the layer's inputs.
-CODE_PACKAGES = ("assembly", "inputs", "core")
-CODE_MODULES = ("manifest.py",)
 STAGING = "new"  # the stem of a tree being made under ``staged/`` (core.atomic's naming)
 
 
@@ -51,23 +48,6 @@ class LayerRecord:
 
     def ref(self) -> oci.LayerRef:
         return oci.LayerRef(self.digest, self.diff_id, self.size)
-
-
-@functools.cache
-def builder_code_digest() -> str:
-    """Digest of the running builder's own code: part of every layer key (read once per
-    process: the code a process runs does not change under it)."""
-    import lockstep
-
-    pkg = Path(lockstep.__file__).parent
-    files = sorted(
-        [
-            *(f for name in CODE_PACKAGES for f in (pkg / name).rglob("*.py")),
-            *(pkg / name for name in CODE_MODULES),
-        ]
-    )
-    rows = [[f.relative_to(pkg).as_posix(), sha256_digest(f.read_bytes())] for f in files]
-    return sha256_digest(canonical_json(rows))
 
 
 def _lost(cache: Cache, digest: str) -> BadInput:

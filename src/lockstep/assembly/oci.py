@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import tarfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,8 +369,11 @@ class ArchiveOut:
     repo_tags: tuple[str, ...]  # docker's manifest.json RepoTags
 
 
-def write_archives(outs: Sequence[ArchiveOut], copy: BlobCopy) -> list[Path]:
-    """Write every archive of ``outs`` that is not already current, each to its spare (the
+def write_archives(
+    outs: Sequence[ArchiveOut], copy: BlobCopy, changed: Collection[Path] = frozenset()
+) -> list[Path]:
+    """Write every archive of ``outs`` that is not already current (or is in ``changed``:
+    its file changed since a build wrote it), each to its spare (the
     archive before the current one, overwritten in place) or a new temporary file, then
     swap them all into place; the paths written. ``copy`` appends a layer blob's verified
     bytes to an open file (asked only for archives that are written: the cache's copy is
@@ -381,7 +384,11 @@ def write_archives(outs: Sequence[ArchiveOut], copy: BlobCopy) -> list[Path]:
     """
     for out in outs:  # what a killed build left, also when nothing is written now
         remove_stale(out.path.parent, out.path.name)
-    stale = [o for o in outs if not archive_is_current(o.path, o.image, o.ref_name, o.repo_tags)]
+    stale = [
+        o
+        for o in outs
+        if o.path in changed or not archive_is_current(o.path, o.image, o.ref_name, o.repo_tags)
+    ]
     written: list[tuple[Path, Path]] = []
     opened: list[tuple[int, ArchiveOut]] = []
     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from lockstep.assembly.oci import (
     index_json,
     write_tar,
 )
-from lockstep.core.atomic import open_atomic, write_bytes
+from lockstep.core.atomic import open_atomic, write_bytes, write_if_changed
 from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.errors import BadInput
 from lockstep.core.platforms import Platform, host
@@ -41,15 +41,21 @@ from lockstep.oci.media import INDEX_MEDIA_TYPE
 LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
-def write_layout(root: Path, images: Mapping[str, Image | ImageIndex], copy: BlobCopy) -> list[str]:
+def write_layout(
+    root: Path,
+    images: Mapping[str, Image | ImageIndex],
+    copy: BlobCopy,
+    changed: Collection[Path] = frozenset(),
+) -> list[str]:
     """Write ``images`` (ref name -> image, or image index) into the layout at ``root``; the
-    digests of the blobs that were not there before, in the order written. ``copy``
-    appends a layer's verified bytes to a file (the config and manifests are values)."""
+    digests of the blobs that were not there before (or were in ``changed``: their file
+    changed since a build wrote it), in the order written. ``copy`` appends a layer's
+    verified bytes to a file (the config and manifests are values)."""
     added: list[str] = []
 
     def put(digest: str, data: bytes | None = None) -> None:
         path = root / blob_name(digest)
-        if path.exists() and path.stat().st_size > 0:
+        if path not in changed and path.exists() and path.stat().st_size > 0:
             return  # content-addressed: a present blob is the blob
         if data is None:  # a layer: the cache's verified bytes, copied
             with open_atomic(path) as out:
@@ -67,8 +73,9 @@ def write_layout(root: Path, images: Mapping[str, Image | ImageIndex], copy: Blo
             put(image.digest, image.manifest)
         if isinstance(named, ImageIndex):
             put(named.digest, named.manifest)
-    write_bytes(root / "oci-layout", LAYOUT)
-    write_bytes(root / "index.json", _merged_index(root, images))
+    # Unchanged files are left as they are: a no-op build's record vouches for their stat.
+    write_if_changed(root / "oci-layout", LAYOUT)
+    write_if_changed(root / "index.json", _merged_index(root, images))
     return added
 
 

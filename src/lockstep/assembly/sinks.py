@@ -15,14 +15,15 @@ role's image index.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lockstep.assembly import oci, ocidir, provenance, sbom
 from lockstep.assembly.builder import BuildResult, PlatformsResult, compiler_platform
-from lockstep.core.atomic import write_bytes
+from lockstep.core.atomic import write_if_changed
 from lockstep.core.settings import MANIFEST_PATH
 
 # The build manifest beside the archives, under the name it has in the images: what
@@ -45,12 +46,29 @@ class Written:
     # (else the build's first platform's)
     manifest: Path | None = None
 
+    def files(self) -> list[Path]:
+        """Every file these outputs are: the archives, the documents, the manifest and
+        every file of the layout (its index, marker and blobs)."""
+        found = [
+            *(p for by_role in self.archives.values() for p in by_role.values()),
+            *(p for by_role in self.sboms.values() for p in by_role.values()),
+            *self.provenance.values(),
+            *([self.manifest] if self.manifest is not None else []),
+        ]
+        if self.layout is not None:
+            found += [Path(d) / f for d, _, names in os.walk(self.layout) for f in names]
+        return sorted(set(found))
+
 
 def write_archives(
-    result: BuildResult, out: Path, copy: oci.BlobCopy, names: Mapping[str, str] | None = None
+    result: BuildResult,
+    out: Path,
+    copy: oci.BlobCopy,
+    names: Mapping[str, str] | None = None,
+    changed: Collection[Path] = frozenset(),
 ) -> dict[str, Path]:
-    """Each image as ``out/<role><suffix>.tar`` (or ``names[role]``), loaded under its ref;
-    role -> path."""
+    """Each image as ``out/<role><suffix>.tar`` (or ``names[role]``), loaded under its ref
+    (written unless current and not in ``changed``); role -> path."""
     names = names or {role: f"{role}{b.suffix}.tar" for role, b in result.images.items()}
     paths = {role: out / names[role] for role in result.images}
     oci.write_archives(
@@ -59,16 +77,21 @@ def write_archives(
             for role, b in result.images.items()
         ],
         copy,
+        changed,
     )
     return paths
 
 
 def write_layout(
-    result: PlatformsResult, root: Path, copy: oci.BlobCopy, roles: Sequence[str] | None = None
+    result: PlatformsResult,
+    root: Path,
+    copy: oci.BlobCopy,
+    roles: Sequence[str] | None = None,
+    changed: Collection[Path] = frozenset(),
 ) -> Path:
     """The images of ``roles`` (default: all) into the OCI layout at ``root`` (only new blobs
-    are written): each image by its ref in a build of one platform, else each role's image
-    index by its ref."""
+    are written, and those in ``changed``): each image by its ref in a build of one
+    platform, else each role's image index by its ref."""
     one = result.single
     named: dict[str, oci.Image | oci.ImageIndex] = (
         {b.ref: b.image for role, b in one.images.items() if roles is None or role in roles}
@@ -79,24 +102,18 @@ def write_layout(
             if roles is None or role in roles
         }
     )
-    added = ocidir.write_layout(root, named, copy)
+    added = ocidir.write_layout(root, named, copy, changed)
     log.info("%s: %d new blob(s)", root, len(added))
     return root
-
-
-def _write_if_changed(path: Path, data: bytes) -> Path:
-    if not (path.exists() and path.read_bytes() == data):
-        write_bytes(path, data)
-    return path
 
 
 def write_documents(result: BuildResult, out: Path) -> tuple[dict[str, Path], Path]:
     """Each image's SBOM (``<role><suffix>.spdx.json``) and the provenance statement in ``out``."""
     sboms = {
-        role: _write_if_changed(out / sbom.file_name(role + b.suffix), b.sbom)
+        role: write_if_changed(out / sbom.file_name(role + b.suffix), b.sbom)
         for role, b in result.images.items()
     }
-    return sboms, _write_if_changed(out / provenance.file_name(result.suffix), result.provenance)
+    return sboms, write_if_changed(out / provenance.file_name(result.suffix), result.provenance)
 
 
 def write_manifest(result: PlatformsResult, out: Path) -> Path:
@@ -104,7 +121,7 @@ def write_manifest(result: PlatformsResult, out: Path) -> Path:
     platform hold (else of the build's first platform), for a process run outside a
     container on this machine; every platform's names the same build id."""
     here = result.results[compiler_platform(list(result.results))]
-    return _write_if_changed(out / MANIFEST_NAME, here.manifest.to_json())
+    return write_if_changed(out / MANIFEST_NAME, here.manifest.to_json())
 
 
 def write_outputs(
@@ -115,15 +132,17 @@ def write_outputs(
     archives: bool = True,
     layout: Path | None = None,
     names: Mapping[str, str] | None = None,
+    changed: Collection[Path] = frozenset(),
 ) -> Written:
     """What ``lockstep build`` writes: each platform's archives (unless not ``archives``;
     ``names``: role -> file name, for a build of one platform) and documents in ``out``,
-    and with ``layout`` that OCI layout."""
+    and with ``layout`` that OCI layout. A file in ``changed`` (it changed since a build
+    wrote it: ``uptodate.changed``) is written again, however current it looks."""
     paths = {
-        p: write_archives(r, out, copy, names) if archives else {}
+        p: write_archives(r, out, copy, names, changed) if archives else {}
         for p, r in result.results.items()
     }
-    layout_dir = write_layout(result, layout, copy) if layout is not None else None
+    layout_dir = write_layout(result, layout, copy, changed=changed) if layout else None
     documents = {p: write_documents(r, out) for p, r in result.results.items()}
     return Written(
         paths,

@@ -121,6 +121,18 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     write_chunks(path, (data,), mode)
 
 
+def write_if_changed(path: Path, data: bytes) -> Path:
+    """``write_bytes`` unless ``path`` already holds ``data`` (its file, times and all, left
+    as it is); ``path``."""
+    try:
+        same = path.read_bytes() == data
+    except OSError:
+        same = False
+    if not same:
+        write_bytes(path, data)
+    return path
+
+
 def write_chunks(path: Path, chunks: Iterable[bytes], mode: int = 0o644) -> None:
     """``write_bytes`` of the concatenated ``chunks``, never all in memory at once."""
     with open_atomic(path, mode) as out:

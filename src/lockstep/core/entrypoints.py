@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,8 @@ def resolve(ref: str) -> Any:
 
 def registered() -> dict[str, str]:
     """This installation's executors: name -> ``module:attr``, sorted by name."""
+    from importlib import metadata  # here only: the project file names GROUP, at every build
+
     return dict(sorted((ep.name, ep.value) for ep in metadata.entry_points(group=GROUP)))
 
 

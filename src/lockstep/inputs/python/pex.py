@@ -8,12 +8,10 @@ what to do.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 import re
 import shlex
 import shutil
-import ssl
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,6 +40,8 @@ def pex3_argv() -> list[str]:
     here = Path(sys.executable).parent / "pex3"
     if here.is_file() and os.access(here, os.X_OK):
         found = str(here)
+        import importlib.metadata  # here only: a no-op build reads the locks, never runs pex
+
         try:
             version = importlib.metadata.version("pex")
         except importlib.metadata.PackageNotFoundError:
@@ -99,6 +99,8 @@ def ca_bundle() -> str | None:
     """The CA bundle the rest of the build trusts: Python's default (``$SSL_CERT_FILE``,
     else OpenSSL's), which the registry client and the mirror fetch use too. pex's pip
     would otherwise trust only its own bundled copy (certifi)."""
+    import ssl  # here only: a no-op build reads the locks, never runs pex
+
     return ssl.get_default_verify_paths().cafile or None
 
 
