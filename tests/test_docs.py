@@ -203,7 +203,8 @@ def session_env(root: Path, cache: Path, docker_host: str, private: Path) -> dic
     """The pages' shell environment: ``.venv/bin`` on PATH, the session's cache, the
     suite's private Docker engine, and podman's and Bazel's state under ``private`` (never
     the machine's): a storage.conf (podman wants a run root under 50 characters) and a
-    user.bazelrc in the clone (ignored by git) with Bazel's output root there."""
+    user.bazelrc in the clone (ignored by git) with Bazel's output root there, and a host
+    worker's bundle directory."""
     private.mkdir(parents=True, exist_ok=True)
     run_root = Path(tempfile.mkdtemp(prefix="ls-pm-"))
     (private / "podman-runroot").write_text(str(run_root))
@@ -219,6 +220,9 @@ def session_env(root: Path, cache: Path, docker_host: str, private: Path) -> dic
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "LOCKSTEP_CACHE_DIR": str(cache),  # the session's downloads and layers
+        # a host worker's bundles and environments (numpy's: 64 MB) go with the run's
+        # scratch, not to the machine's <tempdir>/lockstep-bundles
+        "LOCKSTEP_BUNDLE_DIR": str(private / "bundles"),
         "PYTHONUNBUFFERED": "1",  # stdout and stderr in the order a terminal shows them
         "GIT_COMMITTER_NAME": "Tour",
         "GIT_COMMITTER_EMAIL": "tour@example.invalid",
