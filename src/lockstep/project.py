@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +116,8 @@ def load_project(root: Path) -> Project:
         raise BadInput(
             f"{path}: cannot read ({exc.strerror}); run from the project root or pass --project"
         ) from exc
+    import tomllib  # here only: a no-op build does not parse the project file
+
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from lockstep.assembly import documents, sbom, sinks
-from lockstep.assembly.builder import Builder
-from lockstep.assembly.identity import read_inputs
+from lockstep.assembly.builder import Builder, read_inputs
 from lockstep.core import store
 from lockstep.core.digests import of_hex, sha256_digest
 from lockstep.core.store import Cache

@@ -23,8 +23,7 @@ from typing import Any
 import pytest
 
 from lockstep.assembly import inspection, oci, pycompile
-from lockstep.assembly.builder import Builder
-from lockstep.assembly.identity import read_inputs
+from lockstep.assembly.builder import Builder, read_inputs
 from lockstep.assembly.layercache import LayerRecord
 from lockstep.assembly.layers import Compiler, CompilerToBe, LayerMaker, python_deb
 from lockstep.assembly.layout import PYTHON_PACKAGE

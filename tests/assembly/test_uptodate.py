@@ -9,16 +9,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lockstep.assembly import uptodate
+from lockstep.assembly import identity, uptodate
 from lockstep.core.stamps import RACY_NS
 from tests.fixtures.build import Built, build, clone, lockstep
 
 PRINTED = {"text": "build_id sha256:1\n", "json": '{"build_id": "sha256:1"}\n'}
-INPUTS = {"linux/amd64": {"sources": "sha256:a", "builder": "b"}}
-IDENTITY = {"code": "sha256:c", "lockstep": "0.1.0", "project": "sha256:p"}
+ROLES = ("runner", "worker")
 OPTIONS = {"out": "/o", "layout": None, "archives": True}
 
 
@@ -29,99 +29,153 @@ def _later(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(uptodate.time, "time_ns", lambda: now() + RACY_NS + 10**9)
 
 
-def _outputs(out: Path) -> list[Path]:
+def _project(root: Path) -> dict[str, object]:
+    """A project's files (never parsed on this path) and its recipe."""
+    (root / "src").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[tool.lockstep]\n")
+    (root / "src/a.py").write_text("A = 1\n")
+    (root / "debian.lock").write_text("{}")
+    (root / "python.lock").write_text("{}")
+    return {
+        "pyproject": str(root / "pyproject.toml"),
+        "root": str(root),
+        "sources": ["src/**/*.py"],
+        "debian_lock": str(root / "debian.lock"),
+        "python_lock": str(root / "python.lock"),
+        "platforms": ["linux/amd64"],
+    }
+
+
+def _recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, object]]:
+    """A project and an out/ whose record vouches for its two files."""
+    made = _project(tmp_path / "p")
+    out = tmp_path / "out"
     out.mkdir()
+    (out / "worker.tar").write_bytes(b"w" * 4096)
+    (out / "manifest.json").write_bytes(b"{}")
+    _later(monkeypatch)
+    key = uptodate.key(uptodate.digests_read(made), ["linux/amd64"], ROLES, OPTIONS)
     files = [out / "worker.tar", out / "manifest.json"]
-    files[0].write_bytes(b"w" * 4096)
-    files[1].write_bytes(b"{}")
-    return files
+    assert uptodate.record(out, key, made, files, PRINTED)
+    return out, made
 
 
-def test_the_key_changes_with_each_thing_outputs_depend_on() -> None:
-    base = uptodate.key(INPUTS, IDENTITY, ("runner", "worker"), OPTIONS)
-    assert base == uptodate.key(dict(INPUTS), dict(IDENTITY), ["runner", "worker"], dict(OPTIONS))
-    two = {**INPUTS, "linux/arm64": INPUTS["linux/amd64"]}
+def _answer(out: Path, made: dict[str, object], form: str = "text", **kw: object) -> str | None:
+    args: dict[str, Any] = {"platforms": None, "roles": ROLES, "options": OPTIONS, **kw}
+    pyproject = Path(str(made["pyproject"]))
+    return uptodate.answer(out, pyproject, args["platforms"], args["roles"], args["options"], form)
+
+
+def test_the_key_changes_with_each_thing_outputs_depend_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digests = {"pyproject": "sha256:p", "sources": "sha256:s", "debian_lock": "sha256:d",
+               "python_lock": "sha256:y"}  # fmt: skip
+    amd64 = ["linux/amd64"]
+    base = uptodate.key(digests, amd64, ROLES, OPTIONS)
+    assert base == uptodate.key(dict(digests), tuple(amd64), list(ROLES), dict(OPTIONS))
     others = [
-        uptodate.key({"linux/amd64": {**INPUTS["linux/amd64"], "sources": "sha256:z"}},
-                     IDENTITY, ("runner", "worker"), OPTIONS),
-        uptodate.key(two, IDENTITY, ("runner", "worker"), OPTIONS),
-        uptodate.key(dict(reversed(two.items())), IDENTITY, ("runner", "worker"), OPTIONS),
-        uptodate.key(INPUTS, {**IDENTITY, "code": "sha256:d"}, ("runner", "worker"), OPTIONS),
-        uptodate.key(INPUTS, {**IDENTITY, "project": "sha256:q"}, ("runner", "worker"), OPTIONS),
-        uptodate.key(INPUTS, IDENTITY, ("worker",), OPTIONS),
-        uptodate.key(INPUTS, IDENTITY, ("runner", "worker"), {**OPTIONS, "archives": False}),
-        uptodate.key(INPUTS, IDENTITY, ("runner", "worker"), {**OPTIONS, "layout": "/l"}),
-        uptodate.key(INPUTS, IDENTITY, ("runner", "worker"), {**OPTIONS, "out": "/p"}),
-    ]  # fmt: skip
+        *(uptodate.key({**digests, name: "sha256:z"}, amd64, ROLES, OPTIONS) for name in digests),
+        uptodate.key(digests, ["linux/amd64", "linux/arm64"], ROLES, OPTIONS),
+        uptodate.key(digests, ["linux/arm64", "linux/amd64"], ROLES, OPTIONS),
+        uptodate.key(digests, amd64, ("worker",), OPTIONS),
+        *(uptodate.key(digests, amd64, ROLES, {**OPTIONS, name: "other"}) for name in OPTIONS),
+    ]
+    monkeypatch.setattr(identity, "builder_code_digest", lambda: "sha256:another-builder")
+    others.append(uptodate.key(digests, amd64, ROLES, OPTIONS))
     assert len({base, *others}) == len(others) + 1
 
 
-def test_a_record_replays_until_a_file_changes_in_any_way(
+def test_a_record_answers_until_an_input_or_a_file_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "out"
-    archive, manifest = _outputs(out)
-    _later(monkeypatch)
-    assert uptodate.record(out, "sha256:k", [archive, manifest], PRINTED)
-    assert uptodate.replay(out, "sha256:k", "text") == PRINTED["text"]
-    assert uptodate.replay(out, "sha256:k", "json") == PRINTED["json"]
-    assert uptodate.replay(out, "sha256:other", "text") is None
+    out, made = _recorded(tmp_path, monkeypatch)
+    archive, manifest = out / "worker.tar", out / "manifest.json"
+    assert _answer(out, made) == PRINTED["text"]
+    assert _answer(out, made, "json") == PRINTED["json"]
+    assert _answer(out, made, platforms=["linux/amd64"]) == PRINTED["text"]
+    assert _answer(out, made, platforms=["linux/arm64"]) is None
+    assert _answer(out, made, roles=("worker",)) is None
+    assert _answer(out, made, options={**OPTIONS, "archives": False}) is None
     assert uptodate.changed(out) == frozenset()
 
-    # one byte inside, the size and the mtime put back: the ctime still tells
+    # an input: a declared file changed, one added, a lock changed, the project file changed
+    for n, (name, text) in enumerate(
+        [("src/a.py", "A = 2\n"), ("src/b.py", "B = 1\n"), ("python.lock", '{"x": 1}'),
+         ("pyproject.toml", "[tool.lockstep]\n# changed\n")]
+    ):  # fmt: skip
+        out, made = _recorded(tmp_path / f"input-{n}", monkeypatch)
+        (Path(str(made["root"])) / name).write_text(text)
+        assert _answer(out, made) is None, name
+
+    # an output: one byte inside, the size and the mtime put back: the ctime still tells
+    out, made = _recorded(tmp_path / "bytes", monkeypatch)
+    archive = out / "worker.tar"
     before = archive.stat()
     with open(archive, "r+b") as f:
         f.seek(2048)
         f.write(b"x")
     os.utime(archive, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert archive.stat().st_size == before.st_size
-    assert uptodate.replay(out, "sha256:k", "text") is None
+    assert _answer(out, made) is None
     assert uptodate.changed(out) == {archive}
 
-    assert uptodate.record(out, "sha256:k", [archive, manifest], PRINTED)
+    out, made = _recorded(tmp_path / "renamed", monkeypatch)
+    manifest = out / "manifest.json"
     copy = tmp_path / "copy"
     copy.write_bytes(manifest.read_bytes())
     copy.replace(manifest)  # the same bytes, another file
-    assert uptodate.replay(out, "sha256:k", "text") is None
+    assert _answer(out, made) is None
     assert uptodate.changed(out) == {manifest}
     manifest.unlink()
     assert uptodate.changed(out) == {manifest}
 
 
 def test_files_changed_within_the_racy_window_are_not_vouched_for(tmp_path: Path) -> None:
+    made = _project(tmp_path / "p")
     out = tmp_path / "out"
-    files = _outputs(out)
-    assert not uptodate.record(out, "sha256:k", files, PRINTED)  # written just now
+    out.mkdir()
+    (out / "worker.tar").write_bytes(b"w")
+    key = uptodate.key(uptodate.digests_read(made), ["linux/amd64"], ROLES, OPTIONS)
+    assert not uptodate.record(out, key, made, [out / "worker.tar"], PRINTED)  # just written
     assert not (out / uptodate.RECORD).exists()
-    assert uptodate.replay(out, "sha256:k", "text") is None
+    assert _answer(out, made) is None
 
 
 @pytest.mark.parametrize(
     "record",
-    [b"", b"not json", b"[]", b'{"format": 1}', b'{"format": 1, "key": "sha256:k"}',
-     b'{"format": 1, "key": "sha256:k", "files": [], "printed": {"text": "x"}}',
-     b'{"format": 1, "key": "sha256:k", "files": {}, "printed": {"text": "x"}}',
-     b'{"format": 1, "key": "sha256:k", "files": {"/nonexistent": {}}, "printed": {"text": 1}}',
-     b'{"format": 2, "key": "sha256:k", "files": {}, "printed": {"text": "x"}}'],
+    [b"", b"not json", b"[]", b'{"format": 1}', b'{"format": 1, "recipe": {}}',
+     b'{"format": 1, "recipe": [], "key": "sha256:k"}',
+     b'{"format": 1, "recipe": {"pyproject": 1}, "key": "sha256:k", "files": {}}',
+     b'{"format": 2, "recipe": {}, "key": "sha256:k", "files": {}, "printed": {"text": "x"}}'],
 )  # fmt: skip
 def test_a_broken_record_means_the_full_build(tmp_path: Path, record: bytes) -> None:
+    made = _project(tmp_path / "p")
     (tmp_path / uptodate.RECORD).write_bytes(record)
-    assert uptodate.replay(tmp_path, "sha256:k", "text") is None
+    assert _answer(tmp_path, made) is None
     assert isinstance(uptodate.changed(tmp_path), frozenset)
 
 
-def test_a_replay_removes_a_killed_builds_temporaries(
+def test_a_recipe_whose_files_are_gone_means_the_full_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "out"
-    files = _outputs(out)
-    _later(monkeypatch)
-    assert uptodate.record(out, "sha256:k", files, PRINTED)
+    out, made = _recorded(tmp_path, monkeypatch)
+    (tmp_path / "p/src/a.py").unlink()  # the glob matches nothing: the full build says so
+    assert _answer(out, made) is None
+    out, made = _recorded(tmp_path / "again", monkeypatch)
+    Path(str(made["debian_lock"])).unlink()
+    assert _answer(out, made) is None
+
+
+def test_an_answer_removes_a_killed_builds_temporaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, made = _recorded(tmp_path, monkeypatch)
     ended = subprocess.Popen(["true"])  # its pid: a process that is gone
     ended.wait()
     dead = out / f".worker.tar.{ended.pid}.abc123.tmp"
     dead.write_bytes(b"half an archive")
-    assert uptodate.replay(out, "sha256:k", "text") == PRINTED["text"]
+    assert _answer(out, made) == PRINTED["text"]
     assert not dead.exists()
 
 

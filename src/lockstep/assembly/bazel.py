@@ -362,8 +362,7 @@ def build_images(root: Path, out: Path, cache_root: Path) -> dict[str, Any]:
     """Every role of every platform into ``out``: the files ``outputs`` names; the
     build.json data."""
     from lockstep.assembly import sinks
-    from lockstep.assembly.builder import Builder
-    from lockstep.assembly.identity import read_inputs
+    from lockstep.assembly.builder import Builder, read_inputs
     from lockstep.core.store import Cache
     from lockstep.project import ROLES, load_project
 

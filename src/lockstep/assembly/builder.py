@@ -24,6 +24,7 @@ from typing import Any
 
 from lockstep.assembly import configs, documents, layout, oci, pycompile
 from lockstep.assembly.entries import Entry, make_layer
+from lockstep.assembly.identity import builder_identity
 from lockstep.assembly.layercache import LayerRecord
 from lockstep.assembly.layers import Compiler, CompilerToBe, LayerMaker, python_deb
 from lockstep.assembly.schedule import Schedule, done
@@ -32,9 +33,10 @@ from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress, quiet
 from lockstep.core.store import Cache
 from lockstep.inputs.build_inputs import BuildInputs, DebianInput
+from lockstep.inputs.build_inputs import read_platforms as read_declared
 from lockstep.inputs.python.lock import LockedWheel
-from lockstep.manifest import BuildManifest
-from lockstep.project import ROLES
+from lockstep.manifest import BuildManifest, Stamp
+from lockstep.project import ROLES, Project
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,15 @@ class PlatformsResult:
     def single(self) -> BuildResult | None:
         """The one platform's result of a single-platform build, else None."""
         return next(iter(self.results.values())) if len(self.results) == 1 else None
+
+
+def read_inputs(
+    project: Project, stamp: Stamp | None = None, platforms_: Sequence[str] | None = None
+) -> dict[str, BuildInputs]:
+    """The build inputs of ``project`` for this builder, read once, per platform (default:
+    the project's platforms)."""
+    names = tuple(platforms_) if platforms_ else None
+    return read_declared(project, builder_identity(), stamp=stamp, platforms=names)
 
 
 def compiler_platform(names: Sequence[str]) -> str:

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 from lockstep.core.errors import BadInput
 from lockstep.core.progress import to_stderr as progress
-from lockstep.project import ROLES, Project, add_project_arg
+from lockstep.project import ROLES, add_project_arg
 
 if TYPE_CHECKING:
     from lockstep.assembly.builder import PlatformsResult
     from lockstep.assembly.sinks import Written
-    from lockstep.inputs.build_inputs import BuildInputs
 
 # What `lockstep build TARGET` builds: every role, one role, or one by its Bazel label.
 TARGETS = {
@@ -91,86 +90,71 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def cmd_build(args: argparse.Namespace) -> int:
     from lockstep.assembly import uptodate
-    from lockstep.assembly.identity import read_inputs
-    from lockstep.project import find_root, load_project
+    from lockstep.project import find_root
 
-    project = load_project(find_root(args.project))
-    out = args.out.resolve() if args.out else project.root / "out"
+    root = find_root(args.project)
+    out = args.out.resolve() if args.out else root / "out"
     if args.layout and args.layout.exists() and not args.layout.is_dir():
         raise BadInput(f"--layout {args.layout}: exists and is not a directory; name a directory")
     if args.no_archives and not args.layout:
         raise BadInput("--no-archives needs --layout DIR: a build must write its images somewhere")
     layout = args.layout.resolve() if args.layout else None
     roles = TARGETS[args.target]
+    options = {
+        "out": str(out),
+        "layout": str(layout) if layout else None,
+        "archives": not args.no_archives,
+    }
     form = "json" if args.json else "text"
-    if args.stamp:
-        from lockstep.inputs.stamp import git_stamp
-
-        inputs = read_inputs(project, git_stamp(project.root), args.platform)
-        key = None  # git facts the inputs do not hold: always the full build
-    else:
-        inputs = read_inputs(project, None, args.platform)
-        key = _outputs_key(project, inputs, roles, out, layout, not args.no_archives)
-        printed = uptodate.replay(out, key, form)
+    if not args.stamp:  # git facts the inputs do not hold: always the full build
+        pyproject = root / "pyproject.toml"
+        printed = uptodate.answer(out, pyproject, args.platform, roles, options, form)
         if printed is not None:  # out holds this build's files, unchanged
             print(printed, end="")
             return 0
-    texts = _build(inputs, roles, out, layout, not args.no_archives, key)
+    texts = _build(args, root, out, layout, roles, options)
     print(texts[form], end="")
     return 0
 
 
-def _outputs_key(
-    project: Project,
-    inputs: Mapping[str, BuildInputs],
-    roles: Sequence[str],
-    out: Path,
-    layout: Path | None,
-    archives: bool,
-) -> str:
-    """``uptodate.key`` of this build: what its outputs depend on."""
-    from lockstep import __version__
-    from lockstep.assembly import uptodate
-    from lockstep.assembly.identity import builder_code_digest, builder_identity
-    from lockstep.core.digests import sha256_digest
-
-    identity = {
-        "builder": builder_identity(),
-        "code": builder_code_digest(),
-        "lockstep": __version__,
-        "project": sha256_digest(project.pyproject.read_bytes()),
-    }
-    options = {"out": str(out), "layout": str(layout) if layout else None, "archives": archives}
-    return uptodate.key({p: i.digests for p, i in inputs.items()}, identity, roles, options)
-
-
 def _build(
-    inputs: Mapping[str, BuildInputs],
-    roles: Sequence[str],
+    args: argparse.Namespace,
+    root: Path,
     out: Path,
     layout: Path | None,
-    archives: bool,
-    key: str | None,
+    roles: Sequence[str],
+    options: Mapping[str, object],
 ) -> dict[str, str]:
-    """The full build: make (or find) every layer, write what differs, record it under
-    ``key`` (unless None); what it prints, as text and as JSON."""
+    """The full build: read the inputs, make (or find) every layer, write what differs and
+    (unstamped) record it; what it prints, as text and as JSON."""
     from lockstep.assembly import sinks, uptodate
-    from lockstep.assembly.builder import Builder
+    from lockstep.assembly.builder import Builder, read_inputs
     from lockstep.core.store import Cache, default_cache_dir
+    from lockstep.project import load_project
 
+    project = load_project(root)
+    if args.stamp:
+        from lockstep.inputs.stamp import git_stamp
+
+        inputs = read_inputs(project, git_stamp(project.root), args.platform)
+    else:
+        inputs = read_inputs(project, None, args.platform)
     builder = Builder(Cache(default_cache_dir()), progress)
     result = builder.build_platforms(inputs, roles)
     changed = uptodate.changed(out)  # since the last build wrote them: written again
     uptodate.forget(out)  # no record describes an out/ being written
     written = sinks.write_outputs(
-        result, out, builder.layers.copy_blob, archives=archives, layout=layout, changed=changed
-    )
+        result, out, builder.layers.copy_blob, archives=not args.no_archives, layout=layout,
+        changed=changed,
+    )  # fmt: skip
     texts = {
         "json": json.dumps(sinks.build_json(result, written), indent=2, sort_keys=True) + "\n",
         "text": "".join(line + "\n" for line in _text_lines(result, written)),
     }
-    if key is not None:
-        uptodate.record(out, key, written.files(), texts)
+    if not args.stamp:
+        digests = uptodate.digests_of(project, inputs)
+        key = uptodate.key(digests, list(inputs), roles, options)
+        uptodate.record(out, key, uptodate.recipe(project), written.files(), texts)
     return texts
 
 

@@ -12,7 +12,6 @@ time: no blocks freed and allocated again (``open_spare``, ``replace_keeping``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import functools
@@ -200,6 +199,8 @@ def spare_of(final: Path) -> Path:
 
 @functools.cache
 def _renameat2() -> Any:
+    import ctypes  # here only: a no-op build, which writes nothing, does not load it
+
     try:
         return ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):  # not glibc 2.28+: no swap
@@ -216,6 +217,8 @@ def exchange(a: Path, b: Path) -> bool:
     done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     if done == 0:
         return True
+    import ctypes
+
     code = ctypes.get_errno()
     if code in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
         return False

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lockstep.assembly.builder import Builder, PlatformsResult
-from lockstep.assembly.identity import read_inputs
+from lockstep.assembly.builder import Builder, PlatformsResult, read_inputs
 from lockstep.core import vcs
 from lockstep.core.errors import CheckFailed
 from lockstep.core.progress import Progress
