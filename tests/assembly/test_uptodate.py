@@ -142,6 +142,21 @@ def test_files_changed_within_the_racy_window_are_not_vouched_for(tmp_path: Path
     assert _answer(out, made) is None
 
 
+def test_a_file_gone_before_the_recording_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another build's temporary, seen in a shared layout and renamed away since."""
+    made = _project(tmp_path / "p")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "worker.tar").write_bytes(b"w")
+    _later(monkeypatch)
+    key = uptodate.key(uptodate.digests_read(made), ["linux/amd64"], ROLES, OPTIONS)
+    files = [out / "worker.tar", out / ".blob.123.abc.tmp"]
+    assert not uptodate.record(out, key, made, files, PRINTED)
+    assert not (out / uptodate.RECORD).exists()
+
+
 @pytest.mark.parametrize(
     "record",
     [b"", b"not json", b"[]", b'{"format": 1}', b'{"format": 1, "recipe": {}}',

@@ -173,11 +173,15 @@ def record(
 ) -> bool:
     """Record that ``out`` holds build ``key_``'s ``files`` (as they ``stat`` now), made as
     ``made`` (a ``recipe``) says, and what it printed (form -> text); False, and nothing
-    recorded, if a file changed too recently to be vouched for."""
+    recorded, if a file changed too recently to be vouched for or is gone already (another
+    build's temporary in a shared layout): the next build then checks everything."""
     began = time.time_ns()
     stamps = {}
     for path in files:
-        stamp = Stamp.of(path.stat())
+        try:
+            stamp = Stamp.of(path.stat())
+        except OSError:
+            return False
         if not stampable(stamp, began):
             return False
         stamps[str(path)] = asdict(stamp)
