@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -155,6 +156,19 @@ def test_a_file_gone_before_the_recording_records_nothing(
     files = [out / "worker.tar", out / ".blob.123.abc.tmp"]
     assert not uptodate.record(out, key, made, files, PRINTED)
     assert not (out / uptodate.RECORD).exists()
+
+
+def test_a_recipe_naming_another_tree_means_the_full_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record edited to select the sources elsewhere (``/`` would be a walk of the whole
+    disk) is not followed there, even to a copy that digests the same."""
+    out, made = _recorded(tmp_path, monkeypatch)
+    shutil.copytree(tmp_path / "p/src", tmp_path / "copy/src")
+    data = json.loads((out / uptodate.RECORD).read_bytes())
+    data["recipe"]["root"] = str(tmp_path / "copy")
+    (out / uptodate.RECORD).write_text(json.dumps(data))
+    assert _answer(out, made) is None
 
 
 @pytest.mark.parametrize(

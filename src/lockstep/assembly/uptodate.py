@@ -126,6 +126,8 @@ def answer(
         made = data["recipe"]
         if data["format"] != FORMAT or made["pyproject"] != str(pyproject):
             return None
+        if made["root"] != str(pyproject.parent):  # the tree to select from: the project's
+            return None
         names = list(platforms) if platforms else made["platforms"]
         if key(digests_read(made), names, roles, options) != data["key"]:
             return None
