@@ -121,8 +121,8 @@ def answer(
     build removes them); else None: the build must run."""
     from lockstep.core.errors import LockstepError
 
+    data = _read(out)
     try:
-        data = json.loads((out / RECORD).read_bytes())
         made = data["recipe"]
         if data["format"] != FORMAT or made["pyproject"] != str(pyproject):
             return None
@@ -147,10 +147,19 @@ def changed(out: Path) -> frozenset[Path]:
     changed after the build that wrote them, which the build then writes again (a change
     inside a layer, its size kept, is not visible otherwise). Empty without a record."""
     try:
-        files = json.loads((out / RECORD).read_bytes())["files"]
+        files = _read(out)["files"]
         return frozenset(Path(p) for p, kept in files.items() if _stat(Path(p)) != kept)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return frozenset()
+
+
+def _read(out: Path) -> Any:
+    """``out``'s record as JSON, or None (no record, or not JSON): the callers' checks of
+    its shape then fail, and the build runs in full."""
+    try:
+        return json.loads((out / RECORD).read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def _stat(path: Path) -> dict[str, int] | None:
