@@ -70,7 +70,7 @@ test: $(BIN)/lockstep $(CHECKOV) $(MKDOCS) $(NODE_MODULES)
 lint: $(BIN)/lockstep
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src bench
 
 format: $(BIN)/lockstep
 	$(BIN)/ruff format src tests bench

@@ -20,6 +20,7 @@ Prints a table; docs/design.md §7 has the targets.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -34,6 +35,8 @@ from pathlib import Path
 
 from bench_heavy import seed_base  # this directory is on sys.path: it holds this script
 from cpu_use import Usage, measured
+
+from lockstep.assembly.oci import LayerRef
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,8 +81,12 @@ def noop_rows(build: Callable[[], object], out: Path, repeat: int) -> tuple[floa
     from lockstep.assembly.uptodate import RECORD
     from lockstep.core.stamps import RACY_NS
 
+    def without_record() -> None:
+        (out / RECORD).unlink(missing_ok=True)
+        build()
+
     time.sleep(RACY_NS / 1e9)
-    full = timed(lambda: ((out / RECORD).unlink(missing_ok=True), build()), repeat)
+    full = timed(without_record, repeat)
     build()  # records
     if not (out / RECORD).exists():
         raise SystemExit(f"no-op rebuild: {out / RECORD} was not written")
@@ -102,9 +109,20 @@ def image_size(path: Path) -> int:
     return sum(int(layer["size"]) for layer in read_archive(path).manifest["layers"])
 
 
+@dataclasses.dataclass(frozen=True)
+class DockerFigures:
+    """`docker build`'s side of the table."""
+
+    cold: float
+    cold_use: Usage
+    noop: float
+    change: float
+    size: float
+
+
 def docker_side(
-    work: Path, base_blob: bytes, base_ref: object, src: Path, repeat: int
-) -> dict[str, float]:
+    work: Path, base_blob: bytes, base_ref: LayerRef, src: Path, repeat: int
+) -> DockerFigures:
     """Time `docker build` of the equivalent Dockerfile on a private dockerd."""
     from lockstep.assembly import oci
     from lockstep.assembly.layout import image_env
@@ -118,7 +136,7 @@ def docker_side(
         image = oci.make_image(
             platform=AMD64,
             layers=[base_ref],
-            entrypoint=["/usr/bin/python3.11"],  # type: ignore[list-item]
+            entrypoint=["/usr/bin/python3.11"],
             env=image_env("worker"),
             labels={},
         )
@@ -218,13 +236,13 @@ def docker_side(
         change = timed(change_and_build, repeat)
         inspect = engine.cli("image", "inspect", "lockstep-bench-worker:1").stdout
         size = json.loads(inspect)[0]["Size"]
-        return {
-            "cold": cold,
-            "cold_use": Usage(cold, download_use.cpu + cold_use.cpu),
-            "noop": noop,
-            "change": change,
-            "size": float(size),
-        }
+        return DockerFigures(
+            cold=cold,
+            cold_use=Usage(cold, download_use.cpu + cold_use.cpu),
+            noop=noop,
+            change=change,
+            size=float(size),
+        )
     finally:
         engine.stop()
 
@@ -266,10 +284,12 @@ def main() -> None:
         on_base, both = median_use(colds["on-base"]).wall, median_use(colds["both"]).wall
         noop_full, noop = noop_rows(lambda: lockstep_build(src, cache, out), out, args.repeat)
         changes = iter(range(10**6))
-        change = timed(
-            lambda: (one_line_change(src, next(changes)), lockstep_build(src, cache, out)),
-            args.repeat,
-        )
+
+        def change_and_build() -> None:
+            one_line_change(src, next(changes))
+            lockstep_build(src, cache, out)
+
+        change = timed(change_and_build, args.repeat)
         worker_size = image_size(out / "worker-amd64.tar")
         arm64_size = image_size(work / f"cold-both-{last}" / "o" / "worker-arm64.tar")
         import gzip
@@ -286,8 +306,6 @@ def main() -> None:
         )
         docker = None
         if not args.no_docker:
-            from lockstep.assembly.oci import LayerRef
-
             base = layers[0]
             base_ref = LayerRef(
                 base["digest"], archive.config["rootfs"]["diff_ids"][0], int(base["size"])
@@ -302,20 +320,26 @@ def main() -> None:
     print("| measure | lockstep build | docker build | ratio |")
     print("|---|---|---|---|")
     print(row("cold build, the worker (as docker builds it; empty caches, downloads included)",
-              worker_use.wall, docker and docker["cold"]))  # fmt: skip
-    theirs_use = docker["cold_use"].describe() if docker else "n/a"
+              worker_use.wall, docker.cold if docker else None))  # fmt: skip
+    theirs_use = docker.cold_use.describe() if docker else "n/a"
     print(f"| cold build of the worker, CPU used (user + sys), cores kept busy | "
           f"{worker_use.describe()} | {theirs_use} | |")  # fmt: skip
     print(row("cold build, the worker, from a cache holding the base layer (docker starts "
-              "FROM it)", on_base, docker and docker["cold"]))  # fmt: skip
+              "FROM it)", on_base, docker.cold if docker else None))  # fmt: skip
     print(row("cold build, both images (the runner adds pyarrow)", cold, None))
     print(f"| cold build of both images, CPU used | {cold_use.describe()} | | |")
-    print(row("no-op rebuild (median; out/ as recorded)", noop, docker and docker["noop"]))
+    print(row("no-op rebuild (median; out/ as recorded)", noop, docker.noop if docker else None))
     print(
-        row("no-op rebuild, full check (median; no record)", noop_full, docker and docker["noop"])
+        row(
+            "no-op rebuild, full check (median; no record)",
+            noop_full,
+            docker.noop if docker else None,
+        )
     )
-    print(row("one-line change in src/ (median)", change, docker and docker["change"]))
-    print(row("worker image, unpacked", unpacked / 1e6, docker and docker["size"] / 1e6, "MB"))
+    print(row("one-line change in src/ (median)", change, docker.change if docker else None))
+    print(
+        row("worker image, unpacked", unpacked / 1e6, docker.size / 1e6 if docker else None, "MB")
+    )
     print(f"| worker image, compressed layers | {worker_size / 1e6:.1f} MB | | |")
     print(
         f"| cold build, both images, amd64 + arm64 (empty caches) | {both:.2f} s | | "

@@ -38,13 +38,14 @@ sys.path.insert(0, str(ROOT))
 from lockstep.bundles import ship_layer  # noqa: E402
 from lockstep.bundles.env import EnvStore  # noqa: E402
 from lockstep.bundles.format import load_bundle  # noqa: E402
-from lockstep.bundles.image_pins import from_files  # noqa: E402
+from lockstep.bundles.image_pins import from_project  # noqa: E402
 from lockstep.bundles.lock import lock_bundle  # noqa: E402
 from lockstep.bundles.prebuilt import env_layer  # noqa: E402
 from lockstep.bundles.ship import ship_bundle  # noqa: E402
 from lockstep.bundles.ship_layer import WINDOW  # noqa: E402
 from lockstep.core.atomic import remove_read_only  # noqa: E402
 from lockstep.core.store import Cache, default_cache_dir  # noqa: E402
+from lockstep.project import load_project  # noqa: E402
 from lockstep.runtime import connect, submit_task  # noqa: E402
 from lockstep.runtime.executors import TaskCall  # noqa: E402
 from lockstep.runtime.executors.cold import ColdExecutor  # noqa: E402
@@ -82,9 +83,7 @@ def make_bundle(workdir: Path) -> Path:
     (bundle / "pyproject.toml").write_text(
         f'[project]\nname = "bench"\nversion = "0"\ndependencies = [{deps}]\n'
     )
-    image = from_files(
-        ROOT / "images" / "python.lock.json", ROOT / "images" / "complete-platform.json", ROOT
-    )
+    image = from_project(load_project(ROOT))
     lock_bundle(bundle, image, default_cache_dir())
     return bundle
 

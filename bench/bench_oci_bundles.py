@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_bundles import make_bundle  # noqa: E402
 
-from lockstep.bundles.format import load_bundle  # noqa: E402
+from lockstep.bundles.format import Bundle, load_bundle  # noqa: E402
 from lockstep.bundles.remote import push_bundle, resolve  # noqa: E402
 from lockstep.bundles.ship import ship_bundle  # noqa: E402
 from lockstep.runtime import connect, submit_task  # noqa: E402
@@ -51,7 +51,7 @@ class LoopProbe:
     async def _run(self) -> None:
         from distributed.core import rpc
 
-        async with rpc(self.address) as scheduler:
+        async with rpc(self.address) as scheduler:  # type: ignore[no-untyped-call]
             while not self._stop.is_set():
                 start = time.perf_counter()
                 await scheduler.identity()
@@ -77,7 +77,7 @@ class LoopProbe:
         )
 
 
-def eight_workers(workdir: Path, bundle_of: dict[str, object], registry: OciRegistry) -> list[str]:
+def eight_workers(workdir: Path, bundle_of: dict[str, Bundle], registry: OciRegistry) -> list[str]:
     rows = []
     a_path, a = write_manifest(workdir, "a")
     for mode, bundle in bundle_of.items():
@@ -105,7 +105,7 @@ def eight_workers(workdir: Path, bundle_of: dict[str, object], registry: OciRegi
                 addrs = sorted(client.scheduler_info()["workers"])
                 with LoopProbe(address) as probe:
                     start = time.perf_counter()
-                    shipped = ship_bundle(client, bundle, addrs, timeout=600)  # type: ignore[arg-type]
+                    shipped = ship_bundle(client, bundle, addrs, timeout=600)
                     got = time.perf_counter()
                     futures = [
                         submit_task(
@@ -113,7 +113,7 @@ def eight_workers(workdir: Path, bundle_of: dict[str, object], registry: OciRegi
                             "npmodel.model:simulate",
                             ({}, i),
                             bundle=bundle.digest,
-                            workers=[addr],  # type: ignore[attr-defined]
+                            workers=[addr],
                             allow_other_workers=False,
                         )
                         for i, addr in enumerate(addrs)
@@ -154,6 +154,7 @@ def main() -> None:
                 f"{second.stats.uploaded_bytes} B (code blob) | {second.seconds:.2f} |"
             )
             local, _ = load_bundle(bundle_dir)
+            assert local is not None, f"{bundle_dir} is not a bundle"
             pulled, _ = resolve(second.reference)
             print(
                 f"\n{WORKERS} fresh `isolated_warm` workers, one task each "

@@ -21,6 +21,7 @@ Usage: python bench/bench_release.py [--repeat N]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -181,12 +182,8 @@ def main() -> None:
                 v2,
             ),
         ):
-            ls = median_time(
-                setup_ls, lambda repo, p=paths: bench.lockstep_push(p, repo), args.repeat
-            )
-            sk = median_time(
-                setup_sk, lambda repo, p=paths: bench.skopeo_push(p, repo), args.repeat
-            )
+            ls = median_time(setup_ls, functools.partial(bench.lockstep_push, paths), args.repeat)
+            sk = median_time(setup_sk, functools.partial(bench.skopeo_push, paths), args.repeat)
             rows.append((label, ls, sk))
         bench.lockstep_push(v1, "bench/again")
         stats_again = bench.lockstep_push(v1, "bench/again")
