@@ -27,6 +27,8 @@ def site(tmp_path: Path, name: str) -> str:
     path.mkdir(parents=True)
     (path / "envmod.py").write_text(
         f"import os\nNAME = {name!r}\ndef where():\n    return [os.getpid(), NAME]\n"
+        # the process serving the environment: the task's own (warm), its template's (cold)
+        "def server(cold):\n    return os.getppid() if cold else os.getpid()\n"
     )
     return str(path)
 
@@ -66,9 +68,72 @@ def test_cold_templates_per_environment(tmp_path: Path) -> None:
         assert first[1] == second[1] == "a" and third[1] == "b"
         assert len({first[0], second[0], third[0]}) == 3  # a fresh process per task
         assert set(ex.environments()) == {"A", "B"}
-        assert len(ex.pids()) == 3  # the plain template and one per environment
+        assert ex.wait_spare(30)
+        assert len(ex.pids()) == 3  # a pristine template and one per environment
     finally:
         ex.close()
+
+
+@pytest.mark.parametrize("cls", [IsolatedWarmExecutor, ColdExecutor])
+def test_a_new_environment_takes_the_pristine_process_and_a_spare_follows(
+    tmp_path: Path, cls: type[IsolatedWarmExecutor] | type[ColdExecutor]
+) -> None:
+    """The process started with the executor has run nothing: the first task of an
+    environment is given it (no interpreter start on the task's path), and a new pristine
+    process is started behind it. One environment per process still holds."""
+    a, b = site(tmp_path, "a"), site(tmp_path, "b")
+    ex = cls(config(4))
+    ex.start()
+    try:
+        (pristine,) = ex.pids()
+        server = TaskCall("envmod:server", (cls is ColdExecutor,), paths=(a,), env="A")
+        assert ex.run(server).value == pristine  # A's first task: in the pristine process
+        assert ex.run(call(a, "A")).value[1] == "a"
+        assert ex.wait_spare(30)
+        (spare,) = set(ex.pids()) - {pristine}  # a new pristine process
+        on_b = TaskCall("envmod:server", (cls is ColdExecutor,), paths=(b,), env="B")
+        assert ex.run(on_b).value == spare  # B's: in that one
+        assert ex.run(call(b, "B")).value[1] == "b"  # one environment per process
+        assert ex.run(server).value == pristine
+        assert ex.wait_spare(30)
+        assert set(ex.environments()) == {"A", "B"}
+        assert len(ex.pids()) == 3  # A's, B's and a new spare
+    finally:
+        ex.close()
+    assert ex.pids() == ()
+
+
+def test_a_process_that_ran_a_call_never_takes_an_environment(tmp_path: Path) -> None:
+    """A warm process that ran a task without an environment keeps that task's modules and
+    state: a task of an environment gets a process of its own, never that one."""
+    ex = IsolatedWarmExecutor(config(4))
+    ex.start()
+    try:
+        used = ex.run(TaskCall("os:getpid")).value
+        pid, name = ex.run(call(site(tmp_path, "a"), "A")).value
+        assert name == "a" and pid != used
+        assert ex.run(TaskCall("os:getpid")).value == used  # no environment: the used one
+    finally:
+        ex.close()
+
+
+def test_the_child_refuses_an_environment_after_a_call(tmp_path: Path) -> None:
+    """The child's own rule, whatever the worker sends: ``SERVE`` after a call (or to a
+    process that has an environment) ends it with exit code 2 and a line on stderr."""
+    from lockstep.runtime.executors import _wire
+    from lockstep.runtime.executors._child_process import ChildProcess
+
+    for started_with, first in (("", _wire.CALL), (site(tmp_path, "s"), _wire.PING)):
+        child = ChildProcess("warm", 30.0, started_with, "K" if started_with else "")
+        try:
+            if first == _wire.CALL:
+                payload = _wire.call_payload("os:getpid", (), {}, (), 1 << 20)
+                assert child.call(payload, 30.0, 1 << 20).status == "answer"
+            _wire.write_frame(child._to_child, _wire.SERVE, 0, os.fsencode(str(tmp_path)))
+            assert not child.ping()
+            assert child.describe_exit() == "exit code 2"
+        finally:
+            child.close()
 
 
 def test_direct_refuses_a_bundle_environment(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@
 ``SITE``, if given, is a bundle environment's site directory
 (``lockstep.bundles.env``): the process serves that environment only,
 with it on ``sys.path``; a ``PING`` is answered ``READY`` (a health check before
-the worker reuses the process).
+the worker reuses the process). A process started without one, that has run no call
+yet, can be given one instead (``SERVE``): the worker keeps such a process spare, so
+a task in a new environment does not wait for an interpreter to start.
 
 ``warm`` runs every call itself, so imports and module state carry over from
 task to task. ``template`` never runs a call: it forks one child per call,
@@ -150,8 +152,10 @@ def _watch_lifeline(lfd: int) -> None:
 
 def main(argv: list[str]) -> int:
     mode, rfd, wfd, lfd = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    if len(argv) > 4 and argv[4]:
+    served = len(argv) > 4 and bool(argv[4])  # serves an environment (never a second one)
+    if served:
         sys.path.insert(0, argv[4])  # the environment's site: ahead of the image's packages
+    called = False
     if mode not in ("warm", "template"):
         print(f"lockstep executor child: unknown mode {mode!r}", file=sys.stderr)
         return 2
@@ -172,9 +176,18 @@ def main(argv: list[str]) -> int:
         if kind == _wire.PING:
             _wire.write_frame(wfd, _wire.READY, os.getpid())
             continue
+        if kind == _wire.SERVE:
+            if served or called:  # modules or state of another environment, or of a task
+                print("lockstep executor child: SERVE after a call or a site", file=sys.stderr)
+                return 2
+            sys.path.insert(0, os.fsdecode(payload))
+            served = True
+            _wire.write_frame(wfd, _wire.READY, os.getpid())
+            continue
         if kind != _wire.CALL:
             print(f"lockstep executor child: unexpected frame {kind!r}", file=sys.stderr)
             return 2
+        called = True
         if mode == "warm":
             out_kind, data = _wire.execute(payload)
             _wire.write_frame(wfd, out_kind, os.getpid(), data)

@@ -1,29 +1,18 @@
-"""The worker side of the executors that run tasks in other processes.
+"""The worker side of the executors that run tasks in other processes: ``ProcessExecutor``
+keeps ``ChildProcess``es (``_child_process``) pooled by bundle environment, sends each
+one call at a time with a deadline, and replaces one when it dies, hangs or misbehaves.
 
-A ``ChildProcess`` is a fresh interpreter running ``_child`` (``warm`` or
-``template`` mode) over two pipes and a lifeline, in a session of its own.
-``ProcessExecutor`` keeps one per slot, sends it one call at a time with a
-deadline, and replaces it when it dies, hangs or misbehaves.
-
-What the worker reads from a child is bounded and inert: a frame larger than
-the result limit is never read (the child is killed), a value is read with
+What the worker reads from a child is bounded and inert: a frame larger than the
+result limit is never read (the child is killed), a value is read with
 ``_wire.safe_loads`` and an error as JSON.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
-import subprocess
-import sys
 import threading
-import time
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from lockstep.core import reap as _reap
 from lockstep.runtime.executors import (
     Executor,
     ExecutorStartFailed,
@@ -37,216 +26,9 @@ from lockstep.runtime.executors import (
     TaskTimedOut,
     _wire,
 )
+from lockstep.runtime.executors._child_process import ChildProcess, Outcome
 
 log = logging.getLogger(__name__)
-ERROR_ALLOWANCE = 64 * 1024  # bytes an error report may take beyond the result limit
-KILL_GRACE = 10.0  # seconds a template has to answer after it was told to kill its task
-POLL = 0.5  # seconds between checks that the child still lives while a call runs
-PING_TIMEOUT = 2.0  # seconds an idle process has to answer its health check
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a call ended, seen from the worker.
-
-    ``status``: ``answer`` (``kind``/``pid``/``data`` is the child's frame),
-    ``died`` (the child process died: ``detail``), ``timeout`` (the deadline
-    passed and the task was killed) or ``too_large`` (an answer frame over the
-    limit: ``detail``). ``healthy``: the child can take the next call.
-    """
-
-    status: str
-    healthy: bool
-    kind: bytes = b""
-    pid: int = 0
-    data: bytes = b""
-    detail: str = ""
-    task_pid: int | None = None
-
-
-class ChildProcess:
-    """One ``python -m lockstep.runtime.executors._child MODE`` process, its pipes, its tree."""
-
-    def __init__(self, mode: str, start_timeout: float, site: str = "", key: str = "") -> None:
-        to_child_r, self._to_child = os.pipe()
-        self._from_child, from_child_w = os.pipe()
-        lifeline_r, self._lifeline = os.pipe()
-        self._reaped = threading.Lock()  # held to kill or reap: the pid is ours until reaped
-        theirs = (to_child_r, from_child_w, lifeline_r)
-        try:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-B",  # a task writes no .pyc (an environment's come from its compiler)
-                    "-m",
-                    "lockstep.runtime.executors._child",
-                    mode,
-                    *map(str, theirs),
-                    *([site] if site else []),
-                ],
-                pass_fds=theirs,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            for fd in (self._to_child, self._from_child, self._lifeline):
-                os.close(fd)
-            raise ExecutorStartFailed(f"cannot start {sys.executable}: {exc}") from exc
-        finally:
-            for fd in theirs:  # the child's ends: only the child keeps them open
-                os.close(fd)
-        self.mode = mode
-        self.site = site  # a bundle environment's site directory, or ""
-        self.key = key  # that environment's key, or "" (no environment)
-        self.pid: int = self._proc.pid
-        ready, _, _ = select.select([self._from_child], [], [], start_timeout)
-        try:
-            if not ready:
-                raise ExecutorStartFailed(
-                    f"{mode} process {self.pid} was not ready after {start_timeout:g} s"
-                )
-            kind, _, _ = _wire.read_frame(self._from_child)
-            if kind != _wire.READY:
-                raise ExecutorStartFailed(f"{mode} process {self.pid} sent {kind!r}, not ready")
-        except EOFError:
-            self.close()
-            raise ExecutorStartFailed(
-                f"{mode} process {self.pid} exited at start "
-                f"({self.describe_exit()}); see its stderr above"
-            ) from None
-        except ExecutorStartFailed:
-            self.close()
-            raise
-
-    def alive(self) -> bool:
-        """Not exited yet (checked without reaping it, so its pid stays ours)."""
-        with self._reaped:
-            if self._proc.returncode is not None:
-                return False
-            try:
-                found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return False
-            return found is None
-
-    def ping(self, timeout: float = PING_TIMEOUT) -> bool:
-        """Health check before reuse: alive, and answers ``PING`` with ``READY`` in time."""
-        if not self.alive():
-            return False
-        try:
-            _wire.write_frame(self._to_child, _wire.PING, 0)
-            ready, _, _ = select.select([self._from_child], [], [], timeout)
-            if not ready:
-                return False
-            kind, _, _ = _wire.read_frame(self._from_child)
-        except (OSError, EOFError):
-            return False
-        return kind == _wire.READY
-
-    def call(
-        self, payload: bytes, timeout: float, max_bytes: int, stop: threading.Event | None = None
-    ) -> Outcome:
-        """Send one call and wait for its answer, at most ``timeout`` seconds, or until
-        ``stop`` is set (then it ends as on a timeout)."""
-        try:
-            _wire.write_frame(self._to_child, _wire.CALL, 0, payload)
-        except OSError as exc:
-            return Outcome("died", False, detail=f"its request pipe failed ({exc.strerror})")
-        reader = _wire.FrameReader(self._from_child, max_bytes + ERROR_ALLOWANCE)
-        deadline = time.monotonic() + timeout
-        task_pid: int | None = None
-        killing = False  # told the template to kill the task; waiting for its answer
-        while True:
-            if stop is not None and stop.is_set() and not killing:
-                deadline = min(deadline, time.monotonic())
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if self.mode == "template" and task_pid is not None and not killing:
-                    try:
-                        _wire.write_frame(self._to_child, _wire.KILL, 0)
-                    except OSError:
-                        self.kill()
-                        return Outcome("timeout", False, task_pid=task_pid)
-                    killing = True
-                    deadline = time.monotonic() + KILL_GRACE
-                    continue
-                self.kill()  # a warm child, or a template that did not answer
-                return Outcome("timeout", False, task_pid=task_pid)
-            readable, _, _ = select.select([self._from_child], [], [], min(remaining, POLL))
-            if not readable:
-                if not self.alive():  # dead, though a process it forked may hold the pipe
-                    return Outcome("died", False, detail=self.describe_exit(), task_pid=task_pid)
-                continue
-            try:
-                reader.feed()
-                while (frame := reader.frame()) is not None:
-                    kind, pid, data = frame
-                    if kind == _wire.STARTED and self.mode == "template":
-                        task_pid = pid
-                        continue
-                    if killing and kind == _wire.CRASHED:
-                        return Outcome("timeout", True, task_pid=task_pid)
-                    if kind not in (*_wire.ANSWERS, _wire.CRASHED):
-                        self.kill()
-                        return Outcome(
-                            "died",
-                            False,
-                            detail=f"it sent a malformed frame ({kind!r}); killed",
-                            task_pid=task_pid,
-                        )
-                    return Outcome("answer", True, kind, pid, data, task_pid=task_pid)
-            except _wire.FrameTooLarge as exc:
-                self.kill()
-                return Outcome(
-                    "too_large",
-                    False,
-                    pid=exc.pid,
-                    task_pid=task_pid,
-                    detail=f"an answer of {exc.length} bytes, over the limit of "
-                    f"{max_bytes} (LOCKSTEP_RESULT_MAX_BYTES)",
-                )
-            except OSError as exc:
-                self.kill()
-                return Outcome(
-                    "died",
-                    False,
-                    detail=f"its answer pipe failed ({exc.strerror})",
-                    task_pid=task_pid,
-                )
-            if reader.eof:
-                return Outcome("died", False, detail=self.describe_exit(), task_pid=task_pid)
-
-    def describe_exit(self) -> str:
-        try:
-            with self._reaped:
-                code = self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return "still running"
-        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-
-    def kill(self) -> None:
-        """SIGKILL this process and everything below it (frozen first, so nothing escapes)."""
-        with self._reaped:
-            if self._proc.returncode is None:
-                _reap.kill_tree(self.pid)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, 9)  # its session's group, even once it is gone
-
-    def close(self) -> None:
-        """Close the pipes (the child ends its tasks and exits on end of input) and reap it;
-        kill its tree if it has not exited after 5 s."""
-        for fd in (self._to_child, self._from_child, self._lifeline):
-            with contextlib.suppress(OSError):  # already closed
-                os.close(fd)
-        try:
-            with self._reaped:
-                self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            with self._reaped:
-                self._proc.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, 9)  # anything left in its group
 
 
 class ProcessExecutor(Executor):
@@ -258,7 +40,12 @@ class ProcessExecutor(Executor):
     process of an environment serves only that environment; before it is reused it
     must answer a health check (``ping``), else it is replaced. Processes are kept
     for at most ``LOCKSTEP_WARM_ENVIRONMENTS`` environments: beyond that the idle
-    processes of the least recently used one are stopped."""
+    processes of the least recently used one are stopped.
+
+    A task in an environment no process serves yet takes a *pristine* process (no
+    environment, no call run) if one is idle, and gives it the environment
+    (``ChildProcess.serve``) instead of waiting for an interpreter to start; a new
+    pristine process is then started in the background."""
 
     mode: ClassVar[str]
 
@@ -270,6 +57,7 @@ class ProcessExecutor(Executor):
         self._busy: set[ChildProcess] = set()
         self._used: dict[str, None] = {}  # environment keys, least recently used first
         self._closed = False
+        self._refill: threading.Thread | None = None  # starting a pristine process
         self.max_environments = int(getattr(config, "warm_environments", 4))
 
     def start(self) -> None:
@@ -297,10 +85,11 @@ class ProcessExecutor(Executor):
             if key:
                 self._used.pop(key, None)
                 self._used[key] = None
-            pool = self._idle.get(key)
-            child = pool.pop() if pool else None
-            if child is not None:
-                self._busy.add(child)
+            child = self._idle_of(key)
+            spare = self._idle_pristine() if key and child is None else None
+            for taken in (child, spare):
+                if taken is not None:
+                    self._busy.add(taken)
             evicted = self._evict(key)
         for old in evicted:
             log.info(
@@ -313,6 +102,13 @@ class ProcessExecutor(Executor):
                 self.max_environments,
             )
             old.close()
+        if spare is not None:
+            if spare.serve(site, key):
+                log.info("%s executor: %s process pid %d now serves environment %s",
+                         self.name, self.mode, spare.pid, key)  # fmt: skip
+                self._start_refill()
+                return spare
+            self._drop(spare)
         if child is not None:
             if not key or child.ping():
                 return child
@@ -333,6 +129,53 @@ class ProcessExecutor(Executor):
             self._drop(child)
             raise ExecutorStartFailed(f"{self.name} executor is closed")
         return child
+
+    def _idle_of(self, key: str) -> ChildProcess | None:
+        """An idle process of ``key`` (locked); for no environment, one that ran a call
+        before a pristine one (the pristine one is kept for a new environment)."""
+        pool = self._idle.get(key)
+        if not pool:
+            return None
+        used = [c for c in pool if not c.pristine]
+        child = used[-1] if used else pool[-1]
+        pool.remove(child)
+        return child
+
+    def _idle_pristine(self) -> ChildProcess | None:
+        """An idle pristine process, taken from the pool (locked)."""
+        pool = self._idle.get("", [])
+        for child in reversed(pool):
+            if child.pristine:
+                pool.remove(child)
+                return child
+        return None
+
+    def _start_refill(self) -> None:
+        """Start a pristine process in the background, unless one is being started."""
+        with self._lock:
+            if self._closed or (self._refill is not None and self._refill.is_alive()):
+                return
+            self._refill = threading.Thread(
+                target=self._refill_one, name=f"lockstep-{self.name}-spare", daemon=True
+            )
+            self._refill.start()
+
+    def _refill_one(self) -> None:
+        try:
+            child = self._spawn()
+        except ExecutorStartFailed as exc:
+            log.warning("%s executor: no spare process (%s)", self.name, exc)
+            return
+        self._give_back(child)
+
+    def wait_spare(self, timeout: float) -> bool:
+        """Wait for a background start of a pristine process to end; False if it still runs."""
+        with self._lock:
+            refill = self._refill
+        if refill is not None:
+            refill.join(timeout)
+            return not refill.is_alive()
+        return True
 
     def _evict(self, current: str) -> list[ChildProcess]:
         """Idle processes of the least recently used environments beyond the bound (locked)."""
@@ -484,3 +327,5 @@ class ProcessExecutor(Executor):
             child.kill()
         for child in idle:
             child.close()
+        # a spare still starting is closed by its thread (the executor is closed): wait for it
+        self.wait_spare(float(self.config.start_timeout) + 5.0)

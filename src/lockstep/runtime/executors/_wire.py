@@ -38,6 +38,9 @@ CALL = b"C"  # worker -> child: LIMIT + pickle((target, args, kwargs, paths))
 STARTED = b"S"  # template -> worker: forked the task's process; pid is its pid (and group)
 KILL = b"K"  # worker -> template: kill the running task's process group (its deadline passed)
 PING = b"P"  # worker -> child: are you well? The child answers READY (a health check)
+# worker -> a child that has no environment and has run no call: payload is an environment's
+# site directory (os.fsencode); the child puts it first on sys.path and answers READY
+SERVE = b"V"
 OK = b"O"  # child -> worker: payload is pickle(value), plain data only (``safe_loads``)
 ERROR = b"E"  # child -> worker: payload is JSON {"type", "message", "traceback", "refused"}
 CRASHED = b"X"  # template -> worker: the task's child died; payload is a UTF-8 description
