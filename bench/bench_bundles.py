@@ -14,8 +14,11 @@
 4. the seed system's way on the same requirements: a fresh ``python -m venv`` +
    ``pip install`` (online, no pip cache) per worker — and per task for ``cold``.
 
-Run: ``.venv/bin/python bench/bench_bundles.py [--repeat 30]`` (needs PyPI for the lock and
-the pip baseline; the wheels are cached in ``$LOCKSTEP_CACHE_DIR``).
+Run: ``.venv/bin/python bench/bench_bundles.py [--repeat 30] [--store DIR]`` (needs PyPI for
+the lock and the pip baseline; the wheels are cached in ``$LOCKSTEP_CACHE_DIR``). ``--store``
+puts the workers' environments, the extraction rows and the pip baseline's venv in ``DIR``
+(default: the bench's temporary directory): creating 3 000 files costs what the filesystem
+makes it cost, so the table names the filesystem it measured.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -88,8 +90,18 @@ def make_bundle(workdir: Path) -> Path:
     return bundle
 
 
+def filesystem(path: Path) -> str:
+    """The filesystem holding ``path``, as /proc/mounts names it (type, device, options)."""
+    best = ("", "?")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        device, mount, kind, options = line.split()[:4]
+        if (path.resolve().is_relative_to(mount)) and len(mount) >= len(best[0]):
+            best = (mount, f"{kind} on {mount} ({device}; {options})")
+    return best[1]
+
+
 def first_task(
-    workdir: Path, bundle: Path, repeat: int, runs: int = 3
+    workdir: Path, bundle: Path, repeat: int, runs: int = 3, stores: Path | None = None
 ) -> list[tuple[str, float, str]]:
     """Rows (what, median seconds of ``runs``, note) for a fresh worker, then a restarted
     worker (environment on disk), for each executor and each form: the wheels sent and
@@ -97,6 +109,7 @@ def first_task(
     runner beforehand, as ``lockstep bundle push --prebuilt`` does; its making is its own
     row)."""
     rows = []
+    stores = stores or workdir
     a_path, a = write_manifest(workdir, "a")
     scheduler, address = start_scheduler(workdir, a_path)
     loaded, _ = load_bundle(bundle)
@@ -108,7 +121,7 @@ def first_task(
     layer = env_layer(lock, lambda w: cache.get_blob(w.digest) or b"", Cache(workdir / "runner"))
     rows.append((f"making the prebuilt layer once (runner side, {layer.size / 1e6:.1f} MB)",
                  time.perf_counter() - t, "RECORD checks, .pyc compile, tar + gzip"))  # fmt: skip
-    rows += unpack_only(workdir, bundle, Cache(workdir / "runner"), layer.digest, runs)
+    rows += unpack_only(stores, bundle, Cache(workdir / "runner"), layer.digest, runs)
     os.environ["LOCKSTEP_CACHE_DIR"] = str(workdir / "runner")  # the layer, and the wheels:
     for w in lock.wheels:
         Cache(workdir / "runner").put_blob(cache.get_blob(w.digest) or b"")
@@ -122,7 +135,7 @@ def first_task(
                 notes: dict[str, str] = {}
                 next_times: list[float] = []
                 for run in range(runs):
-                    store = workdir / f"bundles-{executor}-{window}-{run}"
+                    store = stores / f"bundles-{executor}-{window}-{run}"
                     for attempt in ("fresh", "cached"):
                         worker = start_worker(
                             workdir, address, a_path, executor,
@@ -313,9 +326,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3, help="fresh/cached workers per row")
     parser.add_argument("--no-pip", action="store_true", help="leave out the pip baseline")
+    parser.add_argument("--store", type=Path, help="where environments are made (default: tmp)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lockstep-bench-bundles-") as tmp:
         workdir = Path(tmp)
+        stores = Path(tempfile.mkdtemp(prefix="lockstep-bench-stores-", dir=args.store or tmp))
+        print(f"environments made on: {filesystem(stores)}")
         bundle = make_bundle(workdir)
         lock = load_bundle(bundle)[0]
         assert lock is not None and lock.lock() is not None
@@ -325,15 +341,15 @@ def main() -> None:
             + ", ".join(f"{w.project} {w.version}" for w in wheels)
         )
         print("\n| first task on a worker (through Dask) | seconds | what |\n|---|---|---|")
-        for what, seconds, note in first_task(workdir, bundle, args.repeat, args.runs):
+        for what, seconds, note in first_task(workdir, bundle, args.repeat, args.runs, stores):
             print(f"| {what} | {seconds:.3f} | {note} |")
         print("\n| per task (executor only) | ms |\n|---|---|")
         for what, ms in per_task(workdir, bundle, args.repeat):
             print(f"| {what} | {ms:.2f} |")
         print("\n| the seed system's way | seconds | |\n|---|---|---|")
-        for what, seconds, note in [] if args.no_pip else pip_baseline(workdir):
+        for what, seconds, note in [] if args.no_pip else pip_baseline(stores):
             print(f"| {what} | {seconds:.2f} | {note} |")
-        shutil.rmtree(workdir / "venv", ignore_errors=True)
+        remove_read_only(stores)
 
 
 if __name__ == "__main__":
