@@ -26,9 +26,9 @@ from lockstep.core.errors import BadInput
 try:
     import zlib_ng as python_zlib_ng
     from zlib_ng import zlib_ng
-except ImportError as exc:  # pragma: no cover - the build extra pins it
+except ImportError as exc:  # pragma: no cover - lockstep's dependencies pin it
     raise BadInput(
-        "the layer compressor zlib-ng is not installed; install lockstep[build] "
+        "the layer compressor zlib-ng is not installed; install lockstep "
         "(make does, from requirements/)"
     ) from exc
 

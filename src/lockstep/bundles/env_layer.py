@@ -23,7 +23,8 @@ FIFO, a hard link, one member twice, a file under a file, a layer over
 ``MAX_LAYER_BYTES`` or unpacking to more than ``env_install.MAX_ENV_BYTES`` or
 ``MAX_MEMBERS`` files, a truncated or over-long stream, a digest mismatch.
 
-Standard library only, worker's side.
+Worker's side: the standard library and zlib-ng (a dependency of lockstep and of its
+images), which inflates the layer in about half the time of the system's zlib.
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ import platform
 import sys
 import tarfile
 import threading
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from zlib_ng import zlib_ng
 
 from lockstep.bundles.env_install import MAX_ENV_BYTES, MAX_MEMBERS, WheelRefused
 from lockstep.core.atomic import remove_read_only
@@ -55,6 +57,8 @@ _BATCH = 32  # small files one writer thread writes in one go (fewer thread hand
 _IN_FLIGHT = 8  # batches read and not yet written (each at most _COPY bytes, about)
 PIPE_BYTES = 16 << 20  # inflated bytes queued for the extracting thread, at most
 WRITERS = 3
+# zlib-ng's error class (its stub declares an instance, not a class)
+_INFLATE_ERROR: type[Exception] = zlib_ng.error  # type: ignore[assignment]
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -166,7 +170,7 @@ class LayerSink:
         self.received = 0
         self._hash = hashlib.sha256()
         self._pipe = _Pipe()
-        self._inflate = zlib.decompressobj(wbits=31)  # one gzip member
+        self._inflate = zlib_ng.decompressobj(wbits=31)  # one gzip member
         self._error: str | None = None
         self._index: dict[str, Any] | None = None
         self._files: dict[str, tuple[int, int, bool]] = {}  # path -> size, mtime_ns, exec
@@ -199,7 +203,7 @@ class LayerSink:
                 if not self._inflate.unconsumed_tail:
                     break
                 raw = self._inflate.decompress(self._inflate.unconsumed_tail, _COPY)
-        except zlib.error as exc:
+        except _INFLATE_ERROR as exc:
             self._fail(f"it does not inflate ({exc})")
 
     def finish(self) -> Extracted:
@@ -270,7 +274,7 @@ class LayerSink:
         except OSError as exc:
             if self._error is None:
                 self._error = f"extracting it failed ({exc.strerror or exc})"
-        except (tarfile.TarError, EOFError, ValueError, zlib.error) as exc:
+        except (tarfile.TarError, EOFError, ValueError, _INFLATE_ERROR) as exc:
             if self._error is None:
                 self._error = f"it does not read as a tar ({type(exc).__name__}: {exc})"
         finally:
