@@ -192,6 +192,34 @@ def test_an_unsafe_layer_is_refused_and_nothing_is_left(
     assert not (tmp_path / "escape.py").exists()
 
 
+def test_a_tar_the_builder_never_writes_is_refused(tmp_path: Path) -> None:
+    """The worker reads the builder's GNU tar only (``bundles/layer_tar.py``): a pax header
+    is a member it does not take, and a header whose checksum does not add up is no tar."""
+    import gzip
+
+    bundle = bundle_with(tmp_path, (make_wheel(), "demo"))
+    raw = canonical_json(_index(bundle, []))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(INDEX)
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+        tar.addfile(_site_dir()[0])
+        long = tarfile.TarInfo("site/" + "p" * 120)
+        tar.addfile(long, io.BytesIO(b""))
+    s = store(tmp_path)
+    with pytest.raises(LayerRefused, match=r"'\./\./@PaxHeader', not a plain relative"):
+        send(s, bundle, gzip.compress(out.getvalue(), mtime=0))
+    assert nothing_made(s)
+    plain = bytearray(gzip.decompress(_layer([_site_dir()], _index(bundle, []))))
+    second = 512 + -(-len(raw) // 512) * 512  # the site directory's header, after the index
+    plain[second + 2] ^= 0x01  # a byte of its name; its checksum as it was
+    with pytest.raises(LayerRefused, match=r"does not read as a tar \(a header's checksum"):
+        send(s, bundle, gzip.compress(bytes(plain), mtime=0))
+    assert nothing_made(s)
+    assert send(s, bundle, _layer([_site_dir()], _index(bundle, []))).built
+
+
 def test_a_wrong_digest_a_truncated_or_long_stream_are_refused(tmp_path: Path) -> None:
     bundle, blob, digest = made(tmp_path)
     s = store(tmp_path)

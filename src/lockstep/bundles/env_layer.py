@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import sys
-import tarfile
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +44,7 @@ from typing import Any
 
 from zlib_ng import zlib_ng
 
+from lockstep.bundles import layer_tar
 from lockstep.bundles.env_install import MAX_ENV_BYTES, MAX_MEMBERS, WheelRefused
 from lockstep.core.atomic import remove_read_only
 
@@ -53,6 +53,7 @@ INDEX_SCHEMA = "lockstep.env-layer/v1"
 MAX_LAYER_BYTES = 2 << 30  # one layer, compressed, as sent
 MAX_INDEX_BYTES = 64 << 20
 _COPY = 1 << 20
+_INFLATE_IN = 256 << 10  # compressed bytes inflated at a time (about 1 MB out, under _COPY)
 _BATCH = 32  # small files one writer thread writes in one go (fewer thread hand-offs)
 _IN_FLIGHT = 8  # batches read and not yet written (each at most _COPY bytes, about)
 PIPE_BYTES = 16 << 20  # inflated bytes queued for the extracting thread, at most
@@ -90,10 +91,10 @@ class Extracted:
 
 
 class _Pipe:
-    """A bounded, file-like reader of the inflated bytes ``put`` queues: what ``tarfile``'s
-    stream mode reads. ``put`` waits while ``PIPE_BYTES`` are queued (the receiving side
-    slows down rather than the worker holding a whole environment in memory); ``close``
-    ends the stream, ``stop_reading`` drops what is queued and all later bytes."""
+    """A bounded queue of the inflated bytes ``put`` adds, taken chunk by chunk (``next``)
+    by the extracting thread. ``put`` waits while ``PIPE_BYTES`` are queued (the receiving
+    side slows down rather than the worker holding a whole environment in memory);
+    ``close`` ends the stream, ``stop_reading`` drops what is queued and all later bytes."""
 
     def __init__(self) -> None:
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -101,8 +102,6 @@ class _Pipe:
         self._cond = threading.Condition()
         self._closed = False
         self._dropping = False
-        self.buffer = memoryview(b"")
-        self.ended = False
 
     def put(self, chunk: bytes) -> None:
         with self._cond:
@@ -126,7 +125,8 @@ class _Pipe:
             self._held = 0
             self._cond.notify_all()
 
-    def _next(self) -> bytes | None:
+    def next(self) -> bytes | None:
+        """The next chunk, waiting for it; None once the stream is closed and empty."""
         with self._cond:
             while not self._chunks and not self._closed and not self._dropping:
                 self._cond.wait()
@@ -136,20 +136,6 @@ class _Pipe:
             self._held -= len(chunk)
             self._cond.notify_all()
             return chunk
-
-    def read(self, n: int = -1) -> bytes:
-        out = bytearray()
-        while (n < 0 or len(out) < n) and not self.ended:
-            if not self.buffer:
-                chunk = self._next()
-                if chunk is None:
-                    self.ended = True
-                    break
-                self.buffer = memoryview(chunk)
-            take = len(self.buffer) if n < 0 else min(len(self.buffer), n - len(out))
-            out += self.buffer[:take]
-            self.buffer = self.buffer[take:]
-        return bytes(out)
 
 
 class LayerSink:
@@ -195,14 +181,16 @@ class LayerSink:
         if self.received > self.size:
             self._fail(f"more than the {self.size} bytes it was sent as")
         self._hash.update(data)
+        view = memoryview(data)
         try:  # inflated here, written by the extracting thread: two cores at work
-            raw = self._inflate.decompress(data, _COPY)
-            while True:  # in bounded pieces: the pipe holds at most PIPE_BYTES
-                if raw:
-                    self._pipe.put(raw)
-                if not self._inflate.unconsumed_tail:
-                    break
-                raw = self._inflate.decompress(self._inflate.unconsumed_tail, _COPY)
+            for start in range(0, len(view), _INFLATE_IN):  # small inputs: no tail copied
+                raw = self._inflate.decompress(view[start : start + _INFLATE_IN], _COPY)
+                while True:  # in bounded pieces: the pipe holds at most PIPE_BYTES
+                    if raw:
+                        self._pipe.put(raw)
+                    if not self._inflate.unconsumed_tail:
+                        break
+                    raw = self._inflate.decompress(self._inflate.unconsumed_tail, _COPY)
         except _INFLATE_ERROR as exc:
             self._fail(f"it does not inflate ({exc})")
 
@@ -256,41 +244,41 @@ class LayerSink:
 
     def _extract(self) -> None:
         try:
-            with tarfile.open(fileobj=self._pipe, mode="r|") as tar:  # type: ignore[call-overload]
-                total = 0
-                for member in tar:
-                    if self._error is not None:
-                        return
-                    total += member.size
-                    if total > MAX_ENV_BYTES or len(self._files) >= MAX_MEMBERS:
-                        raise LayerRefused(
-                            f"it unpacks to more than {MAX_ENV_BYTES} bytes or {MAX_MEMBERS} files"
-                        )
-                    self._member(tar, member)
-                self._flush(0)
-            self._pipe.read()  # drain what is left
+            tar = layer_tar.Reader(self._pipe.next)
+            total = 0
+            while (member := tar.next()) is not None:
+                if self._error is not None:
+                    return
+                total += member.size
+                if total > MAX_ENV_BYTES or len(self._files) >= MAX_MEMBERS:
+                    raise LayerRefused(
+                        f"it unpacks to more than {MAX_ENV_BYTES} bytes or {MAX_MEMBERS} files"
+                    )
+                self._member(tar, member)
+            self._flush(0)
+            tar.drain()
         except LayerRefused as exc:
             self._error = str(exc)
         except OSError as exc:
             if self._error is None:
                 self._error = f"extracting it failed ({exc.strerror or exc})"
-        except (tarfile.TarError, EOFError, ValueError, _INFLATE_ERROR) as exc:
+        except (layer_tar.TarBroken, ValueError) as exc:
             if self._error is None:
-                self._error = f"it does not read as a tar ({type(exc).__name__}: {exc})"
+                self._error = f"it does not read as a tar ({exc})"
         finally:
             self._writers.shutdown(wait=True, cancel_futures=True)
             if self._error is not None:  # the feeder's bytes are dropped from here on
                 self._pipe.stop_reading()
 
-    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = member.name.rstrip("/") if member.isdir() else member.name
-        if name == INDEX and member.isreg() and self._index is None and not self._files:
+    def _member(self, tar: layer_tar.Reader, member: layer_tar.Member) -> None:
+        name = member.name
+        if name == INDEX and member.kind in layer_tar.REGULAR and self._index is None:
+            if self._files or self._dirs:
+                raise LayerRefused(f"its {INDEX} is not its first member")
             if member.size > MAX_INDEX_BYTES:
                 raise LayerRefused(f"its {INDEX} is {member.size} bytes")
-            handle = tar.extractfile(member)
-            assert handle is not None
             try:
-                index = json.loads(handle.read())
+                index = json.loads(tar.data())
             except ValueError as exc:
                 raise LayerRefused(f"its {INDEX} does not read ({exc})") from None
             if not isinstance(index, dict):
@@ -304,8 +292,8 @@ class LayerSink:
             or "\0" in name
             or any(p in ("", ".", "..") for p in parts)
         ):
-            raise LayerRefused(f"it holds {member.name!r}, not a plain relative path under site/")
-        if member.isdir():
+            raise LayerRefused(f"it holds {name!r}, not a plain relative path under site/")
+        if member.kind == layer_tar.DIRECTORY:
             if name in self._dir_set or name in self._files:
                 raise LayerRefused(f"it holds {name!r} twice")
             if name != "site" and name.rpartition("/")[0] not in self._dir_set:
@@ -319,21 +307,19 @@ class LayerSink:
             self._dirs.append(name)
             self._dir_set.add(name)
             return
-        if not member.isreg():
-            kind = "a link" if member.issym() or member.islnk() else "not a regular file"
-            raise LayerRefused(f"it holds {member.name!r}, {kind}")
+        if member.kind not in layer_tar.REGULAR:
+            kind = "a link" if member.kind in (b"1", b"2", b"K") else "not a regular file"
+            raise LayerRefused(f"it holds {name!r}, {kind}")
         parent = name.rpartition("/")[0]
         if name in self._files or name in self._dir_set:
             raise LayerRefused(f"it holds {name!r} twice")
         if parent not in self._dir_set:
             raise LayerRefused(f"it holds {name!r} below no directory of its own")
         self._files[name] = (member.size, 0, bool(member.mode & 0o100))
-        handle = tar.extractfile(member)
-        assert handle is not None
         if member.size > _COPY:  # a large file: copied here, piece by piece
-            self._done(_write(self.tmp / name, iter(lambda: handle.read(_COPY), b"")))
+            self._done(_write(self.tmp / name, tar.pieces(_COPY)))
             return
-        data = handle.read()  # a small one: written by a writer thread, while this reads on
+        data = tar.data()  # a small one: written by a writer thread, while this reads on
         self._batch.append((self.tmp / name, data))
         self._batch_bytes += len(data)
         if len(self._batch) >= _BATCH or self._batch_bytes >= _COPY:
