@@ -356,3 +356,17 @@ def test_the_receiving_side_waits_while_the_extraction_is_behind(
     assert not feeder[0].is_alive()
     env = s.adopt(sink)
     assert (env.site / "demo" / "data.bin").stat().st_size == 24 << 20
+
+
+def test_the_running_pythons_tag_is_read_without_starting_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every shipment of a prebuilt layer asks for the tag: the running interpreter's is its
+    own ``sys.implementation.cache_tag``, no process started."""
+    from lockstep.bundles.prebuilt import cache_tag, running_python
+
+    def no_process(*_a: object, **_k: object) -> None:
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    assert cache_tag(running_python()) == sys.implementation.cache_tag

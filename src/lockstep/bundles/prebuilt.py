@@ -37,7 +37,7 @@ from lockstep.assembly.entries import Entry, make_layer
 from lockstep.assembly.pycompile import compile_pycs
 from lockstep.assembly.stage import StagedPython
 from lockstep.bundles.env_install import WheelRefused, plan_all
-from lockstep.bundles.env_layer import INDEX, INDEX_SCHEMA, host_platform
+from lockstep.bundles.env_layer import INDEX, INDEX_SCHEMA, host_platform, host_tag
 from lockstep.bundles.lockfile import BundleLock, LockedWheel
 from lockstep.core.digests import canonical_json, sha256_digest
 from lockstep.core.errors import BadInput
@@ -78,7 +78,10 @@ class EnvLayer:
 
 
 def cache_tag(python: StagedPython) -> str:
-    """The ``sys.implementation.cache_tag`` of ``python``."""
+    """The ``sys.implementation.cache_tag`` of ``python`` (the running one's without
+    starting another: every shipment asks)."""
+    if isinstance(python, RunningPython):  # it runs sys.executable: this interpreter
+        return host_tag()
     proc = python.run(
         ["-c", "import sys; print(sys.implementation.cache_tag)"],
         capture_output=True,
