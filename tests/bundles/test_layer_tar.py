@@ -96,6 +96,10 @@ def test_members_skipped_unread_and_read_in_pieces() -> None:
         (lambda b: b.__setitem__(0, b[0] ^ 0x01), "checksum does not add up"),
         (lambda b: b.__setitem__(slice(124, 136), b"9" * 11 + b"\0"), "size is not octal"),
         (lambda b: b.__setitem__(124, 0x80), "base-256"),
+        # int() takes these; a negative size would send the reader back over its header
+        (lambda b: b.__setitem__(slice(124, 136), b"-1".rjust(11) + b"\0"), "not octal"),
+        (lambda b: b.__setitem__(slice(124, 136), b"0o17".rjust(11) + b"\0"), "not octal"),
+        (lambda b: b.__setitem__(slice(124, 136), b"1_7".rjust(11) + b"\0"), "not octal"),
     ],
 )
 def test_a_broken_header_is_tar_broken(mutate: Callable[[bytearray], None], why: str) -> None:

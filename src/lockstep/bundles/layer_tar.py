@@ -47,10 +47,9 @@ def _octal(field: bytes, what: str) -> int:
     if field[:1] and field[0] & 0x80:
         raise TarBroken(f"a header's {what} is in base-256 (over 8 GiB)")
     text = field.split(b"\0", 1)[0].strip() or b"0"
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise TarBroken(f"a header's {what} is not octal ({text[:16]!r})") from None
+    if text.translate(None, b"01234567"):  # digits only: int() would take "-1", "0o7", "1_0"
+        raise TarBroken(f"a header's {what} is not octal ({text[:16]!r})")
+    return int(text, 8)
 
 
 def _name(field: bytes) -> str:
