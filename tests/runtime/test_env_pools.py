@@ -33,6 +33,12 @@ def site(tmp_path: Path, name: str) -> str:
     return str(path)
 
 
+def wait_exited(pid: int) -> None:
+    """Until ``pid`` (a child of this process) has exited, every thread of it: waitable,
+    not reaped (the executor reaps it)."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
 def call(site_dir: str, key: str) -> TaskCall:
     return TaskCall("envmod:where", paths=(site_dir,), env=key)
 
@@ -101,6 +107,60 @@ def test_a_new_environment_takes_the_pristine_process_and_a_spare_follows(
     finally:
         ex.close()
     assert ex.pids() == ()
+
+
+@pytest.mark.parametrize("cls", [IsolatedWarmExecutor, ColdExecutor])
+def test_a_pristine_process_that_died_idle_is_replaced(
+    tmp_path: Path, cls: type[IsolatedWarmExecutor] | type[ColdExecutor]
+) -> None:
+    """The spare killed while it waits (the OOM killer, an operator): a new environment's
+    task runs in a process started for it, and a new spare is started behind it."""
+    a = site(tmp_path, "a")
+    ex = cls(config(4))
+    ex.start()
+    try:
+        (pristine,) = ex.pids()
+        os.kill(pristine, signal.SIGKILL)
+        server = TaskCall("envmod:server", (cls is ColdExecutor,), paths=(a,), env="A")
+        served_by = ex.run(server).value
+        assert served_by != pristine
+        assert ex.wait_spare(30)
+        assert pristine not in ex.pids() and len(ex.pids()) == 2  # A's and a new spare
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize("cls", [IsolatedWarmExecutor, ColdExecutor])
+@pytest.mark.parametrize("race", [False, True], ids=["seen-dead", "dies-after-the-check"])
+def test_a_task_is_not_lost_to_a_process_that_died_idle(
+    tmp_path: Path,
+    cls: type[IsolatedWarmExecutor] | type[ColdExecutor],
+    race: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A process killed while idle (no environment: no health check round trip) never
+    fails the next task: it is seen dead before the task is sent, or, dying between that
+    check and the send, the task (which it never received) goes to a new process."""
+    from lockstep.runtime.executors._child_process import ChildProcess
+
+    ex = cls(config(4))
+    ex.start()
+    try:
+        ex.run(TaskCall("os:getpid"))
+        (idle,) = ex.pids()
+        os.kill(idle, signal.SIGKILL)
+        wait_exited(idle)
+        if race:  # the liveness check saw it alive; the send finds it dead
+            monkeypatch.setattr(ChildProcess, "alive", lambda self: True)
+        with caplog.at_level("WARNING", logger="lockstep.runtime.executors._process"):
+            pid = ex.run(TaskCall("os:getpid")).value
+        assert pid != idle and idle not in ex.pids()
+        seen = "died before it got os:getpid" if race else "failed its health check"
+        assert [r for r in caplog.records if f"pid {idle} " in r.message and seen in r.message]
+    finally:
+        monkeypatch.undo()
+        ex.close()
 
 
 def test_a_process_that_ran_a_call_never_takes_an_environment(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ class Outcome:
     ``status``: ``answer`` (``kind``/``pid``/``data`` is the child's frame),
     ``died`` (the child process died: ``detail``), ``timeout`` (the deadline
     passed and the task was killed) or ``too_large`` (an answer frame over the
-    limit: ``detail``). ``healthy``: the child can take the next call.
+    limit: ``detail``). ``healthy``: the child can take the next call. ``sent``: the
+    call reached the child (False: it died before, and the call never ran).
     """
 
     status: str
@@ -45,6 +46,7 @@ class Outcome:
     data: bytes = b""
     detail: str = ""
     task_pid: int | None = None
+    sent: bool = True
 
 
 class ChildProcess:
@@ -158,7 +160,9 @@ class ChildProcess:
         try:
             _wire.write_frame(self._to_child, _wire.CALL, 0, payload)
         except OSError as exc:
-            return Outcome("died", False, detail=f"its request pipe failed ({exc.strerror})")
+            return Outcome(
+                "died", False, detail=f"its request pipe failed ({exc.strerror})", sent=False
+            )
         reader = _wire.FrameReader(self._from_child, max_bytes + ERROR_ALLOWANCE)
         deadline = time.monotonic() + timeout
         task_pid: int | None = None

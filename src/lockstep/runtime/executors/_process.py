@@ -38,7 +38,9 @@ class ProcessExecutor(Executor):
 
     Processes are pooled by bundle environment (``TaskCall.env``; ``""``: none). A
     process of an environment serves only that environment; before it is reused it
-    must answer a health check (``ping``), else it is replaced. Processes are kept
+    must answer a health check (``ping``; without an environment: be alive), else it is
+    replaced, and a call its process never received (it died first) is sent to another
+    process. Processes are kept
     for at most ``LOCKSTEP_WARM_ENVIRONMENTS`` environments: beyond that the idle
     processes of the least recently used one are stopped.
 
@@ -108,17 +110,22 @@ class ProcessExecutor(Executor):
                          self.name, self.mode, spare.pid, key)  # fmt: skip
                 self._start_refill()
                 return spare
+            log.warning("%s executor: pristine %s process pid %d did not take environment %s "
+                        "(it died or did not answer); replacing it", self.name, self.mode,
+                        spare.pid, key)  # fmt: skip
             self._drop(spare)
+            self._start_refill()
         if child is not None:
-            if not key or child.ping():
+            # an environment's process answers a PING; without one, alive is enough (a
+            # syscall, not a round trip): one that died while idle is replaced either way
+            if child.ping() if key else child.alive():
                 return child
             log.warning(
-                "%s executor: %s process pid %d of environment %s failed its health check; "
-                "replacing it",
+                "%s executor: %s process pid %d%s failed its health check; replacing it",
                 self.name,
                 self.mode,
                 child.pid,
-                key,
+                f" of environment {key}" if key else "",
             )
             self._drop(child)
         child = self._spawn(key, site)  # outside the lock: it takes a while
@@ -229,13 +236,20 @@ class ProcessExecutor(Executor):
         payload = _wire.call_payload(call.target, call.args, call.kwargs, call.paths, max_bytes)
         replaced = ""
         with self._free_slots:
-            child = self._take(call.env, call.paths[0] if call.env else "")
-            outcome = child.call(payload, timeout, max_bytes, stop)
-            if outcome.healthy:
-                self._give_back(child)
-            else:
+            for attempt in (1, 2):
+                child = self._take(call.env, call.paths[0] if call.env else "")
+                outcome = child.call(payload, timeout, max_bytes, stop)
+                if outcome.healthy:
+                    self._give_back(child)
+                    break
                 self._drop(child)
+                if not outcome.sent and attempt == 1:  # it died before the call reached it
+                    log.warning("%s executor: %s process pid %d died before it got %s; "
+                                "running it in another", self.name, self.mode, child.pid,
+                                call.target)  # fmt: skip
+                    continue
                 replaced = self._replace(child)
+                break
         if outcome.status == "answer":
             return self._answer(call, outcome)
         task = outcome.task_pid if outcome.task_pid is not None else child.pid
