@@ -4,8 +4,10 @@
    environment made (unpacked, RECORD-checked; compiled in the background after), the
    task run — through a real ``lockstep scheduler`` and ``lockstep worker`` on 127.0.0.1;
 2. the same on a restarted worker whose environment is on disk (nothing sent); each in
-   three forms side by side: the wheels, the prebuilt layer one piece per round trip
-   (window 1) and the prebuilt layer with ``ship_layer.WINDOW`` pieces in flight; and
+   four forms side by side: the wheels, the prebuilt layer one piece per round trip
+   (window 1) and with ``ship_layer.WINDOW`` pieces in flight, all sent through the
+   scheduler, and the bundle pushed with its layer to a loopback docker-registry and
+   pulled from there by the worker (``lockstep bundle push --prebuilt``); and
    where a fresh worker's time goes without the network (the layer inflated, then
    extracted from memory);
 3. per-task overhead with numpy imported by the model, ``isolated_warm`` and ``cold``
@@ -39,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from lockstep.bundles import ship_layer  # noqa: E402
 from lockstep.bundles.env import EnvStore  # noqa: E402
-from lockstep.bundles.format import load_bundle  # noqa: E402
+from lockstep.bundles.format import Bundle, load_bundle  # noqa: E402
 from lockstep.bundles.image_pins import from_project  # noqa: E402
 from lockstep.bundles.lock import lock_bundle  # noqa: E402
 from lockstep.bundles.prebuilt import env_layer  # noqa: E402
+from lockstep.bundles.remote import push_bundle, resolve  # noqa: E402
 from lockstep.bundles.ship import ship_bundle  # noqa: E402
 from lockstep.bundles.ship_layer import WINDOW  # noqa: E402
 from lockstep.core.atomic import remove_read_only  # noqa: E402
@@ -58,6 +61,7 @@ from tests.fixtures.procs import (  # noqa: E402
     start_worker,
     write_manifest,
 )
+from tests.fixtures.registry import OciRegistry  # noqa: E402
 
 REQUIREMENTS = ["numpy>=2,<3", "scipy>=1.14,<2"]
 MODEL = """
@@ -101,13 +105,19 @@ def filesystem(path: Path) -> str:
 
 
 def first_task(
-    workdir: Path, bundle: Path, repeat: int, runs: int = 3, stores: Path | None = None
+    workdir: Path,
+    bundle: Path,
+    repeat: int,
+    runs: int = 3,
+    stores: Path | None = None,
+    pulled: Bundle | None = None,
 ) -> list[tuple[str, float, str]]:
     """Rows (what, median seconds of ``runs``, note) for a fresh worker, then a restarted
     worker (environment on disk), for each executor and each form: the wheels sent and
     unpacked on the worker, or the environment prebuilt into one layer (made once by the
     runner beforehand, as ``lockstep bundle push --prebuilt`` does; its making is its own
-    row)."""
+    row), sent through the scheduler or, with ``pulled`` (the bundle pushed with its layer,
+    resolved by reference), pulled by the worker from the registry."""
     rows = []
     stores = stores or workdir
     a_path, a = write_manifest(workdir, "a")
@@ -128,9 +138,14 @@ def first_task(
     try:
         for executor in ("isolated_warm", "cold"):
             # the layer's pieces one round trip at a time (window 1), then a window in flight
-            for form, window in (("wheels", 0), ("prebuilt, window 1", 1), ("prebuilt", WINDOW)):
-                ship_layer.WINDOW = window or WINDOW
-                shipped_bundle = dataclasses.replace(loaded, prebuilt=window > 0)
+            forms = [("wheels", 0), ("prebuilt, window 1", 1), ("prebuilt", WINDOW)]
+            for form, window in forms + ([("prebuilt, pulled from a registry", -1)] * bool(pulled)):
+                ship_layer.WINDOW = max(window, 0) or WINDOW
+                shipped_bundle = (
+                    pulled
+                    if window < 0 and pulled
+                    else dataclasses.replace(loaded, prebuilt=window > 0)
+                )
                 samples: dict[str, list[float]] = {"fresh": [], "cached": []}
                 notes: dict[str, str] = {}
                 next_times: list[float] = []
@@ -140,7 +155,7 @@ def first_task(
                         worker = start_worker(
                             workdir, address, a_path, executor,
                             f"w-{executor}-{window}-{run}-{attempt}",
-                            env={"LOCKSTEP_BUNDLE_DIR": str(store)},
+                            env={"LOCKSTEP_BUNDLE_DIR": str(store), "DOCKER_CONFIG": str(workdir)},
                         )  # fmt: skip
                         try:
                             worker.wait_for("lockstep worker ready", timeout=60)
@@ -151,14 +166,16 @@ def first_task(
                                 shipped = ship_bundle(client, shipped_bundle, [addr])
                                 shipped_at = time.perf_counter()
                                 submit_task(client, "npmodel.model:simulate", ({}, 1),
-                                            bundle=loaded.digest, workers=[addr],
+                                            bundle=shipped_bundle.digest, workers=[addr],
                                             ).result(timeout=300)  # fmt: skip
                                 done = time.perf_counter()
                                 samples[attempt].append(done - start)
+                                how = "made" if shipped.env_built else "found"
+                                if not shipped.env_built and shipped.wheel_bytes:
+                                    how = "pulled and made"  # by the worker, from the registry
                                 notes[attempt] = (
                                     f"{shipped.wheels_sent} wheels sent, "
-                                    f"{shipped.wheel_bytes / 1e6:.1f} MB; environment "
-                                    f"{'made' if shipped.env_built else 'found'} in "
+                                    f"{shipped.wheel_bytes / 1e6:.1f} MB; environment {how} in "
                                     f"{shipped_at - start:.2f} s, task {done - shipped_at:.2f} s"
                                 )
                                 if shipped.env_built and shipped.env and form == "wheels":
@@ -167,7 +184,7 @@ def first_task(
                                     for seed in range(repeat):
                                         t = time.perf_counter()
                                         submit_task(client, "npmodel.model:simulate",
-                                                    ({}, seed), bundle=loaded.digest,
+                                                    ({}, seed), bundle=shipped_bundle.digest,
                                                     workers=[addr]).result(timeout=60)  # fmt: skip
                                         next_times.append(time.perf_counter() - t)
                             finally:
@@ -342,9 +359,17 @@ def main() -> None:
             f"bundle: {', '.join(REQUIREMENTS)} -> "
             + ", ".join(f"{w.project} {w.version}" for w in wheels)
         )
-        print("\n| first task on a worker (through Dask) | seconds | what |\n|---|---|---|")
-        for what, seconds, note in first_task(workdir, bundle, args.repeat, args.runs, stores):
-            print(f"| {what} | {seconds:.3f} | {note} |")
+        registry = OciRegistry.start_new(workdir / "registry")
+        try:
+            reference = push_bundle(bundle, registry.address, "bench/np", prebuilt=True).reference
+            pulled, _ = resolve(reference)
+            print("\n| first task on a worker (through Dask) | seconds | what |\n|---|---|---|")
+            for what, seconds, note in first_task(
+                workdir, bundle, args.repeat, args.runs, stores, pulled
+            ):
+                print(f"| {what} | {seconds:.3f} | {note} |")
+        finally:
+            registry.close()
         print("\n| per task (executor only) | ms |\n|---|---|")
         for what, ms in per_task(workdir, bundle, args.repeat):
             print(f"| {what} | {ms:.2f} |")
