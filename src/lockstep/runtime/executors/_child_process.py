@@ -117,17 +117,19 @@ class ChildProcess:
 
     def ping(self, timeout: float = PING_TIMEOUT) -> bool:
         """Health check before reuse: alive, and answers ``PING`` with ``READY`` in time."""
-        if not self.alive():
-            return False
+        return self.alive() and self._answers_ready(_wire.PING, b"", timeout)
+
+    def _answers_ready(self, kind: bytes, payload: bytes, timeout: float) -> bool:
+        """Send one ``kind`` frame; True if ``READY`` came back within ``timeout``."""
         try:
-            _wire.write_frame(self._to_child, _wire.PING, 0)
+            _wire.write_frame(self._to_child, kind, 0, payload)
             ready, _, _ = select.select([self._from_child], [], [], timeout)
             if not ready:
                 return False
-            kind, _, _ = _wire.read_frame(self._from_child)
+            answer, _, _ = _wire.read_frame(self._from_child)
         except (OSError, EOFError):
             return False
-        return kind == _wire.READY
+        return answer == _wire.READY
 
     @property
     def pristine(self) -> bool:
@@ -138,15 +140,7 @@ class ChildProcess:
         """Make this pristine process serve environment ``key`` (``site`` first on its path),
         as one started for it would; False if it did not answer ``READY`` in time."""
         assert self.pristine and key, "only a pristine process takes an environment"
-        try:
-            _wire.write_frame(self._to_child, _wire.SERVE, 0, os.fsencode(site))
-            ready, _, _ = select.select([self._from_child], [], [], timeout)
-            if not ready:
-                return False
-            kind, _, _ = _wire.read_frame(self._from_child)
-        except (OSError, EOFError):
-            return False
-        if kind != _wire.READY:
+        if not self._answers_ready(_wire.SERVE, os.fsencode(site), timeout):
             return False
         self.site, self.key = site, key
         return True
