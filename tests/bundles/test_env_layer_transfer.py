@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lockstep.bundles import ship_layer
+from lockstep.bundles.env_layer import LayerRefused
 from lockstep.bundles.env_receive import AHEAD
 from lockstep.bundles.format import Bundle, load_bundle
 from lockstep.bundles.prebuilt import env_layer
@@ -178,3 +179,47 @@ def test_a_worker_killed_mid_transfer_ends_it_with_one_line_and_the_next_worker_
         assert not leftovers(store)
     finally:
         again.stop()
+
+
+def test_the_given_up_line_comes_once_the_directory_is_removed() -> None:
+    """The line says "removed": a test (or an operator) that reads it and looks finds
+    nothing left. The sink's removal is slow here; the line must still come after it."""
+    import asyncio
+    import logging
+    import time
+
+    from lockstep.bundles.env_receive import Transfer
+
+    events: list[str] = []
+
+    class SlowSink:
+        def feed(self, data: bytes) -> None:
+            events.append("fed")
+
+        def abort(self) -> None:
+            time.sleep(0.3)  # a large half-extracted tree takes a while to remove
+            events.append("removed")
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append(f"logged: {record.getMessage()}")
+
+    seen = Seen()
+    logging.getLogger("lockstep.bundles").addHandler(seen)
+
+    async def transfer() -> None:
+        t = Transfer("sha256:b sha256:l", "t", 10, SlowSink, idle=60.0)  # type: ignore[arg-type]
+        await t.piece(0, b"12345", False)
+        await t.give_up("environment layer sha256:l: its sender went; removed")
+        with pytest.raises(LayerRefused, match="its sender went"):
+            await t.piece(5, b"67890", True)
+
+    try:
+        asyncio.run(transfer())
+    finally:
+        logging.getLogger("lockstep.bundles").removeHandler(seen)
+    assert events == [
+        "fed",
+        "removed",
+        "logged: lockstep environment layer sha256:l: its sender went; removed",
+    ]

@@ -128,12 +128,14 @@ class Transfer:
             return
         self.failed = why
         self._early.clear()
-        if log_it:
-            log.error("lockstep %s", why)
-        if self._sink is not None:
-            await asyncio.to_thread(self._sink.abort)
-        async with self._moved:
-            self._moved.notify_all()
+        try:
+            if self._sink is not None:
+                await asyncio.to_thread(self._sink.abort)
+        finally:  # the line says "removed": logged once the directory is gone
+            if log_it:
+                log.error("lockstep %s", why)
+            async with self._moved:
+                self._moved.notify_all()
 
     def done(self) -> None:
         """The last piece was taken: no more idle watch."""
