@@ -370,3 +370,46 @@ def test_the_running_pythons_tag_is_read_without_starting_one(
 
     monkeypatch.setattr(subprocess, "run", no_process)
     assert cache_tag(running_python()) == sys.implementation.cache_tag
+
+
+def test_an_extraction_that_breaks_unexpectedly_never_leaves_the_sender_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hang: if the extracting thread ends on an error nobody foresaw (a bug, not the
+    layer), the receiving side is not left waiting on a full pipe. The layer is refused
+    with the error named, and nothing of it is left."""
+    import threading
+
+    big = {"demo/__init__.py": b"V = 1\n", "demo/data.bin": bytes(24 << 20)}
+    bundle, blob, digest = made(tmp_path, big)
+    monkeypatch.setattr(env_layer, "PIPE_BYTES", 2 << 20)
+    reader_next = env_layer.layer_tar.Reader.next
+    seen: list[object] = []
+
+    def broken(self: Any) -> Any:
+        member = reader_next(self)
+        seen.append(member)
+        if len(seen) == 3:
+            raise KeyError("an unforeseen bug")
+        return member
+
+    monkeypatch.setattr(env_layer.layer_tar.Reader, "next", broken)
+    s = store(tmp_path)
+    sink = s.layer_sink(bundle, digest, len(blob))
+    errors: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for i in range(0, len(blob), 1 << 20):
+                sink.feed(blob[i : i + (1 << 20)])
+            s.adopt(sink)
+        except BaseException as exc:  # the test reads it
+            errors.append(exc)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    feeder.join(120)
+    assert not feeder.is_alive(), "the receiving side waits forever on a full pipe"
+    assert len(errors) == 1 and isinstance(errors[0], LayerRefused), errors
+    assert "KeyError" in str(errors[0]) and "an unforeseen bug" in str(errors[0])
+    assert nothing_made(s)

@@ -265,6 +265,9 @@ class LayerSink:
         except (layer_tar.TarBroken, ValueError) as exc:
             if self._error is None:
                 self._error = f"it does not read as a tar ({exc})"
+        except Exception as exc:  # a bug, not the layer: refused all the same, and the
+            if self._error is None:  # receiving side freed (never left waiting on the pipe)
+                self._error = f"extracting it failed ({type(exc).__name__}: {exc})"
         finally:
             self._writers.shutdown(wait=True, cancel_futures=True)
             if self._error is not None:  # the feeder's bytes are dropped from here on
