@@ -140,3 +140,31 @@ def test_what_the_writer_never_emits_comes_back_by_type() -> None:
         tar.addfile(link)
     kinds = [kind for _, kind, *_ in read_all(reader(out.getvalue()))]
     assert kinds[0] == tarfile.XHDTYPE and tarfile.SYMTYPE in kinds
+
+
+def _header(name: bytes, kind: bytes, size: int) -> bytes:
+    """One raw header block with a right checksum."""
+    block = bytearray(512)
+    block[0 : len(name)] = name
+    block[100:108] = b"0000644\0"
+    block[124:136] = f"{size:011o}\0".encode()
+    block[156:157] = kind
+    block[148:156] = b" " * 8
+    block[148:155] = f"{sum(block):06o}\0".encode()
+    return bytes(block)
+
+
+def test_a_long_name_over_its_bound_or_twice_in_a_row_is_tar_broken() -> None:
+    """A GNU long name is at most ``MAX_LONG_NAME`` bytes (never read past that), and names
+    the member after it, which is not another long name."""
+    huge = layer_tar.MAX_LONG_NAME + 1
+    data = _header(b"././@LongLink", layer_tar.LONG_NAME, huge) + bytes(huge + 1024)
+    with pytest.raises(layer_tar.TarBroken, match=f"a long name of {huge} bytes"):
+        read_all(reader(data))
+    name = b"site/x.py\0".ljust(512, b"\0")
+    twice = (_header(b"././@LongLink", layer_tar.LONG_NAME, 10) + name) * 2
+    member = _header(b"site/x.py", b"0", 0)
+    with pytest.raises(layer_tar.TarBroken, match="not followed by its member"):
+        read_all(reader(twice + member + bytes(1024)))
+    once = _header(b"././@LongLink", layer_tar.LONG_NAME, 10) + name + member + bytes(1024)
+    assert [row[0] for row in read_all(reader(once))] == ["site/x.py"]
