@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,12 @@ def test_a_worker_killed_mid_transfer_ends_it_with_one_line_and_the_next_worker_
                         env={"LOCKSTEP_BUNDLE_DIR": str(store)})  # fmt: skip
     try:
         proc.wait_for("lockstep worker ready", timeout=60)
-        [worker] = [a for a, w in cluster.client.scheduler_info()["workers"].items()
-                    if w.get("name") == "doomed"]  # fmt: skip
+        deadline = time.monotonic() + 60  # its ready line can come before the scheduler has it
+        while not (named := [a for a, w in cluster.client.scheduler_info()["workers"].items()
+                             if w.get("name") == "doomed"]):  # fmt: skip
+            assert time.monotonic() < deadline, "the worker never joined the scheduler"
+            time.sleep(0.1)
+        [worker] = named
         bundle, layer, blob = stored(cluster, tmp_path, runner_cache, 4, worker)
         monkeypatch.setattr(ship_layer, "CHUNK", len(blob) // 10)
 
@@ -186,7 +191,6 @@ def test_the_given_up_line_comes_once_the_directory_is_removed() -> None:
     nothing left. The sink's removal is slow here; the line must still come after it."""
     import asyncio
     import logging
-    import time
 
     from lockstep.bundles.env_receive import Transfer
 
