@@ -52,6 +52,13 @@ def by_tarfile(data: bytes) -> list[Row]:
     return out
 
 
+def checksummed(block: bytearray) -> bytearray:
+    """``block``'s first header with its checksum made right again (in place)."""
+    block[148:156] = b" " * 8
+    block[148:155] = f"{sum(block[:512]):06o}\0".encode()
+    return block
+
+
 def sample() -> bytes:
     rng = random.Random(7)
     entries = [
@@ -106,8 +113,7 @@ def test_a_broken_header_is_tar_broken(mutate: Callable[[bytearray], None], why:
     data = bytearray(sample())
     mutate(data)
     if "checksum" not in why:  # keep the checksum right: the field itself is what is wrong
-        data[148:156] = b" " * 8
-        data[148:155] = f"{sum(data[:512]):06o}\0".encode()
+        checksummed(data)
     with pytest.raises(layer_tar.TarBroken, match=why):
         read_all(reader(bytes(data)))
 
@@ -149,9 +155,7 @@ def _header(name: bytes, kind: bytes, size: int) -> bytes:
     block[100:108] = b"0000644\0"
     block[124:136] = f"{size:011o}\0".encode()
     block[156:157] = kind
-    block[148:156] = b" " * 8
-    block[148:155] = f"{sum(block):06o}\0".encode()
-    return bytes(block)
+    return bytes(checksummed(block))
 
 
 def test_a_long_name_over_its_bound_or_twice_in_a_row_is_tar_broken() -> None:
